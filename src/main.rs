@@ -1,0 +1,2 @@
+//! grit: placeholder entry point while the crate is scaffolded.
+fn main() {}
