@@ -310,3 +310,95 @@ pub(crate) fn may_overlap(tokens: &[Token], write: &[WritePart]) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// SQLite's own answer to `name GLOB pattern`.
+    pub(crate) fn sqlite_glob(conn: &rusqlite::Connection, pattern: &str, name: &str) -> bool {
+        conn.query_row("SELECT ?1 GLOB ?2", [name, pattern], |r| r.get::<_, bool>(0))
+            .expect("GLOB query")
+    }
+
+    #[test]
+    fn agrees_with_sqlite_on_tricky_cases() {
+        let conn = rusqlite::Connection::open_in_memory().expect("sqlite");
+        let patterns = [
+            "", "*", "?", "**", "*?", "?*", "*?*", "a*", "*a", "a*b", "a?c", "item_*", "item_?",
+            "[abc]", "[a-c]", "[^a]", "[^a-c]x", "[]]", "[]a]", "[^]]", "[a-]", "[-a]", "[a-c-e]",
+            "[", "a[", "[a", "[]", "[^", "[^]", "*[", "*[a]", "*[ab]c", "*[^a]", "a*[0-9]", "\\*",
+            "[*]", "[?]", "[[]", "A*", "é*", "*é", "[é]", "[à-ü]", "*.txt", "**a**", "a**?b",
+            "?*?", "*]", "]", "^", "-", "[z-a]", "[a-a]", "x*[b-d]*y",
+        ];
+        let names = [
+            "", "a", "b", "c", "A", "ab", "abc", "aXb", "acb", "ba", "item_1", "item_12", "item_",
+            "]", "^", "-", "[", "*", "?", "\\*", "x.txt", "é", "éa", "aé", "ü", "xbay", "xay",
+            "a-b", "aaab", "a0", "e", "d",
+        ];
+        let mut checked = 0;
+        for p in patterns {
+            for n in names {
+                assert_eq!(glob_match(p, n), sqlite_glob(&conn, p, n), "pattern {p:?} name {n:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 1500);
+    }
+
+    #[test]
+    fn basic_semantics() {
+        assert!(glob_match("item_*", "item_1"));
+        assert!(glob_match("item_*", "item_"));
+        assert!(!glob_match("item_*", "Item_1"), "case-sensitive");
+        assert!(glob_match("[a-z]?", "b7"));
+        assert!(!glob_match("[^x]", "x"));
+        assert!(!glob_match("a[", "a["), "unclosed set matches nothing");
+        assert!(glob_match("done", "done"));
+        assert!(!glob_match("done", "done2"));
+    }
+
+    #[test]
+    fn tokenize_rejects_only_unclosed_sets() {
+        assert_eq!(tokenize("a[bc"), Err(UnclosedSet { char_index: 1 }));
+        assert_eq!(tokenize("*[]"), Err(UnclosedSet { char_index: 1 }));
+        assert_eq!(tokenize("[^"), Err(UnclosedSet { char_index: 0 }));
+        for ok in ["", "a", "*", "[]]", "[^]]", "x[a-c]*", "]", "a-b"] {
+            assert!(tokenize(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            tokenize("[a-c-e]"),
+            Ok(vec![Token::Set {
+                items: vec![SetItem::One('a'), SetItem::Range('a', 'c'), SetItem::One('-'), SetItem::One('e')],
+                invert: false
+            }])
+        );
+    }
+
+    fn text(s: &str) -> WritePart {
+        WritePart::Text(s.into())
+    }
+
+    #[test]
+    fn overlap_of_inputs_and_written_names() {
+        let t = |p: &str| tokenize(p).expect("valid glob");
+        let cases: Vec<(&str, Vec<WritePart>, bool)> = vec![
+            ("done", vec![text("done")], true),
+            ("done", vec![text("don")], false),
+            ("item_*", vec![text("item_"), WritePart::Any], true),
+            ("item_1", vec![text("item_"), WritePart::Any], true),
+            ("other_*", vec![text("item_"), WritePart::Any], false),
+            ("*.csv", vec![WritePart::Any, text(".json")], false),
+            ("*.csv", vec![text("a"), WritePart::Any], true),
+            ("[0-9]*", vec![text("x"), WritePart::Any], false),
+            ("[^x]*", vec![text("x"), WritePart::Any], false),
+            ("[^x]*", vec![WritePart::Any, text("x")], true),
+            ("a?c", vec![text("a"), WritePart::Any, text("c")], true),
+            ("a?c", vec![text("ac")], false),
+            ("*", vec![text("anything")], true),
+        ];
+        for (p, w, want) in cases {
+            assert_eq!(may_overlap(&t(p), &w), want, "{p:?} vs {w:?}");
+        }
+    }
+}
