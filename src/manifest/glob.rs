@@ -317,19 +317,70 @@ pub(crate) mod tests {
 
     /// SQLite's own answer to `name GLOB pattern`.
     pub(crate) fn sqlite_glob(conn: &rusqlite::Connection, pattern: &str, name: &str) -> bool {
-        conn.query_row("SELECT ?1 GLOB ?2", [name, pattern], |r| r.get::<_, bool>(0))
-            .expect("GLOB query")
+        conn.query_row("SELECT ?1 GLOB ?2", [name, pattern], |r| {
+            r.get::<_, bool>(0)
+        })
+        .expect("GLOB query")
     }
 
     #[test]
     fn agrees_with_sqlite_on_tricky_cases() {
         let conn = rusqlite::Connection::open_in_memory().expect("sqlite");
         let patterns = [
-            "", "*", "?", "**", "*?", "?*", "*?*", "a*", "*a", "a*b", "a?c", "item_*", "item_?",
-            "[abc]", "[a-c]", "[^a]", "[^a-c]x", "[]]", "[]a]", "[^]]", "[a-]", "[-a]", "[a-c-e]",
-            "[", "a[", "[a", "[]", "[^", "[^]", "*[", "*[a]", "*[ab]c", "*[^a]", "a*[0-9]", "\\*",
-            "[*]", "[?]", "[[]", "A*", "é*", "*é", "[é]", "[à-ü]", "*.txt", "**a**", "a**?b",
-            "?*?", "*]", "]", "^", "-", "[z-a]", "[a-a]", "x*[b-d]*y",
+            "",
+            "*",
+            "?",
+            "**",
+            "*?",
+            "?*",
+            "*?*",
+            "a*",
+            "*a",
+            "a*b",
+            "a?c",
+            "item_*",
+            "item_?",
+            "[abc]",
+            "[a-c]",
+            "[^a]",
+            "[^a-c]x",
+            "[]]",
+            "[]a]",
+            "[^]]",
+            "[a-]",
+            "[-a]",
+            "[a-c-e]",
+            "[",
+            "a[",
+            "[a",
+            "[]",
+            "[^",
+            "[^]",
+            "*[",
+            "*[a]",
+            "*[ab]c",
+            "*[^a]",
+            "a*[0-9]",
+            "\\*",
+            "[*]",
+            "[?]",
+            "[[]",
+            "A*",
+            "é*",
+            "*é",
+            "[é]",
+            "[à-ü]",
+            "*.txt",
+            "**a**",
+            "a**?b",
+            "?*?",
+            "*]",
+            "]",
+            "^",
+            "-",
+            "[z-a]",
+            "[a-a]",
+            "x*[b-d]*y",
         ];
         let names = [
             "", "a", "b", "c", "A", "ab", "abc", "aXb", "acb", "ba", "item_1", "item_12", "item_",
@@ -339,7 +390,11 @@ pub(crate) mod tests {
         let mut checked = 0;
         for p in patterns {
             for n in names {
-                assert_eq!(glob_match(p, n), sqlite_glob(&conn, p, n), "pattern {p:?} name {n:?}");
+                assert_eq!(
+                    glob_match(p, n),
+                    sqlite_glob(&conn, p, n),
+                    "pattern {p:?} name {n:?}"
+                );
                 checked += 1;
             }
         }
@@ -369,7 +424,12 @@ pub(crate) mod tests {
         assert_eq!(
             tokenize("[a-c-e]"),
             Ok(vec![Token::Set {
-                items: vec![SetItem::One('a'), SetItem::Range('a', 'c'), SetItem::One('-'), SetItem::One('e')],
+                items: vec![
+                    SetItem::One('a'),
+                    SetItem::Range('a', 'c'),
+                    SetItem::One('-'),
+                    SetItem::One('e')
+                ],
                 invert: false
             }])
         );

@@ -168,7 +168,6 @@ pub(crate) fn parse_manifest(text: &str, path: &Path, dir: PathBuf) -> Res<Manif
     let mut pipeline = Settings::default();
     let mut pipeline_name = None;
     let mut raw_steps: Vec<RawStep> = Vec::new();
-    let mut saw_step_key = false;
     for (key, value) in entries_in_order(root) {
         let k: &str = key.get_ref();
         match k {
@@ -179,20 +178,17 @@ pub(crate) fn parse_manifest(text: &str, path: &Path, dir: PathBuf) -> Res<Manif
                 }
                 Err(e) => errors.push(e),
             },
-            "step" => {
-                saw_step_key = true;
-                match step_tables(&ctx, value) {
-                    Ok(tables) => {
-                        for (offset, table) in tables {
-                            match parse_step(&ctx, offset, table) {
-                                Ok(s) => raw_steps.push(s),
-                                Err(e) => errors.push(e),
-                            }
+            "step" => match step_tables(&ctx, value) {
+                Ok(tables) => {
+                    for (offset, table) in tables {
+                        match parse_step(&ctx, offset, table) {
+                            Ok(s) => raw_steps.push(s),
+                            Err(e) => errors.push(e),
                         }
                     }
-                    Err(e) => errors.push(e),
                 }
-            }
+                Err(e) => errors.push(e),
+            },
             _ => errors.push(unknown_top_key(&ctx, k, key.span().start)),
         }
     }
@@ -200,9 +196,8 @@ pub(crate) fn parse_manifest(text: &str, path: &Path, dir: PathBuf) -> Res<Manif
         return Err(e);
     }
     if raw_steps.is_empty() {
-        let offset = if saw_step_key { 0 } else { text.len() };
         return Err(ctx.err(
-            offset,
+            0,
             "the manifest has no steps",
             Some("add a step: [[step]] with `name = \"...\"` and `script = \"...\"`".into()),
         ));
@@ -667,6 +662,7 @@ fn type_error(ctx: &Ctx<'_>, key: &str, want: &str, v: &Spanned<DeValue<'_>>) ->
         DeValue::String(s) if want == "a boolean" && matches!(s.trim(), "true" | "false") => {
             format!("remove the quotes: {key} = {}", s.trim())
         }
+        DeValue::String(_) if key == "shell" => format!("e.g. {}", example(key)),
         DeValue::String(s) if want == "an array of strings" => {
             format!("use an array: {key} = [\"{s}\"]")
         }

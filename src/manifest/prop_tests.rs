@@ -11,21 +11,73 @@ use super::{Manifest, glob_match, parse};
 
 /// Pieces of valid and nearly valid manifests, glued together at random.
 const FRAGMENTS: &[&str] = &[
-    "[[step]]\n", "[pipeline]\n", "[step]\n", "[[pipeline]]\n", "[step.env]\n",
-    "name = \"a\"\n", "name = \"b\"\n", "name = \"a b\"\n", "name = 3\n",
-    "script = \"echo x > $OUTPUT_DIR/a\"\n", "script = '''\necho > $OUTPUT_DIR/item_$i\n'''\n",
-    "script = \"\"\n", "script = \"  \"\n", "inputs = [\"a\"]\n", "inputs = [\"item_*\", \"b\"]\n",
-    "inputs = \"a\"\n", "inputs = [\"a[\"]\n", "input = \"a\"\n", "input = \"\"\n",
-    "parallel = 4\n", "parallel = 0\n", "parallel = \"4\"\n", "parallel = -1\n",
-    "timeout = \"30s\"\n", "timeout = \"1h30m\"\n", "timeout = \"soon\"\n", "timeout = 5\n",
-    "retries = 2\n", "retries = -1\n", "env = { A = \"1\" }\n", "env = { A = 1 }\n", "B = \"x\"\n",
-    "once = true\n", "gather = true\n", "shell = [\"bash\", \"-ec\"]\n", "shell = []\n",
-    "shell = [\"\"]\n", "sandbox = \"off\"\n", "sandbox = \"loose\"\n", "network = true\n",
-    "read_only = [\"/srv\"]\n", "read_only = [\"rel\"]\n", "memory = \"512M\"\n",
-    "memory = \"lots\"\n", "memory = 0\n", "processes = 64\n", "open_files = 1024\n",
-    "cpu = \"10m\"\n", "max_output = \"1G\"\n", "scrpt = \"x\"\n", "[[csv]]\n", "# comment\n",
-    "\n", "=", "\"", "'''", "[", "]", "{", "}", "ç", "\t", "\r\n", "name = \"é\"\n",
-    "step = [{ name = \"c\", script = \"true\" }]\n", "x.y.z = 1\n", "name = \"a\"\nname = \"b\"\n",
+    "[[step]]\n",
+    "[pipeline]\n",
+    "[step]\n",
+    "[[pipeline]]\n",
+    "[step.env]\n",
+    "name = \"a\"\n",
+    "name = \"b\"\n",
+    "name = \"a b\"\n",
+    "name = 3\n",
+    "script = \"echo x > $OUTPUT_DIR/a\"\n",
+    "script = '''\necho > $OUTPUT_DIR/item_$i\n'''\n",
+    "script = \"\"\n",
+    "script = \"  \"\n",
+    "inputs = [\"a\"]\n",
+    "inputs = [\"item_*\", \"b\"]\n",
+    "inputs = \"a\"\n",
+    "inputs = [\"a[\"]\n",
+    "input = \"a\"\n",
+    "input = \"\"\n",
+    "parallel = 4\n",
+    "parallel = 0\n",
+    "parallel = \"4\"\n",
+    "parallel = -1\n",
+    "timeout = \"30s\"\n",
+    "timeout = \"1h30m\"\n",
+    "timeout = \"soon\"\n",
+    "timeout = 5\n",
+    "retries = 2\n",
+    "retries = -1\n",
+    "env = { A = \"1\" }\n",
+    "env = { A = 1 }\n",
+    "B = \"x\"\n",
+    "once = true\n",
+    "gather = true\n",
+    "shell = [\"bash\", \"-ec\"]\n",
+    "shell = []\n",
+    "shell = [\"\"]\n",
+    "sandbox = \"off\"\n",
+    "sandbox = \"loose\"\n",
+    "network = true\n",
+    "read_only = [\"/srv\"]\n",
+    "read_only = [\"rel\"]\n",
+    "memory = \"512M\"\n",
+    "memory = \"lots\"\n",
+    "memory = 0\n",
+    "processes = 64\n",
+    "open_files = 1024\n",
+    "cpu = \"10m\"\n",
+    "max_output = \"1G\"\n",
+    "scrpt = \"x\"\n",
+    "[[csv]]\n",
+    "# comment\n",
+    "\n",
+    "=",
+    "\"",
+    "'''",
+    "[",
+    "]",
+    "{",
+    "}",
+    "ç",
+    "\t",
+    "\r\n",
+    "name = \"é\"\n",
+    "step = [{ name = \"c\", script = \"true\" }]\n",
+    "x.y.z = 1\n",
+    "name = \"a\"\nname = \"b\"\n",
 ];
 
 /// Every error except I/O must carry `FILE:LINE:COL:` with a line inside the text and a
@@ -55,9 +107,16 @@ fn assert_located(text: &str, result: Result<super::Loaded, ManifestError>) {
 
 fn check_position(text: &str, line: usize, column: usize) {
     let lines: Vec<&str> = text.split('\n').collect();
-    assert!(line >= 1 && line <= lines.len(), "line {line} outside 1..={}", lines.len());
+    assert!(
+        line >= 1 && line <= lines.len(),
+        "line {line} outside 1..={}",
+        lines.len()
+    );
     let width = lines[line - 1].chars().count();
-    assert!(column >= 1 && column <= width + 1, "column {column} outside line of {width}");
+    assert!(
+        column >= 1 && column <= width + 1,
+        "column {column} outside line of {width}"
+    );
 }
 
 proptest! {

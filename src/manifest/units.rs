@@ -40,8 +40,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => return Err(format!("`{s}` has no unit")),
-            other => return Err(format!("`{other}` is not a duration unit")),
+            "" if i == bytes.len() => return Err(format!("`{s}` has no unit")),
+            _ => return Err(format!("`{s}` is not a duration")),
         };
         total_ms = number
             .checked_mul(factor)
@@ -76,7 +76,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "m" => 20,
         "g" => 30,
         "t" => 40,
-        _ => return Err(format!("`{}` is not a size unit", &s[digits_end..])),
+        _ => return Err(format!("`{s}` is not a size")),
     };
     number
         .checked_mul(1u64 << shift)

@@ -98,6 +98,9 @@ mod tests {
 
     use super::*;
 
+    /// A named edit to a step.
+    type Change = Box<dyn Fn(&mut Step)>;
+
     fn base() -> Step {
         Step {
             name: "s".into(),
@@ -136,7 +139,7 @@ mod tests {
     #[test]
     fn every_counted_field_changes_the_hash() {
         let h = version_hash(&base());
-        let changes: Vec<(&str, Box<dyn Fn(&mut Step)>)> = vec![
+        let changes: Vec<(&str, Change)> = vec![
             ("script", Box::new(|s| s.script = "other".into())),
             ("inputs", Box::new(|s| s.inputs.push("c".into()))),
             (
@@ -187,7 +190,7 @@ mod tests {
     #[test]
     fn scheduling_fields_do_not_change_the_hash() {
         let h = version_hash(&base());
-        let changes: Vec<(&str, Box<dyn Fn(&mut Step)>)> = vec![
+        let changes: Vec<(&str, Change)> = vec![
             ("name", Box::new(|s| s.name = "renamed".into())),
             ("parallel", Box::new(|s| s.parallel = Some(3))),
             (
