@@ -38,7 +38,16 @@ const SHARED_KEYS: &[&str] = &[
 ];
 
 /// Variables grit sets for every task; a manifest may not override them.
-const RESERVED_ENV: &[&str] = &["INPUT_FILE", "INPUT_DIR", "OUTPUT_DIR"];
+const RESERVED_ENV: &[&str] = &[
+    "INPUT_FILE",
+    "INPUT_DIR",
+    "OUTPUT_DIR",
+    "GRIT_STEP",
+    "GRIT_TASK",
+    "GRIT_RUN",
+    "GRIT_INPUT_NAME",
+    "GRIT_INPUT_HASH",
+];
 
 struct Ctx<'a> {
     text: &'a str,
@@ -852,7 +861,7 @@ fn env_table(ctx: &Ctx<'_>, v: &Spanned<DeValue<'_>>) -> Res<BTreeMap<String, St
                 Some("use letters, digits and `_`, e.g. API_URL".into()),
             ));
         }
-        if RESERVED_ENV.contains(&k) || k.starts_with("GRIT_") {
+        if RESERVED_ENV.contains(&k) {
             return Err(ctx.err(
                 key.span().start,
                 format!("`{k}` is set by grit for every task and cannot be overridden in `env`"),
@@ -937,5 +946,162 @@ impl Settings {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::manifest::{Position, SandboxMode, parse};
+
+    const FULL: &str = r#"
+[pipeline]
+name = "nightly"
+parallel = 3
+timeout = "10m"
+retries = 1
+env = { REGION = "eu", LEVEL = "pipeline" }
+shell = ["bash", "-ec"]
+network = true
+read_only = ["/srv/ref"]
+memory = "1G"
+processes = 32
+open_files = 256
+cpu = "1h30m"
+max_output = 1048576
+
+[[step]]
+name = "fetch"
+once = true
+sandbox = "off"
+env.LEVEL = "step"
+script = "curl -o $OUTPUT_DIR/raw https://example.org"
+
+[[step]]
+name = "split"
+input = "raw"
+parallel = 1
+timeout = "500ms"
+retries = 0
+shell = ["sh", "-c"]
+network = false
+read_write = ["/var/cache/x"]
+memory = 1024
+script = "split -l 1 $INPUT_FILE $OUTPUT_DIR/part_"
+
+[[step]]
+name = "all"
+inputs = ["part_*", "raw"]
+gather = true
+script = "cat $INPUT_DIR/* > $OUTPUT_DIR/all"
+"#;
+
+    #[test]
+    fn pipeline_defaults_apply_and_steps_override() {
+        let m = parse(FULL, Path::new("dir/full.toml"))
+            .expect("valid")
+            .manifest;
+        assert_eq!(m.pipeline_name.as_deref(), Some("nightly"));
+        assert_eq!(m.text, FULL);
+        assert!(m.dir.is_absolute() && m.dir.ends_with("dir"));
+        let [fetch, split, all] = &m.steps[..] else {
+            panic!("three steps")
+        };
+
+        assert_eq!(fetch.line, 17);
+        assert!(fetch.is_source() && fetch.once && !fetch.gather);
+        assert_eq!(fetch.parallel, Some(3));
+        assert_eq!(fetch.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(fetch.retries, 1);
+        assert_eq!(fetch.env.get("REGION").map(String::as_str), Some("eu"));
+        assert_eq!(fetch.env.get("LEVEL").map(String::as_str), Some("step"));
+        assert_eq!(fetch.shell, ["bash", "-ec"]);
+        assert_eq!(fetch.policy.sandbox, SandboxMode::Off);
+        assert!(fetch.policy.network);
+        assert_eq!(fetch.policy.read_only, [Path::new("/srv/ref")]);
+        assert_eq!(fetch.policy.memory, Some(1 << 30));
+        assert_eq!(fetch.policy.processes, Some(32));
+        assert_eq!(fetch.policy.open_files, Some(256));
+        assert_eq!(fetch.policy.cpu, Some(Duration::from_secs(5400)));
+        assert_eq!(fetch.policy.max_output, Some(1 << 20));
+
+        assert_eq!(split.inputs, ["raw"]);
+        assert_eq!(
+            split.input_positions,
+            [Position {
+                line: 26,
+                column: 9
+            }]
+        );
+        assert_eq!(split.parallel, Some(1));
+        assert_eq!(split.timeout, Some(Duration::from_millis(500)));
+        assert_eq!(split.retries, 0);
+        assert_eq!(split.shell, ["sh", "-c"]);
+        assert_eq!(split.env.get("LEVEL").map(String::as_str), Some("pipeline"));
+        assert_eq!(split.policy.sandbox, SandboxMode::Strict);
+        assert!(!split.policy.network);
+        assert_eq!(split.policy.read_write, [Path::new("/var/cache/x")]);
+        assert_eq!(split.policy.memory, Some(1024));
+
+        assert!(all.gather && !all.is_source());
+        assert_eq!(all.inputs, ["part_*", "raw"]);
+        assert!(all.matches("part_aa") && all.matches("raw") && !all.matches("rawx"));
+        assert_eq!(m.step("split").map(|s| s.line), Some(24));
+        assert!(m.step("nope").is_none());
+    }
+
+    #[test]
+    fn bare_steps_get_builtin_defaults() {
+        let text = "[[step]]\nname = \"a\"\nscript = \"true\"\n";
+        let m = parse(text, Path::new("m.toml")).expect("valid").manifest;
+        let s = &m.steps[0];
+        assert_eq!(m.pipeline_name, None);
+        assert_eq!((s.parallel, s.timeout, s.retries), (None, None, 0));
+        assert_eq!(s.shell, ["sh", "-ec"]);
+        assert!(s.env.is_empty() && !s.once && !s.gather && s.is_source());
+        assert_eq!(s.policy, crate::manifest::Policy::default());
+        assert_eq!(s.line, 1);
+    }
+
+    #[test]
+    fn grit_empty_input_is_a_source_and_inline_steps_work() {
+        let text = "step = [\n  { name = \"a\", input = \"\", script = \"true\" },\n  { name = \"b\", inputs = [], script = \"true\" },\n]\n";
+        let m = parse(text, Path::new("m.toml")).expect("valid").manifest;
+        assert!(m.steps.iter().all(|s| s.is_source()));
+        assert_eq!(m.steps.iter().map(|s| s.line).collect::<Vec<_>>(), [2, 3]);
+    }
+
+    #[test]
+    fn version_hash_follows_the_text_and_pipeline_env() {
+        let a = "[[step]]\nname = \"a\"\nscript = \"echo 1\"\n";
+        let renamed = "# moved\n[[step]]\nname = \"b\"\nparallel = 2\nscript = \"echo 1\"\n";
+        let edited = "[[step]]\nname = \"a\"\nscript = \"echo 2\"\n";
+        let with_env =
+            "[pipeline]\nenv = { X = \"1\" }\n[[step]]\nname = \"a\"\nscript = \"echo 1\"\n";
+        let h = |t: &str| {
+            parse(t, Path::new("m.toml")).expect("valid").manifest.steps[0].version_hash()
+        };
+        assert_eq!(h(a), h(renamed));
+        assert_ne!(h(a), h(edited));
+        assert_ne!(h(a), h(with_env));
+    }
+
+    #[test]
+    fn closest_suggestions() {
+        use super::{SHARED_KEYS, STEP_ONLY_KEYS, closest};
+        let mut all = SHARED_KEYS.to_vec();
+        all.extend(STEP_ONLY_KEYS);
+        for (typo, want) in [
+            ("scrpt", Some("script")),
+            ("inptus", Some("inputs")),
+            ("retry", Some("retries")),
+            ("Timeout", Some("timeout")),
+            ("readonly", Some("read_only")),
+            ("zzzzzz", None),
+        ] {
+            assert_eq!(closest(typo, &all), want, "{typo}");
+        }
     }
 }

@@ -171,3 +171,58 @@ proptest! {
         prop_assert_eq!(&e[0].via, &name);
     }
 }
+
+/// Optional keys of a valid step, one line each.
+const VALID_LINES: &[&str] = &[
+    "inputs = [\"item_*\", \"raw\"]",
+    "parallel = 3",
+    "timeout = \"2m30s\"",
+    "retries = 2",
+    "env = { A = \"1\", B = \"two\" }",
+    "shell = [\"bash\", \"-ec\"]",
+    "sandbox = \"off\"",
+    "network = true",
+    "read_only = [\"/srv\"]",
+    "read_write = [\"/tmp/x\"]",
+    "memory = \"512M\"",
+    "processes = 64",
+    "open_files = 1024",
+    "cpu = \"10m\"",
+    "max_output = \"1G\"",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Any combination of valid keys, in any order, parses; key order and layout do not
+    /// change the version hash.
+    #[test]
+    fn valid_steps_parse_in_any_key_order(
+        picked in prop::sample::subsequence(VALID_LINES, 0..VALID_LINES.len()),
+        seed in any::<u64>(),
+    ) {
+        let mut lines: Vec<&str> = picked.clone();
+        lines.push("name = \"s\"");
+        lines.push("script = \"echo > $OUTPUT_DIR/raw\"");
+        let text = format!("[[step]]\n{}\n", lines.join("\n"));
+        // A deterministic shuffle driven by `seed`.
+        let mut shuffled = lines.clone();
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            shuffled.swap(i, usize::try_from(x % (i as u64 + 1)).unwrap_or(0));
+        }
+        let other = format!("# reordered\n\n[[step]]\n{}\n", shuffled.join("\n\n"));
+        let a = parse(&text, Path::new("m.toml"));
+        let b = parse(&other, Path::new("m.toml"));
+        prop_assert!(a.is_ok(), "{:?}", a.err().map(|e| e.to_string()));
+        prop_assert!(b.is_ok(), "{:?}", b.err().map(|e| e.to_string()));
+        if let (Ok(a), Ok(b)) = (a, b) {
+            prop_assert_eq!(a.manifest.steps[0].version_hash(), b.manifest.steps[0].version_hash());
+            prop_assert_eq!(a.manifest.steps[0].line, 1);
+            prop_assert_eq!(b.manifest.steps[0].line, 3);
+        }
+    }
+}
