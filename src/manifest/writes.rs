@@ -143,6 +143,17 @@ fn read_use(chars: &[char], k: usize, after: usize) -> Option<Vec<WritePart>> {
                 i = end + 1;
                 continue;
             }
+            if c == '{' {
+                // Brace expansion (`{a,b}`) writes several names: unknown which.
+                let end = chars[i + 1..]
+                    .iter()
+                    .position(|&c| c == '}')
+                    .map_or(chars.len(), |p| i + 1 + p);
+                flush(&mut text, &mut parts);
+                parts.push(WritePart::Any);
+                i = end + 1;
+                continue;
+            }
             if matches!(c, '*' | '?' | '[') {
                 // A shell glob in the name: some name, unknown which.
                 flush(&mut text, &mut parts);
@@ -287,6 +298,7 @@ mod tests {
             ("echo > $OUTPUT_DIR/n$((i+1))", "n*"),
             ("echo > $OUTPUT_DIR/\"$name\".json", "*.json"),
             ("echo > $OUTPUT_DIR/b`date`", "b*"),
+            ("touch $OUTPUT_DIR/x_{a,b}.txt", "x_*.txt"),
         ];
         for (script, want) in cases {
             assert_eq!(shapes(script), (vec![want.to_string()], false), "{script}");
@@ -300,6 +312,7 @@ mod tests {
             "curl -o \"$OUTPUT_DIR\" https://x",
             "echo > \"$OUTPUT_DIR/$name\"",
             "echo > $OUTPUT_DIR/$(basename $f)",
+            "touch $OUTPUT_DIR/{a,b}",
             "mv x $OUTPUT_DIR/",
             "mkdir $OUTPUT_DIR/sub/file",
             "python -c 'import os; os.environ[\"OUTPUT_DIR\"]'",
