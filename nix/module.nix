@@ -48,7 +48,8 @@ let
       (if builtins.isPath p.manifest then "${p.manifest}" else p.manifest)
     else
       "${tomlFormat.generate "grit-${name}.toml" (
-        lib.recursiveUpdate { pipeline.name = name; } (removeNulls p.settings)
+        # settings = null only with a failed assertion; render {} then.
+        lib.recursiveUpdate { pipeline.name = name; } (removeNulls (lib.optionalAttrs (p.settings != null) p.settings))
       )}";
 
   # dataDir relative to /var/lib, or null when it lies elsewhere.
