@@ -68,7 +68,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .into());
         }
         // FUSE HOOK: `auto` picks FUSE when /dev/fuse works.
-        CaptureMode::Auto | CaptureMode::Dir => Arc::new(DirCapture::new(paths.tmp.clone())),
+        CaptureMode::Auto | CaptureMode::Dir => Arc::new(DirCapture::new(&paths.tmp)),
     };
     let lines: Option<LineSink> = (level == Level::Verbose).then(|| {
         Arc::new(
