@@ -18,7 +18,9 @@ pub enum Event<'a> {
     TaskStarted {
         step: &'a str,
         task_id: i64,
+        /// The input resource's name and content hash (map steps).
         input: Option<&'a str>,
+        input_hash: Option<&'a str>,
     },
     TaskFinished {
         step: &'a str,

@@ -1,5 +1,6 @@
-//! The end-of-run summary: totals, the steps that took longest, and each failure with the tail of
-//! its log and the command that shows all of it.
+//! The end-of-run summary: totals (tasks, new resources, bytes captured, elapsed time, tasks/s),
+//! the steps that took longest, and each failure with its exit status, the tail of its log and the
+//! command that shows all of it.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -8,8 +9,16 @@ use crate::engine::RunReport;
 
 /// Steps listed in the summary, slowest first.
 const STEPS_SHOWN: usize = 8;
+/// Failures shown with their log tail; the rest are counted per step.
+const FAILURES_SHOWN: usize = 10;
 
-pub fn render(report: &RunReport, db: &Path, color: bool) -> String {
+/// The summary text. `input_of` names the input resource of a failed task, when it had one.
+pub fn render(
+    report: &RunReport,
+    db: &Path,
+    color: bool,
+    input_of: &dyn Fn(i64) -> Option<String>,
+) -> String {
     let (red, green, dim, reset) = if color {
         ("\x1b[31m", "\x1b[32m", "\x1b[2m", "\x1b[0m")
     } else {
@@ -46,36 +55,50 @@ pub fn render(report: &RunReport, db: &Path, color: bool) -> String {
             report.recovered
         );
     }
+    if t.executed == 0 && report.interrupted.is_none() {
+        let _ = writeln!(out, "  nothing to do: every task is up to date");
+    }
     let mut steps: Vec<_> = report.steps.iter().filter(|s| s.executed > 0).collect();
     steps.sort_by(|a, b| b.busy_ms.cmp(&a.busy_ms));
     if !steps.is_empty() {
         let width = steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
         let _ = writeln!(
             out,
-            "  {dim}{:<width$}  {:>6}  {:>6}  {:>6}  {:>9}{reset}",
-            "step", "tasks", "ok", "failed", "busy"
+            "  {dim}{:<width$}  {:>6}  {:>6}  {:>6}  {:>9}  {:>9}{reset}",
+            "step", "tasks", "ok", "failed", "busy", "per task"
         );
         for s in steps.iter().take(STEPS_SHOWN) {
             let _ = writeln!(
                 out,
-                "  {:<width$}  {:>6}  {:>6}  {:>6}  {:>8.2}s",
+                "  {:<width$}  {:>6}  {:>6}  {:>6}  {:>8.2}s  {:>8.3}s",
                 s.name,
                 s.executed,
                 s.succeeded,
-                s.failed,
-                s.busy_ms as f64 / 1000.0
+                if s.failed > 0 {
+                    format!("{red}{:>6}{reset}", s.failed)
+                } else {
+                    format!("{:>6}", 0)
+                },
+                s.busy_ms as f64 / 1000.0,
+                s.busy_ms as f64 / 1000.0 / s.executed as f64
             );
         }
         if steps.len() > STEPS_SHOWN {
             let _ = writeln!(out, "  … and {} more steps", steps.len() - STEPS_SHOWN);
         }
     }
-    for failure in &report.failures {
+    for failure in report.failures.iter().take(FAILURES_SHOWN) {
+        let input = input_of(failure.task)
+            .map(|name| format!(" (input {name})"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{red}failed{reset}: step {} task {}: {}",
-            failure.step, failure.task, failure.error
+            "{red}failed{reset}: step {}, task {}{input}: {}",
+            failure.step, failure.task, failure.status
         );
+        if !failure.error.is_empty() && failure.error != failure.status {
+            let _ = writeln!(out, "  error: {}", failure.error);
+        }
         for line in &failure.log_tail {
             let _ = writeln!(out, "  {dim}|{reset} {line}");
         }
@@ -85,6 +108,22 @@ pub fn render(report: &RunReport, db: &Path, color: bool) -> String {
             failure.task,
             db.display()
         );
+    }
+    if report.failures.len() > FAILURES_SHOWN {
+        let mut rest: Vec<(&str, usize)> = Vec::new();
+        for failure in &report.failures[FAILURES_SHOWN..] {
+            match rest.iter_mut().find(|(step, _)| *step == failure.step) {
+                Some((_, n)) => *n += 1,
+                None => rest.push((&failure.step, 1)),
+            }
+        }
+        for (step, n) in rest {
+            let _ = writeln!(
+                out,
+                "{red}failed{reset}: {n} more task(s) of step {step}: grit log --step {step} --failed --db {}",
+                db.display()
+            );
+        }
     }
     out
 }
