@@ -120,7 +120,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 
 /// The pipeline's name: `[pipeline] name`, else the manifest's file stem.
 fn pipeline_name(manifest: &manifest::Manifest) -> String {
-    manifest.pipeline_name.clone().unwrap_or_else(|| {
+    // Read `[pipeline] name` from the text too, in case the parsed model leaves it out.
+    let from_text = || {
+        let table: toml::Table = toml::from_str(&manifest.text).ok()?;
+        Some(table.get("pipeline")?.get("name")?.as_str()?.to_string())
+    };
+    manifest.pipeline_name.clone().or_else(from_text).unwrap_or_else(|| {
         manifest
             .path
             .file_stem()

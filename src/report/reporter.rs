@@ -58,7 +58,7 @@ impl Observer for Reporter {
                 tracing::info!(
                     target: EVENTS_TARGET,
                     grit_run = run_id,
-                    recovered,
+                    grit_recovered = recovered,
                     "run {run_id} of {} started",
                     self.pipeline
                 );
@@ -125,8 +125,8 @@ impl Observer for Reporter {
                         grit_task = task_id,
                         grit_resource = resource,
                         grit_hash = hash,
-                        duration_s = seconds,
-                        outputs,
+                        grit_duration_s = seconds,
+                        grit_outputs = outputs,
                         "task {task_id} of {step} succeeded in {seconds:.2}s with {outputs} output(s)"
                     );
                 } else {
@@ -138,7 +138,7 @@ impl Observer for Reporter {
                         grit_task = task_id,
                         grit_resource = resource,
                         grit_hash = hash,
-                        duration_s = seconds,
+                        grit_duration_s = seconds,
                         "task {task_id} of {step}{} failed: {error}",
                         resource.map(|r| format!(" (input {r})")).unwrap_or_default()
                     );
@@ -161,7 +161,7 @@ impl Observer for Reporter {
                     grit_task = task_id,
                     grit_resource = name,
                     grit_hash = hash,
-                    size,
+                    grit_size = size,
                     "task {task_id} of {step} wrote {name} {} ({})",
                     &hash[..12.min(hash.len())],
                     human_bytes(*size)

@@ -34,16 +34,17 @@ pub fn render(
     let verdict = match (report.interrupted, t.failed) {
         (Some(_), _) => format!("{red}interrupted{reset}"),
         (None, 0) => format!("{green}ok{reset}"),
-        (None, n) => format!("{red}{n} failed{reset}"),
+        (None, _) => format!("{red}failed{reset}"),
     };
     let _ = writeln!(
         out,
-        "run {} {verdict}: {} tasks executed ({} succeeded, {} failed), {} new resources, {} captured, {:.2}s, {:.1} tasks/s",
+        "run {} {verdict}: {} executed ({} succeeded, {} failed), {} new resource{}, {} captured, {:.2}s, {:.1} tasks/s",
         report.run,
-        t.executed,
+        plural(t.executed, "task"),
         t.succeeded,
         t.failed,
         t.resources_new,
+        if t.resources_new == 1 { "" } else { "s" },
         human_bytes(report.bytes_captured),
         report.elapsed_s,
         rate
@@ -126,6 +127,14 @@ pub fn render(
         }
     }
     out
+}
+
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 pub fn human_bytes(bytes: u64) -> String {
