@@ -98,12 +98,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let report = result?;
 
     if level != Level::Quiet {
-        eprint!(
-            "{}",
-            summary::render(&report, &args.db.db, logging.color, &|task| {
-                reporter.failed_input(task)
-            })
-        );
+        let text = summary::render(&report, &args.db.db, logging.color, &|task| {
+            reporter.failed_input(task)
+        });
+        logging.print_summary(report.run, &text);
     }
     if args.json {
         println!(

@@ -180,6 +180,15 @@ impl Logging {
         }
     }
 
+    /// Print the run summary on stderr; under journald it becomes one record of the run instead.
+    pub fn print_summary(&self, run_id: i64, text: &str) {
+        if self.output == Output::Journald {
+            tracing::info!(grit_run = run_id, "{}", text.trim_end());
+        } else {
+            self.writer.write_str(text);
+        }
+    }
+
     /// Clear the progress bars, so what follows (the summary) prints on a clean terminal.
     pub fn finish_progress(&self) {
         if let Some(progress) = &self.progress {

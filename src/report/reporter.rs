@@ -154,7 +154,7 @@ impl Observer for Reporter {
                 hash,
                 size,
             } => {
-                tracing::debug!(
+                tracing::info!(
                     target: EVENTS_TARGET,
                     grit_run = run,
                     grit_step = step,
