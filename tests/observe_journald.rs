@@ -322,3 +322,68 @@ fn journald_unreachable_falls_back_to_text() {
     );
     assert!(stderr.contains("run 1 failed"), "{stderr}");
 }
+
+/// The real daemon: systemd-journald in a private mount namespace (tmpfs over /run/systemd,
+/// /run/log and /var/log), grit logging to it, and `journalctl GRIT_STEP=… GRIT_RESOURCE=…`
+/// finding the records — the query DESIGN §6 promises operators.
+#[test]
+fn real_systemd_journald_indexes_grit_fields() {
+    let daemon = ["/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let (Some(daemon), true) = (daemon, is_root()) else {
+        eprintln!("skipped: needs root and systemd-journald");
+        return;
+    };
+    let (dir, manifest, db) = setup();
+    let script = r#"
+set -e
+mount -t tmpfs tmpfs /run/systemd
+mkdir -p /run/systemd/journal /run/log
+mount -t tmpfs tmpfs /run/log
+mount -t tmpfs tmpfs /var/log
+SYSTEMD_LOG_TARGET=console "$DAEMON" >"$WORK/journald.out" 2>&1 &
+daemon=$!
+i=0
+while [ ! -S /run/systemd/journal/socket ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+"$GRIT" run -m "$MANIFEST" --db "$DB" -j 1 --log-format journald >/dev/null 2>&1 || true
+journalctl --sync
+journalctl -D /run/log/journal --no-pager -o json GRIT_STEP=check GRIT_RESOURCE=num_3
+kill $daemon
+"#;
+    let output = Command::new("unshare")
+        .args(["-m", "sh", "-c", script])
+        .env("DAEMON", daemon)
+        .env("WORK", dir.path())
+        .env("GRIT", env!("CARGO_BIN_EXE_grit"))
+        .env("MANIFEST", &manifest)
+        .env("DB", &db)
+        .env_remove("GRIT_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let entries: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let messages: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["MESSAGE"].as_str())
+        .collect();
+    assert!(
+        messages.contains(&"checking num_3") && messages.contains(&"three is not allowed"),
+        "journalctl found {messages:?}; stderr {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("(input num_3) failed: exited with status 3")),
+        "{messages:?}"
+    );
+    for entry in &entries {
+        assert_eq!(entry["GRIT_PIPELINE"], "demo");
+        assert_eq!(entry["GRIT_HASH"], sha256(b"item 3\n").as_str());
+        assert_eq!(entry["_TRANSPORT"], "journal");
+    }
+}

@@ -180,9 +180,10 @@ impl Logging {
         }
     }
 
-    /// Print the run summary on stderr; under journald it becomes one record of the run instead.
+    /// Print the run summary on stderr; with JSON or journald output it becomes one record of
+    /// the run instead, so that stream stays machine-readable.
     pub fn print_summary(&self, run_id: i64, text: &str) {
-        if self.output == Output::Journald {
+        if self.output != Output::Text {
             tracing::info!(grit_run = run_id, "{}", text.trim_end());
         } else {
             self.writer.write_str(text);
