@@ -107,7 +107,12 @@ impl FakeJournal {
         let stderr = std::fs::File::create(stderr_file).unwrap();
         let mut command = Command::new("unshare");
         command
-            .args(["-m", "sh", "-c", "mount --bind \"$0\" /run/systemd && exec \"$@\""])
+            .args([
+                "-m",
+                "sh",
+                "-c",
+                "mount --bind \"$0\" /run/systemd && exec \"$@\"",
+            ])
             .arg(&self.systemd_dir)
             .arg(env!("CARGO_BIN_EXE_grit"))
             .args(args)
@@ -328,9 +333,12 @@ fn journald_unreachable_falls_back_to_text() {
 /// finding the records — the query DESIGN §6 promises operators.
 #[test]
 fn real_systemd_journald_indexes_grit_fields() {
-    let daemon = ["/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
+    let daemon = [
+        "/lib/systemd/systemd-journald",
+        "/usr/lib/systemd/systemd-journald",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
     let (Some(daemon), true) = (daemon, is_root()) else {
         eprintln!("skipped: needs root and systemd-journald");
         return;

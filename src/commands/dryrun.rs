@@ -123,7 +123,12 @@ fn plan_step(conn: Option<&Connection>, step: &Step, allowed: bool) -> anyhow::R
                 None => add(&mut plan, "never ran", 1, Vec::new()),
                 Some("failed") => add(&mut plan, "failed before", 1, Vec::new()),
                 Some("pending") => add(&mut plan, "pending: not run yet", 1, Vec::new()),
-                Some("running") => add(&mut plan, "interrupted: a run stopped during it", 1, Vec::new()),
+                Some("running") => add(
+                    &mut plan,
+                    "interrupted: a run stopped during it",
+                    1,
+                    Vec::new(),
+                ),
                 Some(_) => plan.up_to_date = 1,
             }
         }
@@ -189,8 +194,9 @@ fn plan_step(conn: Option<&Connection>, step: &Step, allowed: bool) -> anyhow::R
 }
 
 /// Mark steps that may run after an upstream step runs: a step that would run feeds a consumer
-/// when it produced resources matching the consumer's inputs before, or has never run (its outputs
-/// are unknown). Repeated until nothing changes, so the effect travels down the pipeline.
+/// when it produced resources matching the consumer's inputs before, or, when it has never run
+/// (its outputs are unknown), when it comes earlier in the manifest. Repeated until nothing
+/// changes, so the effect travels down the pipeline.
 fn add_downstream(
     conn: Option<&Connection>,
     manifest: &Manifest,
@@ -208,11 +214,10 @@ fn add_downstream(
                     continue;
                 }
                 let feeds = match conn {
-                    Some(conn) => {
-                        provenance::versions_of(conn, &producer.name)?.is_empty()
-                            || provenance::step_fed(conn, &producer.name, &consumer.inputs)?
+                    Some(conn) if !provenance::versions_of(conn, &producer.name)?.is_empty() => {
+                        provenance::step_fed(conn, &producer.name, &consumer.inputs)?
                     }
-                    None => true,
+                    _ => j < i,
                 };
                 if feeds {
                     plans[i].after.push(producer.name.clone());
@@ -296,7 +301,13 @@ fn render(plans: &[StepPlan], now: u64, total: u64, no_store: bool, args: &RunAr
                 out,
                 "{:<width$}    then: input updated by another job ({} would run)",
                 "",
-                plan.after.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", ")
+                plan.after
+                    .iter()
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

@@ -155,11 +155,7 @@ fn mermaid(steps: &[GraphStep], flows: &[Flow]) -> String {
         let label = mermaid_escape(&flow_label(flow, steps));
         match &flow.to {
             Some(to) => {
-                let _ = writeln!(
-                    out,
-                    "  n{from} -->|\"{label}\"| n{}",
-                    index_of(&nodes, to)
-                );
+                let _ = writeln!(out, "  n{from} -->|\"{label}\"| n{}", index_of(&nodes, to));
             }
             None => {
                 let _ = writeln!(out, "  out{k}[/\"{label}\"/]");

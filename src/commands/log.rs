@@ -89,8 +89,13 @@ pub fn log(
                     writeln!(out, "    | {line}").map_err(io)?;
                 }
             }
-            writeln!(out, "    full log: grit log {} --db {}", info.id, db.display())
-                .map_err(io)?;
+            writeln!(
+                out,
+                "    full log: grit log {} --db {}",
+                info.id,
+                db.display()
+            )
+            .map_err(io)?;
         }
         Ok(())
     })?;

@@ -123,13 +123,17 @@ fn pipeline_name(manifest: &manifest::Manifest) -> String {
         let table: toml::Table = toml::from_str(&manifest.text).ok()?;
         Some(table.get("pipeline")?.get("name")?.as_str()?.to_string())
     };
-    manifest.pipeline_name.clone().or_else(from_text).unwrap_or_else(|| {
-        manifest
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "grit".into())
-    })
+    manifest
+        .pipeline_name
+        .clone()
+        .or_else(from_text)
+        .unwrap_or_else(|| {
+            manifest
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "grit".into())
+        })
 }
 
 fn warn_if_disk_full(path: &std::path::Path) {

@@ -10,7 +10,10 @@ pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
     let steps = queries::status(&conn)?;
     let last = provenance::last_run(&conn)?;
     if json {
-        println!("{}", serde_json::json!({ "steps": steps, "last_run": last }));
+        println!(
+            "{}",
+            serde_json::json!({ "steps": steps, "last_run": last })
+        );
         return Ok(Outcome::Success);
     }
     if steps.is_empty() {

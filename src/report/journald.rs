@@ -155,5 +155,4 @@ mod tests {
         );
         assert_eq!(script_line_level(Stream::Stderr, "<3"), (Level::INFO, "<3"));
     }
-
 }

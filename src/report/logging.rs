@@ -163,16 +163,18 @@ impl Logging {
                 } else {
                     ("", "", "")
                 };
-                Some(Arc::new(move |spec: &TaskSpec, stream: Stream, line: &str| {
-                    let bar = match stream {
-                        Stream::Stdout => format!("{dim}|{reset}"),
-                        Stream::Stderr => format!("{red}!{reset}"),
-                    };
-                    writer.write_str(&format!(
-                        "  {dim}{}#{}{reset}{bar} {line}\n",
-                        spec.step.name, spec.task_id
-                    ));
-                }) as LineSink)
+                Some(
+                    Arc::new(move |spec: &TaskSpec, stream: Stream, line: &str| {
+                        let bar = match stream {
+                            Stream::Stdout => format!("{dim}|{reset}"),
+                            Stream::Stderr => format!("{red}!{reset}"),
+                        };
+                        writer.write_str(&format!(
+                            "  {dim}{}#{}{reset}{bar} {line}\n",
+                            spec.step.name, spec.task_id
+                        ));
+                    }) as LineSink,
+                )
             }
             (Output::Json | Output::Journald, _) => {
                 Some(Arc::new(journald::emit_script_line) as LineSink)

@@ -193,9 +193,9 @@ impl Observer for Progress {
 
 fn step_template(color: bool) -> &'static str {
     if color {
-        "{prefix:>14.cyan.bold} [{bar:30.green/dim}] {pos:>6}/{len:<6} {per_sec:>10} ETA {eta:<4} {msg}"
+        "{prefix:>14.cyan.bold} [{bar:30.green/dim}] {pos:>6}/{len:<6} {rate:>8} ETA {eta:<4} {msg}"
     } else {
-        "{prefix:>14} [{bar:30}] {pos:>6}/{len:<6} {per_sec:>10} ETA {eta:<4} {msg}"
+        "{prefix:>14} [{bar:30}] {pos:>6}/{len:<6} {rate:>8} ETA {eta:<4} {msg}"
     }
 }
 
@@ -211,6 +211,12 @@ fn step_style(color: bool) -> ProgressStyle {
     // The templates are constants checked by a unit test; a bad one falls back to the default.
     ProgressStyle::with_template(step_template(color))
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}/s", state.per_sec());
+            },
+        )
         .progress_chars("=> ")
 }
 

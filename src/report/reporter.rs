@@ -107,11 +107,7 @@ impl Observer for Reporter {
                 outputs,
                 error,
             } => {
-                let input = self
-                    .running
-                    .lock()
-                    .ok()
-                    .and_then(|mut r| r.remove(task_id));
+                let input = self.running.lock().ok().and_then(|mut r| r.remove(task_id));
                 let (resource, hash) = match &input {
                     Some((name, hash)) => (Some(name.as_str()), Some(hash.as_str())),
                     None => (None, None),

@@ -62,7 +62,8 @@ pub struct ResourceFacts {
     pub run: Option<i64>,
 }
 
-const RESOURCE_COLUMNS: &str = "r.id, r.name, r.hash, r.size, r.live, r.fact, r.created_at, r.run_id";
+const RESOURCE_COLUMNS: &str =
+    "r.id, r.name, r.hash, r.size, r.live, r.fact, r.created_at, r.run_id";
 
 fn resource_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceFacts> {
     Ok(ResourceFacts {
@@ -78,7 +79,10 @@ fn resource_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceFacts> {
 }
 
 /// Every resource with this exact content hash (one content may carry several names).
-pub fn resources_with_hash(conn: &Connection, hash: &str) -> Result<Vec<ResourceFacts>, StoreError> {
+pub fn resources_with_hash(
+    conn: &Connection,
+    hash: &str,
+) -> Result<Vec<ResourceFacts>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.hash = ?1 ORDER BY r.name, r.id"
     ))?;
@@ -366,7 +370,11 @@ pub fn gather_task_state(
 
 /// Whether any resource a step (any version) produced matches one of `patterns`: the step has
 /// fed a consumer with these inputs before.
-pub fn step_fed(conn: &Connection, producer: &str, patterns: &[String]) -> Result<bool, StoreError> {
+pub fn step_fed(
+    conn: &Connection,
+    producer: &str,
+    patterns: &[String],
+) -> Result<bool, StoreError> {
     if patterns.is_empty() {
         return Ok(false);
     }
