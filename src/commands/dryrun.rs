@@ -101,7 +101,7 @@ fn plan_step(conn: Option<&Connection>, step: &Step, allowed: bool) -> anyhow::R
         after: Vec::new(),
         skipped: !allowed,
     };
-    let mut add = |plan: &mut StepPlan, reason: &'static str, count: u64, examples: Vec<String>| {
+    let add = |plan: &mut StepPlan, reason: &'static str, count: u64, examples: Vec<String>| {
         if count > 0 {
             plan.tasks += count;
             plan.reasons.push(Reason {

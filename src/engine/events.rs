@@ -44,10 +44,3 @@ pub enum Event<'a> {
 pub trait Observer: Send + Sync {
     fn event(&self, event: &Event<'_>);
 }
-
-/// An observer that ignores everything.
-pub struct Silent;
-
-impl Observer for Silent {
-    fn event(&self, _: &Event<'_>) {}
-}

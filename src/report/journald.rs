@@ -35,6 +35,8 @@ pub fn connected_to_journal() -> bool {
     let Some((dev, ino)) = value.to_str().and_then(parse_journal_stream) else {
         return false;
     };
+    // The field types differ between platforms (u32 or u64), hence the casts.
+    #[allow(clippy::unnecessary_cast)]
     match nix::sys::stat::fstat(std::io::stderr().as_fd()) {
         Ok(stat) => stat.st_dev as u64 == dev && stat.st_ino as u64 == ino,
         Err(_) => false,
@@ -91,7 +93,7 @@ pub fn emit_script_line(spec: &TaskSpec, stream: Stream, line: &str) {
     macro_rules! line_event {
         ($level:expr) => {
             tracing::event!(
-                target: "grit::script",
+                target: SCRIPT_TARGET,
                 $level,
                 grit_run = spec.run_id,
                 grit_step = spec.step.name.as_str(),

@@ -60,7 +60,7 @@ pub fn render(
         let _ = writeln!(out, "  nothing to do: every task is up to date");
     }
     let mut steps: Vec<_> = report.steps.iter().filter(|s| s.executed > 0).collect();
-    steps.sort_by(|a, b| b.busy_ms.cmp(&a.busy_ms));
+    steps.sort_by_key(|s| std::cmp::Reverse(s.busy_ms));
     if !steps.is_empty() {
         let width = steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
         let _ = writeln!(
@@ -149,5 +149,92 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Failure, StepStats};
+    use crate::store::runs::RunTotals;
+
+    fn report(failures: usize) -> RunReport {
+        RunReport {
+            run: 7,
+            totals: RunTotals {
+                executed: 1 + failures as u64,
+                succeeded: 1,
+                failed: failures as u64,
+                resources_new: 1,
+            },
+            elapsed_s: 2.0,
+            bytes_captured: 3 * 1024 * 1024,
+            steps: vec![
+                StepStats {
+                    name: "fast".into(),
+                    executed: 1,
+                    succeeded: 1,
+                    failed: 0,
+                    busy_ms: 100,
+                },
+                StepStats {
+                    name: "slow".into(),
+                    executed: failures as u64,
+                    succeeded: 0,
+                    failed: failures as u64,
+                    busy_ms: 5000,
+                },
+                StepStats {
+                    name: "idle".into(),
+                    ..StepStats::default()
+                },
+            ],
+            failures: (0..failures)
+                .map(|i| Failure {
+                    step: "slow".into(),
+                    task: 100 + i as i64,
+                    status: "exited with status 2".into(),
+                    error: "exited with status 2".into(),
+                    log_tail: vec![format!("line of {i}")],
+                })
+                .collect(),
+            interrupted: None,
+            recovered: 0,
+        }
+    }
+
+    #[test]
+    fn renders_totals_slowest_steps_first_and_failures() {
+        let text = render(&report(1), Path::new("db"), false, &|task| {
+            (task == 100).then(|| "input_a".to_string())
+        });
+        assert!(text.starts_with(
+            "run 7 failed: 2 tasks executed (1 succeeded, 1 failed), 1 new resource, 3.0 MiB captured, 2.00s, 1.0 tasks/s\n"
+        ), "{text}");
+        let slow = text.find("\n  slow ").unwrap();
+        let fast = text.find("\n  fast ").unwrap();
+        assert!(slow < fast, "slowest first: {text}");
+        assert!(
+            !text.contains("idle"),
+            "steps that ran nothing are left out"
+        );
+        assert!(text.contains(
+            "failed: step slow, task 100 (input input_a): exited with status 2\n  | line of 0\n  full log: grit log 100 --db db\n"
+        ), "{text}");
+        assert!(!text.contains("error:"), "the error repeats the status");
+        assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn many_failures_are_counted_after_the_first_ones() {
+        let text = render(&report(13), Path::new("db"), true, &|_| None);
+        assert_eq!(text.matches("full log: grit log").count(), FAILURES_SHOWN);
+        assert!(
+            text.contains(
+                "failed\x1b[0m: 3 more task(s) of step slow: grit log --step slow --failed --db db"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\x1b[31mfailed\x1b[0m:"));
     }
 }
