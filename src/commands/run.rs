@@ -56,6 +56,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 
     let (paths, _lock, writer) = store::open_for_write(&args.db.db)?;
     warn_if_disk_full(&paths.root);
+    // Inputs nothing writes are worth a warning, unless the store already holds such resources
+    // (ingested files, or outputs of steps that no longer exist).
+    let known = store::queries::resource_name_matcher(&paths.root)?;
+    for warning in manifest.unwritten_inputs(&|pattern| known(pattern)) {
+        tracing::warn!("{warning}");
+    }
+    for warning in manifest.cycle_warnings() {
+        tracing::warn!("{warning}");
+    }
 
     let capture: Arc<dyn Capture> = match args.capture {
         CaptureMode::Fuse => {

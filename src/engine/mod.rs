@@ -427,7 +427,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         }
     }
 
-    if let Some(signal) = interrupted {
+    if interrupted.is_some() {
         // Kill every running task; they are not failures, so they go back to pending.
         running_tasks.kill_all();
         while running.join_next().await.is_some() {}

@@ -217,3 +217,23 @@ pub fn tasks(
     }
     Ok(())
 }
+
+/// A lookup "does the store hold a resource whose name matches this glob?", for manifest
+/// warnings. An empty or missing store knows no names.
+pub fn resource_name_matcher(root: &std::path::Path) -> Result<impl Fn(&str) -> bool, StoreError> {
+    let conn = match super::open_read(root) {
+        Ok((_, conn)) => Some(conn),
+        Err(StoreError::Missing(_)) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(move |pattern: &str| {
+        conn.as_ref().is_some_and(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM resources WHERE name GLOB ?1)",
+                [pattern],
+                |r| r.get(0),
+            )
+            .unwrap_or(false)
+        })
+    })
+}
