@@ -363,7 +363,9 @@ fn status_table_and_failed_task_listing() {
     assert_eq!(row("seed")[3..], ["0", "0", "1", "0", "4"]);
     assert_eq!(row("total")[3..], ["0", "0", "1", "0", "1"]);
     assert!(
-        status.contains("last run 1: failed, 6 executed (5 succeeded, 1 failed), 8 new resources"),
+        status.contains(
+            "last run 1 of demo: failed, 6 executed (5 succeeded, 1 failed), 8 new resources"
+        ),
         "{status}"
     );
     assert!(status.contains(&format!(
@@ -376,7 +378,7 @@ fn status_table_and_failed_task_listing() {
     let hash = sha256(b"item 3\n");
     assert!(
         failed.starts_with(&format!(
-            "task {task}  check  failed  input num_3 ({})  exited with status 3\n    | checking num_3\n    | three is not allowed\n",
+            "task {task} check failed input num_3 ({}): exited with status 3\n    | checking num_3\n    | three is not allowed\n",
             &hash[..12]
         )),
         "{failed}"

@@ -65,21 +65,21 @@ pub fn log(
         let io = |e| StoreError::io(Path::new("stdout"), e);
         count += 1;
         let input = match (&info.input_name, &info.input_hash) {
-            (Some(name), Some(hash)) => format!("  input {name} ({})", &hash[..12.min(hash.len())]),
+            (Some(name), Some(hash)) => format!(" input {name} ({})", &hash[..12.min(hash.len())]),
             _ => String::new(),
         };
         let outcome = match (&info.error, info.state.as_str()) {
-            (Some(error), "failed") => format!("  {error}"),
+            (Some(error), "failed") => format!(": {error}"),
             _ => String::new(),
         };
         let attempts = if info.attempts > 1 {
-            format!("  after {} attempts", info.attempts)
+            format!(" (after {} attempts)", info.attempts)
         } else {
             String::new()
         };
         writeln!(
             out,
-            "task {}  {}  {}{input}{outcome}{attempts}",
+            "task {} {} {}{input}{outcome}{attempts}",
             info.id, info.step, info.state
         )
         .map_err(io)?;
