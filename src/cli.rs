@@ -158,6 +158,30 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Show where a resource came from: the task, step version and input, back to the sources
+    #[command(
+        after_help = "Examples:\n  grit why 3d563c5d\n  grit why 3d563c5d --json | jq '.resources[0].made_by'"
+    )]
+    Why {
+        /// Content hash of the resource (a unique prefix of 8+ characters is enough)
+        hash: String,
+        #[command(flatten)]
+        db: DbArg,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the steps and the resources flowing between them, with counts (Graphviz or Mermaid)
+    #[command(
+        after_help = "Examples:\n  grit graph | dot -Tsvg > pipeline.svg\n  grit graph --format mermaid"
+    )]
+    Graph {
+        #[command(flatten)]
+        db: DbArg,
+        /// Output format
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
     /// Add files as facts (live resources), so a pipeline can start from existing data
     #[command(
         after_help = "Examples:\n  grit ingest --name url seeds/*.txt\n  grit ingest --name config config.json"
@@ -250,6 +274,9 @@ pub struct RunArgs {
     /// Log output format
     #[arg(long, value_enum, default_value = "auto")]
     pub log_format: LogFormat,
+    /// Say what would run and why, without running anything or changing the store
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 /// GRIT's flags, which take a value unless listed in [`LEGACY_SWITCHES`].

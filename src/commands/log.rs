@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::exit::Outcome;
-use crate::store::{self, Objects, StoreError, queries};
+use crate::store::{self, Objects, StoreError, provenance, queries};
 
 /// Log lines shown per task when listing.
 const LIST_TAIL: usize = 5;
@@ -49,33 +49,69 @@ pub fn log(
         }
         return Ok(Outcome::Success);
     }
+    if let Some(name) = step {
+        let steps = provenance::graph_steps(&conn)?;
+        if !steps.iter().any(|s| s.name == name) {
+            let known: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+            return Err(StoreError::NotFound(format!(
+                "no step {name} in the current pipeline\n  help: steps are: {}",
+                known.join(", ")
+            ))
+            .into());
+        }
+    }
+    let mut count = 0u64;
     queries::tasks(&conn, step, failed, |info| {
         let io = |e| StoreError::io(Path::new("stdout"), e);
+        count += 1;
+        let input = match (&info.input_name, &info.input_hash) {
+            (Some(name), Some(hash)) => format!(" input {name} ({})", &hash[..12.min(hash.len())]),
+            _ => String::new(),
+        };
+        let outcome = match (&info.error, info.state.as_str()) {
+            (Some(error), "failed") => format!(": {error}"),
+            _ => String::new(),
+        };
+        let attempts = if info.attempts > 1 {
+            format!(" (after {} attempts)", info.attempts)
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "task {} {} {}{}{}",
-            info.id,
-            info.step,
-            info.state,
-            info.input_name
-                .as_deref()
-                .map(|n| format!(" input={n}"))
-                .unwrap_or_default(),
-            info.error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
+            "task {} {} {}{input}{outcome}{attempts}",
+            info.id, info.step, info.state
         )
         .map_err(io)?;
-        if info.state == "failed"
-            && let Some(hash) = &info.log_hash
-        {
-            for line in tail_lines(&objects.path(hash), LIST_TAIL) {
-                writeln!(out, "    | {line}").map_err(io)?;
+        if info.state == "failed" {
+            if let Some(hash) = &info.log_hash {
+                for line in tail_lines(&objects.path(hash), LIST_TAIL) {
+                    writeln!(out, "    | {line}").map_err(io)?;
+                }
             }
+            writeln!(
+                out,
+                "    full log: grit log {} --db {}",
+                info.id,
+                db.display()
+            )
+            .map_err(io)?;
         }
         Ok(())
     })?;
+    if count == 0 {
+        let what = if failed { "failed tasks" } else { "tasks" };
+        match step {
+            Some(name) => writeln!(out, "no {what} in step {name}")?,
+            None => writeln!(out, "no {what}")?,
+        }
+    } else if failed {
+        writeln!(
+            out,
+            "{count} failed task{}; `grit run` retries them",
+            if count == 1 { "" } else { "s" }
+        )?;
+    }
     Ok(Outcome::Success)
 }
 

@@ -3,15 +3,18 @@
 
 pub mod cat;
 pub mod completions;
+pub mod dryrun;
 pub mod exit;
 pub mod export;
 pub mod gc;
+pub mod graph;
 pub mod ingest;
 pub mod log;
 pub mod resources;
 pub mod run;
 pub mod status;
 pub mod validate;
+pub mod why;
 
 use crate::cli::{Cli, Command};
 use exit::Outcome;
@@ -41,6 +44,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             failed,
             db,
         } => log::log(&db.db, task, step.as_deref(), failed),
+        Command::Why { hash, db, json } => why::why(&db.db, &hash, json),
+        Command::Graph { db, format } => graph::graph(&db.db, format),
         Command::Ingest { name, files, db } => ingest::ingest(&db.db, &name, &files),
         Command::Gc { dry_run, db } => gc::gc(&db.db, dry_run),
         Command::Delete {

@@ -8,9 +8,9 @@ use super::exit::{Outcome, UsageError};
 use crate::capture::Capture;
 use crate::capture::dir::DirCapture;
 use crate::cli::{CaptureMode, RunArgs};
-use crate::engine::{self, RunInputs, RunOptions, events::Silent};
-use crate::executor::{LineSink, Stream};
+use crate::engine::{self, RunInputs, RunOptions};
 use crate::report::logging::{self, Level};
+use crate::report::reporter::Reporter;
 use crate::report::summary;
 use crate::{manifest, store};
 
@@ -23,9 +23,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         (_, true) => Level::Verbose,
         _ => Level::Normal,
     };
-    logging::init(level, args.log_format);
-
+    // The manifest first: journald records carry the pipeline's name. Its errors are returned,
+    // not logged, so nothing is lost before logging exists.
     let loaded = manifest::load(&args.manifest)?;
+    let pipeline = pipeline_name(&loaded.manifest);
+    let logging = logging::init(level, args.log_format, &pipeline, !args.dry_run);
     for warning in &loaded.warnings {
         tracing::warn!(
             "{}:{}:{}: {}",
@@ -46,6 +48,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             ))
             .into());
         }
+    }
+
+    if args.dry_run {
+        return super::dryrun::dry_run(&manifest, &args);
     }
 
     let (paths, _lock, writer) = store::open_for_write(&args.db.db)?;
@@ -70,14 +76,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         // FUSE HOOK: `auto` picks FUSE when /dev/fuse works.
         CaptureMode::Auto | CaptureMode::Dir => Arc::new(DirCapture::new(&paths.tmp)),
     };
-    let lines: Option<LineSink> = (level == Level::Verbose).then(|| {
-        Arc::new(
-            |spec: &crate::executor::TaskSpec, stream: Stream, line: &str| {
-                let tag = if stream == Stream::Stderr { "!" } else { " " };
-                eprintln!("  {}#{}{tag} {line}", spec.step.name, spec.task_id);
-            },
-        ) as LineSink
-    });
+    let lines = logging.line_sink();
     let jobs = args.jobs.map(|j| j as usize).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -102,13 +101,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let report = runtime.block_on(engine::run(inputs, &Silent))?;
+    let reporter = Reporter::new(&pipeline, logging.progress.clone());
+    let result = runtime.block_on(engine::run(inputs, &reporter));
+    logging.finish_progress();
+    let report = result?;
 
     if level != Level::Quiet {
-        eprint!(
-            "{}",
-            summary::render(&report, &args.db.db, logging::color_wanted())
-        );
+        let text = summary::render(&report, &args.db.db, logging.color, &|task| {
+            reporter.failed_input(task)
+        });
+        logging.print_summary(report.run, &text);
     }
     if args.json {
         println!(
@@ -121,6 +123,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         (None, 0) => Outcome::Success,
         (None, _) => Outcome::TaskFailed,
     })
+}
+
+/// The pipeline's name: `[pipeline] name`, else the manifest's file stem.
+fn pipeline_name(manifest: &manifest::Manifest) -> String {
+    // Read `[pipeline] name` from the text too, in case the parsed model leaves it out.
+    let from_text = || {
+        let table: toml::Table = toml::from_str(&manifest.text).ok()?;
+        Some(table.get("pipeline")?.get("name")?.as_str()?.to_string())
+    };
+    manifest
+        .pipeline_name
+        .clone()
+        .or_else(from_text)
+        .unwrap_or_else(|| {
+            manifest
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "grit".into())
+        })
 }
 
 fn warn_if_disk_full(path: &std::path::Path) {

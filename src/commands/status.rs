@@ -3,13 +3,17 @@
 use std::path::Path;
 
 use super::exit::Outcome;
-use crate::store::{self, queries};
+use crate::store::{self, provenance, queries};
 
 pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
     let (_, conn) = store::open_read(db)?;
     let steps = queries::status(&conn)?;
+    let last = provenance::last_run(&conn)?;
     if json {
-        println!("{}", serde_json::json!({ "steps": steps }));
+        println!(
+            "{}",
+            serde_json::json!({ "steps": steps, "last_run": last })
+        );
         return Ok(Outcome::Success);
     }
     if steps.is_empty() {
@@ -28,6 +32,36 @@ pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
         println!(
             "{:<width$}  {:<6}  {:<12}  {:>7}  {:>7}  {:>9}  {:>6}  {:>12}",
             s.name, s.kind, s.version, s.pending, s.running, s.succeeded, s.failed, s.live_outputs
+        );
+    }
+    if let Some(run) = last {
+        println!(
+            "\nlast run {}{}: {}, {} executed ({} succeeded, {} failed), {} new resources; started {}{}",
+            run.id,
+            run.pipeline
+                .as_deref()
+                .map(|p| format!(" of {p}"))
+                .unwrap_or_default(),
+            run.status,
+            run.executed,
+            run.succeeded,
+            run.failed,
+            run.resources_new,
+            run.started_at,
+            run.finished_at
+                .as_deref()
+                .map(|f| format!(", finished {f}"))
+                .unwrap_or_default()
+        );
+    }
+    for s in steps.iter().filter(|s| s.failed > 0) {
+        println!(
+            "{} failed task{} in {}: grit log --step {} --failed --db {}",
+            s.failed,
+            if s.failed == 1 { "" } else { "s" },
+            s.name,
+            s.name,
+            db.display()
         );
     }
     Ok(Outcome::Success)

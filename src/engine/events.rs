@@ -18,7 +18,9 @@ pub enum Event<'a> {
     TaskStarted {
         step: &'a str,
         task_id: i64,
+        /// The input resource's name and content hash (map steps).
         input: Option<&'a str>,
+        input_hash: Option<&'a str>,
     },
     TaskFinished {
         step: &'a str,
@@ -41,11 +43,4 @@ pub enum Event<'a> {
 /// Receives engine events. Implementations must be cheap: they run on the scheduling thread.
 pub trait Observer: Send + Sync {
     fn event(&self, event: &Event<'_>);
-}
-
-/// An observer that ignores everything.
-pub struct Silent;
-
-impl Observer for Silent {
-    fn event(&self, _: &Event<'_>) {}
 }

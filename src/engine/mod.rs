@@ -300,8 +300,8 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
                     step: &slot.step.name,
                     task_id: queued.id,
                     input: queued.input.as_ref().map(|i| i.name.as_str()),
+                    input_hash: queued.input.as_ref().map(|i| i.hash.as_str()),
                 });
-                tracing::debug!(step = %slot.step.name, task = queued.id, "task started");
                 let (ctx, step, gather) = (
                     ctx.clone(),
                     slot.step.clone(),

@@ -1,7 +1,11 @@
-//! Reporting: logging setup, the end-of-run summary, and error printing. It subscribes to engine
-//! events and formats results; it never drives the engine.
+//! Reporting: logging setup (text, JSON, journald), progress bars, the end-of-run summary, the
+//! run's engine observer, and error printing. It subscribes to engine events and formats results;
+//! it never drives the engine.
 
+pub mod journald;
 pub mod logging;
+pub mod progress;
+pub mod reporter;
 pub mod summary;
 
 /// Print an error and its causes to stderr, `error: top` then `  caused by: …`.

@@ -1,5 +1,6 @@
-//! The end-of-run summary: totals, the steps that took longest, and each failure with the tail of
-//! its log and the command that shows all of it.
+//! The end-of-run summary: totals (tasks, new resources, bytes captured, elapsed time, tasks/s),
+//! the steps that took longest, and each failure with its exit status, the tail of its log and the
+//! command that shows all of it.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -8,8 +9,16 @@ use crate::engine::RunReport;
 
 /// Steps listed in the summary, slowest first.
 const STEPS_SHOWN: usize = 8;
+/// Failures shown with their log tail; the rest are counted per step.
+const FAILURES_SHOWN: usize = 10;
 
-pub fn render(report: &RunReport, db: &Path, color: bool) -> String {
+/// The summary text. `input_of` names the input resource of a failed task, when it had one.
+pub fn render(
+    report: &RunReport,
+    db: &Path,
+    color: bool,
+    input_of: &dyn Fn(i64) -> Option<String>,
+) -> String {
     let (red, green, dim, reset) = if color {
         ("\x1b[31m", "\x1b[32m", "\x1b[2m", "\x1b[0m")
     } else {
@@ -25,16 +34,17 @@ pub fn render(report: &RunReport, db: &Path, color: bool) -> String {
     let verdict = match (report.interrupted, t.failed) {
         (Some(_), _) => format!("{red}interrupted{reset}"),
         (None, 0) => format!("{green}ok{reset}"),
-        (None, n) => format!("{red}{n} failed{reset}"),
+        (None, _) => format!("{red}failed{reset}"),
     };
     let _ = writeln!(
         out,
-        "run {} {verdict}: {} tasks executed ({} succeeded, {} failed), {} new resources, {} captured, {:.2}s, {:.1} tasks/s",
+        "run {} {verdict}: {} executed ({} succeeded, {} failed), {} new resource{}, {} captured, {:.2}s, {:.1} tasks/s",
         report.run,
-        t.executed,
+        plural(t.executed, "task"),
         t.succeeded,
         t.failed,
         t.resources_new,
+        if t.resources_new == 1 { "" } else { "s" },
         human_bytes(report.bytes_captured),
         report.elapsed_s,
         rate
@@ -46,36 +56,50 @@ pub fn render(report: &RunReport, db: &Path, color: bool) -> String {
             report.recovered
         );
     }
+    if t.executed == 0 && report.interrupted.is_none() {
+        let _ = writeln!(out, "  nothing to do: every task is up to date");
+    }
     let mut steps: Vec<_> = report.steps.iter().filter(|s| s.executed > 0).collect();
-    steps.sort_by(|a, b| b.busy_ms.cmp(&a.busy_ms));
+    steps.sort_by_key(|s| std::cmp::Reverse(s.busy_ms));
     if !steps.is_empty() {
         let width = steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
         let _ = writeln!(
             out,
-            "  {dim}{:<width$}  {:>6}  {:>6}  {:>6}  {:>9}{reset}",
-            "step", "tasks", "ok", "failed", "busy"
+            "  {dim}{:<width$}  {:>6}  {:>6}  {:>6}  {:>9}  {:>9}{reset}",
+            "step", "tasks", "ok", "failed", "busy", "per task"
         );
         for s in steps.iter().take(STEPS_SHOWN) {
             let _ = writeln!(
                 out,
-                "  {:<width$}  {:>6}  {:>6}  {:>6}  {:>8.2}s",
+                "  {:<width$}  {:>6}  {:>6}  {:>6}  {:>8.2}s  {:>8.3}s",
                 s.name,
                 s.executed,
                 s.succeeded,
-                s.failed,
-                s.busy_ms as f64 / 1000.0
+                if s.failed > 0 {
+                    format!("{red}{:>6}{reset}", s.failed)
+                } else {
+                    format!("{:>6}", 0)
+                },
+                s.busy_ms as f64 / 1000.0,
+                s.busy_ms as f64 / 1000.0 / s.executed as f64
             );
         }
         if steps.len() > STEPS_SHOWN {
             let _ = writeln!(out, "  … and {} more steps", steps.len() - STEPS_SHOWN);
         }
     }
-    for failure in &report.failures {
+    for failure in report.failures.iter().take(FAILURES_SHOWN) {
+        let input = input_of(failure.task)
+            .map(|name| format!(" (input {name})"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{red}failed{reset}: step {} task {}: {}",
-            failure.step, failure.task, failure.error
+            "{red}failed{reset}: step {}, task {}{input}: {}",
+            failure.step, failure.task, failure.status
         );
+        if !failure.error.is_empty() && failure.error != failure.status {
+            let _ = writeln!(out, "  error: {}", failure.error);
+        }
         for line in &failure.log_tail {
             let _ = writeln!(out, "  {dim}|{reset} {line}");
         }
@@ -86,7 +110,31 @@ pub fn render(report: &RunReport, db: &Path, color: bool) -> String {
             db.display()
         );
     }
+    if report.failures.len() > FAILURES_SHOWN {
+        let mut rest: Vec<(&str, usize)> = Vec::new();
+        for failure in &report.failures[FAILURES_SHOWN..] {
+            match rest.iter_mut().find(|(step, _)| *step == failure.step) {
+                Some((_, n)) => *n += 1,
+                None => rest.push((&failure.step, 1)),
+            }
+        }
+        for (step, n) in rest {
+            let _ = writeln!(
+                out,
+                "{red}failed{reset}: {n} more task(s) of step {step}: grit log --step {step} --failed --db {}",
+                db.display()
+            );
+        }
+    }
     out
+}
+
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 pub fn human_bytes(bytes: u64) -> String {
@@ -101,5 +149,92 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Failure, StepStats};
+    use crate::store::runs::RunTotals;
+
+    fn report(failures: usize) -> RunReport {
+        RunReport {
+            run: 7,
+            totals: RunTotals {
+                executed: 1 + failures as u64,
+                succeeded: 1,
+                failed: failures as u64,
+                resources_new: 1,
+            },
+            elapsed_s: 2.0,
+            bytes_captured: 3 * 1024 * 1024,
+            steps: vec![
+                StepStats {
+                    name: "fast".into(),
+                    executed: 1,
+                    succeeded: 1,
+                    failed: 0,
+                    busy_ms: 100,
+                },
+                StepStats {
+                    name: "slow".into(),
+                    executed: failures as u64,
+                    succeeded: 0,
+                    failed: failures as u64,
+                    busy_ms: 5000,
+                },
+                StepStats {
+                    name: "idle".into(),
+                    ..StepStats::default()
+                },
+            ],
+            failures: (0..failures)
+                .map(|i| Failure {
+                    step: "slow".into(),
+                    task: 100 + i as i64,
+                    status: "exited with status 2".into(),
+                    error: "exited with status 2".into(),
+                    log_tail: vec![format!("line of {i}")],
+                })
+                .collect(),
+            interrupted: None,
+            recovered: 0,
+        }
+    }
+
+    #[test]
+    fn renders_totals_slowest_steps_first_and_failures() {
+        let text = render(&report(1), Path::new("db"), false, &|task| {
+            (task == 100).then(|| "input_a".to_string())
+        });
+        assert!(text.starts_with(
+            "run 7 failed: 2 tasks executed (1 succeeded, 1 failed), 1 new resource, 3.0 MiB captured, 2.00s, 1.0 tasks/s\n"
+        ), "{text}");
+        let slow = text.find("\n  slow ").unwrap();
+        let fast = text.find("\n  fast ").unwrap();
+        assert!(slow < fast, "slowest first: {text}");
+        assert!(
+            !text.contains("idle"),
+            "steps that ran nothing are left out"
+        );
+        assert!(text.contains(
+            "failed: step slow, task 100 (input input_a): exited with status 2\n  | line of 0\n  full log: grit log 100 --db db\n"
+        ), "{text}");
+        assert!(!text.contains("error:"), "the error repeats the status");
+        assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn many_failures_are_counted_after_the_first_ones() {
+        let text = render(&report(13), Path::new("db"), true, &|_| None);
+        assert_eq!(text.matches("full log: grit log").count(), FAILURES_SHOWN);
+        assert!(
+            text.contains(
+                "failed\x1b[0m: 3 more task(s) of step slow: grit log --step slow --failed --db db"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\x1b[31mfailed\x1b[0m:"));
     }
 }

@@ -15,6 +15,7 @@ pub mod gc;
 pub mod liveness;
 pub mod lock;
 pub mod objects;
+pub mod provenance;
 pub mod publish;
 pub mod queries;
 pub mod runs;

@@ -1,0 +1,330 @@
+//! `grit run --dry-run`: what a run would execute now, and why, modelled on Snakemake's rerun
+//! reasons (peers.md §2.2): a new step or a changed step version, a new input, a new input set (gather),
+//! a failure before, a task an interrupted run left behind, a source that runs every time, and
+//! steps that may run afterwards because an upstream step runs ("input updated by another job").
+//!
+//! It only reads: the store is opened read-only and not locked, nothing is created. Counts are
+//! computed on the resources live now; outputs of the steps that would run can trigger more.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use rusqlite::Connection;
+
+use super::exit::Outcome;
+use crate::cli::RunArgs;
+use crate::manifest::{Manifest, Step};
+use crate::store::liveness::{self, LiveSource};
+use crate::store::provenance::{self, VersionRow};
+use crate::store::runs::StepKind;
+use crate::store::{self, StoreError};
+
+/// Why some tasks of a step would run.
+#[derive(Debug, serde::Serialize)]
+struct Reason {
+    reason: &'static str,
+    count: u64,
+    /// A few input names (and failed task ids) as examples.
+    examples: Vec<String>,
+}
+
+/// The verdict for one step.
+#[derive(Debug, serde::Serialize)]
+struct StepPlan {
+    step: String,
+    kind: &'static str,
+    version: String,
+    /// The current version this one replaces, when the step changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaces: Option<String>,
+    /// Tasks that would run now.
+    tasks: u64,
+    reasons: Vec<Reason>,
+    /// Tasks already done for the current inputs.
+    up_to_date: u64,
+    /// Upstream steps that would run and may give this step new inputs.
+    after: Vec<String>,
+    /// Not among the `--step` selection.
+    skipped: bool,
+}
+
+pub fn dry_run(manifest: &Manifest, args: &RunArgs) -> anyhow::Result<Outcome> {
+    let conn = match store::open_read(&args.db.db) {
+        Ok((_, conn)) => Some(conn),
+        Err(StoreError::Missing(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut plans = Vec::with_capacity(manifest.steps.len());
+    for step in &manifest.steps {
+        let allowed = args.steps.is_empty() || args.steps.contains(&step.name);
+        plans.push(plan_step(conn.as_ref(), step, allowed)?);
+    }
+    add_downstream(conn.as_ref(), manifest, &mut plans)?;
+    let total: u64 = plans.iter().filter(|p| !p.skipped).map(|p| p.tasks).sum();
+    let now = args.max_tasks.map_or(total, |max| total.min(max));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"dry_run": true, "tasks": now, "steps": plans})
+        );
+    } else {
+        print!("{}", render(&plans, now, total, conn.is_none(), args));
+    }
+    Ok(Outcome::Success)
+}
+
+fn plan_step(conn: Option<&Connection>, step: &Step, allowed: bool) -> anyhow::Result<StepPlan> {
+    let hash = step.version_hash();
+    let versions: Vec<VersionRow> = match conn {
+        Some(conn) => provenance::versions_of(conn, &step.name)?,
+        None => Vec::new(),
+    };
+    let stored = versions.iter().find(|v| v.hash == hash).map(|v| v.id);
+    let replaces = versions
+        .iter()
+        .find(|v| v.current && v.hash != hash)
+        .map(|v| short(&v.hash));
+    let version_reason = match (&replaces, versions.is_empty()) {
+        (Some(_), _) => "step changed (new version)",
+        (None, true) => "new step",
+        (None, false) => "step version not current",
+    };
+    let kind = StepKind::of(step);
+    let mut plan = StepPlan {
+        step: step.name.clone(),
+        kind: kind.as_str(),
+        version: short(&hash),
+        replaces,
+        tasks: 0,
+        reasons: Vec::new(),
+        up_to_date: 0,
+        after: Vec::new(),
+        skipped: !allowed,
+    };
+    let add = |plan: &mut StepPlan, reason: &'static str, count: u64, examples: Vec<String>| {
+        if count > 0 {
+            plan.tasks += count;
+            plan.reasons.push(Reason {
+                reason,
+                count,
+                examples,
+            });
+        }
+    };
+    match kind {
+        StepKind::Source if !step.once => add(&mut plan, "source: runs every run", 1, Vec::new()),
+        StepKind::Source => {
+            let state = match (conn, stored) {
+                (Some(conn), Some(id)) => provenance::once_source_state(conn, id)?,
+                _ => None,
+            };
+            match state.as_deref() {
+                None if stored.is_none() => add(&mut plan, version_reason, 1, Vec::new()),
+                None => add(&mut plan, "never ran", 1, Vec::new()),
+                Some("failed") => add(&mut plan, "failed before", 1, Vec::new()),
+                Some("pending") => add(&mut plan, "pending: not run yet", 1, Vec::new()),
+                Some("running") => add(
+                    &mut plan,
+                    "interrupted: a run stopped during it",
+                    1,
+                    Vec::new(),
+                ),
+                Some(_) => plan.up_to_date = 1,
+            }
+        }
+        StepKind::Map => {
+            let Some(conn) = conn else {
+                return Ok(plan);
+            };
+            for group in provenance::map_inputs(conn, stored, &step.inputs)? {
+                let mut examples = group.examples.clone();
+                let reason = match group.state.as_str() {
+                    "new" if stored.is_none() => version_reason,
+                    "new" => "new input",
+                    "failed" => {
+                        examples = group
+                            .examples
+                            .iter()
+                            .zip(&group.tasks)
+                            .map(|(name, task)| format!("{name} (task {task})"))
+                            .collect();
+                        "failed before"
+                    }
+                    "pending" => "pending: not run yet",
+                    "running" => "interrupted: a run stopped during it",
+                    _ => {
+                        plan.up_to_date += group.count;
+                        continue;
+                    }
+                };
+                add(&mut plan, reason, group.count, examples);
+            }
+        }
+        StepKind::Gather => {
+            let Some(conn) = conn else {
+                return Ok(plan);
+            };
+            let Some(key) = liveness::gather_key(conn, &step.inputs, LiveSource::Column)? else {
+                return Ok(plan);
+            };
+            let members = liveness::gather_members(conn, &step.inputs, LiveSource::Column)?.len();
+            let example = vec![format!("{members} input(s)")];
+            let state = match stored {
+                Some(id) => provenance::gather_task_state(conn, id, &key)?,
+                None => None,
+            };
+            match state {
+                None if stored.is_none() => add(&mut plan, version_reason, 1, example),
+                None => add(&mut plan, "new input set", 1, example),
+                Some((task, state)) => match state.as_str() {
+                    "failed" => add(&mut plan, "failed before", 1, vec![format!("task {task}")]),
+                    "pending" => add(&mut plan, "pending: not run yet", 1, example),
+                    "running" => add(
+                        &mut plan,
+                        "interrupted: a run stopped during it",
+                        1,
+                        example,
+                    ),
+                    _ => plan.up_to_date = 1,
+                },
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Mark steps that may run after an upstream step runs: a step that would run feeds a consumer
+/// when it produced resources matching the consumer's inputs before, or, when it has never run
+/// (its outputs are unknown), when it comes earlier in the manifest. Repeated until nothing
+/// changes, so the effect travels down the pipeline.
+fn add_downstream(
+    conn: Option<&Connection>,
+    manifest: &Manifest,
+    plans: &mut [StepPlan],
+) -> Result<(), StoreError> {
+    loop {
+        let mut changed = false;
+        for (i, consumer) in manifest.steps.iter().enumerate() {
+            if consumer.is_source() {
+                continue;
+            }
+            for (j, producer) in manifest.steps.iter().enumerate() {
+                let runs = !plans[j].skipped && (plans[j].tasks > 0 || !plans[j].after.is_empty());
+                if i == j || !runs || plans[i].after.contains(&producer.name) {
+                    continue;
+                }
+                let feeds = match conn {
+                    Some(conn) if !provenance::versions_of(conn, &producer.name)?.is_empty() => {
+                        provenance::step_fed(conn, &producer.name, &consumer.inputs)?
+                    }
+                    _ => j < i,
+                };
+                if feeds {
+                    plans[i].after.push(producer.name.clone());
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+    }
+}
+
+fn short(hash: &str) -> String {
+    hash[..12.min(hash.len())].to_string()
+}
+
+fn render(plans: &[StepPlan], now: u64, total: u64, no_store: bool, args: &RunArgs) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "dry run: nothing is executed and the store is not changed{}",
+        if no_store {
+            format!(" (no store at {} yet)", args.db.db.display())
+        } else {
+            String::new()
+        }
+    );
+    let width = plans.iter().map(|p| p.step.len()).max().unwrap_or(4);
+    for plan in plans {
+        let version = match &plan.replaces {
+            Some(old) => format!("version {} replaces {old}", plan.version),
+            None => format!("version {}", plan.version),
+        };
+        let verdict = if plan.skipped {
+            "skipped: not selected with --step".to_string()
+        } else if plan.tasks > 0 {
+            format!(
+                "{} task{} would run",
+                plan.tasks,
+                if plan.tasks == 1 { "" } else { "s" }
+            )
+        } else if !plan.after.is_empty() {
+            "may run after upstream steps".to_string()
+        } else if plan.up_to_date > 0 {
+            format!("up to date ({} done)", plan.up_to_date)
+        } else {
+            "nothing to do (no matching inputs)".to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<6}  {verdict}  [{version}]",
+            plan.step, plan.kind
+        );
+        if plan.skipped {
+            continue;
+        }
+        for reason in &plan.reasons {
+            let examples = if reason.examples.is_empty() {
+                String::new()
+            } else {
+                let more = reason.count.saturating_sub(reason.examples.len() as u64);
+                format!(
+                    ": {}{}",
+                    reason.examples.join(", "),
+                    if more > 0 && !reason.examples[0].ends_with("input(s)") {
+                        format!(", … {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            };
+            let _ = writeln!(
+                out,
+                "{:<width$}    reason: {} ×{}{examples}",
+                "", reason.reason, reason.count
+            );
+        }
+        if !plan.after.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<width$}    then: input updated by another job ({} would run)",
+                "",
+                plan.after
+                    .iter()
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let limit = if now < total {
+        format!(" (--max-tasks {now} of {total})")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "{now} task{} would run now{limit}{}",
+        if now == 1 { "" } else { "s" },
+        if plans.iter().any(|p| !p.after.is_empty() && !p.skipped) {
+            "; their outputs may start more"
+        } else {
+            ""
+        }
+    );
+    out
+}

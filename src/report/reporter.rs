@@ -1,0 +1,168 @@
+//! The observer `grit run` hands to the engine: it turns engine events into log records with the
+//! structured `grit_*` fields (journald's `GRIT_*`), drives the progress bars, and remembers the
+//! inputs of failed tasks for the summary.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::progress::Progress;
+use super::summary::human_bytes;
+use crate::engine::events::{Event, Observer};
+
+/// The tracing target of per-task records.
+pub const EVENTS_TARGET: &str = "grit::events";
+
+/// An input resource: (name, hash).
+type Input = (String, String);
+
+pub struct Reporter {
+    pipeline: String,
+    run_id: AtomicI64,
+    progress: Option<Arc<Progress>>,
+    /// Inputs of running tasks (bounded by `-j`), moved to `failed` when a task fails.
+    running: Mutex<HashMap<i64, Input>>,
+    failed: Mutex<HashMap<i64, Input>>,
+}
+
+impl Reporter {
+    pub fn new(pipeline: &str, progress: Option<Arc<Progress>>) -> Reporter {
+        Reporter {
+            pipeline: pipeline.to_string(),
+            run_id: AtomicI64::new(0),
+            progress,
+            running: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The input name of a task that failed in this run, for the summary.
+    pub fn failed_input(&self, task_id: i64) -> Option<String> {
+        self.failed
+            .lock()
+            .ok()?
+            .get(&task_id)
+            .map(|(name, _)| name.clone())
+    }
+}
+
+impl Observer for Reporter {
+    fn event(&self, event: &Event<'_>) {
+        if let Some(progress) = &self.progress {
+            progress.event(event);
+        }
+        let run = self.run_id.load(Ordering::Relaxed);
+        match event {
+            Event::RunStarted { run_id, recovered } => {
+                self.run_id.store(*run_id, Ordering::Relaxed);
+                tracing::info!(
+                    target: EVENTS_TARGET,
+                    grit_run = run_id,
+                    grit_recovered = recovered,
+                    "run {run_id} of {} started",
+                    self.pipeline
+                );
+                if *recovered > 0 {
+                    tracing::warn!(
+                        grit_run = run_id,
+                        "{recovered} task(s) left running by an interrupted run will run again"
+                    );
+                }
+            }
+            Event::TasksQueued { step, count } => {
+                tracing::debug!(
+                    target: EVENTS_TARGET,
+                    grit_run = run,
+                    grit_step = step,
+                    "{count} task(s) of {step} queued"
+                );
+            }
+            Event::TaskStarted {
+                step,
+                task_id,
+                input,
+                input_hash,
+            } => {
+                if let (Some(name), Some(hash)) = (input, input_hash)
+                    && let Ok(mut running) = self.running.lock()
+                {
+                    running.insert(*task_id, (name.to_string(), hash.to_string()));
+                }
+                tracing::debug!(
+                    target: EVENTS_TARGET,
+                    grit_run = run,
+                    grit_step = step,
+                    grit_task = task_id,
+                    grit_resource = input,
+                    grit_hash = input_hash,
+                    "task {task_id} of {step} started{}",
+                    input.map(|i| format!(" on {i}")).unwrap_or_default()
+                );
+            }
+            Event::TaskFinished {
+                step,
+                task_id,
+                succeeded,
+                duration,
+                outputs,
+                error,
+            } => {
+                let input = self.running.lock().ok().and_then(|mut r| r.remove(task_id));
+                let (resource, hash) = match &input {
+                    Some((name, hash)) => (Some(name.as_str()), Some(hash.as_str())),
+                    None => (None, None),
+                };
+                let seconds = duration.as_secs_f64();
+                if *succeeded {
+                    tracing::info!(
+                        target: EVENTS_TARGET,
+                        grit_run = run,
+                        grit_step = step,
+                        grit_task = task_id,
+                        grit_resource = resource,
+                        grit_hash = hash,
+                        grit_duration_s = seconds,
+                        grit_outputs = outputs,
+                        "task {task_id} of {step} succeeded in {seconds:.2}s with {outputs} output(s)"
+                    );
+                } else {
+                    let error = error.unwrap_or("failed");
+                    tracing::warn!(
+                        target: EVENTS_TARGET,
+                        grit_run = run,
+                        grit_step = step,
+                        grit_task = task_id,
+                        grit_resource = resource,
+                        grit_hash = hash,
+                        grit_duration_s = seconds,
+                        "task {task_id} of {step}{} failed: {error}",
+                        resource.map(|r| format!(" (input {r})")).unwrap_or_default()
+                    );
+                    if let (Some(input), Ok(mut failed)) = (input, self.failed.lock()) {
+                        failed.insert(*task_id, input);
+                    }
+                }
+            }
+            Event::Output {
+                step,
+                task_id,
+                name,
+                hash,
+                size,
+            } => {
+                tracing::info!(
+                    target: EVENTS_TARGET,
+                    grit_run = run,
+                    grit_step = step,
+                    grit_task = task_id,
+                    grit_resource = name,
+                    grit_hash = hash,
+                    grit_size = size,
+                    "task {task_id} of {step} wrote {name} {} ({})",
+                    &hash[..12.min(hash.len())],
+                    human_bytes(*size)
+                );
+            }
+        }
+    }
+}
