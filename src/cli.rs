@@ -368,10 +368,10 @@ pub fn translate_legacy(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             out.extend(["--parallel".into(), n.into()]);
         }
         for (flag, value) in &values {
-            if flag == "step" {
-                if let Some(v) = value {
-                    out.extend(["--step".into(), v.into()]);
-                }
+            if flag == "step"
+                && let Some(v) = value
+            {
+                out.extend(["--step".into(), v.into()]);
             }
         }
         if has("verbose") {

@@ -183,17 +183,7 @@ script = 'sleep 5; echo x > $OUTPUT_DIR/x'
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the first run holds the lock (its task is running).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !p.db().join("lock").exists()
-        || std::fs::read_to_string(p.db().join("lock"))
-            .unwrap_or_default()
-            .trim()
-            .is_empty()
-    {
-        assert!(Instant::now() < deadline, "first run never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_running(&p);
     let started = Instant::now();
     let second = grit_run(&p).output().unwrap();
     let took = started.elapsed();
@@ -231,18 +221,7 @@ script = 'sleep 30; echo x > $OUTPUT_DIR/x'
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = p.grit(&["status", "--json"]);
-        if status.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-            if v["steps"][0]["running"] == 1 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "the task never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_running(&p);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -270,9 +270,9 @@ echo late > $OUTPUT_DIR/late
     std::thread::sleep(std::time::Duration::from_millis(200));
     let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
-            !s.split_whitespace()
+            s.split_whitespace()
                 .nth(2)
-                .is_some_and(|state| state == "Z")
+                .is_some_and(|state| state != "Z")
         })
         .unwrap_or(false);
     assert!(!alive, "background child {pid} survived the timeout");

@@ -252,7 +252,6 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
             {
                 break;
             }
-            let mut picked = false;
             for offset in 0..slots.len() {
                 let index = (rotation + offset) % slots.len();
                 let slot = &mut slots[index];
@@ -278,13 +277,11 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
                 if let Some(task) = slot.queue.pop_front() {
                     to_start.push((index, task));
                     rotation = index + 1;
-                    picked = true;
                     continue 'fill;
                 }
             }
-            if !picked {
-                break;
-            }
+            // No step can start another task now.
+            break;
         }
         if !to_start.is_empty() {
             let ids: Vec<i64> = to_start.iter().map(|(_, t)| t.id).collect();

@@ -142,6 +142,8 @@ impl Step {
     }
 
     /// Does any input pattern match `resource_name` (SQLite GLOB semantics)?
+    // The engine matches in SQL (`GLOB`) and in `store::schedule`; this is for tests.
+    #[cfg(test)]
     pub fn matches(&self, resource_name: &str) -> bool {
         self.inputs.iter().any(|p| glob_match(p, resource_name))
     }
@@ -170,11 +172,13 @@ impl Manifest {
     }
 
     /// Producer → consumer edges read from the scripts (see [`Step::writes`]).
+    #[cfg(test)]
     pub fn edges(&self) -> Vec<Edge> {
         graph::edges(self)
     }
 
     /// Groups of step indices that feed each other (each sorted, in file order).
+    #[cfg(test)]
     pub fn cycles(&self) -> Vec<Vec<usize>> {
         graph::cycles(self.steps.len(), &self.edges())
     }

@@ -126,6 +126,10 @@ pub fn open_read(root: &Path) -> Result<(StorePaths, Connection), StoreError> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", true)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == 0 {
+        // The first run has created the file but not the schema yet.
+        return Err(StoreError::Missing(root.to_path_buf()));
+    }
     if version > schema::SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
             found: version,

@@ -34,10 +34,6 @@ impl Objects {
             .join(&hash[4..])
     }
 
-    pub fn contains(&self, hash: &str) -> bool {
-        self.path(hash).is_file()
-    }
-
     /// Move `staged` into the store under `hash`. Returns true when the object is new.
     ///
     /// The caller guarantees that `hash` is the SHA-256 of the file's content.
@@ -157,9 +153,14 @@ mod tests {
         );
         assert!(!staged.exists());
         let mut seen = Vec::new();
-        objects.walk(|h, size| Ok(seen.push((h, size)))).unwrap();
+        objects
+            .walk(|h, size| {
+                seen.push((h, size));
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(seen, vec![(hash.clone(), 6)]);
         assert_eq!(objects.remove(&hash).unwrap(), 6);
-        assert!(!objects.contains(&hash));
+        assert!(!objects.path(&hash).exists());
     }
 }

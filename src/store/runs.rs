@@ -1,7 +1,7 @@
 //! Runs and step versions: what `grit run` records when it starts and ends, including crash
 //! recovery of tasks a killed run left *running*.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::{StoreError, liveness, now};
 use crate::manifest::{Manifest, Step};
@@ -113,8 +113,7 @@ pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart,
         "DELETE FROM tasks WHERE source_run > 0 AND source_run <> ?1 AND state = 'pending'",
         [run_id],
     )?;
-    let dirty = take_flag(&tx, "liveness_dirty")?;
-    if versions_changed || dirty {
+    if versions_changed {
         liveness::recompute(&tx)?;
     }
     tx.commit()?;
@@ -163,37 +162,4 @@ pub fn reset_running(conn: &Connection) -> Result<u64, StoreError> {
         "UPDATE tasks SET state = 'pending' WHERE state = 'running'",
         [],
     )? as u64)
-}
-
-/// Mark that `resources.live` must be rebuilt at the next run (after a delete or prune).
-pub fn set_flag(conn: &Connection, key: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, '1')",
-        [key],
-    )?;
-    Ok(())
-}
-
-fn take_flag(conn: &Connection, key: &str) -> Result<bool, StoreError> {
-    let set = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()?
-        .is_some();
-    if set {
-        conn.execute("DELETE FROM meta WHERE key = ?1", [key])?;
-    }
-    Ok(set)
-}
-
-/// The manifest text and path of the latest run: what commands without `-m` treat as current.
-pub fn latest_manifest(conn: &Connection) -> Result<Option<(String, String)>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT manifest_path, manifest_text FROM runs ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?)
 }

@@ -17,17 +17,14 @@ pub struct MapStep {
 /// The resource a task reads.
 #[derive(Debug, Clone)]
 pub struct InputRef {
-    pub resource_id: i64,
     pub name: String,
     pub hash: String,
-    pub size: u64,
 }
 
 /// A pending task handed to the engine.
 #[derive(Debug, Clone)]
 pub struct QueuedTask {
     pub id: i64,
-    pub version_id: i64,
     pub input: Option<InputRef>,
 }
 
@@ -118,7 +115,7 @@ pub fn next_pending(
     limit: usize,
 ) -> Result<Vec<QueuedTask>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT t.id, r.id, r.name, r.hash, r.size FROM tasks t
+        "SELECT t.id, r.id, r.name, r.hash FROM tasks t
            LEFT JOIN resources r ON r.id = t.input_resource_id
          WHERE t.step_version_id = ?1 AND t.state = 'pending' AND t.id > ?2
            AND (t.input_resource_id IS NULL OR r.live = 1)
@@ -127,17 +124,14 @@ pub fn next_pending(
     let rows = stmt.query_map(params![version_id, after, limit as i64], |row| {
         let resource_id: Option<i64> = row.get(1)?;
         let input = match resource_id {
-            Some(resource_id) => Some(InputRef {
-                resource_id,
+            Some(_) => Some(InputRef {
                 name: row.get(2)?,
                 hash: row.get(3)?,
-                size: row.get::<_, i64>(4)? as u64,
             }),
             None => None,
         };
         Ok(QueuedTask {
             id: row.get(0)?,
-            version_id,
             input,
         })
     })?;
