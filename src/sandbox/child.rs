@@ -80,6 +80,8 @@ pub(crate) struct ChildSetup {
     pub inner_rules: Vec<(CString, u64)>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
     pub last_cap: u32,
+    /// `cgroup.procs` of the task's pids cgroup (root only), joined before anything else.
+    pub cgroup_procs: Option<CString>,
 }
 
 fn errno() -> i32 {
@@ -466,6 +468,9 @@ impl ChildSetup {
                 libc::_exit(SETUP_FAILED_EXIT);
             }
             reset_signal_handlers();
+            if let Some(procs) = &self.cgroup_procs {
+                write_proc(procs, b"0", b"join the pids cgroup");
+            }
             if libc::unshare(self.unshare_flags) != 0 {
                 let what: &[u8] = if self.unshare_flags & libc::CLONE_NEWNET != 0 {
                     b"create namespaces (user, mount, pid, ipc, uts, net)"

@@ -21,6 +21,7 @@
 //! A setup step the kernel refuses makes the task exit with [`SETUP_FAILED_EXIT`] after a
 //! message on its stderr that names the step and the opt-outs; it never degrades silently.
 
+mod cgroup;
 mod child;
 mod plan;
 pub mod policy;
@@ -227,7 +228,8 @@ fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
         v.push((libc::RLIMIT_AS, same(m)));
     }
     if let Some(p) = policy.processes {
-        // The intermediate and pid 1 count against the same per-namespace user count.
+        // The intermediate and pid 1 count against the same per-namespace user count. (For
+        // root, the kernel ignores this limit: see cgroup.rs.)
         v.push((libc::RLIMIT_NPROC, same(p.saturating_add(2))));
     }
     if let Some(n) = policy.open_files {
@@ -274,6 +276,10 @@ fn prepare(req: &SandboxRequest<'_>) -> Result<child::ChildSetup, SandboxError> 
     ];
     // SAFETY: these getters cannot fail.
     let (uid, gid, pid) = unsafe { (libc::geteuid(), libc::getegid(), libc::getpid()) };
+    let cgroup_procs = match policy.processes {
+        Some(p) if uid == 0 => Some(cgroup::create(p.saturating_add(2))?),
+        _ => None,
+    };
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -295,6 +301,7 @@ fn prepare(req: &SandboxRequest<'_>) -> Result<child::ChildSetup, SandboxError> 
         inner_rules,
         rlimits: rlimits(policy),
         last_cap: last_cap(),
+        cgroup_procs,
     })
 }
 
