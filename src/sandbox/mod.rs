@@ -41,8 +41,11 @@ use landlock::{
     Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, path_beneath_rules,
 };
 
+// Used by the executor's callers and by `grit doctor`, which the lead wires.
+#[allow(unused_imports)]
 pub use child::SETUP_FAILED_EXIT;
 pub use policy::{Policy, SandboxMode};
+#[allow(unused_imports)]
 pub use probe::{Feature, Probe, probe};
 
 use plan::{Grant, HostLayout, STAGING, TaskPaths};
