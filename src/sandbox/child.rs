@@ -569,6 +569,12 @@ impl ChildSetup {
                 b"",
             );
             check(libc::setsid().into(), b"start a new session", b"");
+            // The script must not ptrace init (its reaper); exec makes the script dumpable again.
+            check(
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0).into(),
+                b"make init non-dumpable",
+                b"",
+            );
             drop_privileges(self);
             // Last, so a low open-files limit cannot break the setup above.
             for (resource, limit) in &self.rlimits {
