@@ -329,6 +329,7 @@ pub fn configure(
 }
 
 /// [`configure`] for a `std` command (used by the doctor's end-to-end check).
+#[allow(dead_code)] // until `grit doctor` is wired
 pub(crate) fn configure_std(
     cmd: &mut std::process::Command,
     req: &SandboxRequest<'_>,
