@@ -153,6 +153,22 @@ fn kill_9_at_random_moments_then_resume_equals_a_clean_run() {
     }
 }
 
+/// Wait until the (single) step of `p` has a running task, i.e. a run holds the lock mid-work.
+fn wait_until_running(p: &Project) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = p.grit(&["status", "--json"]);
+        if status.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+            if v["steps"][0]["running"] == 1 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_second_run_on_a_locked_store_fails_fast_with_exit_3() {
     let p = Project::new(

@@ -1,41 +1,57 @@
-//! The plain-directory capture: `OUTPUT_DIR` is `<db>/tmp/<key>/out`, and after the task exits
-//! its flat regular files are validated and hashed in place (they are already on the store's
-//! filesystem, so publishing is a rename).
+//! The plain-directory capture: `OUTPUT_DIR` is a pooled directory in `<db>/tmp`, and after the
+//! task exits its flat regular files are validated and hashed in place (they are already on the
+//! store's filesystem, so publishing is a rename).
 
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::{Capture, CaptureError, CapturedFile, invalid_name_reason};
 use crate::store::objects::hash_file;
+use crate::store::staging::DirPool;
 
 pub struct DirCapture {
-    staging: PathBuf,
+    pool: DirPool,
+    /// Output directory of each active task key.
+    active: Mutex<HashMap<String, PathBuf>>,
 }
 
 impl DirCapture {
     /// `staging` is `<db>/tmp`.
-    pub fn new(staging: PathBuf) -> Self {
-        DirCapture { staging }
+    pub fn new(staging: &Path) -> Self {
+        DirCapture {
+            pool: DirPool::new(staging, "out"),
+            active: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn out_dir(&self, key: &str) -> PathBuf {
-        self.staging.join(key).join("out")
+    fn out_dir(&self, key: &str) -> Result<PathBuf, CaptureError> {
+        self.active
+            .lock()
+            .ok()
+            .and_then(|active| active.get(key).cloned())
+            .ok_or_else(|| {
+                CaptureError::Rule(format!("internal: no output directory for task {key}"))
+            })
     }
 }
 
 impl Capture for DirCapture {
     fn start_task(&self, key: &str, _quota: Option<u64>) -> Result<PathBuf, CaptureError> {
-        let dir = self.out_dir(key);
-        fs::create_dir_all(&dir).map_err(|source| CaptureError::Io {
-            path: dir.clone(),
+        let dir = self.pool.acquire().map_err(|source| CaptureError::Io {
+            path: PathBuf::from("<db>/tmp"),
             source,
         })?;
+        if let Ok(mut active) = self.active.lock() {
+            active.insert(key.to_string(), dir.clone());
+        }
         Ok(dir)
     }
 
     fn finish_task(&self, key: &str) -> Result<(Vec<CapturedFile>, Vec<String>), CaptureError> {
-        let dir = self.out_dir(key);
+        let dir = self.out_dir(key)?;
         let io = |source| CaptureError::Io {
             path: dir.clone(),
             source,
@@ -94,7 +110,14 @@ impl Capture for DirCapture {
     }
 
     fn discard_task(&self, key: &str) {
-        let _ = fs::remove_dir_all(self.out_dir(key));
+        let dir = self
+            .active
+            .lock()
+            .ok()
+            .and_then(|mut active| active.remove(key));
+        if let Some(dir) = dir {
+            self.pool.release(dir);
+        }
     }
 
     fn kind(&self) -> &'static str {

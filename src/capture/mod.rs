@@ -44,7 +44,8 @@ pub trait Capture: Send + Sync {
     /// After every process of the task is dead: its files, and messages for the task log about
     /// operations that were refused.
     fn finish_task(&self, key: &str) -> Result<(Vec<CapturedFile>, Vec<String>), CaptureError>;
-    /// Throw away what a failed or killed task wrote.
+    /// The task is over: throw away whatever is still in its directory (everything, for a failed
+    /// or killed task; nothing, once published files were renamed away) and forget the key.
     fn discard_task(&self, key: &str);
     /// Short name for messages (`dir`, `fuse`).
     fn kind(&self) -> &'static str;

@@ -68,7 +68,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .into());
         }
         // FUSE HOOK: `auto` picks FUSE when /dev/fuse works.
-        CaptureMode::Auto | CaptureMode::Dir => Arc::new(DirCapture::new(paths.tmp.clone())),
+        CaptureMode::Auto | CaptureMode::Dir => Arc::new(DirCapture::new(&paths.tmp)),
     };
     let lines: Option<LineSink> = (level == Level::Verbose).then(|| {
         Arc::new(
@@ -127,15 +127,40 @@ fn warn_if_disk_full(path: &std::path::Path) {
     let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
         return;
     };
-    let total = stat.blocks() as f64 * stat.fragment_size() as f64;
-    let free = stat.blocks_available() as f64 * stat.fragment_size() as f64;
-    if total > 0.0 && (total - free) / total > DISK_WARN_FRACTION {
-        tracing::warn!(
-            "the store's filesystem is {:.0}% full ({:.1} GB free of {:.1} GB): {}",
-            (total - free) / total * 100.0,
+    let block = stat.fragment_size() as f64;
+    if let Some(message) = disk_warning(
+        stat.blocks() as f64 * block,
+        stat.blocks_available() as f64 * block,
+    ) {
+        tracing::warn!("{message}: {}", path.display());
+    }
+}
+
+/// The warning for a filesystem of `total` bytes with `free` bytes available, if it is too full.
+fn disk_warning(total: f64, free: f64) -> Option<String> {
+    let used = (total - free) / total;
+    (total > 0.0 && used > DISK_WARN_FRACTION).then(|| {
+        format!(
+            "the store's filesystem is {:.0}% full ({:.1} GB free of {:.1} GB)",
+            used * 100.0,
             free / 1e9,
-            total / 1e9,
-            path.display()
+            total / 1e9
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disk_warning;
+
+    #[test]
+    fn warns_above_85_percent_used() {
+        assert_eq!(disk_warning(100e9, 20e9), None);
+        assert_eq!(disk_warning(100e9, 15e9), None, "exactly 85 % is fine");
+        assert_eq!(
+            disk_warning(100e9, 10e9).as_deref(),
+            Some("the store's filesystem is 90% full (10.0 GB free of 100.0 GB)")
         );
+        assert_eq!(disk_warning(0.0, 0.0), None);
     }
 }

@@ -214,6 +214,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         capture,
         writer: writer.clone(),
         no_sandbox: options.no_sandbox,
+        workdirs: crate::store::staging::DirPool::new(&paths.tmp, "work"),
         paths: paths.clone(),
     });
 
@@ -456,23 +457,20 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
 }
 
 /// Empty `<db>/tmp`: whatever is there belongs to no running task (we hold the store lock), such
-/// as the partial captures of a crashed run.
+/// as the partial captures of a crashed run. Unsandboxed scripts of a killed run may still be
+/// writing there, so a failure is retried and then only reported: leftovers are harmless, since
+/// this run's directories have names no earlier run used, and the next run removes them.
 fn clear_staging(paths: &StorePaths) -> Result<(), EngineError> {
-    let entries = match std::fs::read_dir(&paths.tmp) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::io(&paths.tmp, e).into()),
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let removed = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        if let Err(e) = removed {
-            return Err(StoreError::io(&path, e).into());
+    let mut last = None;
+    for _ in 0..3 {
+        match crate::store::staging::clear(&paths.tmp) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
         }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(e) = last {
+        tracing::warn!("could not empty {}: {e}", paths.tmp.display());
     }
     Ok(())
 }

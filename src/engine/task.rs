@@ -15,6 +15,7 @@ use crate::manifest::Step;
 use crate::store::objects::{Objects, hash_file};
 use crate::store::publish::{OutputRecord, TaskRecord};
 use crate::store::schedule::QueuedTask;
+use crate::store::staging::DirPool;
 use crate::store::{StorePaths, Writer};
 
 /// What every task of a run shares.
@@ -27,6 +28,8 @@ pub struct TaskContext {
     pub capture: Arc<dyn Capture>,
     pub writer: Writer,
     pub no_sandbox: bool,
+    /// Scratch (`TMPDIR`/`HOME`) and gather input directories.
+    pub workdirs: DirPool,
 }
 
 /// The outcome of a task, ready to publish, with what the summary needs.
@@ -48,28 +51,41 @@ pub async fn run_task(
 ) -> Finished {
     let started = Instant::now();
     let task_id = queued.id;
-    let log_path = ctx.paths.tmp.join(format!("t{task_id}.log"));
+    let log_path = ctx
+        .paths
+        .tmp
+        .join(format!("t{task_id}-r{}.log", ctx.run_id));
     let mut attempts = 0;
     let mut exit;
     let mut error: Option<String>;
     let mut outputs: Vec<OutputRecord> = Vec::new();
     loop {
         attempts += 1;
-        let key = format!("t{task_id}-a{attempts}");
-        let result = attempt(&ctx, &step, &queued, gather, &key, attempts, &log_path).await;
+        // Unique per run and attempt: a capture never mixes two attempts' files.
+        let key = format!("t{task_id}-r{}-a{attempts}", ctx.run_id);
+        let mut dirs = Vec::new();
+        let result = attempt(
+            &ctx, &step, &queued, gather, &key, attempts, &log_path, &mut dirs,
+        )
+        .await;
         exit = result.0;
         error = result.1;
         let files = result.2;
-        let task_dir = ctx.paths.tmp.join(&key);
         if exit.success() && error.is_none() {
             match adopt_outputs(&ctx.objects, files).await {
                 Ok(records) => outputs = records,
                 Err(e) => error = Some(format!("storing outputs failed: {e}")),
             }
-        } else {
-            ctx.capture.discard_task(&key);
         }
-        let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(task_dir)).await;
+        // Whatever was not adopted (all of it, for a failure) goes; the directories are reused.
+        let cleanup = ctx.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            cleanup.capture.discard_task(&key);
+            for dir in dirs {
+                cleanup.workdirs.release(dir);
+            }
+        })
+        .await;
         let succeeded = exit.success() && error.is_none();
         if succeeded || exit == Exit::Cancelled || attempts > step.retries {
             break;
@@ -118,7 +134,9 @@ fn failure_text(exit: &Exit, error: &Option<String>) -> String {
 }
 
 /// One attempt: directories, input, execution, capture. Returns the exit, a rule/IO error that
-/// fails the attempt even though the script succeeded, and the captured files.
+/// fails the attempt even though the script succeeded, and the captured files. The pooled
+/// directories it used are pushed onto `dirs` for the caller to release.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     ctx: &Arc<TaskContext>,
     step: &Arc<Step>,
@@ -127,16 +145,19 @@ async fn attempt(
     key: &str,
     attempt: u32,
     log_path: &std::path::Path,
+    dirs: &mut Vec<PathBuf>,
 ) -> (Exit, Option<String>, Vec<CapturedFile>) {
-    let task_dir = ctx.paths.tmp.join(key);
-    let scratch_dir = task_dir.join("scratch");
-    if let Err(e) = fs::create_dir_all(&scratch_dir) {
-        return (
-            Exit::SpawnFailed(format!("{}: {e}", scratch_dir.display())),
-            None,
-            Vec::new(),
-        );
-    }
+    let scratch_dir = match ctx.workdirs.acquire() {
+        Ok(dir) => dir,
+        Err(e) => {
+            return (
+                Exit::SpawnFailed(format!("scratch directory: {e}")),
+                None,
+                Vec::new(),
+            );
+        }
+    };
+    dirs.push(scratch_dir.clone());
     let output_dir = match ctx.capture.start_task(key, step.policy.max_output) {
         Ok(dir) => dir,
         Err(e) => {
@@ -148,7 +169,18 @@ async fn attempt(
         }
     };
     let input = if gather {
-        match gather_dir(ctx, queued.id, &task_dir).await {
+        let input_dir = match ctx.workdirs.acquire() {
+            Ok(dir) => dir,
+            Err(e) => {
+                return (
+                    Exit::SpawnFailed(format!("input directory: {e}")),
+                    None,
+                    Vec::new(),
+                );
+            }
+        };
+        dirs.push(input_dir.clone());
+        match gather_dir(ctx, queued.id, input_dir).await {
             Ok(path) => TaskInput::Dir { path },
             Err(e) => {
                 return (
@@ -209,21 +241,19 @@ async fn attempt(
     }
 }
 
-/// Build a gather task's `INPUT_DIR`: hard links to the objects, named `<name>`, or
+/// Build a gather task's `INPUT_DIR` in `target`: hard links to the objects, named `<name>`, or
 /// `<name>.<short hash>` where a name repeats (DESIGN §2.10).
 async fn gather_dir(
     ctx: &Arc<TaskContext>,
     task_id: i64,
-    task_dir: &std::path::Path,
+    target: PathBuf,
 ) -> std::io::Result<PathBuf> {
     let members = ctx
         .writer
         .call(move |conn| crate::store::schedule::gather_inputs(conn, task_id))
         .await
         .map_err(std::io::Error::other)?;
-    let dir = task_dir.join("in");
     let objects = ctx.objects.clone();
-    let target = dir.clone();
     tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
         fs::create_dir_all(&target)?;
         let mut index = 0;

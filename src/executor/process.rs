@@ -97,7 +97,11 @@ impl ProcessExecutor {
             };
             command.stdout(out).stderr(err);
         }
-        // Its own process group, so that a timeout or a cancel kills the whole tree.
+        // Its own process group, so that a timeout or a cancel kills the whole tree. Unsandboxed,
+        // nothing else is set up in the child, which lets std use posix_spawn (vfork) instead of
+        // fork: measured ≈1 ms less per task. The price: after a `kill -9` of grit, an
+        // unsandboxed script may outlive it (the sandbox's pid namespace closes that gap), and
+        // its late writes land in staging directories no later run uses.
         command.process_group(0);
         if spec.sandboxed {
             // SANDBOX HOOK: the sandbox configures the command here (namespaces, landlock, caps).
@@ -118,23 +122,6 @@ impl ProcessExecutor {
             if let Err(e) = crate::sandbox::configure(&mut command, &request) {
                 let _ = writeln!(log, "grit: {e}");
                 return Exit::SpawnFailed(e.to_string());
-            }
-        }
-        // SAFETY: the closure only calls prctl(2) and getppid(2), which are async-signal-safe.
-        // Sandboxed, the sandbox arms its own PDEATHSIG chain, and the script's parent is the
-        // task's pid 1, so this check would kill it.
-        if !spec.sandboxed {
-            unsafe {
-                command.pre_exec(|| {
-                    // Die with grit: a killed grit must not leave the script running.
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::getppid() == 1 {
-                        libc::_exit(137);
-                    }
-                    Ok(())
-                });
             }
         }
 

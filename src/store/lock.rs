@@ -9,14 +9,45 @@ use nix::fcntl::{Flock, FlockArg};
 
 use super::StoreError;
 
+/// How long to wait for the lock when its recorded holder is dead.
+const DEAD_HOLDER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn alive(pid: u32) -> bool {
+    // Signal 0 checks existence; EPERM means it exists but belongs to someone else.
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
+        Ok(()) => true,
+        Err(errno) => errno != nix::errno::Errno::ESRCH,
+    }
+}
+
 /// An exclusive lock on a store; released when dropped (or when the process dies).
 pub struct StoreLock {
     _lock: Flock<File>,
 }
 
 impl StoreLock {
-    /// Take the lock without waiting. Fails with [`StoreError::Locked`] naming the holder's pid.
+    /// Take the lock without waiting for a live holder. Fails with [`StoreError::Locked`] naming
+    /// the holder's pid.
+    ///
+    /// A holder that has just died can keep the lock for a moment: a child it was spawning still
+    /// has the lock's file descriptor until it execs (close-on-exec). So when the recorded holder
+    /// is no longer alive, retry briefly instead of failing.
     pub fn acquire(path: &Path) -> Result<StoreLock, StoreError> {
+        let deadline = std::time::Instant::now() + DEAD_HOLDER_GRACE;
+        loop {
+            match Self::try_acquire(path) {
+                Err(StoreError::Locked { holder, .. })
+                    if holder.is_some_and(|pid| !alive(pid))
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_acquire(path: &Path) -> Result<StoreLock, StoreError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)

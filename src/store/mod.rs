@@ -20,6 +20,7 @@ pub mod queries;
 pub mod runs;
 pub mod schedule;
 pub mod schema;
+pub mod staging;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
