@@ -225,20 +225,30 @@ script = 'sleep 1; ls "$(dirname "$(dirname "$OUTPUT_DIR")")" > "$OUTPUT_DIR/see
 
 #[test]
 fn store_objects_are_hidden_except_the_input() {
-    let obs = observe_with_input(r#"find db -type f; find db -type f | wc -l"#, "");
+    let obs = observe_with_input(
+        r#"echo "T=$TMPDIR"; echo "O=$OUTPUT_DIR"; find "$PWD/db" -type f"#,
+        "",
+    );
     assert!(obs.starts_with("ALLOWED"), "{obs}");
-    // Only the input object, and the task's own staging (scratch, output) under db/tmp.
-    let objects: Vec<&str> = obs
+    let own = |prefix: &str| {
+        obs.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{obs}"))
+            .to_string()
+    };
+    let (tmp, out) = (own("T="), own("O="));
+    let files: Vec<&str> = obs
         .lines()
-        .filter(|l| l.starts_with("db/objects/"))
+        .filter(|l| l.starts_with('/') && l.contains("/db/"))
         .collect();
-    assert_eq!(objects.len(), 1, "more of the store is visible: {obs}");
-    let others: Vec<&str> = obs
-        .lines()
-        .filter(|l| l.starts_with("db/") && !l.starts_with("db/objects/"))
-        .filter(|l| !l.contains("/scratch/") && !l.contains("/out/"))
+    // Only the input object, and the task's own scratch and output directories.
+    let objects = files.iter().filter(|l| l.contains("/db/objects/")).count();
+    assert_eq!(objects, 1, "more of the store is visible: {obs}");
+    let others: Vec<&&str> = files
+        .iter()
+        .filter(|l| !l.contains("/db/objects/") && !l.starts_with(&tmp) && !l.starts_with(&out))
         .collect();
-    assert!(others.is_empty(), "{others:?}");
+    assert!(others.is_empty(), "{others:?}\n{obs}");
     assert!(!obs.contains("grit.sqlite"));
 }
 
@@ -583,7 +593,7 @@ script = '''
 sort "$INPUT_FILE" > "$TMPDIR/sorted"
 echo hi > /tmp/t && cat /tmp/t > /dev/null
 cp "$TMPDIR/sorted" "$OUTPUT_DIR/sorted"
-echo "$HOME" | grep -q scratch
+test "$HOME" = "$TMPDIR"
 '''
 [[step]]
 name = "count"
