@@ -46,7 +46,9 @@ fn find_base() -> Option<PathBuf> {
         return Some(base);
     }
     let base = v2?;
-    if fs_type(Path::new("/sys/fs/cgroup")) != Some(libc::CGROUP2_SUPER_MAGIC as i64) {
+    #[allow(clippy::unnecessary_cast)] // the magic constant's type differs between targets
+    let magic = libc::CGROUP2_SUPER_MAGIC as i64;
+    if fs_type(Path::new("/sys/fs/cgroup")) != Some(magic) {
         return None;
     }
     let enabled = std::fs::read_to_string(base.join("cgroup.subtree_control")).ok()?;

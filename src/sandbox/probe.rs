@@ -130,6 +130,7 @@ fn fs_type(path: &Path) -> Option<i64> {
 }
 
 fn probe_cgroup() -> Feature {
+    #[allow(clippy::unnecessary_cast)] // the magic constant's type differs between targets
     let magic = libc::CGROUP2_SUPER_MAGIC as i64;
     if fs_type(Path::new("/sys/fs/cgroup")) == Some(magic) {
         Feature::yes("unified hierarchy at /sys/fs/cgroup")
