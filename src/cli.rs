@@ -229,6 +229,14 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Report what this machine offers the sandbox and the capture: landlock, user namespaces,
+    /// /dev/fuse, cgroup v2
+    #[command(after_help = "Examples:\n  grit doctor\n  grit doctor --json | jq .landlock_abi")]
+    Doctor {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions
     #[command(after_help = "Example:\n  grit completions bash > /etc/bash_completion.d/grit")]
     Completions { shell: Shell },

@@ -11,6 +11,7 @@
 //! - [`engine`]: the dataflow scheduler of one `grit run`: pulls pending tasks from the store,
 //!   runs them, publishes their outputs, and lets gather steps see complete sets.
 //! - [`executor`]: runs one task's script as a process (the seam the sandbox plugs into).
+//! - [`sandbox`]: the per-task sandbox (namespaces, landlock, caps, rlimits) the executor applies.
 //! - [`capture`]: turns what a script wrote into `OUTPUT_DIR` into hashed, staged files.
 //! - [`report`]: logging setup, the run summary, and other human and JSON output. It only
 //!   subscribes to engine events; it never drives the engine.
@@ -26,6 +27,7 @@ mod engine;
 mod executor;
 mod manifest;
 mod report;
+mod sandbox;
 mod store;
 
 use std::process::ExitCode;

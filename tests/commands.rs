@@ -346,3 +346,42 @@ fn help_has_examples_and_completions_and_man_render() {
         .unwrap();
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH grit"));
 }
+
+#[test]
+fn doctor_reports_each_feature_as_a_table_and_json() {
+    let table = Command::cargo_bin("grit")
+        .unwrap()
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert!(table.status.success(), "{}", describe(&table));
+    let text = String::from_utf8_lossy(&table.stdout);
+    for feature in [
+        "landlock",
+        "user namespaces",
+        "/dev/fuse",
+        "cgroup v2",
+        "sandbox",
+    ] {
+        assert!(text.contains(feature), "doctor lacks {feature}:\n{text}");
+    }
+    let json = Command::cargo_bin("grit")
+        .unwrap()
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("doctor JSON");
+    for key in [
+        "landlock",
+        "user_namespaces",
+        "dev_fuse",
+        "cgroup_v2",
+        "sandbox",
+    ] {
+        assert!(v[key]["ok"].is_boolean(), "{key} in {v}");
+        assert!(v[key]["detail"].is_string(), "{key} in {v}");
+    }
+    // The landlock verdict agrees with the ABI the kernel reports.
+    let abi = v["landlock_abi"].as_u64().unwrap_or(0);
+    assert_eq!(v["landlock"]["ok"].as_bool(), Some(abi > 0), "{v}");
+}

@@ -3,6 +3,7 @@
 
 pub mod cat;
 pub mod completions;
+pub mod doctor;
 pub mod dryrun;
 pub mod exit;
 pub mod export;
@@ -62,6 +63,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         } => gc::prune(&db.db, keep, name.as_deref(), dry_run),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
+        Command::Doctor { json } => doctor::doctor(json),
         Command::LegacyExport { name, db } => resources::legacy_export(&db.db, &name),
     }
 }

@@ -105,6 +105,24 @@ impl ProcessExecutor {
         command.process_group(0);
         if spec.sandboxed {
             // SANDBOX HOOK: the sandbox configures the command here (namespaces, landlock, caps).
+            let (input_file, input_dir) = match &spec.input {
+                TaskInput::File { path, .. } => (Some(path.as_path()), None),
+                TaskInput::Dir { path } => (None, Some(path.as_path())),
+                TaskInput::None => (None, None),
+            };
+            let request = crate::sandbox::SandboxRequest {
+                cwd: &spec.workdir,
+                input_file,
+                input_dir,
+                output_dir: &spec.output_dir,
+                scratch_dir: &spec.scratch_dir,
+                store_dir: &spec.store_dir,
+                policy: &spec.step.policy,
+            };
+            if let Err(e) = crate::sandbox::configure(&mut command, &request) {
+                let _ = writeln!(log, "grit: {e}");
+                return Exit::SpawnFailed(e.to_string());
+            }
         }
 
         let mut child = match command.spawn() {

@@ -1,0 +1,94 @@
+//! The process limit for tasks of a grit that runs as root. `RLIMIT_NPROC` exempts the host's
+//! root user, and a task of root runs as uid 0, so there the limit comes from a pids cgroup
+//! instead: one child cgroup per task, joined by the intermediate process before it unshares.
+//!
+//! A task's cgroup can only be removed once it is empty, after the task ended; each new one
+//! sweeps the empty leftovers of this grit process, and the last one stays until the next run.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::SandboxError;
+
+const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
+
+fn fs_type(path: &Path) -> Option<i64> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs with a valid path and an out-struct of the right type.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st) == 0).then_some(st.f_type as i64)
+    }
+}
+
+/// The cgroup directory of this process that can hold per-task pids cgroups, if any: the
+/// cgroup v1 `pids` hierarchy, or a cgroup v2 one whose subtree has the pids controller.
+fn find_base() -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut v1 = None;
+    let mut v2 = None;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let rel = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "pids") {
+            v1 = Some(Path::new("/sys/fs/cgroup/pids").join(rel));
+        } else if controllers.is_empty() {
+            v2 = Some(Path::new("/sys/fs/cgroup").join(rel));
+        }
+    }
+    if let Some(base) = v1
+        && fs_type(Path::new("/sys/fs/cgroup/pids")) == Some(CGROUP_SUPER_MAGIC)
+    {
+        return Some(base);
+    }
+    let base = v2?;
+    #[allow(clippy::unnecessary_cast)] // the magic constant's type differs between targets
+    let magic = libc::CGROUP2_SUPER_MAGIC as i64;
+    if fs_type(Path::new("/sys/fs/cgroup")) != Some(magic) {
+        return None;
+    }
+    let enabled = std::fs::read_to_string(base.join("cgroup.subtree_control")).ok()?;
+    enabled
+        .split_whitespace()
+        .any(|c| c == "pids")
+        .then_some(base)
+}
+
+fn base() -> Option<&'static Path> {
+    static BASE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BASE.get_or_init(find_base).as_deref()
+}
+
+/// Creates a pids cgroup allowing `max` tasks and returns the path of its `cgroup.procs`.
+pub(crate) fn create(max: u64) -> Result<CString, SandboxError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unsupported = |detail: String| SandboxError::Unsupported {
+        feature: "a pids cgroup for the `processes` limit of a grit running as root",
+        detail,
+    };
+    let base = base().ok_or_else(|| {
+        unsupported(
+            "no cgroup v1 pids hierarchy and no cgroup v2 subtree with the pids controller; \
+             run grit as a regular user, or delegate a cgroup (systemd `Delegate=pids`)"
+                .into(),
+        )
+    })?;
+    let prefix = format!("grit-{}-", std::process::id());
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                // Fails with EBUSY while that task still runs; it is swept next time.
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+    let dir = base.join(format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir(&dir).map_err(|e| unsupported(format!("{}: {e}", dir.display())))?;
+    std::fs::write(dir.join("pids.max"), max.to_string())
+        .map_err(|e| unsupported(format!("{}/pids.max: {e}", dir.display())))?;
+    Ok(CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap_or_default())
+}

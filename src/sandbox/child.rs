@@ -1,0 +1,611 @@
+//! The code that runs between fork and exec: everything here executes in a child forked from a
+//! possibly multithreaded grit, so it uses only raw, async-signal-safe system calls on data the
+//! parent prepared (no allocation, no locks, no formatting through std).
+//!
+//! Process layout (see `mod.rs` for why):
+//! ```text
+//! grit ──fork── intermediate (host pid; what the executor holds)
+//!                 unshare(user, mount, pid, ipc, uts[, net]); uid/gid maps
+//!                 └─fork── init (pid 1): mounts, pivot_root, loopback, landlock, caps, rlimits
+//!                            └─fork── script (pid 2): exec of the shell
+//! ```
+//! The intermediate waits for init and exits with its status; init reaps every orphan and exits
+//! with the script's status, which makes the kernel kill whatever the script left behind.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::plan::{MountOp, STAGING};
+
+/// Exit status of the task when the sandbox could not be set up; stderr then says why.
+pub const SETUP_FAILED_EXIT: i32 = 125;
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const LANDLOCK_RULE_PATH_BENEATH: libc::c_long = 1;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Everything the child needs, built by the parent before the fork.
+#[derive(Debug)]
+pub(crate) struct ChildSetup {
+    /// grit's pid, to notice that grit died before PDEATHSIG was armed.
+    pub grit_pid: libc::pid_t,
+    pub unshare_flags: libc::c_int,
+    pub uid_map: CString,
+    pub gid_map: CString,
+    pub ops: Vec<MountOp>,
+    pub staging: CString,
+    pub cwd: CString,
+    pub loopback: bool,
+    /// The landlock ruleset with the host-path rules already added.
+    pub ruleset: Option<OwnedFd>,
+    /// Rules on paths that exist only inside the sandbox (its own /proc and /tmp).
+    pub inner_rules: Vec<(CString, u64)>,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    pub last_cap: u32,
+    /// `cgroup.procs` of the task's pids cgroup (root only), joined before anything else.
+    pub cgroup_procs: Option<CString>,
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot; reading it is always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+fn put(bytes: &[u8]) {
+    // SAFETY: write(2) on fd 2 with a valid buffer; a short or failed write only loses a message.
+    unsafe {
+        libc::write(2, bytes.as_ptr().cast(), bytes.len());
+    }
+}
+
+/// Writes `n` in decimal without allocating.
+fn put_num(mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    put(&buf[i..]);
+}
+
+fn errno_name(e: i32) -> &'static [u8] {
+    match e {
+        libc::EPERM => b"EPERM (operation not permitted)",
+        libc::EACCES => b"EACCES (permission denied)",
+        libc::ENOENT => b"ENOENT (no such file or directory)",
+        libc::EINVAL => b"EINVAL (invalid argument)",
+        libc::ENOSYS => b"ENOSYS (system call not implemented)",
+        libc::EOPNOTSUPP => b"EOPNOTSUPP (not supported)",
+        libc::ENOSPC => b"ENOSPC (limit reached)",
+        libc::EUSERS => b"EUSERS (too many user namespaces)",
+        libc::EROFS => b"EROFS (read-only file system)",
+        libc::EBUSY => b"EBUSY (busy)",
+        libc::ENOTDIR => b"ENOTDIR (not a directory)",
+        libc::EAGAIN => b"EAGAIN (resource limit)",
+        libc::ENOMEM => b"ENOMEM (out of memory)",
+        _ => b"errno",
+    }
+}
+
+/// Strips the staging prefix so messages show the path as the task sees it.
+fn shown(path: &CStr) -> &[u8] {
+    let b = path.to_bytes();
+    b.strip_prefix(STAGING.as_bytes())
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(b)
+}
+
+/// Reports a failed setup step on the task's stderr and ends this process.
+fn fail(what: &[u8], detail: &[u8], err: i32) -> ! {
+    put(b"grit sandbox: cannot ");
+    put(what);
+    if !detail.is_empty() {
+        put(b" ");
+        put(detail);
+    }
+    put(b": ");
+    put(errno_name(err));
+    put(b" ");
+    put_num(err.unsigned_abs() as u64);
+    put(
+        b"\ngrit sandbox: the task did not run. If this kernel or host lacks the feature, run the \
+          step without the sandbox: set `sandbox = \"off\"` on the step, or use \
+          `grit run --no-sandbox`.\n",
+    );
+    // SAFETY: _exit never returns and is async-signal-safe.
+    unsafe { libc::_exit(SETUP_FAILED_EXIT) }
+}
+
+fn check(rc: libc::c_long, what: &[u8], detail: &[u8]) {
+    if rc < 0 {
+        fail(what, detail, errno());
+    }
+}
+
+fn exit_code(status: libc::c_int) -> libc::c_int {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        SETUP_FAILED_EXIT
+    }
+}
+
+fn close_from(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) {
+    // SAFETY: close_range only closes descriptors of this process.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, last, flags);
+    }
+}
+
+/// Writes `text` to a /proc file, failing the setup with `what` on error.
+fn write_proc(path: &CStr, text: &[u8], what: &[u8]) {
+    // SAFETY: plain open/write/close on NUL-terminated paths and valid buffers.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            fail(what, path.to_bytes(), errno());
+        }
+        let n = libc::write(fd, text.as_ptr().cast(), text.len());
+        let e = errno();
+        libc::close(fd);
+        if n < 0 || n as usize != text.len() {
+            fail(what, path.to_bytes(), e);
+        }
+    }
+}
+
+/// Signal handlers grit installed (tokio's SIGCHLD/SIGINT/SIGTERM) would run in the helper
+/// processes, which never exec; put them back to the default.
+fn reset_signal_handlers() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction with valid pointers; invalid signal numbers only return EINVAL.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+fn mount_setattr(path: &CStr, flags: libc::c_uint, set: u64) -> libc::c_long {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr with a valid path and an attribute struct of the declared size.
+    unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    }
+}
+
+fn apply(op: &MountOp) {
+    let null = std::ptr::null::<libc::c_char>();
+    // SAFETY: each call passes NUL-terminated strings prepared by the parent, or null where the
+    // kernel allows it.
+    unsafe {
+        match op {
+            MountOp::Mkdir(p) => {
+                if libc::mkdir(p.as_ptr(), 0o755) != 0 && errno() != libc::EEXIST {
+                    fail(b"create mountpoint", shown(p), errno());
+                }
+            }
+            MountOp::Touch(p) => {
+                let fd = libc::open(
+                    p.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_RDONLY | libc::O_CLOEXEC,
+                    0o444,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                } else if errno() != libc::EEXIST {
+                    fail(b"create mountpoint", shown(p), errno());
+                }
+            }
+            MountOp::Symlink { target, link } => {
+                if libc::symlink(target.as_ptr(), link.as_ptr()) != 0 && errno() != libc::EEXIST {
+                    fail(b"create symlink", shown(link), errno());
+                }
+            }
+            MountOp::BindRo { src, dst } => {
+                let rc = libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    null,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                );
+                check(rc.into(), b"bind-mount", shown(dst));
+                let rc = mount_setattr(
+                    dst,
+                    libc::AT_RECURSIVE as libc::c_uint,
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                );
+                check(rc, b"make read-only (mount_setattr)", shown(dst));
+            }
+            MountOp::BindRw { src, dst } => {
+                let rc = libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    null,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                );
+                check(rc.into(), b"bind-mount", shown(dst));
+            }
+            MountOp::BindDev { src, dst } => {
+                let rc = libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    null,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                );
+                check(rc.into(), b"bind-mount device", shown(dst));
+            }
+            MountOp::Tmpfs { dst, flags, data } => {
+                let rc = libc::mount(
+                    c"tmpfs".as_ptr(),
+                    dst.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    *flags,
+                    data.as_ptr().cast(),
+                );
+                check(rc.into(), b"mount tmpfs on", shown(dst));
+            }
+            MountOp::Proc { dst } => {
+                let rc = libc::mount(
+                    c"proc".as_ptr(),
+                    dst.as_ptr(),
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                );
+                check(rc.into(), b"mount a fresh /proc (pid namespace)", b"");
+            }
+            MountOp::SetReadOnly(p) => {
+                check(
+                    mount_setattr(p, 0, MOUNT_ATTR_RDONLY),
+                    b"make read-only",
+                    shown(p),
+                );
+            }
+        }
+    }
+}
+
+fn loopback_up() {
+    // SAFETY: a datagram socket and two interface ioctls on a zeroed, correctly sized ifreq.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            fail(b"bring up loopback (socket)", b"", errno());
+        }
+        let mut ifr = IfReq {
+            name: [0; 16],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        ifr.name[..2].copy_from_slice(b"lo");
+        if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr as *mut IfReq) != 0 {
+            fail(b"bring up loopback (SIOCGIFFLAGS)", b"", errno());
+        }
+        ifr.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr as *const IfReq) != 0 {
+            fail(b"bring up loopback (SIOCSIFFLAGS)", b"", errno());
+        }
+        libc::close(s);
+    }
+}
+
+fn drop_privileges(setup: &ChildSetup) {
+    // SAFETY: prctl/capset/landlock syscalls on this process only, with valid arguments.
+    unsafe {
+        for cap in 0..=setup.last_cap {
+            // Needs CAP_SETPCAP, which this process holds in its own user namespace.
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+                && errno() != libc::EINVAL
+            {
+                fail(b"drop the capability bounding set", b"", errno());
+            }
+        }
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            fail(b"clear ambient capabilities", b"", errno());
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            fail(b"set no_new_privs", b"", errno());
+        }
+        if let Some(ruleset) = &setup.ruleset {
+            let rfd = ruleset.as_raw_fd();
+            for (path, access) in &setup.inner_rules {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                );
+                if fd < 0 {
+                    fail(b"open for a landlock rule", path.to_bytes(), errno());
+                }
+                let attr = PathBeneathAttr {
+                    allowed_access: *access,
+                    parent_fd: fd,
+                };
+                let rc = libc::syscall(
+                    libc::SYS_landlock_add_rule,
+                    rfd,
+                    LANDLOCK_RULE_PATH_BENEATH,
+                    &attr as *const PathBeneathAttr,
+                    0,
+                );
+                let e = errno();
+                libc::close(fd);
+                if rc != 0 {
+                    fail(b"add a landlock rule for", path.to_bytes(), e);
+                }
+            }
+            if libc::syscall(libc::SYS_landlock_restrict_self, rfd, 0) != 0 {
+                fail(b"enforce landlock", b"", errno());
+            }
+        }
+        let header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) != 0 {
+            fail(b"drop capabilities", b"", errno());
+        }
+    }
+}
+
+/// Waits for `pid`, retrying on EINTR, and returns its raw status.
+fn wait_for(pid: libc::pid_t) -> libc::c_int {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && errno() != libc::EINTR {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(SETUP_FAILED_EXIT) }
+        }
+    }
+}
+
+impl ChildSetup {
+    /// The `pre_exec` body. Returns only in the script process, which then execs; the helper
+    /// processes end with `_exit`.
+    pub(crate) fn run(&self) -> io::Result<()> {
+        // SAFETY: raw system calls on this freshly forked process, on data prepared before fork.
+        unsafe {
+            // PDEATHSIG follows the forking thread; the executor spawns from the runtime's main
+            // thread, which lives as long as grit.
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                fail(b"set the parent-death signal", b"", errno());
+            }
+            if libc::getppid() != self.grit_pid {
+                libc::_exit(SETUP_FAILED_EXIT);
+            }
+            reset_signal_handlers();
+            if let Some(procs) = &self.cgroup_procs {
+                write_proc(procs, b"0", b"join the pids cgroup");
+            }
+            if libc::unshare(self.unshare_flags) != 0 {
+                let what: &[u8] = if self.unshare_flags & libc::CLONE_NEWNET != 0 {
+                    b"create namespaces (user, mount, pid, ipc, uts, net)"
+                } else {
+                    b"create namespaces (user, mount, pid, ipc, uts)"
+                };
+                fail(what, b"", errno());
+            }
+            write_proc(c"/proc/self/setgroups", b"deny", b"write");
+            write_proc(c"/proc/self/uid_map", self.uid_map.to_bytes(), b"write");
+            write_proc(c"/proc/self/gid_map", self.gid_map.to_bytes(), b"write");
+
+            // The pipe tells init whether the intermediate is still alive once its own
+            // PDEATHSIG is armed: all write ends closed means it died in between.
+            let mut alive = [0; 2];
+            if libc::pipe2(alive.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                fail(b"create a pipe", b"", errno());
+            }
+            let init = libc::fork();
+            if init < 0 {
+                fail(b"fork the task's init (pid namespace)", b"", errno());
+            }
+            if init > 0 {
+                // Intermediate: keep only the liveness pipe. Dropping std's exec-error pipe lets
+                // spawn() return once the script has exec'd.
+                let keep = alive[1] as libc::c_uint;
+                libc::close(alive[0]);
+                if keep > 0 {
+                    close_from(0, keep - 1, 0);
+                }
+                close_from(keep + 1, libc::c_uint::MAX, 0);
+                let status = wait_for(init);
+                libc::_exit(exit_code(status));
+            }
+
+            // Init, pid 1 of the task's pid namespace.
+            libc::close(alive[1]);
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                fail(b"set the parent-death signal", b"", errno());
+            }
+            let mut pfd = libc::pollfd {
+                fd: alive[0],
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLHUP != 0 {
+                libc::_exit(SETUP_FAILED_EXIT);
+            }
+            libc::close(alive[0]);
+
+            let rc = libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            );
+            check(rc.into(), b"make the mount tree private", b"");
+            for op in &self.ops {
+                apply(op);
+            }
+            check(
+                libc::chdir(self.staging.as_ptr()).into(),
+                b"enter the new root",
+                b"",
+            );
+            let rc = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
+            check(rc, b"pivot_root into the new root", b"");
+            check(
+                libc::umount2(c".".as_ptr(), libc::MNT_DETACH).into(),
+                b"detach the host root",
+                b"",
+            );
+            check(
+                libc::chdir(self.cwd.as_ptr()).into(),
+                b"enter the working directory",
+                self.cwd.to_bytes(),
+            );
+            if self.loopback {
+                loopback_up();
+            }
+            // No nested user namespaces: they would hand the script a fresh set of capabilities
+            // (still under landlock and no_new_privs, but there is no need to allow it).
+            write_proc(c"/proc/sys/user/max_user_namespaces", b"0", b"write");
+            let host = b"grit";
+            check(
+                libc::sethostname(host.as_ptr().cast(), host.len()).into(),
+                b"set the hostname (uts namespace)",
+                b"",
+            );
+            check(libc::setsid().into(), b"start a new session", b"");
+            // The script must not ptrace init (its reaper); exec makes the script dumpable again.
+            check(
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0).into(),
+                b"make init non-dumpable",
+                b"",
+            );
+            drop_privileges(self);
+            // Last, so a low open-files limit cannot break the setup above.
+            for (resource, limit) in &self.rlimits {
+                check(
+                    libc::setrlimit(*resource, limit).into(),
+                    b"set a resource limit",
+                    b"",
+                );
+            }
+
+            let script = libc::fork();
+            if script < 0 {
+                fail(b"fork the script", b"", errno());
+            }
+            if script == 0 {
+                // Descriptors grit leaked without O_CLOEXEC must not reach the script.
+                close_from(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
+                return Ok(());
+            }
+            // Init: reap everything; leaving takes the whole namespace down with it.
+            close_from(0, libc::c_uint::MAX, 0);
+            loop {
+                let mut status = 0;
+                let r = libc::waitpid(-1, &mut status, 0);
+                if r == script {
+                    libc::_exit(exit_code(status));
+                }
+                if r < 0 && errno() != libc::EINTR {
+                    libc::_exit(SETUP_FAILED_EXIT);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The task's private filesystem view, planned in the parent: a flat list of mount operations
+//! that the child replays with raw system calls, and the landlock allow-list that mirrors it.
+//!
+//! Every path keeps its host spelling inside the sandbox, so the environment the executor
+//! computes (`INPUT_FILE`, `OUTPUT_DIR`, `TMPDIR`, the working directory) stays valid. The new
+//! root is a tmpfs holding only mountpoints; it is assembled at [`STAGING`] and then pivoted to.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::SandboxError;
+
+/// Where the new root is assembled before `pivot_root`. It must exist on every Linux host and
+/// must never be the ancestor of a bind source (sources are opened by their host paths while the
+/// staging tmpfs covers this directory). The host's procfs is never a source, so it qualifies;
+/// the task's own proc instance is mounted at `<staging>/proc`.
+pub(crate) const STAGING: &str = "/proc";
+
+/// Top-level host entries that make up the read-only system part of the new root. Symlinks
+/// (merged-/usr distributions) are recreated as symlinks; directories are bound read-only.
+pub(crate) const SYSTEM_PATHS: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc",
+    "/opt",
+    "/nix/store",
+    "/run/current-system",
+];
+
+/// Device nodes of the minimal /dev, bound from the host.
+pub(crate) const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Files and directories that only root may read. Uid 0 inside the sandbox owns them even without
+/// capabilities, so when grit runs as root they are covered (see [`HostLayout::masks`]).
+pub(crate) const ROOT_SECRETS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssl/private",
+    "/etc/credstore",
+    "/etc/credstore.encrypted",
+    "/etc/ssh",
+    "/etc/wireguard",
+    "/etc/NetworkManager/system-connections",
+];
+
+/// One step of building the mount tree; every path is already prefixed with [`STAGING`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MountOp {
+    /// `mkdir`, where an existing entry is fine.
+    Mkdir(CString),
+    /// Create an empty file to bind a file onto.
+    Touch(CString),
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    /// Recursive bind, then recursively read-only, nosuid and nodev.
+    BindRo {
+        src: CString,
+        dst: CString,
+    },
+    /// Recursive bind that stays writable.
+    BindRw {
+        src: CString,
+        dst: CString,
+    },
+    /// Plain bind of a device node (no nodev).
+    BindDev {
+        src: CString,
+        dst: CString,
+    },
+    Tmpfs {
+        dst: CString,
+        flags: libc::c_ulong,
+        data: CString,
+    },
+    Proc {
+        dst: CString,
+    },
+    /// Make one mount (not its children) read-only once everything under it is in place.
+    SetReadOnly(CString),
+}
+
+/// What a landlock rule grants beneath a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Grant {
+    /// Read, list and execute.
+    Read,
+    /// Everything.
+    Write,
+    /// Read, write, truncate and ioctl on a device node.
+    Device,
+}
+
+/// A system entry of the host, read once per process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SystemEntry {
+    Dir(PathBuf),
+    Symlink { path: PathBuf, target: PathBuf },
+}
+
+/// What the host looks like, gathered once: the system entries, the device nodes and (as root)
+/// the root-only files to cover.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostLayout {
+    pub system: Vec<SystemEntry>,
+    pub dev_nodes: Vec<PathBuf>,
+    /// Existing root-only paths and whether each is a directory; empty when not root.
+    pub masks: Vec<(PathBuf, bool)>,
+}
+
+impl HostLayout {
+    /// Reads the host. `as_root` adds the root-only masks.
+    pub(crate) fn read(as_root: bool) -> Self {
+        let mut system = Vec::new();
+        for p in SYSTEM_PATHS {
+            let path = PathBuf::from(p);
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                if let Ok(target) = std::fs::read_link(&path) {
+                    system.push(SystemEntry::Symlink { path, target });
+                }
+            } else if meta.is_dir() {
+                system.push(SystemEntry::Dir(path));
+            }
+        }
+        let dev_nodes = DEV_NODES
+            .iter()
+            .map(|n| Path::new("/dev").join(n))
+            .filter(|p| p.exists())
+            .collect();
+        let mut masks = Vec::new();
+        if as_root {
+            for p in ROOT_SECRETS {
+                if let Ok(meta) = std::fs::metadata(p) {
+                    masks.push((PathBuf::from(p), meta.is_dir()));
+                }
+            }
+        }
+        HostLayout {
+            system,
+            dev_nodes,
+            masks,
+        }
+    }
+}
+
+/// The host paths of one task, as handed over by the executor.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskPaths<'a> {
+    pub cwd: &'a Path,
+    pub input_file: Option<&'a Path>,
+    pub input_dir: Option<&'a Path>,
+    pub output_dir: &'a Path,
+    pub scratch_dir: &'a Path,
+    pub store_dir: &'a Path,
+    pub read_only: &'a [PathBuf],
+    pub read_write: &'a [PathBuf],
+    /// Size cap of the private /tmp, in bytes.
+    pub tmp_size: Option<u64>,
+}
+
+/// The result of planning: mount operations in order, and the landlock rules on host paths.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Plan {
+    pub ops: Vec<MountOp>,
+    pub grants: Vec<(PathBuf, Grant)>,
+}
+
+/// What goes at one target path.
+#[derive(Debug, Clone)]
+enum Mount {
+    Symlink(PathBuf),
+    BindRo(PathBuf),
+    BindRoFile(PathBuf),
+    BindRw(PathBuf),
+    BindDev(PathBuf),
+    /// An empty read-only directory over something root-only.
+    MaskDir,
+    /// A writable tmpfs that becomes read-only at the end (the hidden store).
+    HideDir,
+    PrivateTmp,
+    Proc,
+}
+
+/// Checks that a path from the request or the policy is usable as a mount source and target.
+fn check_path(path: &Path, what: &'static str) -> Result<(), SandboxError> {
+    let bad = |reason: &str| SandboxError::BadPath {
+        what,
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if !path.is_absolute() {
+        return Err(bad("must be absolute"));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(bad("must not contain `.` or `..`"));
+    }
+    if path.parent().is_none() {
+        return Err(bad("cannot be `/`: that would expose the whole host"));
+    }
+    if path.starts_with(STAGING) {
+        return Err(bad("cannot be under /proc: the task gets its own /proc"));
+    }
+    if path.as_os_str().as_bytes().contains(&0) {
+        return Err(bad("contains a NUL byte"));
+    }
+    if std::fs::metadata(path).is_err() {
+        return Err(bad("does not exist"));
+    }
+    Ok(())
+}
+
+fn staged(path: &Path) -> CString {
+    let mut bytes = STAGING.as_bytes().to_vec();
+    bytes.extend_from_slice(path.as_os_str().as_bytes());
+    // check_path rejected NUL bytes and the constants have none, so this cannot fail; an empty
+    // string would only make the child's syscall fail with a message, never panic.
+    CString::new(bytes).unwrap_or_default()
+}
+
+fn host(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+fn depth(path: &Path) -> usize {
+    path.components().count()
+}
+
+/// Plans the mount tree and the landlock grants for one task.
+pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, SandboxError> {
+    check_path(task.cwd, "working directory")?;
+    check_path(task.output_dir, "output_dir")?;
+    check_path(task.scratch_dir, "scratch_dir")?;
+    check_path(task.store_dir, "store_dir")?;
+    if let Some(p) = task.input_file {
+        check_path(p, "input_file")?;
+    }
+    if let Some(p) = task.input_dir {
+        check_path(p, "input_dir")?;
+    }
+    for p in task.read_only {
+        check_path(p, "read_only")?;
+    }
+    for p in task.read_write {
+        check_path(p, "read_write")?;
+    }
+
+    let mut targets: Vec<(PathBuf, Mount)> = Vec::new();
+    let mut grants: Vec<(PathBuf, Grant)> = Vec::new();
+    // Directories whose host content shows through: the store must be covered when it lies
+    // beneath one of them.
+    let mut exposed: Vec<&Path> = Vec::new();
+
+    for entry in &layout.system {
+        match entry {
+            SystemEntry::Dir(p) => {
+                targets.push((p.clone(), Mount::BindRo(p.clone())));
+                grants.push((p.clone(), Grant::Read));
+                exposed.push(p);
+            }
+            SystemEntry::Symlink { path, target } => {
+                targets.push((path.clone(), Mount::Symlink(target.clone())));
+            }
+        }
+    }
+    for node in &layout.dev_nodes {
+        targets.push((node.clone(), Mount::BindDev(node.clone())));
+        grants.push((node.clone(), Grant::Device));
+    }
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/shm", "/tmp"),
+    ] {
+        targets.push((PathBuf::from(link), Mount::Symlink(PathBuf::from(target))));
+    }
+    targets.push((PathBuf::from("/tmp"), Mount::PrivateTmp));
+    targets.push((PathBuf::from("/proc"), Mount::Proc));
+
+    targets.push((
+        task.cwd.to_path_buf(),
+        Mount::BindRo(task.cwd.to_path_buf()),
+    ));
+    grants.push((task.cwd.to_path_buf(), Grant::Read));
+    exposed.push(task.cwd);
+    for p in task.read_only {
+        targets.push((p.clone(), Mount::BindRo(p.clone())));
+        grants.push((p.clone(), Grant::Read));
+        exposed.push(p);
+    }
+    for p in task.read_write {
+        targets.push((p.clone(), Mount::BindRw(p.clone())));
+        grants.push((p.clone(), Grant::Write));
+        exposed.push(p);
+    }
+    for (p, is_dir) in &layout.masks {
+        let mount = if *is_dir {
+            Mount::MaskDir
+        } else {
+            Mount::BindRoFile(PathBuf::from("/dev/null"))
+        };
+        targets.push((p.clone(), mount));
+    }
+    if exposed.iter().any(|e| task.store_dir.starts_with(e)) {
+        targets.push((task.store_dir.to_path_buf(), Mount::HideDir));
+    }
+    if let Some(p) = task.input_dir {
+        targets.push((p.to_path_buf(), Mount::BindRo(p.to_path_buf())));
+        grants.push((p.to_path_buf(), Grant::Read));
+    }
+    if let Some(p) = task.input_file {
+        targets.push((p.to_path_buf(), Mount::BindRoFile(p.to_path_buf())));
+        grants.push((p.to_path_buf(), Grant::Read));
+    }
+    targets.push((
+        task.output_dir.to_path_buf(),
+        Mount::BindRw(task.output_dir.to_path_buf()),
+    ));
+    grants.push((task.output_dir.to_path_buf(), Grant::Write));
+    targets.push((
+        task.scratch_dir.to_path_buf(),
+        Mount::BindRw(task.scratch_dir.to_path_buf()),
+    ));
+    grants.push((task.scratch_dir.to_path_buf(), Grant::Write));
+
+    // Parents before children: a mount then never hides one made or created after it. The sort is
+    // stable, so at equal depth the later (more specific) request wins.
+    targets.sort_by_key(|(p, _)| depth(p));
+
+    let root = CString::new(STAGING).unwrap_or_default();
+    let mut ops = vec![MountOp::Tmpfs {
+        dst: root.clone(),
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: CString::new("mode=0755,size=1m").unwrap_or_default(),
+    }];
+    let mut made: HashSet<PathBuf> = HashSet::new();
+    let mut finish = Vec::new();
+    for (target, mount) in targets {
+        // Skeleton directories for the target's parents inside whatever is mounted above them.
+        let mut ancestors: Vec<&Path> = target.ancestors().skip(1).collect();
+        ancestors.reverse();
+        for a in ancestors.into_iter().skip(1) {
+            if made.insert(a.to_path_buf()) {
+                ops.push(MountOp::Mkdir(staged(a)));
+            }
+        }
+        let dst = staged(&target);
+        let is_file_target = matches!(mount, Mount::BindRoFile(_) | Mount::BindDev(_));
+        if !matches!(mount, Mount::Symlink(_)) && made.insert(target.clone()) {
+            ops.push(if is_file_target {
+                MountOp::Touch(dst.clone())
+            } else {
+                MountOp::Mkdir(dst.clone())
+            });
+        }
+        match mount {
+            Mount::Symlink(to) => ops.push(MountOp::Symlink {
+                target: host(&to),
+                link: dst,
+            }),
+            Mount::BindRo(src) | Mount::BindRoFile(src) => ops.push(MountOp::BindRo {
+                src: host(&src),
+                dst,
+            }),
+            Mount::BindRw(src) => ops.push(MountOp::BindRw {
+                src: host(&src),
+                dst,
+            }),
+            Mount::BindDev(src) => ops.push(MountOp::BindDev {
+                src: host(&src),
+                dst,
+            }),
+            Mount::MaskDir => ops.push(MountOp::Tmpfs {
+                dst,
+                flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data: CString::new("size=4k,mode=0").unwrap_or_default(),
+            }),
+            Mount::HideDir => {
+                ops.push(MountOp::Tmpfs {
+                    dst: dst.clone(),
+                    flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    data: CString::new("size=64k,mode=0755").unwrap_or_default(),
+                });
+                finish.push(MountOp::SetReadOnly(dst));
+            }
+            Mount::PrivateTmp => {
+                let data = match task.tmp_size {
+                    Some(bytes) => format!("mode=1777,size={bytes}"),
+                    None => "mode=1777".to_string(),
+                };
+                ops.push(MountOp::Tmpfs {
+                    dst,
+                    flags: libc::MS_NOSUID | libc::MS_NODEV,
+                    data: CString::new(data).unwrap_or_default(),
+                });
+            }
+            Mount::Proc => ops.push(MountOp::Proc { dst }),
+        }
+    }
+    ops.extend(finish);
+    ops.push(MountOp::SetReadOnly(root));
+    Ok(Plan { ops, grants })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> HostLayout {
+        HostLayout {
+            system: vec![
+                SystemEntry::Dir("/usr".into()),
+                SystemEntry::Symlink {
+                    path: "/bin".into(),
+                    target: "usr/bin".into(),
+                },
+                SystemEntry::Dir("/etc".into()),
+            ],
+            dev_nodes: vec!["/dev/null".into()],
+            masks: vec![("/etc/shadow".into(), false)],
+        }
+    }
+
+    fn pos(ops: &[MountOp], want: impl Fn(&MountOp) -> bool) -> usize {
+        ops.iter().position(want).unwrap_or(usize::MAX)
+    }
+
+    fn c(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    #[test]
+    fn store_inside_the_manifest_dir_is_hidden_before_task_dirs_are_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path();
+        let store = cwd.join("db");
+        let out = store.join("tmp/t1/out");
+        let scratch = store.join("tmp/t1/scratch");
+        let obj = store.join("objects/ab/cd/ef");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::create_dir_all(obj.parent().unwrap()).unwrap();
+        std::fs::write(&obj, b"x").unwrap();
+        let task = TaskPaths {
+            cwd,
+            input_file: Some(&obj),
+            input_dir: None,
+            output_dir: &out,
+            scratch_dir: &scratch,
+            store_dir: &store,
+            read_only: &[],
+            read_write: &[],
+            tmp_size: None,
+        };
+        let plan = plan(&layout(), &task).unwrap();
+        let st = |p: &Path| staged(p);
+        let cwd_bind = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == st(cwd)),
+        );
+        let hide = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::Tmpfs { dst, .. } if *dst == st(&store)),
+        );
+        let out_bind = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::BindRw { dst, .. } if *dst == st(&out)),
+        );
+        let obj_touch = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::Touch(p) if *p == st(&obj)),
+        );
+        let obj_bind = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == st(&obj)),
+        );
+        assert!(cwd_bind < hide, "{:#?}", plan.ops);
+        assert!(hide < out_bind && hide < obj_touch && obj_touch < obj_bind);
+        // The hidden store and the root become read-only last, root at the very end.
+        assert_eq!(plan.ops.last(), Some(&MountOp::SetReadOnly(c(STAGING))));
+        assert!(plan.ops.contains(&MountOp::SetReadOnly(st(&store))));
+        // The store itself is never granted, only the task's own paths beneath it.
+        assert!(!plan.grants.iter().any(|(p, _)| p == &store));
+        assert!(plan.grants.contains(&(out.clone(), Grant::Write)));
+        assert!(plan.grants.contains(&(obj.clone(), Grant::Read)));
+        assert!(plan.grants.contains(&(cwd.to_path_buf(), Grant::Read)));
+    }
+
+    #[test]
+    fn store_outside_every_exposed_dir_needs_no_cover() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let store = b.path().join("db");
+        let out = store.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let task = TaskPaths {
+            cwd: a.path(),
+            input_file: None,
+            input_dir: None,
+            output_dir: &out,
+            scratch_dir: &out,
+            store_dir: &store,
+            read_only: &[],
+            read_write: &[],
+            tmp_size: Some(1 << 20),
+        };
+        let plan = plan(&layout(), &task).unwrap();
+        assert!(
+            !plan
+                .ops
+                .iter()
+                .any(|o| matches!(o, MountOp::Tmpfs { dst, .. } if *dst == staged(&store)))
+        );
+        assert!(
+            plan.ops
+                .iter()
+                .any(|o| matches!(o, MountOp::Tmpfs { dst, data, .. }
+            if *dst == c("/proc/tmp") && data.to_bytes().ends_with(b"size=1048576")))
+        );
+        // Symlinks are recreated, system dirs bound, secrets covered after /etc.
+        assert!(plan.ops.contains(&MountOp::Symlink {
+            target: c("usr/bin"),
+            link: c("/proc/bin")
+        }));
+        let etc = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == c("/proc/etc")),
+        );
+        let shadow = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::BindRo { src, dst } if *dst == c("/proc/etc/shadow") && *src == c("/dev/null")),
+        );
+        assert!(etc < shadow && shadow != usize::MAX);
+    }
+
+    #[test]
+    fn rejects_paths_that_would_break_isolation() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        let base = TaskPaths {
+            cwd: p,
+            input_file: None,
+            input_dir: None,
+            output_dir: p,
+            scratch_dir: p,
+            store_dir: p,
+            read_only: &[],
+            read_write: &[],
+            tmp_size: None,
+        };
+        for bad in [
+            "/",
+            "relative/x",
+            "/proc/1",
+            "/nonexistent-grit-path",
+            "/usr/../etc",
+        ] {
+            let ro = [PathBuf::from(bad)];
+            let task = TaskPaths {
+                read_only: &ro,
+                ..base.clone()
+            };
+            let err = plan(&layout(), &task).unwrap_err();
+            assert!(matches!(err, SandboxError::BadPath { .. }), "{bad}: {err}");
+        }
+        assert!(plan(&layout(), &base).is_ok());
+    }
+}

@@ -1,0 +1,232 @@
+//! What this machine offers the sandbox and the capture filesystem, for `grit doctor`: each
+//! feature is tried for real (a user namespace is created, /dev/fuse opened, a task run in the
+//! strict sandbox), not guessed from version numbers.
+// Until the lead wires `grit doctor [--json]` to `probe()` and `Probe::render_table()`.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Serialize;
+
+use super::{Policy, SandboxRequest, TARGET_ABI, landlock_abi, missing_landlock_features};
+
+/// One feature: whether it works here, and the detail a user needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Feature {
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Feature {
+    fn yes(detail: impl Into<String>) -> Self {
+        Feature {
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+    fn no(detail: impl Into<String>) -> Self {
+        Feature {
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The machine report behind `grit doctor [--json]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// `uname -r`.
+    pub kernel: String,
+    /// Whether grit runs as root.
+    pub root: bool,
+    /// The kernel's landlock ABI version; `None` without landlock.
+    pub landlock_abi: Option<u32>,
+    pub landlock: Feature,
+    pub user_namespaces: Feature,
+    pub dev_fuse: Feature,
+    pub cgroup_v2: Feature,
+    /// A `sh -c true` task run end to end in the strict sandbox.
+    pub sandbox: Feature,
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn probe_landlock() -> (Option<u32>, Feature) {
+    match landlock_abi() {
+        Ok(abi) => {
+            let missing = missing_landlock_features(abi);
+            let f = if missing.is_empty() {
+                Feature::yes(format!(
+                    "ABI {abi}: fully enforced (grit uses up to ABI {})",
+                    TARGET_ABI as u32
+                ))
+            } else {
+                Feature::yes(format!(
+                    "ABI {abi}: partly enforced, missing {}",
+                    missing.join(", ")
+                ))
+            };
+            (Some(abi), f)
+        }
+        Err(e) => (
+            None,
+            Feature::no(format!(
+                "unavailable: {} (needs Linux 5.13+ with landlock in the lsm= list)",
+                io::Error::from_raw_os_error(e)
+            )),
+        ),
+    }
+}
+
+/// Creates a user namespace in a throwaway child.
+fn probe_userns() -> Feature {
+    let mut cmd = Command::new("/bin/true");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure makes one raw syscall and then _exits or returns the error.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::_exit(0)
+        });
+    }
+    match cmd.spawn().and_then(|mut c| c.wait()) {
+        Ok(s) if s.success() => Feature::yes("can be created by this user"),
+        Ok(s) => Feature::no(format!("probe child ended with {s}")),
+        Err(e) => Feature::no(format!("unshare(CLONE_NEWUSER): {e}")),
+    }
+}
+
+fn probe_fuse() -> Feature {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(_) => Feature::yes("openable: outputs are captured through FUSE"),
+        Err(e) => Feature::no(format!(
+            "{e}: outputs fall back to a plain directory hashed after exit"
+        )),
+    }
+}
+
+fn fs_type(path: &Path) -> Option<i64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statfs with a valid path and an out-struct of the right type.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st) == 0).then_some(st.f_type as i64)
+    }
+}
+
+fn probe_cgroup() -> Feature {
+    #[allow(clippy::unnecessary_cast)] // the magic constant's type differs between targets
+    let magic = libc::CGROUP2_SUPER_MAGIC as i64;
+    if fs_type(Path::new("/sys/fs/cgroup")) == Some(magic) {
+        Feature::yes("unified hierarchy at /sys/fs/cgroup")
+    } else if fs_type(Path::new("/sys/fs/cgroup/unified")) == Some(magic) {
+        Feature::yes("hybrid: v2 at /sys/fs/cgroup/unified, v1 controllers elsewhere")
+    } else {
+        Feature::no("not mounted (limits use rlimits either way)")
+    }
+}
+
+/// Runs `sh -c true` in the strict sandbox inside a throwaway directory tree.
+fn probe_sandbox() -> Feature {
+    let base: PathBuf = std::env::temp_dir().join(format!("grit-doctor-{}", std::process::id()));
+    let result = (|| -> Result<Feature, String> {
+        let (cwd, db) = (base.join("manifest"), base.join("db"));
+        let (out, scratch) = (db.join("tmp/out"), db.join("tmp/scratch"));
+        for d in [&cwd, &out, &scratch] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let policy = Policy::default();
+        let req = SandboxRequest {
+            cwd: &cwd,
+            input_file: None,
+            input_dir: None,
+            output_dir: &out,
+            scratch_dir: &scratch,
+            store_dir: &db,
+            policy: &policy,
+        };
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "true"])
+            .current_dir(&cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        super::configure_std(&mut cmd, &req).map_err(|e| e.to_string())?;
+        let output = cmd
+            .spawn()
+            .and_then(|c| c.wait_with_output())
+            .map_err(|e| e.to_string())?;
+        if output.status.success() {
+            Ok(Feature::yes("a task ran in the strict sandbox"))
+        } else {
+            let err = String::from_utf8_lossy(&output.stderr);
+            Ok(Feature::no(format!(
+                "{}: {}",
+                output.status,
+                err.lines().next().unwrap_or("no message")
+            )))
+        }
+    })();
+    // Best effort: a leftover directory in the temp dir is harmless.
+    let _ = std::fs::remove_dir_all(&base);
+    result.unwrap_or_else(Feature::no)
+}
+
+/// Probes this machine. Takes a few milliseconds; spawns two short-lived children.
+pub fn probe() -> Probe {
+    let (landlock_abi, landlock) = probe_landlock();
+    Probe {
+        kernel: kernel_release(),
+        // SAFETY: geteuid cannot fail.
+        root: unsafe { libc::geteuid() } == 0,
+        landlock_abi,
+        landlock,
+        user_namespaces: probe_userns(),
+        dev_fuse: probe_fuse(),
+        cgroup_v2: probe_cgroup(),
+        sandbox: probe_sandbox(),
+    }
+}
+
+impl Probe {
+    /// A fixed-width table for the terminal.
+    pub fn render_table(&self) -> String {
+        let mut s = format!(
+            "kernel {}{}\n",
+            self.kernel,
+            if self.root { " (running as root)" } else { "" }
+        );
+        s.push_str(&format!("{:<16} {:<4} {}\n", "FEATURE", "OK", "DETAIL"));
+        for (name, f) in [
+            ("landlock", &self.landlock),
+            ("user namespaces", &self.user_namespaces),
+            ("/dev/fuse", &self.dev_fuse),
+            ("cgroup v2", &self.cgroup_v2),
+            ("sandbox", &self.sandbox),
+        ] {
+            let ok = if f.ok { "yes" } else { "no" };
+            s.push_str(&format!("{name:<16} {ok:<4} {}\n", f.detail));
+        }
+        if !self.sandbox.ok {
+            s.push_str(
+                "\nTasks cannot be sandboxed here: set `sandbox = \"off\"` on the steps, or run \
+                 `grit run --no-sandbox`.\n",
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,751 @@
+//! Escape tests for the per-task sandbox (issue 3 item 5), modelled on landrun's and
+//! bubblewrap's suites: each scenario is a real manifest run by the real `grit` binary with the
+//! sandbox on, whose step attempts something it must not do and records what happened in an
+//! output file (read back with `grit cat`) or fails with the reason in `grit log`. Each test
+//! asserts the denial and, where it applies, that the host is unchanged.
+//!
+//! Run as root, the suite also reruns itself as an unprivileged user it creates
+//! (`unprivileged_rerun`), because the sandbox takes a different path there (user namespace
+//! without privilege, RLIMIT_NPROC instead of a pids cgroup).
+
+#[path = "common/sandbox_support.rs"]
+mod sandbox_support;
+
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use sandbox_support::{Sandboxed, marker, open_up, processes_with, survivors, wait_for_process};
+
+/// Runs `attempt` (a shell snippet) in a source step with extra step `keys`; returns the
+/// observation: `ALLOWED` or `DENIED <status>`, then the snippet's stdout and stderr.
+fn observe(attempt: &str, keys: &str) -> String {
+    let p = Sandboxed::new(&probe_manifest(attempt, keys, false));
+    let (out, _) = p.run(&[]);
+    p.cat("obs").unwrap_or_else(|| {
+        panic!(
+            "no observation; grit said: {}\n{}\nlog: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            p.log_of_step("probe")
+        )
+    })
+}
+
+/// The same, with the probe as a map step over a source's `data` resource (so `INPUT_FILE`
+/// points into the store).
+fn observe_with_input(attempt: &str, keys: &str) -> String {
+    let p = Sandboxed::new(&probe_manifest(attempt, keys, true));
+    let (out, _) = p.run(&[]);
+    p.cat("obs").unwrap_or_else(|| {
+        panic!(
+            "no observation: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn probe_manifest(attempt: &str, keys: &str, with_input: bool) -> String {
+    let source = if with_input {
+        "[[step]]\nname = \"seed\"\nscript = \"echo seed-content > $OUTPUT_DIR/data; echo other > $OUTPUT_DIR/other\"\n\n"
+    } else {
+        ""
+    };
+    let inputs = if with_input {
+        "inputs = [\"data\"]\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"{source}[[step]]
+name = "probe"
+{inputs}{keys}
+script = '''
+set +e
+( {attempt}
+) > "$TMPDIR/out" 2> "$TMPDIR/err"
+rc=$?
+if [ $rc -eq 0 ]; then echo ALLOWED; else echo "DENIED $rc"; fi > "$OUTPUT_DIR/obs"
+cat "$TMPDIR/out" "$TMPDIR/err" >> "$OUTPUT_DIR/obs"
+'''
+"#
+    )
+}
+
+fn assert_denied(obs: &str, why: &[&str]) {
+    assert!(obs.starts_with("DENIED"), "not denied: {obs}");
+    assert!(
+        why.iter().any(|w| obs.contains(w)),
+        "denied for another reason than {why:?}: {obs}"
+    );
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+// ---- Writes -----------------------------------------------------------------------------------
+
+#[test]
+fn write_etc_is_read_only() {
+    let obs = observe("echo x > /etc/grit-escape-test", "");
+    assert_denied(&obs, &["Read-only file system"]);
+    assert!(!Path::new("/etc/grit-escape-test").exists());
+}
+
+#[test]
+fn write_usr_is_read_only() {
+    let obs = observe("touch /usr/bin/grit-escape-test", "");
+    assert_denied(&obs, &["Read-only file system"]);
+    assert!(!Path::new("/usr/bin/grit-escape-test").exists());
+}
+
+#[test]
+fn write_host_tmp_stays_private() {
+    let target = format!("/tmp/grit-escape-{}", std::process::id());
+    let obs = observe(&format!("echo x > {target} && cat {target}"), "");
+    // /tmp is the task's own tmpfs: the write works there and never reaches the host.
+    assert!(obs.starts_with("ALLOWED"), "{obs}");
+    assert!(
+        !Path::new(&target).exists(),
+        "the task wrote the host's /tmp"
+    );
+}
+
+#[test]
+fn host_tmp_content_is_invisible() {
+    let marker_file = format!("/tmp/grit-host-secret-{}", std::process::id());
+    std::fs::write(&marker_file, "TOP-SECRET-CONTENT").unwrap();
+    let obs = observe(&format!("cat {marker_file}"), "");
+    std::fs::remove_file(&marker_file).unwrap();
+    assert_denied(&obs, &["No such file"]);
+    assert!(!obs.contains("TOP-SECRET-CONTENT"));
+}
+
+#[test]
+fn write_home_is_impossible() {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let target = format!("{home}/grit-escape-test");
+    let obs = observe(&format!("echo x > {target}"), "");
+    assert_denied(
+        &obs,
+        &[
+            "No such file",
+            "nonexistent",
+            "Read-only",
+            "Permission denied",
+        ],
+    );
+    assert!(!Path::new(&target).exists());
+}
+
+#[test]
+fn write_manifest_dir_is_read_only() {
+    let p = Sandboxed::new(&probe_manifest(
+        "echo x > ./escape; echo y >> pipeline.toml",
+        "",
+        false,
+    ));
+    p.run(&[]);
+    let obs = p.cat("obs").unwrap();
+    assert_denied(&obs, &["Read-only file system"]);
+    assert!(!p.path().join("escape").exists());
+    assert!(
+        !std::fs::read_to_string(p.path().join("pipeline.toml"))
+            .unwrap()
+            .contains("\ny\n")
+    );
+}
+
+#[test]
+fn write_into_the_store_is_impossible() {
+    let p = Sandboxed::new(&probe_manifest(
+        "echo x > db/injected || echo x > db/objects/injected || mkdir db/objects/zz",
+        "",
+        false,
+    ));
+    p.run(&[]);
+    let obs = p.cat("obs").unwrap();
+    assert_denied(&obs, &["No such file", "Read-only", "Permission denied"]);
+    assert!(!p.db().join("injected").exists());
+    assert!(!p.db().join("objects/injected").exists());
+    assert!(!p.db().join("objects/zz").exists());
+}
+
+#[test]
+fn overwrite_sqlite_is_impossible() {
+    let p = Sandboxed::new(&probe_manifest("echo garbage > db/grit.sqlite", "", false));
+    p.run(&[]);
+    let obs = p.cat("obs").unwrap();
+    assert_denied(&obs, &["No such file", "Read-only"]);
+    // The store still works.
+    assert!(p.grit(&["status"]).status.success());
+}
+
+#[test]
+fn input_file_is_read_only() {
+    let obs = observe_with_input(
+        r#"cat "$INPUT_FILE"; echo evil > "$INPUT_FILE" || chmod 666 "$INPUT_FILE" || rm -f "$INPUT_FILE""#,
+        "",
+    );
+    assert_denied(&obs, &["Read-only file system", "Permission denied"]);
+    assert!(obs.contains("seed-content"));
+}
+
+#[test]
+fn other_tasks_output_dirs_are_invisible() {
+    // Two tasks run at once; each lists the store's staging area.
+    let m = r#"
+[[step]]
+name = "a"
+script = 'sleep 1; ls "$(dirname "$(dirname "$OUTPUT_DIR")")" > "$OUTPUT_DIR/seen_a"'
+[[step]]
+name = "b"
+script = 'sleep 1; ls "$(dirname "$(dirname "$OUTPUT_DIR")")" > "$OUTPUT_DIR/seen_b"'
+"#;
+    let p = Sandboxed::new(m);
+    let (out, _) = p.run(&["-j", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["seen_a", "seen_b"] {
+        let seen = p.cat(name).unwrap();
+        assert_eq!(
+            seen.lines().count(),
+            1,
+            "{name} saw other task dirs: {seen}"
+        );
+    }
+}
+
+// ---- Reads ------------------------------------------------------------------------------------
+
+#[test]
+fn store_objects_are_hidden_except_the_input() {
+    let obs = observe_with_input(
+        r#"echo "T=$TMPDIR"; echo "O=$OUTPUT_DIR"; find "$PWD/db" -type f"#,
+        "",
+    );
+    assert!(obs.starts_with("ALLOWED"), "{obs}");
+    let own = |prefix: &str| {
+        obs.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{obs}"))
+            .to_string()
+    };
+    let (tmp, out) = (own("T="), own("O="));
+    let files: Vec<&str> = obs
+        .lines()
+        .filter(|l| l.starts_with('/') && l.contains("/db/"))
+        .collect();
+    // Only the input object, and the task's own scratch and output directories.
+    let objects = files.iter().filter(|l| l.contains("/db/objects/")).count();
+    assert_eq!(objects, 1, "more of the store is visible: {obs}");
+    let others: Vec<&&str> = files
+        .iter()
+        .filter(|l| !l.contains("/db/objects/") && !l.starts_with(&tmp) && !l.starts_with(&out))
+        .collect();
+    assert!(others.is_empty(), "{others:?}\n{obs}");
+    assert!(!obs.contains("grit.sqlite"));
+}
+
+#[test]
+fn sqlite_file_cannot_be_read() {
+    let obs = observe("cat db/grit.sqlite | head -c 16", "");
+    assert!(!obs.contains("SQLite format"), "{obs}");
+}
+
+#[test]
+fn root_only_files_are_unreadable() {
+    let obs = observe("cat /etc/shadow", "");
+    assert!(!obs.contains("root:"), "/etc/shadow leaked: {obs}");
+    if !is_root() {
+        assert_denied(&obs, &["Permission denied"]);
+    }
+}
+
+#[test]
+fn host_home_and_root_dirs_are_absent() {
+    let obs = observe("ls /root || ls /home/* || ls /srv/*", "");
+    assert_denied(&obs, &["No such file"]);
+}
+
+#[test]
+fn sys_and_host_devices_are_absent() {
+    let obs = observe("ls /dev; ls /sys/fs/cgroup", "");
+    assert_denied(&obs, &["No such file"]);
+    let dev: Vec<&str> = obs
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.contains("ls:"))
+        .collect();
+    for allowed in ["null", "zero", "full", "random", "urandom", "tty"] {
+        assert!(dev.contains(&allowed), "/dev lacks {allowed}: {obs}");
+    }
+    assert!(
+        !obs.contains("kmsg")
+            && !obs.contains("sda")
+            && !obs.contains("vda")
+            && !obs.contains("mem\n")
+    );
+}
+
+// ---- Network ----------------------------------------------------------------------------------
+
+fn listener() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+#[test]
+fn tcp_to_a_host_loopback_port_fails_without_network() {
+    let (_l, port) = listener();
+    let obs = observe(&format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'"), "");
+    assert_denied(&obs, &["Connection refused", "unreachable"]);
+}
+
+#[test]
+fn tcp_to_a_host_loopback_port_works_with_network() {
+    let (_l, port) = listener();
+    let obs = observe(
+        &format!("bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'"),
+        "network = true",
+    );
+    assert!(obs.starts_with("ALLOWED"), "{obs}");
+}
+
+#[test]
+fn outside_network_is_unreachable() {
+    let obs = observe("bash -c 'exec 3<>/dev/tcp/1.1.1.1/53'", "timeout = \"20s\"");
+    assert_denied(&obs, &["unreachable"]);
+}
+
+const ABSTRACT_CONNECT: &str = r#"perl -MSocket -e 'socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!"; connect($s, pack_sockaddr_un("\0NAME")) or die "connect: $!\n"; print "connected\n"'"#;
+
+#[test]
+fn abstract_unix_socket_of_the_host_is_unreachable() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("grit-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _l = UnixListener::bind_addr(&addr).unwrap();
+    let attempt = ABSTRACT_CONNECT.replace("NAME", &name);
+    // Private network namespace: a different abstract namespace.
+    let obs = observe(&attempt, "");
+    assert_denied(&obs, &["connect:"]);
+    // Shared network: landlock's abstract-socket scope still refuses it.
+    let obs = observe(&attempt, "network = true");
+    assert_denied(&obs, &["connect: Operation not permitted"]);
+}
+
+// ---- Processes --------------------------------------------------------------------------------
+
+#[test]
+fn outside_processes_are_invisible_and_unsignalable() {
+    let me = std::process::id();
+    let obs = observe(
+        &format!("ls /proc | grep -c '^[0-9]'; test ! -e /proc/{me} && kill -0 {me}"),
+        "",
+    );
+    assert_denied(&obs, &["No such process"]);
+    let visible: usize = obs
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(999);
+    assert!(visible < 10, "{visible} pids visible: {obs}");
+}
+
+#[test]
+fn ptrace_of_init_and_outside_is_denied() {
+    if !Path::new("/usr/bin/strace").exists() {
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let me = std::process::id();
+    let obs = observe(
+        &format!("strace -p 1 -e none & sleep 1; kill %1; strace -p {me}"),
+        "",
+    );
+    assert_denied(&obs, &["Operation not permitted", "No such process"]);
+    assert!(!obs.contains("attached"), "{obs}");
+}
+
+// ---- Privilege --------------------------------------------------------------------------------
+
+#[test]
+fn mount_is_denied() {
+    let obs = observe("mount -t tmpfs none \"$TMPDIR\"", "");
+    assert_denied(
+        &obs,
+        &[
+            "permission denied",
+            "Operation not permitted",
+            "must be superuser",
+        ],
+    );
+}
+
+#[test]
+fn unshare_of_a_user_namespace_is_denied() {
+    let obs = observe("unshare -Ur true", "");
+    assert_denied(&obs, &["No space left", "Operation not permitted"]);
+}
+
+#[test]
+fn unshare_of_mount_and_net_namespaces_is_denied() {
+    let obs = observe("unshare -m true || unshare -n true", "");
+    assert_denied(&obs, &["Operation not permitted"]);
+}
+
+#[test]
+fn chroot_is_denied() {
+    let obs = observe("chroot / true", "");
+    assert_denied(&obs, &["Operation not permitted"]);
+}
+
+#[test]
+fn setuid_binaries_gain_nothing() {
+    // su is setuid root on most distributions; the mounts are nosuid and no_new_privs is set.
+    let obs = observe(
+        "grep NoNewPrivs /proc/self/status; grep -E ' /usr ' /proc/self/mountinfo; su -c id root </dev/null",
+        "",
+    );
+    assert_denied(
+        &obs,
+        &[
+            "Authentication",
+            "must be run from a terminal",
+            "failure",
+            "Permission denied",
+            "not permitted",
+        ],
+    );
+    assert!(obs.contains("NoNewPrivs:\t1"), "{obs}");
+    assert!(obs.contains("nosuid"), "{obs}");
+}
+
+#[test]
+fn device_nodes_cannot_be_created() {
+    let obs = observe("mknod \"$TMPDIR/mem\" c 1 1 || mknod /tmp/mem c 1 1", "");
+    assert_denied(&obs, &["Operation not permitted", "Permission denied"]);
+}
+
+#[test]
+fn hostname_and_sysctl_cannot_change() {
+    let obs = observe(
+        "hostname; hostname evil || echo evil > /proc/sys/kernel/hostname",
+        "",
+    );
+    assert_denied(
+        &obs,
+        &["Operation not permitted", "Permission denied", "Read-only"],
+    );
+    assert!(obs.contains("grit"), "{obs}");
+}
+
+#[test]
+fn no_capabilities_remain() {
+    let obs = observe("grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status", "");
+    assert!(obs.starts_with("ALLOWED"));
+    assert_eq!(obs.matches("0000000000000000").count(), 5, "{obs}");
+}
+
+// ---- Limits -----------------------------------------------------------------------------------
+
+#[test]
+fn fork_bomb_is_stopped_by_the_process_limit() {
+    let m = marker(1);
+    let obs = observe(
+        &format!(
+            "sh -c 'for i in $(seq 60); do sleep {m} & done' 2>/dev/null; set -- /proc/[0-9]*; echo \"pids=$#\""
+        ),
+        "processes = 16",
+    );
+    let pids: usize = obs
+        .lines()
+        .find_map(|l| l.strip_prefix("pids="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{obs}"));
+    assert!(pids <= 17, "{pids} processes under a limit of 16: {obs}");
+    assert_eq!(survivors(&format!("sleep {m}")), Vec::<u32>::new());
+}
+
+#[test]
+fn real_fork_bomb_is_contained_and_killed_by_the_timeout() {
+    let m = marker(2);
+    let p = Sandboxed::new(&format!(
+        "[[step]]\nname = \"bomb\"\nprocesses = 50\ntimeout = \"3s\"\nscript = '''\nsleep {m} &\nbomb() {{ bomb | bomb & }}\nbomb\nwait\n'''\n"
+    ));
+    let (out, json) = p.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{json}");
+    assert_eq!(json["failed"], 1);
+    assert_eq!(survivors(&format!("sleep {m}")), Vec::<u32>::new());
+}
+
+#[test]
+fn memory_hog_is_stopped_by_the_memory_limit() {
+    let obs = observe(
+        "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo len=${#x}",
+        "memory = \"100M\"",
+    );
+    assert!(obs.starts_with("DENIED"), "{obs}");
+    assert!(!obs.contains("len=300000000"));
+}
+
+#[test]
+fn endless_loop_is_killed_by_the_timeout_without_survivors() {
+    let m = marker(3);
+    let p = Sandboxed::new(&format!(
+        "[[step]]\nname = \"spin\"\ntimeout = \"1s\"\nscript = '''\nsleep {m} &\n(sleep {m} &)\nwhile :; do :; done\n'''\n"
+    ));
+    let (out, json) = p.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{json}");
+    assert!(
+        p.log_of_step("spin").contains("timed out"),
+        "{}",
+        p.log_of_step("spin")
+    );
+    assert_eq!(survivors(&format!("sleep {m}")), Vec::<u32>::new());
+}
+
+#[test]
+fn cpu_limit_kills_a_spinning_task() {
+    let obs = observe("sh -c 'while :; do :; done'", "cpu = \"1s\"");
+    // SIGXCPU: 128 + 24.
+    assert!(obs.starts_with("DENIED 152"), "{obs}");
+}
+
+#[test]
+fn open_files_limit_applies() {
+    let obs = observe("ulimit -n; exec 40</dev/null", "open_files = 32");
+    assert!(obs.contains("32"), "{obs}");
+    assert!(obs.starts_with("DENIED"), "{obs}");
+}
+
+// ---- Escapes by link --------------------------------------------------------------------------
+
+#[test]
+fn symlink_in_output_publishes_nothing_from_outside() {
+    let p = Sandboxed::new(
+        "[[step]]\nname = \"link\"\nscript = '''\nln -s \"$PWD/db/grit.sqlite\" \"$OUTPUT_DIR/sq\"\nln -s /etc/passwd \"$OUTPUT_DIR/pw\"\necho ok > \"$OUTPUT_DIR/fine\"\n'''\n",
+    );
+    p.run(&[]);
+    for name in ["sq", "pw"] {
+        if let Some(content) = p.cat(name) {
+            assert!(
+                !content.contains("SQLite format") && !content.contains("root:"),
+                "{name} published outside content"
+            );
+        }
+    }
+}
+
+#[test]
+fn hard_link_to_outside_files_is_refused() {
+    let obs = observe(
+        "ln /etc/passwd \"$OUTPUT_DIR/pw\" || ln \"$PWD/pipeline.toml\" \"$OUTPUT_DIR/m\"",
+        "",
+    );
+    assert_denied(
+        &obs,
+        &[
+            "Invalid cross-device link",
+            "Operation not permitted",
+            "Read-only",
+        ],
+    );
+}
+
+// ---- Lingering --------------------------------------------------------------------------------
+
+#[test]
+fn background_process_is_killed_and_late_writes_are_not_published() {
+    let m = marker(4);
+    let p = Sandboxed::new(&format!(
+        "[[step]]\nname = \"linger\"\nscript = '''\n(sleep {m}; echo late > \"$OUTPUT_DIR/late\") &\necho early > \"$OUTPUT_DIR/early\"\n'''\n"
+    ));
+    let (out, _) = p.run(&[]);
+    assert!(out.status.success());
+    assert_eq!(p.cat("early").as_deref(), Some("early\n"));
+    assert_eq!(survivors(&format!("sleep {m}")), Vec::<u32>::new());
+    assert!(p.cat("late").is_none());
+}
+
+// ---- Positive cases ---------------------------------------------------------------------------
+
+#[test]
+fn a_normal_pipeline_works_inside_the_sandbox() {
+    let p = Sandboxed::new(
+        r#"
+[[step]]
+name = "fetch"
+script = '''
+cat words.txt > "$OUTPUT_DIR/words"
+'''
+[[step]]
+name = "sort"
+inputs = ["words"]
+script = '''
+sort "$INPUT_FILE" > "$TMPDIR/sorted"
+echo hi > /tmp/t && cat /tmp/t > /dev/null
+cp "$TMPDIR/sorted" "$OUTPUT_DIR/sorted"
+test "$HOME" = "$TMPDIR"
+'''
+[[step]]
+name = "count"
+inputs = ["sorted"]
+gather = true
+script = '''
+cat "$INPUT_DIR"/* | wc -l > "$OUTPUT_DIR/count"
+'''
+"#,
+    );
+    std::fs::write(p.path().join("words.txt"), "pear\napple\nfig\n").unwrap();
+    let (out, json) = p.run(&[]);
+    assert!(
+        out.status.success(),
+        "{json} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(p.cat("sorted").as_deref(), Some("apple\nfig\npear\n"));
+    assert_eq!(
+        p.cat("count").map(|s| s.trim().to_string()).as_deref(),
+        Some("3")
+    );
+}
+
+#[test]
+fn extra_read_only_and_read_write_paths_are_honoured() {
+    let extra = tempfile::tempdir().unwrap();
+    open_up(extra.path());
+    let ro = extra.path().join("ref");
+    let rw = extra.path().join("cache");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::create_dir(&rw).unwrap();
+    open_up(&rw);
+    std::fs::write(ro.join("table"), "reference").unwrap();
+    let obs = observe(
+        &format!(
+            "cat {0}/table && echo c > {1}/c && ! echo x > {0}/x",
+            ro.display(),
+            rw.display()
+        ),
+        &format!(
+            "read_only = [\"{}\"]\nread_write = [\"{}\"]",
+            ro.display(),
+            rw.display()
+        ),
+    );
+    assert!(obs.starts_with("ALLOWED"), "{obs}");
+    assert_eq!(std::fs::read_to_string(rw.join("c")).unwrap(), "c\n");
+    assert!(!ro.join("x").exists());
+}
+
+#[test]
+fn sandbox_off_and_no_sandbox_opt_out() {
+    let attempt = "echo $$; test -f db/grit.sqlite";
+    let obs = observe(attempt, "sandbox = \"off\"");
+    assert!(obs.starts_with("ALLOWED"), "{obs}");
+    let p = Sandboxed::new(&probe_manifest(attempt, "", false));
+    p.run(&["--no-sandbox"]);
+    assert!(p.cat("obs").unwrap().starts_with("ALLOWED"));
+}
+
+// ---- Ending grit ------------------------------------------------------------------------------
+
+fn spawn_grit_with_sleepers(m: &str) -> (Sandboxed, std::process::Child) {
+    let p = Sandboxed::new(&format!(
+        "[[step]]\nname = \"a\"\nscript = 'sleep {m} & sleep {m}'\n[[step]]\nname = \"b\"\nscript = 'sleep {m}'\n"
+    ));
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("grit"))
+        .args(["run", "-q", "-j", "2", "-m"])
+        .arg(p.path().join("pipeline.toml"))
+        .arg("--db")
+        .arg(p.db())
+        .env_remove("GRIT_DB")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_process(&format!("sleep {m}")),
+        "tasks never started"
+    );
+    (p, child)
+}
+
+#[test]
+fn kill_9_of_grit_leaves_no_task_alive() {
+    let m = marker(5);
+    let (_p, mut child) = spawn_grit_with_sleepers(&m);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(survivors(&format!("sleep {m}")), Vec::<u32>::new());
+}
+
+#[test]
+fn sigterm_and_sigint_kill_every_task_and_exit_143_130() {
+    for (signal, code, n) in [(libc::SIGTERM, 143, 6), (libc::SIGINT, 130, 7)] {
+        let m = marker(n);
+        let (_p, mut child) = spawn_grit_with_sleepers(&m);
+        // Both tasks must be running before the signal.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while processes_with(&format!("sleep {m}")).len() < 3
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        // SAFETY: kill(2) on the child we spawned.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "signal {signal}");
+        assert_eq!(survivors(&format!("sleep {m}")), Vec::<u32>::new());
+    }
+}
+
+// ---- Unprivileged rerun -----------------------------------------------------------------------
+
+/// As root, reruns this whole test binary as a user created for the purpose.
+#[test]
+fn unprivileged_rerun() {
+    if !is_root() || std::env::var_os("GRIT_SANDBOX_UNPRIVILEGED").is_some() {
+        return;
+    }
+    let user = "grit-sbx-test";
+    let exists = std::process::Command::new("id")
+        .arg(user)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !exists {
+        let made = std::process::Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/bin/sh", user])
+            .status();
+        if !matches!(made, Ok(s) if s.success()) {
+            eprintln!(
+                "skipped: useradd is unavailable ({made:?}), so the unprivileged rerun cannot run"
+            );
+            return;
+        }
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", user, "--regid", user, "--clear-groups", "--"])
+        .arg(&exe)
+        .args(["--test-threads", "2", "--skip", "unprivileged_rerun"])
+        .env("GRIT_SANDBOX_UNPRIVILEGED", "1")
+        .env("HOME", "/nonexistent")
+        .env("TMPDIR", "/tmp")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "unprivileged rerun failed:\n{text}");
+    assert!(text.contains("test result: ok"), "{text}");
+}
