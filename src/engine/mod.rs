@@ -234,7 +234,13 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
     let mut failures = Vec::new();
     let mut bytes_captured = 0u64;
     let mut running: JoinSet<(usize, Finished)> = JoinSet::new();
+    // Tasks whose future has not returned yet (the run is quiescent when there are none), and
+    // scripts still running (what -j and `parallel` limit). A task frees its script slot as soon
+    // as its last attempt's processes are gone, so hashing, storing and publishing its outputs
+    // overlap with the next script.
     let mut in_flight = 0usize;
+    let mut scripts_running = 0usize;
+    let (slot_free_tx, mut slot_free_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let mut started_count = 0u64;
     let mut rotation = 0usize;
     let mut interrupted = None;
@@ -245,7 +251,11 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
     loop {
         // Fill free slots, round-robin over steps so that one big step does not starve the others.
         let mut to_start: Vec<(usize, QueuedTask)> = Vec::new();
-        'fill: while in_flight + to_start.len() < jobs {
+        while let Ok(index) = slot_free_rx.try_recv() {
+            slots[index].running -= 1;
+            scripts_running -= 1;
+        }
+        'fill: while scripts_running + to_start.len() < jobs {
             if options
                 .max_tasks
                 .is_some_and(|max| started_count + to_start.len() as u64 >= max)
@@ -291,6 +301,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
             for (index, queued) in to_start {
                 let slot = &mut slots[index];
                 slot.running += 1;
+                scripts_running += 1;
                 in_flight += 1;
                 started_count += 1;
                 observer.event(&Event::TaskStarted {
@@ -304,8 +315,11 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
                     slot.step.clone(),
                     slot.kind == StepKind::Gather,
                 );
-                running
-                    .spawn(async move { (index, task::run_task(ctx, step, queued, gather).await) });
+                let script_slot = task::ScriptSlot::new(slot_free_tx.clone(), index);
+                running.spawn(async move {
+                    let finished = task::run_task(ctx, step, queued, gather, script_slot).await;
+                    (index, finished)
+                });
             }
         }
 
@@ -347,6 +361,12 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         }
 
         let joined = tokio::select! {
+            biased;
+            Some(index) = slot_free_rx.recv() => {
+                slots[index].running -= 1;
+                scripts_running -= 1;
+                continue;
+            }
             joined = running.join_next() => joined,
             _ = interrupt.recv() => { interrupted = Some(libc::SIGINT); None }
             _ = terminate.recv() => { interrupted = Some(libc::SIGTERM); None }
@@ -358,7 +378,6 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         let (index, finished) =
             joined.map_err(|e| EngineError::Setup(format!("a task panicked: {e}")))?;
         in_flight -= 1;
-        slots[index].running -= 1;
         let record = finished.record;
         let outputs_count = record.outputs.len();
         let succeeded = record.succeeded;

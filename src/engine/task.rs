@@ -40,6 +40,35 @@ pub struct Finished {
     pub log_tail: Vec<String>,
 }
 
+/// A task's claim on a script slot (-j, `parallel`): released once, when its last attempt's
+/// processes are gone, or at the latest when the task's future ends.
+pub struct ScriptSlot {
+    free: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
+    index: usize,
+}
+
+impl ScriptSlot {
+    pub fn new(free: tokio::sync::mpsc::UnboundedSender<usize>, index: usize) -> ScriptSlot {
+        ScriptSlot {
+            free: Some(free),
+            index,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(free) = self.free.take() {
+            // The receiver lives as long as the run; after it, nobody counts slots any more.
+            let _ = free.send(self.index);
+        }
+    }
+}
+
+impl Drop for ScriptSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Lines of a failed task's log shown in the run summary.
 const TAIL_LINES: usize = 10;
 
@@ -48,6 +77,7 @@ pub async fn run_task(
     step: Arc<Step>,
     queued: QueuedTask,
     gather: bool,
+    mut script_slot: ScriptSlot,
 ) -> Finished {
     let started = Instant::now();
     let task_id = queued.id;
@@ -56,66 +86,84 @@ pub async fn run_task(
         .tmp
         .join(format!("t{task_id}-r{}.log", ctx.run_id));
     let mut attempts = 0;
-    let mut exit;
-    let mut error: Option<String>;
-    let mut outputs: Vec<OutputRecord> = Vec::new();
-    loop {
+    let (exit, mut error, files, key, dirs) = loop {
         attempts += 1;
         // Unique per run and attempt: a capture never mixes two attempts' files.
         let key = format!("t{task_id}-r{}-a{attempts}", ctx.run_id);
         let mut dirs = Vec::new();
-        let result = attempt(
+        let (exit, error, files) = attempt(
             &ctx, &step, &queued, gather, &key, attempts, &log_path, &mut dirs,
         )
         .await;
-        exit = result.0;
-        error = result.1;
-        let files = result.2;
-        if exit.success() && error.is_none() {
-            match adopt_outputs(&ctx.objects, files).await {
-                Ok(records) => outputs = records,
-                Err(e) => error = Some(format!("storing outputs failed: {e}")),
-            }
+        let succeeded = exit.success() && error.is_none();
+        if succeeded || exit == Exit::Cancelled || attempts > step.retries {
+            break (exit, error, files, key, dirs);
         }
-        // Whatever was not adopted (all of it, for a failure) goes; the directories are reused.
+        let note = format!(
+            "grit: attempt {attempts} failed ({}); retrying",
+            failure_text(&exit, &error)
+        );
         let cleanup = ctx.clone();
+        let retry_log = log_path.clone();
         let _ = tokio::task::spawn_blocking(move || {
             cleanup.capture.discard_task(&key);
             for dir in dirs {
                 cleanup.workdirs.release(dir);
             }
+            append_log(&retry_log, &note);
         })
         .await;
-        let succeeded = exit.success() && error.is_none();
-        if succeeded || exit == Exit::Cancelled || attempts > step.retries {
-            break;
-        }
-        append_log(
-            &log_path,
-            &format!(
-                "grit: attempt {attempts} failed ({}); retrying",
-                failure_text(&exit, &error)
-            ),
-        );
-    }
-    let succeeded = exit.success() && error.is_none();
-    if !succeeded && error.is_none() {
+    };
+    // The script and everything it started are gone: let the next one run while this task's
+    // outputs are stored.
+    script_slot.release();
+
+    let ran_ok = exit.success() && error.is_none();
+    if !ran_ok && error.is_none() {
         error = Some(exit.describe());
     }
-    if let Some(message) = &error {
-        append_log(&log_path, &format!("grit: task failed: {message}"));
-    }
-    let log_tail = if succeeded {
-        Vec::new()
-    } else {
-        tail(&log_path)
+    let post = ctx.clone();
+    let failure = error.clone();
+    let finished = tokio::task::spawn_blocking(move || {
+        let mut error = failure;
+        let mut outputs = Vec::new();
+        if error.is_none() {
+            match adopt_outputs(&post.objects, files) {
+                Ok(records) => outputs = records,
+                Err(e) => error = Some(format!("storing outputs failed: {e}")),
+            }
+        }
+        // Whatever was not adopted (all of it, for a failure) goes; the directories are reused.
+        post.capture.discard_task(&key);
+        for dir in dirs {
+            post.workdirs.release(dir);
+        }
+        if let Some(message) = &error {
+            append_log(&log_path, &format!("grit: task failed: {message}"));
+        }
+        let log_tail = if error.is_some() {
+            tail(&log_path)
+        } else {
+            Vec::new()
+        };
+        let log_hash = store_log(&post.objects, &log_path);
+        (outputs, error, log_tail, log_hash)
+    })
+    .await;
+    let (outputs, error, log_tail, log_hash) = match finished {
+        Ok(done) => done,
+        Err(e) => (
+            Vec::new(),
+            Some(format!("storing outputs failed: {e}")),
+            Vec::new(),
+            None,
+        ),
     };
-    let log_hash = store_log(&ctx.objects, log_path).await;
     Finished {
         record: TaskRecord {
             task_id,
             run_id: ctx.run_id,
-            succeeded,
+            succeeded: error.is_none(),
             attempts,
             exit_code: exit.code(),
             error,
@@ -280,42 +328,28 @@ async fn gather_dir(
     .map_err(std::io::Error::other)?
 }
 
-/// Move captured files into the object store (off the runtime thread: fsync and rename block).
-async fn adopt_outputs(
+/// Move captured files into the object store.
+fn adopt_outputs(
     objects: &Objects,
     files: Vec<CapturedFile>,
 ) -> std::io::Result<Vec<OutputRecord>> {
-    let objects = objects.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut records = Vec::with_capacity(files.len());
-        for file in files {
-            objects.adopt(&file.staged, &file.hash)?;
-            records.push(OutputRecord {
-                name: file.name,
-                hash: file.hash,
-                size: file.size,
-            });
-        }
-        Ok(records)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    let mut records = Vec::with_capacity(files.len());
+    for file in files {
+        objects.adopt(&file.staged, &file.hash)?;
+        records.push(OutputRecord {
+            name: file.name,
+            hash: file.hash,
+            size: file.size,
+        });
+    }
+    Ok(records)
 }
 
 /// Store the task's log as an object; returns its hash (None if there was no log or it failed).
-async fn store_log(objects: &Objects, log_path: PathBuf) -> Option<String> {
-    let objects = objects.clone();
-    tokio::task::spawn_blocking(move || {
-        if !log_path.exists() {
-            return None;
-        }
-        let (hash, _) = hash_file(&log_path).ok()?;
-        objects.adopt(&log_path, &hash).ok()?;
-        Some(hash)
-    })
-    .await
-    .ok()
-    .flatten()
+fn store_log(objects: &Objects, log_path: &std::path::Path) -> Option<String> {
+    let (hash, _) = hash_file(log_path).ok()?;
+    objects.adopt(log_path, &hash).ok()?;
+    Some(hash)
 }
 
 fn append_log(path: &std::path::Path, line: &str) {

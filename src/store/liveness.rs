@@ -17,13 +17,17 @@ use super::StoreError;
 /// need one round per level, and a cycle through gather steps must not loop forever.
 const MAX_GATHER_ROUNDS: usize = 32;
 
+/// Create (once per connection) and empty the scratch tables of a liveness walk. Cached
+/// statements: this runs on every publish.
 fn temp_tables(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS live_roots (id INTEGER PRIMARY KEY);
-         CREATE TEMP TABLE IF NOT EXISTS live_reached (id INTEGER PRIMARY KEY);
-         DELETE FROM live_roots;
-         DELETE FROM live_reached;",
-    )?;
+    for sql in [
+        "CREATE TEMP TABLE IF NOT EXISTS live_roots (id INTEGER PRIMARY KEY)",
+        "CREATE TEMP TABLE IF NOT EXISTS live_reached (id INTEGER PRIMARY KEY)",
+        "DELETE FROM live_roots",
+        "DELETE FROM live_reached",
+    ] {
+        conn.prepare_cached(sql)?.execute([])?;
+    }
     Ok(())
 }
 
@@ -42,30 +46,33 @@ pub fn propagate(conn: &Connection, roots: &[i64]) -> Result<Vec<(i64, String)>,
     }
     // Only resources that are not live yet are entered: below a live resource everything reachable
     // is already live (the invariant this module maintains), so the walk stops there.
-    conn.execute(
+    // The unary `+` keeps SQLite from driving these joins by the low-selectivity `state` and
+    // `live` columns: every step must start from the row at hand (measured: without it, each
+    // publish scanned all succeeded tasks, and 10,000 tasks took twice as long).
+    conn.prepare_cached(
         "INSERT INTO live_reached (id)
          WITH RECURSIVE reach (id) AS (
              SELECT id FROM live_roots
              UNION
              SELECT o.resource_id FROM reach
-               JOIN tasks t ON t.input_resource_id = reach.id AND t.state = 'succeeded'
-               JOIN step_versions v ON v.id = t.step_version_id AND v.current = 1
+               JOIN tasks t ON t.input_resource_id = reach.id AND +t.state = 'succeeded'
+               JOIN step_versions v ON v.id = t.step_version_id AND +v.current = 1
                JOIN outputs o ON o.task_id = t.id
-               JOIN resources r ON r.id = o.resource_id AND r.live = 0
+               JOIN resources r ON r.id = o.resource_id AND +r.live = 0
          )
          SELECT id FROM reach",
-        [],
-    )?;
+    )?
+    .execute([])?;
     let newly: Vec<(i64, String)> = conn
         .prepare_cached(
-            "SELECT r.id, r.name FROM resources r JOIN live_reached x ON x.id = r.id WHERE r.live = 0",
+            "SELECT r.id, r.name FROM live_reached x JOIN resources r ON r.id = x.id WHERE +r.live = 0",
         )?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    conn.execute(
-        "UPDATE resources SET live = 1 WHERE live = 0 AND id IN (SELECT id FROM live_reached)",
-        [],
-    )?;
+    conn.prepare_cached(
+        "UPDATE resources SET live = 1 WHERE id IN (SELECT id FROM live_reached) AND +live = 0",
+    )?
+    .execute([])?;
     Ok(newly)
 }
 
@@ -85,8 +92,8 @@ pub fn recompute(conn: &Connection) -> Result<u64, StoreError> {
                  SELECT id FROM live_roots
                  UNION
                  SELECT o.resource_id FROM reach
-                   JOIN tasks t ON t.input_resource_id = reach.id AND t.state = 'succeeded'
-                   JOIN step_versions v ON v.id = t.step_version_id AND v.current = 1
+                   JOIN tasks t ON t.input_resource_id = reach.id AND +t.state = 'succeeded'
+                   JOIN step_versions v ON v.id = t.step_version_id AND +v.current = 1
                    JOIN outputs o ON o.task_id = t.id
              )
              SELECT id FROM reach",

@@ -85,7 +85,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX tasks_source ON tasks (step_version_id, source_run)
         WHERE source_run IS NOT NULL;
     CREATE INDEX tasks_queue ON tasks (step_version_id, state, id);
-    CREATE INDEX tasks_state ON tasks (state);
+    -- Crash recovery looks for tasks left running; few ever are.
+    CREATE INDEX tasks_running ON tasks (id) WHERE state = 'running';
     CREATE INDEX tasks_input ON tasks (input_resource_id);
     CREATE INDEX tasks_log ON tasks (log_hash);
     -- Provenance: which task produced which resource (a resource may have several producers).
