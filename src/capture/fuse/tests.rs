@@ -556,6 +556,7 @@ fn bench_driver() {
     let out = cap.start_task("bench", None).expect("start");
     let t0 = Instant::now();
     sh_ok(&out, &script);
+    let script_secs = t0.elapsed().as_secs_f64();
     let (files, _) = cap.finish_task("bench").expect("finish");
     let secs = t0.elapsed().as_secs_f64();
     let bytes: u64 = files.iter().map(|f| f.size).sum();
@@ -566,7 +567,7 @@ fn bench_driver() {
         .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
         .unwrap_or_default();
     println!(
-        "BENCH files={} bytes={bytes} secs={secs:.4} vmhwm_kb={hwm}",
+        "BENCH files={} bytes={bytes} script_secs={script_secs:.4} secs={secs:.4} vmhwm_kb={hwm}",
         files.len()
     );
     for f in files {
