@@ -18,44 +18,18 @@ use std::time::{Duration, Instant};
 
 use fuser::{BackgroundSession, Config, INodeNo, Notifier, Session, SessionACL};
 
-use crate::capture::CapturedFile;
+use crate::capture::{Capture, CaptureError, CapturedFile, invalid_name_reason};
 
-/// Failures of the FUSE capture.
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
-    /// FUSE cannot be used on this machine (no /dev/fuse, no permission to mount, ...).
-    #[error("FUSE capture is unavailable: {0}")]
-    Unavailable(String),
-    /// A system call around the mount or the staging area failed.
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A task key that cannot name a directory (empty, `/`, leading `.`, too long).
-    #[error("invalid capture task key {0:?}")]
-    BadTaskKey(String),
-    /// `start_task` twice for the same key without finishing or discarding it.
-    #[error("capture task {0:?} is already started")]
-    TaskExists(String),
-    /// `finish_task` for a key that was never started (or already finished/discarded).
-    #[error("no capture task {0:?}")]
-    UnknownTask(String),
-    /// The task's outputs cannot be trusted: a write failed (ENOSPC in the staging area, ...) or
-    /// the task exceeded its output quota. Its staged files were deleted.
-    #[error("task {task}: capturing its outputs failed: {}", errors.join("; "))]
-    TaskFailed {
-        task: String,
-        errors: Vec<String>,
-        /// Refusal messages for the task log, as `finish_task` would have returned them.
-        refusals: Vec<String>,
-    },
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError {
+    let path = path.to_path_buf();
+    move |source| CaptureError::Io { path, source }
 }
 
-fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CaptureError {
-    let context = context.into();
-    move |source| CaptureError::Io { context, source }
+fn io_kind(path: PathBuf, kind: std::io::ErrorKind, msg: String) -> CaptureError {
+    CaptureError::Io {
+        path,
+        source: std::io::Error::new(kind, msg),
+    }
 }
 
 /// Numbers this process's mounts, so several can coexist (tests, `available()` during a run).
@@ -80,10 +54,11 @@ impl FuseCapture {
             tracing::warn!("cleaning up stale capture mounts: {e}");
         }
         if !staging.is_dir() {
-            return Err(CaptureError::Io {
-                context: format!("staging directory {}", staging.display()),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            return Err(io_kind(
+                staging.to_path_buf(),
+                std::io::ErrorKind::NotFound,
+                "the staging directory does not exist".into(),
+            ));
         }
         let seq = MOUNT_SEQ.fetch_add(1, Ordering::Relaxed);
         let runtime =
@@ -91,8 +66,7 @@ impl FuseCapture {
         let mountpoint = runtime.join(mounts::mount_name(seq));
         // A directory left by an earlier process with the same pid: reuse it if empty.
         let _ = std::fs::remove_dir(&mountpoint);
-        std::fs::create_dir(&mountpoint)
-            .map_err(io_err(format!("creating {}", mountpoint.display())))?;
+        std::fs::create_dir(&mountpoint).map_err(io_err(&mountpoint))?;
 
         let prefix = format!("fuse-{}-{seq}-", std::process::id());
         let shared = Arc::new(fs::Shared::new(staging, prefix));
@@ -127,6 +101,7 @@ impl FuseCapture {
     }
 
     /// The mount point (for diagnostics).
+    #[allow(dead_code)] // used by tests and for diagnostics
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }
@@ -134,34 +109,55 @@ impl FuseCapture {
     /// Create the task's directory in the mount; returns the absolute path to use as OUTPUT_DIR
     /// (the sandbox bind-mounts it at the same path). `quota` = max_output bytes for the task.
     pub fn start_task(&self, task_key: &str, quota: Option<u64>) -> Result<PathBuf, CaptureError> {
-        if fs::check_name(task_key.as_ref()).is_err() || task_key.len() > 200 {
-            return Err(CaptureError::BadTaskKey(task_key.to_string()));
+        let dir = self.mountpoint.join(task_key);
+        if invalid_name_reason(task_key).is_some() || task_key.len() > 200 {
+            return Err(io_kind(
+                dir,
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid capture task key {task_key:?}"),
+            ));
         }
         self.shared
             .start_task(task_key, quota)
-            .map_err(|fs::StartError::Exists| CaptureError::TaskExists(task_key.to_string()))?;
-        Ok(self.mountpoint.join(task_key))
+            .map_err(|fs::StartError::Exists| {
+                io_kind(
+                    dir.clone(),
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("capture task {task_key:?} is already started"),
+                )
+            })?;
+        Ok(dir)
     }
 
     /// After every process of the task is dead: the files (hash complete, sorted by name), plus
     /// refusal messages (mkdir/symlink/bad names/quota...) for the task log. Errors such as ENOSPC
-    /// in the staging area or an exceeded quota surface here as [`CaptureError::TaskFailed`];
-    /// the task's staged files are then already deleted. The directory disappears either way.
+    /// in the staging area or an exceeded quota surface here as [`CaptureError::Rule`] (the task
+    /// fails with that message, which also lists the refusals); the task's staged files are then
+    /// already deleted. The directory disappears either way.
     pub fn finish_task(
         &self,
         task_key: &str,
     ) -> Result<(Vec<CapturedFile>, Vec<String>), CaptureError> {
-        let taken = self
-            .take_task(task_key)
-            .ok_or_else(|| CaptureError::UnknownTask(task_key.to_string()))?;
+        let taken = self.take_task(task_key).ok_or_else(|| {
+            io_kind(
+                self.mountpoint.join(task_key),
+                std::io::ErrorKind::NotFound,
+                format!("no capture task {task_key:?}"),
+            )
+        })?;
         let refusals = taken.refusals.clone();
         match taken.into_captured(task_key) {
             Ok(files) => Ok((files, refusals)),
-            Err(errors) => Err(CaptureError::TaskFailed {
-                task: task_key.to_string(),
-                errors,
-                refusals,
-            }),
+            Err(errors) => {
+                let mut msg = format!("capturing outputs failed: {}", errors.join("; "));
+                let others: Vec<&String> =
+                    refusals.iter().filter(|r| !errors.contains(r)).collect();
+                for r in others {
+                    msg.push_str("; ");
+                    msg.push_str(r);
+                }
+                Err(CaptureError::Rule(msg))
+            }
         }
     }
 
@@ -188,6 +184,7 @@ impl FuseCapture {
         Some(taken)
     }
 
+    #[allow(dead_code)] // `grit run` relies on Drop; explicit unmount reports errors (tests)
     /// Unmount (also done on Drop); leaves no mount and no staged file of unfinished tasks behind.
     pub fn unmount(mut self) -> Result<(), CaptureError> {
         self.shutdown()
@@ -197,8 +194,7 @@ impl FuseCapture {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        let result = mounts::unmount(&self.mountpoint)
-            .map_err(io_err(format!("unmounting {}", self.mountpoint.display())));
+        let result = mounts::unmount(&self.mountpoint).map_err(io_err(&self.mountpoint));
         // The aborted connection ends the session loop; don't hang a run's exit on it if a
         // kernel refuses to abort (it then ends with the process).
         let deadline = Instant::now() + JOIN_TIMEOUT;
@@ -224,6 +220,7 @@ impl FuseCapture {
 
     /// Is FUSE usable here? (/dev/fuse openable and a test mount works) — for `--capture auto`
     /// and `grit doctor`. The probe mounts, writes one file through the mount and checks its hash.
+    #[allow(dead_code)] // for `grit doctor`; `grit run --capture auto` just tries to mount
     pub fn available() -> Result<(), String> {
         std::fs::File::options()
             .read(true)
@@ -241,11 +238,6 @@ impl FuseCapture {
         let result = probe(&probe_dir);
         let _ = std::fs::remove_dir_all(&probe_dir);
         result
-    }
-
-    /// Path under `<db>/tmp` where this mount stages data (for diagnostics).
-    pub fn staging(&self) -> &Path {
-        self.shared.staging()
     }
 }
 
@@ -281,5 +273,23 @@ impl Drop for FuseCapture {
 /// their mount point directories. [`FuseCapture::mount`] calls it; `grit run` may also call it
 /// at start-up, before taking the store lock. Returns the mount points cleaned up.
 pub fn cleanup_stale_mounts() -> Result<Vec<PathBuf>, CaptureError> {
-    mounts::cleanup_stale().map_err(io_err("cleaning up stale capture mounts"))
+    mounts::cleanup_stale().map_err(io_err(Path::new("/proc/self/mountinfo")))
+}
+
+impl Capture for FuseCapture {
+    fn start_task(&self, key: &str, quota: Option<u64>) -> Result<PathBuf, CaptureError> {
+        FuseCapture::start_task(self, key, quota)
+    }
+
+    fn finish_task(&self, key: &str) -> Result<(Vec<CapturedFile>, Vec<String>), CaptureError> {
+        FuseCapture::finish_task(self, key)
+    }
+
+    fn discard_task(&self, key: &str) {
+        FuseCapture::discard_task(self, key)
+    }
+
+    fn kind(&self) -> &'static str {
+        "fuse"
+    }
 }

@@ -21,7 +21,7 @@ use fuser::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::capture::CapturedFile;
+use crate::capture::{CapturedFile, invalid_name_reason};
 
 /// Inode of the mount's root, which holds the task directories.
 pub(super) const ROOT: u64 = 1;
@@ -60,7 +60,6 @@ struct State {
 }
 
 struct TaskDir {
-    key: String,
     /// Linked files by name; a BTreeMap keeps readdir offsets stable and results sorted.
     entries: BTreeMap<String, u64>,
     /// Every file inode of this task, including unlinked files that are still open.
@@ -164,7 +163,6 @@ impl Shared {
         st.dirs.insert(
             ino,
             TaskDir {
-                key: key.to_string(),
                 entries: BTreeMap::new(),
                 nodes: HashSet::new(),
                 quota,
@@ -204,10 +202,6 @@ impl Shared {
 
     pub(super) fn task_keys(&self) -> Vec<String> {
         self.lock().by_key.keys().cloned().collect()
-    }
-
-    pub(super) fn staging(&self) -> &Path {
-        &self.staging
     }
 
     fn attr_dir(&self, ino: u64) -> FileAttr {
@@ -458,16 +452,11 @@ fn finalize(node: FileNode) -> std::io::Result<(String, u64, PathBuf)> {
 /// Check that `name` can be an output (resource) name: flat, non-empty, not hidden, UTF-8.
 pub(super) fn check_name(name: &OsStr) -> Result<&str, &'static str> {
     let Some(s) = name.to_str() else {
-        return Err("is not valid UTF-8");
+        return Err("an output name must be valid UTF-8");
     };
-    if s.is_empty() {
-        Err("is empty")
-    } else if s.contains('/') {
-        Err("contains '/'")
-    } else if s.starts_with('.') {
-        Err("starts with '.'")
-    } else {
-        Ok(s)
+    match invalid_name_reason(s) {
+        Some(why) => Err(why),
+        None => Ok(s),
     }
 }
 
@@ -507,7 +496,7 @@ impl CaptureFs {
                 st.refuse(
                     dir,
                     format!(
-                        "refused: {what} '{}' in OUTPUT_DIR: an output name {why} (EINVAL)",
+                        "refused: {what} '{}' in OUTPUT_DIR: {why} (EINVAL)",
                         display(name)
                     ),
                 );

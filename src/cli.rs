@@ -1,0 +1,443 @@
+//! The command line: clap definitions for every subcommand, plus the translation of GRIT's
+//! single-dash spelling (`grit -manifest F -db D -run`) into the modern one.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "grit",
+    version,
+    about = "Run data pipelines made of shell scripts: sandboxed, content-addressed, incremental",
+    long_about = "grit runs the steps of a TOML manifest. Every file a step writes into $OUTPUT_DIR becomes a \
+resource, stored once by its SHA-256, and triggers the steps whose inputs match its name. SQLite remembers \
+everything, so running again does only new work.",
+    after_help = "Examples:\n  grit run -m examples/quickstart.toml --db ./db\n  grit status --db ./db\n  grit resources --db ./db --json\n\nGRIT spelling also works: grit -manifest pipeline.toml -db ./db -run"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the store is: `--db`, else `$GRIT_DB`, else `./db`.
+#[derive(Debug, Clone, Args)]
+pub struct DbArg {
+    /// Store directory
+    #[arg(long, env = "GRIT_DB", default_value = "db", value_name = "DIR")]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CaptureMode {
+    /// FUSE where /dev/fuse works, else a plain directory
+    Auto,
+    /// Stream and hash through a FUSE mount
+    Fuse,
+    /// A plain directory hashed after the task exits
+    Dir,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// journald under systemd (JOURNAL_STREAM), else text
+    Auto,
+    Text,
+    Json,
+    Journald,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Verbosity {
+    /// Also print each task and the scripts' output
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print only errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline: execute every task that is new, and nothing else
+    #[command(
+        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked."
+    )]
+    Run(RunArgs),
+    /// Check a manifest and print its step graph
+    #[command(after_help = "Example:\n  grit validate -m pipeline.toml")]
+    Validate {
+        /// The manifest
+        #[arg(short, long, value_name = "FILE")]
+        manifest: PathBuf,
+    },
+    /// Show each current step's tasks and live outputs
+    #[command(
+        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'"
+    )]
+    Status {
+        #[command(flatten)]
+        db: DbArg,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// List resources (live ones by default)
+    #[command(
+        after_help = "Examples:\n  grit resources\n  grit resources done --json\n  grit resources --all"
+    )]
+    Resources {
+        /// Only resources with this name
+        name: Option<String>,
+        #[command(flatten)]
+        db: DbArg,
+        /// Include history (resources that are no longer live)
+        #[arg(long)]
+        all: bool,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the content of a resource (a unique hash prefix of 8+ characters is enough)
+    #[command(after_help = "Example:\n  grit cat 5891b5b5 > hello.txt")]
+    Cat {
+        hash: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Write resources to a directory or a tar file as <name>/<hash>
+    #[command(
+        after_help = "Examples:\n  grit export done --to ./out\n  grit export done summary --tar results.tar --all"
+    )]
+    Export {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Directory to write into
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "tar",
+            required_unless_present = "tar"
+        )]
+        to: Option<PathBuf>,
+        /// Tar file to write
+        #[arg(long, value_name = "FILE")]
+        tar: Option<PathBuf>,
+        /// Include history
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Print a task's stored output, exit status and error, or list failed tasks
+    #[command(after_help = "Examples:\n  grit log 42\n  grit log --step parse --failed")]
+    Log {
+        /// Task id
+        #[arg(required_unless_present_any = ["step", "failed"])]
+        task: Option<i64>,
+        /// List the tasks of this step
+        #[arg(long)]
+        step: Option<String>,
+        /// Only failed tasks
+        #[arg(long)]
+        failed: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Add files as facts (live resources), so a pipeline can start from existing data
+    #[command(
+        after_help = "Examples:\n  grit ingest --name url seeds/*.txt\n  grit ingest --name config config.json"
+    )]
+    Ingest {
+        /// Resource name to give the files
+        #[arg(long)]
+        name: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Remove history that nothing live uses, and report the bytes freed
+    #[command(after_help = "Examples:\n  grit gc --dry-run\n  grit gc")]
+    Gc {
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Delete resources by hash or name, and what was derived from them
+    #[command(after_help = "Examples:\n  grit delete --hash 5891b5b5\n  grit delete --name url")]
+    Delete {
+        #[arg(long, conflicts_with = "name", required_unless_present = "name")]
+        hash: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Keep only the newest N resources of each name
+    #[command(
+        after_help = "Examples:\n  grit prune --keep 3 --dry-run\n  grit prune --keep 1 --name snapshot"
+    )]
+    Prune {
+        #[arg(long)]
+        keep: u64,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Print shell completions
+    #[command(after_help = "Example:\n  grit completions bash > /etc/bash_completion.d/grit")]
+    Completions { shell: Shell },
+    /// Print the man page (roff)
+    #[command(after_help = "Example:\n  grit man > grit.1 && man ./grit.1")]
+    Man,
+    /// GRIT compatibility: print the live hashes of NAME, one a line
+    #[command(hide = true)]
+    LegacyExport {
+        name: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The manifest
+    #[arg(short, long, value_name = "FILE")]
+    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Tasks run at the same time (default: number of CPUs)
+    #[arg(short = 'j', long = "parallel", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// Only let these steps run this time (repeatable)
+    #[arg(long = "step", value_name = "NAME")]
+    pub steps: Vec<String>,
+    /// Start at most N tasks in this run
+    #[arg(long, value_name = "N")]
+    pub max_tasks: Option<u64>,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+    /// Print a JSON summary on stdout at the end
+    #[arg(long)]
+    pub json: bool,
+    /// Run tasks without the sandbox (same as sandbox = "off" on every step)
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// How outputs are captured
+    #[arg(long, value_enum, default_value = "auto")]
+    pub capture: CaptureMode,
+    /// Log output format
+    #[arg(long, value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+}
+
+/// GRIT's flags, which take a value unless listed in [`LEGACY_SWITCHES`].
+const LEGACY_VALUED: &[&str] = &[
+    "manifest",
+    "db",
+    "parallel",
+    "step",
+    "export",
+    "export-hash",
+];
+const LEGACY_SWITCHES: &[&str] = &["run", "verbose", "quiet"];
+
+/// Translate GRIT's `grit -manifest F -db D -run …` spelling; other argument lists pass through.
+///
+/// Returns an error message for a GRIT-style command line that cannot be understood.
+pub fn translate_legacy(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
+        return Ok(args);
+    };
+    let is_legacy = |arg: &str| {
+        let flag = arg.trim_start_matches('-');
+        let flag = flag.split('=').next().unwrap_or(flag);
+        arg.starts_with('-') && (LEGACY_VALUED.contains(&flag) || LEGACY_SWITCHES.contains(&flag))
+    };
+    // Only single-dash GRIT flags switch on the translation; `--db` before a subcommand is not GRIT.
+    if !(first.starts_with('-') && !first.starts_with("--") && is_legacy(first)) {
+        return Ok(args);
+    }
+    let mut values: Vec<(String, Option<String>)> = Vec::new();
+    let mut iter = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = iter.next() {
+        if !is_legacy(&arg) {
+            return Err(format!(
+                "unexpected argument '{arg}' in a GRIT-style command line"
+            ));
+        }
+        let body = arg.trim_start_matches('-');
+        let (flag, inline) = match body.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (body.to_string(), None),
+        };
+        if LEGACY_VALUED.contains(&flag.as_str()) {
+            let value = match inline {
+                Some(v) => v,
+                None => iter
+                    .next()
+                    .ok_or_else(|| format!("-{flag} needs a value"))?,
+            };
+            values.push((flag, Some(value)));
+        } else {
+            values.push((flag, inline));
+        }
+    }
+    let get = |name: &str| {
+        values
+            .iter()
+            .find(|(f, _)| f == name)
+            .and_then(|(_, v)| v.clone())
+    };
+    let has = |name: &str| {
+        values
+            .iter()
+            .any(|(f, v)| f == name && v.as_deref() != Some("false"))
+    };
+    let mut out: Vec<OsString> = vec![args[0].clone()];
+    let db = get("db");
+    let push_db = |out: &mut Vec<OsString>| {
+        if let Some(db) = &db {
+            out.push("--db".into());
+            out.push(db.into());
+        }
+    };
+    if let Some(hash) = get("export-hash") {
+        out.extend(["cat".into(), hash.into()]);
+        push_db(&mut out);
+    } else if let Some(name) = get("export") {
+        out.extend(["legacy-export".into(), name.into()]);
+        push_db(&mut out);
+    } else if has("run") {
+        out.push("run".into());
+        let manifest = get("manifest").ok_or("-run needs -manifest FILE")?;
+        out.extend(["--manifest".into(), manifest.into()]);
+        push_db(&mut out);
+        if let Some(n) = get("parallel") {
+            out.extend(["--parallel".into(), n.into()]);
+        }
+        for (flag, value) in &values {
+            if flag == "step" {
+                if let Some(v) = value {
+                    out.extend(["--step".into(), v.into()]);
+                }
+            }
+        }
+        if has("verbose") {
+            out.push("--verbose".into());
+        }
+        if has("quiet") {
+            out.push("--quiet".into());
+        }
+    } else {
+        return Err(
+            "a GRIT-style command line needs -run, -export NAME or -export-hash HASH".into(),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(args: &[&str]) -> Result<Vec<String>, String> {
+        translate_legacy(args.iter().map(OsString::from).collect()).map(|v| {
+            v.into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn translates_grit_run() {
+        assert_eq!(
+            t(&[
+                "grit",
+                "-manifest",
+                "m.toml",
+                "-db",
+                "d",
+                "-run",
+                "-parallel",
+                "3",
+                "-step",
+                "a",
+                "-step=b",
+                "-verbose"
+            ])
+            .unwrap(),
+            [
+                "grit",
+                "run",
+                "--manifest",
+                "m.toml",
+                "--db",
+                "d",
+                "--parallel",
+                "3",
+                "--step",
+                "a",
+                "--step",
+                "b",
+                "--verbose"
+            ]
+        );
+        assert_eq!(
+            t(&["grit", "--manifest=m.toml", "-run"]).unwrap_or_default(),
+            ["grit", "--manifest=m.toml", "-run"],
+            "a double-dash first flag is not GRIT spelling"
+        );
+    }
+
+    #[test]
+    fn translates_grit_exports() {
+        assert_eq!(
+            t(&["grit", "-manifest", "m", "-db", "d", "-export", "done"]).unwrap(),
+            ["grit", "legacy-export", "done", "--db", "d"]
+        );
+        assert_eq!(
+            t(&["grit", "-db", "d", "-export-hash", "abc"]).unwrap(),
+            ["grit", "cat", "abc", "--db", "d"]
+        );
+        assert!(t(&["grit", "-db", "d"]).is_err());
+        assert!(
+            t(&["grit", "-db", "d", "-run"])
+                .unwrap_err()
+                .contains("-manifest")
+        );
+    }
+
+    #[test]
+    fn modern_spelling_passes_through() {
+        assert_eq!(
+            t(&["grit", "run", "-m", "x"]).unwrap(),
+            ["grit", "run", "-m", "x"]
+        );
+        assert_eq!(t(&["grit", "-V"]).unwrap(), ["grit", "-V"]);
+    }
+}

@@ -1,0 +1,19 @@
+//! `grit cat`: stream an object's content to stdout.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::exit::Outcome;
+use crate::store::{self, Objects, queries};
+
+pub fn cat(db: &Path, hash: &str) -> anyhow::Result<Outcome> {
+    let (paths, conn) = store::open_read(db)?;
+    let full = queries::resolve_hash(&conn, hash)?;
+    let path = Objects::new(paths.objects).path(&full);
+    let mut file =
+        std::fs::File::open(&path).with_context(|| format!("opening object {}", path.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut stdout).context("writing to stdout")?;
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,483 @@
+//! The engine: one `grit run` as a dataflow scheduler (DESIGN §2).
+//!
+//! The queue of work lives in SQLite: the engine pulls pending tasks page by page per step, starts
+//! them within the global `-j` and each step's `parallel` cap, and publishes each finished task in
+//! one transaction, which also creates the downstream tasks its outputs trigger. When nothing is
+//! pending or running, gather steps get their turn on the complete live set; the run ends when that
+//! adds no work either.
+
+pub mod events;
+pub mod task;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+
+use crate::capture::Capture;
+use crate::executor::process::ProcessExecutor;
+use crate::executor::{LineSink, RunningTasks};
+use crate::manifest::{Manifest, Step};
+use crate::store::runs::{self, RunTotals, StepKind};
+use crate::store::schedule::{self, MapStep, QueuedTask};
+use crate::store::{StoreError, StorePaths, Writer, liveness, objects::Objects, publish};
+use events::{Event, Observer};
+use task::{Finished, TaskContext};
+
+/// Tasks fetched from SQLite per step at a time.
+const PAGE: usize = 256;
+
+/// How the user asked the run to behave.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub jobs: usize,
+    /// Only these steps may run (empty: all).
+    pub only_steps: Vec<String>,
+    pub max_tasks: Option<u64>,
+    pub no_sandbox: bool,
+}
+
+/// One failed task, for the summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    pub step: String,
+    pub task: i64,
+    pub status: String,
+    pub error: String,
+    pub log_tail: Vec<String>,
+}
+
+/// Per-step numbers for the summary.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StepStats {
+    pub name: String,
+    pub executed: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Sum of task durations.
+    pub busy_ms: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub run: i64,
+    #[serde(flatten)]
+    pub totals: RunTotals,
+    pub elapsed_s: f64,
+    pub bytes_captured: u64,
+    pub steps: Vec<StepStats>,
+    pub failures: Vec<Failure>,
+    /// The signal that interrupted the run, if any.
+    pub interrupted: Option<i32>,
+    pub recovered: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Scheduling state of one current step.
+struct StepSlot {
+    step: Arc<Step>,
+    version_id: i64,
+    kind: StepKind,
+    allowed: bool,
+    cap: usize,
+    running: usize,
+    queue: VecDeque<QueuedTask>,
+    /// Highest task id fetched so far: the next page starts after it.
+    cursor: i64,
+    /// No pending task left in SQLite beyond `cursor` (until publishing creates more).
+    exhausted: bool,
+}
+
+/// Everything a run needs from the outside.
+pub struct RunInputs {
+    pub manifest: Manifest,
+    pub paths: StorePaths,
+    pub writer: Writer,
+    pub capture: Arc<dyn Capture>,
+    pub lines: Option<LineSink>,
+    pub options: RunOptions,
+}
+
+pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport, EngineError> {
+    let started = Instant::now();
+    let RunInputs {
+        manifest,
+        paths,
+        writer,
+        capture,
+        lines,
+        options,
+    } = inputs;
+    clear_staging(&paths)?;
+
+    let manifest = Arc::new(manifest);
+    let start = {
+        let manifest = manifest.clone();
+        writer
+            .call(move |conn| runs::begin_run(conn, &manifest))
+            .await?
+    };
+    let run_id = start.run_id;
+    observer.event(&Event::RunStarted {
+        run_id,
+        recovered: start.recovered,
+    });
+    tracing::debug!(
+        run = run_id,
+        recovered = start.recovered,
+        versions_changed = start.versions_changed,
+        "run started"
+    );
+
+    let mut slots: Vec<StepSlot> = manifest
+        .steps
+        .iter()
+        .zip(&start.versions)
+        .map(|(step, &version_id)| StepSlot {
+            allowed: options.only_steps.is_empty() || options.only_steps.contains(&step.name),
+            cap: step.parallel.unwrap_or(usize::MAX).max(1),
+            step: Arc::new(step.clone()),
+            version_id,
+            kind: StepKind::of(step),
+            running: 0,
+            queue: VecDeque::new(),
+            cursor: 0,
+            exhausted: false,
+        })
+        .collect();
+    let by_version: HashMap<i64, usize> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.version_id, i))
+        .collect();
+    let maps: Arc<Vec<MapStep>> = Arc::new(
+        slots
+            .iter()
+            .filter(|s| s.kind == StepKind::Map)
+            .map(|s| MapStep {
+                version_id: s.version_id,
+                patterns: s.step.inputs.clone(),
+            })
+            .collect(),
+    );
+
+    // Initial work: this run's source tasks, and map tasks for every live input not yet done.
+    for slot in &slots {
+        let (version_id, once, kind, allowed) =
+            (slot.version_id, slot.step.once, slot.kind, slot.allowed);
+        let queued = match kind {
+            StepKind::Source if allowed => {
+                writer
+                    .call(move |conn| {
+                        schedule::source_task(conn, run_id, version_id, once).map(u64::from)
+                    })
+                    .await?
+            }
+            StepKind::Map => {
+                let step = MapStep {
+                    version_id,
+                    patterns: slot.step.inputs.clone(),
+                };
+                writer
+                    .call(move |conn| schedule::backfill(conn, run_id, &step))
+                    .await?
+            }
+            _ => 0,
+        };
+        if queued > 0 {
+            observer.event(&Event::TasksQueued {
+                step: &slot.step.name,
+                count: queued,
+            });
+        }
+    }
+
+    let running_tasks = Arc::new(RunningTasks::default());
+    let ctx = Arc::new(TaskContext {
+        run_id,
+        objects: Objects::new(paths.objects.clone()),
+        workdir: manifest.dir.clone(),
+        executor: ProcessExecutor {
+            running: running_tasks.clone(),
+            lines,
+        },
+        capture,
+        writer: writer.clone(),
+        no_sandbox: options.no_sandbox,
+        paths: paths.clone(),
+    });
+
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| EngineError::Setup(format!("SIGINT handler: {e}")))?;
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| EngineError::Setup(format!("SIGTERM handler: {e}")))?;
+
+    let mut totals = RunTotals::default();
+    let mut stats: Vec<StepStats> = slots
+        .iter()
+        .map(|s| StepStats {
+            name: s.step.name.clone(),
+            ..StepStats::default()
+        })
+        .collect();
+    let mut failures = Vec::new();
+    let mut bytes_captured = 0u64;
+    let mut running: JoinSet<(usize, Finished)> = JoinSet::new();
+    let mut in_flight = 0usize;
+    let mut started_count = 0u64;
+    let mut rotation = 0usize;
+    let mut interrupted = None;
+    let mut liveness_grew = false;
+    let mut gather_published = false;
+    let jobs = options.jobs.max(1);
+
+    loop {
+        // Fill free slots, round-robin over steps so that one big step does not starve the others.
+        let mut to_start: Vec<(usize, QueuedTask)> = Vec::new();
+        'fill: while in_flight + to_start.len() < jobs {
+            if options
+                .max_tasks
+                .is_some_and(|max| started_count + to_start.len() as u64 >= max)
+            {
+                break;
+            }
+            let mut picked = false;
+            for offset in 0..slots.len() {
+                let index = (rotation + offset) % slots.len();
+                let slot = &mut slots[index];
+                let starting_here = to_start.iter().filter(|(i, _)| *i == index).count();
+                if !slot.allowed || slot.running + starting_here >= slot.cap {
+                    continue;
+                }
+                if slot.queue.is_empty() && !slot.exhausted {
+                    let (version_id, cursor) = (slot.version_id, slot.cursor);
+                    let page = writer
+                        .call(move |conn| schedule::next_pending(conn, version_id, cursor, PAGE))
+                        .await?;
+                    let slot = &mut slots[index];
+                    if page.len() < PAGE {
+                        slot.exhausted = true;
+                    }
+                    if let Some(last) = page.last() {
+                        slot.cursor = last.id;
+                    }
+                    slot.queue.extend(page);
+                }
+                let slot = &mut slots[index];
+                if let Some(task) = slot.queue.pop_front() {
+                    to_start.push((index, task));
+                    rotation = index + 1;
+                    picked = true;
+                    continue 'fill;
+                }
+            }
+            if !picked {
+                break;
+            }
+        }
+        if !to_start.is_empty() {
+            let ids: Vec<i64> = to_start.iter().map(|(_, t)| t.id).collect();
+            writer
+                .call(move |conn| schedule::mark_running(conn, run_id, &ids))
+                .await?;
+            for (index, queued) in to_start {
+                let slot = &mut slots[index];
+                slot.running += 1;
+                in_flight += 1;
+                started_count += 1;
+                observer.event(&Event::TaskStarted {
+                    step: &slot.step.name,
+                    task_id: queued.id,
+                    input: queued.input.as_ref().map(|i| i.name.as_str()),
+                });
+                tracing::debug!(step = %slot.step.name, task = queued.id, "task started");
+                let (ctx, step, gather) = (
+                    ctx.clone(),
+                    slot.step.clone(),
+                    slot.kind == StepKind::Gather,
+                );
+                running
+                    .spawn(async move { (index, task::run_task(ctx, step, queued, gather).await) });
+            }
+        }
+
+        if in_flight == 0 {
+            // Quiescent: settle liveness, then give gather steps the complete live set.
+            if options.max_tasks.is_some_and(|max| started_count >= max) {
+                break;
+            }
+            if gather_published
+                || (liveness_grew && slots.iter().any(|s| s.kind == StepKind::Gather))
+            {
+                writer.call(|conn| liveness::recompute(conn)).await?;
+                gather_published = false;
+                liveness_grew = false;
+            }
+            let mut gathered = false;
+            for slot in slots
+                .iter_mut()
+                .filter(|s| s.kind == StepKind::Gather && s.allowed)
+            {
+                let (version_id, patterns) = (slot.version_id, slot.step.inputs.clone());
+                let pending = writer
+                    .call(move |conn| schedule::gather_task(conn, run_id, version_id, &patterns))
+                    .await?;
+                if pending.is_some() {
+                    slot.exhausted = false;
+                    slot.cursor = 0;
+                    gathered = true;
+                    observer.event(&Event::TasksQueued {
+                        step: &slot.step.name,
+                        count: 1,
+                    });
+                }
+            }
+            if gathered {
+                continue;
+            }
+            break;
+        }
+
+        let joined = tokio::select! {
+            joined = running.join_next() => joined,
+            _ = interrupt.recv() => { interrupted = Some(libc::SIGINT); None }
+            _ = terminate.recv() => { interrupted = Some(libc::SIGTERM); None }
+        };
+        if interrupted.is_some() {
+            break;
+        }
+        let Some(joined) = joined else { continue };
+        let (index, finished) =
+            joined.map_err(|e| EngineError::Setup(format!("a task panicked: {e}")))?;
+        in_flight -= 1;
+        slots[index].running -= 1;
+        let record = finished.record;
+        let outputs_count = record.outputs.len();
+        let succeeded = record.succeeded;
+        let published = {
+            let maps = maps.clone();
+            let record = record.clone();
+            writer
+                .call(move |conn| publish::publish(conn, &record, &maps))
+                .await?
+        };
+        let slot = &slots[index];
+        let step_name = slot.step.name.as_str();
+        for output in &record.outputs {
+            bytes_captured += output.size;
+            observer.event(&Event::Output {
+                step: step_name,
+                task_id: record.task_id,
+                name: &output.name,
+                hash: &output.hash,
+                size: output.size,
+            });
+        }
+        observer.event(&Event::TaskFinished {
+            step: step_name,
+            task_id: record.task_id,
+            succeeded,
+            duration: Duration::from_millis(record.duration_ms),
+            outputs: outputs_count,
+            error: record.error.as_deref(),
+        });
+        let stat = &mut stats[index];
+        stat.executed += 1;
+        stat.busy_ms += record.duration_ms;
+        totals.executed += 1;
+        if succeeded {
+            stat.succeeded += 1;
+            totals.succeeded += 1;
+        } else {
+            stat.failed += 1;
+            totals.failed += 1;
+            failures.push(Failure {
+                step: step_name.to_string(),
+                task: record.task_id,
+                status: finished.exit.describe(),
+                error: record.error.clone().unwrap_or_default(),
+                log_tail: finished.log_tail,
+            });
+        }
+        totals.resources_new += published.resources_new;
+        if published.newly_live > 0 {
+            liveness_grew = true;
+        }
+        if slot.kind == StepKind::Gather && succeeded {
+            gather_published = true;
+        }
+        for (version_id, count) in published.created {
+            if let Some(&target) = by_version.get(&version_id) {
+                slots[target].exhausted = false;
+                observer.event(&Event::TasksQueued {
+                    step: &slots[target].step.name,
+                    count,
+                });
+            }
+        }
+    }
+
+    if interrupted.is_some() {
+        // Kill every running task; they are not failures, so they go back to pending.
+        running_tasks.kill_all();
+        while running.join_next().await.is_some() {}
+        writer.call(|conn| runs::reset_running(conn)).await?;
+    }
+    let status = match (interrupted, totals.failed) {
+        (Some(_), _) => "interrupted",
+        (None, 0) => "ok",
+        (None, _) => "failed",
+    };
+    let final_totals = totals.clone();
+    writer
+        .call(move |conn| runs::finish_run(conn, run_id, status, &final_totals))
+        .await?;
+    clear_staging(&paths)?;
+    Ok(RunReport {
+        run: run_id,
+        totals,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        bytes_captured,
+        steps: stats,
+        failures,
+        interrupted,
+        recovered: start.recovered,
+    })
+}
+
+/// Empty `<db>/tmp`: whatever is there belongs to no running task (we hold the store lock), such
+/// as the partial captures of a crashed run.
+fn clear_staging(paths: &StorePaths) -> Result<(), EngineError> {
+    let entries = match std::fs::read_dir(&paths.tmp) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io(&paths.tmp, e).into()),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = removed {
+            return Err(StoreError::io(&path, e).into());
+        }
+    }
+    Ok(())
+}
+
+/// Exit code for an interrupted run: 128 + signal, as shells report it.
+pub fn interrupted_exit_code(signal: i32) -> i32 {
+    128 + signal
+}

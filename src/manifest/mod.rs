@@ -1,0 +1,232 @@
+//! The grit manifest: a TOML file of `[[step]]` tables with optional `[pipeline]` defaults.
+//!
+//! This module owns everything between the user's file and the engine: parsing with exact
+//! `FILE:LINE:COL` diagnostics ([`parse`], [`load`]), validation, defaults, the step version
+//! hash ([`Step::version_hash`]), resource-name globs with SQLite semantics ([`glob_match`]),
+//! and the static step graph read from scripts ([`Manifest::edges`], [`Manifest::render_graph`]).
+//!
+//! Layout: `parse` walks the TOML tree and validates; `error` renders diagnostics; `units`
+//! reads durations and sizes; `glob` matches and compares name patterns; `writes` reads what a
+//! script writes; `graph` builds edges, cycles and warnings; `version` hashes a step.
+
+mod error;
+mod glob;
+mod graph;
+mod parse;
+#[cfg(test)]
+mod prop_tests;
+mod units;
+mod version;
+mod writes;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+// Re-exported as the module's public API; the engine and CLI use them once wired.
+#[allow(unused_imports)]
+pub use error::{ManifestError, Position, Warning};
+#[allow(unused_imports)]
+pub use glob::{WritePart, glob_match};
+#[allow(unused_imports)]
+pub use graph::Edge;
+#[allow(unused_imports)]
+pub use units::{parse_duration, parse_size};
+#[allow(unused_imports)]
+pub use writes::{Writes, display_pattern};
+
+/// A parsed, validated manifest with pipeline defaults applied to every step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// The path as the user gave it (used in diagnostics).
+    pub path: PathBuf,
+    /// Absolute directory containing the manifest: the scripts' working directory.
+    pub dir: PathBuf,
+    /// The raw TOML text (stored in the database with each run).
+    pub text: String,
+    /// `[pipeline] name`, if given.
+    pub pipeline_name: Option<String>,
+    /// Steps in file order.
+    pub steps: Vec<Step>,
+}
+
+/// One `[[step]]`, with `[pipeline]` defaults already applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub script: String,
+    /// Names or globs as written; GRIT's `input = "x"` becomes `["x"]`, `input = ""` none.
+    pub inputs: Vec<String>,
+    /// Where each of `inputs` is written in the manifest (same order; for warnings).
+    pub input_positions: Vec<Position>,
+    /// Step value, else pipeline default, else `None` (only the global `-j` applies).
+    pub parallel: Option<usize>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    /// Pipeline `env` overlaid by the step's `env`.
+    pub env: BTreeMap<String, String>,
+    pub once: bool,
+    pub gather: bool,
+    /// Step value, else pipeline value, else `["sh", "-ec"]`. The script is appended as the
+    /// last argument.
+    pub shell: Vec<String>,
+    pub policy: Policy,
+    /// 1-based line of this step's `[[step]]` header.
+    pub line: usize,
+}
+
+impl Default for Step {
+    fn default() -> Self {
+        Step {
+            name: String::new(),
+            script: String::new(),
+            inputs: Vec::new(),
+            input_positions: Vec::new(),
+            parallel: None,
+            timeout: None,
+            retries: 0,
+            env: BTreeMap::new(),
+            once: false,
+            gather: false,
+            shell: default_shell(),
+            policy: Policy::default(),
+            line: 0,
+        }
+    }
+}
+
+/// The shell a script runs under when neither the step nor the pipeline names one.
+pub fn default_shell() -> Vec<String> {
+    vec!["sh".to_string(), "-ec".to_string()]
+}
+
+/// Sandbox and resource limits for a step's tasks (DESIGN §4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub sandbox: SandboxMode,
+    /// Network access; off by default (a private network namespace).
+    pub network: bool,
+    /// Extra absolute paths visible read-only.
+    pub read_only: Vec<PathBuf>,
+    /// Extra absolute paths visible read-write.
+    pub read_write: Vec<PathBuf>,
+    /// Address-space limit in bytes.
+    pub memory: Option<u64>,
+    pub processes: Option<u64>,
+    pub open_files: Option<u64>,
+    /// CPU time limit.
+    pub cpu: Option<Duration>,
+    /// Output quota per task, in bytes.
+    pub max_output: Option<u64>,
+}
+
+/// `sandbox = "strict"` (default) or `"off"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum SandboxMode {
+    #[default]
+    Strict,
+    Off,
+}
+
+/// A manifest together with the warnings found while loading it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub manifest: Manifest,
+    pub warnings: Vec<Warning>,
+}
+
+impl Step {
+    /// A step with no inputs is a source: it runs every run (or once per version with `once`).
+    pub fn is_source(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
+    /// Does any input pattern match `resource_name` (SQLite GLOB semantics)?
+    pub fn matches(&self, resource_name: &str) -> bool {
+        self.inputs.iter().any(|p| glob_match(p, resource_name))
+    }
+
+    /// Lowercase hex SHA-256 of [`Step::canonical_definition`]: the step version.
+    pub fn version_hash(&self) -> String {
+        version::version_hash(self)
+    }
+
+    /// Canonical JSON (sorted keys) of script, sorted inputs, shell, env, once, gather and the
+    /// whole policy. Name, parallel, timeout and retries are not part of it.
+    pub fn canonical_definition(&self) -> String {
+        version::canonical_definition(self)
+    }
+
+    /// The names this step's script writes, as far as its text shows.
+    pub fn writes(&self) -> Writes {
+        writes::analyze(&self.script, &self.shell)
+    }
+}
+
+impl Manifest {
+    /// The step called `name`.
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// Producer → consumer edges read from the scripts (see [`Step::writes`]).
+    pub fn edges(&self) -> Vec<Edge> {
+        graph::edges(self)
+    }
+
+    /// Groups of step indices that feed each other (each sorted, in file order).
+    pub fn cycles(&self) -> Vec<Vec<usize>> {
+        graph::cycles(self.steps.len(), &self.edges())
+    }
+
+    /// The text `grit validate` prints for a valid manifest: one line per step with its kind,
+    /// inputs, written names and downstream steps, then any cycles.
+    pub fn render_graph(&self) -> String {
+        graph::render(self)
+    }
+
+    /// Warnings for inputs that no step writes and that `known_names` does not know.
+    ///
+    /// `known_names` receives each input pattern as written (a name or a glob) and answers
+    /// whether some stored resource matches it, e.g. `SELECT 1 FROM resources WHERE name GLOB ?`.
+    /// No warnings at all when some step may write names its script does not show.
+    pub fn unwritten_inputs(&self, known_names: &dyn Fn(&str) -> bool) -> Vec<Warning> {
+        graph::unwritten_inputs(self, known_names)
+    }
+
+    /// Warnings for cycles in the step graph (allowed, but worth knowing about).
+    pub fn cycle_warnings(&self) -> Vec<Warning> {
+        graph::cycle_warnings(self)
+    }
+}
+
+/// Read and parse the manifest at `path`.
+pub fn load(path: &Path) -> Result<Loaded, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parse manifest `text`; `path` is used for messages and to find the scripts' directory
+/// (it need not exist). Warnings cover cycles and inputs that no script writes.
+pub fn parse(text: &str, path: &Path) -> Result<Loaded, ManifestError> {
+    let manifest = parse::parse_manifest(text, path, manifest_dir(path))?;
+    let mut warnings = graph::cycle_warnings(&manifest);
+    warnings.extend(manifest.unwritten_inputs(&|_| false));
+    warnings.sort_by_key(|w| (w.line, w.column));
+    Ok(Loaded { manifest, warnings })
+}
+
+/// The absolute directory containing `path`, canonical when it exists.
+fn manifest_dir(path: &Path) -> PathBuf {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    parent
+        .canonicalize()
+        .or_else(|_| std::path::absolute(parent))
+        .unwrap_or_else(|_| parent.to_path_buf())
+}

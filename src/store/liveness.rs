@@ -1,0 +1,189 @@
+//! Liveness (DESIGN §2.3): which resources are current.
+//!
+//! Sources' outputs and ingested files are facts and always live. A derived resource is live when a
+//! succeeded task of the *current* version of its step produced it from a live input; a gather
+//! task's outputs are live when its input set is exactly the current live set matching its inputs.
+//!
+//! The `resources.live` column caches this. [`propagate`] extends it cheaply when resources become
+//! live (liveness only grows while a run publishes); [`recompute`] rebuilds it from the facts after
+//! anything that can shrink it: a changed step version, a delete, a prune, or a new gather result.
+
+use rusqlite::{Connection, params};
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+
+/// Upper bound on gather rounds in a full recompute; gather outputs feeding other gather steps
+/// need one round per level, and a cycle through gather steps must not loop forever.
+const MAX_GATHER_ROUNDS: usize = 32;
+
+fn temp_tables(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS live_roots (id INTEGER PRIMARY KEY);
+         CREATE TEMP TABLE IF NOT EXISTS live_reached (id INTEGER PRIMARY KEY);
+         DELETE FROM live_roots;
+         DELETE FROM live_reached;",
+    )?;
+    Ok(())
+}
+
+/// Mark `roots` live together with everything they make live downstream through succeeded tasks
+/// of current step versions. Returns the resources that were not live before, as (id, name).
+pub fn propagate(conn: &Connection, roots: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+    if roots.is_empty() {
+        return Ok(Vec::new());
+    }
+    temp_tables(conn)?;
+    {
+        let mut insert = conn.prepare_cached("INSERT OR IGNORE INTO live_roots (id) SELECT id FROM resources WHERE id = ?1 AND live = 0")?;
+        for id in roots {
+            insert.execute([id])?;
+        }
+    }
+    // Only resources that are not live yet are entered: below a live resource everything reachable
+    // is already live (the invariant this module maintains), so the walk stops there.
+    conn.execute(
+        "INSERT INTO live_reached (id)
+         WITH RECURSIVE reach (id) AS (
+             SELECT id FROM live_roots
+             UNION
+             SELECT o.resource_id FROM reach
+               JOIN tasks t ON t.input_resource_id = reach.id AND t.state = 'succeeded'
+               JOIN step_versions v ON v.id = t.step_version_id AND v.current = 1
+               JOIN outputs o ON o.task_id = t.id
+               JOIN resources r ON r.id = o.resource_id AND r.live = 0
+         )
+         SELECT id FROM reach",
+        [],
+    )?;
+    let newly: Vec<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT r.id, r.name FROM resources r JOIN live_reached x ON x.id = r.id WHERE r.live = 0",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    conn.execute(
+        "UPDATE resources SET live = 1 WHERE live = 0 AND id IN (SELECT id FROM live_reached)",
+        [],
+    )?;
+    Ok(newly)
+}
+
+/// Rebuild `resources.live` from the facts. Returns how many resources changed state.
+pub fn recompute(conn: &Connection) -> Result<u64, StoreError> {
+    temp_tables(conn)?;
+    conn.execute(
+        "INSERT INTO live_roots (id) SELECT id FROM resources WHERE fact = 1",
+        [],
+    )?;
+    let gathers = current_gather_versions(conn)?;
+    for _ in 0..MAX_GATHER_ROUNDS {
+        conn.execute("DELETE FROM live_reached", [])?;
+        conn.execute(
+            "INSERT INTO live_reached (id)
+             WITH RECURSIVE reach (id) AS (
+                 SELECT id FROM live_roots
+                 UNION
+                 SELECT o.resource_id FROM reach
+                   JOIN tasks t ON t.input_resource_id = reach.id AND t.state = 'succeeded'
+                   JOIN step_versions v ON v.id = t.step_version_id AND v.current = 1
+                   JOIN outputs o ON o.task_id = t.id
+             )
+             SELECT id FROM reach",
+            [],
+        )?;
+        let mut added = 0;
+        for (version_id, patterns) in &gathers {
+            let key = gather_key(conn, patterns, LiveSource::Reached)?;
+            let Some(key) = key else { continue };
+            added += conn.execute(
+                "INSERT OR IGNORE INTO live_roots (id)
+                 SELECT o.resource_id FROM tasks t JOIN outputs o ON o.task_id = t.id
+                 WHERE t.step_version_id = ?1 AND t.input_set = ?2 AND t.state = 'succeeded'",
+                params![version_id, key],
+            )?;
+        }
+        if added == 0 {
+            break;
+        }
+    }
+    let dropped = conn.execute(
+        "UPDATE resources SET live = 0 WHERE live = 1 AND id NOT IN (SELECT id FROM live_reached)",
+        [],
+    )?;
+    let raised = conn.execute(
+        "UPDATE resources SET live = 1 WHERE live = 0 AND id IN (SELECT id FROM live_reached)",
+        [],
+    )?;
+    Ok((dropped + raised) as u64)
+}
+
+/// Current gather step versions with their input patterns.
+pub fn current_gather_versions(conn: &Connection) -> Result<Vec<(i64, Vec<String>)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, inputs FROM step_versions WHERE current = 1 AND kind = 'gather' ORDER BY position",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, inputs) = row?;
+        let patterns: Vec<String> = serde_json::from_str(&inputs).unwrap_or_default();
+        out.push((id, patterns));
+    }
+    Ok(out)
+}
+
+/// Which liveness a gather key is computed over.
+#[derive(Clone, Copy)]
+pub enum LiveSource {
+    /// The cached `resources.live` column.
+    Column,
+    /// The `live_reached` temp table of a recompute in progress.
+    Reached,
+}
+
+/// The identity of the live input set of a gather step: SHA-256 over the sorted resource ids that
+/// match its patterns, or `None` when the set is empty (a gather step never runs on nothing).
+pub fn gather_key(
+    conn: &Connection,
+    patterns: &[String],
+    source: LiveSource,
+) -> Result<Option<String>, StoreError> {
+    let ids = gather_members(conn, patterns, source)?;
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let mut hasher = Sha256::new();
+    for id in &ids {
+        hasher.update(id.to_string().as_bytes());
+        hasher.update(b",");
+    }
+    Ok(Some(hex::encode(hasher.finalize())))
+}
+
+/// The sorted ids of live resources matching any of `patterns`.
+pub fn gather_members(
+    conn: &Connection,
+    patterns: &[String],
+    source: LiveSource,
+) -> Result<Vec<i64>, StoreError> {
+    if patterns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let liveness = match source {
+        LiveSource::Column => "r.live = 1",
+        LiveSource::Reached => "r.id IN (SELECT id FROM live_reached)",
+    };
+    let matches = vec!["r.name GLOB ?"; patterns.len()].join(" OR ");
+    let sql =
+        format!("SELECT r.id FROM resources r WHERE {liveness} AND ({matches}) ORDER BY r.id");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let ids = stmt
+        .query_map(rusqlite::params_from_iter(patterns.iter()), |row| {
+            row.get(0)
+        })?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(ids)
+}

@@ -1,0 +1,239 @@
+//! Read-side queries for the commands that look at a store (`status`, `resources`, `cat`, `log`).
+//! Listings stream rows to a callback so that memory does not grow with the store.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+
+/// One current step, as `grit status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepStatus {
+    pub name: String,
+    pub version: String,
+    pub kind: String,
+    pub pending: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub live_outputs: u64,
+}
+
+pub fn status(conn: &Connection) -> Result<Vec<StepStatus>, StoreError> {
+    let mut versions = conn.prepare(
+        "SELECT id, name, hash, kind FROM step_versions WHERE current = 1 ORDER BY position",
+    )?;
+    let rows = versions.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    // A non-once source has one task per run: only the latest one describes its state now.
+    let mut counts = conn.prepare(
+        "SELECT state, COUNT(*) FROM tasks
+         WHERE step_version_id = ?1
+           AND (source_run IS NULL OR source_run = 0
+                OR source_run = (SELECT MAX(source_run) FROM tasks WHERE step_version_id = ?1))
+         GROUP BY state",
+    )?;
+    let mut live = conn.prepare(
+        "SELECT COUNT(DISTINCT o.resource_id) FROM outputs o
+           JOIN tasks t ON t.id = o.task_id
+           JOIN resources r ON r.id = o.resource_id AND r.live = 1
+         WHERE t.step_version_id IN (SELECT id FROM step_versions WHERE name = ?1)",
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, name, hash, kind) = row?;
+        let mut status = StepStatus {
+            live_outputs: live.query_row([&name], |r| r.get::<_, i64>(0))? as u64,
+            name,
+            version: hash[..12.min(hash.len())].to_string(),
+            kind,
+            pending: 0,
+            running: 0,
+            succeeded: 0,
+            failed: 0,
+        };
+        let states = counts.query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        for state in states {
+            let (state, n) = state?;
+            match state.as_str() {
+                "pending" => status.pending = n,
+                "running" => status.running = n,
+                "succeeded" => status.succeeded = n,
+                "failed" => status.failed = n,
+                _ => {}
+            }
+        }
+        out.push(status);
+    }
+    Ok(out)
+}
+
+/// One resource, as `grit resources` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResourceRow {
+    pub name: String,
+    pub hash: String,
+    pub size: u64,
+    /// The step that first produced it; `None` for ingested files.
+    pub step: Option<String>,
+    pub live: bool,
+    pub created_at: String,
+}
+
+/// Stream resources (live only unless `all`), optionally of one name, ordered by name then age.
+pub fn resources(
+    conn: &Connection,
+    name: Option<&str>,
+    all: bool,
+    mut each: impl FnMut(ResourceRow) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT r.name, r.hash, r.size, v.name, r.live, r.created_at FROM resources r
+           LEFT JOIN tasks t ON t.id = r.task_id
+           LEFT JOIN step_versions v ON v.id = t.step_version_id
+         WHERE (?1 IS NULL OR r.name = ?1) AND (?2 OR r.live = 1)
+         ORDER BY r.name, r.id",
+    )?;
+    let mut rows = stmt.query(params![name, all])?;
+    while let Some(row) = rows.next()? {
+        each(ResourceRow {
+            name: row.get(0)?,
+            hash: row.get(1)?,
+            size: row.get::<_, i64>(2)? as u64,
+            step: row.get(3)?,
+            live: row.get(4)?,
+            created_at: row.get(5)?,
+        })?;
+    }
+    Ok(())
+}
+
+/// Resolve a hash or a unique prefix of at least 8 hex characters to a full object hash known to
+/// the store (a resource's content or a task log).
+pub fn resolve_hash(conn: &Connection, prefix: &str) -> Result<String, StoreError> {
+    let prefix = prefix.to_ascii_lowercase();
+    if prefix.len() < 8 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::NotFound(format!(
+            "'{prefix}' is not a hash prefix\n  help: give at least 8 hex characters of a hash shown by `grit resources`"
+        )));
+    }
+    let pattern = format!("{prefix}*");
+    let mut stmt = conn.prepare(
+        "SELECT hash FROM resources WHERE hash GLOB ?1
+         UNION SELECT log_hash FROM tasks WHERE log_hash GLOB ?1 LIMIT 2",
+    )?;
+    let found: Vec<String> = stmt
+        .query_map([&pattern], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(StoreError::NotFound(format!(
+            "no object with hash {prefix}…\n  help: list hashes with `grit resources --all`"
+        ))),
+        _ => Err(StoreError::NotFound(format!(
+            "hash prefix {prefix} is ambiguous\n  help: give more characters of the hash"
+        ))),
+    }
+}
+
+/// Everything stored about one task.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskInfo {
+    pub id: i64,
+    pub step: String,
+    pub version: String,
+    pub state: String,
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub log_hash: Option<String>,
+    pub input_name: Option<String>,
+    pub input_hash: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+const TASK_COLUMNS: &str =
+    "t.id, v.name, v.hash, t.state, t.attempts, t.exit_code, t.error, t.log_hash,
+     r.name, r.hash, t.started_at, t.finished_at, t.duration_ms
+     FROM tasks t JOIN step_versions v ON v.id = t.step_version_id
+     LEFT JOIN resources r ON r.id = t.input_resource_id";
+
+fn task_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo> {
+    let hash: String = row.get(2)?;
+    Ok(TaskInfo {
+        id: row.get(0)?,
+        step: row.get(1)?,
+        version: hash[..12.min(hash.len())].to_string(),
+        state: row.get(3)?,
+        attempts: row.get(4)?,
+        exit_code: row.get(5)?,
+        error: row.get(6)?,
+        log_hash: row.get(7)?,
+        input_name: row.get(8)?,
+        input_hash: row.get(9)?,
+        started_at: row.get(10)?,
+        finished_at: row.get(11)?,
+        duration_ms: row.get(12)?,
+    })
+}
+
+pub fn task(conn: &Connection, id: i64) -> Result<TaskInfo, StoreError> {
+    conn.query_row(
+        &format!("SELECT {TASK_COLUMNS} WHERE t.id = ?1"),
+        [id],
+        task_row,
+    )
+    .optional()?
+    .ok_or_else(|| {
+        StoreError::NotFound(format!(
+            "no task {id}\n  help: `grit log --step NAME` lists a step's tasks"
+        ))
+    })
+}
+
+/// Stream tasks of current step versions, optionally of one step and only failed ones.
+pub fn tasks(
+    conn: &Connection,
+    step: Option<&str>,
+    failed_only: bool,
+    mut each: impl FnMut(TaskInfo) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {TASK_COLUMNS} WHERE v.current = 1 AND (?1 IS NULL OR v.name = ?1)
+           AND (NOT ?2 OR t.state = 'failed') ORDER BY t.id"
+    ))?;
+    let mut rows = stmt.query(params![step, failed_only])?;
+    while let Some(row) = rows.next()? {
+        each(task_row(row)?)?;
+    }
+    Ok(())
+}
+
+/// A lookup "does the store hold a resource whose name matches this glob?", for manifest
+/// warnings. An empty or missing store knows no names.
+pub fn resource_name_matcher(root: &std::path::Path) -> Result<impl Fn(&str) -> bool, StoreError> {
+    let conn = match super::open_read(root) {
+        Ok((_, conn)) => Some(conn),
+        Err(StoreError::Missing(_)) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(move |pattern: &str| {
+        conn.as_ref().is_some_and(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM resources WHERE name GLOB ?1)",
+                [pattern],
+                |r| r.get(0),
+            )
+            .unwrap_or(false)
+        })
+    })
+}

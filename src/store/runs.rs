@@ -1,0 +1,199 @@
+//! Runs and step versions: what `grit run` records when it starts and ends, including crash
+//! recovery of tasks a killed run left *running*.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{StoreError, liveness, now};
+use crate::manifest::{Manifest, Step};
+
+/// The scheduling kind of a step, stored with its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Source,
+    Map,
+    Gather,
+}
+
+impl StepKind {
+    pub fn of(step: &Step) -> StepKind {
+        if step.is_source() {
+            StepKind::Source
+        } else if step.gather {
+            StepKind::Gather
+        } else {
+            StepKind::Map
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Source => "source",
+            StepKind::Map => "map",
+            StepKind::Gather => "gather",
+        }
+    }
+}
+
+/// What a run starts from.
+#[derive(Debug)]
+pub struct RunStart {
+    pub run_id: i64,
+    /// Step version ids, in manifest order.
+    pub versions: Vec<i64>,
+    /// Tasks a crashed run left running, now pending again.
+    pub recovered: u64,
+    /// Whether the set of current step versions differs from the previous run's.
+    pub versions_changed: bool,
+}
+
+/// Record a new run and make the manifest's step versions current.
+///
+/// One transaction: crash recovery (running → pending), the run row, the versions, and a liveness
+/// recompute when the current versions changed (old versions' outputs stop being live).
+pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart, StoreError> {
+    let tx = conn.transaction()?;
+    let recovered = tx.execute(
+        "UPDATE tasks SET state = 'pending' WHERE state = 'running'",
+        [],
+    )? as u64;
+    tx.execute(
+        "UPDATE runs SET status = 'crashed', finished_at = COALESCE(finished_at, ?1) WHERE status = 'running'",
+        [now()],
+    )?;
+    tx.execute(
+        "INSERT INTO runs (started_at, pid, manifest_path, manifest_text, pipeline) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            now(),
+            std::process::id(),
+            manifest.path.display().to_string(),
+            manifest.text,
+            manifest.pipeline_name
+        ],
+    )?;
+    let run_id = tx.last_insert_rowid();
+
+    let before: Vec<i64> = tx
+        .prepare("SELECT id FROM step_versions WHERE current = 1 ORDER BY id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    tx.execute("UPDATE step_versions SET current = 0 WHERE current = 1", [])?;
+    let mut versions = Vec::with_capacity(manifest.steps.len());
+    for (position, step) in manifest.steps.iter().enumerate() {
+        let hash = step.version_hash();
+        tx.execute(
+            "INSERT OR IGNORE INTO step_versions (name, hash, kind, inputs, definition, created_run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                step.name,
+                hash,
+                StepKind::of(step).as_str(),
+                serde_json::to_string(&step.inputs).unwrap_or_else(|_| "[]".into()),
+                step.canonical_definition(),
+                run_id
+            ],
+        )?;
+        let id: i64 = tx.query_row(
+            "SELECT id FROM step_versions WHERE name = ?1 AND hash = ?2",
+            params![step.name, hash],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE step_versions SET current = 1, position = ?2 WHERE id = ?1",
+            params![id, position as i64],
+        )?;
+        versions.push(id);
+    }
+    let mut after = versions.clone();
+    after.sort_unstable();
+    after.dedup();
+    let versions_changed = before != after;
+
+    // Source tasks are per run: ones a crashed run never finished are obsolete (this run polls again).
+    tx.execute(
+        "DELETE FROM tasks WHERE source_run > 0 AND source_run <> ?1 AND state = 'pending'",
+        [run_id],
+    )?;
+    let dirty = take_flag(&tx, "liveness_dirty")?;
+    if versions_changed || dirty {
+        liveness::recompute(&tx)?;
+    }
+    tx.commit()?;
+    Ok(RunStart {
+        run_id,
+        versions,
+        recovered,
+        versions_changed,
+    })
+}
+
+/// Totals a run reports at its end.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RunTotals {
+    pub executed: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub resources_new: u64,
+}
+
+pub fn finish_run(
+    conn: &Connection,
+    run_id: i64,
+    status: &str,
+    totals: &RunTotals,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE runs SET finished_at = ?2, status = ?3, executed = ?4, succeeded = ?5, failed = ?6, resources_new = ?7
+         WHERE id = ?1",
+        params![
+            run_id,
+            now(),
+            status,
+            totals.executed as i64,
+            totals.succeeded as i64,
+            totals.failed as i64,
+            totals.resources_new as i64
+        ],
+    )?;
+    Ok(())
+}
+
+/// Put tasks of an interrupted run back to pending (SIGINT/SIGTERM).
+pub fn reset_running(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn.execute(
+        "UPDATE tasks SET state = 'pending' WHERE state = 'running'",
+        [],
+    )? as u64)
+}
+
+/// Mark that `resources.live` must be rebuilt at the next run (after a delete or prune).
+pub fn set_flag(conn: &Connection, key: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, '1')",
+        [key],
+    )?;
+    Ok(())
+}
+
+fn take_flag(conn: &Connection, key: &str) -> Result<bool, StoreError> {
+    let set = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .is_some();
+    if set {
+        conn.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+    }
+    Ok(set)
+}
+
+/// The manifest text and path of the latest run: what commands without `-m` treat as current.
+pub fn latest_manifest(conn: &Connection) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT manifest_path, manifest_text FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}

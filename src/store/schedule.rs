@@ -1,0 +1,217 @@
+//! Task creation and the task queue: which tasks exist, which are pending, and handing them to the
+//! engine page by page (the queue lives in SQLite, so memory does not grow with the store).
+
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::liveness::{self, LiveSource};
+use super::{StoreError, now};
+use crate::manifest::glob_match;
+
+/// A current non-gather, non-source step version and the patterns it consumes.
+#[derive(Debug, Clone)]
+pub struct MapStep {
+    pub version_id: i64,
+    pub patterns: Vec<String>,
+}
+
+/// The resource a task reads.
+#[derive(Debug, Clone)]
+pub struct InputRef {
+    pub resource_id: i64,
+    pub name: String,
+    pub hash: String,
+    pub size: u64,
+}
+
+/// A pending task handed to the engine.
+#[derive(Debug, Clone)]
+pub struct QueuedTask {
+    pub id: i64,
+    pub version_id: i64,
+    pub input: Option<InputRef>,
+}
+
+/// Create this run's task for a source step (`once` sources: one task per version, retried while
+/// it has failed). Returns whether a pending task now exists.
+pub fn source_task(
+    conn: &Connection,
+    run_id: i64,
+    version_id: i64,
+    once: bool,
+) -> Result<bool, StoreError> {
+    if once {
+        conn.execute(
+            "INSERT OR IGNORE INTO tasks (step_version_id, source_run, state, created_run) VALUES (?1, 0, 'pending', ?2)",
+            params![version_id, run_id],
+        )?;
+        conn.execute(
+            "UPDATE tasks SET state = 'pending' WHERE step_version_id = ?1 AND source_run = 0 AND state = 'failed'",
+            [version_id],
+        )?;
+        let pending: bool = conn.query_row(
+            "SELECT state = 'pending' FROM tasks WHERE step_version_id = ?1 AND source_run = 0",
+            [version_id],
+            |r| r.get(0),
+        )?;
+        Ok(pending)
+    } else {
+        conn.execute(
+            "INSERT OR IGNORE INTO tasks (step_version_id, source_run, state, created_run) VALUES (?1, ?2, 'pending', ?2)",
+            params![version_id, run_id],
+        )?;
+        Ok(true)
+    }
+}
+
+/// Create the missing tasks of a map step for every live matching resource, and put its failed
+/// tasks on live inputs back to pending (each run retries failures). Returns the pending count added.
+pub fn backfill(conn: &Connection, run_id: i64, step: &MapStep) -> Result<u64, StoreError> {
+    if step.patterns.is_empty() {
+        return Ok(0);
+    }
+    let matches = vec!["name GLOB ?"; step.patterns.len()].join(" OR ");
+    let sql = format!(
+        "INSERT OR IGNORE INTO tasks (step_version_id, input_resource_id, state, created_run)
+         SELECT {}, id, 'pending', {} FROM resources WHERE live = 1 AND ({matches})",
+        step.version_id, run_id
+    );
+    let created = conn.execute(&sql, params_from_iter(step.patterns.iter()))? as u64;
+    let retried = conn.execute(
+        "UPDATE tasks SET state = 'pending'
+         WHERE step_version_id = ?1 AND state = 'failed'
+           AND input_resource_id IN (SELECT id FROM resources WHERE live = 1)",
+        [step.version_id],
+    )? as u64;
+    Ok(created + retried)
+}
+
+/// Create tasks for resources that just became live. Returns (version id, tasks created) pairs.
+pub fn tasks_for_new_live(
+    conn: &Connection,
+    run_id: i64,
+    newly_live: &[(i64, String)],
+    steps: &[MapStep],
+) -> Result<Vec<(i64, u64)>, StoreError> {
+    let mut created: Vec<(i64, u64)> = Vec::new();
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO tasks (step_version_id, input_resource_id, state, created_run) VALUES (?1, ?2, 'pending', ?3)",
+    )?;
+    for step in steps {
+        let mut count = 0;
+        for (id, name) in newly_live {
+            if step.patterns.iter().any(|p| glob_match(p, name)) {
+                count += insert.execute(params![step.version_id, id, run_id])? as u64;
+            }
+        }
+        if count > 0 {
+            created.push((step.version_id, count));
+        }
+    }
+    Ok(created)
+}
+
+/// Up to `limit` pending tasks of a version with id greater than `after`, whose input is live.
+pub fn next_pending(
+    conn: &Connection,
+    version_id: i64,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<QueuedTask>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.id, r.id, r.name, r.hash, r.size FROM tasks t
+           LEFT JOIN resources r ON r.id = t.input_resource_id
+         WHERE t.step_version_id = ?1 AND t.state = 'pending' AND t.id > ?2
+           AND (t.input_resource_id IS NULL OR r.live = 1)
+         ORDER BY t.id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![version_id, after, limit as i64], |row| {
+        let resource_id: Option<i64> = row.get(1)?;
+        let input = match resource_id {
+            Some(resource_id) => Some(InputRef {
+                resource_id,
+                name: row.get(2)?,
+                hash: row.get(3)?,
+                size: row.get::<_, i64>(4)? as u64,
+            }),
+            None => None,
+        };
+        Ok(QueuedTask {
+            id: row.get(0)?,
+            version_id,
+            input,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Mark tasks as running in this run.
+pub fn mark_running(conn: &mut Connection, run_id: i64, ids: &[i64]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE tasks SET state = 'running', last_run = ?2, started_at = ?3 WHERE id = ?1 AND state = 'pending'",
+        )?;
+        let started = now();
+        for id in ids {
+            stmt.execute(params![id, run_id, started])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Make sure the gather step has a pending task for its current live input set, unless that set
+/// is empty, already done, or already failed in this run. Returns the pending task id.
+pub fn gather_task(
+    conn: &mut Connection,
+    run_id: i64,
+    version_id: i64,
+    patterns: &[String],
+) -> Result<Option<i64>, StoreError> {
+    let tx = conn.transaction()?;
+    let Some(key) = liveness::gather_key(&tx, patterns, LiveSource::Column)? else {
+        return Ok(None);
+    };
+    let existing: Option<(i64, String, Option<i64>)> = tx
+        .query_row(
+            "SELECT id, state, last_run FROM tasks WHERE step_version_id = ?1 AND input_set = ?2",
+            params![version_id, key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let pending = match existing {
+        None => {
+            tx.execute(
+                "INSERT INTO tasks (step_version_id, input_set, state, created_run) VALUES (?1, ?2, 'pending', ?3)",
+                params![version_id, key, run_id],
+            )?;
+            let task_id = tx.last_insert_rowid();
+            let members = liveness::gather_members(&tx, patterns, LiveSource::Column)?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO gather_inputs (task_id, resource_id) VALUES (?1, ?2)",
+            )?;
+            for member in members {
+                insert.execute(params![task_id, member])?;
+            }
+            Some(task_id)
+        }
+        Some((id, state, _)) if state == "pending" => Some(id),
+        Some((id, state, last_run)) if state == "failed" && last_run != Some(run_id) => {
+            tx.execute("UPDATE tasks SET state = 'pending' WHERE id = ?1", [id])?;
+            Some(id)
+        }
+        Some(_) => None,
+    };
+    tx.commit()?;
+    Ok(pending)
+}
+
+/// The members of a gather task's input set, as (name, hash), ordered by name then hash.
+pub fn gather_inputs(conn: &Connection, task_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.name, r.hash FROM gather_inputs g JOIN resources r ON r.id = g.resource_id
+         WHERE g.task_id = ?1 ORDER BY r.name, r.hash",
+    )?;
+    let rows = stmt.query_map([task_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,156 @@
+//! The SQLite schema and its forward migrations, versioned with `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] moves the schema from version `i` to `i + 1`. Migrations only ever
+//! move forward; a store written by a newer grit (higher version) is refused rather than guessed at.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Forward migrations; index `i` upgrades `user_version` `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // v1: the whole model of DESIGN §1.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    -- One row per `grit run`; the manifest text lets commands without -m know the current steps.
+    CREATE TABLE runs (
+        id            INTEGER PRIMARY KEY,
+        started_at    TEXT NOT NULL,
+        finished_at   TEXT,
+        pid           INTEGER NOT NULL,
+        manifest_path TEXT NOT NULL,
+        manifest_text TEXT NOT NULL,
+        pipeline      TEXT,
+        status        TEXT NOT NULL DEFAULT 'running', -- running | ok | failed | interrupted
+        executed      INTEGER NOT NULL DEFAULT 0,
+        succeeded     INTEGER NOT NULL DEFAULT 0,
+        failed        INTEGER NOT NULL DEFAULT 0,
+        resources_new INTEGER NOT NULL DEFAULT 0
+    );
+    -- A step version is identified by (name, hash of its canonical definition).
+    CREATE TABLE step_versions (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        hash        TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('source', 'map', 'gather')),
+        inputs      TEXT NOT NULL, -- JSON array of input names and globs
+        definition  TEXT NOT NULL,
+        current     INTEGER NOT NULL DEFAULT 0,
+        position    INTEGER NOT NULL DEFAULT 0,
+        created_run INTEGER,
+        UNIQUE (name, hash)
+    );
+    -- A resource is (name, content hash), stored once. `fact` marks source outputs and ingested
+    -- files; `live` is maintained by store::liveness.
+    CREATE TABLE resources (
+        id         INTEGER PRIMARY KEY,
+        name       TEXT NOT NULL,
+        hash       TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        task_id    INTEGER REFERENCES tasks (id) ON DELETE SET NULL,
+        run_id     INTEGER,
+        created_at TEXT NOT NULL,
+        fact       INTEGER NOT NULL DEFAULT 0,
+        live       INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (name, hash)
+    );
+    CREATE INDEX resources_live_name ON resources (live, name);
+    CREATE INDEX resources_hash ON resources (hash);
+    -- A task is one execution key: (version, input resource), (version, input set) for gather
+    -- steps, or (version, run) for sources (run 0 for `once` sources).
+    CREATE TABLE tasks (
+        id                INTEGER PRIMARY KEY,
+        step_version_id   INTEGER NOT NULL REFERENCES step_versions (id),
+        input_resource_id INTEGER REFERENCES resources (id),
+        input_set         TEXT,
+        source_run        INTEGER,
+        state             TEXT NOT NULL CHECK (state IN ('pending', 'running', 'succeeded', 'failed')),
+        attempts          INTEGER NOT NULL DEFAULT 0,
+        exit_code         INTEGER,
+        error             TEXT,
+        log_hash          TEXT,
+        created_run       INTEGER,
+        last_run          INTEGER,
+        started_at        TEXT,
+        finished_at       TEXT,
+        duration_ms       INTEGER
+    );
+    CREATE UNIQUE INDEX tasks_map ON tasks (step_version_id, input_resource_id)
+        WHERE input_resource_id IS NOT NULL;
+    CREATE UNIQUE INDEX tasks_gather ON tasks (step_version_id, input_set)
+        WHERE input_set IS NOT NULL;
+    CREATE UNIQUE INDEX tasks_source ON tasks (step_version_id, source_run)
+        WHERE source_run IS NOT NULL;
+    CREATE INDEX tasks_queue ON tasks (step_version_id, state, id);
+    CREATE INDEX tasks_state ON tasks (state);
+    CREATE INDEX tasks_input ON tasks (input_resource_id);
+    CREATE INDEX tasks_log ON tasks (log_hash);
+    -- Provenance: which task produced which resource (a resource may have several producers).
+    CREATE TABLE outputs (
+        task_id     INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        resource_id INTEGER NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
+        PRIMARY KEY (task_id, resource_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX outputs_resource ON outputs (resource_id);
+    -- The input set of a gather task.
+    CREATE TABLE gather_inputs (
+        task_id     INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        resource_id INTEGER NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
+        PRIMARY KEY (task_id, resource_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX gather_inputs_resource ON gather_inputs (resource_id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Bring the database up to [`SCHEMA_VERSION`], one transaction per step.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_an_empty_database_and_is_idempotent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        conn.execute("INSERT INTO meta VALUES ('k', 'v')", [])
+            .unwrap();
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(StoreError::SchemaTooNew { .. })
+        ));
+    }
+}

@@ -1,0 +1,348 @@
+//! The read and maintenance commands: cat, export, ingest, log, gc, delete, prune, completions,
+//! man, and GRIT's command-line spelling.
+
+mod common;
+
+use assert_cmd::Command;
+use common::{Project, describe, executed};
+
+const TWO: &str = r#"
+[[step]]
+name = "seed"
+once = true
+script = 'echo alpha > $OUTPUT_DIR/word; echo beta > $OUTPUT_DIR/other'
+
+[[step]]
+name = "upper"
+inputs = ["word"]
+script = 'tr a-z A-Z < $INPUT_FILE > $OUTPUT_DIR/shout'
+"#;
+
+fn hash_of(p: &Project, name: &str) -> String {
+    p.live()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, h)| h)
+        .expect("live resource")
+}
+
+#[test]
+fn cat_accepts_unique_prefixes_and_rejects_bad_ones() {
+    let p = Project::new(TWO);
+    p.run_ok(&[]);
+    let hash = hash_of(&p, "shout");
+    assert_eq!(hash, common::sha256_hex(b"ALPHA\n"));
+    assert_eq!(p.cat(&hash[..8]), "ALPHA\n");
+    assert_eq!(p.cat(&hash.to_uppercase()), "ALPHA\n");
+    let short = p.grit(&["cat", &hash[..7]]);
+    assert_eq!(short.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8 hex"));
+    let unknown = p.grit(&["cat", "00000000"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no object"));
+    let missing = Command::cargo_bin("grit")
+        .unwrap()
+        .args(["status", "--db", "/nonexistent/db"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no grit store"));
+}
+
+#[test]
+fn resources_json_has_the_documented_fields() {
+    let p = Project::new(TWO);
+    p.run_ok(&[]);
+    let all = p.resources(false);
+    let shout = all.iter().find(|r| r["name"] == "shout").unwrap();
+    assert_eq!(shout["step"], "upper");
+    assert_eq!(shout["size"], 6);
+    assert_eq!(shout["live"], true);
+    assert!(shout["created_at"].as_str().unwrap().ends_with('Z'));
+    let only = p.grit(&["resources", "word", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&only.stdout).unwrap();
+    assert_eq!(v["resources"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn export_writes_name_slash_hash_to_a_directory_and_a_tar() {
+    let p = Project::new(TWO);
+    p.run_ok(&[]);
+    let out = p.path().join("out");
+    let result = p.grit(&["export", "shout", "word", "--to", out.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", describe(&result));
+    let shout = hash_of(&p, "shout");
+    assert_eq!(
+        std::fs::read_to_string(out.join("shout").join(&shout)).unwrap(),
+        "ALPHA\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("word").join(hash_of(&p, "word"))).unwrap(),
+        "alpha\n"
+    );
+
+    let tar = p.path().join("x.tar");
+    let result = p.grit(&["export", "shout", "--tar", tar.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", describe(&result));
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout).trim(),
+        format!("shout/{shout}")
+    );
+}
+
+#[test]
+fn ingested_files_are_facts_that_start_a_pipeline() {
+    let p = Project::new(
+        r#"
+[[step]]
+name = "measure"
+inputs = ["doc"]
+script = 'wc -l < $INPUT_FILE | tr -d " " > $OUTPUT_DIR/lines_$GRIT_INPUT_HASH'
+"#,
+    );
+    let a = p.path().join("a.txt");
+    let b = p.path().join("b.txt");
+    std::fs::write(&a, "1\n2\n").unwrap();
+    std::fs::write(&b, "1\n2\n3\n").unwrap();
+    let out = p.grit(&[
+        "ingest",
+        "--name",
+        "doc",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let docs = p.resources(false);
+    assert_eq!(docs.len(), 2);
+    assert!(
+        docs.iter().all(|r| r["step"].is_null()),
+        "ingested files have no step"
+    );
+    let run = p.run_ok(&[]);
+    assert_eq!(executed(&run, "measure"), 2);
+    let mut counts: Vec<String> = p
+        .live()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("lines_"))
+        .map(|(_, h)| p.cat(&h))
+        .collect();
+    counts.sort();
+    assert_eq!(counts, ["2\n", "3\n"]);
+    // Ingesting the same content again adds nothing.
+    let again = p.grit(&["ingest", "--name", "doc", a.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("(0 new)"));
+    assert_eq!(p.run_ok(&[])["executed"], 0);
+}
+
+#[test]
+fn log_shows_output_status_and_error() {
+    let p = Project::new(
+        r#"
+[[step]]
+name = "noisy"
+once = true
+script = 'echo to-stdout; echo to-stderr >&2; exit 3'
+"#,
+    );
+    let (run, _) = p.run(&[]);
+    assert_eq!(run.status.code(), Some(1));
+    let log = p.grit(&["log", "1"]);
+    let text = String::from_utf8_lossy(&log.stdout);
+    assert!(text.contains("step noisy"), "{text}");
+    assert!(text.contains("exit status: 3"), "{text}");
+    assert!(text.contains("error: exited with status 3"), "{text}");
+    assert!(
+        text.contains("to-stdout") && text.contains("to-stderr"),
+        "{text}"
+    );
+    let failed = p.grit(&["log", "--step", "noisy", "--failed"]);
+    let text = String::from_utf8_lossy(&failed.stdout);
+    assert!(text.contains("task 1 noisy failed"), "{text}");
+    assert!(text.contains("| to-stderr"), "{text}");
+    assert_eq!(p.grit(&["log", "99"]).status.code(), Some(2));
+}
+
+#[test]
+fn gc_removes_history_and_reports_bytes_but_keeps_live_objects() {
+    let p = Project::new(TWO);
+    p.run_ok(&[]);
+    // A new version of `upper` makes the old `shout` history.
+    p.write_manifest(&TWO.replace("tr a-z A-Z", "rev"));
+    p.run_ok(&[]);
+    assert_eq!(p.resources(true).len(), 4);
+    let dry = p.grit(&["gc", "--dry-run"]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(text.contains("would remove 1 resource(s)"), "{text}");
+    assert_eq!(p.resources(true).len(), 4, "a dry run changes nothing");
+    let gc = p.grit(&["gc"]);
+    let text = String::from_utf8_lossy(&gc.stdout);
+    assert!(gc.status.success(), "{}", describe(&gc));
+    assert!(
+        text.contains("removed 1 resource(s)") && text.contains("6 B freed"),
+        "{text}"
+    );
+    assert_eq!(p.resources(true).len(), 3);
+    // Everything live is still readable, and a rerun does nothing.
+    for (_, hash) in p.live() {
+        assert!(!p.cat(&hash).is_empty());
+    }
+    assert_eq!(p.run_ok(&[])["executed"], 0);
+}
+
+#[test]
+fn delete_and_prune_keep_objects_that_live_resources_share() {
+    let p = Project::new(
+        r#"
+[[step]]
+name = "snap"
+script = 'date +%s%N > $OUTPUT_DIR/snapshot; echo same > $OUTPUT_DIR/copy_a; echo same > $OUTPUT_DIR/copy_b'
+"#,
+    );
+    for _ in 0..3 {
+        p.run_ok(&[]);
+    }
+    assert_eq!(p.contents("snapshot").len(), 3);
+    let prune = p.grit(&["prune", "--keep", "1", "--name", "snapshot"]);
+    assert!(prune.status.success(), "{}", describe(&prune));
+    assert!(String::from_utf8_lossy(&prune.stdout).contains("removed 2 resource(s)"));
+    assert_eq!(p.contents("snapshot").len(), 1);
+    // copy_a and copy_b share one object: deleting one must keep the other readable.
+    let delete = p.grit(&["delete", "--name", "copy_a"]);
+    assert!(delete.status.success(), "{}", describe(&delete));
+    assert!(String::from_utf8_lossy(&delete.stdout).contains("0 object(s)"));
+    assert_eq!(p.contents("copy_b"), ["same\n"]);
+    assert_eq!(
+        p.grit(&["delete", "--name", "nothing"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn grit_spelling_runs_and_exports() {
+    let p = Project::new(TWO);
+    let run = Command::cargo_bin("grit")
+        .unwrap()
+        .args([
+            "-manifest",
+            p.manifest().to_str().unwrap(),
+            "-db",
+            p.db().to_str().unwrap(),
+            "-run",
+            "-parallel",
+            "2",
+        ])
+        .env("GRIT_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", describe(&run));
+    let hashes = Command::cargo_bin("grit")
+        .unwrap()
+        .args([
+            "-manifest",
+            p.manifest().to_str().unwrap(),
+            "-db",
+            p.db().to_str().unwrap(),
+            "-export",
+            "shout",
+        ])
+        .output()
+        .unwrap();
+    let shout = common::sha256_hex(b"ALPHA\n");
+    assert_eq!(
+        String::from_utf8_lossy(&hashes.stdout),
+        format!("{shout}\n")
+    );
+    let content = Command::cargo_bin("grit")
+        .unwrap()
+        .args(["-db", p.db().to_str().unwrap(), "-export-hash", &shout])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&content.stdout), "ALPHA\n");
+    let bad = Command::cargo_bin("grit")
+        .unwrap()
+        .args(["-db", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn db_defaults_to_grit_db_then_dot_db() {
+    let p = Project::new(TWO);
+    let out = Command::cargo_bin("grit")
+        .unwrap()
+        .args(["run", "--no-sandbox", "-q", "-m", "pipeline.toml"])
+        .current_dir(p.path())
+        .env_remove("GRIT_DB")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        p.path().join("db/grit.sqlite").is_file(),
+        "./db is the default"
+    );
+    let elsewhere = p.path().join("elsewhere");
+    let out = Command::cargo_bin("grit")
+        .unwrap()
+        .args(["status", "--json"])
+        .env("GRIT_DB", &elsewhere)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "GRIT_DB is honoured (and missing): {}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn help_has_examples_and_completions_and_man_render() {
+    for sub in [
+        "run",
+        "status",
+        "resources",
+        "cat",
+        "export",
+        "log",
+        "ingest",
+        "gc",
+        "delete",
+        "prune",
+        "validate",
+    ] {
+        let out = Command::cargo_bin("grit")
+            .unwrap()
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Example"),
+            "`grit {sub} --help` lacks an example:\n{text}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::cargo_bin("grit")
+            .unwrap()
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("resources"),
+            "{shell} completions"
+        );
+    }
+    let man = Command::cargo_bin("grit")
+        .unwrap()
+        .arg("man")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH grit"));
+}
