@@ -60,6 +60,7 @@ struct State {
 }
 
 struct TaskDir {
+    key: String,
     /// Linked files by name; a BTreeMap keeps readdir offsets stable and results sorted.
     entries: BTreeMap<String, u64>,
     /// Every file inode of this task, including unlinked files that are still open.
@@ -70,6 +71,18 @@ struct TaskDir {
     refusals: Messages,
     /// Failures that make the task fail (ENOSPC, quota, I/O errors).
     errors: Messages,
+}
+
+impl TaskDir {
+    /// Record a failure that makes the task fail. The first one is also logged at once: when it
+    /// makes the script exit non-zero, the engine discards the task without asking for it, and
+    /// a full disk may keep it out of the task log as well.
+    fn fail(&mut self, msg: String) {
+        if self.errors.kept.is_empty() {
+            tracing::warn!("task {}: {msg}", self.key);
+        }
+        self.errors.push(msg);
+    }
 }
 
 #[derive(Default)]
@@ -163,6 +176,7 @@ impl Shared {
         st.dirs.insert(
             ino,
             TaskDir {
+                key: key.to_string(),
                 entries: BTreeMap::new(),
                 nodes: HashSet::new(),
                 quota,
@@ -259,7 +273,7 @@ impl Shared {
             Ok(f) => f,
             Err(e) => {
                 if let Some(d) = st.dirs.get_mut(&dir) {
-                    d.errors.push(format!(
+                    d.fail(format!(
                         "creating '{name}' failed: cannot create its staging file {}: {}",
                         staged.display(),
                         describe_io(&e)
@@ -344,7 +358,7 @@ impl State {
                 "refused: writing '{name}' would exceed the task's output quota (max_output = {q} bytes) (ENOSPC)"
             );
             d.refusals.push(msg.clone());
-            d.errors.push(msg);
+            d.fail(msg);
             return false;
         }
         d.used = used;
@@ -526,7 +540,7 @@ impl CaptureFs {
             );
             let dir = node.dir;
             if let Some(d) = st.dirs.get_mut(&dir) {
-                d.errors.push(msg);
+                d.fail(msg);
             }
             return Err(Errno::from(e));
         }
@@ -925,7 +939,7 @@ impl Filesystem for CaptureFs {
             // Part of the data may be on disk; the task fails anyway, the hash must not be trusted.
             node.rehash = true;
             if let Some(d) = dirs.get_mut(&node.dir) {
-                d.errors.push(format!(
+                d.fail(format!(
                     "writing '{}' failed: {} in the staging area {}",
                     node.name.as_deref().unwrap_or("(deleted file)"),
                     describe_io(&e),
