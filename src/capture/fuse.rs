@@ -7,6 +7,7 @@
 //! the seam the engine calls: [`FuseCapture`].
 
 mod fs;
+mod hasher;
 mod mounts;
 #[cfg(test)]
 mod tests;
@@ -69,7 +70,7 @@ impl FuseCapture {
         std::fs::create_dir(&mountpoint).map_err(io_err(&mountpoint))?;
 
         let prefix = format!("fuse-{}-{seq}-", std::process::id());
-        let shared = Arc::new(fs::Shared::new(staging, prefix));
+        let shared = Arc::new(fs::Shared::new(staging, prefix).map_err(io_err(staging))?);
         let fd = match mounts::mount_fuse(&mountpoint, true) {
             Ok(fd) => fd,
             Err(e) => {
@@ -146,7 +147,7 @@ impl FuseCapture {
             )
         })?;
         let refusals = taken.refusals.clone();
-        match taken.into_captured(task_key) {
+        match taken.into_captured(task_key, &self.shared) {
             Ok(files) => Ok((files, refusals)),
             Err(errors) => {
                 let mut msg = format!("capturing outputs failed: {}", errors.join("; "));
@@ -165,7 +166,7 @@ impl FuseCapture {
     /// surviving process fail with EIO and cannot resurrect anything. Unknown keys are ignored.
     pub fn discard_task(&self, task_key: &str) {
         if let Some(taken) = self.take_task(task_key) {
-            taken.delete();
+            taken.delete(&self.shared);
         }
     }
 

@@ -21,6 +21,7 @@ use fuser::{
 };
 use sha2::{Digest, Sha256};
 
+use super::hasher::Hasher;
 use crate::capture::{CapturedFile, invalid_name_reason};
 
 /// Inode of the mount's root, which holds the task directories.
@@ -33,6 +34,12 @@ const TTL: Duration = Duration::from_secs(1);
 const BLKSIZE: u32 = 1 << 20;
 /// Requested size of one write request. The kernel caps it at `fs.fuse.max_pages_limit` pages.
 pub(super) const MAX_WRITE: u32 = 1 << 20;
+/// Flags for every opened file. NOFLUSH: `flush` has nothing to do here (writes are synchronous),
+/// so the kernel can skip that round trip on every close.
+const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+/// Writes at least this large are hashed on the hash worker; smaller ones inline, where a
+/// thread hand-off would cost more than the hash.
+const OFFLOAD_MIN: usize = 128 << 10;
 /// Refusal and error messages kept per task; a script looping on a refused call must not grow
 /// grit's memory without bound.
 const MAX_MESSAGES: usize = 50;
@@ -47,6 +54,7 @@ pub(super) struct Shared {
     uid: u32,
     gid: u32,
     mounted_at: SystemTime,
+    hasher: Hasher,
 }
 
 struct State {
@@ -113,6 +121,7 @@ impl Messages {
 }
 
 struct FileNode {
+    ino: u64,
     dir: u64,
     /// `None` once unlinked (the node lives on while a process holds it open).
     name: Option<String>,
@@ -120,7 +129,9 @@ struct FileNode {
     staged: PathBuf,
     size: u64,
     hasher: Sha256,
-    /// Bytes fed to `hasher`, always a prefix of the content while `rehash` is false.
+    /// The hash state lives on the hash worker (`hasher` is unused then).
+    offloaded: bool,
+    /// Bytes fed to the hash, always a prefix of the content while `rehash` is false.
     hashed: u64,
     rehash: bool,
     opens: u32,
@@ -143,8 +154,8 @@ pub(super) enum StartError {
 }
 
 impl Shared {
-    pub(super) fn new(staging: &Path, prefix: String) -> Shared {
-        Shared {
+    pub(super) fn new(staging: &Path, prefix: String) -> std::io::Result<Shared> {
+        Ok(Shared {
             state: Mutex::new(State {
                 next_ino: ROOT + 1,
                 by_key: HashMap::new(),
@@ -157,7 +168,8 @@ impl Shared {
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             mounted_at: SystemTime::now(),
-        }
+            hasher: Hasher::new(MAX_WRITE as usize)?,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -286,12 +298,14 @@ impl Shared {
         st.files.insert(
             ino,
             FileNode {
+                ino,
                 dir,
                 name: Some(name.to_string()),
                 file,
                 staged,
                 size: 0,
                 hasher: Sha256::new(),
+                offloaded: false,
                 hashed: 0,
                 rehash: false,
                 opens,
@@ -375,23 +389,35 @@ impl State {
 impl TakenTask {
     /// Finalize every hash (re-reading the staging files that need it) and hand the files over.
     /// On failure, or when the task recorded errors, every staging file is deleted.
-    pub(super) fn into_captured(self, key: &str) -> Result<Vec<CapturedFile>, Vec<String>> {
+    pub(super) fn into_captured(
+        self,
+        key: &str,
+        shared: &Shared,
+    ) -> Result<Vec<CapturedFile>, Vec<String>> {
         let TakenTask {
             files,
             orphans,
             errors,
             ..
         } = self;
-        drop(orphans); // their staging files were removed at unlink time
+        // Their staging files were removed at unlink time.
+        for node in orphans {
+            if node.offloaded {
+                shared.hasher.forget(node.ino);
+            }
+        }
         let mut errors = errors;
         let mut out = Vec::with_capacity(files.len());
         let mut staged = Vec::with_capacity(files.len());
         for (name, node) in files {
             staged.push(node.staged.clone());
             if !errors.is_empty() {
+                if node.offloaded {
+                    shared.hasher.forget(node.ino);
+                }
                 continue;
             }
-            match finalize(node) {
+            match finalize(node, &shared.hasher) {
                 Ok((hash, size, path)) => out.push(CapturedFile {
                     name,
                     hash,
@@ -415,16 +441,26 @@ impl TakenTask {
     }
 
     /// Delete every staging file of the task.
-    pub(super) fn delete(self) {
+    pub(super) fn delete(self, shared: &Shared) {
         for (_, node) in self.files {
             let _ = std::fs::remove_file(&node.staged);
+            if node.offloaded {
+                shared.hasher.forget(node.ino);
+            }
+        }
+        for node in self.orphans {
+            if node.offloaded {
+                shared.hasher.forget(node.ino);
+            }
         }
         // Orphans' staging files are already gone; dropping closes their descriptors.
     }
 }
 
-fn finalize(node: FileNode) -> std::io::Result<(String, u64, PathBuf)> {
+fn finalize(node: FileNode, worker: &Hasher) -> std::io::Result<(String, u64, PathBuf)> {
     let FileNode {
+        ino,
+        offloaded,
         mut file,
         staged,
         size,
@@ -440,6 +476,9 @@ fn finalize(node: FileNode) -> std::io::Result<(String, u64, PathBuf)> {
         )));
     }
     let hash = if rehash || hashed != size {
+        if offloaded {
+            worker.forget(ino);
+        }
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
@@ -457,6 +496,10 @@ fn finalize(node: FileNode) -> std::io::Result<(String, u64, PathBuf)> {
             )));
         }
         hex::encode(h.finalize())
+    } else if offloaded {
+        worker
+            .finish(ino)
+            .ok_or_else(|| std::io::Error::other("the hash worker stopped"))?
     } else {
         hex::encode(hasher.finalize())
     };
@@ -544,16 +587,18 @@ impl CaptureFs {
             }
             return Err(Errno::from(e));
         }
+        if node.offloaded {
+            self.shared.hasher.forget(ino);
+            node.offloaded = false;
+        }
         if size == 0 {
             // `> file` on an existing file: start the streaming hash over.
             node.hasher = Sha256::new();
             node.hashed = 0;
             node.rehash = false;
-        } else if size < node.hashed || node.rehash || node.hashed != node.size {
-            node.rehash = true;
         } else {
-            // Growing with zeros beyond the hashed prefix: cheaper to re-read at the end than to
-            // hash a possibly huge hole now.
+            // Shrinking cuts into the hashed prefix; growing adds a hole that is cheaper to
+            // re-read at the end than to hash now.
             node.rehash = true;
         }
         node.size = size;
@@ -868,7 +913,7 @@ impl Filesystem for CaptureFs {
         match st.files.get_mut(&ino.0) {
             Some(node) => {
                 node.opens += 1;
-                reply.opened(FileHandle(ino.0), FopenFlags::empty());
+                reply.opened(FileHandle(ino.0), OPEN_FLAGS);
             }
             None => reply.error(Errno::ENOENT),
         }
@@ -938,6 +983,10 @@ impl Filesystem for CaptureFs {
         if let Err(e) = node.file.write_all_at(data, offset) {
             // Part of the data may be on disk; the task fails anyway, the hash must not be trusted.
             node.rehash = true;
+            if node.offloaded {
+                self.shared.hasher.forget(node.ino);
+                node.offloaded = false;
+            }
             if let Some(d) = dirs.get_mut(&node.dir) {
                 d.fail(format!(
                     "writing '{}' failed: {} in the staging area {}",
@@ -949,11 +998,30 @@ impl Filesystem for CaptureFs {
             return reply.error(Errno::from(e));
         }
         if !node.rehash && offset == node.hashed && node.hashed == node.size {
-            // The fast path: an in-order append extends the streaming hash.
-            node.hasher.update(data);
-            node.hashed = end;
+            // The fast path: an in-order append extends the streaming hash, on the hash worker
+            // once the writes are large.
+            let hashed = if node.offloaded {
+                self.shared.hasher.update(node.ino, data)
+            } else if data.len() >= OFFLOAD_MIN {
+                let state = std::mem::take(&mut node.hasher);
+                node.offloaded = self.shared.hasher.start(node.ino, state);
+                node.offloaded && self.shared.hasher.update(node.ino, data)
+            } else {
+                node.hasher.update(data);
+                true
+            };
+            if hashed {
+                node.hashed = end;
+            } else {
+                // The worker is gone (only at unmount): re-read at the end instead.
+                node.rehash = true;
+            }
         } else {
             node.rehash = true;
+            if node.offloaded {
+                self.shared.hasher.forget(node.ino);
+                node.offloaded = false;
+            }
         }
         node.size = node.size.max(end);
         node.mtime = SystemTime::now();
@@ -1111,7 +1179,7 @@ impl Filesystem for CaptureFs {
                 &self.shared.attr_file(ino, node),
                 Generation(0),
                 FileHandle(ino),
-                FopenFlags::empty(),
+                OPEN_FLAGS,
             ),
             None => reply.error(Errno::EIO),
         }
