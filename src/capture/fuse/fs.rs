@@ -369,7 +369,7 @@ impl State {
         {
             let name = name.unwrap_or_else(|| "(deleted file)".into());
             let msg = format!(
-                "refused: writing '{name}' would exceed the task's output quota (max_output = {q} bytes) (ENOSPC)"
+                "OUTPUT_DIR/{name}: refused a write beyond the task's output quota (max_output = {q} bytes) (ENOSPC)"
             );
             d.refusals.push(msg.clone());
             d.fail(msg);
@@ -553,7 +553,7 @@ impl CaptureFs {
                 st.refuse(
                     dir,
                     format!(
-                        "refused: {what} '{}' in OUTPUT_DIR: {why} (EINVAL)",
+                        "OUTPUT_DIR/{}: {why}; {what} it was refused (EINVAL)",
                         display(name)
                     ),
                 );
@@ -727,7 +727,7 @@ impl Filesystem for CaptureFs {
             st.refuse(
                 parent.0,
                 format!(
-                    "refused: creating the special file '{}' in OUTPUT_DIR: outputs are regular files (EPERM)",
+                    "OUTPUT_DIR/{}: refused a special file (mknod); outputs must be regular files (EPERM)",
                     display(name)
                 ),
             );
@@ -766,7 +766,7 @@ impl Filesystem for CaptureFs {
         st.refuse(
             parent.0,
             format!(
-                "refused: mkdir '{}' in OUTPUT_DIR: outputs are flat files, directories are not allowed (EPERM)",
+                "OUTPUT_DIR/{}: refused a directory (mkdir); outputs must be flat regular files (EPERM)",
                 display(name)
             ),
         );
@@ -815,7 +815,7 @@ impl Filesystem for CaptureFs {
         st.refuse(
             parent.0,
             format!(
-                "refused: symlink '{}' in OUTPUT_DIR: outputs are regular files (EPERM)",
+                "OUTPUT_DIR/{}: refused a symbolic link; outputs must be regular files (copy the content instead) (EPERM)",
                 display(link_name)
             ),
         );
@@ -901,7 +901,7 @@ impl Filesystem for CaptureFs {
         st.refuse(
             newparent.0,
             format!(
-                "refused: hard link '{}' in OUTPUT_DIR: each output is written once, under one name (EPERM)",
+                "OUTPUT_DIR/{}: refused a hard link; outputs must be files written in OUTPUT_DIR (copy the content instead) (EPERM)",
                 display(newname)
             ),
         );

@@ -257,12 +257,12 @@ fn refusals_get_errno_and_message() {
     );
     let all = refusals.join("\n");
     for needle in [
-        "mkdir 'sub'",
-        "symlink 'sym'",
-        "hard link 'hard'",
-        "special file 'fifo'",
-        "creating '.hidden'",
-        "renaming to '.dot'",
+        "OUTPUT_DIR/sub: refused a directory (mkdir)",
+        "OUTPUT_DIR/sym: refused a symbolic link",
+        "OUTPUT_DIR/hard: refused a hard link",
+        "OUTPUT_DIR/fifo: refused a special file",
+        "OUTPUT_DIR/.hidden: an output name must not start with '.'; creating it was refused",
+        "OUTPUT_DIR/.dot: an output name must not start with '.'; renaming to it was refused",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in {all}");
     }
