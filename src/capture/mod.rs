@@ -6,6 +6,7 @@
 //! [`CapturedFile`]s staged under `<db>/tmp`, which the store renames into `objects/`.
 
 pub mod dir;
+pub mod fuse;
 
 use std::path::PathBuf;
 

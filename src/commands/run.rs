@@ -7,6 +7,7 @@ use anyhow::Context;
 use super::exit::{Outcome, UsageError};
 use crate::capture::Capture;
 use crate::capture::dir::DirCapture;
+use crate::capture::fuse::FuseCapture;
 use crate::cli::{CaptureMode, RunArgs};
 use crate::engine::{self, RunInputs, RunOptions};
 use crate::report::logging::{self, Level};
@@ -66,15 +67,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         tracing::warn!("{warning}");
     }
 
+    // `auto` picks FUSE when /dev/fuse works. The mount lives as long as the last
+    // Arc (the engine's); dropping it unmounts, also after SIGINT/SIGTERM ended the run.
     let capture: Arc<dyn Capture> = match args.capture {
-        CaptureMode::Fuse => {
-            return Err(UsageError(
-                "--capture fuse is not available in this build\n  help: use --capture dir".into(),
-            )
-            .into());
-        }
-        // FUSE HOOK: `auto` picks FUSE when /dev/fuse works.
-        CaptureMode::Auto | CaptureMode::Dir => Arc::new(DirCapture::new(&paths.tmp)),
+        CaptureMode::Fuse => Arc::new(FuseCapture::mount(&paths.tmp).map_err(|e| {
+            UsageError(format!(
+                "--capture fuse: {e}\n  help: use --capture dir (or auto)"
+            ))
+        })?),
+        CaptureMode::Auto => match FuseCapture::mount(&paths.tmp) {
+            Ok(fuse) => Arc::new(fuse),
+            Err(e) => {
+                tracing::info!("output capture: using a plain directory ({e})");
+                Arc::new(DirCapture::new(&paths.tmp))
+            }
+        },
+        CaptureMode::Dir => Arc::new(DirCapture::new(&paths.tmp)),
     };
     let lines = logging.line_sink();
     let jobs = args.jobs.map(|j| j as usize).unwrap_or_else(|| {

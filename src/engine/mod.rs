@@ -73,6 +73,8 @@ pub struct RunReport {
     /// The signal that interrupted the run, if any.
     pub interrupted: Option<i32>,
     pub recovered: u64,
+    /// How outputs were captured: `fuse` or `dir`.
+    pub capture: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -469,6 +471,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         failures,
         interrupted,
         recovered: start.recovered,
+        capture: ctx.capture.kind(),
     })
 }
 

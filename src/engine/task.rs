@@ -91,10 +91,8 @@ pub async fn run_task(
         // Unique per run and attempt: a capture never mixes two attempts' files.
         let key = format!("t{task_id}-r{}-a{attempts}", ctx.run_id);
         let mut dirs = Vec::new();
-        let (exit, error, files) = attempt(
-            &ctx, &step, &queued, gather, &key, attempts, &log_path, &mut dirs,
-        )
-        .await;
+        let (exit, error, files) =
+            attempt(&ctx, &step, &queued, gather, &key, &log_path, &mut dirs).await;
         let succeeded = exit.success() && error.is_none();
         if succeeded || exit == Exit::Cancelled || attempts > step.retries {
             break (exit, error, files, key, dirs);
@@ -191,7 +189,6 @@ async fn attempt(
     queued: &QueuedTask,
     gather: bool,
     key: &str,
-    attempt: u32,
     log_path: &std::path::Path,
     dirs: &mut Vec<PathBuf>,
 ) -> (Exit, Option<String>, Vec<CapturedFile>) {
@@ -251,7 +248,6 @@ async fn attempt(
     let spec = TaskSpec {
         task_id: queued.id,
         run_id: ctx.run_id,
-        attempt,
         step: step.clone(),
         workdir: ctx.workdir.clone(),
         input,
@@ -262,31 +258,36 @@ async fn attempt(
         sandboxed: !ctx.no_sandbox && step.policy.sandbox == crate::manifest::SandboxMode::Strict,
     };
     let exit = ctx.executor.execute(&spec).await;
-    if !exit.success() {
+    if exit == Exit::Cancelled {
         return (exit, None, Vec::new());
     }
+    // Collect the capture's verdict even when the script failed: what the capture refused (a
+    // mkdir, a bad name, the quota, a full disk) is often why it failed, and belongs in its log.
     let capture = ctx.capture.clone();
     let key_owned = key.to_string();
     let finished = tokio::task::spawn_blocking(move || capture.finish_task(&key_owned)).await;
-    match finished {
+    let (files, error) = match finished {
         Ok(Ok((files, refusals))) => {
             for refusal in refusals {
                 append_log(log_path, &format!("grit: {refusal}"));
             }
-            (exit, None, files)
+            (files, None)
         }
-        Ok(Err(CaptureError::Rule(rule))) => (exit, Some(rule), Vec::new()),
-        Ok(Err(e)) => (
-            exit,
-            Some(format!("capturing outputs failed: {e}")),
-            Vec::new(),
-        ),
-        Err(e) => (
-            exit,
-            Some(format!("capturing outputs failed: {e}")),
-            Vec::new(),
-        ),
+        Ok(Err(CaptureError::Rule(rule))) => (Vec::new(), Some(rule)),
+        Ok(Err(e)) => (Vec::new(), Some(format!("capturing outputs failed: {e}"))),
+        Err(e) => (Vec::new(), Some(format!("capturing outputs failed: {e}"))),
+    };
+    if !exit.success() {
+        // The script's own failure is the task's error; a capture rule it broke is in the log.
+        if let Some(rule) = &error {
+            append_log(log_path, &format!("grit: {rule}"));
+        }
+        for file in files {
+            let _ = crate::store::objects::remove_if_exists(&file.staged);
+        }
+        return (exit, None, Vec::new());
     }
+    (exit, error, files)
 }
 
 /// Build a gather task's `INPUT_DIR` in `target`: hard links to the objects, named `<name>`, or

@@ -34,7 +34,6 @@ pub enum TaskInput {
 pub struct TaskSpec {
     pub task_id: i64,
     pub run_id: i64,
-    pub attempt: u32,
     pub step: Arc<Step>,
     /// The manifest's directory: the script's working directory.
     pub workdir: PathBuf,

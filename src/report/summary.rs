@@ -161,6 +161,7 @@ mod tests {
     fn report(failures: usize) -> RunReport {
         RunReport {
             run: 7,
+            capture: "dir",
             totals: RunTotals {
                 executed: 1 + failures as u64,
                 succeeded: 1,

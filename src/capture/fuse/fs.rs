@@ -1,0 +1,1204 @@
+//! The capture filesystem served through fuser: a root holding one directory per task, each holding
+//! flat files. File data lives in staging files under `<db>/tmp`. SHA-256 is computed while
+//! in-order writes stream through; an out-of-order write or a truncation marks the file for a
+//! re-hash from its staging file when the task finishes. Refused operations get an errno for the
+//! writer and a message for the task log.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
+};
+use sha2::{Digest, Sha256};
+
+use super::hasher::Hasher;
+use crate::capture::{CapturedFile, invalid_name_reason};
+
+/// Inode of the mount's root, which holds the task directories.
+pub(super) const ROOT: u64 = 1;
+/// How long the kernel may cache entries and attributes. Every change goes through this
+/// filesystem, so the cache only has to be dropped when a task directory disappears.
+const TTL: Duration = Duration::from_secs(1);
+/// Block size reported by stat: `cat`, `cp` and friends size their buffers from it, so a large
+/// value makes them issue writes as big as the kernel allows (1 MiB with 256 max pages).
+const BLKSIZE: u32 = 1 << 20;
+/// Requested size of one write request. The kernel caps it at `fs.fuse.max_pages_limit` pages.
+pub(super) const MAX_WRITE: u32 = 1 << 20;
+/// Flags for every opened file. NOFLUSH: `flush` has nothing to do here (writes are synchronous),
+/// so the kernel can skip that round trip on every close.
+const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+/// Writes at least this large are hashed on the hash worker; smaller ones inline, where a
+/// thread hand-off would cost more than the hash.
+const OFFLOAD_MIN: usize = 128 << 10;
+/// Refusal and error messages kept per task; a script looping on a refused call must not grow
+/// grit's memory without bound.
+const MAX_MESSAGES: usize = 50;
+
+/// State shared between the FUSE thread and the engine's calls.
+pub(super) struct Shared {
+    state: Mutex<State>,
+    /// `<db>/tmp`, where file data is staged.
+    staging: PathBuf,
+    /// Prefix of this mount's staging file names, unique per process and mount.
+    prefix: String,
+    uid: u32,
+    gid: u32,
+    mounted_at: SystemTime,
+    hasher: Hasher,
+}
+
+struct State {
+    next_ino: u64,
+    /// Task key -> directory inode.
+    by_key: HashMap<String, u64>,
+    dirs: HashMap<u64, TaskDir>,
+    files: HashMap<u64, FileNode>,
+    /// Reused buffer for reads, so reads do not allocate.
+    read_buf: Vec<u8>,
+}
+
+struct TaskDir {
+    key: String,
+    /// Linked files by name; a BTreeMap keeps readdir offsets stable and results sorted.
+    entries: BTreeMap<String, u64>,
+    /// Every file inode of this task, including unlinked files that are still open.
+    nodes: HashSet<u64>,
+    quota: Option<u64>,
+    /// Sum of the sizes of all `nodes`; compared with `quota`.
+    used: u64,
+    refusals: Messages,
+    /// Failures that make the task fail (ENOSPC, quota, I/O errors).
+    errors: Messages,
+}
+
+impl TaskDir {
+    /// Record a failure that makes the task fail. The first one is also logged at once: when it
+    /// makes the script exit non-zero, the engine discards the task without asking for it, and
+    /// a full disk may keep it out of the task log as well.
+    fn fail(&mut self, msg: String) {
+        if self.errors.kept.is_empty() {
+            tracing::warn!("task {}: {msg}", self.key);
+        }
+        self.errors.push(msg);
+    }
+}
+
+#[derive(Default)]
+struct Messages {
+    kept: Vec<String>,
+    dropped: usize,
+}
+
+impl Messages {
+    fn push(&mut self, msg: String) {
+        if self.kept.contains(&msg) {
+            return;
+        }
+        if self.kept.len() < MAX_MESSAGES {
+            self.kept.push(msg);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn into_vec(mut self) -> Vec<String> {
+        if self.dropped > 0 {
+            self.kept
+                .push(format!("... and {} more such messages", self.dropped));
+        }
+        self.kept
+    }
+}
+
+struct FileNode {
+    ino: u64,
+    dir: u64,
+    /// `None` once unlinked (the node lives on while a process holds it open).
+    name: Option<String>,
+    file: File,
+    staged: PathBuf,
+    size: u64,
+    hasher: Sha256,
+    /// The hash state lives on the hash worker (`hasher` is unused then).
+    offloaded: bool,
+    /// Bytes fed to the hash, always a prefix of the content while `rehash` is false.
+    hashed: u64,
+    rehash: bool,
+    opens: u32,
+    atime: SystemTime,
+    mtime: SystemTime,
+    ctime: SystemTime,
+}
+
+/// What a task directory held when it was taken out of the filesystem.
+pub(super) struct TakenTask {
+    files: Vec<(String, FileNode)>,
+    orphans: Vec<FileNode>,
+    pub(super) refusals: Vec<String>,
+    pub(super) errors: Vec<String>,
+}
+
+/// Why a task key cannot be used.
+pub(super) enum StartError {
+    Exists,
+}
+
+impl Shared {
+    pub(super) fn new(staging: &Path, prefix: String) -> std::io::Result<Shared> {
+        Ok(Shared {
+            state: Mutex::new(State {
+                next_ino: ROOT + 1,
+                by_key: HashMap::new(),
+                dirs: HashMap::new(),
+                files: HashMap::new(),
+                read_buf: Vec::new(),
+            }),
+            staging: staging.to_path_buf(),
+            prefix,
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            mounted_at: SystemTime::now(),
+            hasher: Hasher::new(MAX_WRITE as usize)?,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in another holder cannot leave the maps half-updated in a way that matters
+        // more than losing the whole run's capture, so keep serving instead of cascading panics.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn start_task(&self, key: &str, quota: Option<u64>) -> Result<(), StartError> {
+        let mut st = self.lock();
+        if st.by_key.contains_key(key) {
+            return Err(StartError::Exists);
+        }
+        let ino = st.alloc_ino();
+        st.by_key.insert(key.to_string(), ino);
+        st.dirs.insert(
+            ino,
+            TaskDir {
+                key: key.to_string(),
+                entries: BTreeMap::new(),
+                nodes: HashSet::new(),
+                quota,
+                used: 0,
+                refusals: Messages::default(),
+                errors: Messages::default(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Remove a task's directory and all its files from the filesystem. Later requests on its
+    /// inodes (from a process that survived the task) fail with ENOENT/EIO.
+    pub(super) fn take_task(&self, key: &str) -> Option<TakenTask> {
+        let mut st = self.lock();
+        let ino = st.by_key.remove(key)?;
+        let dir = st.dirs.remove(&ino)?;
+        let mut files = Vec::with_capacity(dir.entries.len());
+        let mut orphans = Vec::new();
+        for (name, fino) in &dir.entries {
+            if let Some(node) = st.files.remove(fino) {
+                files.push((name.clone(), node));
+            }
+        }
+        for fino in &dir.nodes {
+            if let Some(node) = st.files.remove(fino) {
+                orphans.push(node);
+            }
+        }
+        Some(TakenTask {
+            files,
+            orphans,
+            refusals: dir.refusals.into_vec(),
+            errors: dir.errors.into_vec(),
+        })
+    }
+
+    pub(super) fn task_keys(&self) -> Vec<String> {
+        self.lock().by_key.keys().cloned().collect()
+    }
+
+    fn attr_dir(&self, ino: u64) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size: 0,
+            blocks: 0,
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+            crtime: self.mounted_at,
+            kind: FileType::Directory,
+            // Tasks may run under another uid (user namespaces); the kernel does not check modes
+            // here (no default_permissions), the mode only keeps tools such as `test -w` honest.
+            perm: 0o777,
+            nlink: 2,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: BLKSIZE,
+            flags: 0,
+        }
+    }
+
+    fn attr_file(&self, ino: u64, node: &FileNode) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size: node.size,
+            blocks: node.size.div_ceil(512),
+            atime: node.atime,
+            mtime: node.mtime,
+            ctime: node.ctime,
+            crtime: node.ctime,
+            kind: FileType::RegularFile,
+            perm: 0o666,
+            nlink: u32::from(node.name.is_some()),
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: BLKSIZE,
+            flags: 0,
+        }
+    }
+
+    /// Create an empty file `name` in task directory `dir`, staged in a new file under `<db>/tmp`.
+    fn new_file(&self, st: &mut State, dir: u64, name: &str, opens: u32) -> Result<u64, Errno> {
+        let ino = st.alloc_ino();
+        let staged = self.staging.join(format!("{}{ino}", self.prefix));
+        let file = match File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&staged)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(d) = st.dirs.get_mut(&dir) {
+                    d.fail(format!(
+                        "creating '{name}' failed: cannot create its staging file {}: {}",
+                        staged.display(),
+                        describe_io(&e)
+                    ));
+                }
+                return Err(Errno::from(e));
+            }
+        };
+        let now = SystemTime::now();
+        st.files.insert(
+            ino,
+            FileNode {
+                ino,
+                dir,
+                name: Some(name.to_string()),
+                file,
+                staged,
+                size: 0,
+                hasher: Sha256::new(),
+                offloaded: false,
+                hashed: 0,
+                rehash: false,
+                opens,
+                atime: now,
+                mtime: now,
+                ctime: now,
+            },
+        );
+        if let Some(d) = st.dirs.get_mut(&dir) {
+            d.entries.insert(name.to_string(), ino);
+            d.nodes.insert(ino);
+        }
+        Ok(ino)
+    }
+}
+
+impl State {
+    fn alloc_ino(&mut self) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        ino
+    }
+
+    /// Unlink a file: drop its name, and drop the node itself unless a process holds it open.
+    fn unlink_node(&mut self, ino: u64) {
+        let Some(node) = self.files.get_mut(&ino) else {
+            return;
+        };
+        node.name = None;
+        node.ctime = SystemTime::now();
+        // The staging file goes now; an open descriptor keeps working on the unlinked inode.
+        let _ = std::fs::remove_file(&node.staged);
+        if node.opens == 0 {
+            self.drop_node(ino);
+        }
+    }
+
+    fn drop_node(&mut self, ino: u64) {
+        if let Some(node) = self.files.remove(&ino)
+            && let Some(d) = self.dirs.get_mut(&node.dir)
+        {
+            d.nodes.remove(&ino);
+            d.used = d.used.saturating_sub(node.size);
+        }
+    }
+
+    /// Account a size change of a file against its task's quota. Returns false (and records the
+    /// refusal) when growing would exceed it.
+    fn charge(&mut self, ino: u64, new_size: u64) -> bool {
+        let Some(node) = self.files.get(&ino) else {
+            return false;
+        };
+        let (old, dir, name) = (node.size, node.dir, node.name.clone());
+        let Some(d) = self.dirs.get_mut(&dir) else {
+            return false;
+        };
+        let used = d.used.saturating_sub(old).saturating_add(new_size);
+        if new_size > old
+            && let Some(q) = d.quota
+            && used > q
+        {
+            let name = name.unwrap_or_else(|| "(deleted file)".into());
+            let msg = format!(
+                "OUTPUT_DIR/{name}: refused a write beyond the task's output quota (max_output = {q} bytes) (ENOSPC)"
+            );
+            d.refusals.push(msg.clone());
+            d.fail(msg);
+            return false;
+        }
+        d.used = used;
+        true
+    }
+
+    fn refuse(&mut self, dir: u64, msg: String) {
+        if let Some(d) = self.dirs.get_mut(&dir) {
+            d.refusals.push(msg);
+        }
+    }
+}
+
+impl TakenTask {
+    /// Finalize every hash (re-reading the staging files that need it) and hand the files over.
+    /// On failure, or when the task recorded errors, every staging file is deleted.
+    pub(super) fn into_captured(
+        self,
+        key: &str,
+        shared: &Shared,
+    ) -> Result<Vec<CapturedFile>, Vec<String>> {
+        let TakenTask {
+            files,
+            orphans,
+            errors,
+            ..
+        } = self;
+        // Their staging files were removed at unlink time.
+        for node in orphans {
+            if node.offloaded {
+                shared.hasher.forget(node.ino);
+            }
+        }
+        let mut errors = errors;
+        let mut out = Vec::with_capacity(files.len());
+        let mut staged = Vec::with_capacity(files.len());
+        for (name, node) in files {
+            staged.push(node.staged.clone());
+            if !errors.is_empty() {
+                if node.offloaded {
+                    shared.hasher.forget(node.ino);
+                }
+                continue;
+            }
+            match finalize(node, &shared.hasher) {
+                Ok((hash, size, path)) => out.push(CapturedFile {
+                    name,
+                    hash,
+                    size,
+                    staged: path,
+                }),
+                Err(e) => errors.push(format!(
+                    "task {key}: reading back '{name}' from staging failed: {}",
+                    describe_io(&e)
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            for p in staged {
+                let _ = std::fs::remove_file(p);
+            }
+            Err(errors)
+        }
+    }
+
+    /// Delete every staging file of the task.
+    pub(super) fn delete(self, shared: &Shared) {
+        for (_, node) in self.files {
+            let _ = std::fs::remove_file(&node.staged);
+            if node.offloaded {
+                shared.hasher.forget(node.ino);
+            }
+        }
+        for node in self.orphans {
+            if node.offloaded {
+                shared.hasher.forget(node.ino);
+            }
+        }
+        // Orphans' staging files are already gone; dropping closes their descriptors.
+    }
+}
+
+fn finalize(node: FileNode, worker: &Hasher) -> std::io::Result<(String, u64, PathBuf)> {
+    let FileNode {
+        ino,
+        offloaded,
+        mut file,
+        staged,
+        size,
+        hasher,
+        hashed,
+        rehash,
+        ..
+    } = node;
+    let disk = file.metadata()?.len();
+    if disk != size {
+        return Err(std::io::Error::other(format!(
+            "staging file is {disk} bytes, expected {size}"
+        )));
+    }
+    let hash = if rehash || hashed != size {
+        if offloaded {
+            worker.forget(ino);
+        }
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            total += n as u64;
+        }
+        if total != size {
+            return Err(std::io::Error::other(format!(
+                "read {total} bytes back, expected {size}"
+            )));
+        }
+        hex::encode(h.finalize())
+    } else if offloaded {
+        worker
+            .finish(ino)
+            .ok_or_else(|| std::io::Error::other("the hash worker stopped"))?
+    } else {
+        hex::encode(hasher.finalize())
+    };
+    Ok((hash, size, staged))
+}
+
+/// Check that `name` can be an output (resource) name: flat, non-empty, not hidden, UTF-8.
+pub(super) fn check_name(name: &OsStr) -> Result<&str, &'static str> {
+    let Some(s) = name.to_str() else {
+        return Err("an output name must be valid UTF-8");
+    };
+    match invalid_name_reason(s) {
+        Some(why) => Err(why),
+        None => Ok(s),
+    }
+}
+
+/// Render an I/O error for the task log, naming the errno (ENOSPC, EDQUOT, ...) explicitly.
+pub(super) fn describe_io(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => format!("{e} (ENOSPC)"),
+        Some(libc::EDQUOT) => format!("{e} (EDQUOT)"),
+        Some(libc::EFBIG) => format!("{e} (EFBIG)"),
+        Some(libc::EIO) => format!("{e} (EIO)"),
+        _ => e.to_string(),
+    }
+}
+
+fn display(name: &OsStr) -> String {
+    name.to_string_lossy().into_owned()
+}
+
+/// The filesystem handed to fuser; every method locks `Shared` once and replies.
+pub(super) struct CaptureFs {
+    pub(super) shared: std::sync::Arc<Shared>,
+}
+
+impl CaptureFs {
+    /// Validate a new name in a task directory; records the refusal and returns the errno to
+    /// reply with when it is not acceptable.
+    fn checked_name<'n>(
+        &self,
+        st: &mut State,
+        dir: u64,
+        name: &'n OsStr,
+        what: &str,
+    ) -> Result<&'n str, Errno> {
+        match check_name(name) {
+            Ok(s) => Ok(s),
+            Err(why) => {
+                st.refuse(
+                    dir,
+                    format!(
+                        "OUTPUT_DIR/{}: {why}; {what} it was refused (EINVAL)",
+                        display(name)
+                    ),
+                );
+                Err(Errno::EINVAL)
+            }
+        }
+    }
+
+    fn set_size(&self, st: &mut State, ino: u64, size: u64) -> Result<(), Errno> {
+        let Some(node) = st.files.get(&ino) else {
+            return Err(Errno::EIO);
+        };
+        if node.size == size {
+            return Ok(());
+        }
+        if !st.charge(ino, size) {
+            return Err(Errno::ENOSPC);
+        }
+        let Some(node) = st.files.get_mut(&ino) else {
+            return Err(Errno::EIO);
+        };
+        if let Err(e) = node.file.set_len(size) {
+            let msg = format!(
+                "truncating '{}' failed: {}",
+                node.name.as_deref().unwrap_or("(deleted file)"),
+                describe_io(&e)
+            );
+            let dir = node.dir;
+            if let Some(d) = st.dirs.get_mut(&dir) {
+                d.fail(msg);
+            }
+            return Err(Errno::from(e));
+        }
+        if node.offloaded {
+            self.shared.hasher.forget(ino);
+            node.offloaded = false;
+        }
+        if size == 0 {
+            // `> file` on an existing file: start the streaming hash over.
+            node.hasher = Sha256::new();
+            node.hashed = 0;
+            node.rehash = false;
+        } else {
+            // Shrinking cuts into the hashed prefix; growing adds a hole that is cheaper to
+            // re-read at the end than to hash now.
+            node.rehash = true;
+        }
+        node.size = size;
+        let now = SystemTime::now();
+        node.mtime = now;
+        node.ctime = now;
+        Ok(())
+    }
+}
+
+fn time_of(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for CaptureFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Err carries the nearest accepted value; use it rather than fail the mount.
+        if let Err(nearest) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(nearest);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let st = self.shared.lock();
+        if parent.0 == ROOT {
+            match name.to_str().and_then(|k| st.by_key.get(k)) {
+                Some(&ino) => reply.entry(&TTL, &self.shared.attr_dir(ino), Generation(0)),
+                None => reply.error(Errno::ENOENT),
+            }
+            return;
+        }
+        let Some(dir) = st.dirs.get(&parent.0) else {
+            let err = if st.files.contains_key(&parent.0) {
+                Errno::ENOTDIR
+            } else {
+                Errno::ENOENT
+            };
+            return reply.error(err);
+        };
+        let found = name
+            .to_str()
+            .and_then(|n| dir.entries.get(n))
+            .and_then(|ino| st.files.get(ino).map(|node| (*ino, node)));
+        match found {
+            Some((ino, node)) => {
+                reply.entry(&TTL, &self.shared.attr_file(ino, node), Generation(0))
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let st = self.shared.lock();
+        if ino.0 == ROOT || st.dirs.contains_key(&ino.0) {
+            reply.attr(&TTL, &self.shared.attr_dir(ino.0));
+        } else if let Some(node) = st.files.get(&ino.0) {
+            reply.attr(&TTL, &self.shared.attr_file(ino.0, node));
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mut st = self.shared.lock();
+        if ino.0 == ROOT || st.dirs.contains_key(&ino.0) {
+            // chmod/touch on the directory: harmless, nothing to keep.
+            return reply.attr(&TTL, &self.shared.attr_dir(ino.0));
+        }
+        if !st.files.contains_key(&ino.0) {
+            return reply.error(Errno::ENOENT);
+        }
+        if let Some(size) = size
+            && let Err(e) = self.set_size(&mut st, ino.0, size)
+        {
+            return reply.error(e);
+        }
+        // Modes and owners are not part of a resource; accept them so `chmod +x` does not fail.
+        let Some(node) = st.files.get_mut(&ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if let Some(t) = atime {
+            node.atime = time_of(t);
+        }
+        if let Some(t) = mtime {
+            node.mtime = time_of(t);
+        }
+        reply.attr(&TTL, &self.shared.attr_file(ino.0, node));
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let mut st = self.shared.lock();
+        if !st.dirs.contains_key(&parent.0) {
+            return reply.error(Errno::EPERM);
+        }
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            st.refuse(
+                parent.0,
+                format!(
+                    "OUTPUT_DIR/{}: refused a special file (mknod); outputs must be regular files (EPERM)",
+                    display(name)
+                ),
+            );
+            return reply.error(Errno::EPERM);
+        }
+        let name = match self.checked_name(&mut st, parent.0, name, "creating") {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        if st
+            .dirs
+            .get(&parent.0)
+            .is_some_and(|d| d.entries.contains_key(name))
+        {
+            return reply.error(Errno::EEXIST);
+        }
+        match self.shared.new_file(&mut st, parent.0, name, 0) {
+            Ok(ino) => match st.files.get(&ino) {
+                Some(node) => reply.entry(&TTL, &self.shared.attr_file(ino, node), Generation(0)),
+                None => reply.error(Errno::EIO),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let mut st = self.shared.lock();
+        st.refuse(
+            parent.0,
+            format!(
+                "OUTPUT_DIR/{}: refused a directory (mkdir); outputs must be flat regular files (EPERM)",
+                display(name)
+            ),
+        );
+        reply.error(Errno::EPERM);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let mut st = self.shared.lock();
+        let Some(dir) = st.dirs.get_mut(&parent.0) else {
+            return reply.error(if parent.0 == ROOT {
+                Errno::EPERM
+            } else {
+                Errno::ENOENT
+            });
+        };
+        match name.to_str().and_then(|n| dir.entries.remove(n)) {
+            Some(ino) => {
+                st.unlink_node(ino);
+                reply.ok();
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let st = self.shared.lock();
+        match st.dirs.get(&parent.0) {
+            Some(d) if name.to_str().is_some_and(|n| d.entries.contains_key(n)) => {
+                reply.error(Errno::ENOTDIR)
+            }
+            Some(_) => reply.error(Errno::ENOENT),
+            // Task directories belong to grit, not to the script.
+            None => reply.error(Errno::EPERM),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let mut st = self.shared.lock();
+        st.refuse(
+            parent.0,
+            format!(
+                "OUTPUT_DIR/{}: refused a symbolic link; outputs must be regular files (copy the content instead) (EPERM)",
+                display(link_name)
+            ),
+        );
+        reply.error(Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mut st = self.shared.lock();
+        if !st.dirs.contains_key(&parent.0) || !st.dirs.contains_key(&newparent.0) {
+            return reply.error(Errno::EPERM);
+        }
+        if parent != newparent {
+            return reply.error(Errno::EXDEV);
+        }
+        let dir_ino = parent.0;
+        let Some(old) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
+        let new = match self.checked_name(&mut st, dir_ino, newname, "renaming to") {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(e),
+        };
+        let Some(dir) = st.dirs.get_mut(&dir_ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Some(&src) = dir.entries.get(old) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let dst = dir.entries.get(&new).copied();
+        if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            let Some(dst) = dst else {
+                return reply.error(Errno::ENOENT);
+            };
+            dir.entries.insert(old.to_string(), dst);
+            dir.entries.insert(new.clone(), src);
+            if let Some(n) = st.files.get_mut(&dst) {
+                n.name = Some(old.to_string());
+            }
+            if let Some(n) = st.files.get_mut(&src) {
+                n.name = Some(new);
+            }
+            return reply.ok();
+        }
+        if dst == Some(src) {
+            return reply.ok();
+        }
+        if dst.is_some() && flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            return reply.error(Errno::EEXIST);
+        }
+        dir.entries.remove(old);
+        dir.entries.insert(new.clone(), src);
+        if let Some(dst) = dst {
+            st.unlink_node(dst);
+        }
+        if let Some(n) = st.files.get_mut(&src) {
+            n.name = Some(new);
+            n.ctime = SystemTime::now();
+        }
+        reply.ok();
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let mut st = self.shared.lock();
+        st.refuse(
+            newparent.0,
+            format!(
+                "OUTPUT_DIR/{}: refused a hard link; outputs must be files written in OUTPUT_DIR (copy the content instead) (EPERM)",
+                display(newname)
+            ),
+        );
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let mut st = self.shared.lock();
+        match st.files.get_mut(&ino.0) {
+            Some(node) => {
+                node.opens += 1;
+                reply.opened(FileHandle(ino.0), OPEN_FLAGS);
+            }
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let mut st = self.shared.lock();
+        let State {
+            files, read_buf, ..
+        } = &mut *st;
+        let Some(node) = files.get(&ino.0) else {
+            return reply.error(Errno::EIO);
+        };
+        let want = (size as u64).min(node.size.saturating_sub(offset)) as usize;
+        if read_buf.len() < want {
+            read_buf.resize(want, 0);
+        }
+        let buf = &mut read_buf[..want];
+        let mut done = 0;
+        while done < want {
+            match node.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return reply.error(Errno::from(e)),
+            }
+        }
+        reply.data(&buf[..done]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let mut st = self.shared.lock();
+        let len = data.len() as u64;
+        let end = offset.saturating_add(len);
+        let Some(size) = st.files.get(&ino.0).map(|n| n.size) else {
+            // The task was finished or discarded: a surviving process must not resurrect it.
+            return reply.error(Errno::EIO);
+        };
+        if end > size && !st.charge(ino.0, end) {
+            return reply.error(Errno::ENOSPC);
+        }
+        let State { files, dirs, .. } = &mut *st;
+        let Some(node) = files.get_mut(&ino.0) else {
+            return reply.error(Errno::EIO);
+        };
+        if let Err(e) = node.file.write_all_at(data, offset) {
+            // Part of the data may be on disk; the task fails anyway, the hash must not be trusted.
+            node.rehash = true;
+            if node.offloaded {
+                self.shared.hasher.forget(node.ino);
+                node.offloaded = false;
+            }
+            if let Some(d) = dirs.get_mut(&node.dir) {
+                d.fail(format!(
+                    "writing '{}' failed: {} in the staging area {}",
+                    node.name.as_deref().unwrap_or("(deleted file)"),
+                    describe_io(&e),
+                    self.shared.staging.display()
+                ));
+            }
+            return reply.error(Errno::from(e));
+        }
+        if !node.rehash && offset == node.hashed && node.hashed == node.size {
+            // The fast path: an in-order append extends the streaming hash, on the hash worker
+            // once the writes are large.
+            let hashed = if node.offloaded {
+                self.shared.hasher.update(node.ino, data)
+            } else if data.len() >= OFFLOAD_MIN {
+                let state = std::mem::take(&mut node.hasher);
+                node.offloaded = self.shared.hasher.start(node.ino, state);
+                node.offloaded && self.shared.hasher.update(node.ino, data)
+            } else {
+                node.hasher.update(data);
+                true
+            };
+            if hashed {
+                node.hashed = end;
+            } else {
+                // The worker is gone (only at unmount): re-read at the end instead.
+                node.rehash = true;
+            }
+        } else {
+            node.rehash = true;
+            if node.offloaded {
+                self.shared.hasher.forget(node.ino);
+                node.offloaded = false;
+            }
+        }
+        node.size = node.size.max(end);
+        node.mtime = SystemTime::now();
+        reply.written(data.len() as u32);
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut st = self.shared.lock();
+        if let Some(node) = st.files.get_mut(&ino.0) {
+            node.opens = node.opens.saturating_sub(1);
+            if node.opens == 0 && node.name.is_none() {
+                st.drop_node(ino.0);
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Outputs only count once the task succeeds and the store publishes them; durability of
+        // the staging copy before that buys nothing, so fsync only confirms the file exists.
+        if self.shared.lock().files.contains_key(&ino.0) {
+            reply.ok();
+        } else {
+            reply.error(Errno::EIO);
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let st = self.shared.lock();
+        let mut entries: Vec<(u64, FileType, &str)> = vec![
+            (ino.0, FileType::Directory, "."),
+            (ROOT, FileType::Directory, ".."),
+        ];
+        if ino.0 == ROOT {
+            entries.extend(
+                st.by_key
+                    .iter()
+                    .map(|(k, i)| (*i, FileType::Directory, k.as_str())),
+            );
+        } else if let Some(d) = st.dirs.get(&ino.0) {
+            entries.extend(
+                d.entries
+                    .iter()
+                    .map(|(n, i)| (*i, FileType::RegularFile, n.as_str())),
+            );
+        } else {
+            return reply.error(Errno::ENOENT);
+        }
+        for (i, (e_ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(e_ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match nix::sys::statvfs::statvfs(&self.shared.staging) {
+            Ok(s) => reply.statfs(
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.block_size() as u32,
+                255,
+                s.fragment_size() as u32,
+            ),
+            Err(e) => reply.error(Errno::from_i32(e as i32)),
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let mut st = self.shared.lock();
+        if !st.dirs.contains_key(&parent.0) {
+            // Files directly in the mount root, or in a task directory that is gone.
+            return reply.error(if parent.0 == ROOT {
+                Errno::EPERM
+            } else {
+                Errno::ENOENT
+            });
+        }
+        let name = match self.checked_name(&mut st, parent.0, name, "creating") {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let existing = st
+            .dirs
+            .get(&parent.0)
+            .and_then(|d| d.entries.get(name).copied());
+        let ino = match existing {
+            Some(_) if flags & libc::O_EXCL != 0 => return reply.error(Errno::EEXIST),
+            Some(ino) => {
+                if flags & libc::O_TRUNC != 0
+                    && let Err(e) = self.set_size(&mut st, ino, 0)
+                {
+                    return reply.error(e);
+                }
+                if let Some(n) = st.files.get_mut(&ino) {
+                    n.opens += 1;
+                }
+                ino
+            }
+            None => match self.shared.new_file(&mut st, parent.0, name, 1) {
+                Ok(ino) => ino,
+                Err(e) => return reply.error(e),
+            },
+        };
+        match st.files.get(&ino) {
+            Some(node) => reply.created(
+                &TTL,
+                &self.shared.attr_file(ino, node),
+                Generation(0),
+                FileHandle(ino),
+                OPEN_FLAGS,
+            ),
+            None => reply.error(Errno::EIO),
+        }
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::check_name;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn names_are_flat_visible_utf8() {
+        assert_eq!(check_name(OsStr::new("item_1")), Ok("item_1"));
+        assert_eq!(check_name(OsStr::new("a.b")), Ok("a.b"));
+        assert!(check_name(OsStr::new("")).is_err());
+        assert!(check_name(OsStr::new(".hidden")).is_err());
+        assert!(check_name(OsStr::new("a/b")).is_err());
+        assert!(check_name(OsStr::from_bytes(b"\xff")).is_err());
+    }
+}

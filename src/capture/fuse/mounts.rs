@@ -1,0 +1,285 @@
+//! The capture mount's life outside the filesystem code: where it is mounted (a private runtime
+//! directory), the raw `mount(2)` of a `fuse.grit` filesystem, unmounting even while a stray
+//! process still holds a file open, and finding and detaching mounts left by a grit that died.
+
+use std::fs::{DirBuilder, File};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+/// Filesystem type as shown by `mount` (`fuse.<subtype>`); how grit recognises its own mounts.
+pub(super) const FS_TYPE: &str = "fuse.grit";
+/// Mount source as shown by `mount`.
+const FS_SOURCE: &str = "grit";
+/// Mount point names are `capture.<pid>.<seq>`: the pid tells whether the owner is still alive.
+const MOUNT_PREFIX: &str = "capture.";
+
+/// The directory that holds grit's mount points: `/run/grit` for root, else
+/// `$XDG_RUNTIME_DIR/grit`, else `<tmp>/grit-<uid>`. Mode 0711: others (tasks under another uid)
+/// may traverse it to reach their bind-mount source, but not list it.
+pub(super) fn runtime_dir() -> io::Result<PathBuf> {
+    let uid = nix::unistd::geteuid();
+    let dir = if uid.is_root() && Path::new("/run").is_dir() {
+        PathBuf::from("/run/grit")
+    } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
+        PathBuf::from(x).join("grit")
+    } else {
+        std::env::temp_dir().join(format!("grit-{uid}"))
+    };
+    match DirBuilder::new().mode(0o711).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("creating {}: {e}", dir.display()),
+            ));
+        }
+    }
+    // In a shared /tmp someone else could have planted the directory or a symlink.
+    let meta = std::fs::symlink_metadata(&dir)?;
+    if !meta.is_dir() || meta.uid() != uid.as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a directory owned by uid {uid}; refusing to mount there",
+                dir.display()
+            ),
+        ));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+    }
+    Ok(dir)
+}
+
+/// Mount point name for mount number `seq` of this process.
+pub(super) fn mount_name(seq: u64) -> String {
+    format!("{MOUNT_PREFIX}{}.{seq}", std::process::id())
+}
+
+/// Open `/dev/fuse` and mount a `fuse.grit` filesystem on `mountpoint` served through it.
+/// `allow_other` lets tasks running under other uids (user namespaces) use the mount.
+pub(super) fn mount_fuse(mountpoint: &Path, allow_other: bool) -> io::Result<OwnedFd> {
+    let dev = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open /dev/fuse: {e}")))?;
+    let mut data = format!(
+        "fd={},rootmode=40755,user_id={},group_id={}",
+        dev.as_raw_fd(),
+        nix::unistd::geteuid(),
+        nix::unistd::getegid()
+    );
+    if allow_other {
+        data.push_str(",allow_other");
+    }
+    nix::mount::mount(
+        Some(FS_SOURCE),
+        mountpoint,
+        Some(FS_TYPE),
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOATIME,
+        Some(data.as_str()),
+    )
+    .map_err(|e| {
+        let hint = if e == nix::errno::Errno::EPERM {
+            " (mounting FUSE needs root or a user namespace)"
+        } else {
+            ""
+        };
+        io::Error::from_raw_os_error(e as i32).with_context(format!(
+            "mount -t {FS_TYPE} on {}{hint}",
+            mountpoint.display()
+        ))
+    })?;
+    Ok(OwnedFd::from(dev))
+}
+
+trait WithContext {
+    fn with_context(self, ctx: String) -> io::Error;
+}
+
+impl WithContext for io::Error {
+    fn with_context(self, ctx: String) -> io::Error {
+        io::Error::new(self.kind(), format!("{ctx}: {self}"))
+    }
+}
+
+/// Remove the mount at `mountpoint` and end its FUSE connection.
+///
+/// `MNT_FORCE` on a FUSE mount aborts the connection first, so the server thread stops even when
+/// copies of the mount live on in a sandbox's mount namespace; if a process still has a file open
+/// in it the unmount itself is busy, and a lazy detach removes it from the mount table anyway.
+/// Returns Ok when nothing is mounted there (any more).
+pub(super) fn unmount(mountpoint: &Path) -> io::Result<()> {
+    use nix::errno::Errno;
+    match nix::mount::umount2(mountpoint, MntFlags::MNT_FORCE) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(()),
+        // Busy, or MNT_FORCE not allowed (a user namespace): detach lazily instead.
+        Err(Errno::EBUSY) | Err(Errno::EPERM) => {}
+        Err(e) => {
+            return Err(io::Error::from_raw_os_error(e as i32)
+                .with_context(format!("unmounting {}", mountpoint.display())));
+        }
+    }
+    match nix::mount::umount2(mountpoint, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(io::Error::from_raw_os_error(e as i32)
+            .with_context(format!("detaching {}", mountpoint.display()))),
+    }
+}
+
+/// One `fuse.grit` mount listed in /proc/self/mountinfo.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct GritMount {
+    pub(super) mountpoint: PathBuf,
+    /// The pid encoded in the mount point name, when it follows grit's naming.
+    pub(super) pid: Option<i32>,
+}
+
+/// grit's capture mounts in a mountinfo text.
+pub(super) fn parse_mountinfo(text: &str) -> Vec<GritMount> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        // "<id> <parent> <maj:min> <root> <mount point> <options> [optional...] - <type> <source> <super options>"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if right.split(' ').next() != Some(FS_TYPE) {
+            continue;
+        }
+        let Some(mp) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let mountpoint = PathBuf::from(unescape(mp));
+        let pid = mountpoint
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(MOUNT_PREFIX))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|p| p.parse().ok());
+        out.push(GritMount { mountpoint, pid });
+    }
+    out
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Is this grit mount abandoned? Its owner is gone, or its FUSE connection is dead (the pid was
+/// reused by another process). A live grit answers `stat` on its mount root at once.
+fn is_stale(m: &GritMount) -> bool {
+    let me = std::process::id() as i32;
+    match m.pid {
+        Some(pid) if pid == me => false,
+        Some(pid) => {
+            let alive = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+                Ok(()) => true,
+                Err(e) => e != nix::errno::Errno::ESRCH,
+            };
+            !alive || connection_dead(&m.mountpoint)
+        }
+        // Not named by grit: only touch it when it is certainly dead.
+        None => connection_dead(&m.mountpoint),
+    }
+}
+
+fn connection_dead(mountpoint: &Path) -> bool {
+    matches!(
+        std::fs::metadata(mountpoint),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN)
+    )
+}
+
+/// Detach every `fuse.grit` mount whose grit process died (e.g. `kill -9`), and remove its mount
+/// point directory. Returns the mount points that were cleaned up.
+pub(super) fn cleanup_stale() -> io::Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| e.with_context("reading /proc/self/mountinfo".into()))?;
+    let mut cleaned = Vec::new();
+    for m in parse_mountinfo(&text) {
+        if !is_stale(&m) {
+            continue;
+        }
+        // A dead connection cannot be unmounted without MNT_DETACH if anything still holds it.
+        match nix::mount::umount2(&m.mountpoint, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => {
+                return Err(io::Error::from_raw_os_error(e as i32).with_context(format!(
+                    "detaching the stale capture mount {}",
+                    m.mountpoint.display()
+                )));
+            }
+        }
+        let _ = std::fs::remove_dir(&m.mountpoint);
+        cleaned.push(m.mountpoint);
+    }
+    Ok(cleaned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lists_only_grit_mounts_with_their_pid() {
+        let text = "\
+22 1 0:21 / /proc rw,nosuid - proc proc rw
+97 23 0:52 / /run/grit/capture.4242.3 rw,nosuid,nodev,noatime shared:50 - fuse.grit grit rw,user_id=0,group_id=0,allow_other
+98 23 0:53 / /run/other rw - fuse.sshfs host: rw
+99 23 0:54 / /tmp/with\\040space/capture.7.0 rw - fuse.grit grit rw
+100 23 0:55 / /mnt/x rw - fuse.grit grit rw
+";
+        let got = parse_mountinfo(text);
+        assert_eq!(
+            got,
+            vec![
+                GritMount {
+                    mountpoint: "/run/grit/capture.4242.3".into(),
+                    pid: Some(4242)
+                },
+                GritMount {
+                    mountpoint: "/tmp/with space/capture.7.0".into(),
+                    pid: Some(7)
+                },
+                GritMount {
+                    mountpoint: "/mnt/x".into(),
+                    pid: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn own_mounts_are_never_stale() {
+        let m = GritMount {
+            mountpoint: "/nonexistent/capture".into(),
+            pid: Some(std::process::id() as i32),
+        };
+        assert!(!is_stale(&m));
+    }
+}

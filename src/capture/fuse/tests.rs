@@ -1,0 +1,574 @@
+//! Tests of the FUSE capture: real mounts (as root; skipped with a printed reason when /dev/fuse
+//! cannot be used), driven by real shell commands writing into the task directory, checking every
+//! captured hash against an independent SHA-256 of the content.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{FuseCapture, cleanup_stale_mounts, mounts};
+use crate::capture::CaptureError;
+use crate::capture::CapturedFile;
+
+/// A store-like directory with a `tmp/` staging area, and the mounted capture.
+struct Fixture {
+    _db: tempfile::TempDir,
+    staging: PathBuf,
+    cap: FuseCapture,
+}
+
+fn fixture() -> Option<Fixture> {
+    if let Err(why) = FuseCapture::available() {
+        eprintln!("skipping FUSE test: {why}");
+        return None;
+    }
+    let db = tempfile::tempdir().expect("tempdir");
+    let staging = db.path().join("tmp");
+    std::fs::create_dir(&staging).expect("mkdir tmp");
+    let cap = FuseCapture::mount(&staging).expect("mount");
+    Some(Fixture {
+        _db: db,
+        staging,
+        cap,
+    })
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Run `sh -c script` with OUTPUT_DIR set (and SCRATCH, a private scratch dir).
+fn sh(out: &Path, script: &str) -> Output {
+    let scratch = out.parent().map(|_| std::env::temp_dir());
+    Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .env("OUTPUT_DIR", out)
+        .env("SCRATCH", scratch.unwrap_or_default())
+        .output()
+        .expect("spawn sh")
+}
+
+fn sh_ok(out: &Path, script: &str) {
+    let o = sh(out, script);
+    assert!(
+        o.status.success(),
+        "script failed: {script}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Check that each captured file's hash and size match its staged content, and return
+/// name -> content.
+fn contents(files: &[CapturedFile]) -> Vec<(String, Vec<u8>)> {
+    files
+        .iter()
+        .map(|f| {
+            let data = std::fs::read(&f.staged).expect("read staged");
+            assert_eq!(f.hash, sha(&data), "hash of {}", f.name);
+            assert_eq!(f.size, data.len() as u64, "size of {}", f.name);
+            (f.name.clone(), data)
+        })
+        .collect()
+}
+
+fn staged_names(staging: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(staging)
+        .expect("read staging")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn mounted(mp: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mounts::parse_mountinfo(&info)
+        .iter()
+        .any(|m| m.mountpoint == mp)
+}
+
+#[test]
+fn thousand_small_files() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("t1", None).expect("start");
+    sh_ok(
+        &out,
+        r#"i=1; while [ $i -le 1000 ]; do echo "file $i" > "$OUTPUT_DIR/f_$i"; i=$((i+1)); done
+           [ "$(ls "$OUTPUT_DIR" | wc -l)" -eq 1000 ]"#,
+    );
+    let (files, refusals) = fx.cap.finish_task("t1").expect("finish");
+    assert!(refusals.is_empty(), "{refusals:?}");
+    assert_eq!(files.len(), 1000);
+    let got = contents(&files);
+    for (name, data) in got {
+        let i: u32 = name.strip_prefix("f_").expect("name").parse().expect("num");
+        assert_eq!(data, format!("file {i}\n").into_bytes());
+    }
+    // Finishing removes the task directory.
+    assert!(!out.exists());
+}
+
+#[test]
+fn one_gib_file_matches_sha256sum() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("big", None).expect("start");
+    let sum = tempfile::NamedTempFile::new().expect("tmp");
+    sh_ok(
+        &out,
+        &format!(
+            r#"head -c 1073741824 /dev/urandom | tee "$OUTPUT_DIR/big" | sha256sum > {}"#,
+            sum.path().display()
+        ),
+    );
+    let (files, _) = fx.cap.finish_task("big").expect("finish");
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].size, 1 << 30);
+    let want = std::fs::read_to_string(sum.path()).expect("sum");
+    assert_eq!(files[0].hash, want.split_whitespace().next().expect("hash"));
+    // The staged file really holds that content.
+    let data = std::fs::read(&files[0].staged).expect("read staged");
+    assert_eq!(files[0].hash, sha(&data));
+}
+
+#[test]
+fn chunks_at_random_offsets() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("rnd", None).expect("start");
+    let src = tempfile::NamedTempFile::new().expect("tmp");
+    let data: Vec<u8> = (0..64 * 65536u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.path(), &data).expect("write src");
+    // Shell: dd each 64 KiB chunk into place, in shuffled order, one process per chunk.
+    sh_ok(
+        &out,
+        &format!(
+            r#"for i in $(seq 0 63 | shuf); do
+                 dd if={src} of="$OUTPUT_DIR/dd" bs=65536 skip=$i seek=$i count=1 conv=notrunc status=none
+               done"#,
+            src = src.path().display()
+        ),
+    );
+    // Rust: one open file, pwrite at shuffled offsets with odd sizes, then one overwrite.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(out.join("pw")).expect("create pw");
+        let mut order: Vec<usize> = (0..97).collect();
+        let mut x = 12345u64;
+        for i in (1..order.len()).rev() {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            order.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        let chunk = 10007;
+        for i in order {
+            let start = i * chunk;
+            let end = ((i + 1) * chunk).min(data.len());
+            if start < end {
+                f.write_all_at(&data[start..end], start as u64)
+                    .expect("pwrite");
+            }
+        }
+        f.write_all_at(&data[..5000], 0).expect("rewrite head");
+    }
+    let (files, _) = fx.cap.finish_task("rnd").expect("finish");
+    let got = contents(&files);
+    let pw_len = (97 * 10007).min(data.len());
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, "dd");
+    assert_eq!(files[0].hash, sha(&data));
+    assert_eq!(got[1].0, "pw");
+    assert_eq!(files[1].hash, sha(&data[..pw_len]));
+}
+
+#[test]
+fn append_sort_rename_truncate_unlink() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("ops", None).expect("start");
+    sh_ok(
+        &out,
+        r#"cd "$OUTPUT_DIR"
+           echo a > app; echo b >> app; printf c >> app
+           printf '3\n1\n2\n' > s; sort -o s s; [ "$(cat s)" = "$(printf '1\n2\n3')" ]
+           echo tmp > tmpname; mv tmpname renamed
+           echo one > over; echo two > other; mv other over
+           printf 0123456789 > t; truncate -s 4 t
+           printf ab > grow; truncate -s 5 grow
+           echo full > empty; : > empty
+           echo gone > del; rm del
+           echo x > rw; echo y >> rw; [ "$(wc -l < rw)" -eq 2 ]
+           sed -i 's/x/z/' rw
+           [ "$(ls | tr '\n' ' ')" = "app empty grow over renamed rw s t " ]"#,
+    );
+    let (files, refusals) = fx.cap.finish_task("ops").expect("finish");
+    assert!(refusals.is_empty(), "{refusals:?}");
+    let got = contents(&files);
+    let want: Vec<(&str, &[u8])> = vec![
+        ("app", b"a\nb\nc"),
+        ("empty", b""),
+        ("grow", b"ab\0\0\0"),
+        ("over", b"two\n"),
+        ("renamed", b"tmp\n"),
+        ("rw", b"z\ny\n"),
+        ("s", b"1\n2\n3\n"),
+        ("t", b"0123"),
+    ];
+    let got: Vec<(&str, &[u8])> = got
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    assert_eq!(got, want);
+    // Only the captured files are left in staging (deleted/overwritten ones are gone).
+    assert_eq!(staged_names(&fx.staging).len(), files.len());
+}
+
+#[test]
+fn refusals_get_errno_and_message() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("ref", None).expect("start");
+    let o = sh(
+        &out,
+        r#"cd "$OUTPUT_DIR"; echo ok > keep
+           mkdir sub 2>&1 || true
+           ln -s keep sym 2>&1 || true
+           ln keep hard 2>&1 || true
+           mkfifo fifo 2>&1 || true
+           { echo x > .hidden; } 2>&1 || true
+           mv keep .dot 2>/dev/null || echo "mv refused"
+           [ -f keep ]"#,
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert_eq!(
+        stdout.matches("Operation not permitted").count(),
+        4,
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("Invalid argument").count(), 1, "{stdout}");
+    assert!(stdout.contains("mv refused"), "{stdout}");
+    let (files, refusals) = fx.cap.finish_task("ref").expect("finish");
+    assert_eq!(
+        contents(&files),
+        vec![("keep".to_string(), b"ok\n".to_vec())]
+    );
+    let all = refusals.join("\n");
+    for needle in [
+        "OUTPUT_DIR/sub: refused a directory (mkdir)",
+        "OUTPUT_DIR/sym: refused a symbolic link",
+        "OUTPUT_DIR/hard: refused a hard link",
+        "OUTPUT_DIR/fifo: refused a special file",
+        "OUTPUT_DIR/.hidden: an output name must not start with '.'; creating it was refused",
+        "OUTPUT_DIR/.dot: an output name must not start with '.'; renaming to it was refused",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in {all}");
+    }
+}
+
+#[test]
+fn two_tasks_same_name_concurrently() {
+    let Some(fx) = fixture() else { return };
+    let a = fx.cap.start_task("ta", None).expect("start a");
+    let b = fx.cap.start_task("tb", None).expect("start b");
+    std::thread::scope(|s| {
+        let ha = s.spawn(|| sh_ok(&a, r#"seq 1 200000 > "$OUTPUT_DIR/out""#));
+        let hb = s.spawn(|| sh_ok(&b, r#"seq 5 300000 > "$OUTPUT_DIR/out""#));
+        ha.join().expect("a");
+        hb.join().expect("b");
+    });
+    let (fa, _) = fx.cap.finish_task("ta").expect("finish a");
+    let (fb, _) = fx.cap.finish_task("tb").expect("finish b");
+    let ca = contents(&fa);
+    let cb = contents(&fb);
+    let seq = |lo: u32, hi: u32| -> Vec<u8> {
+        (lo..=hi)
+            .map(|i| format!("{i}\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    assert_eq!(ca, vec![("out".to_string(), seq(1, 200000))]);
+    assert_eq!(cb, vec![("out".to_string(), seq(5, 300000))]);
+    assert_ne!(fa[0].staged, fb[0].staged);
+}
+
+#[test]
+fn late_writer_after_discard_resurrects_nothing() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("late", None).expect("start");
+    let status = tempfile::NamedTempFile::new().expect("tmp");
+    // Keeps writing through an open descriptor and creating new files until a write fails.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            r#"exec 3>"$OUTPUT_DIR/late"; n=0
+               while echo x >&3 && echo $n > "$OUTPUT_DIR/new_$n"; do n=$((n+1)); sleep 0.01; done
+               echo stopped > {}"#,
+            status.path().display()
+        ))
+        .env("OUTPUT_DIR", &out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn writer");
+    // Wait until it has produced something, then discard the task under its feet.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !out.join("new_3").exists() {
+        assert!(Instant::now() < deadline, "writer never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fx.cap.discard_task("late");
+    // A new task with the same key must start empty, whatever the survivor does.
+    let again = fx.cap.start_task("late", None).expect("restart");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(status.path()).unwrap_or_default() != "stopped\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the late writer was never refused"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.wait();
+    assert!(std::fs::read_dir(&again).expect("ls").next().is_none());
+    let (files, _) = fx.cap.finish_task("late").expect("finish");
+    assert!(files.is_empty());
+    assert!(
+        staged_names(&fx.staging).is_empty(),
+        "{:?}",
+        staged_names(&fx.staging)
+    );
+}
+
+#[test]
+fn quota_exceeded_is_enospc_and_fails_the_task() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("q", Some(10_000)).expect("start");
+    let o = sh(
+        &out,
+        r#"head -c 6000 /dev/zero > "$OUTPUT_DIR/a"; head -c 6000 /dev/zero > "$OUTPUT_DIR/b""#,
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No space left on device"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    match fx.cap.finish_task("q") {
+        Err(CaptureError::Rule(msg)) => {
+            assert!(msg.contains("max_output = 10000"), "{msg}");
+            assert!(msg.contains("ENOSPC"), "{msg}");
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a task over its quota must fail"),
+    }
+    assert!(staged_names(&fx.staging).is_empty());
+
+    // Within the quota, replacing a file frees its bytes.
+    let out = fx.cap.start_task("q2", Some(10_000)).expect("start");
+    sh_ok(
+        &out,
+        r#"head -c 6000 /dev/zero > "$OUTPUT_DIR/a"; head -c 9000 /dev/zero > "$OUTPUT_DIR/a""#,
+    );
+    let (files, _) = fx.cap.finish_task("q2").expect("finish");
+    assert_eq!(files[0].hash, sha(&[0u8; 9000]));
+}
+
+/// A 16 MiB tmpfs holding the store; unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn full_disk_fails_the_task_and_keeps_published_data() {
+    if let Err(why) = FuseCapture::available() {
+        eprintln!("skipping FUSE test: {why}");
+        return;
+    }
+    let disk = SmallDisk {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    if let Err(e) = nix::mount::mount(
+        Some("grit-test"),
+        disk.dir.path(),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=16m"),
+    ) {
+        eprintln!("skipping full-disk test: cannot mount a tmpfs: {e}");
+        return;
+    }
+    let db = disk.dir.path();
+    let staging = db.join("tmp");
+    let objects = db.join("objects");
+    std::fs::create_dir(&staging).expect("tmp");
+    std::fs::create_dir(&objects).expect("objects");
+    let cap = FuseCapture::mount(&staging).expect("mount");
+
+    // Publish a first output, as the store would.
+    let out = cap.start_task("first", None).expect("start");
+    sh_ok(&out, r#"head -c 4194304 /dev/urandom > "$OUTPUT_DIR/kept""#);
+    let (files, _) = cap.finish_task("first").expect("finish first");
+    let kept = objects.join(&files[0].hash);
+    std::fs::rename(&files[0].staged, &kept).expect("publish");
+
+    // Fill the disk.
+    let out = cap.start_task("fill", None).expect("start");
+    let o = sh(&out, r#"head -c 33554432 /dev/zero > "$OUTPUT_DIR/huge""#);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No space left on device"));
+    match cap.finish_task("fill") {
+        Err(CaptureError::Rule(msg)) => {
+            assert!(msg.contains("ENOSPC"), "{msg}");
+            assert!(msg.contains("'huge'"), "{msg}");
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a task that hit ENOSPC must fail"),
+    }
+    // Its partial data is gone, the published object is intact.
+    assert!(staged_names(&staging).is_empty());
+    let data = std::fs::read(&kept).expect("read kept");
+    assert_eq!(sha(&data), files[0].hash);
+
+    // With room again, the next task succeeds.
+    let out = cap.start_task("after", None).expect("start");
+    sh_ok(&out, r#"head -c 1048576 /dev/zero > "$OUTPUT_DIR/ok""#);
+    let (files, _) = cap.finish_task("after").expect("finish after");
+    assert_eq!(files[0].hash, sha(&vec![0u8; 1 << 20]));
+    cap.unmount().expect("unmount");
+}
+
+#[test]
+fn unmount_leaves_nothing_behind_even_with_a_busy_file() {
+    let Some(fx) = fixture() else { return };
+    let Fixture {
+        _db, staging, cap, ..
+    } = fx;
+    let mp = cap.mountpoint().to_path_buf();
+    let out = cap.start_task("busy", None).expect("start");
+    assert!(mounted(&mp));
+    // A process that keeps a file open in the mount while grit unmounts.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 3>"$OUTPUT_DIR/held"; echo ready >&3; sleep 30"#)
+        .env("OUTPUT_DIR", &out)
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(out.join("held"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "holder never wrote");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cap.unmount().expect("unmount");
+    assert!(!mounted(&mp), "mount left behind");
+    assert!(!mp.exists(), "mount point dir left behind");
+    assert!(staged_names(&staging).is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Not a test by itself: mounts a capture, prints its mount point and sleeps, so that
+/// `stale_mount_of_killed_process_is_detached` can `kill -9` a process owning a mount.
+#[test]
+#[ignore]
+fn helper_mount_and_sleep() {
+    let Ok(staging) = std::env::var("GRIT_TEST_STAGING") else {
+        return;
+    };
+    let cap = FuseCapture::mount(Path::new(&staging)).expect("mount");
+    let _ = cap.start_task("victim", None).expect("start");
+    println!("MOUNTPOINT={}", cap.mountpoint().display());
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn stale_mount_of_killed_process_is_detached() {
+    if let Err(why) = FuseCapture::available() {
+        eprintln!("skipping FUSE test: {why}");
+        return;
+    }
+    use std::io::BufRead;
+    let db = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "capture::fuse::tests::helper_mount_and_sleep",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("GRIT_TEST_STAGING", db.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn helper");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut mp = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if let Some(p) = line.strip_prefix("MOUNTPOINT=") {
+            mp = Some(PathBuf::from(p));
+            break;
+        }
+    }
+    let mp = mp.expect("helper printed its mount point");
+    assert!(mounted(&mp));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    let _ = child.wait();
+    // Another test's mount() may have cleaned it up already; either way it must end up gone.
+    let cleaned = cleanup_stale_mounts().expect("cleanup");
+    assert!(
+        !mounted(&mp),
+        "stale mount still there (cleaned {cleaned:?})"
+    );
+    assert!(!mp.exists());
+}
+
+/// Benchmark driver for benches/capture.sh: mounts a capture with staging in
+/// `$GRIT_BENCH_STAGING`, runs `$GRIT_BENCH_SCRIPT` with OUTPUT_DIR set, finishes the task and
+/// prints `BENCH files=<n> bytes=<n> secs=<s> vmhwm_kb=<n>`, the time covering the script and
+/// finish_task (all hashes final). Staged files are deleted afterwards.
+#[test]
+#[ignore]
+fn bench_driver() {
+    let (Ok(staging), Ok(script)) = (
+        std::env::var("GRIT_BENCH_STAGING"),
+        std::env::var("GRIT_BENCH_SCRIPT"),
+    ) else {
+        return;
+    };
+    let cap = FuseCapture::mount(Path::new(&staging)).expect("mount");
+    let out = cap.start_task("bench", None).expect("start");
+    let t0 = Instant::now();
+    sh_ok(&out, &script);
+    let script_secs = t0.elapsed().as_secs_f64();
+    let (files, _) = cap.finish_task("bench").expect("finish");
+    let secs = t0.elapsed().as_secs_f64();
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
+        .unwrap_or_default();
+    println!(
+        "BENCH files={} bytes={bytes} script_secs={script_secs:.4} secs={secs:.4} vmhwm_kb={hwm}",
+        files.len()
+    );
+    for f in files {
+        let _ = std::fs::remove_file(f.staged);
+    }
+    cap.unmount().expect("unmount");
+}
