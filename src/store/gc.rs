@@ -22,12 +22,11 @@ pub struct Removed {
 pub fn gc(conn: &mut Connection, objects: &Objects, dry_run: bool) -> Result<Removed, StoreError> {
     let tx = conn.transaction()?;
     liveness::recompute(&tx)?;
-    tx.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY);
-         DELETE FROM doomed;
-         INSERT INTO doomed SELECT id FROM resources WHERE live = 0 AND fact = 0;",
+    let mut removed = remove_resources(
+        &tx,
+        "SELECT id FROM resources WHERE live = 0 AND fact = 0",
+        [],
     )?;
-    let mut removed = remove_doomed(&tx)?;
     // Tasks of old versions that no longer explain any resource are history nobody can reach.
     removed.tasks += tx.execute(
         "DELETE FROM tasks WHERE step_version_id IN (SELECT id FROM step_versions WHERE current = 0)
@@ -52,14 +51,11 @@ pub fn delete(
     dry_run: bool,
 ) -> Result<Removed, StoreError> {
     let tx = conn.transaction()?;
-    tx.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY); DELETE FROM doomed;",
-    )?;
-    tx.execute(
-        "INSERT INTO doomed SELECT id FROM resources WHERE (?1 IS NOT NULL AND hash = ?1) OR (?2 IS NOT NULL AND name = ?2)",
+    let removed = remove_resources(
+        &tx,
+        "SELECT id FROM resources WHERE (?1 IS NOT NULL AND hash = ?1) OR (?2 IS NOT NULL AND name = ?2)",
         params![hash, name],
     )?;
-    let removed = remove_doomed(&tx)?;
     if removed.resources == 0 {
         return Err(StoreError::NotFound(
             "no resource matches\n  help: list resources with `grit resources --all`".into(),
@@ -78,23 +74,29 @@ pub fn prune(
     dry_run: bool,
 ) -> Result<Removed, StoreError> {
     let tx = conn.transaction()?;
-    tx.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY); DELETE FROM doomed;",
-    )?;
-    tx.execute(
-        "INSERT INTO doomed SELECT id FROM (
+    let removed = remove_resources(
+        &tx,
+        "SELECT id FROM (
              SELECT id, ROW_NUMBER() OVER (PARTITION BY name ORDER BY id DESC) AS newest
              FROM resources WHERE ?2 IS NULL OR name = ?2
          ) WHERE newest > ?1",
         params![keep as i64, name],
     )?;
-    let removed = remove_doomed(&tx)?;
     liveness::recompute(&tx)?;
     finish(tx, objects, removed, dry_run)
 }
 
-/// Delete the resources listed in `temp.doomed`, with the tasks that consumed them.
-fn remove_doomed(conn: &Connection) -> Result<Removed, StoreError> {
+/// Delete the resources `select` (a query of resource ids) picks, with the tasks that consumed
+/// them.
+fn remove_resources(
+    conn: &Connection,
+    select: &str,
+    params: impl rusqlite::Params,
+) -> Result<Removed, StoreError> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY); DELETE FROM doomed;",
+    )?;
+    conn.execute(&format!("INSERT INTO doomed {select}"), params)?;
     let mut removed = Removed::default();
     // Tasks reading a doomed resource (directly or in a gather set) can never run or be live again.
     removed.tasks += conn.execute(

@@ -31,6 +31,41 @@ fn temp_tables(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How far a liveness walk goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// Through every resource (a full recompute, where `live` is stale).
+    Everything,
+    /// Only into resources not live yet (extending a correct `live` column).
+    StopAtLive,
+}
+
+/// The walk from `live_roots` into `live_reached`: outputs of succeeded tasks of current step
+/// versions whose input was reached, transitively (`UNION` ends cycles).
+///
+/// The unary `+` keeps SQLite from driving these joins by the low-selectivity `state`, `current`
+/// and `live` columns, so every step starts from the row at hand (measured: without it, each
+/// publish scanned all succeeded tasks, and 10,000 tasks took twice as long).
+fn reach_sql(walk: Walk) -> String {
+    let stop = match walk {
+        Walk::Everything => "",
+        Walk::StopAtLive => "JOIN resources r ON r.id = o.resource_id AND +r.live = 0",
+    };
+    format!(
+        "INSERT INTO live_reached (id)
+         WITH RECURSIVE reach (id) AS (
+             SELECT id FROM live_roots
+             UNION
+             SELECT o.resource_id FROM reach
+               JOIN tasks t ON t.input_resource_id = reach.id AND +t.state = 'succeeded'
+               JOIN step_versions v ON v.id = t.step_version_id AND +v.current = 1
+               JOIN outputs o ON o.task_id = t.id
+               {stop}
+         )
+         SELECT id FROM reach"
+    )
+}
+
 /// Mark `roots` live together with everything they make live downstream through succeeded tasks
 /// of current step versions. Returns the resources that were not live before, as (id, name).
 pub fn propagate(conn: &Connection, roots: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
@@ -46,23 +81,8 @@ pub fn propagate(conn: &Connection, roots: &[i64]) -> Result<Vec<(i64, String)>,
     }
     // Only resources that are not live yet are entered: below a live resource everything reachable
     // is already live (the invariant this module maintains), so the walk stops there.
-    // The unary `+` keeps SQLite from driving these joins by the low-selectivity `state` and
-    // `live` columns: every step must start from the row at hand (measured: without it, each
-    // publish scanned all succeeded tasks, and 10,000 tasks took twice as long).
-    conn.prepare_cached(
-        "INSERT INTO live_reached (id)
-         WITH RECURSIVE reach (id) AS (
-             SELECT id FROM live_roots
-             UNION
-             SELECT o.resource_id FROM reach
-               JOIN tasks t ON t.input_resource_id = reach.id AND +t.state = 'succeeded'
-               JOIN step_versions v ON v.id = t.step_version_id AND +v.current = 1
-               JOIN outputs o ON o.task_id = t.id
-               JOIN resources r ON r.id = o.resource_id AND +r.live = 0
-         )
-         SELECT id FROM reach",
-    )?
-    .execute([])?;
+    conn.prepare_cached(&reach_sql(Walk::StopAtLive))?
+        .execute([])?;
     let newly: Vec<(i64, String)> = conn
         .prepare_cached(
             "SELECT r.id, r.name FROM live_reached x JOIN resources r ON r.id = x.id WHERE +r.live = 0",
@@ -86,19 +106,7 @@ pub fn recompute(conn: &Connection) -> Result<u64, StoreError> {
     let gathers = current_gather_versions(conn)?;
     for _ in 0..MAX_GATHER_ROUNDS {
         conn.execute("DELETE FROM live_reached", [])?;
-        conn.execute(
-            "INSERT INTO live_reached (id)
-             WITH RECURSIVE reach (id) AS (
-                 SELECT id FROM live_roots
-                 UNION
-                 SELECT o.resource_id FROM reach
-                   JOIN tasks t ON t.input_resource_id = reach.id AND +t.state = 'succeeded'
-                   JOIN step_versions v ON v.id = t.step_version_id AND +v.current = 1
-                   JOIN outputs o ON o.task_id = t.id
-             )
-             SELECT id FROM reach",
-            [],
-        )?;
+        conn.execute(&reach_sql(Walk::Everything), [])?;
         let mut added = 0;
         for (version_id, patterns) in &gathers {
             let key = gather_key(conn, patterns, LiveSource::Reached)?;
