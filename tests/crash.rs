@@ -48,8 +48,14 @@ impl Lcg {
 }
 
 fn grit_run(p: &Project) -> Command {
+    grit_run_with(p, &["--no-sandbox"])
+}
+
+fn grit_run_with(p: &Project, extra: &[&str]) -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("grit"));
-    cmd.args(["run", "--no-sandbox", "-q", "-j", "2", "-m"])
+    cmd.args(["run", "-q", "-j", "2"])
+        .args(extra)
+        .arg("-m")
         .arg(p.manifest())
         .arg("--db")
         .arg(p.db())
@@ -59,6 +65,17 @@ fn grit_run(p: &Project) -> Command {
 
 #[test]
 fn kill_9_at_random_moments_then_resume_equals_a_clean_run() {
+    kill_9_scenario(&["--no-sandbox"]);
+}
+
+/// The same with the default sandbox, where a kill -9 of grit also kills the tasks' pid
+/// namespaces: nothing from a killed run survives into the next.
+#[test]
+fn kill_9_with_the_sandbox_then_resume_equals_a_clean_run() {
+    kill_9_scenario(&[]);
+}
+
+fn kill_9_scenario(extra: &[&str]) {
     let clean = Project::new(PIPELINE);
     clean.run_ok(&[]);
     let mut expected = clean.live();
@@ -80,7 +97,7 @@ fn kill_9_at_random_moments_then_resume_equals_a_clean_run() {
     let mut kills = 0;
     let mut completed = false;
     for _ in 0..60 {
-        let mut child = grit_run(&crashed)
+        let mut child = grit_run_with(&crashed, extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -117,7 +134,7 @@ fn kill_9_at_random_moments_then_resume_equals_a_clean_run() {
     }
     assert!(kills >= 10, "only {kills} kills landed");
     if !completed {
-        let output = grit_run(&crashed).output().unwrap();
+        let output = grit_run_with(&crashed, extra).output().unwrap();
         assert!(output.status.success(), "{}", describe(&output));
     }
     // One more run after completion: nothing left to do.
