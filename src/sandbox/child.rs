@@ -5,12 +5,15 @@
 //! Process layout (see `mod.rs` for why):
 //! ```text
 //! grit ──fork── intermediate (host pid; what the executor holds)
-//!                 unshare(user, mount, pid, ipc, uts[, net]); uid/gid maps
-//!                 └─fork── init (pid 1): mounts, pivot_root, loopback, landlock, caps, rlimits
+//!                 [setns(pooled net namespace)]; unshare(user, mount, pid, ipc, uts); uid/gid maps
+//!                 └─fork── init (pid 1): mounts, pivot_root, landlock, caps, rlimits
 //!                            └─fork── script (pid 2): exec of the shell
 //! ```
-//! The intermediate waits for init and exits with its status; init reaps every orphan and exits
-//! with the script's status, which makes the kernel kill whatever the script left behind.
+//! The intermediate waits for init and exits with its status. Init reaps every orphan; once the
+//! script has exited, or the intermediate has died, it kills and reaps every process left in the
+//! namespace and exits with the script's status. Only then does it close its copy of the network
+//! lease's busy pipe, so a pooled network namespace is never handed on while a process of the
+//! task can still run in it.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -55,13 +58,6 @@ struct CapData {
     inheritable: u32,
 }
 
-#[repr(C)]
-struct IfReq {
-    name: [u8; 16],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
 /// Everything the child needs, built by the parent before the fork.
 #[derive(Debug)]
 pub(crate) struct ChildSetup {
@@ -73,7 +69,8 @@ pub(crate) struct ChildSetup {
     pub ops: Vec<MountOp>,
     pub staging: CString,
     pub cwd: CString,
-    pub loopback: bool,
+    /// The pooled network namespace to join (`network = false`).
+    pub netns: Option<super::netpool::Lease>,
     /// The landlock ruleset with the host-path rules already added.
     pub ruleset: Option<OwnedFd>,
     /// Rules on paths that exist only inside the sandbox (its own /proc and /tmp).
@@ -180,6 +177,23 @@ fn close_from(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) {
     unsafe {
         libc::syscall(libc::SYS_close_range, first, last, flags);
     }
+}
+
+/// Closes every descriptor but those in `keep`; negative entries are ignored.
+fn close_all_but<const N: usize>(mut keep: [libc::c_int; N]) {
+    keep.sort_unstable();
+    let mut next: libc::c_uint = 0;
+    for k in keep {
+        if k < 0 {
+            continue;
+        }
+        let k = k as libc::c_uint;
+        if k > next {
+            close_from(next, k - 1, 0);
+        }
+        next = k + 1;
+    }
+    close_from(next, libc::c_uint::MAX, 0);
 }
 
 /// Writes `text` to a /proc file, failing the setup with `what` on error.
@@ -336,30 +350,6 @@ fn apply(op: &MountOp) {
     }
 }
 
-fn loopback_up() {
-    // SAFETY: a datagram socket and two interface ioctls on a zeroed, correctly sized ifreq.
-    unsafe {
-        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if s < 0 {
-            fail(b"bring up loopback (socket)", b"", errno());
-        }
-        let mut ifr = IfReq {
-            name: [0; 16],
-            flags: 0,
-            _pad: [0; 22],
-        };
-        ifr.name[..2].copy_from_slice(b"lo");
-        if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr as *mut IfReq) != 0 {
-            fail(b"bring up loopback (SIOCGIFFLAGS)", b"", errno());
-        }
-        ifr.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr as *const IfReq) != 0 {
-            fail(b"bring up loopback (SIOCSIFFLAGS)", b"", errno());
-        }
-        libc::close(s);
-    }
-}
-
 fn drop_privileges(setup: &ChildSetup) {
     // SAFETY: prctl/capset/landlock syscalls on this process only, with valid arguments.
     unsafe {
@@ -471,13 +461,26 @@ impl ChildSetup {
             if let Some(procs) = &self.cgroup_procs {
                 write_proc(procs, b"0", b"join the pids cgroup");
             }
+            let mut busy = -1;
+            if let Some(lease) = &self.netns {
+                // Joined first, while this process still holds the capabilities setns needs in
+                // the namespace's owner (the initial user namespace, or the pool's own).
+                if let Some(user) = lease.user
+                    && libc::setns(user, libc::CLONE_NEWUSER) != 0
+                {
+                    fail(b"join the network pool's user namespace", b"", errno());
+                }
+                if libc::setns(lease.net, libc::CLONE_NEWNET) != 0 {
+                    fail(b"join a private network namespace", b"", errno());
+                }
+                busy = lease.busy.as_raw_fd();
+            }
             if libc::unshare(self.unshare_flags) != 0 {
-                let what: &[u8] = if self.unshare_flags & libc::CLONE_NEWNET != 0 {
-                    b"create namespaces (user, mount, pid, ipc, uts, net)"
-                } else {
-                    b"create namespaces (user, mount, pid, ipc, uts)"
-                };
-                fail(what, b"", errno());
+                fail(
+                    b"create namespaces (user, mount, pid, ipc, uts)",
+                    b"",
+                    errno(),
+                );
             }
             write_proc(c"/proc/self/setgroups", b"deny", b"write");
             write_proc(c"/proc/self/uid_map", self.uid_map.to_bytes(), b"write");
@@ -494,14 +497,9 @@ impl ChildSetup {
                 fail(b"fork the task's init (pid namespace)", b"", errno());
             }
             if init > 0 {
-                // Intermediate: keep only the liveness pipe. Dropping std's exec-error pipe lets
-                // spawn() return once the script has exec'd.
-                let keep = alive[1] as libc::c_uint;
-                libc::close(alive[0]);
-                if keep > 0 {
-                    close_from(0, keep - 1, 0);
-                }
-                close_from(keep + 1, libc::c_uint::MAX, 0);
+                // Intermediate: keep only the liveness pipe and the lease. Dropping std's
+                // exec-error pipe lets spawn() return once the script has exec'd.
+                close_all_but([alive[1], busy]);
                 let status = wait_for(init);
                 libc::_exit(exit_code(status));
             }
@@ -526,7 +524,8 @@ impl ChildSetup {
             if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLHUP != 0 {
                 libc::_exit(SETUP_FAILED_EXIT);
             }
-            libc::close(alive[0]);
+            // alive[0] stays open: once the script runs, init notices the intermediate's death
+            // through it instead of by PDEATHSIG (see the reaping loop below).
 
             let rc = libc::mount(
                 std::ptr::null(),
@@ -556,9 +555,6 @@ impl ChildSetup {
                 b"enter the working directory",
                 self.cwd.to_bytes(),
             );
-            if self.loopback {
-                loopback_up();
-            }
             // No nested user namespaces: they would hand the script a fresh set of capabilities
             // (still under landlock and no_new_privs, but there is no need to allow it).
             write_proc(c"/proc/sys/user/max_user_namespaces", b"0", b"write");
@@ -576,6 +572,19 @@ impl ChildSetup {
                 b"",
             );
             drop_privileges(self);
+            // SIGCHLD goes through a signalfd, so the reaping loop can also watch the liveness
+            // pipe (made before the rlimits, which may cap the number of open files).
+            let mut chld: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut chld);
+            libc::sigaddset(&mut chld, libc::SIGCHLD);
+            check(
+                libc::sigprocmask(libc::SIG_BLOCK, &chld, &mut old).into(),
+                b"block SIGCHLD",
+                b"",
+            );
+            let sfd = libc::signalfd(-1, &chld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            check(sfd.into(), b"create a signalfd", b"");
             // Last, so a low open-files limit cannot break the setup above.
             for (resource, limit) in &self.rlimits {
                 check(
@@ -585,25 +594,79 @@ impl ChildSetup {
                 );
             }
 
+            // Killed by PDEATHSIG, init would leave the kernel to kill the rest of the namespace
+            // only after init's own descriptors (the lease) are closed; the loop below kills and
+            // reaps first when the liveness pipe reports the intermediate's death.
+            check(
+                libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0).into(),
+                b"disarm the parent-death signal",
+                b"",
+            );
+
             let script = libc::fork();
             if script < 0 {
                 fail(b"fork the script", b"", errno());
             }
             if script == 0 {
+                libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
                 // Descriptors grit leaked without O_CLOEXEC must not reach the script.
                 close_from(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
                 return Ok(());
             }
-            // Init: reap everything; leaving takes the whole namespace down with it.
-            close_from(0, libc::c_uint::MAX, 0);
+            close_all_but([alive[0], sfd, busy]);
+            let code = reap_until_script_exits(script, alive[0], sfd);
+            // Nothing of the task may outlive init, and it must all be gone before init closes
+            // the lease: kill(-1) reaches every process of the namespace but init, and every
+            // one of them ends up a child of init, so ECHILD means none is left.
+            libc::kill(-1, libc::SIGKILL);
             loop {
                 let mut status = 0;
-                let r = libc::waitpid(-1, &mut status, 0);
-                if r == script {
-                    libc::_exit(exit_code(status));
+                if libc::waitpid(-1, &mut status, 0) < 0 && errno() != libc::EINTR {
+                    break;
                 }
-                if r < 0 && errno() != libc::EINTR {
-                    libc::_exit(SETUP_FAILED_EXIT);
+            }
+            libc::_exit(code);
+        }
+    }
+}
+
+/// Init's loop: reaps orphans until the script exits (its exit code) or the intermediate dies.
+fn reap_until_script_exits(script: libc::pid_t, alive: libc::c_int, sfd: libc::c_int) -> i32 {
+    // SAFETY: poll, read, and waitpid with valid pointers on descriptors this process owns.
+    unsafe {
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: alive,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: sfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if libc::poll(fds.as_mut_ptr(), 2, -1) < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                return SETUP_FAILED_EXIT;
+            }
+            if fds[0].revents != 0 {
+                // The intermediate died (killed by a timeout, a cancel, or grit's death).
+                return 128 + libc::SIGKILL;
+            }
+            let mut info = [0u8; 128];
+            while libc::read(sfd, info.as_mut_ptr().cast(), info.len()) > 0 {}
+            loop {
+                let mut status = 0;
+                let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                if r == script {
+                    return exit_code(status);
+                }
+                if r <= 0 {
+                    break;
                 }
             }
         }

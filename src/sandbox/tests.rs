@@ -452,8 +452,8 @@ fn cpu_and_open_file_limits_apply() {
     };
     let (code, stdout, _) = t.run("ulimit -n; ulimit -t", &policy);
     assert_eq!((code, stdout.as_str()), (0, "32\n1\n"));
-    let (code, _, _) = t.run("while :; do :; done", &policy);
-    assert_eq!(code, 128 + libc::SIGXCPU);
+    let (code, _, stderr) = t.run("while :; do :; done", &policy);
+    assert_eq!(code, 128 + libc::SIGXCPU, "{stderr}");
 }
 
 #[test]
