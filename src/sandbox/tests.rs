@@ -345,6 +345,34 @@ fn loopback_is_up_inside_the_private_network() {
 }
 
 #[test]
+fn concurrent_tasks_never_share_a_network_namespace() {
+    let t = Task::new();
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    // Both tasks are still running (sleeping) while the other one starts.
+    let script = "readlink /proc/self/ns/net; sleep 1";
+    let (a, b) = rt().block_on(async {
+        let a = t.command(script, &strict()).spawn().unwrap();
+        let b = t.command(script, &strict()).spawn().unwrap();
+        (
+            a.wait_with_output().await.unwrap(),
+            b.wait_with_output().await.unwrap(),
+        )
+    });
+    let id = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let (a, b) = (id(&a), id(&b));
+    assert!(a.starts_with("net:[") && b.starts_with("net:["), "{a} {b}");
+    assert_ne!(
+        a, b,
+        "two running tasks were given the same network namespace"
+    );
+    assert_ne!(a, host.to_string_lossy());
+    assert_ne!(b, host.to_string_lossy());
+}
+
+#[test]
 fn outside_processes_cannot_be_seen_or_signalled() {
     let t = Task::new();
     let (code, stdout, stderr) = t.run(
