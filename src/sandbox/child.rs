@@ -7,7 +7,7 @@
 //! grit ──fork── intermediate (host pid; what the executor holds)
 //!                 [setns(pooled net namespace)]; unshare(user, mount, pid, ipc, uts); uid/gid maps
 //!                 └─fork── init (pid 1): mounts, pivot_root, landlock, caps, rlimits
-//!                            └─fork── script (pid 2): exec of the shell
+//!                            └─fork── script (pid 2, or 3 after the detach thread): exec of the shell
 //! ```
 //! The intermediate waits for init and exits with its status. Init reaps every orphan; once the
 //! script has exited, or the intermediate has died, it kills and reaps every process left in the
@@ -79,6 +79,166 @@ pub(crate) struct ChildSetup {
     pub last_cap: u32,
     /// `cgroup.procs` of the task's pids cgroup (root only), joined before anything else.
     pub cgroup_procs: Option<CString>,
+    /// Stack of the thread that detaches the host root (see [`detach_old_root`]); atomics
+    /// because another thread writes it behind Rust's back.
+    pub detach_stack: Box<[std::sync::atomic::AtomicU64]>,
+    /// Where that thread stores its `umount2` result; starts as [`PENDING`].
+    pub detach_slot: std::sync::atomic::AtomicI64,
+}
+
+/// Size of [`ChildSetup::detach_stack`] in 8-byte words (64 KiB); the thread makes one system
+/// call.
+pub(crate) const DETACH_STACK_WORDS: usize = 8 * 1024;
+
+const STATX_MNT_ID_UNIQUE: libc::c_uint = 0x4000;
+const STATMOUNT_SB_BASIC: u64 = 1;
+#[cfg(target_arch = "x86_64")]
+const SYS_STATMOUNT: libc::c_long = 457;
+/// `umount2` result slot value while the detach thread has not returned yet.
+pub(crate) const PENDING: i64 = i64::MIN;
+
+#[repr(C)]
+struct MntIdReq {
+    size: u32,
+    spare: u32,
+    mnt_id: u64,
+    param: u64,
+}
+
+/// The 64-bit unique id of the mount at `path` (Linux 6.8+), if the kernel reports one.
+fn unique_mount_id(path: &CStr) -> Option<u64> {
+    // SAFETY: statx with a NUL-terminated path and a zeroed out-struct of the right type.
+    unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        let rc = libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            0,
+            STATX_MNT_ID_UNIQUE,
+            &mut stx,
+        );
+        (rc == 0 && stx.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(stx.stx_mnt_id)
+    }
+}
+
+/// Whether mount `id` is still in this mount namespace; `None` if the kernel cannot tell.
+#[cfg(target_arch = "x86_64")]
+fn mount_present(id: u64) -> Option<bool> {
+    let req = MntIdReq {
+        size: std::mem::size_of::<MntIdReq>() as u32,
+        spare: 0,
+        mnt_id: id,
+        param: STATMOUNT_SB_BASIC,
+    };
+    let mut buf = [0u64; 256];
+    // SAFETY: statmount with a valid request and a buffer of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_STATMOUNT,
+            &req as *const MntIdReq,
+            buf.as_mut_ptr(),
+            std::mem::size_of_val(&buf),
+            0,
+        )
+    };
+    match rc {
+        0 => Some(true),
+        _ if errno() == libc::ENOENT => Some(false),
+        _ => None,
+    }
+}
+
+/// The detach thread: `umount2(".", MNT_DETACH)` as a raw system call (it shares init's TLS,
+/// so it must not touch errno), storing 0 or -errno in the slot `arg` points to.
+#[cfg(target_arch = "x86_64")]
+extern "C" fn detach_thread(arg: *mut libc::c_void) -> libc::c_int {
+    let ret: i64;
+    // SAFETY: the umount2 system call on a static NUL-terminated path; the syscall instruction
+    // clobbers only rcx and r11 besides rax, and does not use the user stack.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_umount2 => ret,
+            in("rdi") c".".as_ptr(),
+            in("rsi") libc::MNT_DETACH as i64,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+        (*arg.cast::<std::sync::atomic::AtomicI64>())
+            .store(ret, std::sync::atomic::Ordering::Release);
+    }
+    0
+}
+
+/// Detaches the host root stacked on the new root by `pivot_root(".", ".")`.
+///
+/// `umount2` detaches at once but then sleeps through an expedited RCU grace period before it
+/// returns (about 0.3-0.5 ms here, more under load). So a thread of init makes the call, and init
+/// goes on as soon as `statmount` no longer finds the old root in the namespace: the detach of the
+/// whole tree is done under the namespace lock statmount also takes, so from then on nothing of
+/// the host tree is reachable. The grace period then overlaps with the rest of the setup. Where
+/// that cannot be told (no statmount, or another architecture), init waits for the call itself.
+///
+/// `stack` and `slot` belong to the ChildSetup, which init never drops (it ends with `_exit`), so
+/// they stay valid for the thread however long it outlives this call.
+fn detach_old_root(
+    old_root: Option<u64>,
+    stack: &[std::sync::atomic::AtomicU64],
+    slot: &std::sync::atomic::AtomicI64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(old) = old_root
+        && stack.len() >= 512
+    {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        // SAFETY: the stack was allocated by the parent and is used by this one thread only;
+        // its top is 16-byte aligned as the ABI requires. The thread shares init's memory, files
+        // and fs (root and cwd, so "." is the new root until init chdirs, after the detach).
+        let tid = unsafe {
+            let top = stack.as_ptr().add(stack.len()) as usize & !15;
+            libc::clone(
+                detach_thread,
+                top as *mut libc::c_void,
+                libc::CLONE_VM
+                    | libc::CLONE_FS
+                    | libc::CLONE_FILES
+                    | libc::CLONE_SIGHAND
+                    | libc::CLONE_THREAD
+                    | libc::CLONE_SYSVSEM,
+                slot as *const AtomicI64 as *mut libc::c_void,
+            )
+        };
+        if tid > 0 {
+            let mut ask = true;
+            loop {
+                let r = slot.load(Ordering::Acquire);
+                if r != PENDING {
+                    if r < 0 {
+                        fail(b"detach the host root", b"", (-r) as i32);
+                    }
+                    break;
+                }
+                if ask {
+                    match mount_present(old) {
+                        Some(false) => break,
+                        Some(true) => {}
+                        None => ask = false,
+                    }
+                }
+                // SAFETY: sched_yield cannot fail in a way that matters here.
+                unsafe { libc::sched_yield() };
+            }
+            return;
+        }
+    }
+    let _ = (old_root, stack, slot);
+    // SAFETY: umount2 on a static NUL-terminated path.
+    check(
+        unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }.into(),
+        b"detach the host root",
+        b"",
+    );
 }
 
 fn errno() -> i32 {
@@ -543,13 +703,10 @@ impl ChildSetup {
                 b"enter the new root",
                 b"",
             );
+            let old_root = unique_mount_id(c"/");
             let rc = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
             check(rc, b"pivot_root into the new root", b"");
-            check(
-                libc::umount2(c".".as_ptr(), libc::MNT_DETACH).into(),
-                b"detach the host root",
-                b"",
-            );
+            detach_old_root(old_root, &self.detach_stack, &self.detach_slot);
             check(
                 libc::chdir(self.cwd.as_ptr()).into(),
                 b"enter the working directory",

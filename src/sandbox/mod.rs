@@ -311,6 +311,10 @@ fn prepare(req: &SandboxRequest<'_>) -> Result<child::ChildSetup, SandboxError> 
         rlimits: rlimits(policy),
         last_cap: last_cap(),
         cgroup_procs,
+        detach_stack: (0..child::DETACH_STACK_WORDS)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
+        detach_slot: std::sync::atomic::AtomicI64::new(child::PENDING),
     })
 }
 

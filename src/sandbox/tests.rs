@@ -191,7 +191,7 @@ fn positive_inputs_outputs_tmpdir_tools_and_manifest_dir() {
 fn identity_pid_namespace_caps_and_no_new_privs() {
     let t = Task::new();
     let (code, stdout, stderr) = t.run(
-        r#"echo "pid=$$ uid=$(id -u) host=$(hostname)"
+        r#"echo "pid=$$ ppid=$PPID uid=$(id -u) host=$(hostname)"
         grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status
         ls /proc | grep -c '^[0-9]'
         ulimit -n"#,
@@ -200,8 +200,11 @@ fn identity_pid_namespace_caps_and_no_new_privs() {
     assert_eq!(code, 0, "stderr: {stderr}");
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
+    // The script is the first process init forks in a fresh pid namespace: pid 2, or pid 3 when
+    // init's short-lived detach thread (child.rs) took pid 2.
     assert!(
-        stdout.contains(&format!("pid=2 uid={uid} host=grit")),
+        stdout.contains(&format!("pid=2 ppid=1 uid={uid} host=grit"))
+            || stdout.contains(&format!("pid=3 ppid=1 uid={uid} host=grit")),
         "{stdout}"
     );
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
@@ -211,6 +214,20 @@ fn identity_pid_namespace_caps_and_no_new_privs() {
         );
     }
     assert!(stdout.contains("NoNewPrivs:\t1"), "{stdout}");
+}
+
+#[test]
+fn the_host_mount_tree_is_detached_before_the_script_starts() {
+    let t = Task::new();
+    // Init detaches the host root on a thread and goes on as soon as it is gone from the
+    // namespace (child.rs): by the script's first instruction, only the new tree may be left.
+    let (code, stdout, stderr) = t.run(
+        r#"awk '$5 == "/" { for (i = 7; i <= NF; i++) if ($i == "-") print $(i + 1) }' /proc/self/mountinfo
+        grep -c -e ' /sys ' -e ' /root ' -e ' /home ' /proc/self/mountinfo || true"#,
+        &strict(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "tmpfs\n0\n");
 }
 
 #[test]
