@@ -703,6 +703,17 @@ impl ChildSetup {
                 b"enter the new root",
                 b"",
             );
+            // SIGCHLD is blocked before the detach thread exists, which inherits the mask: a thread
+            // that left it unblocked could take the script's SIGCHLD away from the signalfd.
+            let mut chld: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut chld);
+            libc::sigaddset(&mut chld, libc::SIGCHLD);
+            check(
+                libc::sigprocmask(libc::SIG_BLOCK, &chld, &mut old).into(),
+                b"block SIGCHLD",
+                b"",
+            );
             let old_root = unique_mount_id(c"/");
             let rc = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
             check(rc, b"pivot_root into the new root", b"");
@@ -731,15 +742,6 @@ impl ChildSetup {
             drop_privileges(self);
             // SIGCHLD goes through a signalfd, so the reaping loop can also watch the liveness
             // pipe (made before the rlimits, which may cap the number of open files).
-            let mut chld: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut chld);
-            libc::sigaddset(&mut chld, libc::SIGCHLD);
-            check(
-                libc::sigprocmask(libc::SIG_BLOCK, &chld, &mut old).into(),
-                b"block SIGCHLD",
-                b"",
-            );
             let sfd = libc::signalfd(-1, &chld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
             check(sfd.into(), b"create a signalfd", b"");
             // Last, so a low open-files limit cannot break the setup above.
