@@ -7,8 +7,12 @@
 # 2. Pipeline level: one `grit run` of a step fanned out to N tiny tasks, with and without
 #    --no-sandbox (includes the engine, SQLite and capture, which are the same in both).
 #
-# Usage: benches/sandbox_overhead.sh [N]   (default 1000). Run on a quiet machine: the numbers
-# move with the load average, which is printed alongside.
+#    Run once with the FUSE capture (the default where /dev/fuse works) and once with
+#    --capture dir, which tells the sandbox's own cost from the FUSE-backed OUTPUT_DIR's.
+#
+# Usage: flock /tmp/grit-bench.lock benches/sandbox_overhead.sh [N]   (default 1000). The machine
+# is shared: the lock keeps engineers' benchmarks from overlapping, and the numbers move with the
+# load average, which is printed before and after.
 set -euo pipefail
 N="${1:-1000}"
 cd "$(dirname "$0")/.."
@@ -44,3 +48,6 @@ run() { # $1 = label, rest = extra args
 }
 run "grit run --no-sandbox (-j 1)" --no-sandbox
 run "grit run sandboxed   (-j 1)"
+run "grit run --no-sandbox (-j 1, --capture dir)" --no-sandbox --capture dir
+run "grit run sandboxed   (-j 1, --capture dir)" --capture dir
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

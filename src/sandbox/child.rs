@@ -5,12 +5,15 @@
 //! Process layout (see `mod.rs` for why):
 //! ```text
 //! grit ──fork── intermediate (host pid; what the executor holds)
-//!                 unshare(user, mount, pid, ipc, uts[, net]); uid/gid maps
-//!                 └─fork── init (pid 1): mounts, pivot_root, loopback, landlock, caps, rlimits
-//!                            └─fork── script (pid 2): exec of the shell
+//!                 [setns(pooled net namespace)]; unshare(user, mount, pid, ipc, uts); uid/gid maps
+//!                 └─fork── init (pid 1): mounts, pivot_root, landlock, caps, rlimits
+//!                            └─fork── script (pid 2, or 3 after the detach thread): exec of the shell
 //! ```
-//! The intermediate waits for init and exits with its status; init reaps every orphan and exits
-//! with the script's status, which makes the kernel kill whatever the script left behind.
+//! The intermediate waits for init and exits with its status. Init reaps every orphan; once the
+//! script has exited, or the intermediate has died, it kills and reaps every process left in the
+//! namespace and exits with the script's status. Only then does it close its copy of the network
+//! lease's busy pipe, so a pooled network namespace is never handed on while a process of the
+//! task can still run in it.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -55,13 +58,6 @@ struct CapData {
     inheritable: u32,
 }
 
-#[repr(C)]
-struct IfReq {
-    name: [u8; 16],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
 /// Everything the child needs, built by the parent before the fork.
 #[derive(Debug)]
 pub(crate) struct ChildSetup {
@@ -73,7 +69,8 @@ pub(crate) struct ChildSetup {
     pub ops: Vec<MountOp>,
     pub staging: CString,
     pub cwd: CString,
-    pub loopback: bool,
+    /// The pooled network namespace to join (`network = false`).
+    pub netns: Option<super::netpool::Lease>,
     /// The landlock ruleset with the host-path rules already added.
     pub ruleset: Option<OwnedFd>,
     /// Rules on paths that exist only inside the sandbox (its own /proc and /tmp).
@@ -82,6 +79,166 @@ pub(crate) struct ChildSetup {
     pub last_cap: u32,
     /// `cgroup.procs` of the task's pids cgroup (root only), joined before anything else.
     pub cgroup_procs: Option<CString>,
+    /// Stack of the thread that detaches the host root (see [`detach_old_root`]); atomics
+    /// because another thread writes it behind Rust's back.
+    pub detach_stack: Box<[std::sync::atomic::AtomicU64]>,
+    /// Where that thread stores its `umount2` result; starts as [`PENDING`].
+    pub detach_slot: std::sync::atomic::AtomicI64,
+}
+
+/// Size of [`ChildSetup::detach_stack`] in 8-byte words (64 KiB); the thread makes one system
+/// call.
+pub(crate) const DETACH_STACK_WORDS: usize = 8 * 1024;
+
+const STATX_MNT_ID_UNIQUE: libc::c_uint = 0x4000;
+const STATMOUNT_SB_BASIC: u64 = 1;
+#[cfg(target_arch = "x86_64")]
+const SYS_STATMOUNT: libc::c_long = 457;
+/// `umount2` result slot value while the detach thread has not returned yet.
+pub(crate) const PENDING: i64 = i64::MIN;
+
+#[repr(C)]
+struct MntIdReq {
+    size: u32,
+    spare: u32,
+    mnt_id: u64,
+    param: u64,
+}
+
+/// The 64-bit unique id of the mount at `path` (Linux 6.8+), if the kernel reports one.
+fn unique_mount_id(path: &CStr) -> Option<u64> {
+    // SAFETY: statx with a NUL-terminated path and a zeroed out-struct of the right type.
+    unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        let rc = libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            0,
+            STATX_MNT_ID_UNIQUE,
+            &mut stx,
+        );
+        (rc == 0 && stx.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(stx.stx_mnt_id)
+    }
+}
+
+/// Whether mount `id` is still in this mount namespace; `None` if the kernel cannot tell.
+#[cfg(target_arch = "x86_64")]
+fn mount_present(id: u64) -> Option<bool> {
+    let req = MntIdReq {
+        size: std::mem::size_of::<MntIdReq>() as u32,
+        spare: 0,
+        mnt_id: id,
+        param: STATMOUNT_SB_BASIC,
+    };
+    let mut buf = [0u64; 256];
+    // SAFETY: statmount with a valid request and a buffer of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_STATMOUNT,
+            &req as *const MntIdReq,
+            buf.as_mut_ptr(),
+            std::mem::size_of_val(&buf),
+            0,
+        )
+    };
+    match rc {
+        0 => Some(true),
+        _ if errno() == libc::ENOENT => Some(false),
+        _ => None,
+    }
+}
+
+/// The detach thread: `umount2(".", MNT_DETACH)` as a raw system call (it shares init's TLS,
+/// so it must not touch errno), storing 0 or -errno in the slot `arg` points to.
+#[cfg(target_arch = "x86_64")]
+extern "C" fn detach_thread(arg: *mut libc::c_void) -> libc::c_int {
+    let ret: i64;
+    // SAFETY: the umount2 system call on a static NUL-terminated path; the syscall instruction
+    // clobbers only rcx and r11 besides rax, and does not use the user stack.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_umount2 => ret,
+            in("rdi") c".".as_ptr(),
+            in("rsi") libc::MNT_DETACH as i64,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+        (*arg.cast::<std::sync::atomic::AtomicI64>())
+            .store(ret, std::sync::atomic::Ordering::Release);
+    }
+    0
+}
+
+/// Detaches the host root stacked on the new root by `pivot_root(".", ".")`.
+///
+/// `umount2` detaches at once but then sleeps through an expedited RCU grace period before it
+/// returns (about 0.3-0.5 ms here, more under load). So a thread of init makes the call, and init
+/// goes on as soon as `statmount` no longer finds the old root in the namespace: the detach of the
+/// whole tree is done under the namespace lock statmount also takes, so from then on nothing of
+/// the host tree is reachable. The grace period then overlaps with the rest of the setup. Where
+/// that cannot be told (no statmount, or another architecture), init waits for the call itself.
+///
+/// `stack` and `slot` belong to the ChildSetup, which init never drops (it ends with `_exit`), so
+/// they stay valid for the thread however long it outlives this call.
+fn detach_old_root(
+    old_root: Option<u64>,
+    stack: &[std::sync::atomic::AtomicU64],
+    slot: &std::sync::atomic::AtomicI64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(old) = old_root
+        && stack.len() >= 512
+    {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        // SAFETY: the stack was allocated by the parent and is used by this one thread only;
+        // its top is 16-byte aligned as the ABI requires. The thread shares init's memory, files
+        // and fs (root and cwd, so "." is the new root until init chdirs, after the detach).
+        let tid = unsafe {
+            let top = stack.as_ptr().add(stack.len()) as usize & !15;
+            libc::clone(
+                detach_thread,
+                top as *mut libc::c_void,
+                libc::CLONE_VM
+                    | libc::CLONE_FS
+                    | libc::CLONE_FILES
+                    | libc::CLONE_SIGHAND
+                    | libc::CLONE_THREAD
+                    | libc::CLONE_SYSVSEM,
+                slot as *const AtomicI64 as *mut libc::c_void,
+            )
+        };
+        if tid > 0 {
+            let mut ask = true;
+            loop {
+                let r = slot.load(Ordering::Acquire);
+                if r != PENDING {
+                    if r < 0 {
+                        fail(b"detach the host root", b"", (-r) as i32);
+                    }
+                    break;
+                }
+                if ask {
+                    match mount_present(old) {
+                        Some(false) => break,
+                        Some(true) => {}
+                        None => ask = false,
+                    }
+                }
+                // SAFETY: sched_yield cannot fail in a way that matters here.
+                unsafe { libc::sched_yield() };
+            }
+            return;
+        }
+    }
+    let _ = (old_root, stack, slot);
+    // SAFETY: umount2 on a static NUL-terminated path.
+    check(
+        unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }.into(),
+        b"detach the host root",
+        b"",
+    );
 }
 
 fn errno() -> i32 {
@@ -180,6 +337,23 @@ fn close_from(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) {
     unsafe {
         libc::syscall(libc::SYS_close_range, first, last, flags);
     }
+}
+
+/// Closes every descriptor but those in `keep`; negative entries are ignored.
+fn close_all_but<const N: usize>(mut keep: [libc::c_int; N]) {
+    keep.sort_unstable();
+    let mut next: libc::c_uint = 0;
+    for k in keep {
+        if k < 0 {
+            continue;
+        }
+        let k = k as libc::c_uint;
+        if k > next {
+            close_from(next, k - 1, 0);
+        }
+        next = k + 1;
+    }
+    close_from(next, libc::c_uint::MAX, 0);
 }
 
 /// Writes `text` to a /proc file, failing the setup with `what` on error.
@@ -336,30 +510,6 @@ fn apply(op: &MountOp) {
     }
 }
 
-fn loopback_up() {
-    // SAFETY: a datagram socket and two interface ioctls on a zeroed, correctly sized ifreq.
-    unsafe {
-        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if s < 0 {
-            fail(b"bring up loopback (socket)", b"", errno());
-        }
-        let mut ifr = IfReq {
-            name: [0; 16],
-            flags: 0,
-            _pad: [0; 22],
-        };
-        ifr.name[..2].copy_from_slice(b"lo");
-        if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr as *mut IfReq) != 0 {
-            fail(b"bring up loopback (SIOCGIFFLAGS)", b"", errno());
-        }
-        ifr.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr as *const IfReq) != 0 {
-            fail(b"bring up loopback (SIOCSIFFLAGS)", b"", errno());
-        }
-        libc::close(s);
-    }
-}
-
 fn drop_privileges(setup: &ChildSetup) {
     // SAFETY: prctl/capset/landlock syscalls on this process only, with valid arguments.
     unsafe {
@@ -471,13 +621,26 @@ impl ChildSetup {
             if let Some(procs) = &self.cgroup_procs {
                 write_proc(procs, b"0", b"join the pids cgroup");
             }
+            let mut busy = -1;
+            if let Some(lease) = &self.netns {
+                // Joined first, while this process still holds the capabilities setns needs in
+                // the namespace's owner (the initial user namespace, or the pool's own).
+                if let Some(user) = lease.user
+                    && libc::setns(user, libc::CLONE_NEWUSER) != 0
+                {
+                    fail(b"join the network pool's user namespace", b"", errno());
+                }
+                if libc::setns(lease.net, libc::CLONE_NEWNET) != 0 {
+                    fail(b"join a private network namespace", b"", errno());
+                }
+                busy = lease.busy.as_raw_fd();
+            }
             if libc::unshare(self.unshare_flags) != 0 {
-                let what: &[u8] = if self.unshare_flags & libc::CLONE_NEWNET != 0 {
-                    b"create namespaces (user, mount, pid, ipc, uts, net)"
-                } else {
-                    b"create namespaces (user, mount, pid, ipc, uts)"
-                };
-                fail(what, b"", errno());
+                fail(
+                    b"create namespaces (user, mount, pid, ipc, uts)",
+                    b"",
+                    errno(),
+                );
             }
             write_proc(c"/proc/self/setgroups", b"deny", b"write");
             write_proc(c"/proc/self/uid_map", self.uid_map.to_bytes(), b"write");
@@ -494,14 +657,9 @@ impl ChildSetup {
                 fail(b"fork the task's init (pid namespace)", b"", errno());
             }
             if init > 0 {
-                // Intermediate: keep only the liveness pipe. Dropping std's exec-error pipe lets
-                // spawn() return once the script has exec'd.
-                let keep = alive[1] as libc::c_uint;
-                libc::close(alive[0]);
-                if keep > 0 {
-                    close_from(0, keep - 1, 0);
-                }
-                close_from(keep + 1, libc::c_uint::MAX, 0);
+                // Intermediate: keep only the liveness pipe and the lease. Dropping std's
+                // exec-error pipe lets spawn() return once the script has exec'd.
+                close_all_but([alive[1], busy]);
                 let status = wait_for(init);
                 libc::_exit(exit_code(status));
             }
@@ -526,7 +684,8 @@ impl ChildSetup {
             if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLHUP != 0 {
                 libc::_exit(SETUP_FAILED_EXIT);
             }
-            libc::close(alive[0]);
+            // alive[0] stays open: once the script runs, init notices the intermediate's death
+            // through it instead of by PDEATHSIG (see the reaping loop below).
 
             let rc = libc::mount(
                 std::ptr::null(),
@@ -544,21 +703,26 @@ impl ChildSetup {
                 b"enter the new root",
                 b"",
             );
-            let rc = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
-            check(rc, b"pivot_root into the new root", b"");
+            // SIGCHLD is blocked before the detach thread exists, which inherits the mask: a thread
+            // that left it unblocked could take the script's SIGCHLD away from the signalfd.
+            let mut chld: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut chld);
+            libc::sigaddset(&mut chld, libc::SIGCHLD);
             check(
-                libc::umount2(c".".as_ptr(), libc::MNT_DETACH).into(),
-                b"detach the host root",
+                libc::sigprocmask(libc::SIG_BLOCK, &chld, &mut old).into(),
+                b"block SIGCHLD",
                 b"",
             );
+            let old_root = unique_mount_id(c"/");
+            let rc = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
+            check(rc, b"pivot_root into the new root", b"");
+            detach_old_root(old_root, &self.detach_stack, &self.detach_slot);
             check(
                 libc::chdir(self.cwd.as_ptr()).into(),
                 b"enter the working directory",
                 self.cwd.to_bytes(),
             );
-            if self.loopback {
-                loopback_up();
-            }
             // No nested user namespaces: they would hand the script a fresh set of capabilities
             // (still under landlock and no_new_privs, but there is no need to allow it).
             write_proc(c"/proc/sys/user/max_user_namespaces", b"0", b"write");
@@ -576,6 +740,10 @@ impl ChildSetup {
                 b"",
             );
             drop_privileges(self);
+            // SIGCHLD goes through a signalfd, so the reaping loop can also watch the liveness
+            // pipe (made before the rlimits, which may cap the number of open files).
+            let sfd = libc::signalfd(-1, &chld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            check(sfd.into(), b"create a signalfd", b"");
             // Last, so a low open-files limit cannot break the setup above.
             for (resource, limit) in &self.rlimits {
                 check(
@@ -585,25 +753,79 @@ impl ChildSetup {
                 );
             }
 
+            // Killed by PDEATHSIG, init would leave the kernel to kill the rest of the namespace
+            // only after init's own descriptors (the lease) are closed; the loop below kills and
+            // reaps first when the liveness pipe reports the intermediate's death.
+            check(
+                libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0).into(),
+                b"disarm the parent-death signal",
+                b"",
+            );
+
             let script = libc::fork();
             if script < 0 {
                 fail(b"fork the script", b"", errno());
             }
             if script == 0 {
+                libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
                 // Descriptors grit leaked without O_CLOEXEC must not reach the script.
                 close_from(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
                 return Ok(());
             }
-            // Init: reap everything; leaving takes the whole namespace down with it.
-            close_from(0, libc::c_uint::MAX, 0);
+            close_all_but([alive[0], sfd, busy]);
+            let code = reap_until_script_exits(script, alive[0], sfd);
+            // Nothing of the task may outlive init, and it must all be gone before init closes
+            // the lease: kill(-1) reaches every process of the namespace but init, and every
+            // one of them ends up a child of init, so ECHILD means none is left.
+            libc::kill(-1, libc::SIGKILL);
             loop {
                 let mut status = 0;
-                let r = libc::waitpid(-1, &mut status, 0);
-                if r == script {
-                    libc::_exit(exit_code(status));
+                if libc::waitpid(-1, &mut status, 0) < 0 && errno() != libc::EINTR {
+                    break;
                 }
-                if r < 0 && errno() != libc::EINTR {
-                    libc::_exit(SETUP_FAILED_EXIT);
+            }
+            libc::_exit(code);
+        }
+    }
+}
+
+/// Init's loop: reaps orphans until the script exits (its exit code) or the intermediate dies.
+fn reap_until_script_exits(script: libc::pid_t, alive: libc::c_int, sfd: libc::c_int) -> i32 {
+    // SAFETY: poll, read, and waitpid with valid pointers on descriptors this process owns.
+    unsafe {
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: alive,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: sfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if libc::poll(fds.as_mut_ptr(), 2, -1) < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                return SETUP_FAILED_EXIT;
+            }
+            if fds[0].revents != 0 {
+                // The intermediate died (killed by a timeout, a cancel, or grit's death).
+                return 128 + libc::SIGKILL;
+            }
+            let mut info = [0u8; 128];
+            while libc::read(sfd, info.as_mut_ptr().cast(), info.len()) > 0 {}
+            loop {
+                let mut status = 0;
+                let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                if r == script {
+                    return exit_code(status);
+                }
+                if r <= 0 {
+                    break;
                 }
             }
         }

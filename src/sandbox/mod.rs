@@ -5,24 +5,27 @@
 //! - [`policy`]: the policy data type (what a step may do).
 //! - `plan`: the private mount tree and the landlock allow-list, planned in the parent.
 //! - `child`: the raw-syscall code that runs between fork and exec.
+//! - `netpool`: the private network namespaces, created ahead and leased one task at a time.
 //! - [`probe`]: what this machine offers, for `grit doctor`.
 //!
 //! # What a sandboxed task gets
-//! The executor spawns the intermediate process; it unshares user (own uid/gid mapped to
-//! themselves), mount, pid, ipc, uts and, unless `network = true`, net namespaces, and forks
+//! The executor spawns the intermediate process; unless `network = true` it joins a private
+//! network namespace (loopback only) leased to this task alone from a pool (`netpool`), then it
+//! unshares user (own uid/gid mapped to themselves), mount, pid, ipc and uts namespaces, and forks
 //! pid 1 of the new pid namespace. Pid 1 builds a tmpfs root holding read-only binds of the
 //! system directories, the manifest directory and the inputs, writable binds of `OUTPUT_DIR`
 //! and the scratch directory (all at their host paths), a private `/tmp`, a minimal `/dev` and a
-//! fresh `/proc`; it covers the store directory, pivots, brings loopback up, starts a session,
+//! fresh `/proc`; it covers the store directory, pivots, starts a session,
 //! drops every capability, sets `no_new_privs`, enforces landlock with the same allow-list and
 //! applies the rlimits, then forks the script and reaps until it exits. Killing the intermediate
-//! (timeout, cancel) or grit itself (PDEATHSIG chain) kills pid 1 and so the whole namespace.
+//! (timeout, cancel) or grit itself (PDEATHSIG) makes pid 1 kill and reap the whole namespace.
 //!
 //! A setup step the kernel refuses makes the task exit with [`SETUP_FAILED_EXIT`] after a
 //! message on its stderr that names the step and the opt-outs; it never degrades silently.
 
 mod cgroup;
 mod child;
+mod netpool;
 mod plan;
 pub mod policy;
 pub mod probe;
@@ -283,14 +286,17 @@ fn prepare(req: &SandboxRequest<'_>) -> Result<child::ChildSetup, SandboxError> 
         Some(p) if uid == 0 => Some(cgroup::create(p.saturating_add(2))?),
         _ => None,
     };
-    let mut flags = libc::CLONE_NEWUSER
+    let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
-    if !policy.network {
-        flags |= libc::CLONE_NEWNET;
-    }
+    // A private network namespace from the pool instead of a new one per task (netpool.rs).
+    let netns = if policy.network {
+        None
+    } else {
+        Some(netpool::acquire()?)
+    };
     Ok(child::ChildSetup {
         grit_pid: pid,
         unshare_flags: flags,
@@ -299,12 +305,16 @@ fn prepare(req: &SandboxRequest<'_>) -> Result<child::ChildSetup, SandboxError> 
         ops: plan.ops,
         staging: CString::from(c"/proc"),
         cwd: cstring(req.cwd),
-        loopback: !policy.network,
+        netns,
         ruleset,
         inner_rules,
         rlimits: rlimits(policy),
         last_cap: last_cap(),
         cgroup_procs,
+        detach_stack: (0..child::DETACH_STACK_WORDS)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
+        detach_slot: std::sync::atomic::AtomicI64::new(child::PENDING),
     })
 }
 

@@ -191,7 +191,7 @@ fn positive_inputs_outputs_tmpdir_tools_and_manifest_dir() {
 fn identity_pid_namespace_caps_and_no_new_privs() {
     let t = Task::new();
     let (code, stdout, stderr) = t.run(
-        r#"echo "pid=$$ uid=$(id -u) host=$(hostname)"
+        r#"echo "pid=$$ ppid=$PPID uid=$(id -u) host=$(hostname)"
         grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status
         ls /proc | grep -c '^[0-9]'
         ulimit -n"#,
@@ -200,8 +200,11 @@ fn identity_pid_namespace_caps_and_no_new_privs() {
     assert_eq!(code, 0, "stderr: {stderr}");
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
+    // The script is the first process init forks in a fresh pid namespace: pid 2, or pid 3 when
+    // init's short-lived detach thread (child.rs) took pid 2.
     assert!(
-        stdout.contains(&format!("pid=2 uid={uid} host=grit")),
+        stdout.contains(&format!("pid=2 ppid=1 uid={uid} host=grit"))
+            || stdout.contains(&format!("pid=3 ppid=1 uid={uid} host=grit")),
         "{stdout}"
     );
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
@@ -211,6 +214,20 @@ fn identity_pid_namespace_caps_and_no_new_privs() {
         );
     }
     assert!(stdout.contains("NoNewPrivs:\t1"), "{stdout}");
+}
+
+#[test]
+fn the_host_mount_tree_is_detached_before_the_script_starts() {
+    let t = Task::new();
+    // Init detaches the host root on a thread and goes on as soon as it is gone from the
+    // namespace (child.rs): by the script's first instruction, only the new tree may be left.
+    let (code, stdout, stderr) = t.run(
+        r#"awk '$5 == "/" { for (i = 7; i <= NF; i++) if ($i == "-") print $(i + 1) }' /proc/self/mountinfo
+        grep -c -e ' /sys ' -e ' /root ' -e ' /home ' /proc/self/mountinfo || true"#,
+        &strict(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "tmpfs\n0\n");
 }
 
 #[test]
@@ -345,6 +362,34 @@ fn loopback_is_up_inside_the_private_network() {
 }
 
 #[test]
+fn concurrent_tasks_never_share_a_network_namespace() {
+    let t = Task::new();
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    // Both tasks are still running (sleeping) while the other one starts.
+    let script = "readlink /proc/self/ns/net; sleep 1";
+    let (a, b) = rt().block_on(async {
+        let a = t.command(script, &strict()).spawn().unwrap();
+        let b = t.command(script, &strict()).spawn().unwrap();
+        (
+            a.wait_with_output().await.unwrap(),
+            b.wait_with_output().await.unwrap(),
+        )
+    });
+    let id = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let (a, b) = (id(&a), id(&b));
+    assert!(a.starts_with("net:[") && b.starts_with("net:["), "{a} {b}");
+    assert_ne!(
+        a, b,
+        "two running tasks were given the same network namespace"
+    );
+    assert_ne!(a, host.to_string_lossy());
+    assert_ne!(b, host.to_string_lossy());
+}
+
+#[test]
 fn outside_processes_cannot_be_seen_or_signalled() {
     let t = Task::new();
     let (code, stdout, stderr) = t.run(
@@ -452,8 +497,8 @@ fn cpu_and_open_file_limits_apply() {
     };
     let (code, stdout, _) = t.run("ulimit -n; ulimit -t", &policy);
     assert_eq!((code, stdout.as_str()), (0, "32\n1\n"));
-    let (code, _, _) = t.run("while :; do :; done", &policy);
-    assert_eq!(code, 128 + libc::SIGXCPU);
+    let (code, _, stderr) = t.run("while :; do :; done", &policy);
+    assert_eq!(code, 128 + libc::SIGXCPU, "{stderr}");
 }
 
 #[test]
