@@ -232,7 +232,7 @@ fn add_downstream(
 }
 
 fn short(hash: &str) -> String {
-    hash[..12.min(hash.len())].to_string()
+    crate::store::short_hash(hash).to_string()
 }
 
 fn render(plans: &[StepPlan], now: u64, total: u64, no_store: bool, args: &RunArgs) -> String {

@@ -65,7 +65,9 @@ pub fn log(
         let io = |e| StoreError::io(Path::new("stdout"), e);
         count += 1;
         let input = match (&info.input_name, &info.input_hash) {
-            (Some(name), Some(hash)) => format!(" input {name} ({})", &hash[..12.min(hash.len())]),
+            (Some(name), Some(hash)) => {
+                format!(" input {name} ({})", crate::store::short_hash(hash))
+            }
             _ => String::new(),
         };
         let outcome = match (&info.error, info.state.as_str()) {

@@ -315,7 +315,7 @@ async fn gather_dir(
             let repeated = end - index > 1;
             for (name, hash) in &members[index..end] {
                 let file = if repeated {
-                    format!("{name}.{}", &hash[..12])
+                    format!("{name}.{}", crate::store::short_hash(hash))
                 } else {
                     name.clone()
                 };

@@ -159,7 +159,7 @@ impl Observer for Reporter {
                     grit_hash = hash,
                     grit_size = size,
                     "task {task_id} of {step} wrote {name} {} ({})",
-                    &hash[..12.min(hash.len())],
+                    crate::store::short_hash(hash),
                     human_bytes(*size)
                 );
             }

@@ -124,7 +124,7 @@ pub fn producers(conn: &Connection, resource_id: i64) -> Result<Vec<Producer>, S
         Ok(Producer {
             task: r.get(0)?,
             step: r.get(1)?,
-            version: hash[..12.min(hash.len())].to_string(),
+            version: super::short_hash(&hash).to_string(),
             current: r.get(3)?,
             kind: r.get(4)?,
             state: r.get(5)?,

@@ -50,7 +50,7 @@ pub fn status(conn: &Connection) -> Result<Vec<StepStatus>, StoreError> {
         let mut status = StepStatus {
             live_outputs: live.query_row([&name], |r| r.get::<_, i64>(0))? as u64,
             name,
-            version: hash[..12.min(hash.len())].to_string(),
+            version: super::short_hash(&hash).to_string(),
             kind,
             pending: 0,
             running: 0,
@@ -172,7 +172,7 @@ fn task_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo> {
     Ok(TaskInfo {
         id: row.get(0)?,
         step: row.get(1)?,
-        version: hash[..12.min(hash.len())].to_string(),
+        version: super::short_hash(&hash).to_string(),
         state: row.get(3)?,
         attempts: row.get(4)?,
         exit_code: row.get(5)?,
