@@ -50,17 +50,9 @@ fn fan_out_then_fan_in_and_adding_one_item() {
 
     // The source runs again (every run) and adds one new item.
     std::fs::write(p.path().join("extra"), "1000\n").unwrap();
-    let mut cmd = assert_cmd::Command::cargo_bin("grit").unwrap();
-    let output = cmd
-        .args(["run", "--no-sandbox", "--json", "-m"])
-        .arg(p.manifest())
-        .arg("--db")
-        .arg(p.db())
-        .env("EXTRA_ITEM", p.path().join("extra"))
-        .output()
-        .unwrap();
+    let extra = p.path().join("extra");
+    let (output, second) = p.run_with_env(&[], &[("EXTRA_ITEM", extra.as_os_str())]);
     assert!(output.status.success(), "{}", describe(&output));
-    let second = common::parse_last_json(&output);
     assert_eq!(
         executed(&second, "square"),
         1,
@@ -185,6 +177,21 @@ script = 'echo $(( $(cat $INPUT_FILE) + 1 )) > $OUTPUT_DIR/num'
     assert_eq!(p.contents("num").len(), 8);
 }
 
+/// The highest number of running tasks any task recorded in the probe directory's
+/// `observed.*` files (the `running.*` markers are gone by then).
+fn highest_observed(probe: &std::path::Path) -> u32 {
+    let mut highest = 0;
+    for entry in std::fs::read_dir(probe).unwrap() {
+        for line in std::fs::read_to_string(entry.unwrap().path())
+            .unwrap()
+            .lines()
+        {
+            highest = highest.max(line.trim().parse::<u32>().unwrap());
+        }
+    }
+    highest
+}
+
 #[test]
 fn per_step_parallel_cap_holds() {
     // Each task records how many tasks of its step run at once, using a lock-free directory count.
@@ -211,23 +218,9 @@ echo done > $OUTPUT_DIR/done_$GRIT_INPUT_NAME
     );
     let probe = p.path().join("probe");
     std::fs::create_dir(&probe).unwrap();
-    let mut cmd = assert_cmd::Command::cargo_bin("grit").unwrap();
-    let output = cmd
-        .args(["run", "--no-sandbox", "--json", "-j", "8", "-m"])
-        .arg(p.manifest())
-        .arg("--db")
-        .arg(p.db())
-        .env("PROBE", &probe)
-        .output()
-        .unwrap();
+    let (output, _) = p.run_with_env(&["-j", "8"], &[("PROBE", probe.as_os_str())]);
     assert!(output.status.success(), "{}", describe(&output));
-    let mut highest = 0;
-    for entry in std::fs::read_dir(&probe).unwrap() {
-        let entry = entry.unwrap();
-        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
-            highest = highest.max(line.trim().parse::<u32>().unwrap());
-        }
-    }
+    let highest = highest_observed(&probe);
     assert!(
         highest <= 2,
         "observed {highest} concurrent tasks with parallel = 2"
@@ -264,27 +257,9 @@ rm "$PROBE/running.$GRIT_TASK"
     );
     let probe = p.path().join("probe");
     std::fs::create_dir(&probe).unwrap();
-    let mut cmd = assert_cmd::Command::cargo_bin("grit").unwrap();
-    let output = cmd
-        .args(["run", "--no-sandbox", "-j", "3", "-m"])
-        .arg(p.manifest())
-        .arg("--db")
-        .arg(p.db())
-        .env("PROBE", &probe)
-        .output()
-        .unwrap();
+    let (output, _) = p.run_with_env(&["-j", "3"], &[("PROBE", probe.as_os_str())]);
     assert!(output.status.success(), "{}", describe(&output));
-    let highest = std::fs::read_dir(&probe)
-        .unwrap()
-        .flat_map(|e| {
-            std::fs::read_to_string(e.unwrap().path())
-                .unwrap()
-                .lines()
-                .map(|l| l.parse::<u32>().unwrap())
-                .collect::<Vec<_>>()
-        })
-        .max()
-        .unwrap();
+    let highest = highest_observed(&probe);
     assert!(highest <= 3, "observed {highest} with -j 3");
 }
 

@@ -214,15 +214,7 @@ echo "made it on attempt $n" > $OUTPUT_DIR/result
 "#,
     );
     let state = p.path().join("state");
-    let mut cmd = assert_cmd::Command::cargo_bin("grit").unwrap();
-    let output = cmd
-        .args(["run", "--no-sandbox", "--json", "-m"])
-        .arg(p.manifest())
-        .arg("--db")
-        .arg(p.db())
-        .env("GRIT_STATE", &state)
-        .output()
-        .unwrap();
+    let (output, _) = p.run_with_env(&[], &[("GRIT_STATE", state.as_os_str())]);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert_eq!(p.contents("result"), ["made it on attempt 3\n"]);
     let task = p.grit(&["log", "1"]);
@@ -250,15 +242,7 @@ echo late > $OUTPUT_DIR/late
 '''
 "#,
     );
-    let mut cmd = assert_cmd::Command::cargo_bin("grit").unwrap();
-    let output = cmd
-        .args(["run", "--no-sandbox", "--json", "-m"])
-        .arg(p.manifest())
-        .arg("--db")
-        .arg(p.db())
-        .env("MARKER_DIR", p.path())
-        .output()
-        .unwrap();
+    let (output, _) = p.run_with_env(&[], &[("MARKER_DIR", p.path().as_os_str())]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("timed out"));
     let pid: i32 = std::fs::read_to_string(p.path().join("child.pid"))

@@ -49,6 +49,15 @@ impl Project {
 
     /// `grit run -m MANIFEST --db DB --json EXTRA`, returning the output and the parsed summary.
     pub fn run(&self, extra: &[&str]) -> (Output, Value) {
+        self.run_with_env(extra, &[])
+    }
+
+    /// [`Project::run`] with extra environment variables for the scripts.
+    pub fn run_with_env(
+        &self,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> (Output, Value) {
         let mut cmd = Command::cargo_bin("grit").expect("grit binary");
         cmd.arg("run")
             .arg("-m")
@@ -59,7 +68,8 @@ impl Project {
             .arg("--no-sandbox")
             .args(extra)
             .env_remove("GRIT_DB")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied());
         let output = cmd.output().expect("run grit");
         let json = parse_last_json(&output);
         (output, json)
