@@ -97,16 +97,20 @@ pub enum Stream {
 /// Receives the scripts' output lines while they run (for `-v` and journald).
 pub type LineSink = Arc<dyn Fn(&TaskSpec, Stream, &str) + Send + Sync>;
 
-/// Process groups of running tasks, so that a cancel or a timeout can kill whole trees.
+/// Running tasks, so that a cancel can kill whole trees: the process group of a plain task, or
+/// the init of a sandboxed one (which takes its pid namespace with it, also while it is still
+/// setting up and has no process group of its own yet).
 #[derive(Default)]
 pub struct RunningTasks {
-    groups: Mutex<HashMap<i64, i32>>,
+    groups: Mutex<HashMap<i64, (i32, bool)>>,
 }
 
 impl RunningTasks {
-    pub fn insert(&self, task_id: i64, pgid: i32) {
+    /// Registers a task's process group leader; `sandboxed` when `pid` is a sandbox's init,
+    /// which stays unreaped until the task is removed.
+    pub fn insert(&self, task_id: i64, pid: i32, sandboxed: bool) {
         if let Ok(mut groups) = self.groups.lock() {
-            groups.insert(task_id, pgid);
+            groups.insert(task_id, (pid, sandboxed));
         }
     }
 
@@ -119,8 +123,12 @@ impl RunningTasks {
     /// SIGKILL every running task's process group.
     pub fn kill_all(&self) {
         if let Ok(groups) = self.groups.lock() {
-            for pgid in groups.values() {
-                process::kill_group(*pgid);
+            for (pid, sandboxed) in groups.values() {
+                process::kill_group(*pid);
+                if *sandboxed {
+                    // SAFETY: kill on our own unreaped child: the pid cannot have been reused.
+                    unsafe { libc::kill(*pid, libc::SIGKILL) };
+                }
             }
         }
     }

@@ -1,8 +1,11 @@
 //! Spawning a task's script as a process: environment (DESIGN §2.9), working directory, log
 //! redirection, timeout, and killing the whole process tree when it ends.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -12,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
 use super::{Exit, LineSink, RunningTasks, Stream, TaskInput, TaskSpec};
+use crate::sandbox::SandboxMode;
 
 /// Runs scripts as child processes, each in its own process group (and sandbox when asked).
 pub struct ProcessExecutor {
@@ -60,7 +64,194 @@ pub fn contract_env(spec: &TaskSpec) -> Vec<(String, String)> {
     env
 }
 
+/// A started script: a plain child of tokio, or a sandboxed task's init.
+enum Started {
+    Plain(tokio::process::Child),
+    Sandboxed(crate::sandbox::Sandboxed),
+}
+
+impl Started {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Started::Plain(child) => child.id(),
+            Started::Sandboxed(task) => Some(task.id()),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Started::Plain(child) => child.wait().await,
+            Started::Sandboxed(task) => task.wait().await,
+        }
+    }
+
+    /// Kills the whole task: the process group, or the sandbox's pid namespace.
+    fn kill(&self, pid: i32) {
+        match self {
+            Started::Plain(_) => kill_group(pid),
+            Started::Sandboxed(task) => task.kill(),
+        }
+    }
+}
+
+/// The script's stdout and stderr when they are read line by line (`-v`).
+type Outputs = (
+    Box<dyn AsyncRead + Unpin + Send>,
+    Box<dyn AsyncRead + Unpin + Send>,
+);
+
+/// The inherited environment with `overrides` on top, as the script sees it.
+fn full_env(overrides: Vec<(String, String)>) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !overrides.iter().any(|(o, _)| OsStr::new(o) == k))
+        .collect();
+    env.extend(overrides.into_iter().map(|(k, v)| (k.into(), v.into())));
+    env
+}
+
+/// `program` looked up in `PATH` the way `execvp` would, unless it names a path already.
+fn resolve_program(program: &str, env: &[(OsString, OsString)]) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A pipe whose read end tokio polls and whose write end (blocking, as scripts expect) goes to
+/// the script.
+fn output_pipe() -> std::io::Result<(tokio::net::unix::pipe::Receiver, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((
+        tokio::net::unix::pipe::Receiver::from_owned_fd(read)?,
+        write,
+    ))
+}
+
 impl ProcessExecutor {
+    /// Starts the script without a sandbox: std can use `posix_spawn` here.
+    fn start_plain(
+        &self,
+        spec: &TaskSpec,
+        log: &File,
+        program: &str,
+        args: &[String],
+    ) -> Result<(Started, Option<Outputs>), Exit> {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .arg(&spec.step.script)
+            .current_dir(&spec.workdir)
+            .envs(contract_env(spec))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if self.lines.is_some() {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        } else {
+            let (out, err) = match (log.try_clone(), log.try_clone()) {
+                (Ok(out), Ok(err)) => (out, err),
+                (Err(e), _) | (_, Err(e)) => {
+                    return Err(Exit::SpawnFailed(format!("cannot share the log file: {e}")));
+                }
+            };
+            command.stdout(out).stderr(err);
+        }
+        // Its own process group, so that a timeout or a cancel kills the whole tree. Nothing
+        // else is set up in the child, which lets std use posix_spawn (vfork) instead of fork:
+        // measured ≈1 ms less per task. The price: after a `kill -9` of grit, an unsandboxed
+        // script may outlive it (the sandbox's pid namespace closes that gap), and its late
+        // writes land in staging directories no later run uses.
+        command.process_group(0);
+        let mut child = command
+            .spawn()
+            .map_err(|e| Exit::SpawnFailed(format!("{program}: {e}")))?;
+        let outputs = match (child.stdout.take(), child.stderr.take()) {
+            (Some(out), Some(err)) => Some((Box::new(out) as _, Box::new(err) as _)),
+            _ => None,
+        };
+        Ok((Started::Plain(child), outputs))
+    }
+
+    /// Starts the script in the sandbox (namespaces, landlock, caps; see `crate::sandbox`).
+    fn start_sandboxed(
+        &self,
+        spec: &TaskSpec,
+        log: &mut File,
+        program: &str,
+        args: &[String],
+    ) -> Result<(Started, Option<Outputs>), Exit> {
+        let env = full_env(contract_env(spec));
+        let Some(path) = resolve_program(program, &env) else {
+            let message = format!("{program}: not found in PATH");
+            let _ = writeln!(log, "grit: {message}");
+            return Err(Exit::SpawnFailed(message));
+        };
+        let argv: Vec<OsString> = std::iter::once(program)
+            .chain(args.iter().map(String::as_str))
+            .chain(std::iter::once(spec.step.script.as_str()))
+            .map(OsString::from)
+            .collect();
+        let spawn_failed = |e: std::io::Error| Exit::SpawnFailed(format!("{program}: {e}"));
+        let devnull = File::open("/dev/null").map_err(spawn_failed)?;
+        let (readers, writers) = if self.lines.is_some() {
+            let (out_read, out_write) = output_pipe().map_err(spawn_failed)?;
+            let (err_read, err_write) = output_pipe().map_err(spawn_failed)?;
+            (
+                Some((Box::new(out_read) as _, Box::new(err_read) as _)),
+                Some((out_write, err_write)),
+            )
+        } else {
+            (None, None)
+        };
+        let (stdout, stderr) = match &writers {
+            Some((out, err)) => (out.as_fd(), err.as_fd()),
+            None => (log.as_fd(), log.as_fd()),
+        };
+        let (input_file, input_dir) = match &spec.input {
+            TaskInput::File { path, .. } => (Some(path.as_path()), None),
+            TaskInput::Dir { path } => (None, Some(path.as_path())),
+            TaskInput::None => (None, None),
+        };
+        let request = crate::sandbox::SandboxRequest {
+            cwd: &spec.workdir,
+            input_file,
+            input_dir,
+            output_dir: &spec.output_dir,
+            scratch_dir: &spec.scratch_dir,
+            store_dir: &spec.store_dir,
+            policy: &spec.step.policy,
+        };
+        let started = crate::sandbox::spawn(
+            &request,
+            &crate::sandbox::Program {
+                path: &path,
+                args: &argv,
+                env: &env,
+                stdio: [devnull.as_fd(), stdout, stderr],
+            },
+        );
+        // The script holds its own copies of the pipes' write ends; ours must close for the
+        // readers to see the end of the output.
+        drop(writers);
+        match started {
+            Ok(task) => Ok((Started::Sandboxed(task), readers)),
+            Err(e) => {
+                let _ = writeln!(log, "grit: {e}");
+                Err(Exit::SpawnFailed(e.to_string()))
+            }
+        }
+    }
+
     pub async fn execute(&self, spec: &TaskSpec) -> Exit {
         let mut log = match OpenOptions::new()
             .create(true)
@@ -78,93 +269,57 @@ impl ProcessExecutor {
         let Some((program, args)) = spec.step.shell.split_first() else {
             return Exit::SpawnFailed("the step's shell is empty".into());
         };
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .arg(&spec.step.script)
-            .current_dir(&spec.workdir)
-            .envs(contract_env(spec))
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        if self.lines.is_some() {
-            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let sandboxed = spec.sandboxed && spec.step.policy.sandbox != SandboxMode::Off;
+        let started = if sandboxed {
+            self.start_sandboxed(spec, &mut log, program, args)
         } else {
-            let (out, err) = match (log.try_clone(), log.try_clone()) {
-                (Ok(out), Ok(err)) => (out, err),
-                (Err(e), _) | (_, Err(e)) => {
-                    return Exit::SpawnFailed(format!("cannot share the log file: {e}"));
-                }
-            };
-            command.stdout(out).stderr(err);
-        }
-        // Its own process group, so that a timeout or a cancel kills the whole tree. Unsandboxed,
-        // nothing else is set up in the child, which lets std use posix_spawn (vfork) instead of
-        // fork: measured ≈1 ms less per task. The price: after a `kill -9` of grit, an
-        // unsandboxed script may outlive it (the sandbox's pid namespace closes that gap), and
-        // its late writes land in staging directories no later run uses.
-        command.process_group(0);
-        if spec.sandboxed {
-            // SANDBOX HOOK: the sandbox configures the command here (namespaces, landlock, caps).
-            let (input_file, input_dir) = match &spec.input {
-                TaskInput::File { path, .. } => (Some(path.as_path()), None),
-                TaskInput::Dir { path } => (None, Some(path.as_path())),
-                TaskInput::None => (None, None),
-            };
-            let request = crate::sandbox::SandboxRequest {
-                cwd: &spec.workdir,
-                input_file,
-                input_dir,
-                output_dir: &spec.output_dir,
-                scratch_dir: &spec.scratch_dir,
-                store_dir: &spec.store_dir,
-                policy: &spec.step.policy,
-            };
-            if let Err(e) = crate::sandbox::configure(&mut command, &request) {
-                let _ = writeln!(log, "grit: {e}");
-                return Exit::SpawnFailed(e.to_string());
-            }
-        }
-
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => return Exit::SpawnFailed(format!("{program}: {e}")),
+            self.start_plain(spec, &log, program, args)
+        };
+        let (mut child, outputs) = match started {
+            Ok(started) => started,
+            Err(exit) => return exit,
         };
         let Some(pid) = child.id().map(|p| p as i32) else {
             return Exit::SpawnFailed("the child exited before it could be tracked".into());
         };
-        self.running.insert(spec.task_id, pid);
+        self.running
+            .insert(spec.task_id, pid, matches!(child, Started::Sandboxed(_)));
 
-        let readers = match &self.lines {
-            Some(sink) => {
+        let readers = match (&self.lines, outputs) {
+            (Some(sink), Some((out, err))) => {
                 let shared = match log.try_clone() {
                     Ok(copy) => Arc::new(std::sync::Mutex::new(copy)),
                     Err(e) => {
-                        kill_group(pid);
+                        child.kill(pid);
+                        self.running.remove(spec.task_id);
                         return Exit::SpawnFailed(format!("cannot share the log file: {e}"));
                     }
                 };
-                let out = child.stdout.take().map(|s| {
+                vec![
                     tokio::spawn(pump(
-                        s,
+                        out,
                         Stream::Stdout,
                         shared.clone(),
                         sink.clone(),
                         spec.clone(),
-                    ))
-                });
-                let err = child.stderr.take().map(|s| {
-                    tokio::spawn(pump(s, Stream::Stderr, shared, sink.clone(), spec.clone()))
-                });
-                vec![out, err]
+                    )),
+                    tokio::spawn(pump(
+                        err,
+                        Stream::Stderr,
+                        shared,
+                        sink.clone(),
+                        spec.clone(),
+                    )),
+                ]
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
 
         let exit = match spec.step.timeout {
             Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
                 Ok(status) => status_to_exit(status),
                 Err(_) => {
-                    kill_group(pid);
+                    child.kill(pid);
                     let _ = child.wait().await;
                     Exit::TimedOut(limit)
                 }
@@ -172,9 +327,12 @@ impl ProcessExecutor {
             None => status_to_exit(child.wait().await),
         };
         // Anything the script left in the background dies with it (DESIGN §2.5: nothing late).
-        kill_group(pid);
+        // A sandboxed task's init has already killed its whole namespace.
+        if let Started::Plain(_) = child {
+            kill_group(pid);
+        }
         self.running.remove(spec.task_id);
-        for reader in readers.into_iter().flatten() {
+        for reader in readers {
             // Readers end when the last writer of the pipe is gone; a process that escaped the
             // group could hold it open, so do not wait forever.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), reader).await;

@@ -1,12 +1,16 @@
 //! The process limit for tasks of a grit that runs as root. `RLIMIT_NPROC` exempts the host's
 //! root user, and a task of root runs as uid 0, so there the limit comes from a pids cgroup
-//! instead: one child cgroup per task, joined by the intermediate process before it unshares.
+//! instead: one child cgroup per task. With cgroup v2 the task's init is born into it
+//! (`CLONE_INTO_CGROUP`); with the cgroup v1 pids hierarchy init joins it through `cgroup.procs`
+//! as its first step, before it creates any thread or process.
 //!
 //! A task's cgroup can only be removed once it is empty, after the task ended; each new one
 //! sweeps the empty leftovers of this grit process, and the last one stays until the next run.
 
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +30,7 @@ fn fs_type(path: &Path) -> Option<i64> {
 
 /// The cgroup directory of this process that can hold per-task pids cgroups, if any: the
 /// cgroup v1 `pids` hierarchy, or a cgroup v2 one whose subtree has the pids controller.
-fn find_base() -> Option<PathBuf> {
+fn find_base() -> Option<Base> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let mut v1 = None;
     let mut v2 = None;
@@ -40,31 +44,45 @@ fn find_base() -> Option<PathBuf> {
             v2 = Some(Path::new("/sys/fs/cgroup").join(rel));
         }
     }
-    if let Some(base) = v1
+    if let Some(dir) = v1
         && fs_type(Path::new("/sys/fs/cgroup/pids")) == Some(CGROUP_SUPER_MAGIC)
     {
-        return Some(base);
+        return Some(Base { dir, v2: false });
     }
-    let base = v2?;
+    let dir = v2?;
     #[allow(clippy::unnecessary_cast)] // the magic constant's type differs between targets
     let magic = libc::CGROUP2_SUPER_MAGIC as i64;
     if fs_type(Path::new("/sys/fs/cgroup")) != Some(magic) {
         return None;
     }
-    let enabled = std::fs::read_to_string(base.join("cgroup.subtree_control")).ok()?;
+    let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).ok()?;
     enabled
         .split_whitespace()
         .any(|c| c == "pids")
-        .then_some(base)
+        .then_some(Base { dir, v2: true })
 }
 
-fn base() -> Option<&'static Path> {
-    static BASE: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BASE.get_or_init(find_base).as_deref()
+struct Base {
+    dir: PathBuf,
+    v2: bool,
 }
 
-/// Creates a pids cgroup allowing `max` tasks and returns the path of its `cgroup.procs`.
-pub(crate) fn create(max: u64) -> Result<CString, SandboxError> {
+/// How a task's init gets into its pids cgroup.
+#[derive(Debug)]
+pub(crate) enum Join {
+    /// cgroup v2: the cgroup's directory, for `CLONE_INTO_CGROUP`.
+    Clone(OwnedFd),
+    /// cgroup v1: the cgroup's `cgroup.procs`, which init writes first.
+    Procs(CString),
+}
+
+fn base() -> Option<&'static Base> {
+    static BASE: OnceLock<Option<Base>> = OnceLock::new();
+    BASE.get_or_init(find_base).as_ref()
+}
+
+/// Creates a pids cgroup allowing `max` tasks and says how init joins it.
+pub(crate) fn create(max: u64) -> Result<Join, SandboxError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let unsupported = |detail: String| SandboxError::Unsupported {
         feature: "a pids cgroup for the `processes` limit of a grit running as root",
@@ -78,7 +96,7 @@ pub(crate) fn create(max: u64) -> Result<CString, SandboxError> {
         )
     })?;
     let prefix = format!("grit-{}-", std::process::id());
-    if let Ok(entries) = std::fs::read_dir(base) {
+    if let Ok(entries) = std::fs::read_dir(&base.dir) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(&prefix) {
                 // Fails with EBUSY while that task still runs; it is swept next time.
@@ -86,9 +104,22 @@ pub(crate) fn create(max: u64) -> Result<CString, SandboxError> {
             }
         }
     }
-    let dir = base.join(format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+    let dir = base
+        .dir
+        .join(format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir(&dir).map_err(|e| unsupported(format!("{}: {e}", dir.display())))?;
     std::fs::write(dir.join("pids.max"), max.to_string())
         .map_err(|e| unsupported(format!("{}/pids.max: {e}", dir.display())))?;
-    Ok(CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap_or_default())
+    if !base.v2 {
+        let procs = dir.join("cgroup.procs");
+        return Ok(Join::Procs(
+            CString::new(procs.as_os_str().as_bytes()).unwrap_or_default(),
+        ));
+    }
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(&dir)
+        .map_err(|e| unsupported(format!("{}: {e}", dir.display())))?;
+    Ok(Join::Clone(OwnedFd::from(opened)))
 }

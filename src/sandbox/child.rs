@@ -1,23 +1,22 @@
-//! The code that runs between fork and exec: everything here executes in a child forked from a
-//! possibly multithreaded grit, so it uses only raw, async-signal-safe system calls on data the
-//! parent prepared (no allocation, no locks, no formatting through std).
+//! The code of the task's init, which runs in a child cloned from a possibly multithreaded grit:
+//! it uses only raw, async-signal-safe system calls on data the parent prepared (no allocation,
+//! no locks, no formatting through std).
 //!
 //! Process layout (see `mod.rs` for why):
 //! ```text
-//! grit ──fork── intermediate (host pid; what the executor holds)
-//!                 [setns(pooled net namespace)]; unshare(user, mount, pid, ipc, uts); uid/gid maps
-//!                 └─fork── init (pid 1): mounts, pivot_root, landlock, caps, rlimits
-//!                            └─fork── script (pid 2, or 3 after the detach thread): exec of the shell
+//! grit ──clone3(user, mount, pid, ipc, uts [, net]; pidfd)── init (pid 1 of the task)
+//!          maps, mounts, pivot_root, landlock, caps, rlimits
+//!          └─vfork── script: exec of the shell
 //! ```
-//! The intermediate waits for init and exits with its status. Init reaps every orphan; once the
-//! script has exited, or the intermediate has died, it kills and reaps every process left in the
-//! namespace and exits with the script's status. Only then does it close its copy of the network
-//! lease's busy pipe, so a pooled network namespace is never handed on while a process of the
-//! task can still run in it.
+//! grit holds init directly (through a pidfd). Init reaps every orphan; once the script has
+//! exited it kills and reaps every process left in the namespace and exits with the script's
+//! status. If init dies first (timeout, cancel, or grit's death through PDEATHSIG), the kernel
+//! kills the rest of the namespace before init can be reaped, so once grit has reaped init no
+//! process of the task is left.
 
 use std::ffi::{CStr, CString};
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 
 use super::plan::{MountOp, STAGING};
 
@@ -29,6 +28,9 @@ const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 const LANDLOCK_RULE_PATH_BENEATH: libc::c_long = 1;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+/// Landlock rights that apply to files (the rest only to directories): execute, write, read,
+/// truncate, device ioctl.
+const FILE_RIGHTS: u64 = 1 | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15);
 
 #[repr(C)]
 struct MountAttr {
@@ -58,37 +60,55 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Everything the child needs, built by the parent before the fork.
+/// Everything init needs, built by the parent before the clone.
 #[derive(Debug)]
 pub(crate) struct ChildSetup {
-    /// grit's pid, to notice that grit died before PDEATHSIG was armed.
-    pub grit_pid: libc::pid_t,
-    pub unshare_flags: libc::c_int,
+    /// A pidfd of grit itself, to notice that grit died before PDEATHSIG was armed.
+    pub grit_pidfd: RawFd,
+    /// `cgroup.procs` of the task's cgroup v1 pids cgroup (root only), joined before anything
+    /// else.
+    pub cgroup_procs: Option<CString>,
     pub uid_map: CString,
     pub gid_map: CString,
+    /// Bring up loopback: the task got a fresh network namespace instead of a pooled one.
+    pub loopback: bool,
     pub ops: Vec<MountOp>,
     pub staging: CString,
     pub cwd: CString,
-    /// The pooled network namespace to join (`network = false`).
-    pub netns: Option<super::netpool::Lease>,
-    /// The landlock ruleset with the host-path rules already added.
+    /// The landlock ruleset, without rules yet.
     pub ruleset: Option<OwnedFd>,
-    /// Rules on paths that exist only inside the sandbox (its own /proc and /tmp).
-    pub inner_rules: Vec<(CString, u64)>,
+    /// Landlock rules, opened by path inside the new root; directory-only rights are dropped
+    /// for paths that turn out to be files.
+    pub rules: Vec<(CString, u64)>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
     pub last_cap: u32,
-    /// `cgroup.procs` of the task's pids cgroup (root only), joined before anything else.
-    pub cgroup_procs: Option<CString>,
+    /// The script's stdin, stdout and stderr (descriptors of grit, inherited by the clone).
+    pub stdio: [RawFd; 3],
+    pub program: CString,
+    /// NULL-terminated pointer arrays into `args` and `env`, which they keep alive.
+    pub argv: Vec<*const libc::c_char>,
+    pub envp: Vec<*const libc::c_char>,
+    pub _args: Vec<CString>,
+    pub _env: Vec<CString>,
+    /// The spawning thread's signal mask, restored for the script (grit blocks every signal
+    /// around the clone so that none of its handlers can run in init).
+    pub signal_mask: libc::sigset_t,
     /// Stack of the thread that detaches the host root (see [`detach_old_root`]); atomics
     /// because another thread writes it behind Rust's back.
-    pub detach_stack: Box<[std::sync::atomic::AtomicU64]>,
+    pub detach_stack: Box<[AtomicU64]>,
     /// Where that thread stores its `umount2` result; starts as [`PENDING`].
-    pub detach_slot: std::sync::atomic::AtomicI64,
+    pub detach_slot: AtomicI64,
+    /// Stack of the vfork'd script until it execs.
+    pub script_stack: Box<[AtomicU64]>,
+    /// The script's `execve` errno, or 0.
+    pub exec_errno: AtomicI32,
 }
 
 /// Size of [`ChildSetup::detach_stack`] in 8-byte words (64 KiB); the thread makes one system
 /// call.
 pub(crate) const DETACH_STACK_WORDS: usize = 8 * 1024;
+/// Size of [`ChildSetup::script_stack`] in 8-byte words (64 KiB): `execve` and a failure path.
+pub(crate) const SCRIPT_STACK_WORDS: usize = 8 * 1024;
 
 const STATX_MNT_ID_UNIQUE: libc::c_uint = 0x4000;
 const STATMOUNT_SB_BASIC: u64 = 1;
@@ -165,8 +185,7 @@ extern "C" fn detach_thread(arg: *mut libc::c_void) -> libc::c_int {
             lateout("r11") _,
             options(nostack),
         );
-        (*arg.cast::<std::sync::atomic::AtomicI64>())
-            .store(ret, std::sync::atomic::Ordering::Release);
+        (*arg.cast::<AtomicI64>()).store(ret, Ordering::Release);
     }
     0
 }
@@ -182,16 +201,11 @@ extern "C" fn detach_thread(arg: *mut libc::c_void) -> libc::c_int {
 ///
 /// `stack` and `slot` belong to the ChildSetup, which init never drops (it ends with `_exit`), so
 /// they stay valid for the thread however long it outlives this call.
-fn detach_old_root(
-    old_root: Option<u64>,
-    stack: &[std::sync::atomic::AtomicU64],
-    slot: &std::sync::atomic::AtomicI64,
-) {
+fn detach_old_root(old_root: Option<u64>, stack: &[AtomicU64], slot: &AtomicI64) {
     #[cfg(target_arch = "x86_64")]
     if let Some(old) = old_root
         && stack.len() >= 512
     {
-        use std::sync::atomic::{AtomicI64, Ordering};
         // SAFETY: the stack was allocated by the parent and is used by this one thread only;
         // its top is 16-byte aligned as the ABI requires. The thread shares init's memory, files
         // and fs (root and cwd, so "." is the new root until init chdirs, after the detach).
@@ -373,28 +387,6 @@ fn write_proc(path: &CStr, text: &[u8], what: &[u8]) {
     }
 }
 
-/// Signal handlers grit installed (tokio's SIGCHLD/SIGINT/SIGTERM) would run in the helper
-/// processes, which never exec; put them back to the default.
-fn reset_signal_handlers() {
-    for sig in 1..=64 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: sigaction with valid pointers; invalid signal numbers only return EINVAL.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
-                continue;
-            }
-            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-                let mut dfl: libc::sigaction = std::mem::zeroed();
-                dfl.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
-        }
-    }
-}
-
 fn mount_setattr(path: &CStr, flags: libc::c_uint, set: u64) -> libc::c_long {
     let attr = MountAttr {
         attr_set: set,
@@ -536,16 +528,22 @@ fn drop_privileges(setup: &ChildSetup) {
         }
         if let Some(ruleset) = &setup.ruleset {
             let rfd = ruleset.as_raw_fd();
-            for (path, access) in &setup.inner_rules {
-                let fd = libc::open(
-                    path.as_ptr(),
-                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                );
+            for (path, access) in &setup.rules {
+                let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
                 if fd < 0 {
                     fail(b"open for a landlock rule", path.to_bytes(), errno());
                 }
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::fstat(fd, &mut st) != 0 {
+                    fail(b"stat for a landlock rule", path.to_bytes(), errno());
+                }
+                let allowed = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    *access
+                } else {
+                    *access & FILE_RIGHTS
+                };
                 let attr = PathBeneathAttr {
-                    allowed_access: *access,
+                    allowed_access: allowed,
                     parent_fd: fd,
                 };
                 let rc = libc::syscall(
@@ -580,30 +578,27 @@ fn drop_privileges(setup: &ChildSetup) {
     }
 }
 
-/// Waits for `pid`, retrying on EINTR, and returns its raw status.
-fn wait_for(pid: libc::pid_t) -> libc::c_int {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid with a valid status pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return status;
-        }
-        if r < 0 && errno() != libc::EINTR {
-            // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(SETUP_FAILED_EXIT) }
-        }
-    }
-}
-
 impl ChildSetup {
-    /// The `pre_exec` body. Returns only in the script process, which then execs; the helper
-    /// processes end with `_exit`.
-    pub(crate) fn run(&self) -> io::Result<()> {
-        // SAFETY: raw system calls on this freshly forked process, on data prepared before fork.
+    /// Init's body, in the child of `clone3`: sets up the sandbox, runs the script and reaps.
+    /// Never returns.
+    pub(crate) fn init_main(&self) -> ! {
+        // SAFETY: raw system calls in this freshly cloned process, on data prepared before.
         unsafe {
-            // PDEATHSIG follows the forking thread; the executor spawns from the runtime's main
-            // thread, which lives as long as grit.
+            // The script's stdio first, so that every failure below reaches the task's log.
+            let mut high = [-1; 3];
+            for (i, fd) in self.stdio.iter().enumerate() {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
+                    libc::_exit(SETUP_FAILED_EXIT);
+                }
+            }
+            for (i, fd) in high.iter().enumerate() {
+                if libc::dup2(*fd, i as libc::c_int) < 0 {
+                    libc::_exit(SETUP_FAILED_EXIT);
+                }
+            }
+            // PDEATHSIG follows the cloning thread: the runtime's main thread, which lives as
+            // long as grit.
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -614,78 +609,36 @@ impl ChildSetup {
             {
                 fail(b"set the parent-death signal", b"", errno());
             }
-            if libc::getppid() != self.grit_pid {
+            let mut grit = libc::pollfd {
+                fd: self.grit_pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut grit, 1, 0) != 0 {
+                // grit died before PDEATHSIG was armed (or its pidfd is unusable).
                 libc::_exit(SETUP_FAILED_EXIT);
             }
-            reset_signal_handlers();
+            // grit's signal handlers (tokio's) were copied into init, but they never run: init
+            // keeps every signal blocked for its whole life (only SIGKILL, which has no handler,
+            // reaches it), and `execve` resets them for the script. Between the script's unblock
+            // and its `execve` no sender can reach it: it is new in a new pid namespace and
+            // session, and a child inherits no pending signal.
+            //
+            // Nothing of grit's stays open here: above all not its /dev/fuse descriptor, which
+            // would keep the capture alive while this process waits on it (see mod.rs).
+            close_all_but([0, 1, 2, self.ruleset.as_ref().map_or(-1, |r| r.as_raw_fd())]);
+
             if let Some(procs) = &self.cgroup_procs {
                 write_proc(procs, b"0", b"join the pids cgroup");
-            }
-            let mut busy = -1;
-            if let Some(lease) = &self.netns {
-                // Joined first, while this process still holds the capabilities setns needs in
-                // the namespace's owner (the initial user namespace, or the pool's own).
-                if let Some(user) = lease.user
-                    && libc::setns(user, libc::CLONE_NEWUSER) != 0
-                {
-                    fail(b"join the network pool's user namespace", b"", errno());
-                }
-                if libc::setns(lease.net, libc::CLONE_NEWNET) != 0 {
-                    fail(b"join a private network namespace", b"", errno());
-                }
-                busy = lease.busy.as_raw_fd();
-            }
-            if libc::unshare(self.unshare_flags) != 0 {
-                fail(
-                    b"create namespaces (user, mount, pid, ipc, uts)",
-                    b"",
-                    errno(),
-                );
             }
             write_proc(c"/proc/self/setgroups", b"deny", b"write");
             write_proc(c"/proc/self/uid_map", self.uid_map.to_bytes(), b"write");
             write_proc(c"/proc/self/gid_map", self.gid_map.to_bytes(), b"write");
-
-            // The pipe tells init whether the intermediate is still alive once its own
-            // PDEATHSIG is armed: all write ends closed means it died in between.
-            let mut alive = [0; 2];
-            if libc::pipe2(alive.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-                fail(b"create a pipe", b"", errno());
-            }
-            let init = libc::fork();
-            if init < 0 {
-                fail(b"fork the task's init (pid namespace)", b"", errno());
-            }
-            if init > 0 {
-                // Intermediate: keep only the liveness pipe and the lease. Dropping std's
-                // exec-error pipe lets spawn() return once the script has exec'd.
-                close_all_but([alive[1], busy]);
-                let status = wait_for(init);
-                libc::_exit(exit_code(status));
-            }
-
-            // Init, pid 1 of the task's pid namespace.
-            libc::close(alive[1]);
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
+            if self.loopback
+                && let Err(e) = super::netpool::loopback_up()
             {
-                fail(b"set the parent-death signal", b"", errno());
+                fail(b"bring up loopback in a private network namespace", b"", e);
             }
-            let mut pfd = libc::pollfd {
-                fd: alive[0],
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLHUP != 0 {
-                libc::_exit(SETUP_FAILED_EXIT);
-            }
-            // alive[0] stays open: once the script runs, init notices the intermediate's death
-            // through it instead of by PDEATHSIG (see the reaping loop below).
 
             let rc = libc::mount(
                 std::ptr::null(),
@@ -701,17 +654,6 @@ impl ChildSetup {
             check(
                 libc::chdir(self.staging.as_ptr()).into(),
                 b"enter the new root",
-                b"",
-            );
-            // SIGCHLD is blocked before the detach thread exists, which inherits the mask: a thread
-            // that left it unblocked could take the script's SIGCHLD away from the signalfd.
-            let mut chld: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut chld);
-            libc::sigaddset(&mut chld, libc::SIGCHLD);
-            check(
-                libc::sigprocmask(libc::SIG_BLOCK, &chld, &mut old).into(),
-                b"block SIGCHLD",
                 b"",
             );
             let old_root = unique_mount_id(c"/");
@@ -740,10 +682,9 @@ impl ChildSetup {
                 b"",
             );
             drop_privileges(self);
-            // SIGCHLD goes through a signalfd, so the reaping loop can also watch the liveness
-            // pipe (made before the rlimits, which may cap the number of open files).
-            let sfd = libc::signalfd(-1, &chld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-            check(sfd.into(), b"create a signalfd", b"");
+            if let Some(r) = &self.ruleset {
+                libc::close(r.as_raw_fd());
+            }
             // Last, so a low open-files limit cannot break the setup above.
             for (resource, limit) in &self.rlimits {
                 check(
@@ -753,30 +694,31 @@ impl ChildSetup {
                 );
             }
 
-            // Killed by PDEATHSIG, init would leave the kernel to kill the rest of the namespace
-            // only after init's own descriptors (the lease) are closed; the loop below kills and
-            // reaps first when the liveness pipe reports the intermediate's death.
-            check(
-                libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0).into(),
-                b"disarm the parent-death signal",
-                b"",
+            // vfork: the script shares init's memory until it execs, so no page table is copied.
+            let top = self.script_stack.as_ptr().add(self.script_stack.len()) as usize & !15;
+            let script = libc::clone(
+                script_main,
+                top as *mut libc::c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                self as *const ChildSetup as *mut libc::c_void,
             );
-
-            let script = libc::fork();
             if script < 0 {
-                fail(b"fork the script", b"", errno());
+                fail(b"start the script", b"", errno());
             }
-            if script == 0 {
-                libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-                // Descriptors grit leaked without O_CLOEXEC must not reach the script.
-                close_from(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
-                return Ok(());
+            let exec_errno = self.exec_errno.load(Ordering::Acquire);
+            if exec_errno != 0 {
+                put(b"grit sandbox: cannot run ");
+                put(self.program.to_bytes());
+                put(b": ");
+                put(errno_name(exec_errno));
+                put(b" ");
+                put_num(exec_errno.unsigned_abs() as u64);
+                put(b"\n");
             }
-            close_all_but([alive[0], sfd, busy]);
-            let code = reap_until_script_exits(script, alive[0], sfd);
-            // Nothing of the task may outlive init, and it must all be gone before init closes
-            // the lease: kill(-1) reaches every process of the namespace but init, and every
-            // one of them ends up a child of init, so ECHILD means none is left.
+            let code = reap_until_script_exits(script);
+            // Nothing of the task may outlive init: kill(-1) reaches every process of the
+            // namespace but init, and every one of them ends up a child of init, so ECHILD
+            // means none is left.
             libc::kill(-1, libc::SIGKILL);
             loop {
                 let mut status = 0;
@@ -789,45 +731,34 @@ impl ChildSetup {
     }
 }
 
-/// Init's loop: reaps orphans until the script exits (its exit code) or the intermediate dies.
-fn reap_until_script_exits(script: libc::pid_t, alive: libc::c_int, sfd: libc::c_int) -> i32 {
-    // SAFETY: poll, read, and waitpid with valid pointers on descriptors this process owns.
+/// The script process (sharing init's memory until `execve`): restores the signal mask and
+/// execs, or records the errno and exits 127 like a shell would.
+extern "C" fn script_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is init's ChildSetup, alive and unchanged while init is suspended in vfork.
     unsafe {
-        loop {
-            let mut fds = [
-                libc::pollfd {
-                    fd: alive,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: sfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            if libc::poll(fds.as_mut_ptr(), 2, -1) < 0 {
-                if errno() == libc::EINTR {
-                    continue;
-                }
-                return SETUP_FAILED_EXIT;
-            }
-            if fds[0].revents != 0 {
-                // The intermediate died (killed by a timeout, a cancel, or grit's death).
-                return 128 + libc::SIGKILL;
-            }
-            let mut info = [0u8; 128];
-            while libc::read(sfd, info.as_mut_ptr().cast(), info.len()) > 0 {}
-            loop {
-                let mut status = 0;
-                let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
-                if r == script {
-                    return exit_code(status);
-                }
-                if r <= 0 {
-                    break;
-                }
-            }
+        let setup = &*arg.cast::<ChildSetup>();
+        libc::sigprocmask(libc::SIG_SETMASK, &setup.signal_mask, std::ptr::null_mut());
+        libc::execve(
+            setup.program.as_ptr(),
+            setup.argv.as_ptr(),
+            setup.envp.as_ptr(),
+        );
+        setup.exec_errno.store(errno(), Ordering::Release);
+        libc::_exit(127)
+    }
+}
+
+/// Init's loop: reaps orphans until the script exits, and returns its exit code.
+fn reap_until_script_exits(script: libc::pid_t) -> i32 {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == script {
+            return exit_code(status);
+        }
+        if r < 0 && errno() != libc::EINTR {
+            return SETUP_FAILED_EXIT;
         }
     }
 }

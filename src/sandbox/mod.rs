@@ -1,24 +1,32 @@
-//! The per-task sandbox (DESIGN §4): turns a step's [`Policy`] and a task's paths into a
-//! `pre_exec` hook that isolates the task before its shell is exec'd.
+//! The per-task sandbox (DESIGN §4): spawns a task's program isolated by a step's [`Policy`].
 //!
 //! # Layout
 //! - [`policy`]: the policy data type (what a step may do).
 //! - `plan`: the private mount tree and the landlock allow-list, planned in the parent.
-//! - `child`: the raw-syscall code that runs between fork and exec.
+//! - `child`: the raw-syscall code of the task's init, which builds the sandbox and runs the
+//!   script.
 //! - `netpool`: the private network namespaces, created ahead and leased one task at a time.
+//! - `cgroup`: the per-task pids cgroup that enforces `processes` for root.
 //! - [`probe`]: what this machine offers, for `grit doctor`.
 //!
 //! # What a sandboxed task gets
-//! The executor spawns the intermediate process; unless `network = true` it joins a private
-//! network namespace (loopback only) leased to this task alone from a pool (`netpool`), then it
-//! unshares user (own uid/gid mapped to themselves), mount, pid, ipc and uts namespaces, and forks
-//! pid 1 of the new pid namespace. Pid 1 builds a tmpfs root holding read-only binds of the
-//! system directories, the manifest directory and the inputs, writable binds of `OUTPUT_DIR`
-//! and the scratch directory (all at their host paths), a private `/tmp`, a minimal `/dev` and a
-//! fresh `/proc`; it covers the store directory, pivots, starts a session,
-//! drops every capability, sets `no_new_privs`, enforces landlock with the same allow-list and
-//! applies the rlimits, then forks the script and reaps until it exits. Killing the intermediate
-//! (timeout, cancel) or grit itself (PDEATHSIG) makes pid 1 kill and reap the whole namespace.
+//! [`spawn`] clones the task's init straight into new user (own uid/gid mapped to themselves),
+//! mount, pid, ipc and uts namespaces; unless `network = true` it is also born in a private
+//! network namespace (loopback only), leased to this task alone from a pool (`netpool`) when grit
+//! is root, or created by the clone otherwise. Init, pid 1 of the new pid namespace, builds a
+//! tmpfs root holding read-only binds of the system directories, the manifest directory and the
+//! inputs, writable binds of `OUTPUT_DIR` and the scratch directory (all at their host paths), a
+//! private `/tmp`, a minimal `/dev` and a fresh `/proc`; it covers the store directory, pivots,
+//! starts a session, drops every capability, sets `no_new_privs`, enforces landlock with the same
+//! allow-list and applies the rlimits, then vforks the script and reaps until it exits. Killing
+//! init (timeout, cancel) or grit itself (PDEATHSIG) kills the whole namespace.
+//!
+//! # Why this process layout
+//! It is the cheapest one measured (BENCHMARKS.md): `clone3` from grit makes init grit's direct
+//! child (no intermediate process, one wake-up less at exit), and the script is vforked from init,
+//! so only one copy of grit's page tables is ever made per task. grit itself never looks up a
+//! path under `OUTPUT_DIR`: that may be grit's own FUSE mount, and a grit thread waiting on its
+//! own filesystem cannot be killed; init opens those paths after closing every descriptor of grit.
 //!
 //! A setup step the kernel refuses makes the task exit with [`SETUP_FAILED_EXIT`] after a
 //! message on its stderr that names the step and the opt-outs; it never degrades silently.
@@ -33,16 +41,16 @@ pub mod probe;
 #[cfg(test)]
 mod tests;
 
-use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 
-use landlock::{
-    Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, path_beneath_rules,
-};
+use landlock::{Access, AccessFs, Ruleset, RulesetAttr, Scope};
 
 // Used by the executor's callers and by `grit doctor`, which the lead wires.
 #[allow(unused_imports)]
@@ -51,7 +59,7 @@ pub use policy::{Policy, SandboxMode};
 #[allow(unused_imports)]
 pub use probe::{Feature, Probe, probe};
 
-use plan::{Grant, HostLayout, STAGING, TaskPaths};
+use plan::{Grant, HostLayout, TaskPaths};
 
 /// The newest landlock ABI grit was written and tested against.
 const TARGET_ABI: landlock::ABI = landlock::ABI::V6;
@@ -97,6 +105,8 @@ pub enum SandboxError {
 
 /// Landlock filesystem access bits (linux/landlock.h).
 mod access {
+    pub const EXECUTE: u64 = 1;
+    pub const WRITE_FILE: u64 = 1 << 1;
     pub const READ_FILE: u64 = 1 << 2;
     pub const READ_DIR: u64 = 1 << 3;
     pub const REFER: u64 = 1 << 13;
@@ -200,28 +210,32 @@ pub(crate) fn missing_landlock_features(abi: u32) -> Vec<&'static str> {
     v
 }
 
-fn cstring(path: &Path) -> CString {
-    // plan::check_path rejected NUL bytes already.
-    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+fn cstring(bytes: &[u8]) -> CString {
+    // Paths were checked for NUL bytes by plan::check_path; arguments and environment come from
+    // TOML strings and the process environment, which cannot hold one either.
+    CString::new(bytes).unwrap_or_default()
 }
 
-/// Builds the landlock ruleset on the host paths; the child adds its own /proc and /tmp.
-fn ruleset(grants: &[(PathBuf, Grant)]) -> Result<Option<OwnedFd>, SandboxError> {
-    let abi = TARGET_ABI;
-    let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
-    let mut created = Ruleset::default()
-        .handle_access(AccessFs::from_all(abi))?
+/// Creates the landlock ruleset (rules are added by init, inside the new root).
+fn ruleset() -> Result<Option<OwnedFd>, SandboxError> {
+    let created = Ruleset::default()
+        .handle_access(AccessFs::from_all(TARGET_ABI))?
         .scope(Scope::AbstractUnixSocket | Scope::Signal)?
         .create()?;
-    for (kind, rights) in [
-        (Grant::Read, AccessFs::from_read(abi)),
-        (Grant::Write, AccessFs::from_all(abi)),
-        (Grant::Device, device),
-    ] {
-        let paths = grants.iter().filter(|(_, g)| *g == kind).map(|(p, _)| p);
-        created = created.add_rules(path_beneath_rules(paths, rights))?;
-    }
     Ok(created.into())
+}
+
+/// The landlock rights of `grant` on a kernel with landlock `abi`.
+fn rights(grant: Grant, abi: u32) -> u64 {
+    let handled = access::handled(abi);
+    handled
+        & match grant {
+            Grant::Read => access::EXECUTE | access::READ_FILE | access::READ_DIR,
+            Grant::Write => handled,
+            Grant::Device => {
+                access::READ_FILE | access::WRITE_FILE | access::TRUNCATE | access::IOCTL_DEV
+            }
+        }
 }
 
 fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
@@ -234,7 +248,7 @@ fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
         v.push((libc::RLIMIT_AS, same(m)));
     }
     if let Some(p) = policy.processes {
-        // The intermediate and pid 1 count against the same per-namespace user count. (For
+        // Init and its short-lived detach thread count against the same user count. (For
         // root, the kernel ignores this limit: see cgroup.rs.)
         v.push((libc::RLIMIT_NPROC, same(p.saturating_add(2))));
     }
@@ -255,8 +269,67 @@ fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
     v
 }
 
-/// Prepares everything the child needs, in the parent.
-fn prepare(req: &SandboxRequest<'_>) -> Result<child::ChildSetup, SandboxError> {
+/// The program a sandboxed task runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Program<'a> {
+    /// Absolute path of the executable, as seen inside the sandbox (system paths keep theirs).
+    pub path: &'a Path,
+    /// The arguments, `argv[0]` included.
+    pub args: &'a [OsString],
+    /// The complete environment.
+    pub env: &'a [(OsString, OsString)],
+    /// stdin, stdout and stderr.
+    pub stdio: [BorrowedFd<'a>; 3],
+}
+
+/// grit's own pidfd: init polls it to notice a grit that died before PDEATHSIG was armed.
+fn grit_pidfd() -> Result<i32, SandboxError> {
+    static PIDFD: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    PIDFD
+        .get_or_init(|| {
+            // SAFETY: pidfd_open on our own pid; the descriptor is owned from here on.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+            // SAFETY: a fresh descriptor nobody else owns.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        })
+        .as_ref()
+        .map(|fd| fd.as_raw_fd())
+        .ok_or_else(|| SandboxError::Unsupported {
+            feature: "pidfd_open (Linux 5.3 or later)",
+            detail: std::io::Error::last_os_error().to_string(),
+        })
+}
+
+/// This thread's own network namespace, to return to after cloning a task into a pooled one.
+fn home_netns() -> Result<i32, SandboxError> {
+    static HOME: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    HOME.get_or_init(|| {
+        std::fs::File::open("/proc/thread-self/ns/net")
+            .ok()
+            .map(OwnedFd::from)
+    })
+    .as_ref()
+    .map(|fd| fd.as_raw_fd())
+    .ok_or_else(|| SandboxError::Unsupported {
+        feature: "network namespaces (for `network = false`)",
+        detail: "cannot open /proc/thread-self/ns/net".into(),
+    })
+}
+
+fn stack(words: usize) -> Box<[AtomicU64]> {
+    (0..words).map(|_| AtomicU64::new(0)).collect()
+}
+
+/// What `spawn` prepares in the parent besides init's setup.
+struct Prepared {
+    setup: Box<child::ChildSetup>,
+    lease: Option<netpool::Lease>,
+    /// The cgroup v2 directory init is cloned into.
+    cgroup: Option<OwnedFd>,
+}
+
+/// Prepares everything init needs, in the parent.
+fn prepare(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Prepared, SandboxError> {
     let abi = preflight()?;
     let policy = req.policy;
     let task = TaskPaths {
@@ -271,86 +344,297 @@ fn prepare(req: &SandboxRequest<'_>) -> Result<child::ChildSetup, SandboxError> 
         tmp_size: policy.memory,
     };
     let plan = plan::plan(host_layout(), &task)?;
-    let ruleset = ruleset(&plan.grants)?;
-    let inner_rules = vec![
+    let mut rules: Vec<(CString, u64)> = plan
+        .grants
+        .iter()
+        .map(|(path, grant)| (cstring(path.as_os_str().as_bytes()), rights(*grant, abi)))
+        .collect();
+    rules.extend([
         (
             CString::from(c"/proc"),
             access::READ_FILE | access::READ_DIR,
         ),
         (CString::from(c"/tmp"), access::handled(abi)),
         (CString::from(c"/"), access::READ_DIR),
-    ];
+    ]);
     // SAFETY: these getters cannot fail.
-    let (uid, gid, pid) = unsafe { (libc::geteuid(), libc::getegid(), libc::getpid()) };
-    let cgroup_procs = match policy.processes {
-        Some(p) if uid == 0 => Some(cgroup::create(p.saturating_add(2))?),
-        _ => None,
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    // The limit counts init too (and its short-lived detach thread).
+    let (cgroup, cgroup_procs) = match policy.processes {
+        Some(p) if uid == 0 => match cgroup::create(p.saturating_add(2))? {
+            cgroup::Join::Clone(dir) => (Some(dir), None),
+            cgroup::Join::Procs(procs) => (None, Some(procs)),
+        },
+        _ => (None, None),
     };
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
-    // A private network namespace from the pool instead of a new one per task (netpool.rs).
-    let netns = if policy.network {
+    // A pooled network namespace needs a grit that may join it from a thread: root.
+    let lease = if policy.network || uid != 0 {
         None
     } else {
         Some(netpool::acquire()?)
     };
-    Ok(child::ChildSetup {
-        grit_pid: pid,
-        unshare_flags: flags,
-        uid_map: CString::new(format!("{uid} {uid} 1")).unwrap_or_default(),
-        gid_map: CString::new(format!("{gid} {gid} 1")).unwrap_or_default(),
-        ops: plan.ops,
-        staging: CString::from(c"/proc"),
-        cwd: cstring(req.cwd),
-        netns,
-        ruleset,
-        inner_rules,
-        rlimits: rlimits(policy),
-        last_cap: last_cap(),
-        cgroup_procs,
-        detach_stack: (0..child::DETACH_STACK_WORDS)
-            .map(|_| std::sync::atomic::AtomicU64::new(0))
-            .collect(),
-        detach_slot: std::sync::atomic::AtomicI64::new(child::PENDING),
+    let args: Vec<CString> = program.args.iter().map(|a| cstring(a.as_bytes())).collect();
+    let env: Vec<CString> = program
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring(&kv)
+        })
+        .collect();
+    let pointers = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|c| c.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let (argv, envp) = (pointers(&args), pointers(&env));
+    Ok(Prepared {
+        setup: Box::new(child::ChildSetup {
+            grit_pidfd: grit_pidfd()?,
+            cgroup_procs,
+            uid_map: cstring(format!("{uid} {uid} 1").as_bytes()),
+            gid_map: cstring(format!("{gid} {gid} 1").as_bytes()),
+            loopback: !policy.network && lease.is_none(),
+            ops: plan.ops,
+            staging: CString::from(c"/proc"),
+            cwd: cstring(req.cwd.as_os_str().as_bytes()),
+            ruleset: ruleset()?,
+            rules,
+            rlimits: rlimits(policy),
+            last_cap: last_cap(),
+            stdio: program.stdio.map(|fd| fd.as_raw_fd()),
+            program: cstring(program.path.as_os_str().as_bytes()),
+            argv,
+            envp,
+            _args: args,
+            _env: env,
+            // SAFETY: an all-zero sigset_t is a valid (empty) set; spawn overwrites it.
+            signal_mask: unsafe { std::mem::zeroed() },
+            detach_stack: stack(child::DETACH_STACK_WORDS),
+            detach_slot: AtomicI64::new(child::PENDING),
+            script_stack: stack(child::SCRIPT_STACK_WORDS),
+            exec_errno: AtomicI32::new(0),
+        }),
+        lease,
+        cgroup,
     })
 }
 
-/// Makes `cmd` spawn its program inside the sandbox described by `req`. A no-op when the policy
-/// says `sandbox = "off"`. Spawn from a thread that outlives the task (the runtime's main
-/// thread): the task is killed when that thread exits.
-pub fn configure(
-    cmd: &mut tokio::process::Command,
-    req: &SandboxRequest<'_>,
-) -> Result<(), SandboxError> {
-    if req.policy.sandbox == SandboxMode::Off {
-        return Ok(());
-    }
-    let setup = prepare(req)?;
-    debug_assert_eq!(setup.staging.to_bytes(), STAGING.as_bytes());
-    // SAFETY: ChildSetup::run makes only async-signal-safe raw system calls on data prepared
-    // here (see child.rs).
-    unsafe {
-        cmd.pre_exec(move || setup.run());
-    }
-    Ok(())
+/// `struct clone_args` (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
 }
 
-/// [`configure`] for a `std` command (used by the doctor's end-to-end check).
-pub(crate) fn configure_std(
-    cmd: &mut std::process::Command,
-    req: &SandboxRequest<'_>,
-) -> Result<(), SandboxError> {
-    use std::os::unix::process::CommandExt;
-    if req.policy.sandbox == SandboxMode::Off {
-        return Ok(());
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const P_PIDFD: libc::idtype_t = 3;
+
+/// Spawns `program` inside the sandbox described by `req`. The caller must not use
+/// `sandbox = "off"` here (that is a plain spawn). Spawn from a thread that outlives the task
+/// (the runtime's main thread): the task is killed when that thread exits.
+pub fn spawn(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Sandboxed, SandboxError> {
+    let Prepared {
+        mut setup,
+        lease,
+        cgroup,
+    } = prepare(req, program)?;
+    let mut flags = (libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_PIDFD) as u64;
+    if setup.loopback {
+        flags |= libc::CLONE_NEWNET as u64;
     }
-    let setup = prepare(req)?;
-    // SAFETY: as in `configure`.
-    unsafe {
-        cmd.pre_exec(move || setup.run());
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(cg) = &cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cg.as_raw_fd() as u64;
     }
-    Ok(())
+    let home = match lease {
+        Some(_) => Some(home_netns()?),
+        None => None,
+    };
+    // SAFETY: signal masks of this thread only; init is cloned with every signal blocked so that
+    // none of grit's handlers (tokio's) can run in it before it resets them, and restores the
+    // original mask for the script.
+    let (pid, clone_errno) = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut setup.signal_mask);
+        let joined = match &lease {
+            Some(l) => libc::setns(l.net, libc::CLONE_NEWNET) == 0,
+            None => true,
+        };
+        let pid = if joined {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        } else {
+            -1
+        };
+        if pid == 0 {
+            // The child: never returns (execs the script or exits).
+            setup.init_main();
+        }
+        let clone_errno = std::io::Error::last_os_error();
+        if let Some(home) = home
+            && joined
+            && libc::setns(home, libc::CLONE_NEWNET) != 0
+        {
+            // Unreachable in practice (the namespace is grit's own); without it, later spawns
+            // with `network = true` would land in a private namespace, so stop here.
+            let e = std::io::Error::last_os_error();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &setup.signal_mask, std::ptr::null_mut());
+            if pid > 0 {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+            return Err(SandboxError::Unsupported {
+                feature: "returning to grit's network namespace after a spawn",
+                detail: e.to_string(),
+            });
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &setup.signal_mask, std::ptr::null_mut());
+        (pid, clone_errno)
+    };
+    if pid < 0 {
+        return Err(SandboxError::Unsupported {
+            feature: "clone3 into new user, mount, pid, ipc and uts namespaces (Linux 5.7 or \
+                      later, unprivileged user namespaces allowed)",
+            detail: clone_errno.to_string(),
+        });
+    }
+    // SAFETY: CLONE_PIDFD stored a fresh descriptor that only we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Sandboxed {
+        pid: pid as i32,
+        pidfd,
+        status: None,
+        lease,
+    })
+}
+
+/// A running sandboxed task: its init, a direct child of grit, held through a pidfd (so it is
+/// never confused with a later process of the same pid).
+#[derive(Debug)]
+pub struct Sandboxed {
+    pid: i32,
+    pidfd: OwnedFd,
+    status: Option<ExitStatus>,
+    /// Returned to the pool once init is reaped, when no process of the task is left.
+    lease: Option<netpool::Lease>,
+}
+
+impl Sandboxed {
+    /// Host pid of the task's init; also the id of its process group and session.
+    pub fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Waits for the task to end without blocking the runtime.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        // SAFETY: the pidfd is owned by `self` and outlives `ready`, which is dropped below.
+        let ready = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                self.pidfd.as_raw_fd(),
+                tokio::io::Interest::READABLE,
+            )?
+        };
+        // A pidfd turns readable once the process has exited.
+        drop(ready.readable().await?);
+        drop(ready);
+        self.reap()
+    }
+
+    /// Waits for the task to end, blocking this thread.
+    pub fn wait_blocking(&mut self) -> std::io::Result<ExitStatus> {
+        match self.status {
+            Some(status) => Ok(status),
+            None => self.reap(),
+        }
+    }
+
+    /// SIGKILLs init, which ends every process of the task.
+    pub fn kill(&self) {
+        if self.status.is_none() {
+            // SAFETY: pidfd_send_signal on our own pidfd; an exited process only returns ESRCH.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    self.pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
+        }
+    }
+
+    fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        // SAFETY: waitid on our own child's pidfd with a zeroed siginfo to fill in.
+        let info = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            loop {
+                if libc::waitid(
+                    P_PIDFD,
+                    self.pidfd.as_raw_fd() as libc::id_t,
+                    &mut info,
+                    libc::WEXITED,
+                ) == 0
+                {
+                    break info;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        };
+        // SAFETY: waitid filled in a SIGCHLD siginfo, whose status field is valid.
+        let (code, value) = unsafe { (info.si_code, info.si_status()) };
+        let raw = match code {
+            libc::CLD_EXITED => (value & 0xff) << 8,
+            libc::CLD_DUMPED => value | 0x80,
+            _ => value,
+        };
+        let status = ExitStatus::from_raw(raw);
+        self.status = Some(status);
+        self.lease = None;
+        Ok(status)
+    }
+}
+
+impl Drop for Sandboxed {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.kill();
+            let _ = self.reap();
+        }
+    }
 }

@@ -1,26 +1,27 @@
-//! Private network namespaces for `network = false` tasks, created ahead of time and recycled.
+//! Private network namespaces for `network = false` tasks of a grit running as root, created
+//! ahead of time and recycled.
 //!
 //! Creating a network namespace for every task cost about a millisecond of the task's start on
 //! this machine kind, and its asynchronous teardown competes with the tasks for the CPUs. So grit
 //! keeps a pool: every namespace has only loopback up and is leased to one task at a time, so
 //! tasks that run at the same time never share one and cannot reach each other over loopback.
+//! The spawning thread joins the leased namespace just for the `clone3` of the task's init (a
+//! network namespace is per thread), so the task is born in it.
 //!
-//! A lease ends when every holder of its "busy" pipe has closed it: the executor's `Command`, the
-//! task's intermediate process, and the task's init, which kills and reaps every process of the
-//! task before it exits (see `child.rs`). So no process of an earlier task is left in a namespace
-//! when it is handed out again. What a task could leave behind is limited to state that needs no
-//! capability: sockets die with their processes, and the sysctls are out of reach (capabilities
-//! dropped, /proc read-only under landlock). `tcp_max_tw_buckets = 0` keeps a task's closed TCP
-//! connections from holding ports in TIME_WAIT against the next task, as a fresh namespace would.
+//! A lease ends when grit has reaped the task's init. The kernel lets init be reaped only once
+//! every other process of its pid namespace is gone, so no process of an earlier task is left in
+//! a namespace when it is handed out again. What a task could leave behind is limited to state
+//! that needs no capability: sockets die with their processes, and the sysctls are out of reach
+//! (the namespaces belong to the initial user namespace, where a task holds no capability).
+//! `tcp_max_tw_buckets = 0` keeps a task's closed TCP connections from holding ports in TIME_WAIT
+//! against the next task, as a fresh namespace would.
 //!
-//! As root the namespaces belong to the initial user namespace, where a task holds no capability.
-//! Otherwise a helper first creates a user namespace that maps only the caller's uid and gid and
-//! owns the network namespaces; a task joins it (as its owner it may) and then creates its own
-//! user namespace inside it, as before.
+//! A grit that is not root cannot join a namespace of the initial user namespace from its
+//! (multithreaded) process, so its tasks get a fresh network namespace each, created by the
+//! clone inside the task's own user namespace (see `child.rs`, which brings loopback up).
 
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use super::SandboxError;
 
@@ -30,39 +31,33 @@ const BATCH: usize = 2;
 /// One pooled network namespace.
 #[derive(Debug)]
 struct Entry {
-    /// The user namespace owning `net` (not root only).
-    user: Option<Arc<OwnedFd>>,
     net: OwnedFd,
-    /// Read end of the current lease's pipe; idle once every write end is closed.
-    busy: Option<OwnedFd>,
+    leased: bool,
 }
 
 /// Entries are never removed, so the descriptor numbers a lease hands out stay valid.
 static POOL: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
-/// One task's use of a pooled namespace. The descriptors are the pool's own: the child only
-/// passes them to `setns`.
+/// One task's use of a pooled namespace; returned to the pool when dropped, which the owner
+/// does only after reaping the task's init.
 #[derive(Debug)]
 pub(crate) struct Lease {
-    pub user: Option<RawFd>,
+    index: usize,
+    /// The pool's own descriptor of the namespace: the spawning thread only passes it to `setns`.
     pub net: RawFd,
-    /// Write end of the busy pipe; the task's intermediate and init keep copies of it.
-    pub busy: OwnedFd,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = pool.get_mut(self.index) {
+            entry.leased = false;
+        }
+    }
 }
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-fn idle(busy: &Option<OwnedFd>) -> bool {
-    let Some(fd) = busy else { return true };
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: poll on one valid descriptor with a zero timeout.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLHUP != 0 }
 }
 
 fn unsupported(detail: String) -> SandboxError {
@@ -72,55 +67,36 @@ fn unsupported(detail: String) -> SandboxError {
     }
 }
 
-/// Leases an idle namespace, creating more when every one is busy.
+/// Leases an idle namespace, creating more when every one is busy. Root only.
 pub(crate) fn acquire() -> Result<Lease, SandboxError> {
     // A poisoned lock only means another spawn panicked; the list itself stays consistent.
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let i = match pool.iter().position(|e| idle(&e.busy)) {
+    let index = match pool.iter().position(|e| !e.leased) {
         Some(i) => i,
         None => {
             let fresh = create(BATCH)?;
-            pool.extend(fresh);
+            pool.extend(fresh.into_iter().map(|net| Entry { net, leased: false }));
             pool.len() - BATCH
         }
     };
-    let mut ends = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(unsupported(format!(
-            "pipe2: {}",
-            std::io::Error::from_raw_os_error(errno())
-        )));
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
-    let entry = &mut pool[i];
-    entry.busy = Some(read);
+    let entry = &mut pool[index];
+    entry.leased = true;
     Ok(Lease {
-        user: entry.user.as_ref().map(|u| u.as_raw_fd()),
+        index,
         net: entry.net.as_raw_fd(),
-        busy: write,
     })
 }
 
 /// What failed in the helper, sent back instead of descriptors.
 const STAGES: &[&str] = &[
     "",
-    "unshare(CLONE_NEWUSER)",
-    "write the helper's uid/gid maps",
-    "open /proc/self/ns/user",
     "unshare(CLONE_NEWNET)",
     "bring up loopback",
     "open /proc/self/ns/net",
 ];
 
 /// Forks a single-threaded helper that creates `n` namespaces and sends their descriptors back.
-fn create(n: usize) -> Result<Vec<Entry>, SandboxError> {
-    // SAFETY: these getters cannot fail.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let as_root = uid == 0;
-    let uid_map = CString::new(format!("{uid} {uid} 1")).unwrap_or_default();
-    let gid_map = CString::new(format!("{gid} {gid} 1")).unwrap_or_default();
+fn create(n: usize) -> Result<Vec<OwnedFd>, SandboxError> {
     let mut sv = [0; 2];
     // SAFETY: socketpair writes two descriptors into the array.
     if unsafe {
@@ -149,27 +125,14 @@ fn create(n: usize) -> Result<Vec<Entry>, SandboxError> {
     }
     if pid == 0 {
         // SAFETY: we are the freshly forked helper.
-        unsafe { helper(theirs.as_raw_fd(), as_root, &uid_map, &gid_map, n) }
+        unsafe { helper(theirs.as_raw_fd(), n) }
     }
     drop(theirs);
-    let received = receive(ours.as_raw_fd(), n + usize::from(!as_root));
+    let received = receive(ours.as_raw_fd(), n);
     let mut status = 0;
     // SAFETY: waitpid on our own child with a valid status pointer.
     while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && errno() == libc::EINTR {}
-    let mut fds = received?;
-    let user = if as_root {
-        None
-    } else {
-        Some(Arc::new(fds.remove(0)))
-    };
-    Ok(fds
-        .into_iter()
-        .map(|net| Entry {
-            user: user.clone(),
-            net,
-            busy: None,
-        })
-        .collect())
+    received
 }
 
 /// Room for the control message carrying up to 8 descriptors.
@@ -255,8 +218,8 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// Brings `lo` of the current network namespace up.
-unsafe fn loopback_up() -> Result<(), i32> {
+/// Brings `lo` of the current network namespace up; raw system calls only (init calls it too).
+pub(crate) unsafe fn loopback_up() -> Result<(), i32> {
     // SAFETY: a datagram socket and two interface ioctls on a zeroed, correctly sized ifreq.
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -284,7 +247,7 @@ unsafe fn loopback_up() -> Result<(), i32> {
 }
 
 /// The helper: raw system calls only (forked from a multithreaded grit), ends with `_exit`.
-unsafe fn helper(sock: RawFd, as_root: bool, uid_map: &CString, gid_map: &CString, n: usize) -> ! {
+unsafe fn helper(sock: RawFd, n: usize) -> ! {
     const MAX: usize = 8;
     let mut fds = [-1 as RawFd; MAX];
     let mut k = 0;
@@ -293,45 +256,20 @@ unsafe fn helper(sock: RawFd, as_root: bool, uid_map: &CString, gid_map: &CStrin
     // SAFETY: raw system calls in the single-threaded helper on data prepared before the fork.
     unsafe {
         'work: {
-            if !as_root {
+            for _ in 0..n.min(MAX) {
                 stage = 1;
-                if libc::unshare(libc::CLONE_NEWUSER) != 0 {
-                    err = errno();
-                    break 'work;
-                }
-                stage = 2;
-                for (path, text) in [
-                    (c"/proc/self/setgroups", b"deny".as_slice()),
-                    (c"/proc/self/uid_map", uid_map.to_bytes()),
-                    (c"/proc/self/gid_map", gid_map.to_bytes()),
-                ] {
-                    if let Err(e) = write_file(path, text) {
-                        err = e;
-                        break 'work;
-                    }
-                }
-                stage = 3;
-                fds[k] = libc::open(c"/proc/self/ns/user".as_ptr(), libc::O_RDONLY);
-                if fds[k] < 0 {
-                    err = errno();
-                    break 'work;
-                }
-                k += 1;
-            }
-            for _ in 0..n.min(MAX - 1) {
-                stage = 4;
                 if libc::unshare(libc::CLONE_NEWNET) != 0 {
                     err = errno();
                     break 'work;
                 }
-                stage = 5;
+                stage = 2;
                 if let Err(e) = loopback_up() {
                     err = e;
                     break 'work;
                 }
                 // Best effort: only a convenience (ports free again at once), never isolation.
                 let _ = write_file(c"/proc/sys/net/ipv4/tcp_max_tw_buckets", b"0");
-                stage = 6;
+                stage = 3;
                 fds[k] = libc::open(c"/proc/self/ns/net".as_ptr(), libc::O_RDONLY);
                 if fds[k] < 0 {
                     err = errno();

@@ -3,14 +3,16 @@
 //! strict sandbox), not guessed from version numbers.
 // Until the lead wires `grit doctor [--json]` to `probe()` and `Probe::render_table()`.
 
-use std::io;
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
-use super::{Policy, SandboxRequest, TARGET_ABI, landlock_abi, missing_landlock_features};
+use super::{Policy, Program, SandboxRequest, TARGET_ABI, landlock_abi, missing_landlock_features};
 
 /// One feature: whether it works here, and the detail a user needs to act on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -159,24 +161,29 @@ fn probe_sandbox() -> Feature {
             store_dir: &db,
             policy: &policy,
         };
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "true"])
-            .current_dir(&cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        super::configure_std(&mut cmd, &req).map_err(|e| e.to_string())?;
-        let output = cmd
-            .spawn()
-            .and_then(|c| c.wait_with_output())
+        let devnull = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let args = ["sh", "-c", "true"].map(OsString::from);
+        let env = [(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
+        let program = Program {
+            path: Path::new("/bin/sh"),
+            args: &args,
+            env: &env,
+            stdio: [devnull.as_fd(), devnull.as_fd(), write.as_fd()],
+        };
+        let mut task = super::spawn(&req, &program).map_err(|e| e.to_string())?;
+        drop(write);
+        let mut err = String::new();
+        std::fs::File::from(read)
+            .read_to_string(&mut err)
             .map_err(|e| e.to_string())?;
-        if output.status.success() {
+        let status = task.wait_blocking().map_err(|e| e.to_string())?;
+        if status.success() {
             Ok(Feature::yes("a task ran in the strict sandbox"))
         } else {
-            let err = String::from_utf8_lossy(&output.stderr);
             Ok(Feature::no(format!(
-                "{}: {}",
-                output.status,
+                "{status}: {}",
                 err.lines().next().unwrap_or("no message")
             )))
         }
