@@ -198,6 +198,21 @@ enum Mount {
 
 /// Checks that a path from the request or the policy is usable as a mount source and target.
 fn check_path(path: &Path, what: &'static str) -> Result<(), SandboxError> {
+    check_spelling(path, what)?;
+    if std::fs::metadata(path).is_err() {
+        return Err(SandboxError::BadPath {
+            what,
+            path: path.to_path_buf(),
+            reason: "does not exist".into(),
+        });
+    }
+    Ok(())
+}
+
+/// [`check_path`] without looking the path up: for `OUTPUT_DIR`, which may be a directory of
+/// grit's own FUSE mount. A grit thread waiting on its own filesystem cannot be killed, so only
+/// the task's init (which holds no descriptor of the mount) ever looks it up.
+fn check_spelling(path: &Path, what: &'static str) -> Result<(), SandboxError> {
     let bad = |reason: &str| SandboxError::BadPath {
         what,
         path: path.to_path_buf(),
@@ -221,9 +236,6 @@ fn check_path(path: &Path, what: &'static str) -> Result<(), SandboxError> {
     if path.as_os_str().as_bytes().contains(&0) {
         return Err(bad("contains a NUL byte"));
     }
-    if std::fs::metadata(path).is_err() {
-        return Err(bad("does not exist"));
-    }
     Ok(())
 }
 
@@ -246,7 +258,7 @@ fn depth(path: &Path) -> usize {
 /// Plans the mount tree and the landlock grants for one task.
 pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, SandboxError> {
     check_path(task.cwd, "working directory")?;
-    check_path(task.output_dir, "output_dir")?;
+    check_spelling(task.output_dir, "output_dir")?;
     check_path(task.scratch_dir, "scratch_dir")?;
     check_path(task.store_dir, "store_dir")?;
     if let Some(p) = task.input_file {
