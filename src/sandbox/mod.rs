@@ -166,14 +166,20 @@ fn last_cap() -> u32 {
 }
 
 /// Fails closed when a required kernel feature is missing; warns once about partial landlock.
+/// Checked once per process (the kernel's answer does not change; should user namespaces be
+/// switched off later, the clone fails with its own message).
 fn preflight() -> Result<u32, SandboxError> {
-    let abi = landlock_abi().map_err(|e| SandboxError::Unsupported {
+    static CHECKED: OnceLock<(Result<u32, i32>, bool)> = OnceLock::new();
+    let (abi, userns_off) = CHECKED.get_or_init(|| {
+        let off = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .is_ok_and(|n| n.trim() == "0");
+        (landlock_abi(), off)
+    });
+    let abi = (*abi).map_err(|e| SandboxError::Unsupported {
         feature: "landlock (Linux 5.13 or later, enabled in the `lsm=` boot parameter)",
         detail: std::io::Error::from_raw_os_error(e).to_string(),
     })?;
-    if let Ok(n) = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
-        && n.trim() == "0"
-    {
+    if *userns_off {
         return Err(SandboxError::Unsupported {
             feature: "user namespaces",
             detail: "user.max_user_namespaces is 0".into(),
