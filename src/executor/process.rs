@@ -5,7 +5,6 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -109,25 +108,6 @@ fn full_env(overrides: Vec<(String, String)>) -> Vec<(OsString, OsString)> {
     env
 }
 
-/// `program` looked up in `PATH` the way `execvp` would, unless it names a path already.
-fn resolve_program(program: &str, env: &[(OsString, OsString)]) -> Option<PathBuf> {
-    if program.contains('/') {
-        return Some(PathBuf::from(program));
-    }
-    let path = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 /// A pipe whose read end tokio polls and whose write end (blocking, as scripts expect) goes to
 /// the script.
 fn output_pipe() -> std::io::Result<(tokio::net::unix::pipe::Receiver, OwnedFd)> {
@@ -191,11 +171,6 @@ impl ProcessExecutor {
         args: &[String],
     ) -> Result<(Started, Option<Outputs>), Exit> {
         let env = full_env(contract_env(spec));
-        let Some(path) = resolve_program(program, &env) else {
-            let message = format!("{program}: not found in PATH");
-            let _ = writeln!(log, "grit: {message}");
-            return Err(Exit::SpawnFailed(message));
-        };
         let argv: Vec<OsString> = std::iter::once(program)
             .chain(args.iter().map(String::as_str))
             .chain(std::iter::once(spec.step.script.as_str()))
@@ -234,7 +209,7 @@ impl ProcessExecutor {
         let started = crate::sandbox::spawn(
             &request,
             &crate::sandbox::Program {
-                path: &path,
+                name: OsStr::new(program),
                 args: &argv,
                 env: &env,
                 stdio: [devnull.as_fd(), stdout, stderr],

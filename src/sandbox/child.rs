@@ -84,7 +84,10 @@ pub(crate) struct ChildSetup {
     pub last_cap: u32,
     /// The script's stdin, stdout and stderr (descriptors of grit, inherited by the clone).
     pub stdio: [RawFd; 3],
+    /// The program as named by the step (for messages).
     pub program: CString,
+    /// The paths to try `execve` on, in order.
+    pub candidates: Vec<CString>,
     /// NULL-terminated pointer arrays into `args` and `env`, which they keep alive.
     pub argv: Vec<*const libc::c_char>,
     pub envp: Vec<*const libc::c_char>,
@@ -738,12 +741,21 @@ extern "C" fn script_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let setup = &*arg.cast::<ChildSetup>();
         libc::sigprocmask(libc::SIG_SETMASK, &setup.signal_mask, std::ptr::null_mut());
-        libc::execve(
-            setup.program.as_ptr(),
-            setup.argv.as_ptr(),
-            setup.envp.as_ptr(),
-        );
-        setup.exec_errno.store(errno(), Ordering::Release);
+        // execvp's search: go on past a directory without the program (or one the sandbox does
+        // not show), remember a permission error, stop at any other error.
+        let mut reported = libc::ENOENT;
+        for path in &setup.candidates {
+            libc::execve(path.as_ptr(), setup.argv.as_ptr(), setup.envp.as_ptr());
+            match errno() {
+                libc::ENOENT | libc::ENOTDIR => {}
+                libc::EACCES => reported = libc::EACCES,
+                other => {
+                    reported = other;
+                    break;
+                }
+            }
+        }
+        setup.exec_errno.store(reported, Ordering::Release);
         libc::_exit(127)
     }
 }

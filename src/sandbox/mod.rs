@@ -41,7 +41,7 @@ pub mod probe;
 #[cfg(test)]
 mod tests;
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
@@ -278,14 +278,39 @@ fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
 /// The program a sandboxed task runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Program<'a> {
-    /// Absolute path of the executable, as seen inside the sandbox (system paths keep theirs).
-    pub path: &'a Path,
+    /// The executable: a path, or a name looked up in the `PATH` of `env` inside the sandbox,
+    /// as `execvp` would (a host directory the sandbox does not show is skipped).
+    pub name: &'a OsStr,
     /// The arguments, `argv[0]` included.
     pub args: &'a [OsString],
     /// The complete environment.
     pub env: &'a [(OsString, OsString)],
     /// stdin, stdout and stderr.
     pub stdio: [BorrowedFd<'a>; 3],
+}
+
+/// The paths `execve` tries for `program`, in order (`execvp`'s search).
+fn candidates(program: &Program<'_>) -> Vec<CString> {
+    let name = program.name.as_bytes();
+    if name.contains(&b'/') {
+        return vec![cstring(name)];
+    }
+    let path = program
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_bytes())
+        .unwrap_or(b"/usr/local/bin:/usr/bin:/bin");
+    path.split(|b| *b == b':')
+        .map(|dir| {
+            // An empty entry means the working directory, as in execvp.
+            let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+            let mut full = dir.to_vec();
+            full.push(b'/');
+            full.extend_from_slice(name);
+            cstring(&full)
+        })
+        .collect()
 }
 
 /// grit's own pidfd: init polls it to notice a grit that died before PDEATHSIG was armed.
@@ -412,7 +437,8 @@ fn prepare(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Prepared, 
             rlimits: rlimits(policy),
             last_cap: last_cap(),
             stdio: program.stdio.map(|fd| fd.as_raw_fd()),
-            program: cstring(program.path.as_os_str().as_bytes()),
+            program: cstring(program.name.as_bytes()),
+            candidates: candidates(program),
             argv,
             envp,
             _args: args,

@@ -3,7 +3,7 @@
 //! strict sandbox), not guessed from version numbers.
 // Until the lead wires `grit doctor [--json]` to `probe()` and `Probe::render_table()`.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
@@ -167,7 +167,7 @@ fn probe_sandbox() -> Feature {
         let args = ["sh", "-c", "true"].map(OsString::from);
         let env = [(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
         let program = Program {
-            path: Path::new("/bin/sh"),
+            name: OsStr::new("sh"),
             args: &args,
             env: &env,
             stdio: [devnull.as_fd(), devnull.as_fd(), write.as_fd()],

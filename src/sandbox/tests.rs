@@ -1,7 +1,7 @@
 //! Tests that spawn real `sh -c` tasks through [`spawn`] on a tokio runtime and check what
 //! the sandbox allows and denies. They need user namespaces and landlock, like grit itself.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::fd::AsFd;
@@ -99,7 +99,7 @@ impl Task {
         let (out_read, out_write) = pipe2(OFlag::O_CLOEXEC).unwrap();
         let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).unwrap();
         let program = Program {
-            path: Path::new("/bin/sh"),
+            name: OsStr::new("sh"),
             args: &args,
             env: &env,
             stdio: [devnull.as_fd(), out_write.as_fd(), err_write.as_fd()],
@@ -661,7 +661,7 @@ fn overhead_benchmark() {
                     let devnull = std::fs::File::open("/dev/null").unwrap();
                     let args = ["sh", "-c", "true"].map(OsString::from);
                     let program = Program {
-                        path: Path::new("/bin/sh"),
+                        name: OsStr::new("sh"),
                         args: &args,
                         env: &[],
                         stdio: [devnull.as_fd(), devnull.as_fd(), devnull.as_fd()],
@@ -692,5 +692,58 @@ fn overhead_benchmark() {
         "added_ms={:.3} added_network_ms={:.3}",
         full - plain,
         shared_net - plain
+    );
+}
+
+/// Runs `name` with `args` and `PATH` in the strict sandbox; returns (exit code, stdout, stderr).
+fn run_program(t: &Task, name: &str, args: &[&str], path: &str) -> (i32, String, String) {
+    rt().block_on(async {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let env = [(OsString::from("PATH"), OsString::from(path))];
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let (out_read, out_write) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let policy = strict();
+        let program = Program {
+            name: OsStr::new(name),
+            args: &args,
+            env: &env,
+            stdio: [devnull.as_fd(), out_write.as_fd(), err_write.as_fd()],
+        };
+        let task = spawn(&t.request(&policy), &program).unwrap();
+        drop((out_write, err_write));
+        let spawned = Spawned {
+            task,
+            stdout: Some(Receiver::from_owned_fd(out_read).unwrap()),
+            stderr: Some(Receiver::from_owned_fd(err_read).unwrap()),
+        };
+        let (status, stdout, stderr) = spawned.output().await;
+        (status.code().unwrap_or(-1), stdout, stderr)
+    })
+}
+
+#[test]
+fn the_program_is_searched_in_path_as_the_sandbox_sees_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Task::new();
+    // A host directory the sandbox does not show comes first in PATH and holds its own `sh`:
+    // the search must go on to /usr/bin and /bin, as execvp does inside the sandbox.
+    let hidden = tempfile::tempdir().unwrap();
+    let fake = hidden.path().join("sh");
+    std::fs::write(&fake, "#!/bin/false\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", hidden.path().display());
+    let (code, stdout, stderr) = run_program(&t, "sh", &["sh", "-c", "echo found"], &path);
+    assert_eq!((code, stdout.as_str()), (0, "found\n"), "{stderr}");
+}
+
+#[test]
+fn a_missing_program_fails_with_127_and_says_why() {
+    let t = Task::new();
+    let (code, _, stderr) = run_program(&t, "no-such-program-grit", &["x"], "/usr/bin:/bin");
+    assert_eq!(code, 127, "{stderr}");
+    assert!(
+        stderr.contains("cannot run no-such-program-grit: ENOENT"),
+        "{stderr}"
     );
 }
