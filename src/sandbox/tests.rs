@@ -631,21 +631,26 @@ fn probe_reports_this_machine() {
     assert!(p.render_table().contains("landlock"));
 }
 
-/// Per-spawn overhead: `N` × `sh -c true`, plain and sandboxed, one after another on one
-/// current-thread runtime. Reports numbers only (run by benches/sandbox_overhead.sh).
+/// Per-spawn overhead: `N` × `sh -c true` of each kind (plain, sandboxed, sandboxed with
+/// `network = true`) on one current-thread runtime, interleaved in blocks of 50 so that a change
+/// in the machine's load hits every kind alike. Prints the mean over all spawns and the median
+/// of the per-block means (run by benches/sandbox_overhead.sh). Reports numbers only.
 #[test]
 #[ignore = "benchmark; run with --ignored --nocapture"]
 fn overhead_benchmark() {
+    const BLOCK: u32 = 50;
     let n: u32 = std::env::var("GRIT_BENCH_N")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
     let t = Task::new();
     let rt = rt();
-    let time = |policy: &Policy| {
+    // The same environment for every kind: this process's own, as grit passes its own.
+    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let block = |policy: &Policy| {
         let start = Instant::now();
         rt.block_on(async {
-            for _ in 0..n {
+            for _ in 0..BLOCK {
                 let status = if policy.sandbox == SandboxMode::Off {
                     tokio::process::Command::new("sh")
                         .args(["-c", "true"])
@@ -663,7 +668,7 @@ fn overhead_benchmark() {
                     let program = Program {
                         name: OsStr::new("sh"),
                         args: &args,
-                        env: &[],
+                        env: &env,
                         stdio: [devnull.as_fd(), devnull.as_fd(), devnull.as_fd()],
                     };
                     let mut task = spawn(&t.request(policy), &program).unwrap();
@@ -672,7 +677,7 @@ fn overhead_benchmark() {
                 assert!(status.success());
             }
         });
-        start.elapsed().as_secs_f64() * 1000.0 / f64::from(n)
+        start.elapsed().as_secs_f64() * 1000.0 / f64::from(BLOCK)
     };
     let off = Policy {
         sandbox: SandboxMode::Off,
@@ -682,16 +687,36 @@ fn overhead_benchmark() {
         network: true,
         ..strict()
     };
-    let plain = time(&off);
-    let full = time(&strict());
-    let shared_net = time(&net);
+    let kinds = [off, strict(), net];
+    let mut blocks: [Vec<f64>; 3] = Default::default();
+    for _ in 0..n.div_ceil(BLOCK) {
+        for (k, policy) in kinds.iter().enumerate() {
+            blocks[k].push(block(policy));
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [plain, full, shared_net] = &blocks;
     println!(
-        "spawns={n} plain_ms={plain:.3} sandbox_ms={full:.3} sandbox_network_ms={shared_net:.3}"
+        "spawns={} plain_ms={:.3} sandbox_ms={:.3} sandbox_network_ms={:.3}",
+        plain.len() as u32 * BLOCK,
+        mean(plain),
+        mean(full),
+        mean(shared_net)
     );
     println!(
         "added_ms={:.3} added_network_ms={:.3}",
-        full - plain,
-        shared_net - plain
+        mean(full) - mean(plain),
+        mean(shared_net) - mean(plain)
+    );
+    println!(
+        "added_median_block_ms={:.3} added_network_median_block_ms={:.3}",
+        median(full) - median(plain),
+        median(shared_net) - median(plain)
     );
 }
 
