@@ -185,6 +185,77 @@ fn chunks_at_random_offsets() {
     assert_eq!(files[1].hash, sha(&data[..pw_len]));
 }
 
+/// Map `len` bytes of `f` shared, for reading (and writing when `write`).
+fn map_shared(f: &std::fs::File, len: usize, write: bool) -> *mut u8 {
+    use std::os::fd::AsRawFd;
+    let prot = libc::PROT_READ | if write { libc::PROT_WRITE } else { 0 };
+    // SAFETY: a fresh mapping of an open file; the caller unmaps it with the same length.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    p.cast()
+}
+
+#[test]
+fn shared_mmap_writes_and_reads_are_captured() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("mm", None).expect("start");
+    let len = 3 * 4096 + 100;
+    let data: Vec<u8> = (0..len as u32).map(|i| (i * 7 + 3) as u8).collect();
+    // Written through a shared mapping (as databases and some linkers do), then re-read.
+    {
+        let f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(out.join("mapped"))
+            .expect("create");
+        f.set_len(len as u64).expect("set_len");
+        let p = map_shared(&f, len, true);
+        // SAFETY: p maps len bytes, writable; msync/munmap use the same range.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), p, len);
+            assert_eq!(libc::msync(p.cast(), len, libc::MS_SYNC), 0, "msync");
+            assert_eq!(libc::munmap(p.cast(), len), 0, "munmap");
+        }
+    }
+    assert_eq!(std::fs::read(out.join("mapped")).expect("read back"), data);
+    // Written with write(2), then read through a mapping in another open.
+    std::fs::write(out.join("written"), &data).expect("write");
+    {
+        let f = std::fs::File::open(out.join("written")).expect("open");
+        let p = map_shared(&f, len, false);
+        // SAFETY: p maps len readable bytes until munmap.
+        let seen = unsafe { std::slice::from_raw_parts(p, len).to_vec() };
+        // SAFETY: same range as mapped.
+        unsafe { libc::munmap(p.cast(), len) };
+        assert_eq!(seen, data);
+    }
+    let (files, refusals) = fx.cap.finish_task("mm").expect("finish");
+    assert!(refusals.is_empty(), "{refusals:?}");
+    assert_eq!(
+        contents(&files),
+        vec![
+            ("mapped".to_string(), data.clone()),
+            ("written".to_string(), data)
+        ]
+    );
+}
+
 #[test]
 fn append_sort_rename_truncate_unlink() {
     let Some(fx) = fixture() else { return };
