@@ -607,9 +607,38 @@ fn stale_mount_of_killed_process_is_detached() {
     assert!(!mp.exists());
 }
 
+/// CPU seconds (user + system) used so far by this process's threads, by thread name, for the
+/// benchmark's profile line: `grit-hash:0.61,fuser-0:0.45,...`.
+fn thread_cpu() -> String {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let name = head.split_once(" (").map(|(_, n)| n).unwrap_or("?");
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
+        by_name.push((name.to_string(), ticks / tick));
+    }
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name
+        .iter()
+        .map(|(n, s)| format!("{n}:{s:.2}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Benchmark driver for benches/capture.sh: mounts a capture with staging in
 /// `$GRIT_BENCH_STAGING`, runs `$GRIT_BENCH_SCRIPT` with OUTPUT_DIR set, finishes the task and
-/// prints `BENCH files=<n> bytes=<n> secs=<s> vmhwm_kb=<n>`, the time covering the script and
+/// prints `BENCH files=<n> bytes=<n> secs=<s> vmhwm_kb=<n> cpu=<per thread>`, the time covering the script and
 /// finish_task (all hashes final). Staged files are deleted afterwards.
 #[test]
 #[ignore]
@@ -635,8 +664,9 @@ fn bench_driver() {
         .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
         .unwrap_or_default();
     println!(
-        "BENCH files={} bytes={bytes} script_secs={script_secs:.4} secs={secs:.4} vmhwm_kb={hwm}",
-        files.len()
+        "BENCH files={} bytes={bytes} script_secs={script_secs:.4} secs={secs:.4} vmhwm_kb={hwm} cpu={}",
+        files.len(),
+        thread_cpu()
     );
     for f in files {
         let _ = std::fs::remove_file(f.staged);
