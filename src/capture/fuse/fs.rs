@@ -35,13 +35,15 @@ const BLKSIZE: u32 = 1 << 20;
 /// Requested size of one write request. The kernel caps it at `fs.fuse.max_pages_limit` pages.
 pub(super) const MAX_WRITE: u32 = 1 << 20;
 /// Flags for every opened file. NOFLUSH: `flush` has nothing to do here (writes are synchronous),
-/// so the kernel can skip that round trip on every close. DIRECT_IO: reads and writes go straight
-/// between the caller's buffer and this filesystem instead of through a page-cache copy of the
-/// file in the kernel. Every write still arrives here, synchronously and in full (quota, ENOSPC
-/// and late-writer checks are unchanged); what goes away is one copy of every byte written and a
-/// second, cached copy of every output in RAM (measured: the largest single cost of capturing).
-/// Shared mappings keep working through `FUSE_DIRECT_IO_ALLOW_MMAP`, negotiated in `init`.
-const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_NOFLUSH.union(FopenFlags::FOPEN_DIRECT_IO);
+/// so the kernel can skip that round trip on every close.
+const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+/// Added to [`OPEN_FLAGS`] where the kernel can also map such files (see `init`). DIRECT_IO:
+/// reads and writes go straight between the caller's buffer and this filesystem instead of
+/// through a page-cache copy of the file in the kernel. Every write still arrives here,
+/// synchronously and in full (quota, ENOSPC and late-writer checks are unchanged); what goes away
+/// is one copy of every byte written and a second, cached copy of every output in RAM (measured:
+/// the largest cost of capturing after the hash itself).
+const DIRECT_IO: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
 /// Writes at least this large are hashed on the hash worker; smaller ones inline, where a
 /// thread hand-off would cost more than the hash.
 const OFFLOAD_MIN: usize = 128 << 10;
@@ -556,9 +558,18 @@ fn display(name: &OsStr) -> String {
 /// The filesystem handed to fuser; every method locks `Shared` once and replies.
 pub(super) struct CaptureFs {
     pub(super) shared: std::sync::Arc<Shared>,
+    /// Flags for opened files, settled in `init`; start with [`CaptureFs::new`].
+    open_flags: FopenFlags,
 }
 
 impl CaptureFs {
+    pub(super) fn new(shared: std::sync::Arc<Shared>) -> CaptureFs {
+        CaptureFs {
+            shared,
+            open_flags: OPEN_FLAGS,
+        }
+    }
+
     /// Validate a new name in a task directory; records the refusal and returns the errno to
     /// reply with when it is not acceptable.
     fn checked_name<'n>(
@@ -643,14 +654,15 @@ impl Filesystem for CaptureFs {
         if let Err(nearest) = config.set_max_write(MAX_WRITE) {
             let _ = config.set_max_write(nearest);
         }
-        // Without it (kernels before 6.6) the kernel refuses MAP_SHARED on direct-I/O files.
+        // Direct I/O only where shared mappings of such files still work (kernel 6.6 and
+        // later); older kernels keep the page-cache path, slower but complete.
         if config
             .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
-            .is_err()
+            .is_ok()
         {
-            tracing::warn!(
-                "this kernel lacks FUSE_DIRECT_IO_ALLOW_MMAP: scripts cannot mmap(MAP_SHARED) their outputs"
-            );
+            self.open_flags = OPEN_FLAGS | DIRECT_IO;
+        } else {
+            tracing::debug!("no FUSE_DIRECT_IO_ALLOW_MMAP: outputs go through the page cache");
         }
         Ok(())
     }
@@ -943,7 +955,7 @@ impl Filesystem for CaptureFs {
         match st.files.get_mut(&ino.0) {
             Some(node) => {
                 node.opens += 1;
-                reply.opened(FileHandle(ino.0), OPEN_FLAGS);
+                reply.opened(FileHandle(ino.0), self.open_flags);
             }
             None => reply.error(Errno::ENOENT),
         }
@@ -1209,7 +1221,7 @@ impl Filesystem for CaptureFs {
                 &self.shared.attr_file(ino, node),
                 Generation(0),
                 FileHandle(ino),
-                OPEN_FLAGS,
+                self.open_flags,
             ),
             None => reply.error(Errno::EIO),
         }

@@ -256,6 +256,55 @@ fn shared_mmap_writes_and_reads_are_captured() {
     );
 }
 
+/// Pages of `f` in the kernel's page cache (`cachestat(2)`, Linux 6.5), or None without it.
+fn cached_pages(f: &std::fs::File) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // The syscall number is 451 on every architecture (the unified table); libc lacks a name.
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let range = [0u64, 0]; // offset 0, length 0 = to the end of the file
+    let mut stat = [0u64; 5]; // nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted
+    // SAFETY: both pointers are valid for the sizes the kernel reads and writes.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            f.as_raw_fd(),
+            range.as_ptr(),
+            stat.as_mut_ptr(),
+            0,
+        )
+    };
+    (rc == 0).then_some(stat[0])
+}
+
+#[test]
+fn outputs_are_not_kept_twice_in_the_page_cache() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("pc", None).expect("start");
+    let data = vec![42u8; 1 << 20];
+    {
+        use std::io::{Read, Seek, Write};
+        // One descriptor throughout: a new open would drop the cache and hide a copy.
+        let mut f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(out.join("big"))
+            .expect("create");
+        f.write_all(&data).expect("write");
+        f.rewind().expect("rewind");
+        let mut back = Vec::new();
+        f.read_to_end(&mut back).expect("read back");
+        assert_eq!(back, data);
+        match cached_pages(&f) {
+            // Written and read with direct I/O: the only copy in RAM is the staging file's.
+            Some(pages) => assert_eq!(pages, 0, "pages of the FUSE file in the page cache"),
+            None => eprintln!("skipping the page-cache check: no cachestat(2) here"),
+        }
+    }
+    let (files, _) = fx.cap.finish_task("pc").expect("finish");
+    assert_eq!(contents(&files), vec![("big".to_string(), data)]);
+}
+
 #[test]
 fn append_sort_rename_truncate_unlink() {
     let Some(fx) = fixture() else { return };
