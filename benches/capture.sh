@@ -8,6 +8,7 @@
 #   RUNS     repetitions per measurement; the median is reported (default: 3)
 # Needs root (FUSE mount) and builds the release test binary, whose ignored `bench_driver` test
 # mounts the capture, runs a script with OUTPUT_DIR in it and times script + finish_task.
+# GRIT_BENCH_BIN=<test binary> measures that build instead (for before/after comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=$(realpath -m "${1:-target/capture-bench}")
@@ -15,8 +16,9 @@ RUNS=${2:-3}
 SIZE=$((1024 * 1024 * 1024))
 NSMALL=10000
 
-bin=$(cargo test --release --bin grit --no-run --message-format=json 2>/dev/null |
-  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
+# GRIT_BENCH_BIN: an already built test binary to measure instead (to compare builds).
+bin=${GRIT_BENCH_BIN:-$(cargo test --release --bin grit --no-run --message-format=json 2>/dev/null |
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)}
 [ -x "$bin" ] || { echo "could not build the test binary" >&2; exit 1; }
 
 rm -rf "$W"; mkdir -p "$W/db/tmp" "$W/plain"
