@@ -16,7 +16,6 @@ RUNS=${2:-3}
 SIZE=$((1024 * 1024 * 1024))
 NSMALL=10000
 
-# GRIT_BENCH_BIN: an already built test binary to measure instead (to compare builds).
 bin=${GRIT_BENCH_BIN:-$(cargo test --release --bin grit --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)}
 [ -x "$bin" ] || { echo "could not build the test binary" >&2; exit 1; }
