@@ -48,10 +48,10 @@ const DIRECT_IO: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
 /// thread hand-off would cost more than the hash.
 const OFFLOAD_MIN: usize = 128 << 10;
 /// Largest piece written to a staging file in one pwrite. The page cache sizes its folios by the
-/// write: 1 MiB writes get 1 MiB folios, which on this VM class (virtio-balloon free page
-/// reporting) come from memory the host has taken back, so the first touch of every page faults
-/// on the host. Measured on a fresh 1 GiB file: 1 MiB pieces 0.57-0.79 GB/s, 128-512 KiB pieces
-/// 3.3-5.4 GB/s (the floor `cat > file` writes 128 KiB). Extra syscalls: three per MiB.
+/// write: 1 MiB writes get 1 MiB folios, which on VMs with virtio-balloon free page reporting
+/// seem to come from memory the host has taken back (all the extra time is in the copy, on fresh
+/// memory only). Measured on a fresh 1 GiB file there: 1 MiB pieces 0.57-0.79 GB/s, 128-512 KiB
+/// pieces 3.3-5.4 GB/s (the floor `cat > file` writes 128 KiB). Extra syscalls: three per MiB.
 const STAGE_PIECE: usize = 256 << 10;
 /// Refusal and error messages kept per task; a script looping on a refused call must not grow
 /// grit's memory without bound.
@@ -563,6 +563,7 @@ pub(super) struct CaptureFs {
 }
 
 impl CaptureFs {
+    /// The filesystem before `init`: page-cache opens until the kernel's abilities are known.
     pub(super) fn new(shared: std::sync::Arc<Shared>) -> CaptureFs {
         CaptureFs {
             shared,
