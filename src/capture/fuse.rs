@@ -83,9 +83,7 @@ impl FuseCapture {
         // One thread: measured faster than two on 2 cores (rust-spike §2), and requests of one
         // file are serialised by the kernel anyway.
         config.n_threads = Some(1);
-        let filesystem = fs::CaptureFs {
-            shared: shared.clone(),
-        };
+        let filesystem = fs::CaptureFs::new(shared.clone());
         let session = Session::from_fd(filesystem, fd, SessionACL::All, config)
             .and_then(|s| s.spawn())
             .map_err(|e| {

@@ -185,6 +185,126 @@ fn chunks_at_random_offsets() {
     assert_eq!(files[1].hash, sha(&data[..pw_len]));
 }
 
+/// Map `len` bytes of `f` shared, for reading (and writing when `write`).
+fn map_shared(f: &std::fs::File, len: usize, write: bool) -> *mut u8 {
+    use std::os::fd::AsRawFd;
+    let prot = libc::PROT_READ | if write { libc::PROT_WRITE } else { 0 };
+    // SAFETY: a fresh mapping of an open file; the caller unmaps it with the same length.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    p.cast()
+}
+
+#[test]
+fn shared_mmap_writes_and_reads_are_captured() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("mm", None).expect("start");
+    let len = 3 * 4096 + 100;
+    let data: Vec<u8> = (0..len as u32).map(|i| (i * 7 + 3) as u8).collect();
+    // Written through a shared mapping (as databases and some linkers do), then re-read.
+    {
+        let f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(out.join("mapped"))
+            .expect("create");
+        f.set_len(len as u64).expect("set_len");
+        let p = map_shared(&f, len, true);
+        // SAFETY: p maps len bytes, writable; msync/munmap use the same range.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), p, len);
+            assert_eq!(libc::msync(p.cast(), len, libc::MS_SYNC), 0, "msync");
+            assert_eq!(libc::munmap(p.cast(), len), 0, "munmap");
+        }
+    }
+    assert_eq!(std::fs::read(out.join("mapped")).expect("read back"), data);
+    // Written with write(2), then read through a mapping in another open.
+    std::fs::write(out.join("written"), &data).expect("write");
+    {
+        let f = std::fs::File::open(out.join("written")).expect("open");
+        let p = map_shared(&f, len, false);
+        // SAFETY: p maps len readable bytes until munmap.
+        let seen = unsafe { std::slice::from_raw_parts(p, len).to_vec() };
+        // SAFETY: same range as mapped.
+        unsafe { libc::munmap(p.cast(), len) };
+        assert_eq!(seen, data);
+    }
+    let (files, refusals) = fx.cap.finish_task("mm").expect("finish");
+    assert!(refusals.is_empty(), "{refusals:?}");
+    assert_eq!(
+        contents(&files),
+        vec![
+            ("mapped".to_string(), data.clone()),
+            ("written".to_string(), data)
+        ]
+    );
+}
+
+/// Pages of `f` in the kernel's page cache (`cachestat(2)`, Linux 6.5), or None without it.
+fn cached_pages(f: &std::fs::File) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // The syscall number is 451 on every architecture (the unified table); libc lacks a name.
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let range = [0u64, 0]; // offset 0, length 0 = to the end of the file
+    let mut stat = [0u64; 5]; // nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted
+    // SAFETY: both pointers are valid for the sizes the kernel reads and writes.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            f.as_raw_fd(),
+            range.as_ptr(),
+            stat.as_mut_ptr(),
+            0,
+        )
+    };
+    (rc == 0).then_some(stat[0])
+}
+
+#[test]
+fn outputs_are_not_kept_twice_in_the_page_cache() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("pc", None).expect("start");
+    let data = vec![42u8; 1 << 20];
+    {
+        use std::io::{Read, Seek, Write};
+        // One descriptor throughout: a new open would drop the cache and hide a copy.
+        let mut f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(out.join("big"))
+            .expect("create");
+        f.write_all(&data).expect("write");
+        f.rewind().expect("rewind");
+        let mut back = Vec::new();
+        f.read_to_end(&mut back).expect("read back");
+        assert_eq!(back, data);
+        match cached_pages(&f) {
+            // Written and read with direct I/O: the only copy in RAM is the staging file's.
+            Some(pages) => assert_eq!(pages, 0, "pages of the FUSE file in the page cache"),
+            None => eprintln!("skipping the page-cache check: no cachestat(2) here"),
+        }
+    }
+    let (files, _) = fx.cap.finish_task("pc").expect("finish");
+    assert_eq!(contents(&files), vec![("big".to_string(), data)]);
+}
+
 #[test]
 fn append_sort_rename_truncate_unlink() {
     let Some(fx) = fixture() else { return };
@@ -536,9 +656,38 @@ fn stale_mount_of_killed_process_is_detached() {
     assert!(!mp.exists());
 }
 
+/// CPU seconds (user + system) used so far by this process's threads, by thread name, for the
+/// benchmark's profile line: `grit-hash:0.61,fuser-0:0.45,...`.
+fn thread_cpu() -> String {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let name = head.split_once(" (").map(|(_, n)| n).unwrap_or("?");
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
+        by_name.push((name.to_string(), ticks / tick));
+    }
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name
+        .iter()
+        .map(|(n, s)| format!("{n}:{s:.2}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Benchmark driver for benches/capture.sh: mounts a capture with staging in
 /// `$GRIT_BENCH_STAGING`, runs `$GRIT_BENCH_SCRIPT` with OUTPUT_DIR set, finishes the task and
-/// prints `BENCH files=<n> bytes=<n> secs=<s> vmhwm_kb=<n>`, the time covering the script and
+/// prints `BENCH files=<n> bytes=<n> secs=<s> vmhwm_kb=<n> cpu=<per thread>`, the time covering the script and
 /// finish_task (all hashes final). Staged files are deleted afterwards.
 #[test]
 #[ignore]
@@ -564,8 +713,9 @@ fn bench_driver() {
         .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
         .unwrap_or_default();
     println!(
-        "BENCH files={} bytes={bytes} script_secs={script_secs:.4} secs={secs:.4} vmhwm_kb={hwm}",
-        files.len()
+        "BENCH files={} bytes={bytes} script_secs={script_secs:.4} secs={secs:.4} vmhwm_kb={hwm} cpu={}",
+        files.len(),
+        thread_cpu()
     );
     for f in files {
         let _ = std::fs::remove_file(f.staged);
