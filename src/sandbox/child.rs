@@ -107,11 +107,12 @@ pub(crate) struct ChildSetup {
     pub exec_errno: AtomicI32,
 }
 
-/// Size of [`ChildSetup::detach_stack`] in 8-byte words (64 KiB); the thread makes one system
-/// call.
-pub(crate) const DETACH_STACK_WORDS: usize = 8 * 1024;
-/// Size of [`ChildSetup::script_stack`] in 8-byte words (64 KiB): `execve` and a failure path.
-pub(crate) const SCRIPT_STACK_WORDS: usize = 8 * 1024;
+/// Size of [`ChildSetup::detach_stack`] in 8-byte words (8 KiB); the thread makes one system
+/// call. (Both stacks are allocated per spawn: every page is a page fault.)
+pub(crate) const DETACH_STACK_WORDS: usize = 1024;
+/// Size of [`ChildSetup::script_stack`] in 8-byte words (32 KiB): `sigprocmask`, `execve` and a
+/// failure path.
+pub(crate) const SCRIPT_STACK_WORDS: usize = 4 * 1024;
 
 const STATX_MNT_ID_UNIQUE: libc::c_uint = 0x4000;
 const STATMOUNT_SB_BASIC: u64 = 1;
@@ -643,14 +644,10 @@ impl ChildSetup {
                 fail(b"bring up loopback in a private network namespace", b"", e);
             }
 
-            let rc = libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            );
-            check(rc.into(), b"make the mount tree private", b"");
+            // No `MS_PRIVATE` pass over the copied host mounts: a mount namespace created
+            // together with a user namespace is less privileged, so the kernel already turned
+            // every shared mount into a slave (mount_namespaces(7)). Nothing mounted here can
+            // propagate to the host, and pivot_root finds no shared parent.
             for op in &self.ops {
                 apply(op);
             }

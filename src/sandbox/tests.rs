@@ -772,3 +772,15 @@ fn a_missing_program_fails_with_127_and_says_why() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_sandbox_mounts_never_show_on_the_host() {
+    // Init mounts some thirty filesystems in the task's mount namespace without first making
+    // the copied host mounts private: none of them may propagate back here.
+    let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let before = mounts();
+    let t = Task::new();
+    let (code, _, stderr) = t.run("sleep 0.2; test -d /proc/1", &strict());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(mounts(), before);
+}
