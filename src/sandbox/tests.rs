@@ -784,3 +784,24 @@ fn the_sandbox_mounts_never_show_on_the_host() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(mounts(), before);
 }
+
+#[test]
+fn dropping_a_running_task_kills_and_reaps_it() {
+    let t = Task::new();
+    let marker = format!("7{}3", std::process::id());
+    rt().block_on(async {
+        let mut child = t
+            .spawn(&format!("sleep {marker} & echo started; wait"), &strict())
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("started"));
+        let init = child.task.id();
+        assert!(!processes_with(&format!("sleep {marker}")).is_empty());
+        // An executor that gives up on a task (a panic, a dropped future) must not leak it.
+        drop(child);
+        assert_eq!(survivors(&format!("sleep {marker}")), Vec::<u32>::new());
+        // Reaped, not a zombie: the pid is gone from this process's children.
+        assert!(!Path::new(&format!("/proc/{init}")).exists());
+    });
+}
