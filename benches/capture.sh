@@ -37,7 +37,7 @@ fuse_run() { # script -> "secs vmhwm_kb"
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -a cat_t ossl_t dir_t fuse_t rss small_dir_t small_fuse_t
-for r in $(seq "$RUNS"); do
+for _ in $(seq "$RUNS"); do
   sync
   t0=$(now); cat "$SRC" > "$W/plain/big"; t1=$(now)
   cat_t+=("$(echo "$t1 - $t0" | bc)")
