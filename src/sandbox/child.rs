@@ -376,18 +376,9 @@ fn close_all_but<const N: usize>(mut keep: [libc::c_int; N]) {
 
 /// Writes `text` to a /proc file, failing the setup with `what` on error.
 fn write_proc(path: &CStr, text: &[u8], what: &[u8]) {
-    // SAFETY: plain open/write/close on NUL-terminated paths and valid buffers.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            fail(what, path.to_bytes(), errno());
-        }
-        let n = libc::write(fd, text.as_ptr().cast(), text.len());
-        let e = errno();
-        libc::close(fd);
-        if n < 0 || n as usize != text.len() {
-            fail(what, path.to_bytes(), e);
-        }
+    // SAFETY: raw open/write/close on a NUL-terminated path and a valid buffer.
+    if let Err(e) = unsafe { super::netpool::write_file(path, text) } {
+        fail(what, path.to_bytes(), e);
     }
 }
 

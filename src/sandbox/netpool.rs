@@ -193,8 +193,9 @@ fn receive(sock: RawFd, want: usize) -> Result<Vec<OwnedFd>, SandboxError> {
     Ok(fds)
 }
 
-/// Writes `text` to a /proc file; returns the errno on failure.
-unsafe fn write_file(path: &std::ffi::CStr, text: &[u8]) -> Result<(), i32> {
+/// Writes `text` to a /proc file; returns the errno on failure. Raw system calls only (init
+/// calls it too).
+pub(crate) unsafe fn write_file(path: &std::ffi::CStr, text: &[u8]) -> Result<(), i32> {
     // SAFETY: open/write/close on a NUL-terminated path and a valid buffer.
     unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);

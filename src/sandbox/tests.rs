@@ -95,21 +95,7 @@ impl Task {
         .into_iter()
         .map(|(k, v)| (OsString::from(k), v.to_os_string()))
         .collect();
-        let devnull = std::fs::File::open("/dev/null").unwrap();
-        let (out_read, out_write) = pipe2(OFlag::O_CLOEXEC).unwrap();
-        let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).unwrap();
-        let program = Program {
-            name: OsStr::new("sh"),
-            args: &args,
-            env: &env,
-            stdio: [devnull.as_fd(), out_write.as_fd(), err_write.as_fd()],
-        };
-        let task = spawn(req, &program)?;
-        Ok(Spawned {
-            task,
-            stdout: Some(Receiver::from_owned_fd(out_read).unwrap()),
-            stderr: Some(Receiver::from_owned_fd(err_read).unwrap()),
-        })
+        spawn_piped(req, "sh", &args, &env)
     }
 
     /// Runs `script` in the sandbox and returns (exit code, stdout, stderr).
@@ -119,6 +105,31 @@ impl Task {
             (status.code().unwrap_or(-1), stdout, stderr)
         })
     }
+}
+
+/// Starts `name` in the sandbox with /dev/null as stdin and piped stdout and stderr. Needs a
+/// runtime.
+fn spawn_piped(
+    req: &SandboxRequest<'_>,
+    name: &str,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+) -> Result<Spawned, SandboxError> {
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    let (out_read, out_write) = pipe2(OFlag::O_CLOEXEC).unwrap();
+    let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).unwrap();
+    let program = Program {
+        name: OsStr::new(name),
+        args,
+        env,
+        stdio: [devnull.as_fd(), out_write.as_fd(), err_write.as_fd()],
+    };
+    let task = spawn(req, &program)?;
+    Ok(Spawned {
+        task,
+        stdout: Some(Receiver::from_owned_fd(out_read).unwrap()),
+        stderr: Some(Receiver::from_owned_fd(err_read).unwrap()),
+    })
 }
 
 /// A sandboxed task started by a test, with its output pipes.
@@ -725,23 +736,8 @@ fn run_program(t: &Task, name: &str, args: &[&str], path: &str) -> (i32, String,
     rt().block_on(async {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         let env = [(OsString::from("PATH"), OsString::from(path))];
-        let devnull = std::fs::File::open("/dev/null").unwrap();
-        let (out_read, out_write) = pipe2(OFlag::O_CLOEXEC).unwrap();
-        let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).unwrap();
         let policy = strict();
-        let program = Program {
-            name: OsStr::new(name),
-            args: &args,
-            env: &env,
-            stdio: [devnull.as_fd(), out_write.as_fd(), err_write.as_fd()],
-        };
-        let task = spawn(&t.request(&policy), &program).unwrap();
-        drop((out_write, err_write));
-        let spawned = Spawned {
-            task,
-            stdout: Some(Receiver::from_owned_fd(out_read).unwrap()),
-            stderr: Some(Receiver::from_owned_fd(err_read).unwrap()),
-        };
+        let spawned = spawn_piped(&t.request(&policy), name, &args, &env).unwrap();
         let (status, stdout, stderr) = spawned.output().await;
         (status.code().unwrap_or(-1), stdout, stderr)
     })
