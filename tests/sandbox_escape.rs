@@ -749,3 +749,33 @@ fn unprivileged_rerun() {
     assert!(out.status.success(), "unprivileged rerun failed:\n{text}");
     assert!(text.contains("test result: ok"), "{text}");
 }
+
+#[test]
+fn positive_the_script_gets_grits_environment_and_the_contract() {
+    // The sandboxed spawn builds the script's environment itself; it must be what std's Command
+    // gives the plain spawn: grit's own variables, the step's, and the contract's.
+    let p = Sandboxed::new(
+        r#"
+[[step]]
+name = "seed"
+env = { MINE = "step" }
+script = 'echo "step=$GRIT_STEP mine=$MINE inherited=$GRIT_TEST_INHERITED out=${OUTPUT_DIR##*/}" > "$OUTPUT_DIR/env"'
+"#,
+    );
+    let mut seen = Vec::new();
+    for extra in [&[][..], &["--no-sandbox"][..]] {
+        let _ = std::fs::remove_dir_all(p.db());
+        let output = p
+            .command(extra)
+            .env("GRIT_TEST_INHERITED", "yes")
+            .output()
+            .expect("run grit");
+        assert_eq!(output.status.code(), Some(0), "{extra:?}: {output:?}");
+        seen.push(p.cat("env").expect("env output"));
+    }
+    assert!(
+        seen[0].starts_with("step=seed mine=step inherited=yes out="),
+        "{seen:?}"
+    );
+    assert_eq!(seen[0], seen[1], "sandboxed and plain environments differ");
+}

@@ -99,13 +99,13 @@ type Outputs = (
     Box<dyn AsyncRead + Unpin + Send>,
 );
 
-/// The inherited environment with `overrides` on top, as the script sees it.
+/// The inherited environment with `overrides` on top, as the script sees it: like `Command::envs`,
+/// each name appears once and a later override wins (the contract's variables come last in
+/// [`contract_env`]).
 fn full_env(overrides: Vec<(String, String)>) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| !overrides.iter().any(|(o, _)| OsStr::new(o) == k))
-        .collect();
+    let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
     env.extend(overrides.into_iter().map(|(k, v)| (k.into(), v.into())));
-    env
+    env.into_iter().collect()
 }
 
 /// A pipe whose read end tokio polls and whose write end (blocking, as scripts expect) goes to
