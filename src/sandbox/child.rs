@@ -18,7 +18,7 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 
-use super::plan::{MountOp, STAGING};
+use super::plan::{MountOp, STAGING, STAGING_C};
 
 /// Exit status of the task when the sandbox could not be set up; stderr then says why.
 pub const SETUP_FAILED_EXIT: i32 = 125;
@@ -73,7 +73,6 @@ pub(crate) struct ChildSetup {
     /// Bring up loopback: the task got a fresh network namespace instead of a pooled one.
     pub loopback: bool,
     pub ops: Vec<MountOp>,
-    pub staging: CString,
     pub cwd: CString,
     /// The landlock ruleset, without rules yet.
     pub ruleset: Option<OwnedFd>,
@@ -643,7 +642,7 @@ impl ChildSetup {
                 apply(op);
             }
             check(
-                libc::chdir(self.staging.as_ptr()).into(),
+                libc::chdir(STAGING_C.as_ptr()).into(),
                 b"enter the new root",
                 b"",
             );

@@ -315,19 +315,22 @@ fn candidates(program: &Program<'_>) -> Vec<CString> {
 
 /// grit's own pidfd: init polls it to notice a grit that died before PDEATHSIG was armed.
 fn grit_pidfd() -> Result<i32, SandboxError> {
-    static PIDFD: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    static PIDFD: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
     PIDFD
         .get_or_init(|| {
             // SAFETY: pidfd_open on our own pid; the descriptor is owned from here on.
             let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error().to_string());
+            }
             // SAFETY: a fresh descriptor nobody else owns.
-            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+            Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
         })
         .as_ref()
         .map(|fd| fd.as_raw_fd())
-        .ok_or_else(|| SandboxError::Unsupported {
+        .map_err(|detail| SandboxError::Unsupported {
             feature: "pidfd_open (Linux 5.3 or later)",
-            detail: std::io::Error::last_os_error().to_string(),
+            detail: detail.clone(),
         })
 }
 
@@ -430,7 +433,6 @@ fn prepare(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Prepared, 
             gid_map: cstring(format!("{gid} {gid} 1").as_bytes()),
             loopback: !policy.network && lease.is_none(),
             ops: plan.ops,
-            staging: CString::from(c"/proc"),
             cwd: cstring(req.cwd.as_os_str().as_bytes()),
             ruleset: ruleset()?,
             rules,

@@ -17,6 +17,8 @@ use super::SandboxError;
 /// staging tmpfs covers this directory). The host's procfs is never a source, so it qualifies;
 /// the task's own proc instance is mounted at `<staging>/proc`.
 pub(crate) const STAGING: &str = "/proc";
+/// [`STAGING`] for the raw system calls of the task's init.
+pub(crate) const STAGING_C: &std::ffi::CStr = c"/proc";
 
 /// Top-level host entries that make up the read-only system part of the new root. Symlinks
 /// (merged-/usr distributions) are recreated as symlinks; directories are bound read-only.
@@ -449,6 +451,11 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn staging_has_one_spelling() {
+        assert_eq!(STAGING_C.to_str(), Ok(STAGING));
+    }
+
     use super::*;
 
     fn layout() -> HostLayout {
