@@ -56,7 +56,8 @@ pub(crate) const ROOT_SECRETS: &[&str] = &[
     "/etc/NetworkManager/system-connections",
 ];
 
-/// One step of building the mount tree; every path is already prefixed with [`STAGING`].
+/// One step of building a mount tree. Template steps use paths prefixed with [`STAGING`]; a
+/// task's steps use the paths the task sees (it starts inside a copy of the template).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MountOp {
     /// `mkdir`, where an existing entry is fine.
@@ -67,19 +68,25 @@ pub(crate) enum MountOp {
         target: CString,
         link: CString,
     },
-    /// Recursive bind, then recursively read-only, nosuid and nodev.
+    /// Recursive bind of a host path, then recursively read-only, nosuid and nodev. In a task's
+    /// plan the zygote turns it into an [`MountOp::Attach`] of a copy made in the host view.
     BindRo {
         src: CString,
         dst: CString,
     },
-    /// Recursive bind that stays writable.
+    /// Recursive bind of a host path that stays writable (turned into an attach likewise).
     BindRw {
         src: CString,
         dst: CString,
     },
-    /// Plain bind of a device node (no nodev).
+    /// Plain bind of a device node (no nodev), by a path the building process sees.
     BindDev {
         src: CString,
+        dst: CString,
+    },
+    /// `move_mount` of a detached tree (an `open_tree` copy) the process holds as `fd`.
+    Attach {
+        fd: std::os::fd::RawFd,
         dst: CString,
     },
     Tmpfs {
@@ -260,7 +267,155 @@ fn depth(path: &Path) -> usize {
     path.components().count()
 }
 
-/// Plans the mount tree and the landlock grants for one task.
+/// The static part of every task's tree, built once by the zygote at [`STAGING`] before it
+/// pivots there: read-only binds of the system directories, the device nodes, the masks of
+/// root-only files and the empty mountpoints `/tmp` and `/proc` (the zygote attaches a copy of
+/// the host's procfs there, without which the kernel refuses a task its fresh proc). The root
+/// stays writable in the template: each task creates the few top-level mountpoints it needs and
+/// then makes its own copy of the root read-only.
+pub(crate) fn template(layout: &HostLayout) -> Vec<MountOp> {
+    let mut targets: Vec<(PathBuf, Mount)> = Vec::new();
+    for entry in &layout.system {
+        match entry {
+            SystemEntry::Dir(p) => targets.push((p.clone(), Mount::BindRo(p.clone()))),
+            SystemEntry::Symlink { path, target } => {
+                targets.push((path.clone(), Mount::Symlink(target.clone())));
+            }
+        }
+    }
+    for node in &layout.dev_nodes {
+        targets.push((node.clone(), Mount::BindDev(node.clone())));
+    }
+    for (link, target) in DEV_LINKS {
+        targets.push((PathBuf::from(link), Mount::Symlink(PathBuf::from(target))));
+    }
+    for (p, is_dir) in &layout.masks {
+        targets.push((p.clone(), if *is_dir { Mount::MaskDir } else { Mount::MaskFile }));
+    }
+    targets.sort_by_key(|(p, _)| depth(p));
+    let mut ops = vec![MountOp::Tmpfs {
+        dst: CString::new(STAGING).unwrap_or_default(),
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: CString::new("mode=0755,size=1m").unwrap_or_default(),
+    }];
+    let mut made = HashSet::new();
+    for (target, mount) in targets {
+        for a in target.ancestors().skip(1).collect::<Vec<_>>().into_iter().rev().skip(1) {
+            if made.insert(a.to_path_buf()) {
+                ops.push(MountOp::Mkdir(staged(a)));
+            }
+        }
+        emit(&mut ops, &mut made, &target, mount, staged(&target), None);
+    }
+    for dir in ["/tmp", "/proc"] {
+        ops.push(MountOp::Mkdir(staged(Path::new(dir))));
+    }
+    ops
+}
+
+/// The directories the template creates in its root tmpfs (every other entry of the root is a
+/// mount or a symlink): a task path beneath one of them, but not beneath a mount, lies in the
+/// root that every task shares.
+pub(crate) fn template_dirs(layout: &HostLayout) -> HashSet<PathBuf> {
+    let mut dirs: HashSet<PathBuf> = ["/", "/dev", "/tmp", "/proc"].map(PathBuf::from).into();
+    for entry in &layout.system {
+        let path = match entry {
+            SystemEntry::Dir(p) => p,
+            SystemEntry::Symlink { path, .. } => path,
+        };
+        dirs.extend(path.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    dirs
+}
+
+/// /dev entries that are symlinks into the task's own proc and tmp.
+const DEV_LINKS: [(&str, &str); 5] = [
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+    ("/dev/shm", "/tmp"),
+];
+
+/// Appends the operations that put `mount` at `dst` (the mountpoint first, unless made before).
+/// A tmpfs that must end read-only is recorded in `finish`.
+fn emit(
+    ops: &mut Vec<MountOp>,
+    made: &mut HashSet<PathBuf>,
+    target: &Path,
+    mount: Mount,
+    dst: CString,
+    tmp_size: Option<u64>,
+) -> Vec<MountOp> {
+    let mut finish = Vec::new();
+    let is_file_target = matches!(
+        mount,
+        Mount::BindRoFile(_) | Mount::BindDev(_) | Mount::MaskFile
+    );
+    if !matches!(mount, Mount::Symlink(_)) && made.insert(target.to_path_buf()) {
+        ops.push(if is_file_target {
+            MountOp::Touch(dst.clone())
+        } else {
+            MountOp::Mkdir(dst.clone())
+        });
+    }
+    match mount {
+        Mount::Symlink(to) => ops.push(MountOp::Symlink {
+            target: host(&to),
+            link: dst,
+        }),
+        Mount::BindRo(src) | Mount::BindRoFile(src) => ops.push(MountOp::BindRo {
+            src: host(&src),
+            dst,
+        }),
+        Mount::BindRw(src) => ops.push(MountOp::BindRw {
+            src: host(&src),
+            dst,
+        }),
+        Mount::BindDev(src) => ops.push(MountOp::BindDev {
+            src: host(&src),
+            dst,
+        }),
+        Mount::MaskFile => ops.push(MountOp::BindDev {
+            src: CString::from(c"/dev/null"),
+            dst,
+        }),
+        Mount::MaskDir => ops.push(MountOp::Tmpfs {
+            dst,
+            flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: CString::new("size=4k,mode=0").unwrap_or_default(),
+        }),
+        Mount::HideDir => {
+            ops.push(MountOp::Tmpfs {
+                dst: dst.clone(),
+                flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data: CString::new("size=64k,mode=0755").unwrap_or_default(),
+            });
+            finish.push(MountOp::SetReadOnly(dst));
+        }
+        Mount::PrivateTmp => {
+            let data = match tmp_size {
+                Some(bytes) => format!("mode=1777,size={bytes}"),
+                None => "mode=1777".to_string(),
+            };
+            ops.push(MountOp::Tmpfs {
+                dst,
+                flags: libc::MS_NOSUID | libc::MS_NODEV,
+                data: CString::new(data).unwrap_or_default(),
+            });
+        }
+        Mount::Proc => ops.push(MountOp::Proc { dst }),
+    }
+    finish
+}
+
+/// Plans one task's part of the tree (on top of a copy of the [`template`]) and the landlock
+/// grants for its whole view. Paths are the task's own (no staging prefix).
+///
+/// Mountpoints that lie in the shared template root are created there only at the first level
+/// that is neither a template directory nor beneath a mount (a handful of names such as `/work`
+/// or `/var`); a private tmpfs ("scaffold") covers each, and every deeper mountpoint is made
+/// inside it, so nothing a task creates outlives it or reaches another task.
 pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, SandboxError> {
     check_path(task.cwd, "working directory")?;
     check_spelling(task.output_dir, "output_dir")?;
@@ -284,35 +439,19 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
     // Directories whose host content shows through: the store must be covered when it lies
     // beneath one of them.
     let mut exposed: Vec<&Path> = Vec::new();
-
+    // Mounts of the template that mountpoints can be made inside.
+    let mut mounted: Vec<PathBuf> = Vec::new();
     for entry in &layout.system {
-        match entry {
-            SystemEntry::Dir(p) => {
-                targets.push((p.clone(), Mount::BindRo(p.clone())));
-                grants.push((p.clone(), Grant::Read));
-                exposed.push(p);
-            }
-            SystemEntry::Symlink { path, target } => {
-                targets.push((path.clone(), Mount::Symlink(target.clone())));
-            }
+        if let SystemEntry::Dir(p) = entry {
+            grants.push((p.clone(), Grant::Read));
+            exposed.push(p);
+            mounted.push(p.clone());
         }
-    }
-    for node in &layout.dev_nodes {
-        targets.push((node.clone(), Mount::BindDev(node.clone())));
     }
     // One rule for the nodes: /dev holds nothing else but symlinks (landlock checks their
     // targets), and each rule costs the task's init three system calls.
     if !layout.dev_nodes.is_empty() {
         grants.push((PathBuf::from("/dev"), Grant::Device));
-    }
-    for (link, target) in [
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
-        ("/dev/shm", "/tmp"),
-    ] {
-        targets.push((PathBuf::from(link), Mount::Symlink(PathBuf::from(target))));
     }
     targets.push((PathBuf::from("/tmp"), Mount::PrivateTmp));
     targets.push((PathBuf::from("/proc"), Mount::Proc));
@@ -323,23 +462,30 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
     ));
     grants.push((task.cwd.to_path_buf(), Grant::Read));
     exposed.push(task.cwd);
+    let mut task_binds: Vec<&Path> = vec![task.cwd];
     for p in task.read_only {
         targets.push((p.clone(), Mount::BindRo(p.clone())));
         grants.push((p.clone(), Grant::Read));
         exposed.push(p);
+        task_binds.push(p);
     }
     for p in task.read_write {
         targets.push((p.clone(), Mount::BindRw(p.clone())));
         grants.push((p.clone(), Grant::Write));
         exposed.push(p);
+        task_binds.push(p);
     }
+    // The template covers the root-only files, but a bind of this task over one of their
+    // directories would show them again.
     for (p, is_dir) in &layout.masks {
-        let mount = if *is_dir {
-            Mount::MaskDir
-        } else {
-            Mount::MaskFile
-        };
-        targets.push((p.clone(), mount));
+        if task_binds.iter().any(|b| p.starts_with(b)) {
+            let mount = if *is_dir {
+                Mount::MaskDir
+            } else {
+                Mount::MaskFile
+            };
+            targets.push((p.clone(), mount));
+        }
     }
     if exposed.iter().any(|e| task.store_dir.starts_with(e)) {
         targets.push((task.store_dir.to_path_buf(), Mount::HideDir));
@@ -367,86 +513,54 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
     // stable, so at equal depth the later (more specific) request wins.
     targets.sort_by_key(|(p, _)| depth(p));
 
-    let root = CString::new(STAGING).unwrap_or_default();
-    let mut ops = vec![MountOp::Tmpfs {
-        dst: root.clone(),
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: CString::new("mode=0755,size=1m").unwrap_or_default(),
-    }];
+    let shared_dirs = template_dirs(layout);
+    let mut ops = Vec::new();
     let mut made: HashSet<PathBuf> = HashSet::new();
     let mut finish = Vec::new();
     for (target, mount) in targets {
-        // Skeleton directories for the target's parents inside whatever is mounted above them.
-        let mut ancestors: Vec<&Path> = target.ancestors().skip(1).collect();
-        ancestors.reverse();
-        for a in ancestors.into_iter().skip(1) {
-            if made.insert(a.to_path_buf()) {
-                ops.push(MountOp::Mkdir(staged(a)));
+        let mut chain: Vec<&Path> = target.ancestors().skip(1).collect();
+        chain.reverse();
+        for a in chain.into_iter().skip(1) {
+            if made.contains(a) || shared_dirs.contains(a) && !beneath(a, &mounted) {
+                continue;
             }
-        }
-        let dst = staged(&target);
-        let is_file_target = matches!(
-            mount,
-            Mount::BindRoFile(_) | Mount::BindDev(_) | Mount::MaskFile
-        );
-        if !matches!(mount, Mount::Symlink(_)) && made.insert(target.clone()) {
-            ops.push(if is_file_target {
-                MountOp::Touch(dst.clone())
-            } else {
-                MountOp::Mkdir(dst.clone())
-            });
-        }
-        match mount {
-            Mount::Symlink(to) => ops.push(MountOp::Symlink {
-                target: host(&to),
-                link: dst,
-            }),
-            Mount::BindRo(src) | Mount::BindRoFile(src) => ops.push(MountOp::BindRo {
-                src: host(&src),
-                dst,
-            }),
-            Mount::BindRw(src) => ops.push(MountOp::BindRw {
-                src: host(&src),
-                dst,
-            }),
-            Mount::BindDev(src) => ops.push(MountOp::BindDev {
-                src: host(&src),
-                dst,
-            }),
-            Mount::MaskFile => ops.push(MountOp::BindDev {
-                src: CString::from(c"/dev/null"),
-                dst,
-            }),
-            Mount::MaskDir => ops.push(MountOp::Tmpfs {
-                dst,
-                flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                data: CString::new("size=4k,mode=0").unwrap_or_default(),
-            }),
-            Mount::HideDir => {
+            made.insert(a.to_path_buf());
+            ops.push(MountOp::Mkdir(host(a)));
+            if !beneath(a, &mounted) {
+                // The first level in the shared root: a private tmpfs holds everything deeper.
                 ops.push(MountOp::Tmpfs {
-                    dst: dst.clone(),
+                    dst: host(a),
                     flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                     data: CString::new("size=64k,mode=0755").unwrap_or_default(),
                 });
-                finish.push(MountOp::SetReadOnly(dst));
+                finish.push(MountOp::SetReadOnly(host(a)));
+                mounted.push(a.to_path_buf());
             }
-            Mount::PrivateTmp => {
-                let data = match task.tmp_size {
-                    Some(bytes) => format!("mode=1777,size={bytes}"),
-                    None => "mode=1777".to_string(),
-                };
-                ops.push(MountOp::Tmpfs {
-                    dst,
-                    flags: libc::MS_NOSUID | libc::MS_NODEV,
-                    data: CString::new(data).unwrap_or_default(),
-                });
-            }
-            Mount::Proc => ops.push(MountOp::Proc { dst }),
+        }
+        let takes_children = !matches!(
+            mount,
+            Mount::Symlink(_) | Mount::BindRoFile(_) | Mount::MaskFile | Mount::BindDev(_)
+        );
+        finish.extend(emit(
+            &mut ops,
+            &mut made,
+            &target,
+            mount,
+            host(&target),
+            task.tmp_size,
+        ));
+        if takes_children {
+            mounted.push(target);
         }
     }
     ops.extend(finish);
-    ops.push(MountOp::SetReadOnly(root));
+    ops.push(MountOp::SetReadOnly(CString::from(c"/")));
     Ok(Plan { ops, grants })
+}
+
+/// Whether `path` lies strictly beneath one of `mounts`.
+fn beneath(path: &Path, mounts: &[PathBuf]) -> bool {
+    mounts.iter().any(|m| path != m && path.starts_with(m))
 }
 
 #[cfg(test)]
