@@ -272,7 +272,11 @@ pub(crate) struct StepFailed<'a> {
 /// Runs one mount step with raw system calls (init's and the zygote's template build).
 pub(crate) fn apply(op: &MountOp) -> Result<(), StepFailed<'_>> {
     let null = std::ptr::null::<libc::c_char>();
-    fn step<'a>(rc: libc::c_long, what: &'static [u8], path: &'a CStr) -> Result<(), StepFailed<'a>> {
+    fn step<'a>(
+        rc: libc::c_long,
+        what: &'static [u8],
+        path: &'a CStr,
+    ) -> Result<(), StepFailed<'a>> {
         if rc < 0 {
             Err(StepFailed {
                 what,
@@ -380,11 +384,9 @@ pub(crate) fn apply(op: &MountOp) -> Result<(), StepFailed<'_>> {
                 );
                 step(rc.into(), b"mount a fresh /proc (pid namespace) on", dst)
             }
-            MountOp::SetReadOnly(p) => step(
-                mount_setattr(p, 0, MOUNT_ATTR_RDONLY),
-                b"make read-only",
-                p,
-            ),
+            MountOp::SetReadOnly(p) => {
+                step(mount_setattr(p, 0, MOUNT_ATTR_RDONLY), b"make read-only", p)
+            }
         }
     }
 }
@@ -486,8 +488,8 @@ impl ChildSetup {
                     libc::_exit(SETUP_FAILED_EXIT);
                 }
             }
-            // PDEATHSIG follows the cloning thread: the runtime's main thread, which lives as
-            // long as grit.
+            // PDEATHSIG follows the parent thread: with CLONE_PARENT, grit's sandbox thread
+            // (client.rs), which lives as long as grit.
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -507,14 +509,12 @@ impl ChildSetup {
                 // grit died before PDEATHSIG was armed (or its pidfd is unusable).
                 libc::_exit(SETUP_FAILED_EXIT);
             }
-            // grit's signal handlers (tokio's) were copied into init, but they never run: init
-            // keeps every signal blocked for its whole life (only SIGKILL, which has no handler,
-            // reaches it), and `execve` resets them for the script. Between the script's unblock
-            // and its `execve` no sender can reach it: it is new in a new pid namespace and
-            // session, and a child inherits no pending signal.
+            // The zygote installs no signal handler, so init runs with default dispositions: as
+            // pid 1 of its namespace it ignores every signal but SIGKILL from outside, and the
+            // script starts with the zygote's (empty) mask.
             //
-            // Nothing of grit's stays open here: above all not its /dev/fuse descriptor, which
-            // would keep the capture alive while this process waits on it (see mod.rs).
+            // Nothing of the zygote's stays open past this point but what init needs: above all
+            // not the pidfds of other tasks or the pool's namespaces.
             close_all_but(&self.keep_fds);
 
             if let Some(procs) = self.cgroup_procs {

@@ -115,8 +115,7 @@ fn on_parent_thread(job: Job) -> Result<(), SandboxError> {
 fn start() -> Result<Zygote, SandboxError> {
     let mounts = File::open("/proc/self/mountinfo")
         .map_err(|e| unsupported(format!("/proc/self/mountinfo: {e}")))?;
-    let (ours, theirs) =
-        UnixStream::pair().map_err(|e| unsupported(format!("socketpair: {e}")))?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| unsupported(format!("socketpair: {e}")))?;
     let (tx, rx) = mpsc::channel();
     on_parent_thread(Box::new(move || {
         let their_fd = theirs.as_raw_fd();
@@ -160,7 +159,11 @@ fn start() -> Result<Zygote, SandboxError> {
                 process,
                 mounts,
             }),
-            None => fail(process, twin, "the zygote sent no socket for its twin".into()),
+            None => fail(
+                process,
+                twin,
+                "the zygote sent no socket for its twin".into(),
+            ),
         },
         Ok(Some((Reply::Refused { message }, _))) => fail(process, 0, message),
         Ok(Some((Reply::Spawned { .. }, _))) | Ok(None) => {
@@ -194,9 +197,10 @@ pub(crate) fn spawn(order: &Order, fds: &[BorrowedFd<'_>]) -> Result<(i32, Owned
         let answer = wire::send(sock, order, fds).and_then(|()| wire::receive::<Reply>(sock));
         match answer {
             Ok(Some((Reply::Spawned { pid }, fds))) => {
-                let pidfd = fds.into_iter().next().ok_or_else(|| {
-                    unsupported("the zygote sent no pidfd for the task".into())
-                })?;
+                let pidfd = fds
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| unsupported("the zygote sent no pidfd for the task".into()))?;
                 return Ok((pid, pidfd));
             }
             Ok(Some((Reply::Refused { message }, _))) => {

@@ -2,31 +2,40 @@
 //!
 //! # Layout
 //! - [`policy`]: the policy data type (what a step may do).
-//! - `plan`: the private mount tree and the landlock allow-list, planned in the parent.
-//! - `child`: the raw-syscall code of the task's init, which builds the sandbox and runs the
+//! - `client`: grit's side of the zygote: starting it, sending it orders, replacing it.
+//! - `wire`: the orders and replies between grit and the zygote, and how they travel.
+//! - `zygote`: the small process that holds the template mount tree and clones every task.
+//! - `plan`: the template's static tree, each task's own mounts on top of it, and the landlock
+//!   allow-list.
+//! - `child`: the raw-syscall code of the task's init, which finishes the sandbox and runs the
 //!   script.
-//! - `netpool`: the private network namespaces, created ahead and leased one task at a time.
+//! - `netpool`: the private network namespaces, lent one task at a time.
 //! - `cgroup`: the per-task pids cgroup that enforces `processes` for root.
 //! - [`probe`]: what this machine offers, for `grit doctor`.
 //!
 //! # What a sandboxed task gets
-//! [`spawn`] clones the task's init straight into new user (own uid/gid mapped to themselves),
-//! mount, pid, ipc and uts namespaces; unless `network = true` it is also born in a private
-//! network namespace (loopback only), leased to this task alone from a pool (`netpool`) when grit
-//! is root, or created by the clone otherwise. Init, pid 1 of the new pid namespace, builds a
-//! tmpfs root holding read-only binds of the system directories, the manifest directory and the
-//! inputs, writable binds of `OUTPUT_DIR` and the scratch directory (all at their host paths), a
-//! private `/tmp`, a minimal `/dev` and a fresh `/proc`; it covers the store directory, pivots,
-//! starts a session, drops every capability, sets `no_new_privs`, enforces landlock with the same
-//! allow-list and applies the rlimits, then vforks the script and reaps until it exits. Killing
-//! init (timeout, cancel) or grit itself (PDEATHSIG) kills the whole namespace.
+//! [`spawn`] hands the task to the zygote, which clones the task's init (a child of grit) into
+//! new user (own uid/gid mapped to themselves), mount, pid, ipc and uts namespaces; unless
+//! `network = true` it is also born in a private network namespace (loopback only), lent to this
+//! task alone from a pool (`netpool`). The mount namespace starts as a copy of the zygote's
+//! template: a read-only tmpfs root with read-only binds of the system directories, a minimal
+//! `/dev` and masks over root-only files. Init adds a fresh `/proc`, a private `/tmp`, read-only
+//! binds of the manifest directory and the inputs, writable binds of `OUTPUT_DIR` and the
+//! scratch directory (all at their host paths, copied by the zygote from the host's view), covers
+//! the store directory, starts a session, drops every capability, sets `no_new_privs`, enforces
+//! landlock with the same allow-list and applies the rlimits, then vforks the script and reaps
+//! until it exits. Killing init (timeout, cancel) or grit itself (PDEATHSIG) kills the whole
+//! namespace.
 //!
 //! # Why this process layout
-//! It is the cheapest one measured (BENCHMARKS.md): `clone3` from grit makes init grit's direct
-//! child (no intermediate process, one wake-up less at exit), and the script is vforked from init,
-//! so only one copy of grit's page tables is ever made per task. grit itself never looks up a
-//! path under `OUTPUT_DIR`: that may be grit's own FUSE mount, and a grit thread waiting on its
-//! own filesystem cannot be killed; init opens those paths after closing every descriptor of grit.
+//! It is the cheapest one measured (BENCHMARKS.md, docs/sandbox-bench.md). Building ~30 mounts,
+//! pivoting and detaching the host's tree for every task, then tearing it down, was most of the
+//! sandbox's price; a copy of a prepared template costs a fraction of it. The zygote is a small
+//! single-threaded process (only such a process may switch mount namespaces), so cloning from it
+//! copies few page tables; `CLONE_PARENT` makes init grit's direct child, and the script is
+//! vforked from init. grit itself never looks up a path under `OUTPUT_DIR`: that may be grit's
+//! own FUSE mount, and a grit thread waiting on its own filesystem cannot be killed; the zygote
+//! (a separate process) and init do.
 //!
 //! A setup step the kernel refuses makes the task exit with [`SETUP_FAILED_EXIT`] after a
 //! message on its stderr that names the step and the opt-outs; it never degrades silently.
@@ -255,9 +264,9 @@ fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
         v.push((libc::RLIMIT_AS, same(m)));
     }
     if let Some(p) = policy.processes {
-        // Init and its short-lived detach thread count against the same user count. (For
-        // root, the kernel ignores this limit: see cgroup.rs.)
-        v.push((libc::RLIMIT_NPROC, same(p.saturating_add(2))));
+        // Init counts against the same user count. (For root, the kernel ignores this limit:
+        // see cgroup.rs.)
+        v.push((libc::RLIMIT_NPROC, same(p.saturating_add(1))));
     }
     if let Some(n) = policy.open_files {
         v.push((libc::RLIMIT_NOFILE, same(n)));
@@ -343,9 +352,9 @@ pub fn spawn(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Sandboxe
     let os = |p: &Path| p.as_os_str().to_os_string();
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
-    // The limit counts init too (and the script it vforks).
+    // The limit counts init too.
     let cgroup = match policy.processes {
-        Some(p) if root => Some(cgroup::create(p.saturating_add(2))?),
+        Some(p) if root => Some(cgroup::create(p.saturating_add(1))?),
         _ => None,
     };
     let order = wire::Order {

@@ -174,4 +174,3 @@ pub(crate) unsafe fn loopback_up() -> Result<(), i32> {
     }
     Ok(())
 }
-

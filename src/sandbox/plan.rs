@@ -290,7 +290,14 @@ pub(crate) fn template(layout: &HostLayout) -> Vec<MountOp> {
         targets.push((PathBuf::from(link), Mount::Symlink(PathBuf::from(target))));
     }
     for (p, is_dir) in &layout.masks {
-        targets.push((p.clone(), if *is_dir { Mount::MaskDir } else { Mount::MaskFile }));
+        targets.push((
+            p.clone(),
+            if *is_dir {
+                Mount::MaskDir
+            } else {
+                Mount::MaskFile
+            },
+        ));
     }
     targets.sort_by_key(|(p, _)| depth(p));
     let mut ops = vec![MountOp::Tmpfs {
@@ -300,7 +307,14 @@ pub(crate) fn template(layout: &HostLayout) -> Vec<MountOp> {
     }];
     let mut made = HashSet::new();
     for (target, mount) in targets {
-        for a in target.ancestors().skip(1).collect::<Vec<_>>().into_iter().rev().skip(1) {
+        for a in target
+            .ancestors()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .skip(1)
+        {
             if made.insert(a.to_path_buf()) {
                 ops.push(MountOp::Mkdir(staged(a)));
             }
@@ -581,6 +595,7 @@ mod tests {
                     target: "usr/bin".into(),
                 },
                 SystemEntry::Dir("/etc".into()),
+                SystemEntry::Dir("/nix/store".into()),
             ],
             dev_nodes: vec!["/dev/null".into()],
             masks: vec![("/etc/shadow".into(), false)],
@@ -593,6 +608,37 @@ mod tests {
 
     fn c(s: &str) -> CString {
         CString::new(s).unwrap()
+    }
+
+    fn tmpfs_at(ops: &[MountOp], path: &Path) -> usize {
+        pos(
+            ops,
+            |o| matches!(o, MountOp::Tmpfs { dst, .. } if *dst == host(path)),
+        )
+    }
+
+    #[test]
+    fn the_template_holds_the_static_tree_at_the_staging_root() {
+        let ops = template(&layout());
+        assert!(matches!(&ops[0], MountOp::Tmpfs { dst, .. } if *dst == c(STAGING)));
+        let etc = pos(
+            &ops,
+            |o| matches!(o, MountOp::BindRo { src, dst } if *src == c("/etc") && *dst == c("/proc/etc")),
+        );
+        let shadow = pos(
+            &ops,
+            |o| matches!(o, MountOp::BindDev { src, dst } if *dst == c("/proc/etc/shadow") && *src == c("/dev/null")),
+        );
+        assert!(etc < shadow && shadow != usize::MAX, "{ops:#?}");
+        assert!(ops.contains(&MountOp::Symlink {
+            target: c("usr/bin"),
+            link: c("/proc/bin")
+        }));
+        assert!(ops.contains(&MountOp::Mkdir(c("/proc/nix"))));
+        assert!(ops.contains(&MountOp::Mkdir(c("/proc/proc"))));
+        assert!(ops.contains(&MountOp::Mkdir(c("/proc/tmp"))));
+        // The root stays writable in the template (each task makes its own copy read-only).
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::SetReadOnly(_))));
     }
 
     #[test]
@@ -619,37 +665,130 @@ mod tests {
             tmp_size: None,
         };
         let plan = plan(&layout(), &task).unwrap();
-        let st = |p: &Path| staged(p);
         let cwd_bind = pos(
             &plan.ops,
-            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == st(cwd)),
+            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == host(cwd)),
         );
-        let hide = pos(
-            &plan.ops,
-            |o| matches!(o, MountOp::Tmpfs { dst, .. } if *dst == st(&store)),
-        );
+        let hide = tmpfs_at(&plan.ops, &store);
         let out_bind = pos(
             &plan.ops,
-            |o| matches!(o, MountOp::BindRw { dst, .. } if *dst == st(&out)),
+            |o| matches!(o, MountOp::BindRw { dst, .. } if *dst == host(&out)),
         );
         let obj_touch = pos(
             &plan.ops,
-            |o| matches!(o, MountOp::Touch(p) if *p == st(&obj)),
+            |o| matches!(o, MountOp::Touch(p) if *p == host(&obj)),
         );
         let obj_bind = pos(
             &plan.ops,
-            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == st(&obj)),
+            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == host(&obj)),
         );
         assert!(cwd_bind < hide, "{:#?}", plan.ops);
         assert!(hide < out_bind && hide < obj_touch && obj_touch < obj_bind);
         // The hidden store and the root become read-only last, root at the very end.
-        assert_eq!(plan.ops.last(), Some(&MountOp::SetReadOnly(c(STAGING))));
-        assert!(plan.ops.contains(&MountOp::SetReadOnly(st(&store))));
+        assert_eq!(plan.ops.last(), Some(&MountOp::SetReadOnly(c("/"))));
+        assert!(plan.ops.contains(&MountOp::SetReadOnly(host(&store))));
         // The store itself is never granted, only the task's own paths beneath it.
         assert!(!plan.grants.iter().any(|(p, _)| p == &store));
         assert!(plan.grants.contains(&(out.clone(), Grant::Write)));
         assert!(plan.grants.contains(&(obj.clone(), Grant::Read)));
         assert!(plan.grants.contains(&(cwd.to_path_buf(), Grant::Read)));
+    }
+
+    #[test]
+    fn mountpoints_in_the_shared_root_are_covered_by_a_private_tmpfs() {
+        // The tempdir lives under /tmp, which the task gets privately; use a path outside it.
+        let base = std::env::current_dir()
+            .unwrap()
+            .join("target/plan-test-shared-root");
+        let cwd = base.join("manifest");
+        let store = base.join("db");
+        let out = store.join("tmp/t1/out");
+        std::fs::create_dir_all(&cwd).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        let task = TaskPaths {
+            cwd: &cwd,
+            input_file: None,
+            input_dir: None,
+            output_dir: &out,
+            scratch_dir: &out,
+            store_dir: &store,
+            read_only: &[],
+            read_write: &[],
+            tmp_size: None,
+        };
+        let plan = plan(&layout(), &task).unwrap();
+        // The first level of the path in the shared root gets a private tmpfs; nothing deeper
+        // is created outside it.
+        let top: PathBuf = cwd
+            .ancestors()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .nth(1)
+            .unwrap()
+            .into();
+        let scaffold = tmpfs_at(&plan.ops, &top);
+        assert!(scaffold != usize::MAX, "{:#?}", plan.ops);
+        for (i, op) in plan.ops.iter().enumerate() {
+            if let MountOp::Mkdir(p) | MountOp::Touch(p) = op
+                && Path::new(std::ffi::OsStr::from_bytes(p.to_bytes())).starts_with(&top)
+                && *p != host(&top)
+            {
+                assert!(
+                    i > scaffold,
+                    "{p:?} made before the scaffold: {:#?}",
+                    plan.ops
+                );
+            }
+        }
+        assert!(plan.ops.contains(&MountOp::SetReadOnly(host(&top))));
+        assert!(tmpfs_at(&plan.ops, Path::new("/tmp")) < scaffold);
+    }
+
+    #[test]
+    fn a_task_bind_over_a_masked_directory_is_masked_again() {
+        let etc_dir = std::env::current_dir()
+            .unwrap()
+            .join("target/plan-test-mask");
+        std::fs::create_dir_all(etc_dir.join("ssl")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let layout = HostLayout {
+            masks: vec![(etc_dir.join("ssl"), true)],
+            ..layout()
+        };
+        let ro = [etc_dir.clone()];
+        let task = TaskPaths {
+            cwd: d.path(),
+            input_file: None,
+            input_dir: None,
+            output_dir: d.path(),
+            scratch_dir: d.path(),
+            store_dir: d.path(),
+            read_only: &ro,
+            read_write: &[],
+            tmp_size: None,
+        };
+        let plan = plan(&layout, &task).unwrap();
+        let bind = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == host(&etc_dir)),
+        );
+        let mask = tmpfs_at(&plan.ops, &etc_dir.join("ssl"));
+        assert!(bind < mask && mask != usize::MAX, "{:#?}", plan.ops);
+        // Without the bind, the template's mask is enough.
+        let plain = plan_without(&layout, &task);
+        assert_eq!(tmpfs_at(&plain.ops, &etc_dir.join("ssl")), usize::MAX);
+    }
+
+    fn plan_without(layout: &HostLayout, task: &TaskPaths<'_>) -> Plan {
+        plan(
+            layout,
+            &TaskPaths {
+                read_only: &[],
+                ..task.clone()
+            },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -671,32 +810,14 @@ mod tests {
             tmp_size: Some(1 << 20),
         };
         let plan = plan(&layout(), &task).unwrap();
-        assert!(
-            !plan
-                .ops
-                .iter()
-                .any(|o| matches!(o, MountOp::Tmpfs { dst, .. } if *dst == staged(&store)))
-        );
+        assert_eq!(tmpfs_at(&plan.ops, &store), usize::MAX);
         assert!(
             plan.ops
                 .iter()
                 .any(|o| matches!(o, MountOp::Tmpfs { dst, data, .. }
-            if *dst == c("/proc/tmp") && data.to_bytes().ends_with(b"size=1048576")))
+            if *dst == c("/tmp") && data.to_bytes().ends_with(b"size=1048576")))
         );
-        // Symlinks are recreated, system dirs bound, secrets covered after /etc.
-        assert!(plan.ops.contains(&MountOp::Symlink {
-            target: c("usr/bin"),
-            link: c("/proc/bin")
-        }));
-        let etc = pos(
-            &plan.ops,
-            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == c("/proc/etc")),
-        );
-        let shadow = pos(
-            &plan.ops,
-            |o| matches!(o, MountOp::BindDev { src, dst } if *dst == c("/proc/etc/shadow") && *src == c("/dev/null")),
-        );
-        assert!(etc < shadow && shadow != usize::MAX);
+        assert!(plan.ops.contains(&MountOp::Proc { dst: c("/proc") }));
     }
 
     #[test]

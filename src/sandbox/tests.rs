@@ -246,11 +246,9 @@ fn identity_pid_namespace_caps_and_no_new_privs() {
     assert_eq!(code, 0, "stderr: {stderr}");
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
-    // The script is the first process init forks in a fresh pid namespace: pid 2, or pid 3 when
-    // init's short-lived detach thread (child.rs) took pid 2.
+    // The script is the first process init forks in a fresh pid namespace.
     assert!(
-        stdout.contains(&format!("pid=2 ppid=1 uid={uid} host=grit"))
-            || stdout.contains(&format!("pid=3 ppid=1 uid={uid} host=grit")),
+        stdout.contains(&format!("pid=2 ppid=1 uid={uid} host=grit")),
         "{stdout}"
     );
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
@@ -265,8 +263,8 @@ fn identity_pid_namespace_caps_and_no_new_privs() {
 #[test]
 fn the_host_mount_tree_is_detached_before_the_script_starts() {
     let t = Task::new();
-    // Init detaches the host root on a thread and goes on as soon as it is gone from the
-    // namespace (child.rs): by the script's first instruction, only the new tree may be left.
+    // The task starts in a copy of the zygote's template, which holds nothing of the host's tree
+    // but the binds it chose: the root is a tmpfs and /sys, /root and /home are absent.
     let (code, stdout, stderr) = t.run(
         r#"awk '$5 == "/" { for (i = 7; i <= NF; i++) if ($i == "-") print $(i + 1) }' /proc/self/mountinfo
         grep -c -e ' /sys ' -e ' /root ' -e ' /home ' /proc/self/mountinfo || true"#,

@@ -130,7 +130,9 @@ pub(crate) fn receive<T: for<'de> Deserialize<'de>>(
     input.read_exact(&mut header[got..])?;
     let len = u32::from_le_bytes(header);
     if len > MAX_FRAME {
-        return Err(std::io::Error::other("oversized frame from the sandbox zygote"));
+        return Err(std::io::Error::other(
+            "oversized frame from the sandbox zygote",
+        ));
     }
     let mut body = vec![0u8; len as usize];
     input.read_exact(&mut body)?;

@@ -109,10 +109,12 @@ fn serve(grit: i32) -> i32 {
         }
     };
     // The twin serves `network = false` tasks from the pool's namespaces (see netpool.rs).
-    let twin = UnixStream::pair().map_err(|e| e.to_string()).and_then(|(ours, twins)| {
-        let pid = clone_parent().map_err(|e| format!("start the zygote's twin: {e}"))?;
-        Ok((pid, ours, twins))
-    });
+    let twin = UnixStream::pair()
+        .map_err(|e| e.to_string())
+        .and_then(|(ours, twins)| {
+            let pid = clone_parent().map_err(|e| format!("start the zygote's twin: {e}"))?;
+            Ok((pid, ours, twins))
+        });
     let (twin_pid, ours, twins) = match twin {
         Ok(t) => t,
         Err(message) => {
