@@ -180,10 +180,10 @@ pub(crate) fn spawn(order: &Order, fds: &[BorrowedFd<'_>]) -> Result<(i32, Owned
     let mut slot = ZYGOTE.lock().unwrap_or_else(|e| e.into_inner());
     // A zygote that died (or was killed) answers with an I/O error: one fresh start, then give up.
     for attempt in 0..2 {
-        if slot.as_ref().is_some_and(Zygote::outdated) {
-            if let Some(old) = slot.take() {
-                old.retire();
-            }
+        if slot.as_ref().is_some_and(Zygote::outdated)
+            && let Some(old) = slot.take()
+        {
+            old.retire();
         }
         let zygote = match slot.as_mut() {
             Some(z) => z,

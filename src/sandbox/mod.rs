@@ -370,7 +370,7 @@ pub fn spawn(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Sandboxe
         network: policy.network,
         rlimits: rlimits(policy)
             .into_iter()
-            .map(|(resource, l)| (resource as u32, l.rlim_cur, l.rlim_max))
+            .map(|(resource, l)| (resource, l.rlim_cur, l.rlim_max))
             .collect(),
         program: program.name.to_os_string(),
         args: program.args.to_vec(),

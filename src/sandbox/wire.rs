@@ -40,7 +40,7 @@ pub(crate) struct Order {
     pub tmp_size: Option<u64>,
     pub network: bool,
     /// `(resource, soft, hard)`.
-    pub rlimits: Vec<(u32, u64, u64)>,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     pub program: OsString,
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,

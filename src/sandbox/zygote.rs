@@ -435,7 +435,7 @@ impl Zygote {
                 .iter()
                 .map(|&(resource, cur, max)| {
                     (
-                        resource as libc::__rlimit_resource_t,
+                        resource,
                         libc::rlimit {
                             rlim_cur: cur,
                             rlim_max: max,
