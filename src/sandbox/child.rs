@@ -74,6 +74,9 @@ pub(crate) struct ChildSetup {
     pub ops: Vec<MountOp>,
     /// The zygote's descriptors init needs (sorted): every other one is closed first.
     pub keep_fds: Vec<RawFd>,
+    /// Read end of a pipe the zygote writes one byte to once grit holds the task's pidfd: a task
+    /// whose zygote died before answering (so grit will start it again) never runs its script.
+    pub go: RawFd,
     pub cwd: CString,
     /// The landlock ruleset, without rules yet.
     pub ruleset: Option<OwnedFd>,
@@ -558,6 +561,11 @@ impl ChildSetup {
                 b"make init non-dumpable",
                 b"",
             );
+            let mut byte = 0u8;
+            if libc::read(self.go, (&mut byte as *mut u8).cast(), 1) != 1 {
+                put(b"grit sandbox: the zygote ended before grit learned of this task; not run\n");
+                libc::_exit(SETUP_FAILED_EXIT);
+            }
             drop_privileges(self);
             // Nothing but stdio reaches the script (the ruleset and any attach leftovers).
             close_from(3, libc::c_uint::MAX, 0);

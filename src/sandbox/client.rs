@@ -76,6 +76,15 @@ fn reap(pid: i32) {
 
 static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
 
+/// The pids of the running zygote and its twin, if any.
+#[cfg(test)]
+pub(crate) fn zygote_pids() -> Vec<i32> {
+    let slot = ZYGOTE.lock().unwrap_or_else(|e| e.into_inner());
+    slot.as_ref()
+        .map(|z| vec![z.process.id() as i32, z.twin])
+        .unwrap_or_default()
+}
+
 fn unsupported(detail: String) -> SandboxError {
     SandboxError::Unsupported {
         feature: "the sandbox zygote (user and mount namespaces, open_tree, pidfds)",

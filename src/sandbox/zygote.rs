@@ -91,6 +91,14 @@ fn serve(grit: i32) -> i32 {
         if libc::getppid() != grit {
             return 1;
         }
+        // `ps` shows argv[0]; `top` and the kernel show this name (else "exe").
+        libc::prctl(
+            libc::PR_SET_NAME,
+            c"grit-zygote".as_ptr() as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         // Nothing of grit's but the socket (stdio is /dev/null).
         libc::syscall(
             libc::SYS_close_range,
@@ -137,6 +145,13 @@ fn serve(grit: i32) -> i32 {
             if libc::getppid() != grit {
                 return 1;
             }
+            libc::prctl(
+                libc::PR_SET_NAME,
+                c"grit-zygote-net".as_ptr() as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
         }
         zygote.pool = Some(NetPool::default());
         return zygote.serve(&twins);
@@ -232,7 +247,13 @@ impl Zygote {
                 Err(_) => return 1,
             };
             let sent = match self.spawn(&order, fds) {
-                Ok((pid, pidfd)) => wire::send(sock, &Reply::Spawned { pid }, &[pidfd.as_fd()]),
+                Ok((pid, pidfd, go)) => {
+                    wire::send(sock, &Reply::Spawned { pid }, &[pidfd.as_fd()]).map(|()| {
+                        // grit holds the pidfd now: let the script run.
+                        // SAFETY: write of one byte to a pipe this process owns.
+                        unsafe { libc::write(go.as_raw_fd(), b"1".as_ptr().cast(), 1) };
+                    })
+                }
                 Err(message) => wire::send(sock, &Reply::Refused { message }, &[]),
             };
             if sent.is_err() || self.broken {
@@ -331,8 +352,13 @@ impl Zygote {
         })
     }
 
-    /// Starts one task; returns init's pid and pidfd, or why nothing was started.
-    fn spawn(&mut self, order: &Order, fds: Vec<OwnedFd>) -> Result<(i32, OwnedFd), String> {
+    /// Starts one task; returns init's pid and pidfd and the write end of its go pipe, or why
+    /// nothing was started.
+    fn spawn(
+        &mut self,
+        order: &Order,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(i32, OwnedFd, OwnedFd), String> {
         let expected = if order.cgroup == CgroupJoin::None {
             3
         } else {
@@ -415,7 +441,10 @@ impl Zygote {
                 .collect()
         };
         let (argv, envp) = (pointers(&args), pointers(&env));
-        let mut keep_fds: Vec<RawFd> = vec![0, 1, 2, self.grit_pidfd.as_raw_fd()];
+        let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("sandbox zygote: pipe: {e}"))?;
+        let mut keep_fds: Vec<RawFd> =
+            vec![0, 1, 2, self.grit_pidfd.as_raw_fd(), go_read.as_raw_fd()];
         keep_fds.extend(ruleset.as_ref().map(|r| r.as_raw_fd()));
         keep_fds.extend(cgroup_procs.as_ref().map(|c| c.as_raw_fd()));
         keep_fds.extend(trees.iter().map(|t| t.as_raw_fd()));
@@ -427,6 +456,7 @@ impl Zygote {
             gid_map: cstring(format!("{} {} 1", self.gid, self.gid).as_bytes()),
             ops,
             keep_fds,
+            go: go_read.as_raw_fd(),
             cwd: cstring(order.cwd.as_bytes()),
             ruleset,
             rules,
@@ -520,7 +550,7 @@ impl Zygote {
         if let (Some(index), Some(pool)) = (lease, &mut self.pool) {
             pool.lend(index, &pidfd)?;
         }
-        Ok((pid as i32, pidfd))
+        Ok((pid as i32, pidfd, go_write))
     }
 
     /// Replaces every bind of a host path in `ops` by an attach of a copy made here (in the
