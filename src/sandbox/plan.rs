@@ -1,9 +1,10 @@
-//! The task's private filesystem view, planned in the parent: a flat list of mount operations
-//! that the child replays with raw system calls, and the landlock allow-list that mirrors it.
+//! The task's private filesystem view as flat lists of mount operations replayed with raw system
+//! calls: the [`template`] the zygote builds once (the static part every task shares a copy
+//! of), each task's own [`plan`] on top of it, and the landlock allow-list that mirrors both.
 //!
 //! Every path keeps its host spelling inside the sandbox, so the environment the executor
-//! computes (`INPUT_FILE`, `OUTPUT_DIR`, `TMPDIR`, the working directory) stays valid. The new
-//! root is a tmpfs holding only mountpoints; it is assembled at [`STAGING`] and then pivoted to.
+//! computes (`INPUT_FILE`, `OUTPUT_DIR`, `TMPDIR`, the working directory) stays valid. The root
+//! is a tmpfs holding only mountpoints; the zygote assembles it at [`STAGING`] and pivots to it.
 
 use std::collections::HashSet;
 use std::ffi::CString;

@@ -20,7 +20,7 @@
 //! inputs, `OUTPUT_DIR`, scratch, extra paths), read-only where they must be; back in P it clones
 //! init with `CLONE_PARENT` (so init is grit's child, and grit waits for it through the pidfd the
 //! zygote sends back) into new user (a child of Q), mount, pid, ipc and uts namespaces, and a
-//! private network namespace leased from the pool (`netpool`) unless `network = true`. Init
+//! private network namespace lent from the pool (`netpool`) unless `network = true`. Init
 //! attaches the copies and goes on as `child.rs` describes.
 //!
 //! The zygote holds no capability outside Q, never looks at what tasks write, and dies with grit
@@ -494,7 +494,7 @@ impl Zygote {
             exec_errno: AtomicI32::new(0),
         };
 
-        let lease = match (&mut self.pool, order.network) {
+        let lent = match (&mut self.pool, order.network) {
             (None, false) | (Some(_), true) => {
                 return Err("sandbox zygote: order sent to the wrong twin".into());
             }
@@ -519,7 +519,7 @@ impl Zygote {
             args.flags |= super::CLONE_INTO_CGROUP;
             args.cgroup = dir.as_raw_fd() as u64;
         }
-        if let (Some(index), Some(pool)) = (lease, &self.pool)
+        if let (Some(index), Some(pool)) = (lent, &self.pool)
             && !pool.enter(index)
         {
             return Err(os_error("sandbox zygote: join a pooled network namespace"));
@@ -547,7 +547,7 @@ impl Zygote {
         }
         // SAFETY: CLONE_PIDFD stored a fresh descriptor that only we own.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        if let (Some(index), Some(pool)) = (lease, &mut self.pool) {
+        if let (Some(index), Some(pool)) = (lent, &mut self.pool) {
             pool.lend(index, &pidfd)?;
         }
         Ok((pid as i32, pidfd, go_write))
