@@ -1,6 +1,6 @@
-//! The code of the task's init, which runs in a child cloned from a possibly multithreaded grit:
-//! it uses only raw, async-signal-safe system calls on data the parent prepared (no allocation,
-//! no locks, no formatting through std).
+//! The code of the task's init, which runs in a child cloned from the zygote: it uses only raw,
+//! async-signal-safe system calls on data the zygote prepared (no allocation, no locks, no
+//! formatting through std). The zygote also replays its template's mount steps with [`apply`].
 //!
 //! Process layout (see `mod.rs` for why):
 //! ```text
@@ -33,7 +33,7 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 const FILE_RIGHTS: u64 = 1 | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15);
 
 #[repr(C)]
-pub(crate) struct MountAttr {
+struct MountAttr {
     attr_set: u64,
     attr_clr: u64,
     propagation: u64,
@@ -85,7 +85,8 @@ pub(crate) struct ChildSetup {
     pub rules: Vec<(CString, u64)>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
     pub last_cap: u32,
-    /// The script's stdin, stdout and stderr (descriptors of grit, inherited by the clone).
+    /// The script's stdin, stdout and stderr (grit's descriptors, passed to the zygote and
+    /// inherited by the clone).
     pub stdio: [RawFd; 3],
     /// The program as named by the step (for messages).
     pub program: CString,
@@ -96,18 +97,14 @@ pub(crate) struct ChildSetup {
     pub envp: Vec<*const libc::c_char>,
     pub _args: Vec<CString>,
     pub _env: Vec<CString>,
-    /// The spawning thread's signal mask, restored for the script (grit blocks every signal
-    /// around the clone so that none of its handlers can run in init).
-    pub signal_mask: libc::sigset_t,
     /// Stack of the vfork'd script until it execs.
     pub script_stack: Box<[AtomicU64]>,
     /// The script's `execve` errno, or 0.
     pub exec_errno: AtomicI32,
 }
 
-/// Stacks are allocated per spawn: every page touched is a page fault.
-/// Size of [`ChildSetup::script_stack`] in 8-byte words (32 KiB): `sigprocmask`, `execve` and a
-/// failure path.
+/// Size of [`ChildSetup::script_stack`] in 8-byte words (32 KiB): `execve` and a failure path.
+/// (It is allocated per spawn, and every page touched is a page fault.)
 pub(crate) const SCRIPT_STACK_WORDS: usize = 4 * 1024;
 
 fn errno() -> i32 {
@@ -319,7 +316,8 @@ pub(crate) fn apply(op: &MountOp) -> Result<(), StepFailed<'_>> {
                 }
                 Ok(())
             }
-            MountOp::BindRo { src, dst } => {
+            // Template binds (a task's binds arrive as `Attach` copies made by the zygote).
+            MountOp::BindRo { src, dst } | MountOp::BindRw { src, dst } => {
                 let rc = libc::mount(
                     src.as_ptr(),
                     dst.as_ptr(),
@@ -328,22 +326,15 @@ pub(crate) fn apply(op: &MountOp) -> Result<(), StepFailed<'_>> {
                     std::ptr::null(),
                 );
                 step(rc.into(), b"bind-mount", dst)?;
+                if matches!(op, MountOp::BindRw { .. }) {
+                    return Ok(());
+                }
                 let rc = mount_setattr(
                     dst,
                     libc::AT_RECURSIVE as libc::c_uint,
                     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
                 );
                 step(rc, b"make read-only (mount_setattr)", dst)
-            }
-            MountOp::BindRw { src, dst } => {
-                let rc = libc::mount(
-                    src.as_ptr(),
-                    dst.as_ptr(),
-                    null,
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                );
-                step(rc.into(), b"bind-mount", dst)
             }
             MountOp::BindDev { src, dst } => {
                 let rc = libc::mount(
@@ -615,13 +606,12 @@ impl ChildSetup {
     }
 }
 
-/// The script process (sharing init's memory until `execve`): restores the signal mask and
-/// execs, or records the errno and exits 127 like a shell would.
+/// The script process (sharing init's memory until `execve`): execs, or records the errno and
+/// exits 127 like a shell would. Its signal mask and dispositions are the zygote's defaults.
 extern "C" fn script_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is init's ChildSetup, alive and unchanged while init is suspended in vfork.
     unsafe {
         let setup = &*arg.cast::<ChildSetup>();
-        libc::sigprocmask(libc::SIG_SETMASK, &setup.signal_mask, std::ptr::null_mut());
         // execvp's search: go on past a directory without the program (or one the sandbox does
         // not show), remember a permission error, stop at any other error.
         let mut reported = libc::ENOENT;

@@ -134,11 +134,17 @@ fn start() -> Result<Zygote, SandboxError> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: dup2 is async-signal-safe; it runs in the forked child before exec and puts
-        // the zygote's socket where the zygote expects it (dup2 clears close-on-exec).
+        // SAFETY: dup2 and fcntl are async-signal-safe; they run in the forked child before exec
+        // and put the zygote's socket where the zygote expects it, without close-on-exec.
+        // (When the socket already is that descriptor, dup2 would leave close-on-exec set.)
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(their_fd, SOCKET_FD) < 0 {
+                let rc = if their_fd == SOCKET_FD {
+                    libc::fcntl(SOCKET_FD, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(their_fd, SOCKET_FD)
+                };
+                if rc < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -161,13 +167,21 @@ fn start() -> Result<Zygote, SandboxError> {
     };
     match wire::receive::<Reply>(&ours) {
         Ok(Some((Reply::Ready { twin }, fds))) => match fds.into_iter().next() {
-            Some(twin_sock) => Ok(Zygote {
-                sock: ours,
-                twin_sock: UnixStream::from(twin_sock),
-                twin,
-                process,
-                mounts,
-            }),
+            Some(twin_sock) => {
+                let twin_sock = UnixStream::from(twin_sock);
+                for sock in [&ours, &twin_sock] {
+                    if let Err(e) = sock.set_read_timeout(Some(ANSWER_TIMEOUT)) {
+                        return fail(process, twin, format!("socket timeout: {e}"));
+                    }
+                }
+                Ok(Zygote {
+                    sock: ours,
+                    twin_sock,
+                    twin,
+                    process,
+                    mounts,
+                })
+            }
             None => fail(
                 process,
                 twin,
@@ -183,17 +197,23 @@ fn start() -> Result<Zygote, SandboxError> {
     }
 }
 
+/// How long grit waits for the zygote's answer before it gives up on that zygote: it copies the
+/// task's directories from the host, and a hung mount there must not hang grit's scheduler.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Asks the zygote to start a task; returns its init's pid and pidfd. `fds` are the task's
 /// stdin, stdout and stderr, then its cgroup descriptor if `order.cgroup` names one.
 pub(crate) fn spawn(order: &Order, fds: &[BorrowedFd<'_>]) -> Result<(i32, OwnedFd), SandboxError> {
     let mut slot = ZYGOTE.lock().unwrap_or_else(|e| e.into_inner());
-    // A zygote that died (or was killed) answers with an I/O error: one fresh start, then give up.
-    for attempt in 0..2 {
-        if slot.as_ref().is_some_and(Zygote::outdated)
-            && let Some(old) = slot.take()
-        {
-            old.retire();
-        }
+    if slot.as_ref().is_some_and(Zygote::outdated)
+        && let Some(old) = slot.take()
+    {
+        old.retire();
+    }
+    // A zygote that died (or was killed) answers with an I/O error: one fresh start, then give
+    // up. Nothing of the task ran then: its init waits for the go byte below.
+    let mut failure = String::new();
+    for _ in 0..2 {
         let zygote = match slot.as_mut() {
             Some(z) => z,
             None => slot.insert(start()?),
@@ -206,27 +226,43 @@ pub(crate) fn spawn(order: &Order, fds: &[BorrowedFd<'_>]) -> Result<(i32, Owned
         let answer = wire::send(sock, order, fds).and_then(|()| wire::receive::<Reply>(sock));
         match answer {
             Ok(Some((Reply::Spawned { pid }, fds))) => {
-                let pidfd = fds
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| unsupported("the zygote sent no pidfd for the task".into()))?;
+                let mut fds = fds.into_iter();
+                let (Some(pidfd), Some(go)) = (fds.next(), fds.next()) else {
+                    failure = "the zygote's answer lacked the task's descriptors".into();
+                    break;
+                };
+                // grit holds the pidfd: the script may run. (Init may already be gone; then
+                // the write fails and the exit status tells what happened.)
+                let _ = nix::unistd::write(&go, b"1");
                 return Ok((pid, pidfd));
             }
             Ok(Some((Reply::Refused { message }, _))) => {
                 return Err(SandboxError::Refused(message));
             }
-            Ok(Some((Reply::Ready { .. }, _))) | Ok(None) | Err(_) => {
-                if let Some(old) = slot.take() {
-                    old.retire();
-                }
-                if attempt == 1 {
-                    return Err(unsupported(
-                        "the zygote stopped answering (see the system log for a killed process)"
-                            .into(),
-                    ));
-                }
+            Ok(Some((Reply::Ready { .. }, _))) => {
+                failure = "the zygote answered out of turn".into();
             }
+            Ok(None) => failure = "the zygote exited".into(),
+            Err(e) => failure = e.to_string(),
+        }
+        if let Some(old) = slot.take() {
+            old.retire();
         }
     }
-    Err(unsupported("unreachable: no attempt left".into()))
+    if let Some(old) = slot.take() {
+        old.retire();
+    }
+    Err(SandboxError::Failed {
+        step: "the sandbox zygote did not answer".into(),
+        detail: failure,
+    })
+}
+
+/// Ends the zygote, if one runs (the next spawn starts a new one). A run calls it before its
+/// FUSE capture unmounts, so that no copy of that mount outlives the run in the zygote's view.
+pub(crate) fn shutdown() {
+    let mut slot = ZYGOTE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = slot.take() {
+        old.retire();
+    }
 }

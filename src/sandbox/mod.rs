@@ -113,8 +113,12 @@ pub enum SandboxError {
     },
     #[error("cannot build the landlock ruleset: {0}")]
     Landlock(#[from] landlock::RulesetError),
-    /// The zygote refused the task; the message is complete (it names the path or the feature
-    /// and the opt-outs).
+    #[error(
+        "the sandbox could not start the task ({step}: {detail}); if this persists, run the step \
+         without the sandbox: set `sandbox = \"off\"` on the step, or use `grit run --no-sandbox`"
+    )]
+    Failed { step: String, detail: String },
+    /// The zygote refused the task; the message is one of the errors above, rendered there.
     #[error("{0}")]
     Refused(String),
 }
@@ -391,6 +395,18 @@ pub fn spawn(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Sandboxe
         pidfd,
         status: None,
     })
+}
+
+/// Ends the sandbox zygote when dropped (a later spawn starts a new one). A run holds one while
+/// it may spawn tasks and drops it before its output capture unmounts: the zygote's copy of the
+/// host's mounts would otherwise keep a FUSE capture referenced until the next spawn.
+#[derive(Debug, Default)]
+pub struct ZygoteSession;
+
+impl Drop for ZygoteSession {
+    fn drop(&mut self) {
+        client::shutdown();
+    }
 }
 
 /// A running sandboxed task: its init, a direct child of grit, held through a pidfd (so it is

@@ -109,20 +109,27 @@ impl NetPool {
         })
     }
 
-    /// Marks namespace `index` as lent to the task whose init `pidfd` refers to.
-    pub(crate) fn lend(&mut self, index: usize, pidfd: &OwnedFd) -> Result<(), String> {
-        let copy = pidfd
-            .try_clone()
-            .map_err(|e| format!("sandbox zygote: keep a task's pidfd: {e}"))?;
-        if let Some(slot) = self.slots.get_mut(index) {
-            slot.task = Some(copy);
+    /// Marks namespace `index` as lent to the task whose init `pidfd` refers to. Should the
+    /// pidfd not be copyable (no descriptor left), the namespace leaves the pool instead: it
+    /// then lives only as long as that task.
+    pub(crate) fn lend(&mut self, index: usize, pidfd: &OwnedFd) {
+        match pidfd.try_clone() {
+            Ok(copy) => {
+                if let Some(slot) = self.slots.get_mut(index) {
+                    slot.task = Some(copy);
+                }
+            }
+            Err(_) => {
+                if index < self.slots.len() {
+                    self.slots.remove(index);
+                }
+            }
         }
-        Ok(())
     }
 }
 
 /// Writes `text` to a /proc file; returns the errno on failure. Raw system calls only (init
-/// calls it too).
+/// calls it too, for its uid/gid maps).
 pub(crate) unsafe fn write_file(path: &std::ffi::CStr, text: &[u8]) -> Result<(), i32> {
     // SAFETY: open/write/close on a NUL-terminated path and a valid buffer.
     unsafe {
@@ -147,8 +154,8 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// Brings `lo` of the current network namespace up; raw system calls only (init calls it too).
-pub(crate) unsafe fn loopback_up() -> Result<(), i32> {
+/// Brings `lo` of the current network namespace up.
+unsafe fn loopback_up() -> Result<(), i32> {
     // SAFETY: a datagram socket and two interface ioctls on a zeroed, correctly sized ifreq.
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);

@@ -13,10 +13,10 @@ use std::path::{Component, Path, PathBuf};
 
 use super::SandboxError;
 
-/// Where the new root is assembled before `pivot_root`. It must exist on every Linux host and
-/// must never be the ancestor of a bind source (sources are opened by their host paths while the
-/// staging tmpfs covers this directory). The host's procfs is never a source, so it qualifies;
-/// the task's own proc instance is mounted at `<staging>/proc`.
+/// Where the zygote assembles the template's root before it pivots there. It must exist on every
+/// Linux host and must never be the ancestor of a bind source (sources are opened by their host
+/// paths while the staging tmpfs covers this directory). The host's procfs is never a source, so
+/// it qualifies (the zygote copies it before covering it, for the template's `/proc`).
 pub(crate) const STAGING: &str = "/proc";
 /// [`STAGING`] for the raw system calls of the task's init.
 pub(crate) const STAGING_C: &std::ffi::CStr = c"/proc";
@@ -212,19 +212,22 @@ enum Mount {
 /// Checks that a path from the request or the policy is usable as a mount source and target.
 fn check_path(path: &Path, what: &'static str) -> Result<(), SandboxError> {
     check_spelling(path, what)?;
-    if std::fs::metadata(path).is_err() {
+    if let Err(e) = std::fs::metadata(path) {
         return Err(SandboxError::BadPath {
             what,
             path: path.to_path_buf(),
-            reason: "does not exist".into(),
+            reason: match e.kind() {
+                std::io::ErrorKind::NotFound => "does not exist".into(),
+                _ => e.to_string(),
+            },
         });
     }
     Ok(())
 }
 
 /// [`check_path`] without looking the path up: for `OUTPUT_DIR`, which may be a directory of
-/// grit's own FUSE mount. A grit thread waiting on its own filesystem cannot be killed, so only
-/// the task's init (which holds no descriptor of the mount) ever looks it up.
+/// grit's own FUSE mount. Planning runs in the zygote, which could look it up safely, but the
+/// copy of the tree (`open_tree`) reports a missing directory just as well.
 fn check_spelling(path: &Path, what: &'static str) -> Result<(), SandboxError> {
     let bad = |reason: &str| SandboxError::BadPath {
         what,
@@ -328,19 +331,40 @@ pub(crate) fn template(layout: &HostLayout) -> Vec<MountOp> {
     ops
 }
 
-/// The directories the template creates in its root tmpfs (every other entry of the root is a
-/// mount or a symlink): a task path beneath one of them, but not beneath a mount, lies in the
-/// root that every task shares.
-pub(crate) fn template_dirs(layout: &HostLayout) -> HashSet<PathBuf> {
-    let mut dirs: HashSet<PathBuf> = ["/", "/dev", "/tmp", "/proc"].map(PathBuf::from).into();
+/// Every entry the template puts in its tree outside its mounts: the directories it creates in
+/// its root tmpfs, the system mounts and symlinks, the /dev entries. A task path beneath one of
+/// these but not beneath a mount lies in the root that every task shares; one that is an entry
+/// needs no mountpoint.
+pub(crate) fn template_entries(layout: &HostLayout) -> HashSet<PathBuf> {
+    let mut entries: HashSet<PathBuf> = ["/", "/dev", "/tmp", "/proc"].map(PathBuf::from).into();
     for entry in &layout.system {
         let path = match entry {
             SystemEntry::Dir(p) => p,
             SystemEntry::Symlink { path, .. } => path,
         };
-        dirs.extend(path.ancestors().skip(1).map(Path::to_path_buf));
+        entries.extend(path.ancestors().map(Path::to_path_buf));
     }
-    dirs
+    entries.extend(layout.dev_nodes.iter().cloned());
+    entries.extend(DEV_LINKS.iter().map(|(link, _)| PathBuf::from(link)));
+    entries
+}
+
+/// The template's masks over root-only files, with the paths a task sees (no staging prefix):
+/// what the zygote mounts again when the host replaced a masked file.
+pub(crate) fn masks(layout: &HostLayout) -> Vec<MountOp> {
+    let mut ops = Vec::new();
+    let mut made = HashSet::new();
+    for (p, is_dir) in &layout.masks {
+        let mount = if *is_dir {
+            Mount::MaskDir
+        } else {
+            Mount::MaskFile
+        };
+        // Only the mount itself: the file or directory exists on the host.
+        made.insert(p.clone());
+        emit(&mut ops, &mut made, p, mount, host(p), None);
+    }
+    ops
 }
 
 /// /dev entries that are symlinks into the task's own proc and tmp.
@@ -428,9 +452,10 @@ fn emit(
 /// grants for its whole view. Paths are the task's own (no staging prefix).
 ///
 /// Mountpoints that lie in the shared template root are created there only at the first level
-/// that is neither a template directory nor beneath a mount (a handful of names such as `/work`
-/// or `/var`); a private tmpfs ("scaffold") covers each, and every deeper mountpoint is made
-/// inside it, so nothing a task creates outlives it or reaches another task.
+/// that is neither a template entry nor beneath a mount (a handful of names such as `/work` or
+/// `/var`); a private tmpfs ("scaffold") covers each, and every deeper mountpoint is made inside
+/// it. Those first-level names stay in the shared root for the zygote's life, so a task can see
+/// the top-level names other tasks' paths use (never their content).
 pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, SandboxError> {
     check_path(task.cwd, "working directory")?;
     check_spelling(task.output_dir, "output_dir")?;
@@ -528,7 +553,7 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
     // stable, so at equal depth the later (more specific) request wins.
     targets.sort_by_key(|(p, _)| depth(p));
 
-    let shared_dirs = template_dirs(layout);
+    let template_entries = template_entries(layout);
     let mut ops = Vec::new();
     let mut made: HashSet<PathBuf> = HashSet::new();
     let mut finish = Vec::new();
@@ -536,7 +561,9 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
         let mut chain: Vec<&Path> = target.ancestors().skip(1).collect();
         chain.reverse();
         for a in chain.into_iter().skip(1) {
-            if made.contains(a) || shared_dirs.contains(a) && !beneath(a, &mounted) {
+            // A template entry exists (a directory, or a mount or symlink whose own content
+            // holds the rest of the path); so does anything made before.
+            if made.contains(a) || template_entries.contains(a) && !beneath(a, &mounted) {
                 continue;
             }
             made.insert(a.to_path_buf());
@@ -852,5 +879,52 @@ mod tests {
             assert!(matches!(err, SandboxError::BadPath { .. }), "{bad}: {err}");
         }
         assert!(plan(&layout(), &base).is_ok());
+    }
+
+    #[test]
+    fn paths_beneath_template_mounts_and_symlinks_get_no_scaffold() {
+        let d = tempfile::tempdir().unwrap();
+        let ro = [
+            PathBuf::from("/usr/share"),
+            PathBuf::from("/bin/sh"),
+            PathBuf::from("/etc"),
+        ];
+        let task = TaskPaths {
+            cwd: d.path(),
+            input_file: None,
+            input_dir: None,
+            output_dir: d.path(),
+            scratch_dir: d.path(),
+            store_dir: d.path(),
+            read_only: &ro,
+            read_write: &[],
+            tmp_size: None,
+        };
+        let plan = plan(&layout(), &task).unwrap();
+        // No tmpfs may cover a template mount or symlink: that would hide the system.
+        for top in ["/usr", "/bin", "/etc", "/nix", "/nix/store", "/usr/bin"] {
+            assert_eq!(
+                tmpfs_at(&plan.ops, Path::new(top)),
+                usize::MAX,
+                "{top}: {:#?}",
+                plan.ops
+            );
+            // (Only a requested path itself gets a `Mkdir`, which finds it there.)
+            assert!(
+                top == "/etc" || !plan.ops.contains(&MountOp::Mkdir(c(top))),
+                "{top}: {:#?}",
+                plan.ops
+            );
+        }
+        // The binds themselves are there (the mountpoint of /usr/share exists in the bind).
+        for p in ["/usr/share", "/bin/sh", "/etc"] {
+            assert!(
+                plan.ops
+                    .iter()
+                    .any(|o| matches!(o, MountOp::BindRo { dst, .. } if *dst == c(p))),
+                "{p}: {:#?}",
+                plan.ops
+            );
+        }
     }
 }

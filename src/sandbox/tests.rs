@@ -261,7 +261,7 @@ fn identity_pid_namespace_caps_and_no_new_privs() {
 }
 
 #[test]
-fn the_host_mount_tree_is_detached_before_the_script_starts() {
+fn the_host_mount_tree_is_absent_when_the_script_starts() {
     let t = Task::new();
     // The task starts in a copy of the zygote's template, which holds nothing of the host's tree
     // but the binds it chose: the root is a tmpfs and /sys, /root and /home are absent.
@@ -852,10 +852,11 @@ fn a_mount_made_after_the_zygote_started_is_seen_by_the_next_task() {
     assert_eq!(t.run("true", &strict()).0, 0);
     // The zygote's view of the host is a copy made when it started; a later mount (a FUSE
     // capture, say) must still reach the next task.
-    let dir = std::env::current_dir()
-        .unwrap()
-        .join(format!("target/zygote-late-mount-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let holder = tempfile::Builder::new()
+        .prefix("zygote-late-mount")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let dir = holder.path().to_path_buf();
     nix::mount::mount(
         Some("tmpfs"),
         &dir,
@@ -868,7 +869,6 @@ fn a_mount_made_after_the_zygote_started_is_seen_by_the_next_task() {
     impl Drop for Unmount {
         fn drop(&mut self) {
             let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-            let _ = std::fs::remove_dir(&self.0);
         }
     }
     let _unmount = Unmount(dir.clone());
@@ -879,4 +879,43 @@ fn a_mount_made_after_the_zygote_started_is_seen_by_the_next_task() {
     };
     let (code, stdout, stderr) = t.run(&format!("cat {}/late", dir.display()), &policy);
     assert_eq!((code, stdout.as_str()), (0, "mounted later\n"), "{stderr}");
+}
+
+#[test]
+fn read_only_paths_beneath_system_directories_keep_the_system() {
+    let t = Task::new();
+    let policy = Policy {
+        read_only: vec![PathBuf::from("/usr/share"), PathBuf::from("/etc/ssl")],
+        ..strict()
+    };
+    let (code, stdout, stderr) = t.run(
+        "test -x /usr/bin/env && test -d /usr/lib && ls /usr/share /etc/ssl >/dev/null && echo ok",
+        &policy,
+    );
+    assert_eq!((code, stdout.as_str()), (0, "ok\n"), "{stderr}");
+}
+
+#[test]
+fn a_mask_the_host_replaced_is_put_back_for_the_next_task() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/etc/shadow").exists() {
+        return; // the masks exist for a root grit only; CI runs the unit tests as root
+    }
+    let t = Task::new();
+    let empty = "test ! -s /etc/shadow";
+    assert_eq!(t.run(empty, &strict()).0, 0, "masked to begin with");
+    // Replace /etc/shadow the way passwd does, by renaming a copy over it (same content): the
+    // kernel drops every mount on the old file, the template's mask included.
+    let copy = "/etc/.grit-sandbox-test-shadow";
+    let done = std::process::Command::new("cp")
+        .args(["-p", "/etc/shadow", copy])
+        .status()
+        .unwrap();
+    assert!(done.success());
+    std::fs::rename(copy, "/etc/shadow").unwrap();
+    let (code, _, stderr) = t.run(empty, &strict());
+    assert_eq!(
+        code, 0,
+        "/etc/shadow readable after the host replaced it: {stderr}"
+    );
 }

@@ -41,6 +41,7 @@ use super::{CloneArgs, access, cstring, rights};
 
 /// Set (to grit's pid) in the environment of the process that becomes the zygote.
 pub(crate) const ZYGOTE_ENV: &str = "GRIT_SANDBOX_ZYGOTE";
+const ZYGOTE_ENV_C: &CStr = c"GRIT_SANDBOX_ZYGOTE";
 /// The zygote's end of its socket to grit.
 pub(crate) const SOCKET_FD: RawFd = 3;
 
@@ -55,7 +56,7 @@ static ZYGOTE_ENTRY: extern "C" fn() = entry;
 
 extern "C" fn entry() {
     // SAFETY: getenv with a NUL-terminated name, before main, while the process has one thread.
-    let value = unsafe { libc::getenv(c"GRIT_SANDBOX_ZYGOTE".as_ptr()) };
+    let value = unsafe { libc::getenv(ZYGOTE_ENV_C.as_ptr()) };
     if value.is_null() {
         return;
     }
@@ -77,6 +78,15 @@ fn os_error(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
+/// A step of starting a task failed with the current errno: the full message for grit.
+fn failed(step: &str) -> String {
+    super::SandboxError::Failed {
+        step: step.into(),
+        detail: std::io::Error::last_os_error().to_string(),
+    }
+    .to_string()
+}
+
 /// The zygote's life: build the template, answer orders until grit closes the socket.
 fn serve(grit: i32) -> i32 {
     // SAFETY: prctl/getppid/close_range on this process only.
@@ -91,6 +101,16 @@ fn serve(grit: i32) -> i32 {
         if libc::getppid() != grit {
             return 1;
         }
+        // Every init starts with the zygote's dispositions and an ignored signal survives exec:
+        // start from the defaults whatever grit's parent left ignored (SIGCHLD ignored would
+        // even stop init from reaping the script).
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         // `ps` shows argv[0]; `top` and the kernel show this name (else "exe").
         libc::prctl(
             libc::PR_SET_NAME,
@@ -188,6 +208,8 @@ fn clone_parent() -> std::io::Result<i32> {
 /// What the zygote keeps between tasks.
 struct Zygote {
     layout: HostLayout,
+    /// The template's masks over root-only files, as the task sees them (see `remask`).
+    masks: Vec<MountOp>,
     /// H: the host's view, where task directories are copied from.
     host_mnt: OwnedFd,
     /// P: the template every task's tree is a copy of.
@@ -232,6 +254,24 @@ fn copy_tree(path: &CStr) -> Result<OwnedFd, i32> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Whether `path` is the root of a mount; `None` if it is gone or the kernel cannot tell.
+fn mount_root(path: &CStr) -> Option<bool> {
+    const STATX_ATTR_MOUNT_ROOT: u64 = 0x2000;
+    // SAFETY: statx with a NUL-terminated path and a zeroed out-struct of the right type.
+    unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        let rc = libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            0,
+            &mut stx,
+        );
+        (rc == 0 && stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT != 0)
+            .then_some(stx.stx_attributes & STATX_ATTR_MOUNT_ROOT != 0)
+    }
+}
+
 fn enter(ns: &OwnedFd, kind: libc::c_int) -> bool {
     // SAFETY: setns on a namespace descriptor this process owns.
     unsafe { libc::setns(ns.as_raw_fd(), kind) == 0 }
@@ -246,13 +286,11 @@ impl Zygote {
                 Ok(None) => return 0,
                 Err(_) => return 1,
             };
+            // grit gets the go pipe's write end along with the pidfd and lets the script run
+            // once it holds both (see `ChildSetup::go`); the zygote keeps no copy.
             let sent = match self.spawn(&order, fds) {
                 Ok((pid, pidfd, go)) => {
-                    wire::send(sock, &Reply::Spawned { pid }, &[pidfd.as_fd()]).map(|()| {
-                        // grit holds the pidfd now: let the script run.
-                        // SAFETY: write of one byte to a pipe this process owns.
-                        unsafe { libc::write(go.as_raw_fd(), b"1".as_ptr().cast(), 1) };
-                    })
+                    wire::send(sock, &Reply::Spawned { pid }, &[pidfd.as_fd(), go.as_fd()])
                 }
                 Err(message) => wire::send(sock, &Reply::Refused { message }, &[]),
             };
@@ -338,8 +376,10 @@ impl Zygote {
                 return Err(os_error("pivot into the sandbox template"));
             }
         }
+        let masks = plan::masks(&layout);
         Ok(Zygote {
             layout,
+            masks,
             host_mnt,
             template_mnt,
             grit_pidfd,
@@ -390,7 +430,7 @@ impl Zygote {
         };
         // The task's paths are checked and its host directories copied in the host's view.
         if !enter(&self.host_mnt, libc::CLONE_NEWNS) {
-            return Err(os_error("sandbox zygote: enter the host's view"));
+            return Err(failed("sandbox zygote: enter the host's view"));
         }
         let mut trees: Vec<OwnedFd> = Vec::new();
         let planned = plan::plan(&self.layout, &task)
@@ -398,9 +438,10 @@ impl Zygote {
             .and_then(|plan| Ok((self.copy_trees(plan.ops, &mut trees)?, plan.grants)));
         if !enter(&self.template_mnt, libc::CLONE_NEWNS) {
             self.broken = true;
-            return Err(os_error("sandbox zygote: return to the template"));
+            return Err(failed("sandbox zygote: return to the template"));
         }
         let (ops, grants) = planned?;
+        self.remask()?;
 
         let mut fds = fds.into_iter();
         let stdio: Vec<OwnedFd> = fds.by_ref().take(3).collect();
@@ -410,7 +451,13 @@ impl Zygote {
             CgroupJoin::Procs => (None, cgroup),
             CgroupJoin::None => (None, None),
         };
-        let ruleset = super::ruleset().map_err(|e| e.to_string())?;
+        let ruleset = super::ruleset().map_err(|e| {
+            super::SandboxError::Failed {
+                step: "landlock ruleset".into(),
+                detail: e.to_string(),
+            }
+            .to_string()
+        })?;
         let mut rules: Vec<(CString, u64)> = grants
             .iter()
             .map(|(p, grant)| (cstring(p.as_os_str().as_bytes()), rights(*grant, self.abi)))
@@ -441,8 +488,8 @@ impl Zygote {
                 .collect()
         };
         let (argv, envp) = (pointers(&args), pointers(&env));
-        let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("sandbox zygote: pipe: {e}"))?;
+        let (go_read, go_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|_| failed("pipe"))?;
         let mut keep_fds: Vec<RawFd> =
             vec![0, 1, 2, self.grit_pidfd.as_raw_fd(), go_read.as_raw_fd()];
         keep_fds.extend(ruleset.as_ref().map(|r| r.as_raw_fd()));
@@ -485,9 +532,6 @@ impl Zygote {
             envp,
             _args: args,
             _env: env,
-            // SAFETY: an all-zero sigset_t is a valid (empty) set: the zygote blocks nothing and
-            // installs no handler, so this is its own mask too.
-            signal_mask: unsafe { std::mem::zeroed() },
             script_stack: (0..child::SCRIPT_STACK_WORDS)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -522,7 +566,7 @@ impl Zygote {
         if let (Some(index), Some(pool)) = (lent, &self.pool)
             && !pool.enter(index)
         {
-            return Err(os_error("sandbox zygote: join a pooled network namespace"));
+            return Err(failed("sandbox zygote: join a pooled network namespace"));
         }
         // SAFETY: clone3 with a valid argument struct; the child only runs init_main, which
         // never returns.
@@ -548,9 +592,40 @@ impl Zygote {
         // SAFETY: CLONE_PIDFD stored a fresh descriptor that only we own.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         if let (Some(index), Some(pool)) = (lent, &mut self.pool) {
-            pool.lend(index, &pidfd)?;
+            pool.lend(index, &pidfd);
         }
         Ok((pid as i32, pidfd, go_write))
+    }
+
+    /// Puts back a mask the host removed. Tools such as `passwd` or `visudo` replace a file by
+    /// renaming a new one over it, and the kernel then drops every mount on the old file, in
+    /// every namespace: the template's mask too. So before each clone the zygote checks that
+    /// each mask is still a mount root and mounts it again if not (in P, which it owns).
+    fn remask(&self) -> Result<(), String> {
+        for op in &self.masks {
+            let (MountOp::BindDev { dst, .. } | MountOp::Tmpfs { dst, .. }) = op else {
+                continue;
+            };
+            // A lookup racing with the host's rename can miss the file for a moment: look again.
+            let mut attempts = 0;
+            while mount_root(dst) == Some(false) {
+                match child::apply(op) {
+                    Ok(()) => break,
+                    Err(e) if e.errno == libc::ENOENT && attempts < 3 => attempts += 1,
+                    Err(e) => {
+                        return Err(super::SandboxError::Failed {
+                            step: format!(
+                                "cover the root-only {} again",
+                                String::from_utf8_lossy(e.path)
+                            ),
+                            detail: std::io::Error::from_raw_os_error(e.errno).to_string(),
+                        }
+                        .to_string());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Replaces every bind of a host path in `ops` by an attach of a copy made here (in the
