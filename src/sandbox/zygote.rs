@@ -87,9 +87,10 @@ fn failed(step: &str) -> String {
     .to_string()
 }
 
-/// The zygote's life: build the template, answer orders until grit closes the socket.
-fn serve(grit: i32) -> i32 {
-    // SAFETY: prctl/getppid/close_range on this process only.
+/// Dies with grit (the parent-death signal, and a check that grit did not die first) and takes
+/// `name` for `top` and the kernel (else "exe"; `ps` shows argv[0]). False when grit is gone.
+fn tie_to_grit(grit: i32, name: &CStr) -> bool {
+    // SAFETY: prctl and getppid on this process only, with a NUL-terminated name.
     unsafe {
         libc::prctl(
             libc::PR_SET_PDEATHSIG,
@@ -98,27 +99,28 @@ fn serve(grit: i32) -> i32 {
             0,
             0,
         );
-        if libc::getppid() != grit {
-            return 1;
-        }
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+        libc::getppid() == grit
+    }
+}
+
+/// The zygote's life: build the template, answer orders until grit closes the socket.
+fn serve(grit: i32) -> i32 {
+    if !tie_to_grit(grit, c"grit-zygote") {
+        return 1;
+    }
+    // SAFETY: signal, sigprocmask and close_range on this process only.
+    unsafe {
         // Every init starts with the zygote's dispositions and an ignored signal survives exec:
         // start from the defaults whatever grit's parent left ignored (SIGCHLD ignored would
         // even stop init from reaping the script).
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
         let empty: libc::sigset_t = std::mem::zeroed();
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        // `ps` shows argv[0]; `top` and the kernel show this name (else "exe").
-        libc::prctl(
-            libc::PR_SET_NAME,
-            c"grit-zygote".as_ptr() as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
         // Nothing of grit's but the socket (stdio is /dev/null).
         libc::syscall(
             libc::SYS_close_range,
@@ -153,25 +155,8 @@ fn serve(grit: i32) -> i32 {
     if twin_pid == 0 {
         drop(sock);
         drop(ours);
-        // SAFETY: prctl/getppid on this process only.
-        unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            if libc::getppid() != grit {
-                return 1;
-            }
-            libc::prctl(
-                libc::PR_SET_NAME,
-                c"grit-zygote-net".as_ptr() as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
+        if !tie_to_grit(grit, c"grit-zygote-net") {
+            return 1;
         }
         zygote.pool = Some(NetPool::default());
         return zygote.serve(&twins);
