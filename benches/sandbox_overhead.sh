@@ -27,7 +27,7 @@ rm -f "$floor_bin"
 cargo build --release --quiet
 cargo test --release --quiet --bin grit --no-run 2>/dev/null
 GRIT_BENCH_N="$N" cargo test --release --quiet --bin grit overhead_benchmark -- --ignored --nocapture 2>/dev/null \
-    | grep -E "^(spawns|added)"
+    | grep -E "^(spawns|added|in_spawn)"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -120,6 +120,8 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         lines,
         options,
     } = inputs;
+    // Declared after `capture`, so dropped before it: the zygote goes before the capture unmounts.
+    let _zygote = crate::sandbox::ZygoteSession;
     clear_staging(&paths)?;
 
     let manifest = Arc::new(manifest);

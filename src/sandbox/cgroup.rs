@@ -2,7 +2,7 @@
 //! root user, and a task of root runs as uid 0, so there the limit comes from a pids cgroup
 //! instead: one child cgroup per task. With cgroup v2 the task's init is born into it
 //! (`CLONE_INTO_CGROUP`); with the cgroup v1 pids hierarchy init joins it through `cgroup.procs`
-//! as its first step, before it creates any thread or process.
+//! (opened here, written by init) as its first step, before it creates any process.
 //!
 //! A task's cgroup can only be removed once it is empty, after the task ended; each new one
 //! sweeps the empty leftovers of this grit process, and the last one stays until the next run.
@@ -72,8 +72,8 @@ struct Base {
 pub(crate) enum Join {
     /// cgroup v2: the cgroup's directory, for `CLONE_INTO_CGROUP`.
     Clone(OwnedFd),
-    /// cgroup v1: the cgroup's `cgroup.procs`, which init writes first.
-    Procs(CString),
+    /// cgroup v1: the cgroup's `cgroup.procs`, open for writing; init writes itself into it.
+    Procs(OwnedFd),
 }
 
 fn base() -> Option<&'static Base> {
@@ -112,9 +112,11 @@ pub(crate) fn create(max: u64) -> Result<Join, SandboxError> {
         .map_err(|e| unsupported(format!("{}/pids.max: {e}", dir.display())))?;
     if !base.v2 {
         let procs = dir.join("cgroup.procs");
-        return Ok(Join::Procs(
-            CString::new(procs.as_os_str().as_bytes()).unwrap_or_default(),
-        ));
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map_err(|e| unsupported(format!("{}: {e}", procs.display())))?;
+        return Ok(Join::Procs(OwnedFd::from(opened)));
     }
     let opened = std::fs::OpenOptions::new()
         .read(true)

@@ -1,12 +1,12 @@
-//! The code of the task's init, which runs in a child cloned from a possibly multithreaded grit:
-//! it uses only raw, async-signal-safe system calls on data the parent prepared (no allocation,
-//! no locks, no formatting through std).
+//! The code of the task's init, which runs in a child cloned from the zygote: it uses only raw,
+//! async-signal-safe system calls on data the zygote prepared (no allocation, no locks, no
+//! formatting through std). The zygote also replays its template's mount steps with [`apply`].
 //!
 //! Process layout (see `mod.rs` for why):
 //! ```text
-//! grit ──clone3(user, mount, pid, ipc, uts [, net]; pidfd)── init (pid 1 of the task)
-//!          maps, mounts, pivot_root, landlock, caps, rlimits
-//!          └─vfork── script: exec of the shell
+//! zygote ──clone3(user, mount, pid, ipc, uts; parent = grit; pidfd)── init (pid 1 of the task)
+//!            maps, the task's mounts on a copy of the template, landlock, caps, rlimits
+//!            └─vfork── script: exec of the shell
 //! ```
 //! grit holds init directly (through a pidfd). Init reaps every orphan; once the script has
 //! exited it kills and reaps every process left in the namespace and exits with the script's
@@ -16,16 +16,16 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use super::plan::{MountOp, STAGING, STAGING_C};
+use super::plan::{MountOp, STAGING};
 
 /// Exit status of the task when the sandbox could not be set up; stderr then says why.
 pub const SETUP_FAILED_EXIT: i32 = 125;
 
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
 const LANDLOCK_RULE_PATH_BENEATH: libc::c_long = 1;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// Landlock rights that apply to files (the rest only to directories): execute, write, read,
@@ -65,14 +65,18 @@ struct CapData {
 pub(crate) struct ChildSetup {
     /// A pidfd of grit itself, to notice that grit died before PDEATHSIG was armed.
     pub grit_pidfd: RawFd,
-    /// `cgroup.procs` of the task's cgroup v1 pids cgroup (root only), joined before anything
-    /// else.
-    pub cgroup_procs: Option<CString>,
+    /// `cgroup.procs` of the task's cgroup v1 pids cgroup (root only), opened for writing by
+    /// grit; init joins it before anything else.
+    pub cgroup_procs: Option<RawFd>,
     pub uid_map: CString,
     pub gid_map: CString,
-    /// Bring up loopback: the task got a fresh network namespace instead of a pooled one.
-    pub loopback: bool,
+    /// The task's mounts on top of the template; `Attach` descriptors are inherited.
     pub ops: Vec<MountOp>,
+    /// The zygote's descriptors init needs (sorted): every other one is closed first.
+    pub keep_fds: Vec<RawFd>,
+    /// Read end of a pipe the zygote writes one byte to once grit holds the task's pidfd: a task
+    /// whose zygote died before answering (so grit will start it again) never runs its script.
+    pub go: RawFd,
     pub cwd: CString,
     /// The landlock ruleset, without rules yet.
     pub ruleset: Option<OwnedFd>,
@@ -81,7 +85,8 @@ pub(crate) struct ChildSetup {
     pub rules: Vec<(CString, u64)>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
     pub last_cap: u32,
-    /// The script's stdin, stdout and stderr (descriptors of grit, inherited by the clone).
+    /// The script's stdin, stdout and stderr (grit's descriptors, passed to the zygote and
+    /// inherited by the clone).
     pub stdio: [RawFd; 3],
     /// The program as named by the step (for messages).
     pub program: CString,
@@ -92,171 +97,15 @@ pub(crate) struct ChildSetup {
     pub envp: Vec<*const libc::c_char>,
     pub _args: Vec<CString>,
     pub _env: Vec<CString>,
-    /// The spawning thread's signal mask, restored for the script (grit blocks every signal
-    /// around the clone so that none of its handlers can run in init).
-    pub signal_mask: libc::sigset_t,
-    /// Stack of the thread that detaches the host root (see [`detach_old_root`]); atomics
-    /// because another thread writes it behind Rust's back.
-    pub detach_stack: Box<[AtomicU64]>,
-    /// Where that thread stores its `umount2` result; starts as [`PENDING`].
-    pub detach_slot: AtomicI64,
     /// Stack of the vfork'd script until it execs.
     pub script_stack: Box<[AtomicU64]>,
     /// The script's `execve` errno, or 0.
     pub exec_errno: AtomicI32,
 }
 
-/// Size of [`ChildSetup::detach_stack`] in 8-byte words (8 KiB); the thread makes one system
-/// call. (Both stacks are allocated per spawn: every page is a page fault.)
-pub(crate) const DETACH_STACK_WORDS: usize = 1024;
-/// Size of [`ChildSetup::script_stack`] in 8-byte words (32 KiB): `sigprocmask`, `execve` and a
-/// failure path.
+/// Size of [`ChildSetup::script_stack`] in 8-byte words (32 KiB): `execve` and a failure path.
+/// (It is allocated per spawn, and every page touched is a page fault.)
 pub(crate) const SCRIPT_STACK_WORDS: usize = 4 * 1024;
-
-const STATX_MNT_ID_UNIQUE: libc::c_uint = 0x4000;
-const STATMOUNT_SB_BASIC: u64 = 1;
-#[cfg(target_arch = "x86_64")]
-const SYS_STATMOUNT: libc::c_long = 457;
-/// `umount2` result slot value while the detach thread has not returned yet.
-pub(crate) const PENDING: i64 = i64::MIN;
-
-#[repr(C)]
-struct MntIdReq {
-    size: u32,
-    spare: u32,
-    mnt_id: u64,
-    param: u64,
-}
-
-/// The 64-bit unique id of the mount at `path` (Linux 6.8+), if the kernel reports one.
-fn unique_mount_id(path: &CStr) -> Option<u64> {
-    // SAFETY: statx with a NUL-terminated path and a zeroed out-struct of the right type.
-    unsafe {
-        let mut stx: libc::statx = std::mem::zeroed();
-        let rc = libc::statx(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            0,
-            STATX_MNT_ID_UNIQUE,
-            &mut stx,
-        );
-        (rc == 0 && stx.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(stx.stx_mnt_id)
-    }
-}
-
-/// Whether mount `id` is still in this mount namespace; `None` if the kernel cannot tell.
-#[cfg(target_arch = "x86_64")]
-fn mount_present(id: u64) -> Option<bool> {
-    let req = MntIdReq {
-        size: std::mem::size_of::<MntIdReq>() as u32,
-        spare: 0,
-        mnt_id: id,
-        param: STATMOUNT_SB_BASIC,
-    };
-    let mut buf = [0u64; 256];
-    // SAFETY: statmount with a valid request and a buffer of the size passed.
-    let rc = unsafe {
-        libc::syscall(
-            SYS_STATMOUNT,
-            &req as *const MntIdReq,
-            buf.as_mut_ptr(),
-            std::mem::size_of_val(&buf),
-            0,
-        )
-    };
-    match rc {
-        0 => Some(true),
-        _ if errno() == libc::ENOENT => Some(false),
-        _ => None,
-    }
-}
-
-/// The detach thread: `umount2(".", MNT_DETACH)` as a raw system call (it shares init's TLS,
-/// so it must not touch errno), storing 0 or -errno in the slot `arg` points to.
-#[cfg(target_arch = "x86_64")]
-extern "C" fn detach_thread(arg: *mut libc::c_void) -> libc::c_int {
-    let ret: i64;
-    // SAFETY: the umount2 system call on a static NUL-terminated path; the syscall instruction
-    // clobbers only rcx and r11 besides rax, and does not use the user stack.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") libc::SYS_umount2 => ret,
-            in("rdi") c".".as_ptr(),
-            in("rsi") libc::MNT_DETACH as i64,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-        (*arg.cast::<AtomicI64>()).store(ret, Ordering::Release);
-    }
-    0
-}
-
-/// Detaches the host root stacked on the new root by `pivot_root(".", ".")`.
-///
-/// `umount2` detaches at once but then sleeps through an expedited RCU grace period before it
-/// returns (about 0.3-0.5 ms here, more under load). So a thread of init makes the call, and init
-/// goes on as soon as `statmount` no longer finds the old root in the namespace: the detach of the
-/// whole tree is done under the namespace lock statmount also takes, so from then on nothing of
-/// the host tree is reachable. The grace period then overlaps with the rest of the setup. Where
-/// that cannot be told (no statmount, or another architecture), init waits for the call itself.
-///
-/// `stack` and `slot` belong to the ChildSetup, which init never drops (it ends with `_exit`), so
-/// they stay valid for the thread however long it outlives this call.
-fn detach_old_root(old_root: Option<u64>, stack: &[AtomicU64], slot: &AtomicI64) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(old) = old_root
-        && stack.len() >= 512
-    {
-        // SAFETY: the stack was allocated by the parent and is used by this one thread only;
-        // its top is 16-byte aligned as the ABI requires. The thread shares init's memory, files
-        // and fs (root and cwd, so "." is the new root until init chdirs, after the detach).
-        let tid = unsafe {
-            let top = stack.as_ptr().add(stack.len()) as usize & !15;
-            libc::clone(
-                detach_thread,
-                top as *mut libc::c_void,
-                libc::CLONE_VM
-                    | libc::CLONE_FS
-                    | libc::CLONE_FILES
-                    | libc::CLONE_SIGHAND
-                    | libc::CLONE_THREAD
-                    | libc::CLONE_SYSVSEM,
-                slot as *const AtomicI64 as *mut libc::c_void,
-            )
-        };
-        if tid > 0 {
-            let mut ask = true;
-            loop {
-                let r = slot.load(Ordering::Acquire);
-                if r != PENDING {
-                    if r < 0 {
-                        fail(b"detach the host root", b"", (-r) as i32);
-                    }
-                    break;
-                }
-                if ask {
-                    match mount_present(old) {
-                        Some(false) => break,
-                        Some(true) => {}
-                        None => ask = false,
-                    }
-                }
-                // SAFETY: sched_yield cannot fail in a way that matters here.
-                unsafe { libc::sched_yield() };
-            }
-            return;
-        }
-    }
-    let _ = (old_root, stack, slot);
-    // SAFETY: umount2 on a static NUL-terminated path.
-    check(
-        unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }.into(),
-        b"detach the host root",
-        b"",
-    );
-}
 
 fn errno() -> i32 {
     // SAFETY: __errno_location returns this thread's errno slot; reading it is always valid.
@@ -356,12 +205,12 @@ fn close_from(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) {
     }
 }
 
-/// Closes every descriptor but those in `keep`; negative entries are ignored.
-fn close_all_but<const N: usize>(mut keep: [libc::c_int; N]) {
-    keep.sort_unstable();
+/// Closes every descriptor but those in `keep`, which must be sorted; negative entries are
+/// ignored.
+fn close_all_but(keep: &[libc::c_int]) {
     let mut next: libc::c_uint = 0;
-    for k in keep {
-        if k < 0 {
+    for &k in keep {
+        if k < 0 || (k as libc::c_uint) < next {
             continue;
         }
         let k = k as libc::c_uint;
@@ -381,7 +230,14 @@ fn write_proc(path: &CStr, text: &[u8], what: &[u8]) {
     }
 }
 
-fn mount_setattr(path: &CStr, flags: libc::c_uint, set: u64) -> libc::c_long {
+/// `mount_setattr` on `path` relative to `dir` (`AT_FDCWD`, or a detached tree with an empty
+/// path and `AT_EMPTY_PATH`).
+pub(crate) fn mount_setattr_at(
+    dir: RawFd,
+    path: &CStr,
+    flags: libc::c_uint,
+    set: u64,
+) -> libc::c_long {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: 0,
@@ -392,7 +248,7 @@ fn mount_setattr(path: &CStr, flags: libc::c_uint, set: u64) -> libc::c_long {
     unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
+            dir,
             path.as_ptr(),
             flags,
             &attr as *const MountAttr,
@@ -401,16 +257,45 @@ fn mount_setattr(path: &CStr, flags: libc::c_uint, set: u64) -> libc::c_long {
     }
 }
 
-fn apply(op: &MountOp) {
+fn mount_setattr(path: &CStr, flags: libc::c_uint, set: u64) -> libc::c_long {
+    mount_setattr_at(libc::AT_FDCWD, path, flags, set)
+}
+
+/// A mount step that failed: what was attempted, on which path, and the errno.
+#[derive(Debug)]
+pub(crate) struct StepFailed<'a> {
+    pub what: &'static [u8],
+    pub path: &'a [u8],
+    pub errno: i32,
+}
+
+/// Runs one mount step with raw system calls (init's and the zygote's template build).
+pub(crate) fn apply(op: &MountOp) -> Result<(), StepFailed<'_>> {
     let null = std::ptr::null::<libc::c_char>();
+    fn step<'a>(
+        rc: libc::c_long,
+        what: &'static [u8],
+        path: &'a CStr,
+    ) -> Result<(), StepFailed<'a>> {
+        if rc < 0 {
+            Err(StepFailed {
+                what,
+                path: shown(path),
+                errno: errno(),
+            })
+        } else {
+            Ok(())
+        }
+    }
     // SAFETY: each call passes NUL-terminated strings prepared by the parent, or null where the
     // kernel allows it.
     unsafe {
         match op {
             MountOp::Mkdir(p) => {
                 if libc::mkdir(p.as_ptr(), 0o755) != 0 && errno() != libc::EEXIST {
-                    fail(b"create mountpoint", shown(p), errno());
+                    return step(-1, b"create mountpoint", p);
                 }
+                Ok(())
             }
             MountOp::Touch(p) => {
                 let fd = libc::open(
@@ -421,15 +306,18 @@ fn apply(op: &MountOp) {
                 if fd >= 0 {
                     libc::close(fd);
                 } else if errno() != libc::EEXIST {
-                    fail(b"create mountpoint", shown(p), errno());
+                    return step(-1, b"create mountpoint", p);
                 }
+                Ok(())
             }
             MountOp::Symlink { target, link } => {
                 if libc::symlink(target.as_ptr(), link.as_ptr()) != 0 && errno() != libc::EEXIST {
-                    fail(b"create symlink", shown(link), errno());
+                    return step(-1, b"create symlink", link);
                 }
+                Ok(())
             }
-            MountOp::BindRo { src, dst } => {
+            // Template binds (a task's binds arrive as `Attach` copies made by the zygote).
+            MountOp::BindRo { src, dst } | MountOp::BindRw { src, dst } => {
                 let rc = libc::mount(
                     src.as_ptr(),
                     dst.as_ptr(),
@@ -437,23 +325,16 @@ fn apply(op: &MountOp) {
                     libc::MS_BIND | libc::MS_REC,
                     std::ptr::null(),
                 );
-                check(rc.into(), b"bind-mount", shown(dst));
+                step(rc.into(), b"bind-mount", dst)?;
+                if matches!(op, MountOp::BindRw { .. }) {
+                    return Ok(());
+                }
                 let rc = mount_setattr(
                     dst,
                     libc::AT_RECURSIVE as libc::c_uint,
                     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
                 );
-                check(rc, b"make read-only (mount_setattr)", shown(dst));
-            }
-            MountOp::BindRw { src, dst } => {
-                let rc = libc::mount(
-                    src.as_ptr(),
-                    dst.as_ptr(),
-                    null,
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                );
-                check(rc.into(), b"bind-mount", shown(dst));
+                step(rc, b"make read-only (mount_setattr)", dst)
             }
             MountOp::BindDev { src, dst } => {
                 let rc = libc::mount(
@@ -463,7 +344,19 @@ fn apply(op: &MountOp) {
                     libc::MS_BIND,
                     std::ptr::null(),
                 );
-                check(rc.into(), b"bind-mount device", shown(dst));
+                step(rc.into(), b"bind-mount device", dst)
+            }
+            MountOp::Attach { fd, dst } => {
+                let rc = libc::syscall(
+                    libc::SYS_move_mount,
+                    *fd,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    dst.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                );
+                libc::close(*fd);
+                step(rc, b"bind-mount (move_mount)", dst)
             }
             MountOp::Tmpfs { dst, flags, data } => {
                 let rc = libc::mount(
@@ -473,7 +366,7 @@ fn apply(op: &MountOp) {
                     *flags,
                     data.as_ptr().cast(),
                 );
-                check(rc.into(), b"mount tmpfs on", shown(dst));
+                step(rc.into(), b"mount tmpfs on", dst)
             }
             MountOp::Proc { dst } => {
                 let rc = libc::mount(
@@ -483,18 +376,16 @@ fn apply(op: &MountOp) {
                     libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                     std::ptr::null(),
                 );
-                check(rc.into(), b"mount a fresh /proc (pid namespace)", b"");
+                step(rc.into(), b"mount a fresh /proc (pid namespace) on", dst)
             }
             MountOp::SetReadOnly(p) => {
-                check(
-                    mount_setattr(p, 0, MOUNT_ATTR_RDONLY),
-                    b"make read-only",
-                    shown(p),
-                );
+                step(mount_setattr(p, 0, MOUNT_ATTR_RDONLY), b"make read-only", p)
             }
         }
     }
 }
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 fn drop_privileges(setup: &ChildSetup) {
     // SAFETY: prctl/capset/landlock syscalls on this process only, with valid arguments.
@@ -591,8 +482,8 @@ impl ChildSetup {
                     libc::_exit(SETUP_FAILED_EXIT);
                 }
             }
-            // PDEATHSIG follows the cloning thread: the runtime's main thread, which lives as
-            // long as grit.
+            // PDEATHSIG follows the parent thread: with CLONE_PARENT, grit's sandbox thread
+            // (client.rs), which lives as long as grit.
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -612,44 +503,34 @@ impl ChildSetup {
                 // grit died before PDEATHSIG was armed (or its pidfd is unusable).
                 libc::_exit(SETUP_FAILED_EXIT);
             }
-            // grit's signal handlers (tokio's) were copied into init, but they never run: init
-            // keeps every signal blocked for its whole life (only SIGKILL, which has no handler,
-            // reaches it), and `execve` resets them for the script. Between the script's unblock
-            // and its `execve` no sender can reach it: it is new in a new pid namespace and
-            // session, and a child inherits no pending signal.
+            // The zygote installs no signal handler, so init runs with default dispositions: as
+            // pid 1 of its namespace it ignores every signal but SIGKILL from outside, and the
+            // script starts with the zygote's (empty) mask.
             //
-            // Nothing of grit's stays open here: above all not its /dev/fuse descriptor, which
-            // would keep the capture alive while this process waits on it (see mod.rs).
-            close_all_but([0, 1, 2, self.ruleset.as_ref().map_or(-1, |r| r.as_raw_fd())]);
+            // Nothing of the zygote's stays open past this point but what init needs: above all
+            // not the pidfds of other tasks or the pool's namespaces.
+            close_all_but(&self.keep_fds);
 
-            if let Some(procs) = &self.cgroup_procs {
-                write_proc(procs, b"0", b"join the pids cgroup");
+            if let Some(procs) = self.cgroup_procs {
+                let n = libc::write(procs, b"0".as_ptr().cast(), 1);
+                if n != 1 {
+                    fail(b"join the pids cgroup", b"", errno());
+                }
+                libc::close(procs);
             }
+            libc::close(self.grit_pidfd);
             write_proc(c"/proc/self/setgroups", b"deny", b"write");
             write_proc(c"/proc/self/uid_map", self.uid_map.to_bytes(), b"write");
             write_proc(c"/proc/self/gid_map", self.gid_map.to_bytes(), b"write");
-            if self.loopback
-                && let Err(e) = super::netpool::loopback_up()
-            {
-                fail(b"bring up loopback in a private network namespace", b"", e);
-            }
 
-            // No `MS_PRIVATE` pass over the copied host mounts: a mount namespace created
-            // together with a user namespace is less privileged, so the kernel already turned
-            // every shared mount into a slave (mount_namespaces(7)). Nothing mounted here can
-            // propagate to the host, and pivot_root finds no shared parent.
+            // The task starts in a copy of the template's mount tree: its mounts are slaves of
+            // the template's (a mount namespace made together with a user namespace is less
+            // privileged), so nothing mounted here propagates anywhere.
             for op in &self.ops {
-                apply(op);
+                if let Err(e) = apply(op) {
+                    fail(e.what, e.path, e.errno);
+                }
             }
-            check(
-                libc::chdir(STAGING_C.as_ptr()).into(),
-                b"enter the new root",
-                b"",
-            );
-            let old_root = unique_mount_id(c"/");
-            let rc = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
-            check(rc, b"pivot_root into the new root", b"");
-            detach_old_root(old_root, &self.detach_stack, &self.detach_slot);
             check(
                 libc::chdir(self.cwd.as_ptr()).into(),
                 b"enter the working directory",
@@ -671,10 +552,14 @@ impl ChildSetup {
                 b"make init non-dumpable",
                 b"",
             );
-            drop_privileges(self);
-            if let Some(r) = &self.ruleset {
-                libc::close(r.as_raw_fd());
+            let mut byte = 0u8;
+            if libc::read(self.go, (&mut byte as *mut u8).cast(), 1) != 1 {
+                put(b"grit sandbox: the zygote ended before grit learned of this task; not run\n");
+                libc::_exit(SETUP_FAILED_EXIT);
             }
+            drop_privileges(self);
+            // Nothing but stdio reaches the script (the ruleset and any attach leftovers).
+            close_from(3, libc::c_uint::MAX, 0);
             // Last, so a low open-files limit cannot break the setup above.
             for (resource, limit) in &self.rlimits {
                 check(
@@ -721,13 +606,12 @@ impl ChildSetup {
     }
 }
 
-/// The script process (sharing init's memory until `execve`): restores the signal mask and
-/// execs, or records the errno and exits 127 like a shell would.
+/// The script process (sharing init's memory until `execve`): execs, or records the errno and
+/// exits 127 like a shell would. Its signal mask and dispositions are the zygote's defaults.
 extern "C" fn script_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is init's ChildSetup, alive and unchanged while init is suspended in vfork.
     unsafe {
         let setup = &*arg.cast::<ChildSetup>();
-        libc::sigprocmask(libc::SIG_SETMASK, &setup.signal_mask, std::ptr::null_mut());
         // execvp's search: go on past a directory without the program (or one the sandbox does
         // not show), remember a permission error, stop at any other error.
         let mut reported = libc::ENOENT;

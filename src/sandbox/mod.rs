@@ -2,53 +2,65 @@
 //!
 //! # Layout
 //! - [`policy`]: the policy data type (what a step may do).
-//! - `plan`: the private mount tree and the landlock allow-list, planned in the parent.
-//! - `child`: the raw-syscall code of the task's init, which builds the sandbox and runs the
+//! - `client`: grit's side of the zygote: starting it, sending it orders, replacing it.
+//! - `wire`: the orders and replies between grit and the zygote, and how they travel.
+//! - `zygote`: the small process that holds the template mount tree and clones every task.
+//! - `plan`: the template's static tree, each task's own mounts on top of it, and the landlock
+//!   allow-list.
+//! - `child`: the raw-syscall code of the task's init, which finishes the sandbox and runs the
 //!   script.
-//! - `netpool`: the private network namespaces, created ahead and leased one task at a time.
+//! - `netpool`: the private network namespaces, lent one task at a time.
 //! - `cgroup`: the per-task pids cgroup that enforces `processes` for root.
 //! - [`probe`]: what this machine offers, for `grit doctor`.
 //!
 //! # What a sandboxed task gets
-//! [`spawn`] clones the task's init straight into new user (own uid/gid mapped to themselves),
-//! mount, pid, ipc and uts namespaces; unless `network = true` it is also born in a private
-//! network namespace (loopback only), leased to this task alone from a pool (`netpool`) when grit
-//! is root, or created by the clone otherwise. Init, pid 1 of the new pid namespace, builds a
-//! tmpfs root holding read-only binds of the system directories, the manifest directory and the
-//! inputs, writable binds of `OUTPUT_DIR` and the scratch directory (all at their host paths), a
-//! private `/tmp`, a minimal `/dev` and a fresh `/proc`; it covers the store directory, pivots,
-//! starts a session, drops every capability, sets `no_new_privs`, enforces landlock with the same
-//! allow-list and applies the rlimits, then vforks the script and reaps until it exits. Killing
-//! init (timeout, cancel) or grit itself (PDEATHSIG) kills the whole namespace.
+//! [`spawn`] hands the task to the zygote, which clones the task's init (a child of grit) into
+//! new user (own uid/gid mapped to themselves), mount, pid, ipc and uts namespaces; unless
+//! `network = true` it is also born in a private network namespace (loopback only), lent to this
+//! task alone from a pool (`netpool`). The mount namespace starts as a copy of the zygote's
+//! template: a read-only tmpfs root with read-only binds of the system directories, a minimal
+//! `/dev` and masks over root-only files. Init adds a fresh `/proc`, a private `/tmp`, read-only
+//! binds of the manifest directory and the inputs, writable binds of `OUTPUT_DIR` and the
+//! scratch directory (all at their host paths, copied by the zygote from the host's view), covers
+//! the store directory, starts a session, drops every capability, sets `no_new_privs`, enforces
+//! landlock with the same allow-list and applies the rlimits, then vforks the script and reaps
+//! until it exits. Killing init (timeout, cancel) or grit itself (PDEATHSIG) kills the whole
+//! namespace.
 //!
 //! # Why this process layout
-//! It is the cheapest one measured (BENCHMARKS.md): `clone3` from grit makes init grit's direct
-//! child (no intermediate process, one wake-up less at exit), and the script is vforked from init,
-//! so only one copy of grit's page tables is ever made per task. grit itself never looks up a
-//! path under `OUTPUT_DIR`: that may be grit's own FUSE mount, and a grit thread waiting on its
-//! own filesystem cannot be killed; init opens those paths after closing every descriptor of grit.
+//! It is the cheapest one measured (BENCHMARKS.md, docs/sandbox-bench.md). Building ~30 mounts,
+//! pivoting and detaching the host's tree for every task, then tearing it down, was most of the
+//! sandbox's price; a copy of a prepared template costs a fraction of it. The zygote is a small
+//! single-threaded process (only such a process may switch mount namespaces), so cloning from it
+//! copies few page tables; `CLONE_PARENT` makes init grit's direct child, and the script is
+//! vforked from init. grit itself never looks up a path under `OUTPUT_DIR`: that may be grit's
+//! own FUSE mount, and a grit thread waiting on its own filesystem cannot be killed; the zygote
+//! (a separate process) and init do.
 //!
 //! A setup step the kernel refuses makes the task exit with [`SETUP_FAILED_EXIT`] after a
 //! message on its stderr that names the step and the opt-outs; it never degrades silently.
 
 mod cgroup;
 mod child;
+mod client;
 mod netpool;
 mod plan;
 pub mod policy;
 pub mod probe;
+mod wire;
+mod zygote;
 
 #[cfg(test)]
 mod tests;
 
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use landlock::{Access, AccessFs, Ruleset, RulesetAttr, Scope};
 
@@ -59,7 +71,7 @@ pub use policy::{Policy, SandboxMode};
 #[allow(unused_imports)]
 pub use probe::{Feature, Probe, probe};
 
-use plan::{Grant, HostLayout, TaskPaths};
+use plan::Grant;
 
 /// The newest landlock ABI grit was written and tested against.
 const TARGET_ABI: landlock::ABI = landlock::ABI::V6;
@@ -101,6 +113,14 @@ pub enum SandboxError {
     },
     #[error("cannot build the landlock ruleset: {0}")]
     Landlock(#[from] landlock::RulesetError),
+    #[error(
+        "the sandbox could not start the task ({step}: {detail}); if this persists, run the step \
+         without the sandbox: set `sandbox = \"off\"` on the step, or use `grit run --no-sandbox`"
+    )]
+    Failed { step: String, detail: String },
+    /// The zygote refused the task; the message is one of the errors above, rendered there.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Landlock filesystem access bits (linux/landlock.h).
@@ -147,12 +167,6 @@ pub(crate) fn landlock_abi() -> Result<u32, i32> {
     } else {
         Ok(v as u32)
     }
-}
-
-fn host_layout() -> &'static HostLayout {
-    static LAYOUT: OnceLock<HostLayout> = OnceLock::new();
-    // SAFETY: geteuid cannot fail.
-    LAYOUT.get_or_init(|| HostLayout::read(unsafe { libc::geteuid() } == 0))
 }
 
 fn last_cap() -> u32 {
@@ -254,9 +268,9 @@ fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
         v.push((libc::RLIMIT_AS, same(m)));
     }
     if let Some(p) = policy.processes {
-        // Init and its short-lived detach thread count against the same user count. (For
-        // root, the kernel ignores this limit: see cgroup.rs.)
-        v.push((libc::RLIMIT_NPROC, same(p.saturating_add(2))));
+        // Init counts against the same user count. (For root, the kernel ignores this limit:
+        // see cgroup.rs.)
+        v.push((libc::RLIMIT_NPROC, same(p.saturating_add(1))));
     }
     if let Some(n) = policy.open_files {
         v.push((libc::RLIMIT_NOFILE, same(n)));
@@ -289,14 +303,14 @@ pub struct Program<'a> {
     pub stdio: [BorrowedFd<'a>; 3],
 }
 
-/// The paths `execve` tries for `program`, in order (`execvp`'s search).
-fn candidates(program: &Program<'_>) -> Vec<CString> {
-    let name = program.name.as_bytes();
+/// The paths `execve` tries for the program `name`, in order (`execvp`'s search in the `PATH`
+/// of `env`).
+fn candidates(name: &OsStr, env: &[(OsString, OsString)]) -> Vec<CString> {
+    let name = name.as_bytes();
     if name.contains(&b'/') {
         return vec![cstring(name)];
     }
-    let path = program
-        .env
+    let path = env
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_bytes())
@@ -311,150 +325,6 @@ fn candidates(program: &Program<'_>) -> Vec<CString> {
             cstring(&full)
         })
         .collect()
-}
-
-/// grit's own pidfd: init polls it to notice a grit that died before PDEATHSIG was armed.
-fn grit_pidfd() -> Result<i32, SandboxError> {
-    static PIDFD: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
-    PIDFD
-        .get_or_init(|| {
-            // SAFETY: pidfd_open on our own pid; the descriptor is owned from here on.
-            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error().to_string());
-            }
-            // SAFETY: a fresh descriptor nobody else owns.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-        })
-        .as_ref()
-        .map(|fd| fd.as_raw_fd())
-        .map_err(|detail| SandboxError::Unsupported {
-            feature: "pidfd_open (Linux 5.3 or later)",
-            detail: detail.clone(),
-        })
-}
-
-/// This thread's own network namespace, to return to after cloning a task into a pooled one.
-fn home_netns() -> Result<i32, SandboxError> {
-    static HOME: OnceLock<Option<OwnedFd>> = OnceLock::new();
-    HOME.get_or_init(|| {
-        std::fs::File::open("/proc/thread-self/ns/net")
-            .ok()
-            .map(OwnedFd::from)
-    })
-    .as_ref()
-    .map(|fd| fd.as_raw_fd())
-    .ok_or_else(|| SandboxError::Unsupported {
-        feature: "network namespaces (for `network = false`)",
-        detail: "cannot open /proc/thread-self/ns/net".into(),
-    })
-}
-
-fn stack(words: usize) -> Box<[AtomicU64]> {
-    (0..words).map(|_| AtomicU64::new(0)).collect()
-}
-
-/// What `spawn` prepares in the parent besides init's setup.
-struct Prepared {
-    setup: Box<child::ChildSetup>,
-    lease: Option<netpool::Lease>,
-    /// The cgroup v2 directory init is cloned into.
-    cgroup: Option<OwnedFd>,
-}
-
-/// Prepares everything init needs, in the parent.
-fn prepare(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Prepared, SandboxError> {
-    let abi = preflight()?;
-    let policy = req.policy;
-    let task = TaskPaths {
-        cwd: req.cwd,
-        input_file: req.input_file,
-        input_dir: req.input_dir,
-        output_dir: req.output_dir,
-        scratch_dir: req.scratch_dir,
-        store_dir: req.store_dir,
-        read_only: &policy.read_only,
-        read_write: &policy.read_write,
-        tmp_size: policy.memory,
-    };
-    let plan = plan::plan(host_layout(), &task)?;
-    let mut rules: Vec<(CString, u64)> = plan
-        .grants
-        .iter()
-        .map(|(path, grant)| (cstring(path.as_os_str().as_bytes()), rights(*grant, abi)))
-        .collect();
-    rules.extend([
-        (
-            CString::from(c"/proc"),
-            access::READ_FILE | access::READ_DIR,
-        ),
-        (CString::from(c"/tmp"), access::handled(abi)),
-        (CString::from(c"/"), access::READ_DIR),
-    ]);
-    // SAFETY: these getters cannot fail.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    // The limit counts init too (and its short-lived detach thread).
-    let (cgroup, cgroup_procs) = match policy.processes {
-        Some(p) if uid == 0 => match cgroup::create(p.saturating_add(2))? {
-            cgroup::Join::Clone(dir) => (Some(dir), None),
-            cgroup::Join::Procs(procs) => (None, Some(procs)),
-        },
-        _ => (None, None),
-    };
-    // A pooled network namespace needs a grit that may join it from a thread: root.
-    let lease = if policy.network || uid != 0 {
-        None
-    } else {
-        Some(netpool::acquire()?)
-    };
-    let args: Vec<CString> = program.args.iter().map(|a| cstring(a.as_bytes())).collect();
-    let env: Vec<CString> = program
-        .env
-        .iter()
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            cstring(&kv)
-        })
-        .collect();
-    let pointers = |v: &[CString]| -> Vec<*const libc::c_char> {
-        v.iter()
-            .map(|c| c.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect()
-    };
-    let (argv, envp) = (pointers(&args), pointers(&env));
-    Ok(Prepared {
-        setup: Box::new(child::ChildSetup {
-            grit_pidfd: grit_pidfd()?,
-            cgroup_procs,
-            uid_map: cstring(format!("{uid} {uid} 1").as_bytes()),
-            gid_map: cstring(format!("{gid} {gid} 1").as_bytes()),
-            loopback: !policy.network && lease.is_none(),
-            ops: plan.ops,
-            cwd: cstring(req.cwd.as_os_str().as_bytes()),
-            ruleset: ruleset()?,
-            rules,
-            rlimits: rlimits(policy),
-            last_cap: last_cap(),
-            stdio: program.stdio.map(|fd| fd.as_raw_fd()),
-            program: cstring(program.name.as_bytes()),
-            candidates: candidates(program),
-            argv,
-            envp,
-            _args: args,
-            _env: env,
-            // SAFETY: an all-zero sigset_t is a valid (empty) set; spawn overwrites it.
-            signal_mask: unsafe { std::mem::zeroed() },
-            detach_stack: stack(child::DETACH_STACK_WORDS),
-            detach_slot: AtomicI64::new(child::PENDING),
-            script_stack: stack(child::SCRIPT_STACK_WORDS),
-            exec_errno: AtomicI32::new(0),
-        }),
-        lease,
-        cgroup,
-    })
 }
 
 /// `struct clone_args` (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
@@ -478,97 +348,65 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 const P_PIDFD: libc::idtype_t = 3;
 
 /// Spawns `program` inside the sandbox described by `req`. The caller must not use
-/// `sandbox = "off"` here (that is a plain spawn). Spawn from a thread that outlives the task
-/// (the runtime's main thread): the task is killed when that thread exits.
+/// `sandbox = "off"` here (that is a plain spawn). The task's init is a child of grit; the
+/// sandbox zygote (`zygote.rs`) clones it, and is started at the first call.
 pub fn spawn(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Sandboxed, SandboxError> {
-    let Prepared {
-        mut setup,
-        lease,
-        cgroup,
-    } = prepare(req, program)?;
-    let mut flags = (libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_PIDFD) as u64;
-    if setup.loopback {
-        flags |= libc::CLONE_NEWNET as u64;
-    }
-    let mut pidfd: libc::c_int = -1;
-    let mut args = CloneArgs {
-        flags,
-        pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        ..CloneArgs::default()
+    preflight()?;
+    let policy = req.policy;
+    let os = |p: &Path| p.as_os_str().to_os_string();
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    // The limit counts init too.
+    let cgroup = match policy.processes {
+        Some(p) if root => Some(cgroup::create(p.saturating_add(1))?),
+        _ => None,
     };
-    if let Some(cg) = &cgroup {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = cg.as_raw_fd() as u64;
-    }
-    let home = match lease {
-        Some(_) => Some(home_netns()?),
-        None => None,
+    let order = wire::Order {
+        cwd: os(req.cwd),
+        input_file: req.input_file.map(os),
+        input_dir: req.input_dir.map(os),
+        output_dir: os(req.output_dir),
+        scratch_dir: os(req.scratch_dir),
+        store_dir: os(req.store_dir),
+        read_only: policy.read_only.iter().map(|p| os(p)).collect(),
+        read_write: policy.read_write.iter().map(|p| os(p)).collect(),
+        tmp_size: policy.memory,
+        network: policy.network,
+        rlimits: rlimits(policy)
+            .into_iter()
+            .map(|(resource, l)| (resource, l.rlim_cur, l.rlim_max))
+            .collect(),
+        program: program.name.to_os_string(),
+        args: program.args.to_vec(),
+        env: program.env.to_vec(),
+        cgroup: match &cgroup {
+            None => wire::CgroupJoin::None,
+            Some(cgroup::Join::Clone(_)) => wire::CgroupJoin::Clone,
+            Some(cgroup::Join::Procs(_)) => wire::CgroupJoin::Procs,
+        },
     };
-    // SAFETY: signal masks of this thread only; init is cloned with every signal blocked so that
-    // none of grit's handlers (tokio's) can run in it before it resets them, and restores the
-    // original mask for the script.
-    let (pid, clone_errno) = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut setup.signal_mask);
-        let joined = match &lease {
-            Some(l) => libc::setns(l.net, libc::CLONE_NEWNET) == 0,
-            None => true,
-        };
-        let pid = if joined {
-            libc::syscall(
-                libc::SYS_clone3,
-                &args as *const CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        } else {
-            -1
-        };
-        if pid == 0 {
-            // The child: never returns (execs the script or exits).
-            setup.init_main();
-        }
-        let clone_errno = std::io::Error::last_os_error();
-        if let Some(home) = home
-            && joined
-            && libc::setns(home, libc::CLONE_NEWNET) != 0
-        {
-            // Unreachable in practice (the namespace is grit's own); without it, later spawns
-            // with `network = true` would land in a private namespace, so stop here.
-            let e = std::io::Error::last_os_error();
-            libc::pthread_sigmask(libc::SIG_SETMASK, &setup.signal_mask, std::ptr::null_mut());
-            if pid > 0 {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-            return Err(SandboxError::Unsupported {
-                feature: "returning to grit's network namespace after a spawn",
-                detail: e.to_string(),
-            });
-        }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &setup.signal_mask, std::ptr::null_mut());
-        (pid, clone_errno)
-    };
-    if pid < 0 {
-        return Err(SandboxError::Unsupported {
-            feature: "clone3 into new user, mount, pid, ipc and uts namespaces (Linux 5.7 or \
-                      later, unprivileged user namespaces allowed)",
-            detail: clone_errno.to_string(),
-        });
+    let mut fds: Vec<BorrowedFd<'_>> = program.stdio.to_vec();
+    if let Some(cgroup::Join::Clone(fd) | cgroup::Join::Procs(fd)) = &cgroup {
+        fds.push(fd.as_fd());
     }
-    // SAFETY: CLONE_PIDFD stored a fresh descriptor that only we own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let (pid, pidfd) = client::spawn(&order, &fds)?;
     Ok(Sandboxed {
-        pid: pid as i32,
+        pid,
         pidfd,
         status: None,
-        lease,
     })
+}
+
+/// Ends the sandbox zygote when dropped (a later spawn starts a new one). A run holds one while
+/// it may spawn tasks and drops it before its output capture unmounts: the zygote's copy of the
+/// host's mounts would otherwise keep a FUSE capture referenced until the next spawn.
+#[derive(Debug, Default)]
+pub struct ZygoteSession;
+
+impl Drop for ZygoteSession {
+    fn drop(&mut self) {
+        client::shutdown();
+    }
 }
 
 /// A running sandboxed task: its init, a direct child of grit, held through a pidfd (so it is
@@ -578,8 +416,6 @@ pub struct Sandboxed {
     pid: i32,
     pidfd: OwnedFd,
     status: Option<ExitStatus>,
-    /// Returned to the pool once init is reaped, when no process of the task is left.
-    lease: Option<netpool::Lease>,
 }
 
 impl Sandboxed {
@@ -659,7 +495,6 @@ impl Sandboxed {
         };
         let status = ExitStatus::from_raw(raw);
         self.status = Some(status);
-        self.lease = None;
         Ok(status)
     }
 }

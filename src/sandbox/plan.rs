@@ -1,9 +1,10 @@
-//! The task's private filesystem view, planned in the parent: a flat list of mount operations
-//! that the child replays with raw system calls, and the landlock allow-list that mirrors it.
+//! The task's private filesystem view as flat lists of mount operations replayed with raw system
+//! calls: the [`template`] the zygote builds once (the static part every task shares a copy
+//! of), each task's own [`plan`] on top of it, and the landlock allow-list that mirrors both.
 //!
 //! Every path keeps its host spelling inside the sandbox, so the environment the executor
-//! computes (`INPUT_FILE`, `OUTPUT_DIR`, `TMPDIR`, the working directory) stays valid. The new
-//! root is a tmpfs holding only mountpoints; it is assembled at [`STAGING`] and then pivoted to.
+//! computes (`INPUT_FILE`, `OUTPUT_DIR`, `TMPDIR`, the working directory) stays valid. The root
+//! is a tmpfs holding only mountpoints; the zygote assembles it at [`STAGING`] and pivots to it.
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -12,10 +13,10 @@ use std::path::{Component, Path, PathBuf};
 
 use super::SandboxError;
 
-/// Where the new root is assembled before `pivot_root`. It must exist on every Linux host and
-/// must never be the ancestor of a bind source (sources are opened by their host paths while the
-/// staging tmpfs covers this directory). The host's procfs is never a source, so it qualifies;
-/// the task's own proc instance is mounted at `<staging>/proc`.
+/// Where the zygote assembles the template's root before it pivots there. It must exist on every
+/// Linux host and must never be the ancestor of a bind source (sources are opened by their host
+/// paths while the staging tmpfs covers this directory). The host's procfs is never a source, so
+/// it qualifies (the zygote copies it before covering it, for the template's `/proc`).
 pub(crate) const STAGING: &str = "/proc";
 /// [`STAGING`] for the raw system calls of the task's init.
 pub(crate) const STAGING_C: &std::ffi::CStr = c"/proc";
@@ -56,7 +57,8 @@ pub(crate) const ROOT_SECRETS: &[&str] = &[
     "/etc/NetworkManager/system-connections",
 ];
 
-/// One step of building the mount tree; every path is already prefixed with [`STAGING`].
+/// One step of building a mount tree. Template steps use paths prefixed with [`STAGING`]; a
+/// task's steps use the paths the task sees (it starts inside a copy of the template).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MountOp {
     /// `mkdir`, where an existing entry is fine.
@@ -67,19 +69,25 @@ pub(crate) enum MountOp {
         target: CString,
         link: CString,
     },
-    /// Recursive bind, then recursively read-only, nosuid and nodev.
+    /// Recursive bind of a host path, then recursively read-only, nosuid and nodev. In a task's
+    /// plan the zygote turns it into an [`MountOp::Attach`] of a copy made in the host view.
     BindRo {
         src: CString,
         dst: CString,
     },
-    /// Recursive bind that stays writable.
+    /// Recursive bind of a host path that stays writable (turned into an attach likewise).
     BindRw {
         src: CString,
         dst: CString,
     },
-    /// Plain bind of a device node (no nodev).
+    /// Plain bind of a device node (no nodev), by a path the building process sees.
     BindDev {
         src: CString,
+        dst: CString,
+    },
+    /// `move_mount` of a detached tree (an `open_tree` copy) the process holds as `fd`.
+    Attach {
+        fd: std::os::fd::RawFd,
         dst: CString,
     },
     Tmpfs {
@@ -204,19 +212,22 @@ enum Mount {
 /// Checks that a path from the request or the policy is usable as a mount source and target.
 fn check_path(path: &Path, what: &'static str) -> Result<(), SandboxError> {
     check_spelling(path, what)?;
-    if std::fs::metadata(path).is_err() {
+    if let Err(e) = std::fs::metadata(path) {
         return Err(SandboxError::BadPath {
             what,
             path: path.to_path_buf(),
-            reason: "does not exist".into(),
+            reason: match e.kind() {
+                std::io::ErrorKind::NotFound => "does not exist".into(),
+                _ => e.to_string(),
+            },
         });
     }
     Ok(())
 }
 
 /// [`check_path`] without looking the path up: for `OUTPUT_DIR`, which may be a directory of
-/// grit's own FUSE mount. A grit thread waiting on its own filesystem cannot be killed, so only
-/// the task's init (which holds no descriptor of the mount) ever looks it up.
+/// grit's own FUSE mount. Planning runs in the zygote, which could look it up safely, but the
+/// copy of the tree (`open_tree`) reports a missing directory just as well.
 fn check_spelling(path: &Path, what: &'static str) -> Result<(), SandboxError> {
     let bad = |reason: &str| SandboxError::BadPath {
         what,
@@ -260,7 +271,191 @@ fn depth(path: &Path) -> usize {
     path.components().count()
 }
 
-/// Plans the mount tree and the landlock grants for one task.
+/// The static part of every task's tree, built once by the zygote at [`STAGING`] before it
+/// pivots there: read-only binds of the system directories, the device nodes, the masks of
+/// root-only files and the empty mountpoints `/tmp` and `/proc` (the zygote attaches a copy of
+/// the host's procfs there, without which the kernel refuses a task its fresh proc). The root
+/// stays writable in the template: each task creates the few top-level mountpoints it needs and
+/// then makes its own copy of the root read-only.
+pub(crate) fn template(layout: &HostLayout) -> Vec<MountOp> {
+    let mut targets: Vec<(PathBuf, Mount)> = Vec::new();
+    for entry in &layout.system {
+        match entry {
+            SystemEntry::Dir(p) => targets.push((p.clone(), Mount::BindRo(p.clone()))),
+            SystemEntry::Symlink { path, target } => {
+                targets.push((path.clone(), Mount::Symlink(target.clone())));
+            }
+        }
+    }
+    for node in &layout.dev_nodes {
+        targets.push((node.clone(), Mount::BindDev(node.clone())));
+    }
+    for (link, target) in DEV_LINKS {
+        targets.push((PathBuf::from(link), Mount::Symlink(PathBuf::from(target))));
+    }
+    for (p, is_dir) in &layout.masks {
+        targets.push((
+            p.clone(),
+            if *is_dir {
+                Mount::MaskDir
+            } else {
+                Mount::MaskFile
+            },
+        ));
+    }
+    targets.sort_by_key(|(p, _)| depth(p));
+    let mut ops = vec![MountOp::Tmpfs {
+        dst: CString::new(STAGING).unwrap_or_default(),
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: CString::new("mode=0755,size=1m").unwrap_or_default(),
+    }];
+    let mut made = HashSet::new();
+    for (target, mount) in targets {
+        for a in target
+            .ancestors()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .skip(1)
+        {
+            if made.insert(a.to_path_buf()) {
+                ops.push(MountOp::Mkdir(staged(a)));
+            }
+        }
+        emit(&mut ops, &mut made, &target, mount, staged(&target), None);
+    }
+    for dir in ["/tmp", "/proc"] {
+        ops.push(MountOp::Mkdir(staged(Path::new(dir))));
+    }
+    ops
+}
+
+/// Every entry the template puts in its tree outside its mounts: the directories it creates in
+/// its root tmpfs, the system mounts and symlinks, the /dev entries. A task path beneath one of
+/// these but not beneath a mount lies in the root that every task shares; one that is an entry
+/// needs no mountpoint.
+pub(crate) fn template_entries(layout: &HostLayout) -> HashSet<PathBuf> {
+    let mut entries: HashSet<PathBuf> = ["/", "/dev", "/tmp", "/proc"].map(PathBuf::from).into();
+    for entry in &layout.system {
+        let path = match entry {
+            SystemEntry::Dir(p) => p,
+            SystemEntry::Symlink { path, .. } => path,
+        };
+        entries.extend(path.ancestors().map(Path::to_path_buf));
+    }
+    entries.extend(layout.dev_nodes.iter().cloned());
+    entries.extend(DEV_LINKS.iter().map(|(link, _)| PathBuf::from(link)));
+    entries
+}
+
+/// The template's masks over root-only files, with the paths a task sees (no staging prefix):
+/// what the zygote mounts again when the host replaced a masked file.
+pub(crate) fn masks(layout: &HostLayout) -> Vec<MountOp> {
+    let mut ops = Vec::new();
+    let mut made = HashSet::new();
+    for (p, is_dir) in &layout.masks {
+        let mount = if *is_dir {
+            Mount::MaskDir
+        } else {
+            Mount::MaskFile
+        };
+        // Only the mount itself: the file or directory exists on the host.
+        made.insert(p.clone());
+        emit(&mut ops, &mut made, p, mount, host(p), None);
+    }
+    ops
+}
+
+/// /dev entries that are symlinks into the task's own proc and tmp.
+const DEV_LINKS: [(&str, &str); 5] = [
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+    ("/dev/shm", "/tmp"),
+];
+
+/// Appends the operations that put `mount` at `dst` (the mountpoint first, unless made before).
+/// A tmpfs that must end read-only is recorded in `finish`.
+fn emit(
+    ops: &mut Vec<MountOp>,
+    made: &mut HashSet<PathBuf>,
+    target: &Path,
+    mount: Mount,
+    dst: CString,
+    tmp_size: Option<u64>,
+) -> Vec<MountOp> {
+    let mut finish = Vec::new();
+    let is_file_target = matches!(
+        mount,
+        Mount::BindRoFile(_) | Mount::BindDev(_) | Mount::MaskFile
+    );
+    if !matches!(mount, Mount::Symlink(_)) && made.insert(target.to_path_buf()) {
+        ops.push(if is_file_target {
+            MountOp::Touch(dst.clone())
+        } else {
+            MountOp::Mkdir(dst.clone())
+        });
+    }
+    match mount {
+        Mount::Symlink(to) => ops.push(MountOp::Symlink {
+            target: host(&to),
+            link: dst,
+        }),
+        Mount::BindRo(src) | Mount::BindRoFile(src) => ops.push(MountOp::BindRo {
+            src: host(&src),
+            dst,
+        }),
+        Mount::BindRw(src) => ops.push(MountOp::BindRw {
+            src: host(&src),
+            dst,
+        }),
+        Mount::BindDev(src) => ops.push(MountOp::BindDev {
+            src: host(&src),
+            dst,
+        }),
+        Mount::MaskFile => ops.push(MountOp::BindDev {
+            src: CString::from(c"/dev/null"),
+            dst,
+        }),
+        Mount::MaskDir => ops.push(MountOp::Tmpfs {
+            dst,
+            flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: CString::new("size=4k,mode=0").unwrap_or_default(),
+        }),
+        Mount::HideDir => {
+            ops.push(MountOp::Tmpfs {
+                dst: dst.clone(),
+                flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data: CString::new("size=64k,mode=0755").unwrap_or_default(),
+            });
+            finish.push(MountOp::SetReadOnly(dst));
+        }
+        Mount::PrivateTmp => {
+            let data = match tmp_size {
+                Some(bytes) => format!("mode=1777,size={bytes}"),
+                None => "mode=1777".to_string(),
+            };
+            ops.push(MountOp::Tmpfs {
+                dst,
+                flags: libc::MS_NOSUID | libc::MS_NODEV,
+                data: CString::new(data).unwrap_or_default(),
+            });
+        }
+        Mount::Proc => ops.push(MountOp::Proc { dst }),
+    }
+    finish
+}
+
+/// Plans one task's part of the tree (on top of a copy of the [`template`]) and the landlock
+/// grants for its whole view. Paths are the task's own (no staging prefix).
+///
+/// Mountpoints that lie in the shared template root are created there only at the first level
+/// that is neither a template entry nor beneath a mount (a handful of names such as `/work` or
+/// `/var`); a private tmpfs ("scaffold") covers each, and every deeper mountpoint is made inside
+/// it. Those first-level names stay in the shared root for the zygote's life, so a task can see
+/// the top-level names other tasks' paths use (never their content).
 pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, SandboxError> {
     check_path(task.cwd, "working directory")?;
     check_spelling(task.output_dir, "output_dir")?;
@@ -284,35 +479,19 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
     // Directories whose host content shows through: the store must be covered when it lies
     // beneath one of them.
     let mut exposed: Vec<&Path> = Vec::new();
-
+    // Mounts of the template that mountpoints can be made inside.
+    let mut mounted: Vec<PathBuf> = Vec::new();
     for entry in &layout.system {
-        match entry {
-            SystemEntry::Dir(p) => {
-                targets.push((p.clone(), Mount::BindRo(p.clone())));
-                grants.push((p.clone(), Grant::Read));
-                exposed.push(p);
-            }
-            SystemEntry::Symlink { path, target } => {
-                targets.push((path.clone(), Mount::Symlink(target.clone())));
-            }
+        if let SystemEntry::Dir(p) = entry {
+            grants.push((p.clone(), Grant::Read));
+            exposed.push(p);
+            mounted.push(p.clone());
         }
-    }
-    for node in &layout.dev_nodes {
-        targets.push((node.clone(), Mount::BindDev(node.clone())));
     }
     // One rule for the nodes: /dev holds nothing else but symlinks (landlock checks their
     // targets), and each rule costs the task's init three system calls.
     if !layout.dev_nodes.is_empty() {
         grants.push((PathBuf::from("/dev"), Grant::Device));
-    }
-    for (link, target) in [
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
-        ("/dev/shm", "/tmp"),
-    ] {
-        targets.push((PathBuf::from(link), Mount::Symlink(PathBuf::from(target))));
     }
     targets.push((PathBuf::from("/tmp"), Mount::PrivateTmp));
     targets.push((PathBuf::from("/proc"), Mount::Proc));
@@ -323,23 +502,30 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
     ));
     grants.push((task.cwd.to_path_buf(), Grant::Read));
     exposed.push(task.cwd);
+    let mut task_binds: Vec<&Path> = vec![task.cwd];
     for p in task.read_only {
         targets.push((p.clone(), Mount::BindRo(p.clone())));
         grants.push((p.clone(), Grant::Read));
         exposed.push(p);
+        task_binds.push(p);
     }
     for p in task.read_write {
         targets.push((p.clone(), Mount::BindRw(p.clone())));
         grants.push((p.clone(), Grant::Write));
         exposed.push(p);
+        task_binds.push(p);
     }
+    // The template covers the root-only files, but a bind of this task over one of their
+    // directories would show them again.
     for (p, is_dir) in &layout.masks {
-        let mount = if *is_dir {
-            Mount::MaskDir
-        } else {
-            Mount::MaskFile
-        };
-        targets.push((p.clone(), mount));
+        if task_binds.iter().any(|b| p.starts_with(b)) {
+            let mount = if *is_dir {
+                Mount::MaskDir
+            } else {
+                Mount::MaskFile
+            };
+            targets.push((p.clone(), mount));
+        }
     }
     if exposed.iter().any(|e| task.store_dir.starts_with(e)) {
         targets.push((task.store_dir.to_path_buf(), Mount::HideDir));
@@ -367,86 +553,56 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
     // stable, so at equal depth the later (more specific) request wins.
     targets.sort_by_key(|(p, _)| depth(p));
 
-    let root = CString::new(STAGING).unwrap_or_default();
-    let mut ops = vec![MountOp::Tmpfs {
-        dst: root.clone(),
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: CString::new("mode=0755,size=1m").unwrap_or_default(),
-    }];
+    let template_entries = template_entries(layout);
+    let mut ops = Vec::new();
     let mut made: HashSet<PathBuf> = HashSet::new();
     let mut finish = Vec::new();
     for (target, mount) in targets {
-        // Skeleton directories for the target's parents inside whatever is mounted above them.
-        let mut ancestors: Vec<&Path> = target.ancestors().skip(1).collect();
-        ancestors.reverse();
-        for a in ancestors.into_iter().skip(1) {
-            if made.insert(a.to_path_buf()) {
-                ops.push(MountOp::Mkdir(staged(a)));
+        let mut chain: Vec<&Path> = target.ancestors().skip(1).collect();
+        chain.reverse();
+        for a in chain.into_iter().skip(1) {
+            // A template entry exists (a directory, or a mount or symlink whose own content
+            // holds the rest of the path); so does anything made before.
+            if made.contains(a) || template_entries.contains(a) && !beneath(a, &mounted) {
+                continue;
             }
-        }
-        let dst = staged(&target);
-        let is_file_target = matches!(
-            mount,
-            Mount::BindRoFile(_) | Mount::BindDev(_) | Mount::MaskFile
-        );
-        if !matches!(mount, Mount::Symlink(_)) && made.insert(target.clone()) {
-            ops.push(if is_file_target {
-                MountOp::Touch(dst.clone())
-            } else {
-                MountOp::Mkdir(dst.clone())
-            });
-        }
-        match mount {
-            Mount::Symlink(to) => ops.push(MountOp::Symlink {
-                target: host(&to),
-                link: dst,
-            }),
-            Mount::BindRo(src) | Mount::BindRoFile(src) => ops.push(MountOp::BindRo {
-                src: host(&src),
-                dst,
-            }),
-            Mount::BindRw(src) => ops.push(MountOp::BindRw {
-                src: host(&src),
-                dst,
-            }),
-            Mount::BindDev(src) => ops.push(MountOp::BindDev {
-                src: host(&src),
-                dst,
-            }),
-            Mount::MaskFile => ops.push(MountOp::BindDev {
-                src: CString::from(c"/dev/null"),
-                dst,
-            }),
-            Mount::MaskDir => ops.push(MountOp::Tmpfs {
-                dst,
-                flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                data: CString::new("size=4k,mode=0").unwrap_or_default(),
-            }),
-            Mount::HideDir => {
+            made.insert(a.to_path_buf());
+            ops.push(MountOp::Mkdir(host(a)));
+            if !beneath(a, &mounted) {
+                // The first level in the shared root: a private tmpfs holds everything deeper.
                 ops.push(MountOp::Tmpfs {
-                    dst: dst.clone(),
+                    dst: host(a),
                     flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                     data: CString::new("size=64k,mode=0755").unwrap_or_default(),
                 });
-                finish.push(MountOp::SetReadOnly(dst));
+                finish.push(MountOp::SetReadOnly(host(a)));
+                mounted.push(a.to_path_buf());
             }
-            Mount::PrivateTmp => {
-                let data = match task.tmp_size {
-                    Some(bytes) => format!("mode=1777,size={bytes}"),
-                    None => "mode=1777".to_string(),
-                };
-                ops.push(MountOp::Tmpfs {
-                    dst,
-                    flags: libc::MS_NOSUID | libc::MS_NODEV,
-                    data: CString::new(data).unwrap_or_default(),
-                });
-            }
-            Mount::Proc => ops.push(MountOp::Proc { dst }),
+        }
+        let takes_children = !matches!(
+            mount,
+            Mount::Symlink(_) | Mount::BindRoFile(_) | Mount::MaskFile | Mount::BindDev(_)
+        );
+        finish.extend(emit(
+            &mut ops,
+            &mut made,
+            &target,
+            mount,
+            host(&target),
+            task.tmp_size,
+        ));
+        if takes_children {
+            mounted.push(target);
         }
     }
     ops.extend(finish);
-    ops.push(MountOp::SetReadOnly(root));
+    ops.push(MountOp::SetReadOnly(CString::from(c"/")));
     Ok(Plan { ops, grants })
+}
+
+/// Whether `path` lies strictly beneath one of `mounts`.
+fn beneath(path: &Path, mounts: &[PathBuf]) -> bool {
+    mounts.iter().any(|m| path != m && path.starts_with(m))
 }
 
 #[cfg(test)]
@@ -467,6 +623,7 @@ mod tests {
                     target: "usr/bin".into(),
                 },
                 SystemEntry::Dir("/etc".into()),
+                SystemEntry::Dir("/nix/store".into()),
             ],
             dev_nodes: vec!["/dev/null".into()],
             masks: vec![("/etc/shadow".into(), false)],
@@ -479,6 +636,37 @@ mod tests {
 
     fn c(s: &str) -> CString {
         CString::new(s).unwrap()
+    }
+
+    fn tmpfs_at(ops: &[MountOp], path: &Path) -> usize {
+        pos(
+            ops,
+            |o| matches!(o, MountOp::Tmpfs { dst, .. } if *dst == host(path)),
+        )
+    }
+
+    #[test]
+    fn the_template_holds_the_static_tree_at_the_staging_root() {
+        let ops = template(&layout());
+        assert!(matches!(&ops[0], MountOp::Tmpfs { dst, .. } if *dst == c(STAGING)));
+        let etc = pos(
+            &ops,
+            |o| matches!(o, MountOp::BindRo { src, dst } if *src == c("/etc") && *dst == c("/proc/etc")),
+        );
+        let shadow = pos(
+            &ops,
+            |o| matches!(o, MountOp::BindDev { src, dst } if *dst == c("/proc/etc/shadow") && *src == c("/dev/null")),
+        );
+        assert!(etc < shadow && shadow != usize::MAX, "{ops:#?}");
+        assert!(ops.contains(&MountOp::Symlink {
+            target: c("usr/bin"),
+            link: c("/proc/bin")
+        }));
+        assert!(ops.contains(&MountOp::Mkdir(c("/proc/nix"))));
+        assert!(ops.contains(&MountOp::Mkdir(c("/proc/proc"))));
+        assert!(ops.contains(&MountOp::Mkdir(c("/proc/tmp"))));
+        // The root stays writable in the template (each task makes its own copy read-only).
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::SetReadOnly(_))));
     }
 
     #[test]
@@ -505,37 +693,130 @@ mod tests {
             tmp_size: None,
         };
         let plan = plan(&layout(), &task).unwrap();
-        let st = |p: &Path| staged(p);
         let cwd_bind = pos(
             &plan.ops,
-            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == st(cwd)),
+            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == host(cwd)),
         );
-        let hide = pos(
-            &plan.ops,
-            |o| matches!(o, MountOp::Tmpfs { dst, .. } if *dst == st(&store)),
-        );
+        let hide = tmpfs_at(&plan.ops, &store);
         let out_bind = pos(
             &plan.ops,
-            |o| matches!(o, MountOp::BindRw { dst, .. } if *dst == st(&out)),
+            |o| matches!(o, MountOp::BindRw { dst, .. } if *dst == host(&out)),
         );
         let obj_touch = pos(
             &plan.ops,
-            |o| matches!(o, MountOp::Touch(p) if *p == st(&obj)),
+            |o| matches!(o, MountOp::Touch(p) if *p == host(&obj)),
         );
         let obj_bind = pos(
             &plan.ops,
-            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == st(&obj)),
+            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == host(&obj)),
         );
         assert!(cwd_bind < hide, "{:#?}", plan.ops);
         assert!(hide < out_bind && hide < obj_touch && obj_touch < obj_bind);
         // The hidden store and the root become read-only last, root at the very end.
-        assert_eq!(plan.ops.last(), Some(&MountOp::SetReadOnly(c(STAGING))));
-        assert!(plan.ops.contains(&MountOp::SetReadOnly(st(&store))));
+        assert_eq!(plan.ops.last(), Some(&MountOp::SetReadOnly(c("/"))));
+        assert!(plan.ops.contains(&MountOp::SetReadOnly(host(&store))));
         // The store itself is never granted, only the task's own paths beneath it.
         assert!(!plan.grants.iter().any(|(p, _)| p == &store));
         assert!(plan.grants.contains(&(out.clone(), Grant::Write)));
         assert!(plan.grants.contains(&(obj.clone(), Grant::Read)));
         assert!(plan.grants.contains(&(cwd.to_path_buf(), Grant::Read)));
+    }
+
+    #[test]
+    fn mountpoints_in_the_shared_root_are_covered_by_a_private_tmpfs() {
+        // The tempdir lives under /tmp, which the task gets privately; use a path outside it.
+        let base = std::env::current_dir()
+            .unwrap()
+            .join("target/plan-test-shared-root");
+        let cwd = base.join("manifest");
+        let store = base.join("db");
+        let out = store.join("tmp/t1/out");
+        std::fs::create_dir_all(&cwd).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        let task = TaskPaths {
+            cwd: &cwd,
+            input_file: None,
+            input_dir: None,
+            output_dir: &out,
+            scratch_dir: &out,
+            store_dir: &store,
+            read_only: &[],
+            read_write: &[],
+            tmp_size: None,
+        };
+        let plan = plan(&layout(), &task).unwrap();
+        // The first level of the path in the shared root gets a private tmpfs; nothing deeper
+        // is created outside it.
+        let top: PathBuf = cwd
+            .ancestors()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .nth(1)
+            .unwrap()
+            .into();
+        let scaffold = tmpfs_at(&plan.ops, &top);
+        assert!(scaffold != usize::MAX, "{:#?}", plan.ops);
+        for (i, op) in plan.ops.iter().enumerate() {
+            if let MountOp::Mkdir(p) | MountOp::Touch(p) = op
+                && Path::new(std::ffi::OsStr::from_bytes(p.to_bytes())).starts_with(&top)
+                && *p != host(&top)
+            {
+                assert!(
+                    i > scaffold,
+                    "{p:?} made before the scaffold: {:#?}",
+                    plan.ops
+                );
+            }
+        }
+        assert!(plan.ops.contains(&MountOp::SetReadOnly(host(&top))));
+        assert!(tmpfs_at(&plan.ops, Path::new("/tmp")) < scaffold);
+    }
+
+    #[test]
+    fn a_task_bind_over_a_masked_directory_is_masked_again() {
+        let etc_dir = std::env::current_dir()
+            .unwrap()
+            .join("target/plan-test-mask");
+        std::fs::create_dir_all(etc_dir.join("ssl")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let layout = HostLayout {
+            masks: vec![(etc_dir.join("ssl"), true)],
+            ..layout()
+        };
+        let ro = [etc_dir.clone()];
+        let task = TaskPaths {
+            cwd: d.path(),
+            input_file: None,
+            input_dir: None,
+            output_dir: d.path(),
+            scratch_dir: d.path(),
+            store_dir: d.path(),
+            read_only: &ro,
+            read_write: &[],
+            tmp_size: None,
+        };
+        let plan = plan(&layout, &task).unwrap();
+        let bind = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == host(&etc_dir)),
+        );
+        let mask = tmpfs_at(&plan.ops, &etc_dir.join("ssl"));
+        assert!(bind < mask && mask != usize::MAX, "{:#?}", plan.ops);
+        // Without the bind, the template's mask is enough.
+        let plain = plan_without(&layout, &task);
+        assert_eq!(tmpfs_at(&plain.ops, &etc_dir.join("ssl")), usize::MAX);
+    }
+
+    fn plan_without(layout: &HostLayout, task: &TaskPaths<'_>) -> Plan {
+        plan(
+            layout,
+            &TaskPaths {
+                read_only: &[],
+                ..task.clone()
+            },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -557,32 +838,14 @@ mod tests {
             tmp_size: Some(1 << 20),
         };
         let plan = plan(&layout(), &task).unwrap();
-        assert!(
-            !plan
-                .ops
-                .iter()
-                .any(|o| matches!(o, MountOp::Tmpfs { dst, .. } if *dst == staged(&store)))
-        );
+        assert_eq!(tmpfs_at(&plan.ops, &store), usize::MAX);
         assert!(
             plan.ops
                 .iter()
                 .any(|o| matches!(o, MountOp::Tmpfs { dst, data, .. }
-            if *dst == c("/proc/tmp") && data.to_bytes().ends_with(b"size=1048576")))
+            if *dst == c("/tmp") && data.to_bytes().ends_with(b"size=1048576")))
         );
-        // Symlinks are recreated, system dirs bound, secrets covered after /etc.
-        assert!(plan.ops.contains(&MountOp::Symlink {
-            target: c("usr/bin"),
-            link: c("/proc/bin")
-        }));
-        let etc = pos(
-            &plan.ops,
-            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == c("/proc/etc")),
-        );
-        let shadow = pos(
-            &plan.ops,
-            |o| matches!(o, MountOp::BindDev { src, dst } if *dst == c("/proc/etc/shadow") && *src == c("/dev/null")),
-        );
-        assert!(etc < shadow && shadow != usize::MAX);
+        assert!(plan.ops.contains(&MountOp::Proc { dst: c("/proc") }));
     }
 
     #[test]
@@ -616,5 +879,52 @@ mod tests {
             assert!(matches!(err, SandboxError::BadPath { .. }), "{bad}: {err}");
         }
         assert!(plan(&layout(), &base).is_ok());
+    }
+
+    #[test]
+    fn paths_beneath_template_mounts_and_symlinks_get_no_scaffold() {
+        let d = tempfile::tempdir().unwrap();
+        let ro = [
+            PathBuf::from("/usr/share"),
+            PathBuf::from("/bin/sh"),
+            PathBuf::from("/etc"),
+        ];
+        let task = TaskPaths {
+            cwd: d.path(),
+            input_file: None,
+            input_dir: None,
+            output_dir: d.path(),
+            scratch_dir: d.path(),
+            store_dir: d.path(),
+            read_only: &ro,
+            read_write: &[],
+            tmp_size: None,
+        };
+        let plan = plan(&layout(), &task).unwrap();
+        // No tmpfs may cover a template mount or symlink: that would hide the system.
+        for top in ["/usr", "/bin", "/etc", "/nix", "/nix/store", "/usr/bin"] {
+            assert_eq!(
+                tmpfs_at(&plan.ops, Path::new(top)),
+                usize::MAX,
+                "{top}: {:#?}",
+                plan.ops
+            );
+            // (Only a requested path itself gets a `Mkdir`, which finds it there.)
+            assert!(
+                top == "/etc" || !plan.ops.contains(&MountOp::Mkdir(c(top))),
+                "{top}: {:#?}",
+                plan.ops
+            );
+        }
+        // The binds themselves are there (the mountpoint of /usr/share exists in the bind).
+        for p in ["/usr/share", "/bin/sh", "/etc"] {
+            assert!(
+                plan.ops
+                    .iter()
+                    .any(|o| matches!(o, MountOp::BindRo { dst, .. } if *dst == c(p))),
+                "{p}: {:#?}",
+                plan.ops
+            );
+        }
     }
 }

@@ -1,0 +1,665 @@
+//! The sandbox zygote: a small single-threaded process, grit's own binary started again with
+//! [`ZYGOTE_ENV`] set, that clones the init of every sandboxed task.
+//!
+//! Why a separate process: the expensive part of a sandbox was its mount tree (about 30 mounts,
+//! `pivot_root`, detaching the host's tree, and tearing it all down again at exit). The zygote
+//! builds the static part once, as a *template* mount namespace, and each task starts in a copy
+//! of it, adding only its own few mounts. Switching between mount namespaces (`setns`) is only
+//! allowed to a single-threaded process, and grit is not one; cloning from a small process is
+//! also cheaper than from grit, whose page tables the kernel would copy for every task.
+//!
+//! At start the zygote makes:
+//! - a user namespace Q (its own uid and gid mapped to themselves), which owns everything below;
+//! - H, a mount namespace with the host's view (a copy made at start: grit restarts the zygote
+//!   when its own mount table changes, see `client.rs`);
+//! - P, the template (`plan::template`): a tmpfs root with read-only system directories, the
+//!   device nodes, masks over root-only files, and a copy of the host's procfs at `/proc` (the
+//!   kernel grants a fresh proc only where a proc is already fully visible).
+//!
+//! Per task: in H it makes `open_tree` copies of the task's directories (the manifest directory,
+//! inputs, `OUTPUT_DIR`, scratch, extra paths), read-only where they must be; back in P it clones
+//! init with `CLONE_PARENT` (so init is grit's child, and grit waits for it through the pidfd the
+//! zygote sends back) into new user (a child of Q), mount, pid, ipc and uts namespaces, and a
+//! private network namespace lent from the pool (`netpool`) unless `network = true`. Init
+//! attaches the copies and goes on as `child.rs` describes.
+//!
+//! The zygote holds no capability outside Q, never looks at what tasks write, and dies with grit
+//! (parent-death signal, and the end of its socket).
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, AtomicU64};
+
+use super::child::{self, ChildSetup};
+use super::netpool::{NetPool, write_file};
+use super::plan::{self, HostLayout, MountOp, TaskPaths};
+use super::wire::{self, CgroupJoin, Order, Reply};
+use super::{CloneArgs, access, cstring, rights};
+
+/// Set (to grit's pid) in the environment of the process that becomes the zygote.
+pub(crate) const ZYGOTE_ENV: &str = "GRIT_SANDBOX_ZYGOTE";
+const ZYGOTE_ENV_C: &CStr = c"GRIT_SANDBOX_ZYGOTE";
+/// The zygote's end of its socket to grit.
+pub(crate) const SOCKET_FD: RawFd = 3;
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+// The zygote starts before `main`: grit's binary and its test binary both hold this entry, so
+// either can serve as the zygote, and the process never reaches grit's runtime or threads.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ZYGOTE_ENTRY: extern "C" fn() = entry;
+
+extern "C" fn entry() {
+    // SAFETY: getenv with a NUL-terminated name, before main, while the process has one thread.
+    let value = unsafe { libc::getenv(ZYGOTE_ENV_C.as_ptr()) };
+    if value.is_null() {
+        return;
+    }
+    // SAFETY: getenv returned a NUL-terminated string that lives as long as the environment.
+    let grit = unsafe { CStr::from_ptr(value) }
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok());
+    let code = grit.map_or(2, serve);
+    // SAFETY: ends this process without running grit's main.
+    unsafe { libc::_exit(code) }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn os_error(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// A step of starting a task failed with the current errno: the full message for grit.
+fn failed(step: &str) -> String {
+    super::SandboxError::Failed {
+        step: step.into(),
+        detail: std::io::Error::last_os_error().to_string(),
+    }
+    .to_string()
+}
+
+/// Dies with grit (the parent-death signal, and a check that grit did not die first) and takes
+/// `name` for `top` and the kernel (else "exe"; `ps` shows argv[0]). False when grit is gone.
+fn tie_to_grit(grit: i32, name: &CStr) -> bool {
+    // SAFETY: prctl and getppid on this process only, with a NUL-terminated name.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+        libc::getppid() == grit
+    }
+}
+
+/// The zygote's life: build the template, answer orders until grit closes the socket.
+fn serve(grit: i32) -> i32 {
+    if !tie_to_grit(grit, c"grit-zygote") {
+        return 1;
+    }
+    // SAFETY: signal, sigprocmask and close_range on this process only.
+    unsafe {
+        // Every init starts with the zygote's dispositions and an ignored signal survives exec:
+        // start from the defaults whatever grit's parent left ignored (SIGCHLD ignored would
+        // even stop init from reaping the script).
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Nothing of grit's but the socket (stdio is /dev/null).
+        libc::syscall(
+            libc::SYS_close_range,
+            SOCKET_FD as libc::c_uint + 1,
+            libc::c_uint::MAX,
+            0,
+        );
+    }
+    // SAFETY: grit passed this descriptor as the zygote's socket and nothing else owns it.
+    let sock = unsafe { UnixStream::from_raw_fd(SOCKET_FD) };
+    let mut zygote = match Zygote::build(grit) {
+        Ok(z) => z,
+        Err(message) => {
+            let _ = wire::send(&sock, &Reply::Refused { message }, &[]);
+            return 1;
+        }
+    };
+    // The twin serves `network = false` tasks from the pool's namespaces (see netpool.rs).
+    let twin = UnixStream::pair()
+        .map_err(|e| e.to_string())
+        .and_then(|(ours, twins)| {
+            let pid = clone_parent().map_err(|e| format!("start the zygote's twin: {e}"))?;
+            Ok((pid, ours, twins))
+        });
+    let (twin_pid, ours, twins) = match twin {
+        Ok(t) => t,
+        Err(message) => {
+            let _ = wire::send(&sock, &Reply::Refused { message }, &[]);
+            return 1;
+        }
+    };
+    if twin_pid == 0 {
+        drop(sock);
+        drop(ours);
+        if !tie_to_grit(grit, c"grit-zygote-net") {
+            return 1;
+        }
+        zygote.pool = Some(NetPool::default());
+        return zygote.serve(&twins);
+    }
+    drop(twins);
+    if wire::send(&sock, &Reply::Ready { twin: twin_pid }, &[ours.as_fd()]).is_err() {
+        return 1;
+    }
+    drop(ours);
+    zygote.serve(&sock)
+}
+
+/// Clones this process with `CLONE_PARENT` (its parent is grit, like every init's): like
+/// `fork`, returns 0 in the child and the child's pid in the parent.
+fn clone_parent() -> std::io::Result<i32> {
+    let args = CloneArgs {
+        flags: libc::CLONE_PARENT as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without a new stack behaves like fork; this process is single-threaded.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(pid as i32)
+}
+
+/// What the zygote keeps between tasks.
+struct Zygote {
+    layout: HostLayout,
+    /// The template's masks over root-only files, as the task sees them (see `remask`).
+    masks: Vec<MountOp>,
+    /// H: the host's view, where task directories are copied from.
+    host_mnt: OwnedFd,
+    /// P: the template every task's tree is a copy of.
+    template_mnt: OwnedFd,
+    grit_pidfd: OwnedFd,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    abi: u32,
+    last_cap: u32,
+    /// The twin's pool of network namespaces; `None` in the zygote proper, whose tasks keep
+    /// the host's network.
+    pool: Option<NetPool>,
+    /// The zygote could not get back into its template: it stops after answering.
+    broken: bool,
+}
+
+fn open_ns(path: &CStr) -> Result<OwnedFd, String> {
+    // SAFETY: open of a NUL-terminated path; the descriptor is owned from here on.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(os_error(&format!("open {}", path.to_string_lossy())));
+    }
+    // SAFETY: a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `open_tree(OPEN_TREE_CLONE)`: a detached copy of the mount tree at `path`.
+fn copy_tree(path: &CStr) -> Result<OwnedFd, i32> {
+    // SAFETY: open_tree with a NUL-terminated path; returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+        )
+    };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether `path` is the root of a mount; `None` if it is gone or the kernel cannot tell.
+fn mount_root(path: &CStr) -> Option<bool> {
+    const STATX_ATTR_MOUNT_ROOT: u64 = 0x2000;
+    // SAFETY: statx with a NUL-terminated path and a zeroed out-struct of the right type.
+    unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        let rc = libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            0,
+            &mut stx,
+        );
+        (rc == 0 && stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT != 0)
+            .then_some(stx.stx_attributes & STATX_ATTR_MOUNT_ROOT != 0)
+    }
+}
+
+fn enter(ns: &OwnedFd, kind: libc::c_int) -> bool {
+    // SAFETY: setns on a namespace descriptor this process owns.
+    unsafe { libc::setns(ns.as_raw_fd(), kind) == 0 }
+}
+
+impl Zygote {
+    /// Answers orders on `sock` until grit closes it.
+    fn serve(&mut self, sock: &UnixStream) -> i32 {
+        loop {
+            let (order, fds) = match wire::receive::<Order>(sock) {
+                Ok(Some(received)) => received,
+                Ok(None) => return 0,
+                Err(_) => return 1,
+            };
+            // grit gets the go pipe's write end along with the pidfd and lets the script run
+            // once it holds both (see `ChildSetup::go`); the zygote keeps no copy.
+            let sent = match self.spawn(&order, fds) {
+                Ok((pid, pidfd, go)) => {
+                    wire::send(sock, &Reply::Spawned { pid }, &[pidfd.as_fd(), go.as_fd()])
+                }
+                Err(message) => wire::send(sock, &Reply::Refused { message }, &[]),
+            };
+            if sent.is_err() || self.broken {
+                return 1;
+            }
+        }
+    }
+
+    fn build(grit: i32) -> Result<Zygote, String> {
+        // SAFETY: these getters cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let layout = HostLayout::read(uid == 0);
+        let last_cap = super::last_cap();
+        let abi = super::landlock_abi()
+            .map_err(|e| format!("landlock: {}", std::io::Error::from_raw_os_error(e)))?;
+        // SAFETY: pidfd_open of grit, our parent; the descriptor is owned from here on.
+        let grit_pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, grit, 0) };
+        if grit_pidfd < 0 {
+            return Err(os_error("pidfd_open (Linux 5.3 or later)"));
+        }
+        // SAFETY: a fresh descriptor.
+        let grit_pidfd = unsafe { OwnedFd::from_raw_fd(grit_pidfd as RawFd) };
+
+        // SAFETY: unshare and raw /proc writes on this single-threaded process.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                return Err(os_error(
+                    "unshare a user and a mount namespace (unprivileged user namespaces \
+                     allowed?)",
+                ));
+            }
+            let map = |path: &CStr, text: String| {
+                write_file(path, text.as_bytes()).map_err(|e| {
+                    format!(
+                        "write {}: {}",
+                        path.to_string_lossy(),
+                        std::io::Error::from_raw_os_error(e)
+                    )
+                })
+            };
+            map(c"/proc/self/setgroups", "deny".into())?;
+            map(c"/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+            map(c"/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+        }
+        let host_mnt = open_ns(c"/proc/self/ns/mnt")?;
+        // SAFETY: unshare on this single-threaded process.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(os_error("unshare the template's mount namespace"));
+        }
+        let template_mnt = open_ns(c"/proc/self/ns/mnt")?;
+        // Taken before the template's root covers /proc, where it is assembled.
+        let host_proc = copy_tree(c"/proc").map_err(|e| {
+            format!(
+                "copy the host's /proc: {}",
+                std::io::Error::from_raw_os_error(e)
+            )
+        })?;
+        let mut ops = plan::template(&layout);
+        ops.push(MountOp::Attach {
+            fd: host_proc.as_raw_fd(),
+            dst: CString::from(c"/proc/proc"),
+        });
+        // `apply` closes an attached descriptor itself.
+        std::mem::forget(host_proc);
+        for op in &ops {
+            child::apply(op).map_err(|e| {
+                format!(
+                    "build the sandbox template: cannot {} {}: {}",
+                    String::from_utf8_lossy(e.what),
+                    String::from_utf8_lossy(e.path),
+                    std::io::Error::from_raw_os_error(e.errno)
+                )
+            })?;
+        }
+        // SAFETY: chdir/pivot_root/umount2 on static paths in the template namespace.
+        unsafe {
+            if libc::chdir(super::plan::STAGING_C.as_ptr()) != 0
+                || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0
+                || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0
+                || libc::chdir(c"/".as_ptr()) != 0
+            {
+                return Err(os_error("pivot into the sandbox template"));
+            }
+        }
+        let masks = plan::masks(&layout);
+        Ok(Zygote {
+            layout,
+            masks,
+            host_mnt,
+            template_mnt,
+            grit_pidfd,
+            uid,
+            gid,
+            abi,
+            last_cap,
+            pool: None,
+            broken: false,
+        })
+    }
+
+    /// Starts one task; returns init's pid and pidfd and the write end of its go pipe, or why
+    /// nothing was started.
+    fn spawn(
+        &mut self,
+        order: &Order,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(i32, OwnedFd, OwnedFd), String> {
+        let expected = if order.cgroup == CgroupJoin::None {
+            3
+        } else {
+            4
+        };
+        if fds.len() != expected {
+            return Err(format!(
+                "sandbox zygote: expected {expected} descriptors, got {}",
+                fds.len()
+            ));
+        }
+        let path = |p: &std::ffi::OsString| Path::new(p.as_os_str()).to_path_buf();
+        let read_only: Vec<_> = order.read_only.iter().map(path).collect();
+        let read_write: Vec<_> = order.read_write.iter().map(path).collect();
+        let (input_file, input_dir) = (
+            order.input_file.as_ref().map(path),
+            order.input_dir.as_ref().map(path),
+        );
+        let task = TaskPaths {
+            cwd: Path::new(&order.cwd),
+            input_file: input_file.as_deref(),
+            input_dir: input_dir.as_deref(),
+            output_dir: Path::new(&order.output_dir),
+            scratch_dir: Path::new(&order.scratch_dir),
+            store_dir: Path::new(&order.store_dir),
+            read_only: &read_only,
+            read_write: &read_write,
+            tmp_size: order.tmp_size,
+        };
+        // The task's paths are checked and its host directories copied in the host's view.
+        if !enter(&self.host_mnt, libc::CLONE_NEWNS) {
+            return Err(failed("sandbox zygote: enter the host's view"));
+        }
+        let mut trees: Vec<OwnedFd> = Vec::new();
+        let planned = plan::plan(&self.layout, &task)
+            .map_err(|e| e.to_string())
+            .and_then(|plan| Ok((self.copy_trees(plan.ops, &mut trees)?, plan.grants)));
+        if !enter(&self.template_mnt, libc::CLONE_NEWNS) {
+            self.broken = true;
+            return Err(failed("sandbox zygote: return to the template"));
+        }
+        let (ops, grants) = planned?;
+        self.remask()?;
+
+        let mut fds = fds.into_iter();
+        let stdio: Vec<OwnedFd> = fds.by_ref().take(3).collect();
+        let cgroup = fds.next();
+        let (cgroup_dir, cgroup_procs) = match order.cgroup {
+            CgroupJoin::Clone => (cgroup, None),
+            CgroupJoin::Procs => (None, cgroup),
+            CgroupJoin::None => (None, None),
+        };
+        let ruleset = super::ruleset().map_err(|e| {
+            super::SandboxError::Failed {
+                step: "landlock ruleset".into(),
+                detail: e.to_string(),
+            }
+            .to_string()
+        })?;
+        let mut rules: Vec<(CString, u64)> = grants
+            .iter()
+            .map(|(p, grant)| (cstring(p.as_os_str().as_bytes()), rights(*grant, self.abi)))
+            .collect();
+        rules.extend([
+            (
+                CString::from(c"/proc"),
+                access::READ_FILE | access::READ_DIR,
+            ),
+            (CString::from(c"/tmp"), access::handled(self.abi)),
+            (CString::from(c"/"), access::READ_DIR),
+        ]);
+        let args: Vec<CString> = order.args.iter().map(|a| cstring(a.as_bytes())).collect();
+        let env: Vec<CString> = order
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                cstring(&kv)
+            })
+            .collect();
+        let pointers = |v: &[CString]| -> Vec<*const libc::c_char> {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        let (argv, envp) = (pointers(&args), pointers(&env));
+        let (go_read, go_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|_| failed("pipe"))?;
+        let mut keep_fds: Vec<RawFd> =
+            vec![0, 1, 2, self.grit_pidfd.as_raw_fd(), go_read.as_raw_fd()];
+        keep_fds.extend(ruleset.as_ref().map(|r| r.as_raw_fd()));
+        keep_fds.extend(cgroup_procs.as_ref().map(|c| c.as_raw_fd()));
+        keep_fds.extend(trees.iter().map(|t| t.as_raw_fd()));
+        keep_fds.sort_unstable();
+        let setup = ChildSetup {
+            grit_pidfd: self.grit_pidfd.as_raw_fd(),
+            cgroup_procs: cgroup_procs.as_ref().map(|c| c.as_raw_fd()),
+            uid_map: cstring(format!("{} {} 1", self.uid, self.uid).as_bytes()),
+            gid_map: cstring(format!("{} {} 1", self.gid, self.gid).as_bytes()),
+            ops,
+            keep_fds,
+            go: go_read.as_raw_fd(),
+            cwd: cstring(order.cwd.as_bytes()),
+            ruleset,
+            rules,
+            rlimits: order
+                .rlimits
+                .iter()
+                .map(|&(resource, cur, max)| {
+                    (
+                        resource,
+                        libc::rlimit {
+                            rlim_cur: cur,
+                            rlim_max: max,
+                        },
+                    )
+                })
+                .collect(),
+            last_cap: self.last_cap,
+            stdio: [
+                stdio[0].as_raw_fd(),
+                stdio[1].as_raw_fd(),
+                stdio[2].as_raw_fd(),
+            ],
+            program: cstring(order.program.as_bytes()),
+            candidates: super::candidates(&order.program, &order.env),
+            argv,
+            envp,
+            _args: args,
+            _env: env,
+            script_stack: (0..child::SCRIPT_STACK_WORDS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            exec_errno: AtomicI32::new(0),
+        };
+
+        let lent = match (&mut self.pool, order.network) {
+            (None, false) | (Some(_), true) => {
+                return Err("sandbox zygote: order sent to the wrong twin".into());
+            }
+            (None, true) => None,
+            (Some(pool), false) => Some(pool.acquire()?),
+        };
+        let mut pidfd: libc::c_int = -1;
+        // No exit signal of its own: with CLONE_PARENT init takes the zygote's (SIGCHLD), sent to
+        // grit.
+        let mut args = CloneArgs {
+            flags: (libc::CLONE_NEWUSER
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_PIDFD
+                | libc::CLONE_PARENT) as u64,
+            pidfd: &mut pidfd as *mut libc::c_int as u64,
+            ..CloneArgs::default()
+        };
+        if let Some(dir) = &cgroup_dir {
+            args.flags |= super::CLONE_INTO_CGROUP;
+            args.cgroup = dir.as_raw_fd() as u64;
+        }
+        if let (Some(index), Some(pool)) = (lent, &self.pool)
+            && !pool.enter(index)
+        {
+            return Err(failed("sandbox zygote: join a pooled network namespace"));
+        }
+        // SAFETY: clone3 with a valid argument struct; the child only runs init_main, which
+        // never returns.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid == 0 {
+            setup.init_main();
+        }
+        let clone_error = std::io::Error::last_os_error();
+        if pid < 0 {
+            return Err(super::SandboxError::Unsupported {
+                feature: "clone3 into new user, mount, pid, ipc and uts namespaces (Linux 5.7 \
+                          or later, unprivileged user namespaces allowed)",
+                detail: clone_error.to_string(),
+            }
+            .to_string());
+        }
+        // SAFETY: CLONE_PIDFD stored a fresh descriptor that only we own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        if let (Some(index), Some(pool)) = (lent, &mut self.pool) {
+            pool.lend(index, &pidfd);
+        }
+        Ok((pid as i32, pidfd, go_write))
+    }
+
+    /// Puts back a mask the host removed. Tools such as `passwd` or `visudo` replace a file by
+    /// renaming a new one over it, and the kernel then drops every mount on the old file, in
+    /// every namespace: the template's mask too. So before each clone the zygote checks that
+    /// each mask is still a mount root and mounts it again if not (in P, which it owns).
+    fn remask(&self) -> Result<(), String> {
+        for op in &self.masks {
+            let (MountOp::BindDev { dst, .. } | MountOp::Tmpfs { dst, .. }) = op else {
+                continue;
+            };
+            // A lookup racing with the host's rename can miss the file for a moment: look again.
+            let mut attempts = 0;
+            while mount_root(dst) == Some(false) {
+                match child::apply(op) {
+                    Ok(()) => break,
+                    Err(e) if e.errno == libc::ENOENT && attempts < 3 => attempts += 1,
+                    Err(e) => {
+                        return Err(super::SandboxError::Failed {
+                            step: format!(
+                                "cover the root-only {} again",
+                                String::from_utf8_lossy(e.path)
+                            ),
+                            detail: std::io::Error::from_raw_os_error(e.errno).to_string(),
+                        }
+                        .to_string());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces every bind of a host path in `ops` by an attach of a copy made here (in the
+    /// host's view); the copies are kept in `trees` until init has inherited them.
+    fn copy_trees(
+        &self,
+        ops: Vec<MountOp>,
+        trees: &mut Vec<OwnedFd>,
+    ) -> Result<Vec<MountOp>, String> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (src, dst, read_only) = match op {
+                MountOp::BindRo { src, dst } => (src, dst, true),
+                MountOp::BindRw { src, dst } => (src, dst, false),
+                other => {
+                    out.push(other);
+                    continue;
+                }
+            };
+            let refused = |what: &str, e: i32| {
+                super::SandboxError::Unsupported {
+                    feature: "bind mounts of the task's directories (open_tree and \
+                              mount_setattr, Linux 5.12 or later)",
+                    detail: format!(
+                        "{what} {}: {}",
+                        OsStr::from_bytes(src.to_bytes()).to_string_lossy(),
+                        std::io::Error::from_raw_os_error(e)
+                    ),
+                }
+                .to_string()
+            };
+            let tree = copy_tree(&src).map_err(|e| refused("copy", e))?;
+            if read_only {
+                let rc = child::mount_setattr_at(
+                    tree.as_raw_fd(),
+                    c"",
+                    (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+                    child::MOUNT_ATTR_RDONLY | child::MOUNT_ATTR_NOSUID | child::MOUNT_ATTR_NODEV,
+                );
+                if rc != 0 {
+                    return Err(refused("make read-only", errno()));
+                }
+            }
+            out.push(MountOp::Attach {
+                fd: tree.as_raw_fd(),
+                dst,
+            });
+            trees.push(tree);
+        }
+        Ok(out)
+    }
+}
