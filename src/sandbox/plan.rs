@@ -724,10 +724,10 @@ mod tests {
 
     #[test]
     fn mountpoints_in_the_shared_root_are_covered_by_a_private_tmpfs() {
-        // The tempdir lives under /tmp, which the task gets privately; use a path outside it.
-        let base = std::env::current_dir()
-            .unwrap()
-            .join("target/plan-test-shared-root");
+        // Paths under /tmp lie in the task's private /tmp (and a checkout may live there): use a
+        // path outside it.
+        let base_dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let base = base_dir.path();
         let cwd = base.join("manifest");
         let store = base.join("db");
         let out = store.join("tmp/t1/out");
@@ -775,9 +775,8 @@ mod tests {
 
     #[test]
     fn a_task_bind_over_a_masked_directory_is_masked_again() {
-        let etc_dir = std::env::current_dir()
-            .unwrap()
-            .join("target/plan-test-mask");
+        let etc = tempfile::tempdir_in("/var/tmp").unwrap();
+        let etc_dir = etc.path().to_path_buf();
         std::fs::create_dir_all(etc_dir.join("ssl")).unwrap();
         let d = tempfile::tempdir().unwrap();
         let layout = HostLayout {
