@@ -63,8 +63,6 @@ struct CapData {
 /// Everything init needs, built by the parent before the clone.
 #[derive(Debug)]
 pub(crate) struct ChildSetup {
-    /// A pidfd of grit itself, to notice that grit died before PDEATHSIG was armed.
-    pub grit_pidfd: RawFd,
     /// `cgroup.procs` of the task's cgroup v1 pids cgroup (root only), opened for writing by
     /// grit; init joins it before anything else.
     pub cgroup_procs: Option<RawFd>,
@@ -74,8 +72,9 @@ pub(crate) struct ChildSetup {
     pub ops: Vec<MountOp>,
     /// The zygote's descriptors init needs (sorted): every other one is closed first.
     pub keep_fds: Vec<RawFd>,
-    /// Read end of a pipe the zygote writes one byte to once grit holds the task's pidfd: a task
-    /// whose zygote died before answering (so grit will start it again) never runs its script.
+    /// Read end of a pipe whose write end grit receives with the task's pidfd and writes one
+    /// byte to: a task whose zygote died before answering (so grit starts it again), or whose
+    /// grit died, gets end-of-file instead and never runs its script.
     pub go: RawFd,
     pub cwd: CString,
     /// The landlock ruleset, without rules yet.
@@ -494,15 +493,8 @@ impl ChildSetup {
             {
                 fail(b"set the parent-death signal", b"", errno());
             }
-            let mut grit = libc::pollfd {
-                fd: self.grit_pidfd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            if libc::poll(&mut grit, 1, 0) != 0 {
-                // grit died before PDEATHSIG was armed (or its pidfd is unusable).
-                libc::_exit(SETUP_FAILED_EXIT);
-            }
+            // Should grit die before the line above took effect, the go pipe (see `go`) ends
+            // without its byte and the script never runs.
             // The zygote installs no signal handler, so init runs with default dispositions: as
             // pid 1 of its namespace it ignores every signal but SIGKILL from outside, and the
             // script starts with the zygote's (empty) mask.
@@ -518,14 +510,13 @@ impl ChildSetup {
                 }
                 libc::close(procs);
             }
-            libc::close(self.grit_pidfd);
             write_proc(c"/proc/self/setgroups", b"deny", b"write");
             write_proc(c"/proc/self/uid_map", self.uid_map.to_bytes(), b"write");
             write_proc(c"/proc/self/gid_map", self.gid_map.to_bytes(), b"write");
 
-            // The task starts in a copy of the template's mount tree: its mounts are slaves of
-            // the template's (a mount namespace made together with a user namespace is less
-            // privileged), so nothing mounted here propagates anywhere.
+            // The task starts in a copy of the template's mount tree. Nothing mounted here can
+            // propagate out: every shared mount became a slave when the zygote made its user
+            // namespace (a mount namespace made with a user namespace is less privileged).
             for op in &self.ops {
                 if let Err(e) = apply(op) {
                     fail(e.what, e.path, e.errno);
@@ -554,7 +545,7 @@ impl ChildSetup {
             );
             let mut byte = 0u8;
             if libc::read(self.go, (&mut byte as *mut u8).cast(), 1) != 1 {
-                put(b"grit sandbox: the zygote ended before grit learned of this task; not run\n");
+                put(b"grit sandbox: grit or its zygote ended before the task was confirmed; not run\n");
                 libc::_exit(SETUP_FAILED_EXIT);
             }
             drop_privileges(self);

@@ -331,11 +331,27 @@ pub(crate) fn template(layout: &HostLayout) -> Vec<MountOp> {
     ops
 }
 
+/// The host's layout and what the template derives from it, computed once per zygote for the
+/// planning of every task.
+#[derive(Debug)]
+pub(crate) struct Template {
+    pub layout: HostLayout,
+    /// See [`template_entries`].
+    entries: HashSet<PathBuf>,
+}
+
+impl Template {
+    pub(crate) fn new(layout: HostLayout) -> Template {
+        let entries = template_entries(&layout);
+        Template { layout, entries }
+    }
+}
+
 /// Every entry the template puts in its tree outside its mounts: the directories it creates in
 /// its root tmpfs, the system mounts and symlinks, the /dev entries. A task path beneath one of
 /// these but not beneath a mount lies in the root that every task shares; one that is an entry
 /// needs no mountpoint.
-pub(crate) fn template_entries(layout: &HostLayout) -> HashSet<PathBuf> {
+fn template_entries(layout: &HostLayout) -> HashSet<PathBuf> {
     let mut entries: HashSet<PathBuf> = ["/", "/dev", "/tmp", "/proc"].map(PathBuf::from).into();
     for entry in &layout.system {
         let path = match entry {
@@ -456,7 +472,8 @@ fn emit(
 /// `/var`); a private tmpfs ("scaffold") covers each, and every deeper mountpoint is made inside
 /// it. Those first-level names stay in the shared root for the zygote's life, so a task can see
 /// the top-level names other tasks' paths use (never their content).
-pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, SandboxError> {
+pub(crate) fn plan(template: &Template, task: &TaskPaths<'_>) -> Result<Plan, SandboxError> {
+    let layout = &template.layout;
     check_path(task.cwd, "working directory")?;
     check_spelling(task.output_dir, "output_dir")?;
     check_path(task.scratch_dir, "scratch_dir")?;
@@ -553,7 +570,6 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
     // stable, so at equal depth the later (more specific) request wins.
     targets.sort_by_key(|(p, _)| depth(p));
 
-    let template_entries = template_entries(layout);
     let mut ops = Vec::new();
     let mut made: HashSet<PathBuf> = HashSet::new();
     let mut finish = Vec::new();
@@ -563,7 +579,7 @@ pub(crate) fn plan(layout: &HostLayout, task: &TaskPaths<'_>) -> Result<Plan, Sa
         for a in chain.into_iter().skip(1) {
             // A template entry exists (a directory, or a mount or symlink whose own content
             // holds the rest of the path); so does anything made before.
-            if made.contains(a) || template_entries.contains(a) && !beneath(a, &mounted) {
+            if made.contains(a) || template.entries.contains(a) && !beneath(a, &mounted) {
                 continue;
             }
             made.insert(a.to_path_buf());
@@ -630,6 +646,21 @@ mod tests {
         }
     }
 
+    /// A task whose every directory is `dir`, with no input and no extra paths.
+    fn in_one_dir(dir: &Path) -> TaskPaths<'_> {
+        TaskPaths {
+            cwd: dir,
+            input_file: None,
+            input_dir: None,
+            output_dir: dir,
+            scratch_dir: dir,
+            store_dir: dir,
+            read_only: &[],
+            read_write: &[],
+            tmp_size: None,
+        }
+    }
+
     fn pos(ops: &[MountOp], want: impl Fn(&MountOp) -> bool) -> usize {
         ops.iter().position(want).unwrap_or(usize::MAX)
     }
@@ -692,7 +723,7 @@ mod tests {
             read_write: &[],
             tmp_size: None,
         };
-        let plan = plan(&layout(), &task).unwrap();
+        let plan = plan(&Template::new(layout()), &task).unwrap();
         let cwd_bind = pos(
             &plan.ops,
             |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == host(cwd)),
@@ -744,7 +775,7 @@ mod tests {
             read_write: &[],
             tmp_size: None,
         };
-        let plan = plan(&layout(), &task).unwrap();
+        let plan = plan(&Template::new(layout()), &task).unwrap();
         // The first level of the path in the shared root gets a private tmpfs; nothing deeper
         // is created outside it.
         let top: PathBuf = cwd
@@ -785,17 +816,10 @@ mod tests {
         };
         let ro = [etc_dir.clone()];
         let task = TaskPaths {
-            cwd: d.path(),
-            input_file: None,
-            input_dir: None,
-            output_dir: d.path(),
-            scratch_dir: d.path(),
-            store_dir: d.path(),
             read_only: &ro,
-            read_write: &[],
-            tmp_size: None,
+            ..in_one_dir(d.path())
         };
-        let plan = plan(&layout, &task).unwrap();
+        let plan = plan(&Template::new(layout.clone()), &task).unwrap();
         let bind = pos(
             &plan.ops,
             |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == host(&etc_dir)),
@@ -809,7 +833,7 @@ mod tests {
 
     fn plan_without(layout: &HostLayout, task: &TaskPaths<'_>) -> Plan {
         plan(
-            layout,
+            &Template::new(layout.clone()),
             &TaskPaths {
                 read_only: &[],
                 ..task.clone()
@@ -836,7 +860,7 @@ mod tests {
             read_write: &[],
             tmp_size: Some(1 << 20),
         };
-        let plan = plan(&layout(), &task).unwrap();
+        let plan = plan(&Template::new(layout()), &task).unwrap();
         assert_eq!(tmpfs_at(&plan.ops, &store), usize::MAX);
         assert!(
             plan.ops
@@ -851,17 +875,7 @@ mod tests {
     fn rejects_paths_that_would_break_isolation() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
-        let base = TaskPaths {
-            cwd: p,
-            input_file: None,
-            input_dir: None,
-            output_dir: p,
-            scratch_dir: p,
-            store_dir: p,
-            read_only: &[],
-            read_write: &[],
-            tmp_size: None,
-        };
+        let base = in_one_dir(p);
         for bad in [
             "/",
             "relative/x",
@@ -874,10 +888,10 @@ mod tests {
                 read_only: &ro,
                 ..base.clone()
             };
-            let err = plan(&layout(), &task).unwrap_err();
+            let err = plan(&Template::new(layout()), &task).unwrap_err();
             assert!(matches!(err, SandboxError::BadPath { .. }), "{bad}: {err}");
         }
-        assert!(plan(&layout(), &base).is_ok());
+        assert!(plan(&Template::new(layout()), &base).is_ok());
     }
 
     #[test]
@@ -889,17 +903,10 @@ mod tests {
             PathBuf::from("/etc"),
         ];
         let task = TaskPaths {
-            cwd: d.path(),
-            input_file: None,
-            input_dir: None,
-            output_dir: d.path(),
-            scratch_dir: d.path(),
-            store_dir: d.path(),
             read_only: &ro,
-            read_write: &[],
-            tmp_size: None,
+            ..in_one_dir(d.path())
         };
-        let plan = plan(&layout(), &task).unwrap();
+        let plan = plan(&Template::new(layout()), &task).unwrap();
         // No tmpfs may cover a template mount or symlink: that would hide the system.
         for top in ["/usr", "/bin", "/etc", "/nix", "/nix/store", "/usr/bin"] {
             assert_eq!(

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64};
 
 use super::child::{self, ChildSetup};
 use super::netpool::{NetPool, write_file};
-use super::plan::{self, HostLayout, MountOp, TaskPaths};
+use super::plan::{self, HostLayout, MountOp, TaskPaths, Template};
 use super::wire::{self, CgroupJoin, Order, Reply};
 use super::{CloneArgs, access, cstring, rights};
 
@@ -80,9 +80,14 @@ fn os_error(what: &str) -> String {
 
 /// A step of starting a task failed with the current errno: the full message for grit.
 fn failed(step: &str) -> String {
+    failed_with(step, std::io::Error::last_os_error())
+}
+
+/// A step of starting a task failed for `detail`: the full message for grit.
+fn failed_with(step: &str, detail: impl std::fmt::Display) -> String {
     super::SandboxError::Failed {
         step: step.into(),
-        detail: std::io::Error::last_os_error().to_string(),
+        detail: detail.to_string(),
     }
     .to_string()
 }
@@ -131,7 +136,7 @@ fn serve(grit: i32) -> i32 {
     }
     // SAFETY: grit passed this descriptor as the zygote's socket and nothing else owns it.
     let sock = unsafe { UnixStream::from_raw_fd(SOCKET_FD) };
-    let mut zygote = match Zygote::build(grit) {
+    let mut zygote = match Zygote::build() {
         Ok(z) => z,
         Err(message) => {
             let _ = wire::send(&sock, &Reply::Refused { message }, &[]);
@@ -192,16 +197,16 @@ fn clone_parent() -> std::io::Result<i32> {
 
 /// What the zygote keeps between tasks.
 struct Zygote {
-    layout: HostLayout,
+    template: Template,
     /// The template's masks over root-only files, as the task sees them (see `remask`).
     masks: Vec<MountOp>,
     /// H: the host's view, where task directories are copied from.
     host_mnt: OwnedFd,
     /// P: the template every task's tree is a copy of.
     template_mnt: OwnedFd,
-    grit_pidfd: OwnedFd,
-    uid: libc::uid_t,
-    gid: libc::gid_t,
+    /// The uid and gid maps (own ids to themselves), the same for the zygote and every init.
+    uid_map: CString,
+    gid_map: CString,
     abi: u32,
     last_cap: u32,
     /// The twin's pool of network namespaces; `None` in the zygote proper, whose tasks keep
@@ -285,21 +290,15 @@ impl Zygote {
         }
     }
 
-    fn build(grit: i32) -> Result<Zygote, String> {
+    fn build() -> Result<Zygote, String> {
         // SAFETY: these getters cannot fail.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let layout = HostLayout::read(uid == 0);
+        let uid_map = cstring(format!("{uid} {uid} 1").as_bytes());
+        let gid_map = cstring(format!("{gid} {gid} 1").as_bytes());
         let last_cap = super::last_cap();
         let abi = super::landlock_abi()
             .map_err(|e| format!("landlock: {}", std::io::Error::from_raw_os_error(e)))?;
-        // SAFETY: pidfd_open of grit, our parent; the descriptor is owned from here on.
-        let grit_pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, grit, 0) };
-        if grit_pidfd < 0 {
-            return Err(os_error("pidfd_open (Linux 5.3 or later)"));
-        }
-        // SAFETY: a fresh descriptor.
-        let grit_pidfd = unsafe { OwnedFd::from_raw_fd(grit_pidfd as RawFd) };
-
         // SAFETY: unshare and raw /proc writes on this single-threaded process.
         unsafe {
             if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
@@ -308,8 +307,8 @@ impl Zygote {
                      allowed?)",
                 ));
             }
-            let map = |path: &CStr, text: String| {
-                write_file(path, text.as_bytes()).map_err(|e| {
+            let map = |path: &CStr, text: &CStr| {
+                write_file(path, text.to_bytes()).map_err(|e| {
                     format!(
                         "write {}: {}",
                         path.to_string_lossy(),
@@ -317,9 +316,9 @@ impl Zygote {
                     )
                 })
             };
-            map(c"/proc/self/setgroups", "deny".into())?;
-            map(c"/proc/self/uid_map", format!("{uid} {uid} 1"))?;
-            map(c"/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+            map(c"/proc/self/setgroups", c"deny")?;
+            map(c"/proc/self/uid_map", &uid_map)?;
+            map(c"/proc/self/gid_map", &gid_map)?;
         }
         let host_mnt = open_ns(c"/proc/self/ns/mnt")?;
         // SAFETY: unshare on this single-threaded process.
@@ -363,13 +362,12 @@ impl Zygote {
         }
         let masks = plan::masks(&layout);
         Ok(Zygote {
-            layout,
+            template: Template::new(layout),
             masks,
             host_mnt,
             template_mnt,
-            grit_pidfd,
-            uid,
-            gid,
+            uid_map,
+            gid_map,
             abi,
             last_cap,
             pool: None,
@@ -418,7 +416,7 @@ impl Zygote {
             return Err(failed("sandbox zygote: enter the host's view"));
         }
         let mut trees: Vec<OwnedFd> = Vec::new();
-        let planned = plan::plan(&self.layout, &task)
+        let planned = plan::plan(&self.template, &task)
             .map_err(|e| e.to_string())
             .and_then(|plan| Ok((self.copy_trees(plan.ops, &mut trees)?, plan.grants)));
         if !enter(&self.template_mnt, libc::CLONE_NEWNS) {
@@ -436,13 +434,7 @@ impl Zygote {
             CgroupJoin::Procs => (None, cgroup),
             CgroupJoin::None => (None, None),
         };
-        let ruleset = super::ruleset().map_err(|e| {
-            super::SandboxError::Failed {
-                step: "landlock ruleset".into(),
-                detail: e.to_string(),
-            }
-            .to_string()
-        })?;
+        let ruleset = super::ruleset().map_err(|e| failed_with("landlock ruleset", e))?;
         let mut rules: Vec<(CString, u64)> = grants
             .iter()
             .map(|(p, grant)| (cstring(p.as_os_str().as_bytes()), rights(*grant, self.abi)))
@@ -475,17 +467,15 @@ impl Zygote {
         let (argv, envp) = (pointers(&args), pointers(&env));
         let (go_read, go_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|_| failed("pipe"))?;
-        let mut keep_fds: Vec<RawFd> =
-            vec![0, 1, 2, self.grit_pidfd.as_raw_fd(), go_read.as_raw_fd()];
+        let mut keep_fds: Vec<RawFd> = vec![0, 1, 2, go_read.as_raw_fd()];
         keep_fds.extend(ruleset.as_ref().map(|r| r.as_raw_fd()));
         keep_fds.extend(cgroup_procs.as_ref().map(|c| c.as_raw_fd()));
         keep_fds.extend(trees.iter().map(|t| t.as_raw_fd()));
         keep_fds.sort_unstable();
         let setup = ChildSetup {
-            grit_pidfd: self.grit_pidfd.as_raw_fd(),
             cgroup_procs: cgroup_procs.as_ref().map(|c| c.as_raw_fd()),
-            uid_map: cstring(format!("{} {} 1", self.uid, self.uid).as_bytes()),
-            gid_map: cstring(format!("{} {} 1", self.gid, self.gid).as_bytes()),
+            uid_map: self.uid_map.clone(),
+            gid_map: self.gid_map.clone(),
             ops,
             keep_fds,
             go: go_read.as_raw_fd(),
@@ -598,14 +588,14 @@ impl Zygote {
                     Ok(()) => break,
                     Err(e) if e.errno == libc::ENOENT && attempts < 3 => attempts += 1,
                     Err(e) => {
-                        return Err(super::SandboxError::Failed {
-                            step: format!(
-                                "cover the root-only {} again",
-                                String::from_utf8_lossy(e.path)
-                            ),
-                            detail: std::io::Error::from_raw_os_error(e.errno).to_string(),
-                        }
-                        .to_string());
+                        let step = format!(
+                            "cover the root-only {} again",
+                            String::from_utf8_lossy(e.path)
+                        );
+                        return Err(failed_with(
+                            &step,
+                            std::io::Error::from_raw_os_error(e.errno),
+                        ));
                     }
                 }
             }
