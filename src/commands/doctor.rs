@@ -25,6 +25,7 @@ pub fn doctor(json: bool, db: Option<&Path>) -> anyhow::Result<Outcome> {
                     "mode": format!("{:04o}", f.mode),
                 })).collect::<Vec<_>>(),
                 "fix": audit.fix,
+                "share_with_a_group": audit.share,
             });
         }
         println!("{value}");
@@ -74,6 +75,12 @@ fn render_audit(db: &Path, audit: &access::Audit) -> String {
     );
     for cmd in &audit.fix {
         let _ = writeln!(out, "  {cmd}");
+    }
+    if !audit.share.is_empty() {
+        let _ = writeln!(out, "or, to let the group GROUP read it instead:");
+        for cmd in &audit.share {
+            let _ = writeln!(out, "  {cmd}");
+        }
     }
     out
 }

@@ -29,9 +29,12 @@ pub enum Sharing {
 
 impl Sharing {
     /// The sharing of the store whose root (or objects) directory is `dir`.
+    ///
+    /// Shared when the group may read it and others may not; stores of earlier versions (0755)
+    /// count as private: nothing new in them is opened to anyone.
     pub fn of(dir: &Path) -> io::Result<Sharing> {
         let mode = fs::metadata(dir)?.mode();
-        Ok(if mode & 0o070 != 0 {
+        Ok(if mode & 0o070 != 0 && mode & 0o007 == 0 {
             Sharing::Group
         } else {
             Sharing::Private
@@ -186,6 +189,8 @@ pub struct Audit {
     pub open_count: u64,
     /// Shell commands that set every mode as a new store of the same sharing has them.
     pub fix: Vec<String>,
+    /// For a private store: the commands that share it with a group instead.
+    pub share: Vec<String>,
 }
 
 /// Paths listed by [`audit`]; the rest are counted.
@@ -220,25 +225,34 @@ pub fn audit(root: &Path) -> io::Result<Audit> {
         }
     }
     if audit.open_count > 0 {
-        let q = shell_quote(root);
-        let (d, o, f) = (
-            format!("{:o}", sharing.dir_mode()),
-            format!("{:o}", sharing.object_mode()),
-            format!("{:o}", sharing.file_mode()),
-        );
-        audit.fix = vec![
-            format!("find {q} -type d -exec chmod {d} {{}} +"),
-            format!("find {q}/objects -type f -exec chmod {o} {{}} +"),
-            format!("find {q} -path {q}/objects -prune -o -type f -exec chmod {f} {{}} +"),
-        ];
-        if sharing == Sharing::Group {
-            audit.fix.insert(
-                0,
-                format!("chgrp -R GROUP {q}   # the group that may read it"),
-            );
+        audit.fix = commands(root, sharing);
+        if sharing == Sharing::Private {
+            audit.share = commands(root, Sharing::Group);
         }
     }
     Ok(audit)
+}
+
+/// The commands that give every path of the store at `root` the modes of `sharing`.
+fn commands(root: &Path, sharing: Sharing) -> Vec<String> {
+    let q = shell_quote(root);
+    let mut out = Vec::new();
+    if sharing == Sharing::Group {
+        out.push(format!("chgrp -R GROUP {q}"));
+    }
+    out.push(format!(
+        "find {q} -type d -exec chmod {:o} {{}} +",
+        sharing.dir_mode()
+    ));
+    out.push(format!(
+        "find {q}/objects -type f -exec chmod {:o} {{}} +",
+        sharing.object_mode()
+    ));
+    out.push(format!(
+        "find {q} -path {q}/objects -prune -o -type f -exec chmod {:o} {{}} +",
+        sharing.file_mode()
+    ));
+    out
 }
 
 /// `path` quoted for a POSIX shell when it needs it.
@@ -288,6 +302,9 @@ mod tests {
         assert_eq!(Sharing::of(dir.path()).unwrap(), Sharing::Private);
         fs::set_permissions(dir.path(), Permissions::from_mode(0o2750)).unwrap();
         assert_eq!(Sharing::of(dir.path()).unwrap(), Sharing::Group);
+        // Open to everyone (earlier versions): private from now on, not shared.
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(Sharing::of(dir.path()).unwrap(), Sharing::Private);
     }
 
     #[test]
@@ -316,6 +333,7 @@ mod tests {
                 .iter()
                 .any(|c| c.contains("-type d -exec chmod 700"))
         );
+        assert!(found.share.iter().any(|c| c.contains("chmod 2750")));
     }
 
     #[test]
