@@ -175,6 +175,33 @@ mod tests {
         assert!(!belongs(TaskIdentity::PidNamespace { dev: 0, ino: 1 }, me));
     }
 
+    /// `benches/access-check.sh`: what one check costs, next to a floor measured in the same
+    /// run (one `stat` in /proc, the least a check by /proc can cost).
+    #[test]
+    #[ignore]
+    fn bench_access_check() {
+        let n = 200_000u32;
+        let me = std::process::id();
+        // SAFETY: gettid and getpgrp cannot fail.
+        let (tid, group) = unsafe { (libc::gettid() as u32, libc::getpgrp()) };
+        let ns = TaskIdentity::pid_namespace_of(me as i32).unwrap();
+        let time = |check: &dyn Fn() -> bool| {
+            let t0 = std::time::Instant::now();
+            for _ in 0..n {
+                assert!(check());
+            }
+            t0.elapsed().as_nanos() as f64 / f64::from(n)
+        };
+        let floor = time(&|| std::fs::metadata("/proc/self").is_ok());
+        let namespace = time(&|| belongs(ns, me));
+        let process_group = time(&|| belongs(TaskIdentity::ProcessGroup(group), me));
+        let grit = time(&|| is_grit(tid));
+        println!(
+            "BENCH ns_per_check n={n} floor_stat_proc={floor:.0} pid_namespace={namespace:.0} \
+             process_group={process_group:.0} grit_itself={grit:.0}"
+        );
+    }
+
     #[test]
     fn refusals_are_counted_per_caller_and_bounded() {
         let mut r = Refused::default();
