@@ -85,7 +85,7 @@ pub struct Verbosity {
 pub enum Command {
     /// Run the pipeline: execute every task that is new, and nothing else
     #[command(
-        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked."
+        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked."
     )]
     Run(RunArgs),
     /// Check a manifest and print its step graph

@@ -2,9 +2,10 @@
 //! as the task's `OUTPUT_DIR`. Files stream into staging files under `<db>/tmp` while SHA-256 is
 //! computed, so a finished task's outputs are ready to be renamed into `objects/`.
 //!
-//! Layout: `fs` is the filesystem served to the kernel (inodes, hashing, refusals); `mounts` is
-//! the mount's life (runtime directory, `mount(2)`, unmount, stale-mount cleanup). This file is
-//! the seam the engine calls: [`FuseCapture`].
+//! Layout: `fs` is the filesystem served to the kernel (inodes, hashing, refusals); `access`
+//! decides who may use a task's directory (the task's processes and grit, nobody else); `mounts`
+//! is the mount's life (private runtime directory, `mount(2)` without `allow_other`, unmount,
+//! stale-mount cleanup). This file is the seam the engine calls: [`FuseCapture`].
 
 mod access;
 mod fs;

@@ -2,7 +2,8 @@
 //! flat files. File data lives in staging files under `<db>/tmp`. SHA-256 is computed while
 //! in-order writes stream through; an out-of-order write or a truncation marks the file for a
 //! re-hash from its staging file when the task finishes. Refused operations get an errno for the
-//! writer and a message for the task log.
+//! writer and a message for the task log. Every request that names a task's directory or file
+//! first passes [`CaptureFs::allow`] (see `access`): only the task's processes and grit get in.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -320,6 +321,9 @@ impl Shared {
             }
         }
         let intruders = dir.intruders.lines();
+        for line in &intruders {
+            tracing::warn!("task {key}: OUTPUT_DIR: {line} (not a process of this task)");
+        }
         st.refused_log
             .extend(intruders.iter().map(|l| format!("task {key}: {l}")));
         let mut refusals = dir.refusals.into_vec();
