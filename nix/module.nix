@@ -489,7 +489,7 @@ in
     # A dataDir outside /var/lib is not a StateDirectory: create it.
     systemd.tmpfiles.rules = lib.concatLists (
       lib.mapAttrsToList (
-        _: p: lib.optional (stateDirOf p == null) "d ${p.dataDir} 0750 ${p.user} ${p.group} - -"
+        _: p: lib.optional (stateDirOf p == null) "d ${p.dataDir} 2750 ${p.user} ${p.group} - -"
       ) enabledPipelines
     );
 
@@ -591,7 +591,9 @@ in
         }
         // lib.optionalAttrs (stateDir != null) {
           StateDirectory = stateDir;
-          StateDirectoryMode = "0750";
+          # What grit run --group gives a new store (2750: group-readable,
+          # setgid so that new files get the group); systemd re-applies it.
+          StateDirectoryMode = "2750";
         }
         // lib.optionalAttrs (
           stateDir == null || (p.settings != null && readWriteOfSettings p.settings != [ ])

@@ -97,7 +97,7 @@ pkgs.testers.runNixOSTest {
         machine.succeed("grit-nightly status")
         machine.succeed("grit-nightly status --json | jq -e .")
         # alice is neither root nor grit: the wrapper goes through sudo,
-        # which needs a password she cannot type here; the store is 0750.
+        # which needs a password she cannot type here; the store is 2750.
         machine.fail("su - alice -c 'grit-nightly status < /dev/null'")
         machine.fail("su - alice -c 'ls /var/lib/grit/nightly'")
         # bob, in the group, reads the store as himself, but does not run the pipeline.
