@@ -87,6 +87,12 @@ let
       p.dataDir
       "--log-format"
       "journald"
+      # A new store is readable by the service user alone unless grit is
+      # given a group: dirs 2750, objects 0440, database 0640 for `group`,
+      # whose members may then use the admin command's read-only
+      # subcommands as themselves (see mkWrapper).
+      "--group"
+      p.group
     ]
     ++ lib.optionals (p.parallel != null) [
       "--parallel"
@@ -97,6 +103,18 @@ let
   # `sh` for grit's default `sh -ec` (NixOS's default service PATH has
   # coreutils, findutils, grep, sed and systemd, but no shell).
   scriptPath = p: [ pkgs.bash ] ++ p.path;
+
+  # Subcommands that only read the store: members of the pipeline's group may
+  # run them as themselves (the store is theirs to read, grit run --group).
+  readOnlySubcommands = [
+    "status"
+    "resources"
+    "cat"
+    "log"
+    "why"
+    "graph"
+    "validate"
+  ];
 
   # Subcommands that take `--db`; `run` and `validate` also get `--manifest`.
   # Anything else (doctor, completions, man, help, ...) gets no flags, but
@@ -124,7 +142,9 @@ let
     pkgs.writeShellScriptBin "grit-${name}" ''
       # grit-${name}: `grit` preset for the pipeline "${name}" of services.grit.
       #   grit-${name} status | resources --json | log TASK | why HASH | run | validate | ...
-      # Root runs grit as ${p.user}; ${p.user} runs it directly; others go through sudo.
+      # Root runs grit as ${p.user}; ${p.user} runs it directly; members of the
+      # group ${p.group} (which can read the store: grit run --group) run the
+      # read-only subcommands directly; others go through sudo.
       set -euo pipefail
 
       user=${q p.user}
@@ -133,8 +153,23 @@ let
       manifest=${q (manifestOf name p)}
       grit=${q (lib.getExe cfg.package)}
 
+      # The subcommand: the first argument that is not an option.
+      first=
+      for a in "$@"; do
+        case "$a" in -*) ;; *) first=$a; break ;; esac
+      done
+      readonly_sub=false
+      case "$first" in
+        ${lib.concatStringsSep " | " readOnlySubcommands}) readonly_sub=true ;;
+      esac
+      in_group=false
+      for g in $(${pkgs.coreutils}/bin/id -Gn); do
+        [ "$g" = "$group" ] && in_group=true
+      done
+
       uid=$(${pkgs.coreutils}/bin/id -u)
-      if [ "$uid" != 0 ] && [ "$(${pkgs.coreutils}/bin/id -un)" != "$user" ]; then
+      if [ "$uid" != 0 ] && [ "$(${pkgs.coreutils}/bin/id -un)" != "$user" ] &&
+        ! { $in_group && $readonly_sub; }; then
         if [ -x /run/wrappers/bin/sudo ]; then
           exec /run/wrappers/bin/sudo -- "$0" "$@"
         fi
@@ -454,7 +489,7 @@ in
     # A dataDir outside /var/lib is not a StateDirectory: create it.
     systemd.tmpfiles.rules = lib.concatLists (
       lib.mapAttrsToList (
-        _: p: lib.optional (stateDirOf p == null) "d ${p.dataDir} 0750 ${p.user} ${p.group} - -"
+        _: p: lib.optional (stateDirOf p == null) "d ${p.dataDir} 2750 ${p.user} ${p.group} - -"
       ) enabledPipelines
     );
 
@@ -556,7 +591,9 @@ in
         }
         // lib.optionalAttrs (stateDir != null) {
           StateDirectory = stateDir;
-          StateDirectoryMode = "0750";
+          # What grit run --group gives a new store (2750: group-readable,
+          # setgid so that new files get the group); systemd re-applies it.
+          StateDirectoryMode = "2750";
         }
         // lib.optionalAttrs (
           stateDir == null || (p.settings != null && readWriteOfSettings p.settings != [ ])

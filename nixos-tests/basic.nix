@@ -31,6 +31,11 @@ pkgs.testers.runNixOSTest {
       imports = [ self.nixosModules.default ];
       environment.systemPackages = [ pkgs.jq ];
       users.users.alice.isNormalUser = true;
+      # bob may read the store: he is in the pipeline's group (grit run --group).
+      users.users.bob = {
+        isNormalUser = true;
+        extraGroups = [ "grit" ];
+      };
 
       services.grit.pipelines.nightly = {
         manifest = "${pipelineDir}/nightly.toml";
@@ -66,6 +71,10 @@ pkgs.testers.runNixOSTest {
         machine.succeed("systemctl start grit-nightly.service")
         machine.succeed("systemctl show grit-nightly.service -p Result --value | grep -x success")
         machine.succeed("stat -c %U /var/lib/grit/nightly/grit.sqlite | grep -x grit")
+        # Shared with the pipeline's group, closed to everyone else.
+        machine.succeed("stat -c %a:%G /var/lib/grit/nightly | grep -x 2750:grit")
+        machine.succeed("stat -c %a /var/lib/grit/nightly/grit.sqlite | grep -x 640")
+        machine.succeed("find /var/lib/grit/nightly -perm /o=rwx | grep -c . | grep -x 0")
         s = summaries()
         assert len(s) == 1 and s[0]["executed"] == 2 and s[0]["failed"] == 0, s
 
@@ -88,8 +97,12 @@ pkgs.testers.runNixOSTest {
         machine.succeed("grit-nightly status")
         machine.succeed("grit-nightly status --json | jq -e .")
         # alice is neither root nor grit: the wrapper goes through sudo,
-        # which needs a password she cannot type here; the store is 0750.
+        # which needs a password she cannot type here; the store is 2750.
         machine.fail("su - alice -c 'grit-nightly status < /dev/null'")
         machine.fail("su - alice -c 'ls /var/lib/grit/nightly'")
+        # bob, in the group, reads the store as himself, but does not run the pipeline.
+        machine.succeed("su - bob -c 'grit-nightly status < /dev/null'")
+        machine.succeed(f"su - bob -c 'grit-nightly cat {upper}' | grep -x ALPHA")
+        machine.fail("su - bob -c 'grit-nightly run < /dev/null'")
   '';
 }

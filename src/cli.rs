@@ -29,6 +29,16 @@ pub struct DbArg {
     pub db: PathBuf,
 }
 
+/// Who may read a store that this command creates.
+#[derive(Debug, Clone, Args)]
+pub struct GroupArg {
+    /// Create a new store readable by GROUP (directories 2750, objects 0440, database 0640)
+    /// instead of by its owner alone (0700, 0400, 0600). An existing store keeps its
+    /// permissions: `grit doctor --db DIR` shows how to change them.
+    #[arg(long, env = "GRIT_GROUP", value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CaptureMode {
     /// FUSE where /dev/fuse works, else a plain directory
@@ -75,7 +85,7 @@ pub struct Verbosity {
 pub enum Command {
     /// Run the pipeline: execute every task that is new, and nothing else
     #[command(
-        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked."
+        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked."
     )]
     Run(RunArgs),
     /// Check a manifest and print its step graph
@@ -194,6 +204,8 @@ pub enum Command {
         files: Vec<PathBuf>,
         #[command(flatten)]
         db: DbArg,
+        #[command(flatten)]
+        group: GroupArg,
     },
     /// Remove history that nothing live uses, and report the bytes freed
     #[command(after_help = "Examples:\n  grit gc --dry-run\n  grit gc")]
@@ -230,12 +242,17 @@ pub enum Command {
         db: DbArg,
     },
     /// Report what this machine offers the sandbox and the capture: landlock, user namespaces,
-    /// /dev/fuse, cgroup v2
-    #[command(after_help = "Examples:\n  grit doctor\n  grit doctor --json | jq .landlock_abi")]
+    /// /dev/fuse, cgroup v2; with --db, also whether the store is open to other users
+    #[command(
+        after_help = "Examples:\n  grit doctor\n  grit doctor --json | jq .landlock_abi\n  grit doctor --db /var/lib/grit/db   # lists paths others can read, and the chmod commands"
+    )]
     Doctor {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        /// Also check this store's permissions (nothing is changed)
+        #[arg(long, value_name = "DIR")]
+        db: Option<PathBuf>,
     },
     /// Print shell completions
     #[command(after_help = "Example:\n  grit completions bash > /etc/bash_completion.d/grit")]
@@ -259,6 +276,8 @@ pub struct RunArgs {
     pub manifest: PathBuf,
     #[command(flatten)]
     pub db: DbArg,
+    #[command(flatten)]
+    pub group: GroupArg,
     /// Tasks run at the same time (default: number of CPUs)
     #[arg(short = 'j', long = "parallel", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,

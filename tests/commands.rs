@@ -385,3 +385,98 @@ fn doctor_reports_each_feature_as_a_table_and_json() {
     let abi = v["landlock_abi"].as_u64().unwrap_or(0);
     assert_eq!(v["landlock"]["ok"].as_bool(), Some(abi > 0), "{v}");
 }
+
+/// Every directory of the store with its mode, objects and other files apart.
+fn modes(db: &std::path::Path) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut dirs, mut objects, mut files) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stack = vec![db.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.mode() & 0o7777;
+        if meta.is_dir() {
+            dirs.push(mode);
+            for e in std::fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else if path.starts_with(db.join("objects")) {
+            objects.push(mode);
+        } else {
+            files.push(mode);
+        }
+    }
+    (dirs, objects, files)
+}
+
+#[test]
+fn an_open_store_is_left_alone_and_doctor_prints_the_commands_that_close_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new(TWO);
+    p.run_ok(&[]);
+    let (dirs, objects, files) = modes(&p.db());
+    assert!(dirs.iter().all(|m| *m == 0o700), "{dirs:?}");
+    assert!(objects.iter().all(|m| *m == 0o400), "{objects:?}");
+    assert!(files.iter().all(|m| *m == 0o600), "{files:?}");
+    let doctor = |p: &Project| {
+        let out = Command::cargo_bin("grit")
+            .unwrap()
+            .args(["doctor", "--db"])
+            .arg(p.db())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(doctor(&p).contains("ok, nothing is open to other users"));
+
+    // A store as earlier versions made it: open to everyone.
+    let open = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(&p.db(), 0o755);
+    open(&p.db().join("objects"), 0o755);
+    open(&p.db().join("grit.sqlite"), 0o644);
+    // A new run neither closes it nor opens anything new.
+    p.write_manifest(&TWO.replace("alpha", "gamma").replace("once = true", ""));
+    p.run_ok(&[]);
+    let mode = |path: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().mode() & 0o7777
+    };
+    assert_eq!(mode(&p.db()), 0o755, "not re-permissioned");
+    assert_eq!(
+        mode(&p.db().join("grit.sqlite")),
+        0o644,
+        "not re-permissioned"
+    );
+    let (_, objects, _) = modes(&p.db());
+    assert!(objects.iter().all(|m| *m == 0o400), "{objects:?}");
+
+    let said = doctor(&p);
+    let db = p.db().display().to_string();
+    assert!(
+        said.contains("path(s) can be reached by users other than the owner:")
+            && said.contains(&format!("  0755  {db}\n"))
+            && said.contains(&format!("  0644  {db}/grit.sqlite\n")),
+        "{said}"
+    );
+    let commands: Vec<&str> = said
+        .lines()
+        .skip_while(|l| !l.starts_with("grit does not change"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(commands.len(), 3, "{said}");
+    assert!(said.contains(&format!("  chgrp -R GROUP {db}\n")), "{said}");
+    // The printed commands close it.
+    for c in commands {
+        let ran = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .status()
+            .unwrap();
+        assert!(ran.success(), "{c}");
+    }
+    assert!(doctor(&p).contains("ok, nothing is open to other users"));
+}

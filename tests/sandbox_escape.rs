@@ -706,6 +706,354 @@ fn sigterm_and_sigint_kill_every_task_and_exit_143_130() {
     }
 }
 
+// ---- Reaching in: other users, other runs (issue 20) -------------------------------------------
+//
+// The scenarios above keep a task inside its sandbox; these keep everyone else out of a running
+// task's OUTPUT_DIR and out of the store: another local user, and another grit run of the same
+// user. Each holds a task mid-run (it has written `data` and `gone` and waits for a `go` file in
+// the project directory) while the test attempts to get in.
+
+/// The unprivileged user the suite reruns as; also "user A" of an unprivileged run.
+const UNPRIVILEGED_USER: &str = "grit-sbx-test";
+/// "User B": a local user with no rights on anything of A's.
+const OTHER_USER: &str = "grit-other-test";
+/// A group B belongs to, for stores shared with `--group`.
+const SHARE_GROUP: &str = "grit-share-test";
+
+/// Creates the system user `name` if it does not exist; false (with a printed reason) when that
+/// is impossible.
+fn ensure_user(name: &str) -> bool {
+    let exists = std::process::Command::new("id")
+        .arg(name)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if exists {
+        return true;
+    }
+    let made = std::process::Command::new("useradd")
+        .args(["--system", "--no-create-home", "--shell", "/bin/sh", name])
+        .status();
+    if !matches!(made, Ok(s) if s.success()) {
+        eprintln!("skipped: useradd {name} is unavailable ({made:?})");
+        return false;
+    }
+    true
+}
+
+/// As root and with `OTHER_USER` available; else false with a printed reason.
+fn other_user_available() -> bool {
+    if !is_root() {
+        eprintln!("skipped: creating and switching to the user {OTHER_USER} needs root");
+        return false;
+    }
+    ensure_user(OTHER_USER)
+}
+
+/// Runs `sh -c script` as `user` (only its own group, or its groups with `with_groups`); the
+/// script's stdout and stderr, with `D` set to `dir`.
+fn as_user(user: &str, with_groups: bool, dir: &Path, script: &str) -> String {
+    let groups = if with_groups {
+        "--init-groups"
+    } else {
+        "--clear-groups"
+    };
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid", user, "--regid", user, groups, "--", "sh", "-c", script,
+        ])
+        .env("D", dir)
+        .current_dir("/")
+        .output()
+        .expect("setpriv");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A `grit run` whose task `slow` is held mid-run.
+struct Held {
+    p: Sandboxed,
+    child: std::process::Child,
+    /// The task's OUTPUT_DIR, read from its environment.
+    output_dir: std::path::PathBuf,
+}
+
+/// Starts `grit run --json` (as `run_as`, else as the test's user) on a step `slow` with extra
+/// `keys`, and waits until it has written `data` and `gone` into its OUTPUT_DIR.
+fn hold_a_task(run_as: Option<&str>, keys: &str, extra: &[&str], n: u32) -> Held {
+    let m = marker(n);
+    let p = Sandboxed::new(&format!(
+        r#"[[step]]
+name = "slow"
+{keys}
+script = '''
+echo data > "$OUTPUT_DIR/data"
+echo gone > "$OUTPUT_DIR/gone"
+sleep {m} &
+i=0
+while [ ! -e go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
+kill $!
+'''
+"#
+    ));
+    let grit = assert_cmd::cargo::cargo_bin("grit");
+    let mut cmd = match run_as {
+        Some(user) => {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid", user, "--regid", user, "--clear-groups", "--"])
+                .arg(&grit)
+                .env("HOME", "/nonexistent");
+            c
+        }
+        None => std::process::Command::new(&grit),
+    };
+    let child = cmd
+        .args(["run", "--json", "-m"])
+        .arg(p.path().join("pipeline.toml"))
+        .arg("--db")
+        .arg(p.db())
+        .args(extra)
+        .env_remove("GRIT_DB")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run grit");
+    assert!(
+        wait_for_process(&format!("sleep {m}")),
+        "the task never started"
+    );
+    let pid = processes_with(&format!("sleep {m}"))[0];
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("task environment");
+    let output_dir = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"OUTPUT_DIR="))
+        .map(|v| std::path::PathBuf::from(String::from_utf8_lossy(v).into_owned()))
+        .expect("OUTPUT_DIR in the task's environment");
+    Held {
+        p,
+        child,
+        output_dir,
+    }
+}
+
+impl Held {
+    /// Lets the task finish; returns the project and grit's stdout (the JSON summary last).
+    fn release(self) -> (Sandboxed, String) {
+        std::fs::write(self.p.path().join("go"), "").expect("go");
+        let out = self.child.wait_with_output().expect("grit");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (self.p, stdout)
+    }
+}
+
+/// Every way into a task directory; prints a line for each that worked, then `done`.
+const INTRUSIONS: &str = r#"
+ls "$D" >/dev/null 2>&1 && echo "list allowed"
+cat "$D/data" 2>/dev/null && echo "read allowed"
+(echo evil > "$D/evil") 2>/dev/null && echo "create allowed"
+(echo evil >> "$D/data") 2>/dev/null && echo "write allowed"
+mv "$D/data" "$D/moved" 2>/dev/null && echo "rename allowed"
+rm "$D/gone" 2>/dev/null && echo "unlink allowed"
+ls "$(dirname "$D")" >/dev/null 2>&1 && echo "listing the capture root allowed"
+echo done
+"#;
+
+/// After the run: `data` and `gone` were published unchanged, nothing else was.
+fn assert_outputs_untouched(p: &Sandboxed) {
+    let mut names: Vec<String> = p.resources().into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, vec!["data", "gone"]);
+    assert_eq!(p.cat("data").as_deref(), Some("data\n"));
+}
+
+#[test]
+fn another_user_cannot_reach_a_running_task_of_root_or_of_a_user() {
+    if !other_user_available() || !ensure_user(UNPRIVILEGED_USER) {
+        return;
+    }
+    // Root's run captures through FUSE; an unprivileged user's through a plain directory.
+    for (run_as, n) in [(None, 20), (Some(UNPRIVILEGED_USER), 21)] {
+        let held = hold_a_task(run_as, "", &[], n);
+        let runtime_dir = held.output_dir.parent().and_then(Path::parent).unwrap();
+        let said = as_user(
+            OTHER_USER,
+            false,
+            &held.output_dir,
+            &format!(
+                "{INTRUSIONS}\nls {} >/dev/null 2>&1 && echo listing the runtime directory allowed",
+                runtime_dir.display()
+            ),
+        );
+        let (p, _) = held.release();
+        assert_eq!(said, "done\n", "{OTHER_USER} got into a task of {run_as:?}");
+        assert_outputs_untouched(&p);
+    }
+}
+
+#[test]
+fn another_user_cannot_read_a_store_of_root_or_of_a_user() {
+    if !other_user_available() || !ensure_user(UNPRIVILEGED_USER) {
+        return;
+    }
+    for (run_as, n) in [(None, 22), (Some(UNPRIVILEGED_USER), 23)] {
+        let held = hold_a_task(run_as, "", &[], n);
+        let (p, _) = held.release();
+        let db = p.db();
+        assert_store_private(&db);
+        let object = first_object(&db);
+        let grit = assert_cmd::cargo::cargo_bin("grit");
+        let said = as_user(
+            OTHER_USER,
+            false,
+            &db,
+            &format!(
+                r#"cat "$D/grit.sqlite" >/dev/null 2>&1 && echo "database readable"
+                   ls "$D" >/dev/null 2>&1 && echo "store listable"
+                   ls "$D/objects" >/dev/null 2>&1 && echo "objects listable"
+                   cat {object} >/dev/null 2>&1 && echo "object readable"
+                   {grit} log 1 --db "$D" >/dev/null 2>&1 && echo "logs readable"
+                   {grit} status --db "$D" >/dev/null 2>&1 && echo "status readable"
+                   echo done"#,
+                object = object.display(),
+                grit = grit.display(),
+            ),
+        );
+        assert_eq!(said, "done\n", "{OTHER_USER} read the store of {run_as:?}");
+    }
+}
+
+/// Every directory of the store is 0700, every object 0400, every other file 0600.
+fn assert_store_private(db: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![db.to_path_buf()];
+    let mut objects = 0;
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.mode() & 0o7777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            for e in std::fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else if path.starts_with(db.join("objects")) {
+            assert_eq!(mode, 0o400, "{}", path.display());
+            objects += 1;
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+    }
+    assert!(objects >= 3, "the outputs and the log are objects");
+}
+
+fn first_object(db: &Path) -> std::path::PathBuf {
+    let mut dir = db.join("objects");
+    for _ in 0..3 {
+        dir = std::fs::read_dir(&dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+    }
+    dir
+}
+
+#[test]
+fn a_store_made_with_group_is_readable_by_that_group_only() {
+    use std::os::unix::fs::MetadataExt;
+    if !other_user_available() {
+        return;
+    }
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "getent group {SHARE_GROUP} >/dev/null || groupadd --system {SHARE_GROUP}; \
+             gpasswd -a {OTHER_USER} {SHARE_GROUP} >/dev/null"
+        ))
+        .status();
+    if !matches!(made, Ok(s) if s.success()) {
+        eprintln!("skipped: cannot create the group {SHARE_GROUP} ({made:?})");
+        return;
+    }
+    let held = hold_a_task(None, "", &["--group", SHARE_GROUP], 24);
+    let (p, _) = held.release();
+    let object = first_object(&p.db());
+    let read = format!("cat {} >/dev/null && echo readable", object.display());
+    assert_eq!(as_user(OTHER_USER, true, &p.db(), &read), "readable\n");
+    // Without the group, nothing.
+    assert!(!as_user(OTHER_USER, false, &p.db(), &read).contains("readable\n"));
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&p.db()), 0o2750);
+    assert_eq!(mode(&p.db().join("objects")), 0o2750);
+    assert_eq!(mode(&object), 0o440);
+    assert_eq!(mode(&p.db().join("grit.sqlite")), 0o640);
+}
+
+#[test]
+fn a_second_run_of_the_same_user_cannot_reach_a_running_task() {
+    if !is_root() {
+        // Unprivileged, the capture is a plain directory: its mode keeps other users out, but
+        // cannot tell one run of a user from another (a sandboxed task of the second run cannot
+        // see it; an unsandboxed one is that user, with all its rights).
+        eprintln!("skipped: the per-request check of the FUSE capture needs root");
+        return;
+    }
+    let held = hold_a_task(None, "", &["--capture", "fuse"], 25);
+    // Another run of the same user, whose unsandboxed task tries every way in.
+    let intruder = Sandboxed::new(&format!(
+        "[[step]]\nname = \"intrude\"\nsandbox = \"off\"\nscript = '''\n{INTRUSIONS}\n'''\n"
+    ));
+    let second = intruder
+        .command(&[])
+        .env("D", &held.output_dir)
+        .output()
+        .expect("second run");
+    let said = intruder.log_of_step("intrude");
+    // Nor can the test itself, root as well.
+    let direct = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(INTRUSIONS)
+        .env("D", &held.output_dir)
+        .output()
+        .expect("sh");
+    let (p, stdout) = held.release();
+    assert!(second.status.success(), "{second:?}");
+    assert!(said.contains("done") && !said.contains("allowed"), "{said}");
+    assert_eq!(String::from_utf8_lossy(&direct.stdout), "done\n");
+    assert_outputs_untouched(&p);
+    // The refusals are named in the task's log and in the run summary.
+    let log = p.log_of_step("slow");
+    assert!(
+        log.contains("grit: OUTPUT_DIR: refused ") && log.contains(", uid 0: "),
+        "{log}"
+    );
+    let summary: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("JSON summary");
+    let refused = summary["refused_accesses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        refused.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.contains(" from pid ") && l.contains(", uid 0: "))),
+        "{summary}"
+    );
+}
+
 // ---- Unprivileged rerun -----------------------------------------------------------------------
 
 /// As root, reruns this whole test binary as a user created for the purpose.
@@ -714,22 +1062,10 @@ fn unprivileged_rerun() {
     if !is_root() || std::env::var_os("GRIT_SANDBOX_UNPRIVILEGED").is_some() {
         return;
     }
-    let user = "grit-sbx-test";
-    let exists = std::process::Command::new("id")
-        .arg(user)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !exists {
-        let made = std::process::Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/bin/sh", user])
-            .status();
-        if !matches!(made, Ok(s) if s.success()) {
-            eprintln!(
-                "skipped: useradd is unavailable ({made:?}), so the unprivileged rerun cannot run"
-            );
-            return;
-        }
+    let user = UNPRIVILEGED_USER;
+    if !ensure_user(user) {
+        eprintln!("skipped: so the unprivileged rerun cannot run");
+        return;
     }
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new("setpriv")

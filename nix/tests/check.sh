@@ -199,6 +199,19 @@ SH
       fail "wrapper: as the service user: $o"
     fi
     if id daemon > /dev/null 2>&1; then
+      # A member of the pipeline's group reads the store as itself; it may not run.
+      o="$(setpriv --reuid=daemon --regid=daemon --groups=nogroup bash "$w" status 2>&1)"
+      if grep -qx 'user=daemon' <<< "$o" && grep -qx 'arg=status' <<< "$o"; then
+        pass "wrapper: a member of the pipeline's group runs read-only subcommands as itself"
+      else
+        fail "wrapper: a group member's status: $o"
+      fi
+      o="$(setpriv --reuid=daemon --regid=daemon --groups=nogroup bash "$w" run 2>&1)"
+      if ! grep -q '^user=daemon' <<< "$o"; then
+        pass "wrapper: a member of the pipeline's group does not run the pipeline as itself"
+      else
+        fail "wrapper: a group member ran grit run as itself: $o"
+      fi
       o="$(setpriv --reuid=daemon --regid=daemon --clear-groups bash "$w" status 2>&1)"
       rc=$?
       if [ -x /run/wrappers/bin/sudo ]; then

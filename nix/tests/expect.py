@@ -71,6 +71,8 @@ def run_unit(r, name, db=None, user="grit", group="grit", store_binary=True):
     check(flag(argv, "--db") == db, f"--db {db} expected: {argv}")
     sc = svc["serviceConfig"]
     check(sc["User"] == user and sc["Group"] == group, f"User/Group {sc['User']}/{sc['Group']}")
+    # The store is created readable by the pipeline's group (grit run --group).
+    check(flag(argv, "--group") == group, f"--group {group} expected: {argv}")
     return svc, argv
 
 
@@ -98,9 +100,9 @@ def t_minimal(r):
     check(path.endswith("-nightly.toml"), "the manifest path literal is copied to the store")
     check(text is not None and '[pipeline]' in text and 'name = "nightly"' in text,
           "the store copy is the manifest from nix/tests/manifests")
-    check("--parallel" not in argv and argv[-1] == "journald", f"no extra arguments expected: {argv}")
+    check("--parallel" not in argv and argv[-2:] == ["--group", "grit"], f"no extra arguments expected: {argv}")
     sc = svc["serviceConfig"]
-    check(sc["StateDirectory"] == "grit/nightly" and sc["StateDirectoryMode"] == "0750", "StateDirectory")
+    check(sc["StateDirectory"] == "grit/nightly" and sc["StateDirectoryMode"] == "2750", "StateDirectory")
     check("ReadWritePaths" not in sc, "no ReadWritePaths for a store under /var/lib")
     check("EnvironmentFile" not in sc, "no EnvironmentFile by default")
     tc = timer(r, "nightly")
@@ -143,7 +145,7 @@ def t_custom_user(r):
     check("StateDirectory" not in sc, "no StateDirectory outside /var/lib")
     check(sc["ReadWritePaths"] == ["/srv/grit/etl"], f"ReadWritePaths {sc.get('ReadWritePaths')}")
     check(svc["unitConfig"]["RequiresMountsFor"] == ["/srv/grit/etl"], "RequiresMountsFor the store")
-    check(r["tmpfiles"]["rules"] == ["d /srv/grit/etl 0750 etl etl - -"], f"tmpfiles {r['tmpfiles']['rules']}")
+    check(r["tmpfiles"]["rules"] == ["d /srv/grit/etl 2750 etl etl - -"], f"tmpfiles {r['tmpfiles']['rules']}")
     check("grit" not in r["users"] and "grit" not in r["groups"],
           "no grit user/group when no pipeline uses them")
     tc = timer(r, "etl")

@@ -2,16 +2,19 @@
 //! as the task's `OUTPUT_DIR`. Files stream into staging files under `<db>/tmp` while SHA-256 is
 //! computed, so a finished task's outputs are ready to be renamed into `objects/`.
 //!
-//! Layout: `fs` is the filesystem served to the kernel (inodes, hashing, refusals); `mounts` is
-//! the mount's life (runtime directory, `mount(2)`, unmount, stale-mount cleanup). This file is
-//! the seam the engine calls: [`FuseCapture`].
+//! Layout: `fs` is the filesystem served to the kernel (inodes, hashing, refusals); `access`
+//! decides who may use a task's directory (the task's processes and grit, nobody else); `mounts`
+//! is the mount's life (private runtime directory, `mount(2)` without `allow_other`, unmount,
+//! stale-mount cleanup). This file is the seam the engine calls: [`FuseCapture`].
 
+mod access;
 mod fs;
 mod hasher;
 mod mounts;
 #[cfg(test)]
 mod tests;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use fuser::{BackgroundSession, Config, INodeNo, Notifier, Session, SessionACL};
 
-use crate::capture::{Capture, CaptureError, CapturedFile, invalid_name_reason};
+use crate::capture::{Capture, CaptureError, CapturedFile, TaskIdentity, invalid_name_reason};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError {
     let path = path.to_path_buf();
@@ -33,7 +36,8 @@ fn io_kind(path: PathBuf, kind: std::io::ErrorKind, msg: String) -> CaptureError
     }
 }
 
-/// Numbers this process's mounts, so several can coexist (tests, `available()` during a run).
+/// Numbers this process's mounts' staging files, so several mounts can coexist (tests,
+/// `available()` during a run).
 static MOUNT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// How long unmounting waits for the FUSE thread to stop before leaving it to process exit.
@@ -64,14 +68,16 @@ impl FuseCapture {
         let seq = MOUNT_SEQ.fetch_add(1, Ordering::Relaxed);
         let runtime =
             mounts::runtime_dir().map_err(|e| CaptureError::Unavailable(e.to_string()))?;
-        let mountpoint = runtime.join(mounts::mount_name(seq));
-        // A directory left by an earlier process with the same pid: reuse it if empty.
-        let _ = std::fs::remove_dir(&mountpoint);
-        std::fs::create_dir(&mountpoint).map_err(io_err(&mountpoint))?;
+        let name = mounts::mount_name().map_err(|e| CaptureError::Unavailable(e.to_string()))?;
+        let mountpoint = runtime.join(name);
+        std::fs::DirBuilder::new()
+            .mode(fs::DIR_MODE.into())
+            .create(&mountpoint)
+            .map_err(io_err(&mountpoint))?;
 
         let prefix = format!("fuse-{}-{seq}-", std::process::id());
         let shared = Arc::new(fs::Shared::new(staging, prefix).map_err(io_err(staging))?);
-        let fd = match mounts::mount_fuse(&mountpoint, true) {
+        let fd = match mounts::mount_fuse(&mountpoint) {
             Ok(fd) => fd,
             Err(e) => {
                 let _ = std::fs::remove_dir(&mountpoint);
@@ -125,6 +131,22 @@ impl FuseCapture {
                     format!("capture task {task_key:?} is already started"),
                 )
             })?;
+        Ok(dir)
+    }
+
+    /// [`FuseCapture::start_task`] for a test, whose shell commands run in the test process's
+    /// own process group: that group is admitted as the task.
+    #[cfg(test)]
+    pub(crate) fn start_test_task(
+        &self,
+        task_key: &str,
+        quota: Option<u64>,
+    ) -> Result<PathBuf, CaptureError> {
+        let dir = self.start_task(task_key, quota)?;
+        // SAFETY: getpgrp cannot fail.
+        let group = unsafe { libc::getpgrp() };
+        self.shared
+            .admit(task_key, Some(TaskIdentity::ProcessGroup(group)));
         Ok(dir)
     }
 
@@ -232,7 +254,9 @@ impl FuseCapture {
             std::process::id(),
             MOUNT_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir(&probe_dir)
+        std::fs::DirBuilder::new()
+            .mode(fs::DIR_MODE.into())
+            .create(&probe_dir)
             .map_err(|e| format!("creating {}: {e}", probe_dir.display()))?;
         let result = probe(&probe_dir);
         let _ = std::fs::remove_dir_all(&probe_dir);
@@ -290,5 +314,17 @@ impl Capture for FuseCapture {
 
     fn kind(&self) -> &'static str {
         "fuse"
+    }
+
+    fn expect(&self, key: &str) {
+        self.shared.expect(key)
+    }
+
+    fn admit(&self, key: &str, who: Option<TaskIdentity>) {
+        self.shared.admit(key, who)
+    }
+
+    fn refused_accesses(&self) -> Vec<String> {
+        self.shared.refused_accesses()
     }
 }

@@ -8,7 +8,9 @@
 pub mod dir;
 pub mod fuse;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// One file a task left in its OUTPUT_DIR, hashed and staged for publishing.
 #[derive(Debug, Clone)]
@@ -50,6 +52,69 @@ pub trait Capture: Send + Sync {
     fn discard_task(&self, key: &str);
     /// Short name for messages (`dir`, `fuse`).
     fn kind(&self) -> &'static str;
+    /// The task's processes are about to start (a plain spawn: they may use `OUTPUT_DIR` before
+    /// [`Capture::admit`] names them). A capture that checks its callers holds their first
+    /// requests until then.
+    fn expect(&self, _key: &str) {}
+    /// From now on, the processes of `who` are the task's; `None`: the spawn failed, nobody is.
+    /// Only they (and grit) may use the task's `OUTPUT_DIR`. The dir capture leaves that to
+    /// file modes (its directories are 0700), so it ignores this.
+    fn admit(&self, _key: &str, _who: Option<TaskIdentity>) {}
+    /// Accesses from outside the tasks that were refused during the run, one line each, for the
+    /// run summary (`refused 1 access from pid N, uid U ...`).
+    fn refused_accesses(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Which processes make up a running task, for the capture's access check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskIdentity {
+    /// A sandboxed task: every process in its pid namespace, named by the device and inode of
+    /// `/proc/<pid>/ns/pid`. Nothing outside the sandbox can enter it (no capability in the task's
+    /// user namespace, and setns needs one), and the task cannot leave it.
+    PidNamespace { dev: u64, ino: u64 },
+    /// A plain task (no sandbox): the processes of its process group, whose id is the script's
+    /// pid. Weaker: a process of the same user in grit's session could join it with setpgid;
+    /// without the sandbox nothing separates processes of one user anyway (they may ptrace).
+    ProcessGroup(i32),
+}
+
+impl TaskIdentity {
+    /// The pid namespace of process `pid` (a sandboxed task's init, before its script runs).
+    pub fn pid_namespace_of(pid: i32) -> std::io::Result<TaskIdentity> {
+        let meta = std::fs::metadata(format!("/proc/{pid}/ns/pid"))?;
+        Ok(TaskIdentity::PidNamespace {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// What the executor needs to tell a capture which processes are the task of `key`.
+#[derive(Clone)]
+pub struct Admission {
+    pub capture: Arc<dyn Capture>,
+    pub key: String,
+}
+
+impl Admission {
+    pub fn expect(&self) {
+        self.capture.expect(&self.key);
+    }
+
+    pub fn admit(&self, who: Option<TaskIdentity>) {
+        self.capture.admit(&self.key, who);
+    }
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("capture", &self.capture.kind())
+            .field("key", &self.key)
+            .finish()
+    }
 }
 
 /// Why a file name cannot be a resource name, if it cannot (DESIGN §2.9: flat names only).

@@ -10,11 +10,17 @@ use crate::store::objects::hash_file;
 use crate::store::publish::{self, OutputRecord};
 use crate::store::{self, Objects};
 
-pub fn ingest(db: &Path, name: &str, files: &[PathBuf]) -> anyhow::Result<Outcome> {
+pub fn ingest(
+    db: &Path,
+    group: Option<&str>,
+    name: &str,
+    files: &[PathBuf],
+) -> anyhow::Result<Outcome> {
     if let Some(reason) = invalid_name_reason(name) {
         return Err(UsageError(format!("--name {name}: {reason}")).into());
     }
-    let (paths, _lock, writer) = store::open_for_write(db)?;
+    let group = super::store_group(group)?;
+    let (paths, _lock, writer) = store::open_for_write_shared(db, group.as_ref())?;
     let objects = Objects::new(paths.objects.clone());
     let (mut new, mut total) = (0, 0);
     for file in files {

@@ -47,7 +47,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         } => log::log(&db.db, task, step.as_deref(), failed),
         Command::Why { hash, db, json } => why::why(&db.db, &hash, json),
         Command::Graph { db, format } => graph::graph(&db.db, format),
-        Command::Ingest { name, files, db } => ingest::ingest(&db.db, &name, &files),
+        Command::Ingest {
+            name,
+            files,
+            db,
+            group,
+        } => ingest::ingest(&db.db, group.group.as_deref(), &name, &files),
         Command::Gc { dry_run, db } => gc::gc(&db.db, dry_run),
         Command::Delete {
             hash,
@@ -63,7 +68,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         } => gc::prune(&db.db, keep, name.as_deref(), dry_run),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
-        Command::Doctor { json } => doctor::doctor(json),
+        Command::Doctor { json, db } => doctor::doctor(json, db.as_deref()),
         Command::LegacyExport { name, db } => resources::legacy_export(&db.db, &name),
     }
+}
+
+/// The `--group` of a command that may create a store, looked up (a usage error if unknown).
+fn store_group(name: Option<&str>) -> anyhow::Result<Option<crate::store::access::Group>> {
+    name.map(|n| {
+        crate::store::access::Group::lookup(n)
+            .map_err(|e| exit::UsageError(format!("--group {n}: {e}")).into())
+    })
+    .transpose()
 }

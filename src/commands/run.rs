@@ -55,7 +55,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         return super::dryrun::dry_run(&manifest, &args);
     }
 
-    let (paths, _lock, writer) = store::open_for_write(&args.db.db)?;
+    let group = super::store_group(args.group.group.as_deref())?;
+    let (paths, _lock, writer) = store::open_for_write_shared(&args.db.db, group.as_ref())?;
     warn_if_disk_full(&paths.root);
     // Inputs nothing writes are worth a warning, unless the store already holds such resources
     // (ingested files, or outputs of steps that no longer exist).

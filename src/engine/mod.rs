@@ -75,6 +75,9 @@ pub struct RunReport {
     pub recovered: u64,
     /// How outputs were captured: `fuse` or `dir`.
     pub capture: &'static str,
+    /// Accesses to running tasks' `OUTPUT_DIR` from outside the tasks that the capture refused,
+    /// one line per caller (empty for the dir capture, which leaves that to file modes).
+    pub refused_accesses: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -474,6 +477,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         interrupted,
         recovered: start.recovered,
         capture: ctx.capture.kind(),
+        refused_accesses: ctx.capture.refused_accesses(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! capture, and storing its outputs and log as objects. The result is a [`TaskRecord`] that the
 //! scheduler publishes in one transaction.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -256,6 +256,10 @@ async fn attempt(
         store_dir: ctx.paths.root.clone(),
         log_path: log_path.to_path_buf(),
         sandboxed: !ctx.no_sandbox && step.policy.sandbox == crate::manifest::SandboxMode::Strict,
+        admission: Some(crate::capture::Admission {
+            capture: ctx.capture.clone(),
+            key: key.to_string(),
+        }),
     };
     let exit = ctx.executor.execute(&spec).await;
     if exit == Exit::Cancelled {
@@ -354,7 +358,7 @@ fn store_log(objects: &Objects, log_path: &std::path::Path) -> Option<String> {
 }
 
 fn append_log(path: &std::path::Path, line: &str) {
-    if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut file) = crate::store::access::open_append_private(path) {
         let _ = writeln!(file, "{line}");
     }
 }

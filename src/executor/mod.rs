@@ -47,6 +47,8 @@ pub struct TaskSpec {
     pub log_path: PathBuf,
     /// Run inside the sandbox (the step's policy, unless `--no-sandbox`).
     pub sandboxed: bool,
+    /// Tells the output capture which processes are the task's, once they exist.
+    pub admission: Option<crate::capture::Admission>,
 }
 
 /// How an attempt ended.

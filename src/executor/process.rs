@@ -2,7 +2,7 @@
 //! redirection, timeout, and killing the whole process tree when it ends.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Stdio;
@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
 use super::{Exit, LineSink, RunningTasks, Stream, TaskInput, TaskSpec};
+use crate::capture::TaskIdentity;
 use crate::sandbox::SandboxMode;
 
 /// Runs scripts as child processes, each in its own process group (and sandbox when asked).
@@ -152,9 +153,17 @@ impl ProcessExecutor {
         // script may outlive it (the sandbox's pid namespace closes that gap), and its late
         // writes land in staging directories no later run uses.
         command.process_group(0);
-        let mut child = command
-            .spawn()
-            .map_err(|e| Exit::SpawnFailed(format!("{program}: {e}")))?;
+        // The script may write to OUTPUT_DIR before `spawn` returns: the capture holds its first
+        // requests until the process group is admitted below.
+        if let Some(admission) = &spec.admission {
+            admission.expect();
+        }
+        let spawned = command.spawn();
+        if let Some(admission) = &spec.admission {
+            let group = spawned.as_ref().ok().and_then(|c| c.id());
+            admission.admit(group.map(|pid| TaskIdentity::ProcessGroup(pid as i32)));
+        }
+        let mut child = spawned.map_err(|e| Exit::SpawnFailed(format!("{program}: {e}")))?;
         let outputs = match (child.stdout.take(), child.stderr.take()) {
             (Some(out), Some(err)) => Some((Box::new(out) as _, Box::new(err) as _)),
             _ => None,
@@ -206,7 +215,17 @@ impl ProcessExecutor {
             store_dir: &spec.store_dir,
             policy: &spec.step.policy,
         };
-        let started = crate::sandbox::spawn(
+        let mut admit = |init: i32| {
+            if let Some(admission) = &spec.admission {
+                let who = TaskIdentity::pid_namespace_of(init);
+                if let Err(e) = &who {
+                    // Then nothing of the task can use OUTPUT_DIR, and the task fails saying so.
+                    tracing::warn!("cannot read the pid namespace of task init {init}: {e}");
+                }
+                admission.admit(who.ok());
+            }
+        };
+        let started = crate::sandbox::spawn_admitting(
             &request,
             &crate::sandbox::Program {
                 name: OsStr::new(program),
@@ -214,6 +233,7 @@ impl ProcessExecutor {
                 env: &env,
                 stdio: [devnull.as_fd(), stdout, stderr],
             },
+            &mut admit,
         );
         // The script holds its own copies of the pipes' write ends; ours must close for the
         // readers to see the end of the output.
@@ -228,11 +248,7 @@ impl ProcessExecutor {
     }
 
     pub async fn execute(&self, spec: &TaskSpec) -> Exit {
-        let mut log = match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)
-        {
+        let mut log = match crate::store::access::open_append_private(&spec.log_path) {
             Ok(f) => f,
             Err(e) => {
                 return Exit::SpawnFailed(format!(

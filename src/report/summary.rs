@@ -56,6 +56,15 @@ pub fn render(
             report.recovered
         );
     }
+    if !report.refused_accesses.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {red}refused{reset} access to running tasks' OUTPUT_DIR from processes outside them:"
+        );
+        for line in &report.refused_accesses {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
     if t.executed == 0 && report.interrupted.is_none() {
         let _ = writeln!(out, "  nothing to do: every task is up to date");
     }
@@ -201,6 +210,7 @@ mod tests {
                 .collect(),
             interrupted: None,
             recovered: 0,
+            refused_accesses: Vec::new(),
         }
     }
 
@@ -224,6 +234,18 @@ mod tests {
         ), "{text}");
         assert!(!text.contains("error:"), "the error repeats the status");
         assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn refused_accesses_are_listed() {
+        let mut r = report(0);
+        r.refused_accesses =
+            vec!["task t1-r7-a1: refused 1 access from pid 42 (sh), uid 1000: create".into()];
+        let text = render(&r, Path::new("db"), false, &|_| None);
+        assert!(text.contains(
+            "\n  refused access to running tasks' OUTPUT_DIR from processes outside them:\n    task t1-r7-a1: refused 1 access from pid 42 (sh), uid 1000: create\n"
+        ), "{text}");
+        assert!(!render(&report(0), Path::new("db"), false, &|_| None).contains("refused"));
     }
 
     #[test]

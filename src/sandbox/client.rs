@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 
@@ -51,6 +52,8 @@ impl Zygote {
     /// Ends the zygote and its twin: they exit at the end of their sockets; the kills cover a
     /// stuck one. Both are grit's children, so both are reaped here.
     fn retire(mut self) {
+        // Before they are reaped and their pids become free.
+        publish_pids(0, 0);
         drop(self.sock);
         drop(self.twin_sock);
         let _ = self.process.kill();
@@ -75,6 +78,22 @@ fn reap(pid: i32) {
 }
 
 static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
+
+/// The pids of the running zygote and its twin (0: none), readable without [`ZYGOTE`]'s lock:
+/// the FUSE capture asks while a spawn holds that lock and waits for the zygote, which is
+/// looking up the task's directory in the capture.
+static ZYGOTE_PIDS: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
+
+/// Is `pid` the running zygote or its twin? Both are grit's unreaped children, so their pids
+/// cannot have passed to another process.
+pub(crate) fn is_zygote(pid: i32) -> bool {
+    pid > 0 && ZYGOTE_PIDS.iter().any(|p| p.load(Ordering::Acquire) == pid)
+}
+
+fn publish_pids(zygote: i32, twin: i32) {
+    ZYGOTE_PIDS[0].store(zygote, Ordering::Release);
+    ZYGOTE_PIDS[1].store(twin, Ordering::Release);
+}
 
 /// The pids of the running zygote and its twin, if any.
 #[cfg(test)]
@@ -174,6 +193,7 @@ fn start() -> Result<Zygote, SandboxError> {
                         return fail(process, twin, format!("socket timeout: {e}"));
                     }
                 }
+                publish_pids(process.id() as i32, twin);
                 Ok(Zygote {
                     sock: ours,
                     twin_sock,
@@ -201,9 +221,13 @@ fn start() -> Result<Zygote, SandboxError> {
 /// task's directories from the host, and a hung mount there must not hang grit's scheduler.
 const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Asks the zygote to start a task; returns its init's pid and pidfd. `fds` are the task's
-/// stdin, stdout and stderr, then its cgroup descriptor if `order.cgroup` names one.
-pub(crate) fn spawn(order: &Order, fds: &[BorrowedFd<'_>]) -> Result<(i32, OwnedFd), SandboxError> {
+/// Asks the zygote to start a task; returns its init's pid and pidfd, and the write end of the
+/// go pipe: init runs the script once a byte arrives there. `fds` are the task's stdin, stdout
+/// and stderr, then its cgroup descriptor if `order.cgroup` names one.
+pub(crate) fn spawn(
+    order: &Order,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(i32, OwnedFd, OwnedFd), SandboxError> {
     let mut slot = ZYGOTE.lock().unwrap_or_else(|e| e.into_inner());
     if slot.as_ref().is_some_and(Zygote::outdated)
         && let Some(old) = slot.take()
@@ -231,10 +255,7 @@ pub(crate) fn spawn(order: &Order, fds: &[BorrowedFd<'_>]) -> Result<(i32, Owned
                     failure = "the zygote's answer lacked the task's descriptors".into();
                     break;
                 };
-                // grit holds the pidfd: the script may run. (Init may already be gone; then
-                // the write fails and the exit status tells what happened.)
-                let _ = nix::unistd::write(&go, b"1");
-                return Ok((pid, pidfd));
+                return Ok((pid, pidfd, go));
             }
             Ok(Some((Reply::Refused { message }, _))) => {
                 return Err(SandboxError::Refused(message));

@@ -67,6 +67,7 @@ use landlock::{Access, AccessFs, Ruleset, RulesetAttr, Scope};
 // Used by the executor's callers and by `grit doctor`, which the lead wires.
 #[allow(unused_imports)]
 pub use child::SETUP_FAILED_EXIT;
+pub(crate) use client::is_zygote;
 pub use policy::{Policy, SandboxMode};
 #[allow(unused_imports)]
 pub use probe::{Feature, Probe, probe};
@@ -351,6 +352,16 @@ const P_PIDFD: libc::idtype_t = 3;
 /// `sandbox = "off"` here (that is a plain spawn). The task's init is a child of grit; the
 /// sandbox zygote (`zygote.rs`) clones it, and is started at the first call.
 pub fn spawn(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Sandboxed, SandboxError> {
+    spawn_admitting(req, program, &mut |_| {})
+}
+
+/// [`spawn`], calling `admit` with the pid of the task's init after its namespaces exist and
+/// before its script runs (the output capture learns there which processes are the task's).
+pub fn spawn_admitting(
+    req: &SandboxRequest<'_>,
+    program: &Program<'_>,
+    admit: &mut dyn FnMut(i32),
+) -> Result<Sandboxed, SandboxError> {
     preflight()?;
     let policy = req.policy;
     let os = |p: &Path| p.as_os_str().to_os_string();
@@ -389,7 +400,11 @@ pub fn spawn(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Sandboxe
     if let Some(cgroup::Join::Clone(fd) | cgroup::Join::Procs(fd)) = &cgroup {
         fds.push(fd.as_fd());
     }
-    let (pid, pidfd) = client::spawn(&order, &fds)?;
+    let (pid, pidfd, go) = client::spawn(&order, &fds)?;
+    admit(pid);
+    // grit holds the pidfd and the task is admitted: the script may run. (Init may already be
+    // gone; then the write fails and the exit status tells what happened.)
+    let _ = nix::unistd::write(&go, b"1");
     Ok(Sandboxed {
         pid,
         pidfd,

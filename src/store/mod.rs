@@ -11,6 +11,7 @@
 //! Writes go through one writer thread ([`writer::Writer`]); readers open their own connections
 //! (WAL lets them read during a run). The SQL lives in the submodules, one concept each.
 
+pub mod access;
 pub mod gc;
 pub mod liveness;
 pub mod lock;
@@ -99,14 +100,37 @@ impl StorePaths {
 }
 
 /// Open (creating if needed) a store for writing: takes the lock, migrates, starts the writer.
+/// A new store is private to its owner (see [`access`]).
 pub fn open_for_write(root: &Path) -> Result<(StorePaths, StoreLock, Writer), StoreError> {
-    std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
+    open_for_write_shared(root, None)
+}
+
+/// [`open_for_write`], creating a new store readable by `group` (`--group`). An existing store
+/// keeps its modes: a group it is not shared with gets a warning, never a chmod.
+pub fn open_for_write_shared(
+    root: &Path,
+    group: Option<&access::Group>,
+) -> Result<(StorePaths, StoreLock, Writer), StoreError> {
+    let sharing = if StorePaths::new(root).exists() {
+        let sharing = access::Sharing::of(root).map_err(|e| StoreError::io(root, e))?;
+        if let Some(group) = group {
+            warn_if_not_shared_with(root, sharing, group);
+        }
+        sharing
+    } else {
+        access::prepare_new_root(root, group).map_err(|e| StoreError::io(root, e))?
+    };
     let root = root.canonicalize().map_err(|e| StoreError::io(root, e))?;
     let paths = StorePaths::new(&root);
+    access::create_file(&paths.lock, sharing.file_mode())
+        .map_err(|e| StoreError::io(&paths.lock, e))?;
     let lock = StoreLock::acquire(&paths.lock)?;
     for dir in [&paths.objects, &paths.tmp] {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        access::create_dir(dir, sharing.dir_mode()).map_err(|e| StoreError::io(dir, e))?;
     }
+    // SQLite gives the -wal and -shm files the database's mode and owner.
+    access::create_file(&paths.database, sharing.file_mode())
+        .map_err(|e| StoreError::io(&paths.database, e))?;
     let mut conn = Connection::open(&paths.database)?;
     configure(&conn)?;
     schema::migrate(&mut conn)?;
@@ -137,6 +161,19 @@ pub fn open_read(root: &Path) -> Result<(StorePaths, Connection), StoreError> {
         });
     }
     Ok((paths, conn))
+}
+
+fn warn_if_not_shared_with(root: &Path, sharing: access::Sharing, group: &access::Group) {
+    use std::os::unix::fs::MetadataExt;
+    let gid = std::fs::metadata(root).map(|m| m.gid()).ok();
+    if sharing != access::Sharing::Group || gid != Some(group.gid) {
+        tracing::warn!(
+            "--group {}: the store {} already exists and is not shared with that group; grit              does not change an existing store's permissions (see `grit doctor --db {}`)",
+            group.name,
+            root.display(),
+            root.display()
+        );
+    }
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {

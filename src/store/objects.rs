@@ -9,8 +9,11 @@ use std::fs::{self, File, Permissions};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
+
+use super::access::Sharing;
 
 /// Size of the read buffer used when hashing files.
 const HASH_BUFFER: usize = 256 * 1024;
@@ -18,11 +21,22 @@ const HASH_BUFFER: usize = 256 * 1024;
 #[derive(Debug, Clone)]
 pub struct Objects {
     root: PathBuf,
+    /// Who may read new objects: read from the objects directory's mode at the first adopt.
+    sharing: OnceLock<Sharing>,
 }
 
 impl Objects {
     pub fn new(root: PathBuf) -> Self {
-        Objects { root }
+        Objects {
+            root,
+            sharing: OnceLock::new(),
+        }
+    }
+
+    fn sharing(&self) -> Sharing {
+        *self
+            .sharing
+            .get_or_init(|| Sharing::of(&self.root).unwrap_or(Sharing::Private))
     }
 
     /// Where the object with this hex hash lives (whether or not it exists).
@@ -44,12 +58,13 @@ impl Objects {
             return Ok(false);
         }
         let file = File::open(staged)?;
-        file.set_permissions(Permissions::from_mode(0o444))?;
+        let sharing = self.sharing();
+        file.set_permissions(Permissions::from_mode(sharing.object_mode()))?;
         // Durable content before the name: a crash after the rename must not expose a short file.
         file.sync_all()?;
         drop(file);
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent)?;
+            super::access::create_dir_all(parent, sharing.dir_mode())?;
         }
         fs::rename(staged, &target)?;
         Ok(true)
@@ -125,6 +140,7 @@ mod tests {
     #[test]
     fn adopt_stores_once_read_only_and_dedups() {
         let dir = tempfile::tempdir().unwrap();
+        super::super::access::create_dir(&dir.path().join("objects"), 0o700).unwrap();
         let objects = Objects::new(dir.path().join("objects"));
         let staged = dir.path().join("a");
         fs::write(&staged, b"hello\n").unwrap();
@@ -143,7 +159,15 @@ mod tests {
         assert_eq!(fs::read(&stored).unwrap(), b"hello\n");
         assert_eq!(
             fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
-            0o444
+            0o400
+        );
+        assert_eq!(
+            fs::metadata(stored.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o700
         );
 
         fs::write(&staged, b"hello\n").unwrap();

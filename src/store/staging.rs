@@ -64,7 +64,8 @@ impl DirPool {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let dir = self.parent.join(format!("{}-{n}", self.prefix));
-        fs::create_dir_all(&dir)?;
+        // Private: in-progress outputs, inputs and scratch files are the task's alone.
+        super::access::create_dir_all(&dir, 0o700)?;
         Ok(dir)
     }
 

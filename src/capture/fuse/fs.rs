@@ -2,16 +2,18 @@
 //! flat files. File data lives in staging files under `<db>/tmp`. SHA-256 is computed while
 //! in-order writes stream through; an out-of-order write or a truncation marks the file for a
 //! re-hash from its staging file when the task finishes. Refused operations get an errno for the
-//! writer and a message for the task log.
+//! writer and a message for the task log. Every request that names a task's directory or file
+//! first passes [`CaptureFs::allow`] (see `access`): only the task's processes and grit get in.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -21,8 +23,9 @@ use fuser::{
 };
 use sha2::{Digest, Sha256};
 
+use super::access::{self, Refused};
 use super::hasher::Hasher;
-use crate::capture::{CapturedFile, invalid_name_reason};
+use crate::capture::{CapturedFile, TaskIdentity, invalid_name_reason};
 
 /// Inode of the mount's root, which holds the task directories.
 pub(super) const ROOT: u64 = 1;
@@ -56,10 +59,21 @@ const STAGE_PIECE: usize = 256 << 10;
 /// Refusal and error messages kept per task; a script looping on a refused call must not grow
 /// grit's memory without bound.
 const MAX_MESSAGES: usize = 50;
+/// Mode of the mount's root and task directories, and of output files: the owner's alone. The
+/// kernel does not enforce them here (no `default_permissions`; the access check in `access`
+/// does, more strictly); they tell the truth to `ls` and `test -w`.
+pub(super) const DIR_MODE: u16 = 0o700;
+const FILE_MODE: u16 = 0o600;
+/// How long a request from an unknown process waits for a plain task that is being spawned to
+/// be admitted (its script may run before grit learns its pid). Admission follows the spawn at
+/// once; the bound only matters for a request that would be refused anyway.
+const ADMIT_WAIT: Duration = Duration::from_secs(2);
 
 /// State shared between the FUSE thread and the engine's calls.
 pub(super) struct Shared {
     state: Mutex<State>,
+    /// Signalled when a task is admitted (see [`Shared::admit`]).
+    admitted: Condvar,
     /// `<db>/tmp`, where file data is staged.
     staging: PathBuf,
     /// Prefix of this mount's staging file names, unique per process and mount.
@@ -78,6 +92,10 @@ struct State {
     files: HashMap<u64, FileNode>,
     /// Reused buffer for reads, so reads do not allocate.
     read_buf: Vec<u8>,
+    /// Refused requests on the mount's root (listing it).
+    root_refused: Refused,
+    /// Refused accesses of tasks already taken out, for the run summary.
+    refused_log: Vec<String>,
 }
 
 struct TaskDir {
@@ -92,6 +110,12 @@ struct TaskDir {
     refusals: Messages,
     /// Failures that make the task fail (ENOSPC, quota, I/O errors).
     errors: Messages,
+    /// The task's processes, once spawned; only they and grit may use the directory.
+    who: Option<TaskIdentity>,
+    /// A plain spawn is under way: requests of unknown processes wait for [`Shared::admit`].
+    expecting: bool,
+    /// Requests from other processes that were refused.
+    intruders: Refused,
 }
 
 impl TaskDir {
@@ -175,7 +199,10 @@ impl Shared {
                 dirs: HashMap::new(),
                 files: HashMap::new(),
                 read_buf: Vec::new(),
+                root_refused: Refused::default(),
+                refused_log: Vec::new(),
             }),
+            admitted: Condvar::new(),
             staging: staging.to_path_buf(),
             prefix,
             uid: nix::unistd::geteuid().as_raw(),
@@ -208,9 +235,71 @@ impl Shared {
                 used: 0,
                 refusals: Messages::default(),
                 errors: Messages::default(),
+                who: None,
+                expecting: false,
+                intruders: Refused::default(),
             },
         );
         Ok(())
+    }
+
+    /// A plain spawn of the task's processes is under way (see [`Capture::expect`]).
+    ///
+    /// [`Capture::expect`]: crate::capture::Capture::expect
+    pub(super) fn expect(&self, key: &str) {
+        let mut st = self.lock();
+        if let Some(d) = st
+            .by_key
+            .get(key)
+            .copied()
+            .and_then(|i| st.dirs.get_mut(&i))
+        {
+            d.expecting = true;
+        }
+    }
+
+    /// The task's processes are `who` (`None`: the spawn failed); wakes requests waiting for it.
+    pub(super) fn admit(&self, key: &str, who: Option<TaskIdentity>) {
+        let mut st = self.lock();
+        if let Some(d) = st
+            .by_key
+            .get(key)
+            .copied()
+            .and_then(|i| st.dirs.get_mut(&i))
+        {
+            d.who = who;
+            d.expecting = false;
+        }
+        drop(st);
+        self.admitted.notify_all();
+    }
+
+    /// Refused accesses of the whole run so far, for the summary.
+    pub(super) fn refused_accesses(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut out = st.refused_log.clone();
+        let mut active: Vec<(&String, &TaskDir)> = st
+            .dirs
+            .values()
+            .filter(|d| !d.intruders.is_empty())
+            .map(|d| (&d.key, d))
+            .collect();
+        active.sort_by_key(|(k, _)| *k);
+        for (key, d) in active {
+            out.extend(
+                d.intruders
+                    .lines()
+                    .into_iter()
+                    .map(|l| format!("task {key}: {l}")),
+            );
+        }
+        out.extend(
+            st.root_refused
+                .lines()
+                .into_iter()
+                .map(|l| format!("capture root: {l}")),
+        );
+        out
     }
 
     /// Remove a task's directory and all its files from the filesystem. Later requests on its
@@ -231,10 +320,24 @@ impl Shared {
                 orphans.push(node);
             }
         }
+        let intruders = dir.intruders.lines();
+        for line in &intruders {
+            tracing::warn!("task {key}: OUTPUT_DIR: {line} (not a process of this task)");
+        }
+        st.refused_log
+            .extend(intruders.iter().map(|l| format!("task {key}: {l}")));
+        let mut refusals = dir.refusals.into_vec();
+        refusals.extend(
+            intruders
+                .into_iter()
+                .map(|l| format!("OUTPUT_DIR: {l} (not a process of this task; EACCES)")),
+        );
+        // Wake requests that still wait for this task: they fail now.
+        self.admitted.notify_all();
         Some(TakenTask {
             files,
             orphans,
-            refusals: dir.refusals.into_vec(),
+            refusals,
             errors: dir.errors.into_vec(),
         })
     }
@@ -253,9 +356,7 @@ impl Shared {
             ctime: self.mounted_at,
             crtime: self.mounted_at,
             kind: FileType::Directory,
-            // Tasks may run under another uid (user namespaces); the kernel does not check modes
-            // here (no default_permissions), the mode only keeps tools such as `test -w` honest.
-            perm: 0o777,
+            perm: DIR_MODE,
             nlink: 2,
             uid: self.uid,
             gid: self.gid,
@@ -275,7 +376,7 @@ impl Shared {
             ctime: node.ctime,
             crtime: node.ctime,
             kind: FileType::RegularFile,
-            perm: 0o666,
+            perm: FILE_MODE,
             nlink: u32::from(node.name.is_some()),
             uid: self.uid,
             gid: self.gid,
@@ -293,6 +394,7 @@ impl Shared {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&staged)
         {
             Ok(f) => f,
@@ -336,6 +438,15 @@ impl Shared {
 }
 
 impl State {
+    /// The task directory that `ino` is or lies in (None: the root, or nothing any more).
+    fn task_of(&self, ino: u64) -> Option<u64> {
+        if self.dirs.contains_key(&ino) {
+            Some(ino)
+        } else {
+            self.files.get(&ino).map(|n| n.dir)
+        }
+    }
+
     fn alloc_ino(&mut self) -> u64 {
         let ino = self.next_ino;
         self.next_ino += 1;
@@ -555,6 +666,19 @@ fn display(name: &OsStr) -> String {
     name.to_string_lossy().into_owned()
 }
 
+/// Locks the state and lets the request on inode `$ino` through [`CaptureFs::allow`], or replies
+/// with its error and returns.
+macro_rules! lock_allowed {
+    ($fs:ident, $req:ident, $ino:expr, $operation:literal, $reply:ident) => {{
+        let st = $fs.shared.lock();
+        let dir = st.task_of($ino);
+        match $fs.allow($req, st, dir, $operation) {
+            Ok(st) => st,
+            Err(e) => return $reply.error(e),
+        }
+    }};
+}
+
 /// The filesystem handed to fuser; every method locks `Shared` once and replies.
 pub(super) struct CaptureFs {
     pub(super) shared: std::sync::Arc<Shared>,
@@ -569,6 +693,43 @@ impl CaptureFs {
             shared,
             open_flags: OPEN_FLAGS,
         }
+    }
+
+    /// Lets the request through when its caller may use task directory `dir` (see `access`);
+    /// else records the refusal and returns EACCES. A `dir` of `None` (the root, or a task that
+    /// is gone) passes: the operation itself then fails as it should.
+    fn allow<'a>(
+        &'a self,
+        req: &Request,
+        mut st: MutexGuard<'a, State>,
+        dir: Option<u64>,
+        operation: &'static str,
+    ) -> Result<MutexGuard<'a, State>, Errno> {
+        let Some(dir) = dir else {
+            return Ok(st);
+        };
+        let pid = req.pid();
+        let deadline = Instant::now() + ADMIT_WAIT;
+        loop {
+            let Some(d) = st.dirs.get(&dir) else {
+                return Ok(st);
+            };
+            if d.who.is_some_and(|who| access::belongs(who, pid)) || access::is_grit(pid) {
+                return Ok(st);
+            }
+            let now = Instant::now();
+            if d.who.is_some() || !d.expecting || now >= deadline {
+                break;
+            }
+            st = match self.shared.admitted.wait_timeout(st, deadline - now) {
+                Ok((st, _)) => st,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        if let Some(d) = st.dirs.get_mut(&dir) {
+            d.intruders.record(pid, req.uid(), operation);
+        }
+        Err(Errno::EACCES)
     }
 
     /// Validate a new name in a task directory; records the refusal and returns the errno to
@@ -668,15 +829,18 @@ impl Filesystem for CaptureFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let st = self.shared.lock();
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         if parent.0 == ROOT {
-            match name.to_str().and_then(|k| st.by_key.get(k)) {
-                Some(&ino) => reply.entry(&TTL, &self.shared.attr_dir(ino), Generation(0)),
-                None => reply.error(Errno::ENOENT),
+            let st = self.shared.lock();
+            let task = name.to_str().and_then(|k| st.by_key.get(k)).copied();
+            match (task, self.allow(req, st, task, "lookup")) {
+                (Some(ino), Ok(_)) => reply.entry(&TTL, &self.shared.attr_dir(ino), Generation(0)),
+                (None, _) => reply.error(Errno::ENOENT),
+                (_, Err(e)) => reply.error(e),
             }
             return;
         }
+        let st = lock_allowed!(self, req, parent.0, "lookup", reply);
         let Some(dir) = st.dirs.get(&parent.0) else {
             let err = if st.files.contains_key(&parent.0) {
                 Errno::ENOTDIR
@@ -697,8 +861,15 @@ impl Filesystem for CaptureFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let st = self.shared.lock();
+    fn access(&self, req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // access(2) and chdir(2): the same check as every other request (modes are not
+        // enforced here).
+        let _st = lock_allowed!(self, req, ino.0, "access", reply);
+        reply.ok();
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let st = lock_allowed!(self, req, ino.0, "getattr", reply);
         if ino.0 == ROOT || st.dirs.contains_key(&ino.0) {
             reply.attr(&TTL, &self.shared.attr_dir(ino.0));
         } else if let Some(node) = st.files.get(&ino.0) {
@@ -710,7 +881,7 @@ impl Filesystem for CaptureFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _mode: Option<u32>,
         _uid: Option<u32>,
@@ -726,7 +897,7 @@ impl Filesystem for CaptureFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mut st = self.shared.lock();
+        let mut st = lock_allowed!(self, req, ino.0, "setattr", reply);
         if ino.0 == ROOT || st.dirs.contains_key(&ino.0) {
             // chmod/touch on the directory: harmless, nothing to keep.
             return reply.attr(&TTL, &self.shared.attr_dir(ino.0));
@@ -754,7 +925,7 @@ impl Filesystem for CaptureFs {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -762,7 +933,7 @@ impl Filesystem for CaptureFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let mut st = self.shared.lock();
+        let mut st = lock_allowed!(self, req, parent.0, "mknod", reply);
         if !st.dirs.contains_key(&parent.0) {
             return reply.error(Errno::EPERM);
         }
@@ -798,14 +969,14 @@ impl Filesystem for CaptureFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut st = self.shared.lock();
+        let mut st = lock_allowed!(self, req, parent.0, "mkdir", reply);
         st.refuse(
             parent.0,
             format!(
@@ -816,8 +987,8 @@ impl Filesystem for CaptureFs {
         reply.error(Errno::EPERM);
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut st = self.shared.lock();
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let mut st = lock_allowed!(self, req, parent.0, "unlink", reply);
         let Some(dir) = st.dirs.get_mut(&parent.0) else {
             return reply.error(if parent.0 == ROOT {
                 Errno::EPERM
@@ -834,8 +1005,8 @@ impl Filesystem for CaptureFs {
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let st = self.shared.lock();
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let st = lock_allowed!(self, req, parent.0, "rmdir", reply);
         match st.dirs.get(&parent.0) {
             Some(d) if name.to_str().is_some_and(|n| d.entries.contains_key(n)) => {
                 reply.error(Errno::ENOTDIR)
@@ -848,13 +1019,13 @@ impl Filesystem for CaptureFs {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        let mut st = self.shared.lock();
+        let mut st = lock_allowed!(self, req, parent.0, "symlink", reply);
         st.refuse(
             parent.0,
             format!(
@@ -867,7 +1038,7 @@ impl Filesystem for CaptureFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -875,7 +1046,8 @@ impl Filesystem for CaptureFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let mut st = self.shared.lock();
+        // Renames never cross task directories (EXDEV below), so the source's check covers both.
+        let mut st = lock_allowed!(self, req, parent.0, "rename", reply);
         if !st.dirs.contains_key(&parent.0) || !st.dirs.contains_key(&newparent.0) {
             return reply.error(Errno::EPERM);
         }
@@ -934,13 +1106,13 @@ impl Filesystem for CaptureFs {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let mut st = self.shared.lock();
+        let mut st = lock_allowed!(self, req, newparent.0, "link", reply);
         st.refuse(
             newparent.0,
             format!(
@@ -951,8 +1123,8 @@ impl Filesystem for CaptureFs {
         reply.error(Errno::EPERM);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let mut st = self.shared.lock();
+    fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let mut st = lock_allowed!(self, req, ino.0, "open", reply);
         match st.files.get_mut(&ino.0) {
             Some(node) => {
                 node.opens += 1;
@@ -1121,13 +1293,21 @@ impl Filesystem for CaptureFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let st = self.shared.lock();
+        if ino.0 == ROOT && !access::is_grit(req.pid()) {
+            // The root lists every task of the run: grit's alone.
+            self.shared
+                .lock()
+                .root_refused
+                .record(req.pid(), req.uid(), "readdir");
+            return reply.error(Errno::EACCES);
+        }
+        let st = lock_allowed!(self, req, ino.0, "readdir", reply);
         let mut entries: Vec<(u64, FileType, &str)> = vec![
             (ino.0, FileType::Directory, "."),
             (ROOT, FileType::Directory, ".."),
@@ -1173,7 +1353,7 @@ impl Filesystem for CaptureFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -1181,7 +1361,7 @@ impl Filesystem for CaptureFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let mut st = self.shared.lock();
+        let mut st = lock_allowed!(self, req, parent.0, "create", reply);
         if !st.dirs.contains_key(&parent.0) {
             // Files directly in the mount root, or in a task directory that is gone.
             return reply.error(if parent.0 == ROOT {

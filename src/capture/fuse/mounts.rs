@@ -14,12 +14,17 @@ use nix::mount::{MntFlags, MsFlags};
 pub(super) const FS_TYPE: &str = "fuse.grit";
 /// Mount source as shown by `mount`.
 const FS_SOURCE: &str = "grit";
-/// Mount point names are `capture.<pid>.<seq>`: the pid tells whether the owner is still alive.
+/// Mount point names are `capture.<pid>.<random>`: the pid tells whether the owner is still
+/// alive, the random part (64 bits) keeps the name from being guessed.
 const MOUNT_PREFIX: &str = "capture.";
+/// Mode of the runtime directory. Only grit's own uid needs to pass: its zygote (mapped to the
+/// same uid) copies a task's directory from here, and plain tasks run as grit's uid; sandboxed
+/// tasks see their directory bind-mounted and never walk this one.
+const RUNTIME_DIR_MODE: u32 = 0o700;
 
 /// The directory that holds grit's mount points: `/run/grit` for root, else
-/// `$XDG_RUNTIME_DIR/grit`, else `<tmp>/grit-<uid>`. Mode 0711: others (tasks under another uid)
-/// may traverse it to reach their bind-mount source, but not list it.
+/// `$XDG_RUNTIME_DIR/grit`, else `<tmp>/grit-<uid>`. Mode 0700: nobody else may list it or
+/// reach a mount through it.
 pub(super) fn runtime_dir() -> io::Result<PathBuf> {
     let uid = nix::unistd::geteuid();
     let dir = if uid.is_root() && Path::new("/run").is_dir() {
@@ -29,7 +34,7 @@ pub(super) fn runtime_dir() -> io::Result<PathBuf> {
     } else {
         std::env::temp_dir().join(format!("grit-{uid}"))
     };
-    match DirBuilder::new().mode(0o711).create(&dir) {
+    match DirBuilder::new().mode(RUNTIME_DIR_MODE).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => {
@@ -50,34 +55,52 @@ pub(super) fn runtime_dir() -> io::Result<PathBuf> {
             ),
         ));
     }
-    if meta.permissions().mode() & 0o022 != 0 {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+    // Also tightens the 0711 that earlier versions used (set explicitly: the umask may differ).
+    if meta.permissions().mode() & 0o7777 != RUNTIME_DIR_MODE {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(RUNTIME_DIR_MODE))?;
     }
     Ok(dir)
 }
 
-/// Mount point name for mount number `seq` of this process.
-pub(super) fn mount_name(seq: u64) -> String {
-    format!("{MOUNT_PREFIX}{}.{seq}", std::process::id())
+/// A fresh mount point name for this process: `capture.<pid>.<16 random hex digits>`.
+pub(super) fn mount_name() -> io::Result<String> {
+    Ok(format!(
+        "{MOUNT_PREFIX}{}.{:016x}",
+        std::process::id(),
+        random_u64()?
+    ))
+}
+
+/// 64 bits from the kernel's random pool.
+pub(super) fn random_u64() -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from_ne_bytes(bytes))
 }
 
 /// Open `/dev/fuse` and mount a `fuse.grit` filesystem on `mountpoint` served through it.
-/// `allow_other` lets tasks running under other uids (user namespaces) use the mount.
-pub(super) fn mount_fuse(mountpoint: &Path, allow_other: bool) -> io::Result<OwnedFd> {
+///
+/// Without `allow_other` the kernel serves only processes whose uids and gids all equal grit's.
+/// Sandboxed tasks pass: their user namespace maps grit's uid and gid to themselves, and the
+/// kernel compares the mapped (host) ids. So other users never reach grit's filesystem code, and
+/// the access check there (`access`) sorts out grit's own processes.
+pub(super) fn mount_fuse(mountpoint: &Path) -> io::Result<OwnedFd> {
     let dev = File::options()
         .read(true)
         .write(true)
         .open("/dev/fuse")
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open /dev/fuse: {e}")))?;
-    let mut data = format!(
-        "fd={},rootmode=40755,user_id={},group_id={}",
+    let data = format!(
+        "fd={},rootmode=4{:04o},user_id={},group_id={}",
         dev.as_raw_fd(),
+        super::fs::DIR_MODE,
         nix::unistd::geteuid(),
         nix::unistd::getegid()
     );
-    if allow_other {
-        data.push_str(",allow_other");
-    }
     nix::mount::mount(
         Some(FS_SOURCE),
         mountpoint,
@@ -249,7 +272,7 @@ mod tests {
     fn mountinfo_lists_only_grit_mounts_with_their_pid() {
         let text = "\
 22 1 0:21 / /proc rw,nosuid - proc proc rw
-97 23 0:52 / /run/grit/capture.4242.3 rw,nosuid,nodev,noatime shared:50 - fuse.grit grit rw,user_id=0,group_id=0,allow_other
+97 23 0:52 / /run/grit/capture.4242.3 rw,nosuid,nodev,noatime shared:50 - fuse.grit grit rw,user_id=0,group_id=0
 98 23 0:53 / /run/other rw - fuse.sshfs host: rw
 99 23 0:54 / /tmp/with\\040space/capture.7.0 rw - fuse.grit grit rw
 100 23 0:55 / /mnt/x rw - fuse.grit grit rw
@@ -272,6 +295,17 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn mount_names_carry_the_pid_and_are_not_guessable() {
+        let (a, b) = (mount_name().unwrap(), mount_name().unwrap());
+        assert_ne!(a, b);
+        let line = format!("1 1 0:1 / /run/grit/{a} rw - fuse.grit grit rw");
+        let got = parse_mountinfo(&line);
+        assert_eq!(got[0].pid, Some(std::process::id() as i32));
+        let random = a.rsplit('.').next().unwrap();
+        assert_eq!(random.len(), 16, "{a}");
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::{FuseCapture, cleanup_stale_mounts, mounts};
-use crate::capture::CaptureError;
 use crate::capture::CapturedFile;
+use crate::capture::{Capture, CaptureError};
 
 /// A store-like directory with a `tmp/` staging area, and the mounted capture.
 struct Fixture {
@@ -93,7 +93,7 @@ fn mounted(mp: &Path) -> bool {
 #[test]
 fn thousand_small_files() {
     let Some(fx) = fixture() else { return };
-    let out = fx.cap.start_task("t1", None).expect("start");
+    let out = fx.cap.start_test_task("t1", None).expect("start");
     sh_ok(
         &out,
         r#"i=1; while [ $i -le 1000 ]; do echo "file $i" > "$OUTPUT_DIR/f_$i"; i=$((i+1)); done
@@ -114,7 +114,7 @@ fn thousand_small_files() {
 #[test]
 fn one_gib_file_matches_sha256sum() {
     let Some(fx) = fixture() else { return };
-    let out = fx.cap.start_task("big", None).expect("start");
+    let out = fx.cap.start_test_task("big", None).expect("start");
     let sum = tempfile::NamedTempFile::new().expect("tmp");
     sh_ok(
         &out,
@@ -136,7 +136,7 @@ fn one_gib_file_matches_sha256sum() {
 #[test]
 fn chunks_at_random_offsets() {
     let Some(fx) = fixture() else { return };
-    let out = fx.cap.start_task("rnd", None).expect("start");
+    let out = fx.cap.start_test_task("rnd", None).expect("start");
     let src = tempfile::NamedTempFile::new().expect("tmp");
     let data: Vec<u8> = (0..64 * 65536u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -212,7 +212,7 @@ fn map_shared(f: &std::fs::File, len: usize, write: bool) -> *mut u8 {
 #[test]
 fn shared_mmap_writes_and_reads_are_captured() {
     let Some(fx) = fixture() else { return };
-    let out = fx.cap.start_task("mm", None).expect("start");
+    let out = fx.cap.start_test_task("mm", None).expect("start");
     let len = 3 * 4096 + 100;
     let data: Vec<u8> = (0..len as u32).map(|i| (i * 7 + 3) as u8).collect();
     // Written through a shared mapping (as databases and some linkers do), then re-read.
@@ -279,7 +279,7 @@ fn cached_pages(f: &std::fs::File) -> Option<u64> {
 #[test]
 fn outputs_are_not_kept_twice_in_the_page_cache() {
     let Some(fx) = fixture() else { return };
-    let out = fx.cap.start_task("pc", None).expect("start");
+    let out = fx.cap.start_test_task("pc", None).expect("start");
     let data = vec![42u8; 1 << 20];
     {
         use std::io::{Read, Seek, Write};
@@ -308,7 +308,7 @@ fn outputs_are_not_kept_twice_in_the_page_cache() {
 #[test]
 fn append_sort_rename_truncate_unlink() {
     let Some(fx) = fixture() else { return };
-    let out = fx.cap.start_task("ops", None).expect("start");
+    let out = fx.cap.start_test_task("ops", None).expect("start");
     sh_ok(
         &out,
         r#"cd "$OUTPUT_DIR"
@@ -349,7 +349,7 @@ fn append_sort_rename_truncate_unlink() {
 #[test]
 fn refusals_get_errno_and_message() {
     let Some(fx) = fixture() else { return };
-    let out = fx.cap.start_task("ref", None).expect("start");
+    let out = fx.cap.start_test_task("ref", None).expect("start");
     let o = sh(
         &out,
         r#"cd "$OUTPUT_DIR"; echo ok > keep
@@ -388,11 +388,138 @@ fn refusals_get_errno_and_message() {
     }
 }
 
+/// Run `sh -c script` in a process group of its own: a process of grit's uid that is no task.
+fn sh_outsider(out: &Path, script: &str) -> Output {
+    use std::os::unix::process::CommandExt;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("OUTPUT_DIR", out)
+        .process_group(0)
+        .output()
+        .expect("spawn sh")
+}
+
+#[test]
+fn only_the_task_and_grit_reach_a_task_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_test_task("mine", None).expect("start");
+    sh_ok(
+        &out,
+        r#"echo data > "$OUTPUT_DIR/data"; echo gone > "$OUTPUT_DIR/gone""#,
+    );
+    // Owner-only modes, on the mount point, the task directory and its files.
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!(mode(fx.cap.mountpoint()), 0o700);
+    assert_eq!(mode(fx.cap.mountpoint().parent().unwrap()), 0o700);
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&out.join("data")), 0o600);
+    let o = sh_outsider(
+        &out,
+        r#"cd "$OUTPUT_DIR" 2>/dev/null && echo "cd allowed"
+           echo evil > "$OUTPUT_DIR/evil" 2>/dev/null && echo "create allowed"
+           echo evil > "$OUTPUT_DIR/data" 2>/dev/null && echo "write allowed"
+           echo evil >> "$OUTPUT_DIR/data" 2>/dev/null && echo "append allowed"
+           cat "$OUTPUT_DIR/data" 2>/dev/null && echo "read allowed"
+           ls "$OUTPUT_DIR" 2>/dev/null && echo "list allowed"
+           ls "$OUTPUT_DIR/.." 2>/dev/null && echo "root list allowed"
+           mv "$OUTPUT_DIR/data" "$OUTPUT_DIR/moved" 2>/dev/null && echo "rename allowed"
+           rm "$OUTPUT_DIR/gone" 2>/dev/null && echo "unlink allowed"
+           truncate -s 0 "$OUTPUT_DIR/data" 2>/dev/null && echo "truncate allowed"
+           echo done"#,
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(said, "done\n", "an outsider got through: {said}");
+    // grit itself (this process) may look.
+    assert_eq!(
+        std::fs::read(out.join("data")).expect("grit reads"),
+        b"data\n"
+    );
+    let outsiders = fx.cap.refused_accesses();
+    assert!(
+        outsiders
+            .iter()
+            .any(|l| l.starts_with("task mine: refused ") && l.contains(" accesses from pid ")),
+        "{outsiders:?}"
+    );
+    assert!(
+        outsiders
+            .iter()
+            .any(|l| l.starts_with("capture root: refused 1 access from pid ")),
+        "{outsiders:?}"
+    );
+    let (files, refusals) = fx.cap.finish_task("mine").expect("finish");
+    assert_eq!(
+        contents(&files),
+        vec![
+            ("data".to_string(), b"data\n".to_vec()),
+            ("gone".to_string(), b"gone\n".to_vec())
+        ]
+    );
+    let uid = nix::unistd::geteuid();
+    assert!(
+        refusals
+            .iter()
+            .any(|r| r.starts_with("OUTPUT_DIR: refused ")
+                && r.contains(&format!(", uid {uid}: "))
+                && r.ends_with("(not a process of this task; EACCES)")),
+        "{refusals:?}"
+    );
+    // The summary keeps the finished task's refusals.
+    assert!(
+        fx.cap
+            .refused_accesses()
+            .iter()
+            .any(|l| l.starts_with("task mine: "))
+    );
+}
+
+#[test]
+fn a_task_not_yet_admitted_waits_and_one_never_admitted_is_refused() {
+    use std::os::unix::process::CommandExt;
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_task("spawning", None).expect("start");
+    // As the plain executor does: expect, spawn (the script writes at once), then admit.
+    fx.cap.shared.expect("spawning");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"echo early > "$OUTPUT_DIR/early""#)
+        .env("OUTPUT_DIR", &out)
+        .process_group(0)
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(200));
+    fx.cap.shared.admit(
+        "spawning",
+        Some(crate::capture::TaskIdentity::ProcessGroup(child.id() as i32)),
+    );
+    assert!(
+        child.wait().expect("wait").success(),
+        "the admitted task was refused"
+    );
+    let (files, _) = fx.cap.finish_task("spawning").expect("finish");
+    assert_eq!(
+        contents(&files),
+        vec![("early".to_string(), b"early\n".to_vec())]
+    );
+
+    // Not admitted at all (a sandboxed task before its init exists): refused at once.
+    let out = fx.cap.start_task("nobody", None).expect("start");
+    let o = sh_outsider(&out, r#"echo x > "$OUTPUT_DIR/x""#);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+        "{o:?}"
+    );
+    fx.cap.discard_task("nobody");
+}
+
 #[test]
 fn two_tasks_same_name_concurrently() {
     let Some(fx) = fixture() else { return };
-    let a = fx.cap.start_task("ta", None).expect("start a");
-    let b = fx.cap.start_task("tb", None).expect("start b");
+    let a = fx.cap.start_test_task("ta", None).expect("start a");
+    let b = fx.cap.start_test_task("tb", None).expect("start b");
     std::thread::scope(|s| {
         let ha = s.spawn(|| sh_ok(&a, r#"seq 1 200000 > "$OUTPUT_DIR/out""#));
         let hb = s.spawn(|| sh_ok(&b, r#"seq 5 300000 > "$OUTPUT_DIR/out""#));
@@ -417,7 +544,7 @@ fn two_tasks_same_name_concurrently() {
 #[test]
 fn late_writer_after_discard_resurrects_nothing() {
     let Some(fx) = fixture() else { return };
-    let out = fx.cap.start_task("late", None).expect("start");
+    let out = fx.cap.start_test_task("late", None).expect("start");
     let status = tempfile::NamedTempFile::new().expect("tmp");
     // Keeps writing through an open descriptor and creating new files until a write fails.
     let mut child = Command::new("sh")
@@ -440,7 +567,7 @@ fn late_writer_after_discard_resurrects_nothing() {
     }
     fx.cap.discard_task("late");
     // A new task with the same key must start empty, whatever the survivor does.
-    let again = fx.cap.start_task("late", None).expect("restart");
+    let again = fx.cap.start_test_task("late", None).expect("restart");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::fs::read_to_string(status.path()).unwrap_or_default() != "stopped\n" {
         assert!(
@@ -463,7 +590,7 @@ fn late_writer_after_discard_resurrects_nothing() {
 #[test]
 fn quota_exceeded_is_enospc_and_fails_the_task() {
     let Some(fx) = fixture() else { return };
-    let out = fx.cap.start_task("q", Some(10_000)).expect("start");
+    let out = fx.cap.start_test_task("q", Some(10_000)).expect("start");
     let o = sh(
         &out,
         r#"head -c 6000 /dev/zero > "$OUTPUT_DIR/a"; head -c 6000 /dev/zero > "$OUTPUT_DIR/b""#,
@@ -485,7 +612,7 @@ fn quota_exceeded_is_enospc_and_fails_the_task() {
     assert!(staged_names(&fx.staging).is_empty());
 
     // Within the quota, replacing a file frees its bytes.
-    let out = fx.cap.start_task("q2", Some(10_000)).expect("start");
+    let out = fx.cap.start_test_task("q2", Some(10_000)).expect("start");
     sh_ok(
         &out,
         r#"head -c 6000 /dev/zero > "$OUTPUT_DIR/a"; head -c 9000 /dev/zero > "$OUTPUT_DIR/a""#,
@@ -532,14 +659,14 @@ fn full_disk_fails_the_task_and_keeps_published_data() {
     let cap = FuseCapture::mount(&staging).expect("mount");
 
     // Publish a first output, as the store would.
-    let out = cap.start_task("first", None).expect("start");
+    let out = cap.start_test_task("first", None).expect("start");
     sh_ok(&out, r#"head -c 4194304 /dev/urandom > "$OUTPUT_DIR/kept""#);
     let (files, _) = cap.finish_task("first").expect("finish first");
     let kept = objects.join(&files[0].hash);
     std::fs::rename(&files[0].staged, &kept).expect("publish");
 
     // Fill the disk.
-    let out = cap.start_task("fill", None).expect("start");
+    let out = cap.start_test_task("fill", None).expect("start");
     let o = sh(&out, r#"head -c 33554432 /dev/zero > "$OUTPUT_DIR/huge""#);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("No space left on device"));
@@ -557,7 +684,7 @@ fn full_disk_fails_the_task_and_keeps_published_data() {
     assert_eq!(sha(&data), files[0].hash);
 
     // With room again, the next task succeeds.
-    let out = cap.start_task("after", None).expect("start");
+    let out = cap.start_test_task("after", None).expect("start");
     sh_ok(&out, r#"head -c 1048576 /dev/zero > "$OUTPUT_DIR/ok""#);
     let (files, _) = cap.finish_task("after").expect("finish after");
     assert_eq!(files[0].hash, sha(&vec![0u8; 1 << 20]));
@@ -571,7 +698,7 @@ fn unmount_leaves_nothing_behind_even_with_a_busy_file() {
         _db, staging, cap, ..
     } = fx;
     let mp = cap.mountpoint().to_path_buf();
-    let out = cap.start_task("busy", None).expect("start");
+    let out = cap.start_test_task("busy", None).expect("start");
     assert!(mounted(&mp));
     // A process that keeps a file open in the mount while grit unmounts.
     let mut child = Command::new("sh")
@@ -606,7 +733,7 @@ fn helper_mount_and_sleep() {
         return;
     };
     let cap = FuseCapture::mount(Path::new(&staging)).expect("mount");
-    let _ = cap.start_task("victim", None).expect("start");
+    let _ = cap.start_test_task("victim", None).expect("start");
     println!("MOUNTPOINT={}", cap.mountpoint().display());
     std::thread::sleep(Duration::from_secs(120));
 }
@@ -699,7 +826,7 @@ fn bench_driver() {
         return;
     };
     let cap = FuseCapture::mount(Path::new(&staging)).expect("mount");
-    let out = cap.start_task("bench", None).expect("start");
+    let out = cap.start_test_task("bench", None).expect("start");
     let t0 = Instant::now();
     sh_ok(&out, &script);
     let script_secs = t0.elapsed().as_secs_f64();
