@@ -66,7 +66,7 @@ pub struct Verbosity {
     /// Also print each task and the scripts' output
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
-    /// Print only errors
+    /// Print only errors: each failed task's one-line summary and the verdict, nothing when all is well
     #[arg(short, long)]
     pub quiet: bool,
 }

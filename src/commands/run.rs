@@ -114,10 +114,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     logging.finish_progress();
     let report = result?;
 
-    if level != Level::Quiet {
-        let text = summary::render(&report, &args.db.db, logging.color, &|task| {
-            reporter.failed_input(task)
-        });
+    let input_of = |task| reporter.failed_input(task);
+    if level == Level::Quiet {
+        logging.print_quiet(
+            report.run,
+            &summary::quiet_lines(&report, &args.db.db, &input_of),
+        );
+    } else {
+        let text = summary::render(&report, &args.db.db, logging.color, &input_of);
         logging.print_summary(report.run, &text);
     }
     if args.json {
