@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "grit runs the steps of a TOML manifest. Every file a step writes into $OUTPUT_DIR becomes a \
 resource, stored once by its SHA-256, and triggers the steps whose inputs match its name. SQLite remembers \
 everything, so running again does only new work.",
-    after_help = "Examples:\n  grit run -m examples/quickstart.toml --db ./db\n  grit status --db ./db\n  grit resources --db ./db --json\n\nGRIT spelling also works: grit -manifest pipeline.toml -db ./db -run"
+    after_help = "Examples:\n  grit run -m examples/quickstart.toml --db ./db\n  grit status --db ./db\n  grit resources --db ./db --json\n\nGRIT spelling also works: grit -manifest pipeline.toml -db ./db -run\n\nExit status: 0 ok, 1 a task failed, 2 usage or manifest error (or not a grit store), 3 store locked,\n4 store damaged, 5 environment error (the store or a file cannot be opened or written), 130/143 interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -75,7 +75,7 @@ pub struct Verbosity {
 pub enum Command {
     /// Run the pipeline: execute every task that is new, and nothing else
     #[command(
-        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked."
+        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged, 5 environment error, 130/143 interrupted."
     )]
     Run(RunArgs),
     /// Check a manifest and print its step graph

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::exit::Outcome;
+use crate::report::stdout;
 use crate::store::{self, Objects, queries};
 
 pub fn cat(db: &Path, hash: &str) -> anyhow::Result<Outcome> {
@@ -13,7 +14,7 @@ pub fn cat(db: &Path, hash: &str) -> anyhow::Result<Outcome> {
     let path = Objects::new(paths.objects).path(&full);
     let mut file =
         std::fs::File::open(&path).with_context(|| format!("opening object {}", path.display()))?;
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = stdout::stdout();
     std::io::copy(&mut file, &mut stdout).context("writing to stdout")?;
     Ok(Outcome::Success)
 }

@@ -3,17 +3,15 @@
 use anyhow::Context;
 
 use super::exit::Outcome;
+use crate::report::stdout;
 use crate::sandbox;
 
 pub fn doctor(json: bool) -> anyhow::Result<Outcome> {
     let probe = sandbox::probe();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&probe).context("encoding the report")?
-        );
+        stdout::println(&serde_json::to_string(&probe).context("encoding the report")?)?;
     } else {
-        print!("{}", probe.render_table());
+        stdout::print(&probe.render_table())?;
     }
     Ok(Outcome::Success)
 }

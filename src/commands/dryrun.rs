@@ -14,6 +14,7 @@ use rusqlite::Connection;
 use super::exit::Outcome;
 use crate::cli::RunArgs;
 use crate::manifest::{Manifest, Step};
+use crate::report::stdout;
 use crate::store::liveness::{self, LiveSource};
 use crate::store::provenance::{self, VersionRow};
 use crate::store::runs::StepKind;
@@ -63,12 +64,11 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs) -> anyhow::Result<Outcome> {
     let total: u64 = plans.iter().filter(|p| !p.skipped).map(|p| p.tasks).sum();
     let now = args.max_tasks.map_or(total, |max| total.min(max));
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"dry_run": true, "tasks": now, "steps": plans})
-        );
+        stdout::println(
+            &serde_json::json!({"dry_run": true, "tasks": now, "steps": plans}).to_string(),
+        )?;
     } else {
-        print!("{}", render(&plans, now, total, conn.is_none(), args));
+        stdout::print(&render(&plans, now, total, conn.is_none(), args))?;
     }
     Ok(Outcome::Success)
 }

@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use super::exit::{Outcome, UsageError};
 use crate::capture::invalid_name_reason;
+use crate::report::stdout;
 use crate::store::objects::hash_file;
 use crate::store::publish::{self, OutputRecord};
 use crate::store::{self, Objects};
@@ -35,7 +36,7 @@ pub fn ingest(db: &Path, name: &str, files: &[PathBuf]) -> anyhow::Result<Outcom
             new += 1;
         }
         total += 1;
-        println!("{hash}  {name}  {}", file.display());
+        stdout::println(&format!("{hash}  {name}  {}", file.display()))?;
     }
     eprintln!("ingested {total} file(s) as '{name}' ({new} new)");
     Ok(Outcome::Success)

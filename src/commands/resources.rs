@@ -6,13 +6,13 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::exit::Outcome;
+use crate::report::stdout;
 use crate::report::summary::human_bytes;
 use crate::store::{self, StoreError, queries};
 
 pub fn resources(db: &Path, name: Option<&str>, all: bool, json: bool) -> anyhow::Result<Outcome> {
     let (_, conn) = store::open_read(db)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::new(stdout::stdout());
     let io = |e: std::io::Error| StoreError::io(Path::new("stdout"), e);
     if json {
         // Streamed as it is read, so a large store does not build one big value in memory.
@@ -54,7 +54,7 @@ pub fn resources(db: &Path, name: Option<&str>, all: bool, json: bool) -> anyhow
 /// GRIT's `-export NAME`: the live hashes of NAME, one a line.
 pub fn legacy_export(db: &Path, name: &str) -> anyhow::Result<Outcome> {
     let (_, conn) = store::open_read(db)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = std::io::BufWriter::new(stdout::stdout());
     queries::resources(&conn, Some(name), false, |row| {
         writeln!(out, "{}", row.hash).map_err(|e| StoreError::io(Path::new("stdout"), e))
     })?;

@@ -12,7 +12,7 @@ use crate::cli::{CaptureMode, RunArgs};
 use crate::engine::{self, RunInputs, RunOptions};
 use crate::report::logging::{self, Level};
 use crate::report::reporter::Reporter;
-use crate::report::summary;
+use crate::report::{stdout, summary};
 use crate::{manifest, store};
 
 /// Warn when the store's filesystem is fuller than this (as GRIT did).
@@ -125,10 +125,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         logging.print_summary(report.run, &text);
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).context("encoding the JSON summary")?
-        );
+        stdout::println(&serde_json::to_string(&report).context("encoding the JSON summary")?)?;
     }
     Ok(match (report.interrupted, report.totals.failed) {
         (Some(signal), _) => Outcome::Code(engine::interrupted_exit_code(signal) as u8),

@@ -2,6 +2,7 @@
 
 use super::exit::Outcome;
 use crate::manifest;
+use crate::report::stdout;
 
 pub fn validate(path: &std::path::Path) -> anyhow::Result<Outcome> {
     let loaded = manifest::load(path)?;
@@ -14,6 +15,6 @@ pub fn validate(path: &std::path::Path) -> anyhow::Result<Outcome> {
             warning.message
         );
     }
-    print!("{}", loaded.manifest.render_graph());
+    stdout::print(&loaded.manifest.render_graph())?;
     Ok(Outcome::Success)
 }
