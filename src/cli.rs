@@ -14,19 +14,20 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "grit runs the steps of a TOML manifest. Every file a step writes into $OUTPUT_DIR becomes a \
 resource, stored once by its SHA-256, and triggers the steps whose inputs match its name. SQLite remembers \
 everything, so running again does only new work.",
-    after_help = "Examples:\n  grit run -m examples/quickstart.toml --db ./db\n  grit status --db ./db\n  grit resources --db ./db --json\n\nGRIT spelling also works: grit -manifest pipeline.toml -db ./db -run\n\nExit status: 0 ok, 1 a task failed, 2 usage or manifest error (or not a grit store), 3 store locked,\n4 store damaged, 5 environment error (the store or a file cannot be opened or written), 130/143 interrupted."
+    after_help = "Examples:\n  grit run                 # runs ./grit.toml (or the nearest above); store in .grit/ beside it\n  grit status              # from the pipeline's directory or any subdirectory\n  grit run -m examples/quickstart.toml --db ./db\n  grit resources --db ./db --json\n\nGRIT spelling also works: grit -manifest pipeline.toml -db ./db -run\n\nExit status: 0 ok, 1 a task failed, 2 usage or manifest error (or not a grit store), 3 store locked,\n4 store damaged, 5 environment error (the store or a file cannot be opened or written), 130/143 interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Where the store is: `--db`, else `$GRIT_DB`, else `./db`.
+/// Where the store is: `--db`, else `$GRIT_DB`, else `.grit/` beside the manifest (found as
+/// `grit.toml` in the current directory or its parents); see `commands::locate`.
 #[derive(Debug, Clone, Args)]
 pub struct DbArg {
-    /// Store directory
-    #[arg(long, env = "GRIT_DB", default_value = "db", value_name = "DIR")]
-    pub db: PathBuf,
+    /// Store directory [default: .grit/ beside the manifest, found from the current directory up]
+    #[arg(long, env = "GRIT_DB", value_name = "DIR")]
+    pub db: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,15 +76,15 @@ pub struct Verbosity {
 pub enum Command {
     /// Run the pipeline: execute every task that is new, and nothing else
     #[command(
-        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged, 5 environment error, 130/143 interrupted."
+        after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged, 5 environment error, 130/143 interrupted."
     )]
     Run(RunArgs),
     /// Check a manifest and print its step graph
-    #[command(after_help = "Example:\n  grit validate -m pipeline.toml")]
+    #[command(after_help = "Examples:\n  grit validate\n  grit validate -m pipeline.toml")]
     Validate {
-        /// The manifest
+        /// The manifest [default: grit.toml in the current directory or its parents]
         #[arg(short, long, value_name = "FILE")]
-        manifest: PathBuf,
+        manifest: Option<PathBuf>,
     },
     /// Show each current step's tasks and live outputs
     #[command(
@@ -254,9 +255,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// The manifest
+    /// The manifest [default: grit.toml in the current directory or its parents]
     #[arg(short, long, value_name = "FILE")]
-    pub manifest: PathBuf,
+    pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub db: DbArg,
     /// Tasks run at the same time (default: number of CPUs)
@@ -354,7 +355,8 @@ pub fn translate_legacy(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             .any(|(f, v)| f == name && v.as_deref() != Some("false"))
     };
     let mut out: Vec<OsString> = vec![args[0].clone()];
-    let db = get("db");
+    // GRIT's store was `./db` unless `-db` said otherwise; `$GRIT_DB` is grit's and still wins.
+    let db = get("db").or_else(|| std::env::var_os("GRIT_DB").is_none().then(|| "db".into()));
     let push_db = |out: &mut Vec<OsString>| {
         if let Some(db) = &db {
             out.push("--db".into());
@@ -464,6 +466,17 @@ mod tests {
             t(&["grit", "-db", "d", "-run"])
                 .unwrap_err()
                 .contains("-manifest")
+        );
+    }
+
+    #[test]
+    fn grit_spelling_keeps_its_default_store() {
+        if std::env::var_os("GRIT_DB").is_some() {
+            return;
+        }
+        assert_eq!(
+            t(&["grit", "-manifest", "m.toml", "-run"]).unwrap(),
+            ["grit", "run", "--manifest", "m.toml", "--db", "db"]
         );
     }
 

@@ -135,3 +135,112 @@ fn environment_errors_exit_5() {
         describe(&output)
     );
 }
+
+/// `grit ARGS` in `dir`, with neither `--db` nor `$GRIT_DB`.
+fn grit_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    grit()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run grit")
+}
+
+fn json_of(output: &std::process::Output) -> serde_json::Value {
+    common::parse_last_json(output)
+}
+
+#[test]
+fn run_from_a_subdirectory_finds_grit_toml_and_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("grit.toml"), TWO).unwrap();
+    let deep = root.join("src").join("deeper");
+    std::fs::create_dir_all(&deep).unwrap();
+
+    let first = grit_in(&deep, &["run", "--no-sandbox", "--json"]);
+    assert_eq!(first.status.code(), Some(0), "{}", describe(&first));
+    assert_eq!(json_of(&first)["executed"], 2);
+    assert!(
+        root.join(".grit").join("grit.sqlite").is_file(),
+        "store beside the manifest"
+    );
+    assert!(!deep.join("db").exists() && !deep.join(".grit").exists());
+
+    // From the manifest's directory: the same store, nothing to do.
+    let again = grit_in(root, &["run", "--no-sandbox", "--json"]);
+    assert_eq!(json_of(&again)["executed"], 0, "{}", describe(&again));
+
+    // Readers find the store from a subdirectory too.
+    let status = grit_in(&deep, &["status", "--json"]);
+    assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
+    let steps: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(steps["steps"].as_array().unwrap().len(), 2);
+    let listing = grit_in(&deep, &["resources"]);
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("shout"));
+
+    // --db and $GRIT_DB still win.
+    let elsewhere = root.join("elsewhere");
+    let output = grit()
+        .current_dir(&deep)
+        .args(["run", "--no-sandbox", "--json"])
+        .env("GRIT_DB", &elsewhere)
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&output)["executed"], 2, "{}", describe(&output));
+    let output = grit_in(
+        &deep,
+        &["status", "--json", "--db", elsewhere.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+}
+
+#[test]
+fn nothing_found_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let run = grit_in(&sub, &["run"]);
+    assert_eq!(run.status.code(), Some(2), "{}", describe(&run));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(&format!("no grit.toml in {}", sub.display()))
+            && stderr.contains("pass -m FILE"),
+        "{stderr}"
+    );
+    let status = grit_in(&sub, &["status"]);
+    assert_eq!(status.status.code(), Some(2), "{}", describe(&status));
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no .grit/ or grit.toml in {}, {}",
+            sub.display(),
+            dir.path().display()
+        )) && stderr.contains("--db DIR"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_store_in_the_former_default_db_keeps_working_with_a_note() {
+    let p = Project::new(TWO);
+    p.run_ok(&[]);
+    // The old default: `grit run -m pipeline.toml` made ./db in the current directory.
+    let output = grit_in(
+        p.path(),
+        &["run", "--no-sandbox", "--json", "-m", "pipeline.toml"],
+    );
+    assert_eq!(json_of(&output)["executed"], 0, "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("using the store ./db, grit's former default") && stderr.contains("mv db"),
+        "{stderr}"
+    );
+    assert!(!p.path().join(".grit").exists());
+    let status = grit_in(p.path(), &["status", "--json"]);
+    assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
+
+    // GRIT's spelling without -db meant ./db, and still does.
+    let output = grit_in(p.path(), &["-manifest", "pipeline.toml", "-run"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("former default"));
+}

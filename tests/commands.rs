@@ -272,7 +272,7 @@ fn grit_spelling_runs_and_exports() {
 }
 
 #[test]
-fn db_defaults_to_grit_db_then_dot_db() {
+fn db_defaults_to_grit_db_then_dot_grit_beside_the_manifest() {
     let p = Project::new(TWO);
     let out = Command::cargo_bin("grit")
         .unwrap()
@@ -283,8 +283,8 @@ fn db_defaults_to_grit_db_then_dot_db() {
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
-        p.path().join("db/grit.sqlite").is_file(),
-        "./db is the default"
+        p.path().join(".grit/grit.sqlite").is_file(),
+        ".grit/ beside the manifest is the default"
     );
     let elsewhere = p.path().join("elsewhere");
     let out = Command::cargo_bin("grit")

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
+use std::path::Path;
 
 use rusqlite::Connection;
 
@@ -49,8 +50,8 @@ struct StepPlan {
     skipped: bool,
 }
 
-pub fn dry_run(manifest: &Manifest, args: &RunArgs) -> anyhow::Result<Outcome> {
-    let conn = match store::open_read(&args.db.db) {
+pub fn dry_run(manifest: &Manifest, args: &RunArgs, db: &Path) -> anyhow::Result<Outcome> {
+    let conn = match store::open_read(db) {
         Ok((_, conn)) => Some(conn),
         Err(StoreError::Missing(_)) => None,
         Err(e) => return Err(e.into()),
@@ -68,7 +69,7 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs) -> anyhow::Result<Outcome> {
             &serde_json::json!({"dry_run": true, "tasks": now, "steps": plans}).to_string(),
         )?;
     } else {
-        stdout::print(&render(&plans, now, total, conn.is_none(), args))?;
+        stdout::print(&render(&plans, now, total, conn.is_none().then_some(db)))?;
     }
     Ok(Outcome::Success)
 }
@@ -235,16 +236,14 @@ fn short(hash: &str) -> String {
     crate::store::short_hash(hash).to_string()
 }
 
-fn render(plans: &[StepPlan], now: u64, total: u64, no_store: bool, args: &RunArgs) -> String {
+fn render(plans: &[StepPlan], now: u64, total: u64, missing_store: Option<&Path>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "dry run: nothing is executed and the store is not changed{}",
-        if no_store {
-            format!(" (no store at {} yet)", args.db.db.display())
-        } else {
-            String::new()
-        }
+        missing_store
+            .map(|db| format!(" (no store at {} yet)", db.display()))
+            .unwrap_or_default()
     );
     let width = plans.iter().map(|p| p.step.len()).max().unwrap_or(4);
     for plan in plans {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::exit::{Outcome, UsageError};
+use super::locate;
 use crate::capture::Capture;
 use crate::capture::dir::DirCapture;
 use crate::capture::fuse::FuseCapture;
@@ -19,6 +20,9 @@ use crate::{manifest, store};
 const DISK_WARN_FRACTION: f64 = 0.85;
 
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let manifest_path = locate::manifest(args.manifest.as_deref())?;
+    let store = locate::store(args.db.db.as_deref(), Some(&manifest_path))?;
+    let db = store.path.as_path();
     let level = match (args.verbosity.quiet, args.verbosity.verbose) {
         (true, _) => Level::Quiet,
         (_, true) => Level::Verbose,
@@ -26,13 +30,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     };
     // The manifest first: journald records carry the pipeline's name. Its errors are returned,
     // not logged, so nothing is lost before logging exists.
-    let loaded = manifest::load(&args.manifest)?;
+    let loaded = manifest::load(&manifest_path)?;
     let pipeline = pipeline_name(&loaded.manifest);
     let logging = logging::init(level, args.log_format, &pipeline, !args.dry_run);
+    if let Some(note) = &store.note {
+        tracing::warn!("{note}");
+    }
     for warning in &loaded.warnings {
         tracing::warn!(
             "{}:{}:{}: {}",
-            args.manifest.display(),
+            manifest_path.display(),
             warning.line,
             warning.column,
             warning.message
@@ -44,7 +51,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             let known: Vec<&str> = manifest.steps.iter().map(|s| s.name.as_str()).collect();
             return Err(UsageError(format!(
                 "--step {name}: no such step in {}\n  help: steps are: {}",
-                args.manifest.display(),
+                manifest_path.display(),
                 known.join(", ")
             ))
             .into());
@@ -52,10 +59,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
 
     if args.dry_run {
-        return super::dryrun::dry_run(&manifest, &args);
+        return super::dryrun::dry_run(&manifest, &args, db);
     }
 
-    let (paths, _lock, writer) = store::open_for_write(&args.db.db)?;
+    let (paths, _lock, writer) = store::open_for_write(db)?;
     warn_if_disk_full(&paths.root);
     // Inputs nothing writes are worth a warning, unless the store already holds such resources
     // (ingested files, or outputs of steps that no longer exist).
@@ -116,12 +123,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 
     let input_of = |task| reporter.failed_input(task);
     if level == Level::Quiet {
-        logging.print_quiet(
-            report.run,
-            &summary::quiet_lines(&report, &args.db.db, &input_of),
-        );
+        logging.print_quiet(report.run, &summary::quiet_lines(&report, db, &input_of));
     } else {
-        let text = summary::render(&report, &args.db.db, logging.color, &input_of);
+        let text = summary::render(&report, db, logging.color, &input_of);
         logging.print_summary(report.run, &text);
     }
     if args.json {
