@@ -99,10 +99,10 @@ pub enum Command {
     },
     /// List resources (live ones by default)
     #[command(
-        after_help = "Examples:\n  grit resources\n  grit resources done --json\n  grit resources --all"
+        after_help = "Examples:\n  grit resources\n  grit resources done --json\n  grit resources 'report-*.csv' --all\n\nA NAME that matches nothing exits 2."
     )]
     Resources {
-        /// Only resources with this name
+        /// Only resources with this name, or whose name matches this glob (`*`, `?`, `[a-z]`)
         name: Option<String>,
         #[command(flatten)]
         db: DbArg,
@@ -113,19 +113,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the content of a resource (a unique hash prefix of 8+ characters is enough)
-    #[command(after_help = "Example:\n  grit cat 5891b5b5 > hello.txt")]
+    /// Print the content of a resource, by hash (8+ characters of it are enough) or by name
+    #[command(
+        after_help = "Examples:\n  grit cat report.csv > report.csv\n  grit cat 5891b5b5 > hello.txt\n\nA name (or glob) must match exactly one live resource; when several do, they are listed with\ntheir hashes. Nothing matching exits 2."
+    )]
     Cat {
+        /// A hash or unique prefix of 8+ hex characters, or the name of a live resource
+        #[arg(value_name = "HASH|NAME")]
         hash: String,
         #[command(flatten)]
         db: DbArg,
     },
-    /// Write resources to a directory or a tar file as <name>/<hash>
+    /// Write resources to a directory or a tar file as <name>/<hash>, or as <name> with --flat
     #[command(
-        after_help = "Examples:\n  grit export done --to ./out\n  grit export done summary --tar results.tar --all"
+        after_help = "Examples:\n  grit export done --to ./out\n  grit export 'report-*' --flat --to ./results\n  grit export done summary --tar results.tar --all\n\nFiles are written with ordinary permissions (0666 under the umask). A NAME that matches\nnothing exits 2."
     )]
     Export {
-        #[arg(required = true)]
+        /// Resource names or globs (`report-*.csv`)
+        #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         /// Directory to write into
         #[arg(
@@ -141,6 +146,9 @@ pub enum Command {
         /// Include history
         #[arg(long)]
         all: bool,
+        /// Write live resources as plain <name> files (an error if two share a name)
+        #[arg(long, conflicts_with = "all")]
+        flat: bool,
         #[command(flatten)]
         db: DbArg,
     },
@@ -185,12 +193,12 @@ pub enum Command {
     },
     /// Add files as facts (live resources), so a pipeline can start from existing data
     #[command(
-        after_help = "Examples:\n  grit ingest --name url seeds/*.txt\n  grit ingest --name config config.json"
+        after_help = "Examples:\n  grit ingest data/*.txt                  # each named after its file name: a.txt, b.txt, …\n  grit ingest --name config config.prod.json"
     )]
     Ingest {
-        /// Resource name to give the files
+        /// Resource name for a single file [default: each file's own name]
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]

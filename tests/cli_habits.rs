@@ -244,3 +244,102 @@ fn a_store_in_the_former_default_db_keeps_working_with_a_note() {
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert!(!String::from_utf8_lossy(&output.stderr).contains("former default"));
 }
+
+const NAMES: &str = r#"
+[[step]]
+name = "seed"
+once = true
+script = 'echo alpha > $OUTPUT_DIR/report.csv; echo a > $OUTPUT_DIR/part_a; echo b > $OUTPUT_DIR/part_b'
+
+[[step]]
+name = "each"
+inputs = ["part_*"]
+script = 'tr a-z A-Z < $INPUT_FILE > $OUTPUT_DIR/upper.txt'
+"#;
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn cat_takes_a_name_and_lists_candidates_when_several_match() {
+    let p = Project::new(NAMES);
+    p.run_ok(&[]);
+    assert_eq!(p.cat("report.csv"), "alpha\n");
+    assert_eq!(p.cat("report.*"), "alpha\n", "a glob matching one resource");
+
+    let several = p.grit(&["cat", "upper.txt"]);
+    assert_eq!(several.status.code(), Some(2), "{}", describe(&several));
+    let text = stderr(&several);
+    assert!(
+        text.contains("2 live resources match `upper.txt`"),
+        "{text}"
+    );
+    for content in ["A\n", "B\n"] {
+        let hash = common::sha256_hex(content.as_bytes());
+        assert!(text.contains(&hash[..12]), "{hash} listed: {text}");
+    }
+
+    let none = p.grit(&["cat", "nothing.csv"]);
+    assert_eq!(none.status.code(), Some(2), "{}", describe(&none));
+    assert!(stderr(&none).contains("no live resource is named or matches `nothing.csv`"));
+}
+
+#[test]
+fn resources_and_export_take_globs_and_export_flat_writes_plain_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new(NAMES);
+    p.run_ok(&[]);
+
+    let listing = p.grit(&["resources", "part_*", "--json"]);
+    assert!(listing.status.success(), "{}", describe(&listing));
+    let rows: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let names: Vec<&str> = rows["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["part_a", "part_b"]);
+    let none = p.grit(&["resources", "nope*"]);
+    assert_eq!(none.status.code(), Some(2), "{}", describe(&none));
+    assert!(stderr(&none).contains("no live resource is named or matches `nope*`"));
+
+    let out = p.path().join("out");
+    let out_arg = out.to_str().unwrap();
+    for _ in 0..2 {
+        // Twice: exporting over an earlier export works.
+        let result = p.grit(&["export", "part_*", "report.csv", "--flat", "--to", out_arg]);
+        assert!(result.status.success(), "{}", describe(&result));
+    }
+    for (name, content) in [
+        ("part_a", "a\n"),
+        ("part_b", "b\n"),
+        ("report.csv", "alpha\n"),
+    ] {
+        let file = out.join(name);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), content);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert!(
+            mode & 0o200 != 0 && mode & 0o111 == 0,
+            "{name}: mode {mode:o} is an ordinary file's"
+        );
+    }
+    // The <name>/<hash> layout gets ordinary modes too.
+    let nested = p.path().join("nested");
+    let result = p.grit(&["export", "report.csv", "--to", nested.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", describe(&result));
+    let file = nested
+        .join("report.csv")
+        .join(common::sha256_hex(b"alpha\n"));
+    let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert!(mode & 0o200 != 0, "mode {mode:o}");
+
+    let clash = p.grit(&["export", "upper.txt", "--flat", "--to", out_arg]);
+    assert_eq!(clash.status.code(), Some(2), "{}", describe(&clash));
+    assert!(stderr(&clash).contains("several live resources are named upper.txt"));
+    assert!(!out.join("upper.txt").exists());
+    let none = p.grit(&["export", "report.csv", "missing*", "--to", out_arg]);
+    assert_eq!(none.status.code(), Some(2), "{}", describe(&none));
+    assert!(stderr(&none).contains("`missing*`"));
+}

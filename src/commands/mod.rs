@@ -14,6 +14,7 @@ pub mod locate;
 pub mod log;
 pub mod resources;
 pub mod run;
+pub mod select;
 pub mod status;
 pub mod validate;
 pub mod why;
@@ -50,8 +51,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             to,
             tar,
             all,
+            flat,
             db,
-        } => export::export(&store(&db)?, &names, to.as_deref(), tar.as_deref(), all),
+        } => export::export(
+            &store(&db)?,
+            &names,
+            to.as_deref(),
+            tar.as_deref(),
+            all,
+            flat,
+        ),
         Command::Log {
             task,
             step,
@@ -60,7 +69,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         } => log::log(&store(&db)?, task, step.as_deref(), failed),
         Command::Why { hash, db, json } => why::why(&store(&db)?, &hash, json),
         Command::Graph { db, format } => graph::graph(&store(&db)?, format),
-        Command::Ingest { name, files, db } => ingest::ingest(&store(&db)?, &name, &files),
+        Command::Ingest { name, files, db } => {
+            ingest::ingest(&store(&db)?, name.as_deref(), &files)
+        }
         Command::Gc { dry_run, db } => gc::gc(&store(&db)?, dry_run),
         Command::Delete {
             hash,
