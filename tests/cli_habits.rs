@@ -343,3 +343,55 @@ fn resources_and_export_take_globs_and_export_flat_writes_plain_files() {
     assert_eq!(none.status.code(), Some(2), "{}", describe(&none));
     assert!(stderr(&none).contains("`missing*`"));
 }
+
+const PIPE: &str = r#"
+[[step]]
+name = "filter"
+once = true
+script = 'grep -f missing-patterns /dev/null | sort > $OUTPUT_DIR/out'
+"#;
+
+#[test]
+fn a_failing_command_inside_a_pipeline_fails_the_step_where_bash_exists() {
+    let p = Project::new(PIPE);
+    let (output, summary) = p.run(&[]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_eq!(summary["failed"], 1);
+    assert!(
+        stderr(&output).contains("missing-patterns"),
+        "{}",
+        describe(&output)
+    );
+
+    // An explicit shell is untouched: POSIX sh takes the pipeline's status from `sort`.
+    p.write_manifest(&PIPE.replace("once = true", "once = true\nshell = [\"sh\", \"-ec\"]"));
+    let summary = p.run_ok(&[]);
+    assert_eq!(summary["succeeded"], 1);
+}
+
+#[test]
+fn without_bash_the_default_is_sh_and_grit_says_so_once() {
+    // A PATH holding only what the script needs, without bash.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["sh", "grep", "sort"] {
+        let found = ["/bin", "/usr/bin"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} is not installed"));
+        std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
+    }
+    let p = Project::new(&format!(
+        "{PIPE}\n[[step]]\nname = \"two\"\nonce = true\nscript = 'true'\n"
+    ));
+    let (output, summary) = p.run_with_env(&[], &[("PATH", bin.path().as_os_str())]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(summary["succeeded"], 2);
+    let text = stderr(&output);
+    assert_eq!(
+        text.matches("bash is not on PATH: steps that name no `shell` run under `sh -ec`")
+            .count(),
+        1,
+        "{text}"
+    );
+}

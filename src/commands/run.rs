@@ -46,6 +46,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         );
     }
     let manifest = loaded.manifest;
+    if !manifest::bash_on_path()
+        && manifest
+            .steps
+            .iter()
+            .any(|s| s.shell == manifest::POSIX_SHELL)
+    {
+        tracing::warn!(
+            "bash is not on PATH: steps that name no `shell` run under `sh -ec`, where a failing command inside a pipeline does not fail the step\n  help: install bash, or set shell = [...] in [pipeline]"
+        );
+    }
     for name in &args.steps {
         if manifest.step(name).is_none() {
             let known: Vec<&str> = manifest.steps.iter().map(|s| s.name.as_str()).collect();

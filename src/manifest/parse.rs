@@ -1059,7 +1059,7 @@ script = "cat $INPUT_DIR/* > $OUTPUT_DIR/all"
         let s = &m.steps[0];
         assert_eq!(m.pipeline_name, None);
         assert_eq!((s.parallel, s.timeout, s.retries), (None, None, 0));
-        assert_eq!(s.shell, ["sh", "-ec"]);
+        assert_eq!(s.shell, crate::manifest::default_shell());
         assert!(s.env.is_empty() && !s.once && !s.gather && s.is_source());
         assert_eq!(s.policy, crate::manifest::Policy::default());
         assert_eq!(s.line, 1);
