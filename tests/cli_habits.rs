@@ -395,3 +395,79 @@ fn without_bash_the_default_is_sh_and_grit_says_so_once() {
         "{text}"
     );
 }
+
+const READS_INGESTED: &str = r#"
+[[step]]
+name = "use"
+inputs = ["x.txt"]
+script = 'cat $INPUT_FILE > $OUTPUT_DIR/y'
+"#;
+
+#[test]
+fn no_unwritten_input_warning_once_the_name_is_ingested() {
+    let p = Project::new(READS_INGESTED);
+    let warning = "reads `x.txt`, but no step writes it";
+    // Before anything is ingested, the warning is right, and given once.
+    let (output, _) = p.run(&[]);
+    assert_eq!(
+        stderr(&output).matches(warning).count(),
+        1,
+        "{}",
+        describe(&output)
+    );
+    let file = p.path().join("x.txt");
+    std::fs::write(&file, "hi\n").unwrap();
+    let ingest = p.grit(&["ingest", file.to_str().unwrap()]);
+    assert!(ingest.status.success(), "{}", describe(&ingest));
+    for extra in [&[][..], &["-v"][..]] {
+        let (output, _) = p.run(extra);
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+        assert!(
+            !stderr(&output).contains(warning),
+            "{extra:?}: {}",
+            describe(&output)
+        );
+    }
+}
+
+#[test]
+fn validate_explains_that_several_inputs_run_once_per_input() {
+    let p = Project::new(
+        r#"
+[[step]]
+name = "seed"
+once = true
+script = 'echo 1 > $OUTPUT_DIR/a.csv; echo 2 > $OUTPUT_DIR/b.csv'
+
+[[step]]
+name = "join"
+inputs = ["a.csv", "b.csv"]
+script = 'cat $INPUT_FILE > $OUTPUT_DIR/joined'
+"#,
+    );
+    let output = grit()
+        .args(["validate", "-m"])
+        .arg(p.manifest())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "{}:9:11: note: step `join` has several inputs (`a.csv`, `b.csv`): it runs once per input resource",
+            p.manifest().display()
+        )) && text.contains("set gather = true"),
+        "{text}"
+    );
+    // A gather step is a join already: no note.
+    p.write_manifest(&std::fs::read_to_string(p.manifest()).unwrap().replace(
+        "inputs = [\"a.csv\", \"b.csv\"]",
+        "inputs = [\"a.csv\", \"b.csv\"]\ngather = true",
+    ));
+    let output = grit()
+        .args(["validate", "-m"])
+        .arg(p.manifest())
+        .output()
+        .unwrap();
+    assert!(!stderr(&output).contains("note:"), "{}", describe(&output));
+}

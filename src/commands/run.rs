@@ -36,7 +36,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     if let Some(note) = &store.note {
         tracing::warn!("{note}");
     }
-    for warning in &loaded.warnings {
+    // A run checks the graph's warnings again below, knowing what the store holds (an ingested
+    // `x` answers "nothing writes `x`"), so the manifest-only ones are left out here.
+    let graph_warnings: Vec<_> = if args.dry_run {
+        Vec::new()
+    } else {
+        let manifest = &loaded.manifest;
+        manifest
+            .unwritten_inputs(&|_| false)
+            .into_iter()
+            .chain(manifest.cycle_warnings())
+            .collect()
+    };
+    for warning in loaded
+        .warnings
+        .iter()
+        .filter(|w| !graph_warnings.contains(w))
+    {
         tracing::warn!(
             "{}:{}:{}: {}",
             manifest_path.display(),

@@ -241,7 +241,7 @@ fn syntax_help(message: &str) -> Option<String> {
 fn unknown_top_key(ctx: &Ctx<'_>, key: &str, offset: usize) -> ManifestError {
     let help = match key {
         "csv" | "column" | "columns" => Some(format!(
-            "grit has no [[{key}]] tables; load data with a source step or `grit ingest --name NAME FILE`"
+            "grit has no [[{key}]] tables; load data with a source step or `grit ingest FILE`"
         )),
         "steps" => Some("write each step as a [[step]] table".into()),
         _ if SHARED_KEYS.contains(&key) || STEP_ONLY_KEYS.contains(&key) => Some(format!(

@@ -78,6 +78,9 @@ pub fn render(
         for line in &failure.log_tail {
             let _ = writeln!(out, "  {dim}|{reset} {line}");
         }
+        for hint in &failure.hints {
+            let _ = writeln!(out, "  hint: {hint}");
+        }
         let _ = writeln!(
             out,
             "  full log: grit log {} --db {}",
@@ -260,6 +263,7 @@ mod tests {
                     status: "exited with status 2".into(),
                     error: "exited with status 2".into(),
                     log_tail: vec![format!("line of {i}")],
+                    hints: Vec::new(),
                 })
                 .collect(),
             interrupted: None,
