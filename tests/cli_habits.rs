@@ -408,13 +408,15 @@ fn no_unwritten_input_warning_once_the_name_is_ingested() {
     let p = Project::new(READS_INGESTED);
     let warning = "reads `x.txt`, but no step writes it";
     // Before anything is ingested, the warning is right, and given once.
-    let (output, _) = p.run(&[]);
-    assert_eq!(
-        stderr(&output).matches(warning).count(),
-        1,
-        "{}",
-        describe(&output)
-    );
+    for extra in [&[][..], &["-v"][..]] {
+        let (output, _) = p.run(extra);
+        assert_eq!(
+            stderr(&output).matches(warning).count(),
+            1,
+            "{extra:?}: {}",
+            describe(&output)
+        );
+    }
     let file = p.path().join("x.txt");
     std::fs::write(&file, "hi\n").unwrap();
     let ingest = p.grit(&["ingest", file.to_str().unwrap()]);
