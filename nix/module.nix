@@ -100,8 +100,9 @@ let
     ]
     ++ p.extraArgs;
 
-  # `sh` for grit's default `sh -ec` (NixOS's default service PATH has
-  # coreutils, findutils, grep, sed and systemd, but no shell).
+  # `bash` for grit's default shell, `bash -euo pipefail -c` (NixOS's default
+  # service PATH has coreutils, findutils, grep, sed and systemd, but no
+  # shell; without bash grit falls back to `sh -ec`, which pkgs.bash also has).
   scriptPath = p: [ pkgs.bash ] ++ p.path;
 
   # Subcommands that only read the store: members of the pipeline's group may

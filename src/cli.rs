@@ -14,19 +14,20 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "grit runs the steps of a TOML manifest. Every file a step writes into $OUTPUT_DIR becomes a \
 resource, stored once by its SHA-256, and triggers the steps whose inputs match its name. SQLite remembers \
 everything, so running again does only new work.",
-    after_help = "Examples:\n  grit run -m examples/quickstart.toml --db ./db\n  grit status --db ./db\n  grit resources --db ./db --json\n\nGRIT spelling also works: grit -manifest pipeline.toml -db ./db -run"
+    after_help = "Examples:\n  grit run                 # runs ./grit.toml (or the nearest above); store in .grit/ beside it\n  grit status              # from the pipeline's directory or any subdirectory\n  grit run -m examples/quickstart.toml --db ./db\n  grit resources --db ./db --json\n\nGRIT spelling also works: grit -manifest pipeline.toml -db ./db -run\n\nExit status: 0 ok, 1 a task failed, 2 usage or manifest error (or not a grit store), 3 store locked,\n4 store damaged, 5 environment error (the store or a file cannot be opened or written), 130/143 interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Where the store is: `--db`, else `$GRIT_DB`, else `./db`.
+/// Where the store is: `--db`, else `$GRIT_DB`, else `.grit/` beside the manifest (found as
+/// `grit.toml` in the current directory or its parents); see `commands::locate`.
 #[derive(Debug, Clone, Args)]
 pub struct DbArg {
-    /// Store directory
-    #[arg(long, env = "GRIT_DB", default_value = "db", value_name = "DIR")]
-    pub db: PathBuf,
+    /// Store directory [default: .grit/ beside the manifest, found from the current directory up]
+    #[arg(long, env = "GRIT_DB", value_name = "DIR")]
+    pub db: Option<PathBuf>,
 }
 
 /// Who may read a store that this command creates.
@@ -76,7 +77,7 @@ pub struct Verbosity {
     /// Also print each task and the scripts' output
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
-    /// Print only errors
+    /// Print only errors: each failed task's one-line summary and the verdict, nothing when all is well
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -85,15 +86,15 @@ pub struct Verbosity {
 pub enum Command {
     /// Run the pipeline: execute every task that is new, and nothing else
     #[command(
-        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked."
+        after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged, 5 environment error, 130/143 interrupted."
     )]
     Run(RunArgs),
     /// Check a manifest and print its step graph
-    #[command(after_help = "Example:\n  grit validate -m pipeline.toml")]
+    #[command(after_help = "Examples:\n  grit validate\n  grit validate -m pipeline.toml")]
     Validate {
-        /// The manifest
+        /// The manifest [default: grit.toml in the current directory or its parents]
         #[arg(short, long, value_name = "FILE")]
-        manifest: PathBuf,
+        manifest: Option<PathBuf>,
     },
     /// Show each current step's tasks and live outputs
     #[command(
@@ -108,10 +109,10 @@ pub enum Command {
     },
     /// List resources (live ones by default)
     #[command(
-        after_help = "Examples:\n  grit resources\n  grit resources done --json\n  grit resources --all"
+        after_help = "Examples:\n  grit resources\n  grit resources done --json\n  grit resources 'report-*.csv' --all\n\nA NAME that matches nothing exits 2."
     )]
     Resources {
-        /// Only resources with this name
+        /// Only resources with this name, or whose name matches this glob (`*`, `?`, `[a-z]`)
         name: Option<String>,
         #[command(flatten)]
         db: DbArg,
@@ -122,19 +123,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the content of a resource (a unique hash prefix of 8+ characters is enough)
-    #[command(after_help = "Example:\n  grit cat 5891b5b5 > hello.txt")]
+    /// Print the content of a resource, by hash (8+ characters of it are enough) or by name
+    #[command(
+        after_help = "Examples:\n  grit cat report.csv > report.csv\n  grit cat 5891b5b5 > hello.txt\n\nA name (or glob) must match exactly one live resource; when several do, they are listed with\ntheir hashes. Nothing matching exits 2."
+    )]
     Cat {
+        /// A hash or unique prefix of 8+ hex characters, or the name of a live resource
+        #[arg(value_name = "HASH|NAME")]
         hash: String,
         #[command(flatten)]
         db: DbArg,
     },
-    /// Write resources to a directory or a tar file as <name>/<hash>
+    /// Write resources to a directory or a tar file as <name>/<hash>, or as <name> with --flat
     #[command(
-        after_help = "Examples:\n  grit export done --to ./out\n  grit export done summary --tar results.tar --all"
+        after_help = "Examples:\n  grit export done --to ./out\n  grit export 'report-*' --flat --to ./results\n  grit export done summary --tar results.tar --all\n\nFiles are written with ordinary permissions (0666 under the umask). A NAME that matches\nnothing exits 2."
     )]
     Export {
-        #[arg(required = true)]
+        /// Resource names or globs (`report-*.csv`)
+        #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
         /// Directory to write into
         #[arg(
@@ -150,6 +156,9 @@ pub enum Command {
         /// Include history
         #[arg(long)]
         all: bool,
+        /// Write live resources as plain <name> files (an error if two share a name)
+        #[arg(long, conflicts_with = "all")]
+        flat: bool,
         #[command(flatten)]
         db: DbArg,
     },
@@ -194,12 +203,12 @@ pub enum Command {
     },
     /// Add files as facts (live resources), so a pipeline can start from existing data
     #[command(
-        after_help = "Examples:\n  grit ingest --name url seeds/*.txt\n  grit ingest --name config config.json"
+        after_help = "Examples:\n  grit ingest data/*.txt                  # each named after its file name: a.txt, b.txt, …\n  grit ingest --name config config.prod.json"
     )]
     Ingest {
-        /// Resource name to give the files
+        /// Resource name for a single file [default: each file's own name]
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -271,9 +280,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// The manifest
+    /// The manifest [default: grit.toml in the current directory or its parents]
     #[arg(short, long, value_name = "FILE")]
-    pub manifest: PathBuf,
+    pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub db: DbArg,
     #[command(flatten)]
@@ -373,7 +382,8 @@ pub fn translate_legacy(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             .any(|(f, v)| f == name && v.as_deref() != Some("false"))
     };
     let mut out: Vec<OsString> = vec![args[0].clone()];
-    let db = get("db");
+    // GRIT's store was `./db` unless `-db` said otherwise; `$GRIT_DB` is grit's and still wins.
+    let db = get("db").or_else(|| std::env::var_os("GRIT_DB").is_none().then(|| "db".into()));
     let push_db = |out: &mut Vec<OsString>| {
         if let Some(db) = &db {
             out.push("--db".into());
@@ -483,6 +493,17 @@ mod tests {
             t(&["grit", "-db", "d", "-run"])
                 .unwrap_err()
                 .contains("-manifest")
+        );
+    }
+
+    #[test]
+    fn grit_spelling_keeps_its_default_store() {
+        if std::env::var_os("GRIT_DB").is_some() {
+            return;
+        }
+        assert_eq!(
+            t(&["grit", "-manifest", "m.toml", "-run"]).unwrap(),
+            ["grit", "run", "--manifest", "m.toml", "--db", "db"]
         );
     }
 

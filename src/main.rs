@@ -17,8 +17,9 @@
 //!   subscribes to engine events; it never drives the engine.
 //! - [`commands`]: one file per subcommand, gluing the above together.
 //!
-//! `main` parses the command line, sets up logging and maps errors to exit codes: 0 ok, 1 a task
-//! failed, 2 usage or manifest error, 3 store locked.
+//! `main` parses the command line, sets up logging and maps errors to exit codes
+//! ([`commands::exit`]): 0 ok, 1 a task failed, 2 usage or manifest error, 3 store locked,
+//! 4 store damaged, 5 environment error.
 
 mod capture;
 mod cli;
@@ -58,6 +59,8 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::TaskFailed) => ExitCode::from(1),
         Ok(Outcome::Code(code)) => ExitCode::from(code),
+        // The reader of stdout went away (`grit status | head -1`): it has what it wanted.
+        Err(_) if report::stdout::reader_gone() => ExitCode::SUCCESS,
         Err(error) => {
             report::print_error(&error);
             ExitCode::from(exit_code_for(&error))

@@ -101,7 +101,7 @@ fn ingested_files_are_facts_that_start_a_pipeline() {
         r#"
 [[step]]
 name = "measure"
-inputs = ["doc"]
+inputs = ["*.txt"]
 script = 'wc -l < $INPUT_FILE | tr -d " " > $OUTPUT_DIR/lines_$GRIT_INPUT_HASH'
 "#,
     );
@@ -109,6 +109,7 @@ script = 'wc -l < $INPUT_FILE | tr -d " " > $OUTPUT_DIR/lines_$GRIT_INPUT_HASH'
     let b = p.path().join("b.txt");
     std::fs::write(&a, "1\n2\n").unwrap();
     std::fs::write(&b, "1\n2\n3\n").unwrap();
+    // --name renames one file; it cannot name several.
     let out = p.grit(&[
         "ingest",
         "--name",
@@ -116,9 +117,23 @@ script = 'wc -l < $INPUT_FILE | tr -d " " > $OUTPUT_DIR/lines_$GRIT_INPUT_HASH'
         a.to_str().unwrap(),
         b.to_str().unwrap(),
     ]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--name doc names one file, but 2 were given")
+    );
+    assert_eq!(
+        p.grit(&["status"]).status.code(),
+        Some(2),
+        "nothing was ingested, no store made"
+    );
+    // Several files are named after themselves.
+    let out = p.grit(&["ingest", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
     let docs = p.resources(false);
-    assert_eq!(docs.len(), 2);
+    let mut names: Vec<&str> = docs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["a.txt", "b.txt"]);
     assert!(
         docs.iter().all(|r| r["step"].is_null()),
         "ingested files have no step"
@@ -134,7 +149,7 @@ script = 'wc -l < $INPUT_FILE | tr -d " " > $OUTPUT_DIR/lines_$GRIT_INPUT_HASH'
     counts.sort();
     assert_eq!(counts, ["2\n", "3\n"]);
     // Ingesting the same content again adds nothing.
-    let again = p.grit(&["ingest", "--name", "doc", a.to_str().unwrap()]);
+    let again = p.grit(&["ingest", a.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("(0 new)"));
     assert_eq!(p.run_ok(&[])["executed"], 0);
 }
@@ -272,7 +287,7 @@ fn grit_spelling_runs_and_exports() {
 }
 
 #[test]
-fn db_defaults_to_grit_db_then_dot_db() {
+fn db_defaults_to_grit_db_then_dot_grit_beside_the_manifest() {
     let p = Project::new(TWO);
     let out = Command::cargo_bin("grit")
         .unwrap()
@@ -283,8 +298,8 @@ fn db_defaults_to_grit_db_then_dot_db() {
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
-        p.path().join("db/grit.sqlite").is_file(),
-        "./db is the default"
+        p.path().join(".grit/grit.sqlite").is_file(),
+        ".grit/ beside the manifest is the default"
     );
     let elsewhere = p.path().join("elsewhere");
     let out = Command::cargo_bin("grit")

@@ -11,7 +11,7 @@ fn fan(items: usize) -> String {
 name = "items"
 script = '''
 for i in $(seq 1 {items}); do echo "$i" > $OUTPUT_DIR/item_$i; done
-[ -f "$EXTRA_ITEM" ] && cp "$EXTRA_ITEM" $OUTPUT_DIR/item_extra || true
+[ -f "${{EXTRA_ITEM:-}}" ] && cp "$EXTRA_ITEM" $OUTPUT_DIR/item_extra || true
 '''
 
 [[step]]

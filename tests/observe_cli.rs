@@ -189,6 +189,58 @@ fn verbose_shows_tasks_and_script_lines_and_quiet_shows_nothing() {
 }
 
 #[test]
+fn quiet_prints_each_failure_and_the_verdict() {
+    let env = Env::new(DEMO);
+    let output = env.run(&["-q"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    let task = env.task_of("check", "num_3");
+    let db = env.db.display();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line per failure, then the verdict: {stderr}"
+    );
+    assert_eq!(
+        lines[0],
+        format!(
+            "failed: step check, task {task} (input num_3): exited with status 3 (grit log {task} --db {db})"
+        )
+    );
+    assert!(
+        lines[1].starts_with("run 1 failed: 6 tasks executed (5 succeeded, 1 failed)"),
+        "{stderr}"
+    );
+
+    // The same as JSON records, and nothing else.
+    let env = Env::new(DEMO);
+    let output = env.run(&["-q", "--log-format", "json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let records: Vec<serde_json::Value> = text(&output.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let task = env.task_of("check", "num_3");
+    assert_eq!(records[0]["level"], "ERROR");
+    assert_eq!(records[0]["grit_step"], "check");
+    assert_eq!(records[0]["grit_task"], task);
+    assert!(
+        records[0]["message"].as_str().is_some_and(
+            |m| m.starts_with(&format!("failed: step check, task {task} (input num_3)"))
+        ),
+        "{records:?}"
+    );
+    assert!(
+        records[1]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("run 1 failed: ")),
+        "{records:?}"
+    );
+}
+
+#[test]
 fn json_log_lines_are_json_with_grit_fields() {
     let env = Env::new(DEMO);
     let output = env.run(&["--log-format", "json", "-v"]);

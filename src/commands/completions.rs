@@ -4,8 +4,11 @@
 use anyhow::Context;
 use clap::CommandFactory;
 
+use std::io::Write;
+
 use super::exit::Outcome;
 use crate::cli::{Cli, Shell};
+use crate::report::stdout;
 
 pub fn completions(shell: Shell) -> anyhow::Result<Outcome> {
     let shell = match shell {
@@ -13,13 +16,18 @@ pub fn completions(shell: Shell) -> anyhow::Result<Outcome> {
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(shell, &mut Cli::command(), "grit", &mut std::io::stdout());
+    // Generated into memory first: `generate` panics when its writer fails.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "grit", &mut script);
+    stdout::stdout()
+        .write_all(&script)
+        .context("writing the completions")?;
     Ok(Outcome::Success)
 }
 
 pub fn man() -> anyhow::Result<Outcome> {
     clap_mangen::Man::new(Cli::command())
-        .render(&mut std::io::stdout())
+        .render(&mut stdout::stdout())
         .context("writing the man page")?;
     Ok(Outcome::Success)
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::exit::Outcome;
+use crate::report::stdout;
 use crate::sandbox;
 use crate::store::access;
 
@@ -28,11 +29,11 @@ pub fn doctor(json: bool, db: Option<&Path>) -> anyhow::Result<Outcome> {
                 "share_with_a_group": audit.share,
             });
         }
-        println!("{value}");
+        stdout::println(&value.to_string())?;
     } else {
-        print!("{}", probe.render_table());
+        stdout::print(&probe.render_table())?;
         if let (Some(audit), Some(db)) = (&audit, db) {
-            print!("{}", render_audit(db, audit));
+            stdout::print(&render_audit(db, audit))?;
         }
     }
     Ok(Outcome::Success)

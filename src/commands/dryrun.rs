@@ -8,12 +8,14 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
+use std::path::Path;
 
 use rusqlite::Connection;
 
 use super::exit::Outcome;
 use crate::cli::RunArgs;
 use crate::manifest::{Manifest, Step};
+use crate::report::stdout;
 use crate::store::liveness::{self, LiveSource};
 use crate::store::provenance::{self, VersionRow};
 use crate::store::runs::StepKind;
@@ -48,8 +50,8 @@ struct StepPlan {
     skipped: bool,
 }
 
-pub fn dry_run(manifest: &Manifest, args: &RunArgs) -> anyhow::Result<Outcome> {
-    let conn = match store::open_read(&args.db.db) {
+pub fn dry_run(manifest: &Manifest, args: &RunArgs, db: &Path) -> anyhow::Result<Outcome> {
+    let conn = match store::open_read(db) {
         Ok((_, conn)) => Some(conn),
         Err(StoreError::Missing(_)) => None,
         Err(e) => return Err(e.into()),
@@ -63,12 +65,11 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs) -> anyhow::Result<Outcome> {
     let total: u64 = plans.iter().filter(|p| !p.skipped).map(|p| p.tasks).sum();
     let now = args.max_tasks.map_or(total, |max| total.min(max));
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"dry_run": true, "tasks": now, "steps": plans})
-        );
+        stdout::println(
+            &serde_json::json!({"dry_run": true, "tasks": now, "steps": plans}).to_string(),
+        )?;
     } else {
-        print!("{}", render(&plans, now, total, conn.is_none(), args));
+        stdout::print(&render(&plans, now, total, conn.is_none().then_some(db)))?;
     }
     Ok(Outcome::Success)
 }
@@ -235,16 +236,14 @@ fn short(hash: &str) -> String {
     crate::store::short_hash(hash).to_string()
 }
 
-fn render(plans: &[StepPlan], now: u64, total: u64, no_store: bool, args: &RunArgs) -> String {
+fn render(plans: &[StepPlan], now: u64, total: u64, missing_store: Option<&Path>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "dry run: nothing is executed and the store is not changed{}",
-        if no_store {
-            format!(" (no store at {} yet)", args.db.db.display())
-        } else {
-            String::new()
-        }
+        missing_store
+            .map(|db| format!(" (no store at {} yet)", db.display()))
+            .unwrap_or_default()
     );
     let width = plans.iter().map(|p| p.step.len()).max().unwrap_or(4);
     for plan in plans {

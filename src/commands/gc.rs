@@ -3,30 +3,31 @@
 use std::path::Path;
 
 use super::exit::Outcome;
+use crate::report::stdout;
 use crate::report::summary::human_bytes;
 use crate::store::gc::Removed;
 use crate::store::{self, Objects, queries};
 
-fn report(what: &str, removed: &Removed) {
+fn report(what: &str, removed: &Removed) -> anyhow::Result<()> {
     let verb = if removed.dry_run {
         "would remove"
     } else {
         "removed"
     };
-    println!(
+    stdout::println(&format!(
         "{what}: {verb} {} resource(s), {} task(s), {} object(s); {} freed",
         removed.resources,
         removed.tasks,
         removed.objects,
         human_bytes(removed.bytes_freed)
-    );
+    ))
 }
 
 pub fn gc(db: &Path, dry_run: bool) -> anyhow::Result<Outcome> {
     let (paths, _lock, writer) = store::open_for_write(db)?;
     let objects = Objects::new(paths.objects);
     let removed = writer.call_blocking(move |conn| store::gc::gc(conn, &objects, dry_run))?;
-    report("gc", &removed);
+    report("gc", &removed)?;
     Ok(Outcome::Success)
 }
 
@@ -49,7 +50,7 @@ pub fn delete(
     let removed = writer.call_blocking(move |conn| {
         store::gc::delete(conn, &objects, hash.as_deref(), name.as_deref(), dry_run)
     })?;
-    report("delete", &removed);
+    report("delete", &removed)?;
     Ok(Outcome::Success)
 }
 
@@ -60,6 +61,6 @@ pub fn prune(db: &Path, keep: u64, name: Option<&str>, dry_run: bool) -> anyhow:
     let removed = writer.call_blocking(move |conn| {
         store::gc::prune(conn, &objects, keep, name.as_deref(), dry_run)
     })?;
-    report("prune", &removed);
+    report("prune", &removed)?;
     Ok(Outcome::Success)
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use super::exit::Outcome;
 use crate::cli::GraphFormat;
 use crate::manifest::glob_match;
+use crate::report::stdout;
 use crate::store::provenance::{self, Flow, GraphStep};
 use crate::store::{self};
 
@@ -22,7 +23,7 @@ pub fn graph(db: &Path, format: GraphFormat) -> anyhow::Result<Outcome> {
         GraphFormat::Dot => dot(&steps, &flows),
         GraphFormat::Mermaid => mermaid(&steps, &flows),
     };
-    print!("{text}");
+    stdout::print(&text)?;
     Ok(Outcome::Success)
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::exit::Outcome;
+use crate::report::stdout;
 use crate::store::{self, Objects, StoreError, provenance, queries};
 
 /// Log lines shown per task when listing.
@@ -19,7 +20,7 @@ pub fn log(
 ) -> anyhow::Result<Outcome> {
     let (paths, conn) = store::open_read(db)?;
     let objects = Objects::new(paths.objects);
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout::stdout();
     if let Some(id) = task {
         let info = queries::task(&conn, id)?;
         writeln!(

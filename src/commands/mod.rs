@@ -10,66 +10,93 @@ pub mod export;
 pub mod gc;
 pub mod graph;
 pub mod ingest;
+pub mod locate;
 pub mod log;
 pub mod resources;
 pub mod run;
+pub mod select;
 pub mod status;
 pub mod validate;
 pub mod why;
 
-use crate::cli::{Cli, Command};
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command, DbArg};
 use exit::Outcome;
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
+    // The store of a command without a manifest: `--db`, `$GRIT_DB`, or found from here up.
+    let store = |db: &DbArg| -> anyhow::Result<PathBuf> {
+        let found = locate::store(db.db.as_deref(), None)?;
+        if let Some(note) = found.note {
+            eprintln!("note: {note}");
+        }
+        Ok(found.path)
+    };
     match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Validate { manifest } => validate::validate(&manifest),
-        Command::Status { db, json } => status::status(&db.db, json),
+        Command::Validate { manifest } => {
+            validate::validate(&locate::manifest(manifest.as_deref())?)
+        }
+        Command::Status { db, json } => status::status(&store(&db)?, json),
         Command::Resources {
             name,
             db,
             all,
             json,
-        } => resources::resources(&db.db, name.as_deref(), all, json),
-        Command::Cat { hash, db } => cat::cat(&db.db, &hash),
+        } => resources::resources(&store(&db)?, name.as_deref(), all, json),
+        Command::Cat { hash, db } => cat::cat(&store(&db)?, &hash),
         Command::Export {
             names,
             to,
             tar,
             all,
+            flat,
             db,
-        } => export::export(&db.db, &names, to.as_deref(), tar.as_deref(), all),
+        } => export::export(
+            &store(&db)?,
+            &names,
+            to.as_deref(),
+            tar.as_deref(),
+            all,
+            flat,
+        ),
         Command::Log {
             task,
             step,
             failed,
             db,
-        } => log::log(&db.db, task, step.as_deref(), failed),
-        Command::Why { hash, db, json } => why::why(&db.db, &hash, json),
-        Command::Graph { db, format } => graph::graph(&db.db, format),
+        } => log::log(&store(&db)?, task, step.as_deref(), failed),
+        Command::Why { hash, db, json } => why::why(&store(&db)?, &hash, json),
+        Command::Graph { db, format } => graph::graph(&store(&db)?, format),
         Command::Ingest {
             name,
             files,
             db,
             group,
-        } => ingest::ingest(&db.db, group.group.as_deref(), &name, &files),
-        Command::Gc { dry_run, db } => gc::gc(&db.db, dry_run),
+        } => ingest::ingest(
+            &store(&db)?,
+            group.group.as_deref(),
+            name.as_deref(),
+            &files,
+        ),
+        Command::Gc { dry_run, db } => gc::gc(&store(&db)?, dry_run),
         Command::Delete {
             hash,
             name,
             dry_run,
             db,
-        } => gc::delete(&db.db, hash.as_deref(), name.as_deref(), dry_run),
+        } => gc::delete(&store(&db)?, hash.as_deref(), name.as_deref(), dry_run),
         Command::Prune {
             keep,
             name,
             dry_run,
             db,
-        } => gc::prune(&db.db, keep, name.as_deref(), dry_run),
+        } => gc::prune(&store(&db)?, keep, name.as_deref(), dry_run),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
         Command::Doctor { json, db } => doctor::doctor(json, db.as_deref()),
-        Command::LegacyExport { name, db } => resources::legacy_export(&db.db, &name),
+        Command::LegacyExport { name, db } => resources::legacy_export(&store(&db)?, &name),
     }
 }
 

@@ -6,23 +6,30 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::exit::Outcome;
+use super::select;
+use crate::report::stdout;
 use crate::report::summary::human_bytes;
+use crate::store::queries::ResourceRow;
 use crate::store::{self, StoreError, queries};
 
 pub fn resources(db: &Path, name: Option<&str>, all: bool, json: bool) -> anyhow::Result<Outcome> {
     let (_, conn) = store::open_read(db)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    // Streamed as it is read, so a large store does not build one big list in memory; `NAME` is
+    // a name or a glob.
+    let each = |each: &mut dyn FnMut(ResourceRow) -> Result<(), StoreError>| match name {
+        Some(pattern) => queries::resources_matching(&conn, pattern, all, each),
+        None => queries::resources(&conn, None, all, each),
+    };
+    let mut count = 0u64;
+    let mut out = std::io::BufWriter::new(stdout::stdout());
     let io = |e: std::io::Error| StoreError::io(Path::new("stdout"), e);
     if json {
-        // Streamed as it is read, so a large store does not build one big value in memory.
         write!(out, "{{\"resources\":[").map_err(io)?;
-        let mut first = true;
-        queries::resources(&conn, name, all, |row| {
-            if !first {
+        each(&mut |row| {
+            if count > 0 {
                 write!(out, ",").map_err(io)?;
             }
-            first = false;
+            count += 1;
             serde_json::to_writer(&mut out, &row).map_err(|e| io(e.into()))
         })?;
         writeln!(out, "]}}").map_err(io)?;
@@ -33,7 +40,8 @@ pub fn resources(db: &Path, name: Option<&str>, all: bool, json: bool) -> anyhow
             "NAME", "HASH", "SIZE", "STEP", "LIVE"
         )
         .map_err(io)?;
-        queries::resources(&conn, name, all, |row| {
+        each(&mut |row| {
+            count += 1;
             writeln!(
                 out,
                 "{:<24}  {:<16}  {:>10}  {:<16}  {:<5}  {}",
@@ -48,13 +56,16 @@ pub fn resources(db: &Path, name: Option<&str>, all: bool, json: bool) -> anyhow
         })?;
     }
     out.flush().context("writing to stdout")?;
+    if let (Some(pattern), 0) = (name, count) {
+        return Err(select::no_match(&conn, pattern, all)?.into());
+    }
     Ok(Outcome::Success)
 }
 
 /// GRIT's `-export NAME`: the live hashes of NAME, one a line.
 pub fn legacy_export(db: &Path, name: &str) -> anyhow::Result<Outcome> {
     let (_, conn) = store::open_read(db)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = std::io::BufWriter::new(stdout::stdout());
     queries::resources(&conn, Some(name), false, |row| {
         writeln!(out, "{}", row.hash).map_err(|e| StoreError::io(Path::new("stdout"), e))
     })?;

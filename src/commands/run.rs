@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::exit::{Outcome, UsageError};
+use super::locate;
 use crate::capture::Capture;
 use crate::capture::dir::DirCapture;
 use crate::capture::fuse::FuseCapture;
@@ -12,13 +13,16 @@ use crate::cli::{CaptureMode, RunArgs};
 use crate::engine::{self, RunInputs, RunOptions};
 use crate::report::logging::{self, Level};
 use crate::report::reporter::Reporter;
-use crate::report::summary;
+use crate::report::{stdout, summary};
 use crate::{manifest, store};
 
 /// Warn when the store's filesystem is fuller than this (as GRIT did).
 const DISK_WARN_FRACTION: f64 = 0.85;
 
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let manifest_path = locate::manifest(args.manifest.as_deref())?;
+    let store = locate::store(args.db.db.as_deref(), Some(&manifest_path))?;
+    let db = store.path.as_path();
     let level = match (args.verbosity.quiet, args.verbosity.verbose) {
         (true, _) => Level::Quiet,
         (_, true) => Level::Verbose,
@@ -26,25 +30,54 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     };
     // The manifest first: journald records carry the pipeline's name. Its errors are returned,
     // not logged, so nothing is lost before logging exists.
-    let loaded = manifest::load(&args.manifest)?;
+    let loaded = manifest::load(&manifest_path)?;
     let pipeline = pipeline_name(&loaded.manifest);
     let logging = logging::init(level, args.log_format, &pipeline, !args.dry_run);
-    for warning in &loaded.warnings {
+    if let Some(note) = &store.note {
+        tracing::warn!("{note}");
+    }
+    // A run checks the graph's warnings again below, knowing what the store holds (an ingested
+    // `x` answers "nothing writes `x`"), so the manifest-only ones are left out here.
+    let graph_warnings: Vec<_> = if args.dry_run {
+        Vec::new()
+    } else {
+        let manifest = &loaded.manifest;
+        manifest
+            .unwritten_inputs(&|_| false)
+            .into_iter()
+            .chain(manifest.cycle_warnings())
+            .collect()
+    };
+    for warning in loaded
+        .warnings
+        .iter()
+        .filter(|w| !graph_warnings.contains(w))
+    {
         tracing::warn!(
             "{}:{}:{}: {}",
-            args.manifest.display(),
+            manifest_path.display(),
             warning.line,
             warning.column,
             warning.message
         );
     }
     let manifest = loaded.manifest;
+    if !manifest::bash_on_path()
+        && manifest
+            .steps
+            .iter()
+            .any(|s| s.shell == manifest::POSIX_SHELL)
+    {
+        tracing::warn!(
+            "bash is not on PATH: steps that name no `shell` run under `sh -ec`, where a failing command inside a pipeline does not fail the step\n  help: install bash, or set shell = [...] in [pipeline]"
+        );
+    }
     for name in &args.steps {
         if manifest.step(name).is_none() {
             let known: Vec<&str> = manifest.steps.iter().map(|s| s.name.as_str()).collect();
             return Err(UsageError(format!(
                 "--step {name}: no such step in {}\n  help: steps are: {}",
-                args.manifest.display(),
+                manifest_path.display(),
                 known.join(", ")
             ))
             .into());
@@ -52,11 +85,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
 
     if args.dry_run {
-        return super::dryrun::dry_run(&manifest, &args);
+        return super::dryrun::dry_run(&manifest, &args, db);
     }
 
     let group = super::store_group(args.group.group.as_deref())?;
-    let (paths, _lock, writer) = store::open_for_write_shared(&args.db.db, group.as_ref())?;
+    let (paths, _lock, writer) = store::open_for_write_shared(db, group.as_ref())?;
     warn_if_disk_full(&paths.root);
     // Inputs nothing writes are worth a warning, unless the store already holds such resources
     // (ingested files, or outputs of steps that no longer exist).
@@ -115,17 +148,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     logging.finish_progress();
     let report = result?;
 
-    if level != Level::Quiet {
-        let text = summary::render(&report, &args.db.db, logging.color, &|task| {
-            reporter.failed_input(task)
-        });
+    let input_of = |task| reporter.failed_input(task);
+    if level == Level::Quiet {
+        logging.print_quiet(report.run, &summary::quiet_lines(&report, db, &input_of));
+    } else {
+        let text = summary::render(&report, db, logging.color, &input_of);
         logging.print_summary(report.run, &text);
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).context("encoding the JSON summary")?
-        );
+        stdout::println(&serde_json::to_string(&report).context("encoding the JSON summary")?)?;
     }
     Ok(match (report.interrupted, report.totals.failed) {
         (Some(signal), _) => Outcome::Code(engine::interrupted_exit_code(signal) as u8),

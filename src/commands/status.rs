@@ -2,40 +2,49 @@
 
 use std::path::Path;
 
+use std::io::Write;
+
 use super::exit::Outcome;
+use crate::report::stdout;
 use crate::store::{self, provenance, queries};
 
 pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
     let (_, conn) = store::open_read(db)?;
+    let mut out = stdout::stdout();
     let steps = queries::status(&conn)?;
     let last = provenance::last_run(&conn)?;
     if json {
-        println!(
+        writeln!(
+            out,
             "{}",
             serde_json::json!({ "steps": steps, "last_run": last })
-        );
+        )?;
         return Ok(Outcome::Success);
     }
     if steps.is_empty() {
-        println!(
+        writeln!(
+            out,
             "no steps yet: run `grit run -m MANIFEST --db {}` first",
             db.display()
-        );
+        )?;
         return Ok(Outcome::Success);
     }
     let width = steps.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
-    println!(
+    writeln!(
+        out,
         "{:<width$}  {:<6}  {:<12}  {:>7}  {:>7}  {:>9}  {:>6}  {:>12}",
         "STEP", "KIND", "VERSION", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "LIVE OUTPUTS"
-    );
+    )?;
     for s in &steps {
-        println!(
+        writeln!(
+            out,
             "{:<width$}  {:<6}  {:<12}  {:>7}  {:>7}  {:>9}  {:>6}  {:>12}",
             s.name, s.kind, s.version, s.pending, s.running, s.succeeded, s.failed, s.live_outputs
-        );
+        )?;
     }
     if let Some(run) = last {
-        println!(
+        writeln!(
+            out,
             "\nlast run {}{}: {}, {} executed ({} succeeded, {} failed), {} new resources; started {}{}",
             run.id,
             run.pipeline
@@ -52,17 +61,18 @@ pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
                 .as_deref()
                 .map(|f| format!(", finished {f}"))
                 .unwrap_or_default()
-        );
+        )?;
     }
     for s in steps.iter().filter(|s| s.failed > 0) {
-        println!(
+        writeln!(
+            out,
             "{} failed task{} in {}: grit log --step {} --failed --db {}",
             s.failed,
             if s.failed == 1 { "" } else { "s" },
             s.name,
             s.name,
             db.display()
-        );
+        )?;
     }
     Ok(Outcome::Success)
 }

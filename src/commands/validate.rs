@@ -2,6 +2,7 @@
 
 use super::exit::Outcome;
 use crate::manifest;
+use crate::report::stdout;
 
 pub fn validate(path: &std::path::Path) -> anyhow::Result<Outcome> {
     let loaded = manifest::load(path)?;
@@ -14,6 +15,31 @@ pub fn validate(path: &std::path::Path) -> anyhow::Result<Outcome> {
             warning.message
         );
     }
-    print!("{}", loaded.manifest.render_graph());
+    for note in several_inputs_notes(&loaded.manifest) {
+        eprintln!("{}:{note}", path.display());
+    }
+    stdout::print(&loaded.manifest.render_graph())?;
     Ok(Outcome::Success)
+}
+
+/// Several `inputs` read like a join, but a map step runs once per input resource: say so, at the
+/// step's `inputs`, and point to `gather = true`.
+fn several_inputs_notes(manifest: &manifest::Manifest) -> Vec<String> {
+    manifest
+        .steps
+        .iter()
+        .filter(|step| step.inputs.len() > 1 && !step.gather)
+        .map(|step| {
+            let (line, column) = step
+                .input_positions
+                .first()
+                .map_or((step.line, 1), |p| (p.line, p.column));
+            let names: Vec<String> = step.inputs.iter().map(|i| format!("`{i}`")).collect();
+            format!(
+                "{line}:{column}: note: step `{}` has several inputs ({}): it runs once per input resource, with that one file in $INPUT_FILE, not once with all of them\n  help: for a join over all of them, set gather = true (the task then sees every input in $INPUT_DIR)",
+                step.name,
+                names.join(", ")
+            )
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::exit::Outcome;
+use crate::report::stdout;
 use crate::report::summary::human_bytes;
 use crate::store::provenance::{self, Producer, ResourceFacts};
 use crate::store::{self, StoreError, queries};
@@ -54,13 +55,13 @@ pub fn why(db: &Path, hash: &str, json: bool) -> anyhow::Result<Outcome> {
         trees.push(build(&conn, root, 0, &mut seen)?);
     }
     if json {
-        println!("{}", serde_json::json!({ "resources": trees }));
+        stdout::println(&serde_json::json!({ "resources": trees }).to_string())?;
     } else {
         let mut out = String::new();
         for tree in &trees {
             render(&mut out, tree, 0);
         }
-        print!("{out}");
+        stdout::print(&out)?;
     }
     Ok(Outcome::Success)
 }

@@ -29,6 +29,9 @@ pub enum Event<'a> {
         duration: Duration,
         outputs: usize,
         error: Option<&'a str>,
+        /// What the log suggests the sandbox hid: shown for failures and successes alike, since
+        /// a pipe can hide an error.
+        hints: &'a [String],
     },
     /// A succeeded task published this output (new, or identical to an existing resource).
     Output {

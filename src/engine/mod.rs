@@ -47,6 +47,8 @@ pub struct Failure {
     pub status: String,
     pub error: String,
     pub log_tail: Vec<String>,
+    /// What the log suggests the sandbox hid ([`crate::sandbox::hints`]).
+    pub hints: Vec<String>,
 }
 
 /// Per-step numbers for the summary.
@@ -414,6 +416,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
             duration: Duration::from_millis(record.duration_ms),
             outputs: outputs_count,
             error: record.error.as_deref(),
+            hints: &finished.hints,
         });
         let stat = &mut stats[index];
         stat.executed += 1;
@@ -431,6 +434,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
                 status: finished.exit.describe(),
                 error: record.error.clone().unwrap_or_default(),
                 log_tail: finished.log_tail,
+                hints: finished.hints,
             });
         }
         totals.resources_new += published.resources_new;

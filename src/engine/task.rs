@@ -12,6 +12,7 @@ use crate::capture::{Capture, CaptureError, CapturedFile};
 use crate::executor::process::ProcessExecutor;
 use crate::executor::{Exit, TaskInput, TaskSpec};
 use crate::manifest::Step;
+use crate::sandbox::hints;
 use crate::store::objects::{Objects, hash_file};
 use crate::store::publish::{OutputRecord, TaskRecord};
 use crate::store::schedule::QueuedTask;
@@ -38,6 +39,8 @@ pub struct Finished {
     pub exit: Exit,
     /// The last lines of the log, for failures.
     pub log_tail: Vec<String>,
+    /// What the log suggests the sandbox hid (see [`crate::sandbox::hints`]), failed or not.
+    pub hints: Vec<String>,
 }
 
 /// A task's claim on a script slot (-j, `parallel`): released once, when its last attempt's
@@ -122,6 +125,7 @@ pub async fn run_task(
     }
     let post = ctx.clone();
     let failure = error.clone();
+    let view = hints::View::of(&step.policy, &ctx.workdir, ctx.no_sandbox);
     let finished = tokio::task::spawn_blocking(move || {
         let mut error = failure;
         let mut outputs = Vec::new();
@@ -139,22 +143,32 @@ pub async fn run_task(
         if let Some(message) = &error {
             append_log(&log_path, &format!("grit: task failed: {message}"));
         }
+        let text = tail_text(&log_path);
         let log_tail = if error.is_some() {
-            tail(&log_path)
+            last_lines(&text)
         } else {
             Vec::new()
         };
+        let hints = match &view {
+            Some(view) => hints::hints(&text, view, std::env::var_os("PATH").as_deref()),
+            None => Vec::new(),
+        };
+        // In the stored log too, so `grit log` shows them.
+        for hint in &hints {
+            append_log(&log_path, &format!("grit: hint: {hint}"));
+        }
         let log_hash = store_log(&post.objects, &log_path);
-        (outputs, error, log_tail, log_hash)
+        (outputs, error, log_tail, log_hash, hints)
     })
     .await;
-    let (outputs, error, log_tail, log_hash) = match finished {
+    let (outputs, error, log_tail, log_hash, hints) = match finished {
         Ok(done) => done,
         Err(e) => (
             Vec::new(),
             Some(format!("storing outputs failed: {e}")),
             Vec::new(),
             None,
+            Vec::new(),
         ),
     };
     Finished {
@@ -172,6 +186,7 @@ pub async fn run_task(
         },
         exit,
         log_tail,
+        hints,
     }
 }
 
@@ -363,22 +378,26 @@ fn append_log(path: &std::path::Path, line: &str) {
     }
 }
 
-/// The last lines of a log file (reads at most the final 64 KiB).
-fn tail(path: &std::path::Path) -> Vec<String> {
+/// The end of a log file: at most its final 64 KiB.
+fn tail_text(path: &std::path::Path) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = fs::File::open(path) else {
-        return Vec::new();
+        return String::new();
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(64 * 1024);
     if file.seek(SeekFrom::Start(start)).is_err() {
-        return Vec::new();
+        return String::new();
     }
     let mut buffer = Vec::new();
     if file.read_to_end(&mut buffer).is_err() {
-        return Vec::new();
+        return String::new();
     }
-    let text = String::from_utf8_lossy(&buffer);
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+/// The last lines of a log's text.
+fn last_lines(text: &str) -> Vec<String> {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..]
         .iter()

@@ -186,7 +186,7 @@ pub(crate) fn unwritten_inputs(m: &Manifest, known: &dyn Fn(&str) -> bool) -> Ve
                 line: pos.line,
                 column: pos.column,
                 message: format!(
-                    "step `{}` reads {what}, but no step writes it and nothing by that name has been ingested (add it with `grit ingest --name NAME FILE`)",
+                    "step `{}` reads {what}, but no step writes it and nothing by that name has been ingested (add it with `grit ingest FILE`, named after the file, or `grit ingest --name NAME FILE`)",
                     step.name
                 ),
             });

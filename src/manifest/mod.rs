@@ -67,7 +67,7 @@ pub struct Step {
     pub env: BTreeMap<String, String>,
     pub once: bool,
     pub gather: bool,
-    /// Step value, else pipeline value, else `["sh", "-ec"]`. The script is appended as the
+    /// Step value, else pipeline value, else [`default_shell`]. The script is appended as the
     /// last argument.
     pub shell: Vec<String>,
     pub policy: Policy,
@@ -95,9 +95,38 @@ impl Default for Step {
     }
 }
 
-/// The shell a script runs under when neither the step nor the pipeline names one.
+/// The default shell where bash exists: Snakemake's strict mode, so a failing command inside a
+/// pipeline (`grep -f missing | sort > out`) or an unset variable fails the step.
+pub const STRICT_SHELL: [&str; 4] = ["bash", "-euo", "pipefail", "-c"];
+/// The default shell without bash: POSIX `sh` stops at a failing command, but a pipeline's
+/// status is its last command's.
+pub const POSIX_SHELL: [&str; 2] = ["sh", "-ec"];
+
+/// The shell a script runs under when neither the step nor the pipeline names one:
+/// [`STRICT_SHELL`] when bash is on `PATH` at run time, else [`POSIX_SHELL`]. It is part of the
+/// step version, so results computed under another shell are not reused silently.
 pub fn default_shell() -> Vec<String> {
-    vec!["sh".to_string(), "-ec".to_string()]
+    let shell: &[&str] = if bash_on_path() {
+        &STRICT_SHELL
+    } else {
+        &POSIX_SHELL
+    };
+    shell.iter().map(|s| s.to_string()).collect()
+}
+
+/// Whether an executable `bash` is in one of `$PATH`'s directories (looked up once).
+pub fn bash_on_path() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        let Some(path) = std::env::var_os("PATH") else {
+            return false;
+        };
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join("bash"))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// Sandbox and resource limits for a step's tasks (DESIGN §4).

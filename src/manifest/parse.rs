@@ -241,7 +241,7 @@ fn syntax_help(message: &str) -> Option<String> {
 fn unknown_top_key(ctx: &Ctx<'_>, key: &str, offset: usize) -> ManifestError {
     let help = match key {
         "csv" | "column" | "columns" => Some(format!(
-            "grit has no [[{key}]] tables; load data with a source step or `grit ingest --name NAME FILE`"
+            "grit has no [[{key}]] tables; load data with a source step or `grit ingest FILE`"
         )),
         "steps" => Some("write each step as a [[step]] table".into()),
         _ if SHARED_KEYS.contains(&key) || STEP_ONLY_KEYS.contains(&key) => Some(format!(
@@ -1059,7 +1059,7 @@ script = "cat $INPUT_DIR/* > $OUTPUT_DIR/all"
         let s = &m.steps[0];
         assert_eq!(m.pipeline_name, None);
         assert_eq!((s.parallel, s.timeout, s.retries), (None, None, 0));
-        assert_eq!(s.shell, ["sh", "-ec"]);
+        assert_eq!(s.shell, crate::manifest::default_shell());
         assert!(s.env.is_empty() && !s.once && !s.gather && s.is_source());
         assert_eq!(s.policy, crate::manifest::Policy::default());
         assert_eq!(s.line, 1);

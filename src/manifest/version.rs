@@ -119,7 +119,10 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         assert_eq!(v["policy"]["sandbox"], "strict");
-        assert_eq!(v["shell"], serde_json::json!(["sh", "-ec"]));
+        assert_eq!(
+            v["shell"],
+            serde_json::json!(crate::manifest::default_shell())
+        );
         assert_eq!(version_hash(&s).len(), 64);
         assert!(
             version_hash(&s)

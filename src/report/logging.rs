@@ -15,6 +15,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use super::journald;
 use super::progress::{Progress, StderrWriter};
+use super::summary::QuietLine;
 use crate::cli::LogFormat;
 use crate::executor::{LineSink, Stream, TaskSpec};
 
@@ -189,6 +190,24 @@ impl Logging {
             tracing::info!(grit_run = run_id, "{}", text.trim_end());
         } else {
             self.writer.write_str(text);
+        }
+    }
+
+    /// Print what `-q` keeps of the summary (see [`super::summary::quiet_lines`]): plain lines on
+    /// stderr for text, error records (which pass the quiet filter) for JSON and journald.
+    pub fn print_quiet(&self, run_id: i64, lines: &[QuietLine]) {
+        for line in lines {
+            if self.output == Output::Text {
+                self.writer.write_str(&format!("{}\n", line.text));
+            } else {
+                tracing::error!(
+                    grit_run = run_id,
+                    grit_step = line.step.as_deref(),
+                    grit_task = line.task,
+                    "{}",
+                    line.text
+                );
+            }
         }
     }
 

@@ -6,6 +6,7 @@ pub mod journald;
 pub mod logging;
 pub mod progress;
 pub mod reporter;
+pub mod stdout;
 pub mod summary;
 
 /// Print an error and its causes to stderr, `error: top` then `  caused by: …`.
@@ -16,8 +17,14 @@ pub fn print_error(error: &anyhow::Error) {
         return;
     }
     let mut text = format!("error: {error}");
+    let mut previous = error.to_string();
     for cause in error.chain().skip(1) {
-        text.push_str(&format!("\n  caused by: {cause}"));
+        let cause = cause.to_string();
+        // Many errors already include their source's text (`path: Permission denied`).
+        if !previous.contains(&cause) {
+            text.push_str(&format!("\n  caused by: {cause}"));
+        }
+        previous = cause;
     }
     eprintln!("{text}");
 }

@@ -314,6 +314,7 @@ mod tests {
             duration: Duration::from_millis(1),
             outputs: 0,
             error: None,
+            hints: &[],
         }
     }
 

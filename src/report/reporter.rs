@@ -106,6 +106,7 @@ impl Observer for Reporter {
                 duration,
                 outputs,
                 error,
+                hints,
             } => {
                 let input = self.running.lock().ok().and_then(|mut r| r.remove(task_id));
                 let (resource, hash) = match &input {
@@ -125,6 +126,14 @@ impl Observer for Reporter {
                         grit_outputs = outputs,
                         "task {task_id} of {step} succeeded in {seconds:.2}s with {outputs} output(s)"
                     );
+                    for hint in hints.iter() {
+                        tracing::warn!(
+                            grit_run = run,
+                            grit_step = step,
+                            grit_task = task_id,
+                            "task {task_id} of {step} succeeded, but its log suggests: {hint}"
+                        );
+                    }
                 } else {
                     let error = error.unwrap_or("failed");
                     tracing::warn!(

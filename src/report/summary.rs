@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::engine::RunReport;
+use crate::engine::{Failure, RunReport};
 
 /// Steps listed in the summary, slowest first.
 const STEPS_SHOWN: usize = 8;
@@ -19,36 +19,14 @@ pub fn render(
     color: bool,
     input_of: &dyn Fn(i64) -> Option<String>,
 ) -> String {
-    let (red, green, dim, reset) = if color {
-        ("\x1b[31m", "\x1b[32m", "\x1b[2m", "\x1b[0m")
+    let (red, dim, reset) = if color {
+        ("\x1b[31m", "\x1b[2m", "\x1b[0m")
     } else {
-        ("", "", "", "")
+        ("", "", "")
     };
     let t = &report.totals;
-    let rate = if report.elapsed_s > 0.0 {
-        t.executed as f64 / report.elapsed_s
-    } else {
-        0.0
-    };
     let mut out = String::new();
-    let verdict = match (report.interrupted, t.failed) {
-        (Some(_), _) => format!("{red}interrupted{reset}"),
-        (None, 0) => format!("{green}ok{reset}"),
-        (None, _) => format!("{red}failed{reset}"),
-    };
-    let _ = writeln!(
-        out,
-        "run {} {verdict}: {} executed ({} succeeded, {} failed), {} new resource{}, {} captured, {:.2}s, {:.1} tasks/s",
-        report.run,
-        plural(t.executed, "task"),
-        t.succeeded,
-        t.failed,
-        t.resources_new,
-        if t.resources_new == 1 { "" } else { "s" },
-        human_bytes(report.bytes_captured),
-        report.elapsed_s,
-        rate
-    );
+    let _ = writeln!(out, "{}", verdict_line(report, color));
     if report.recovered > 0 {
         let _ = writeln!(
             out,
@@ -98,19 +76,19 @@ pub fn render(
         }
     }
     for failure in report.failures.iter().take(FAILURES_SHOWN) {
-        let input = input_of(failure.task)
-            .map(|name| format!(" (input {name})"))
-            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{red}failed{reset}: step {}, task {}{input}: {}",
-            failure.step, failure.task, failure.status
+            "{}",
+            failure_line(failure, input_of(failure.task), color)
         );
         if !failure.error.is_empty() && failure.error != failure.status {
             let _ = writeln!(out, "  error: {}", failure.error);
         }
         for line in &failure.log_tail {
             let _ = writeln!(out, "  {dim}|{reset} {line}");
+        }
+        for hint in &failure.hints {
+            let _ = writeln!(out, "  hint: {hint}");
         }
         let _ = writeln!(
             out,
@@ -136,6 +114,94 @@ pub fn render(
         }
     }
     out
+}
+
+/// What `-q` prints: each failure's one-line summary, then the verdict line; nothing when the run
+/// neither failed nor was interrupted (under cron, no output means no mail).
+pub fn quiet_lines(
+    report: &RunReport,
+    db: &Path,
+    input_of: &dyn Fn(i64) -> Option<String>,
+) -> Vec<QuietLine> {
+    if report.totals.failed == 0 && report.interrupted.is_none() {
+        return Vec::new();
+    }
+    let mut lines: Vec<QuietLine> = report
+        .failures
+        .iter()
+        .map(|failure| QuietLine {
+            step: Some(failure.step.clone()),
+            task: Some(failure.task),
+            text: format!(
+                "{} (grit log {} --db {})",
+                failure_line(failure, input_of(failure.task), false),
+                failure.task,
+                db.display()
+            ),
+        })
+        .collect();
+    lines.push(QuietLine {
+        step: None,
+        task: None,
+        text: verdict_line(report, false),
+    });
+    lines
+}
+
+/// One line of `-q` output, with the step and task it is about (for JSON and journald fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuietLine {
+    pub step: Option<String>,
+    pub task: Option<i64>,
+    pub text: String,
+}
+
+/// `run 7 failed: 2 tasks executed (1 succeeded, 1 failed), …`.
+fn verdict_line(report: &RunReport, color: bool) -> String {
+    let (red, green, reset) = if color {
+        ("\x1b[31m", "\x1b[32m", "\x1b[0m")
+    } else {
+        ("", "", "")
+    };
+    let t = &report.totals;
+    let rate = if report.elapsed_s > 0.0 {
+        t.executed as f64 / report.elapsed_s
+    } else {
+        0.0
+    };
+    let verdict = match (report.interrupted, t.failed) {
+        (Some(_), _) => format!("{red}interrupted{reset}"),
+        (None, 0) => format!("{green}ok{reset}"),
+        (None, _) => format!("{red}failed{reset}"),
+    };
+    format!(
+        "run {} {verdict}: {} executed ({} succeeded, {} failed), {} new resource{}, {} captured, {:.2}s, {:.1} tasks/s",
+        report.run,
+        plural(t.executed, "task"),
+        t.succeeded,
+        t.failed,
+        t.resources_new,
+        if t.resources_new == 1 { "" } else { "s" },
+        human_bytes(report.bytes_captured),
+        report.elapsed_s,
+        rate
+    )
+}
+
+/// `failed: step parse, task 12 (input a.csv): exited with status 2`.
+fn failure_line(failure: &Failure, input: Option<String>, color: bool) -> String {
+    let (red, reset) = if color {
+        ("\x1b[31m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
+    let input = input
+        .map(|name| format!(" (input {name})"))
+        .unwrap_or_default();
+    format!(
+        "{red}failed{reset}: step {}, task {}{input}: {}",
+        failure.step, failure.task, failure.status
+    )
 }
 
 fn plural(n: u64, word: &str) -> String {
@@ -164,7 +230,7 @@ pub fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Failure, StepStats};
+    use crate::engine::StepStats;
     use crate::store::runs::RunTotals;
 
     fn report(failures: usize) -> RunReport {
@@ -206,6 +272,7 @@ mod tests {
                     status: "exited with status 2".into(),
                     error: "exited with status 2".into(),
                     log_tail: vec![format!("line of {i}")],
+                    hints: Vec::new(),
                 })
                 .collect(),
             interrupted: None,

@@ -43,6 +43,7 @@
 mod cgroup;
 mod child;
 mod client;
+pub mod hints;
 mod netpool;
 mod plan;
 pub mod policy;

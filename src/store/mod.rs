@@ -93,10 +93,6 @@ impl StorePaths {
             lock: root.join("lock"),
         }
     }
-
-    pub fn exists(&self) -> bool {
-        self.database.is_file()
-    }
 }
 
 /// Open (creating if needed) a store for writing: takes the lock, migrates, starts the writer.
@@ -111,7 +107,7 @@ pub fn open_for_write_shared(
     root: &Path,
     group: Option<&access::Group>,
 ) -> Result<(StorePaths, StoreLock, Writer), StoreError> {
-    let sharing = if StorePaths::new(root).exists() {
+    let sharing = if StorePaths::new(root).database.is_file() {
         let sharing = access::Sharing::of(root).map_err(|e| StoreError::io(root, e))?;
         if let Some(group) = group {
             warn_if_not_shared_with(root, sharing, group);
@@ -140,8 +136,20 @@ pub fn open_for_write_shared(
 /// Open an existing store read-only. Never creates anything.
 pub fn open_read(root: &Path) -> Result<(StorePaths, Connection), StoreError> {
     let paths = StorePaths::new(root);
-    if !paths.exists() {
-        return Err(StoreError::Missing(root.to_path_buf()));
+    // Only a database that is not there means "no store"; one that cannot be looked at
+    // (permissions, I/O) is an environment error, not a hint to create a store.
+    match std::fs::metadata(&paths.database) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err(StoreError::Missing(root.to_path_buf())),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err(StoreError::Missing(root.to_path_buf()));
+        }
+        Err(e) => return Err(StoreError::io(&paths.database, e)),
     }
     let conn = Connection::open_with_flags(
         &paths.database,

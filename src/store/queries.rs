@@ -92,16 +92,36 @@ pub fn resources(
     conn: &Connection,
     name: Option<&str>,
     all: bool,
+    each: impl FnMut(ResourceRow) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    stream_resources(conn, name, false, all, each)
+}
+
+/// [`resources`] whose name is `pattern` or matches it as a glob (`report-*.csv`).
+pub fn resources_matching(
+    conn: &Connection,
+    pattern: &str,
+    all: bool,
+    each: impl FnMut(ResourceRow) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    stream_resources(conn, Some(pattern), true, all, each)
+}
+
+fn stream_resources(
+    conn: &Connection,
+    name: Option<&str>,
+    glob: bool,
+    all: bool,
     mut each: impl FnMut(ResourceRow) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut stmt = conn.prepare(
         "SELECT r.name, r.hash, r.size, v.name, r.live, r.created_at FROM resources r
            LEFT JOIN tasks t ON t.id = r.task_id
            LEFT JOIN step_versions v ON v.id = t.step_version_id
-         WHERE (?1 IS NULL OR r.name = ?1) AND (?2 OR r.live = 1)
+         WHERE (?1 IS NULL OR r.name = ?1 OR (?3 AND r.name GLOB ?1)) AND (?2 OR r.live = 1)
          ORDER BY r.name, r.id",
     )?;
-    let mut rows = stmt.query(params![name, all])?;
+    let mut rows = stmt.query(params![name, all, glob])?;
     while let Some(row) = rows.next()? {
         each(ResourceRow {
             name: row.get(0)?,
