@@ -1,8 +1,13 @@
-//! Exit codes (0 ok, 1 a task failed, 2 usage or manifest error, 3 store locked) and the mapping
-//! from errors to them.
+//! Exit codes and the mapping from errors to them: 0 ok, 1 a task failed, 2 usage or manifest
+//! error (also a directory refused as a grit store), 3 store locked, 4 store damaged (an object is
+//! missing or corrupt, or `grit verify` found problems).
 
 use crate::manifest::ManifestError;
-use crate::store::StoreError;
+use crate::store::{ObjectError, StoreError};
+
+/// Exit code when the store is damaged: an object is missing or corrupt, or `grit verify` found
+/// problems.
+pub const STORE_DAMAGED: u8 = 4;
 
 /// How a command that did not error ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +25,22 @@ pub struct UsageError(pub String);
 
 pub fn exit_code_for(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
+        // A damaged object can arrive bare, inside a StoreError, or inside an io::Error (through
+        // `Read`); io::Error's `source` skips the error it wraps, so it is looked at directly.
+        let object = cause
+            .downcast_ref::<ObjectError>()
+            .or_else(|| match cause.downcast_ref::<StoreError>() {
+                Some(StoreError::Object(e)) => Some(e),
+                _ => None,
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(ObjectError::in_io)
+            });
+        if let Some(object) = object {
+            return if object.is_damage() { STORE_DAMAGED } else { 1 };
+        }
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             return match store {
                 StoreError::Locked { .. } => 3,

@@ -11,10 +11,12 @@ pub mod gc;
 pub mod graph;
 pub mod ingest;
 pub mod log;
+pub mod repair;
 pub mod resources;
 pub mod run;
 pub mod status;
 pub mod validate;
+pub mod verify;
 pub mod why;
 
 use crate::cli::{Cli, Command};
@@ -61,6 +63,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             dry_run,
             db,
         } => gc::prune(&db.db, keep, name.as_deref(), dry_run),
+        Command::Verify {
+            repair,
+            json,
+            no_sandbox,
+            db,
+        } => verify::verify(&db.db, repair, json, no_sandbox),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
         Command::Doctor { json } => doctor::doctor(json),

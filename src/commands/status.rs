@@ -1,20 +1,35 @@
-//! `grit status`: each current step's version, task counts and live outputs.
+//! `grit status`: each current step's version, task counts and live outputs, and whether any live
+//! object is missing (one stat each; `grit verify` hashes everything).
 
 use std::path::Path;
 
 use super::exit::Outcome;
-use crate::store::{self, provenance, queries};
+use crate::store::{self, Objects, provenance, queries, verify};
 
 pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
-    let (_, conn) = store::open_read(db)?;
+    let (paths, conn) = store::open_read(db)?;
     let steps = queries::status(&conn)?;
     let last = provenance::last_run(&conn)?;
+    let missing = verify::missing_live(&conn, &Objects::new(paths.objects))?;
     if json {
         println!(
             "{}",
-            serde_json::json!({ "steps": steps, "last_run": last })
+            serde_json::json!({
+                "steps": steps,
+                "last_run": last,
+                "store_damaged": !missing.is_empty(),
+                "missing_objects": missing,
+            })
         );
         return Ok(Outcome::Success);
+    }
+    if !missing.is_empty() {
+        println!(
+            "store damaged: {} live object{} missing — run `grit verify --db {}`",
+            missing.len(),
+            if missing.len() == 1 { " is" } else { "s are" },
+            db.display()
+        );
     }
     if steps.is_empty() {
         println!(

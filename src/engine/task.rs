@@ -12,7 +12,7 @@ use crate::capture::{Capture, CaptureError, CapturedFile};
 use crate::executor::process::ProcessExecutor;
 use crate::executor::{Exit, TaskInput, TaskSpec};
 use crate::manifest::Step;
-use crate::store::objects::{Objects, hash_file};
+use crate::store::objects::{ObjectError, Objects, VerifiedCache, hash_file};
 use crate::store::publish::{OutputRecord, TaskRecord};
 use crate::store::schedule::QueuedTask;
 use crate::store::staging::DirPool;
@@ -30,6 +30,8 @@ pub struct TaskContext {
     pub no_sandbox: bool,
     /// Scratch (`TMPDIR`/`HOME`) and gather input directories.
     pub workdirs: DirPool,
+    /// Input objects verified in this run (each is hashed once, however many tasks read it).
+    pub verified: VerifiedCache,
 }
 
 /// The outcome of a task, ready to publish, with what the summary needs.
@@ -38,6 +40,8 @@ pub struct Finished {
     pub exit: Exit,
     /// The last lines of the log, for failures.
     pub log_tail: Vec<String>,
+    /// The task did not run because an input object is missing or corrupt.
+    pub store_damaged: bool,
 }
 
 /// A task's claim on a script slot (-j, `parallel`): released once, when its last attempt's
@@ -85,6 +89,29 @@ pub async fn run_task(
         .paths
         .tmp
         .join(format!("t{task_id}-r{}.log", ctx.run_id));
+    // Inputs are checked before the first attempt: a task never runs on bytes the store did not
+    // record, and retrying cannot help when an input is damaged.
+    if let Err(damage) = verify_inputs(&ctx, &queued, gather).await {
+        let message = format!("not started: {damage}");
+        append_log(&log_path, &format!("grit: task {message}"));
+        return Finished {
+            record: TaskRecord {
+                task_id,
+                run_id: ctx.run_id,
+                succeeded: false,
+                attempts: 0,
+                exit_code: None,
+                error: Some(message.clone()),
+                log_hash: store_log(&ctx.objects, &log_path),
+                duration_ms: started.elapsed().as_millis() as u64,
+                facts: step.is_source(),
+                outputs: Vec::new(),
+            },
+            exit: Exit::SpawnFailed(message),
+            log_tail: tail(&log_path),
+            store_damaged: damage.is_damage(),
+        };
+    }
     let mut attempts = 0;
     let (exit, mut error, files, key, dirs) = loop {
         attempts += 1;
@@ -172,7 +199,54 @@ pub async fn run_task(
         },
         exit,
         log_tail,
+        store_damaged: false,
     }
+}
+
+/// Verify the objects a task is about to read (its input, or a gather task's whole input set)
+/// against their recorded size and hash. The sandbox hands the object file itself to the script
+/// (a read-only bind mount, or hard links for `INPUT_DIR`), so this is the last point where grit
+/// sees the bytes before the script does.
+async fn verify_inputs(
+    ctx: &Arc<TaskContext>,
+    queued: &QueuedTask,
+    gather: bool,
+) -> Result<(), ObjectError> {
+    let task_id = queued.id;
+    let inputs = if gather {
+        match ctx
+            .writer
+            .call(move |conn| crate::store::schedule::gather_inputs(conn, task_id))
+            .await
+        {
+            Ok(members) => members,
+            // The gather directory cannot be built either; that attempt reports the error.
+            Err(_) => return Ok(()),
+        }
+    } else {
+        queued.input.iter().cloned().collect()
+    };
+    if inputs.is_empty() {
+        return Ok(());
+    }
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        for input in &inputs {
+            let what = format!("input {}", input.name);
+            ctx.verified
+                .verify(&ctx.objects, &input.hash, Some(input.size), &what)?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(ObjectError::Io {
+            what: "an input".into(),
+            hash: String::new(),
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        })
+    })
 }
 
 fn failure_text(exit: &Exit, error: &Option<String>) -> String {
@@ -307,19 +381,19 @@ async fn gather_dir(
         fs::create_dir_all(&target)?;
         let mut index = 0;
         while index < members.len() {
-            let name = &members[index].0;
+            let name = &members[index].name;
             let mut end = index + 1;
-            while end < members.len() && &members[end].0 == name {
+            while end < members.len() && &members[end].name == name {
                 end += 1;
             }
             let repeated = end - index > 1;
-            for (name, hash) in &members[index..end] {
+            for member in &members[index..end] {
                 let file = if repeated {
-                    format!("{name}.{}", crate::store::short_hash(hash))
+                    format!("{}.{}", member.name, crate::store::short_hash(&member.hash))
                 } else {
-                    name.clone()
+                    member.name.clone()
                 };
-                fs::hard_link(objects.path(hash), target.join(file))?;
+                fs::hard_link(objects.path(&member.hash), target.join(file))?;
             }
             index = end;
         }

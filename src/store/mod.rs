@@ -6,6 +6,7 @@
 //! <db>/objects/ab/cd/…    read-only object files named by SHA-256
 //! <db>/tmp/               staging for outputs and logs; same filesystem as objects/
 //! <db>/lock               flock held by the one `grit run` allowed at a time
+//! <db>/quarantine/        damaged objects `grit verify --repair` moved aside
 //! ```
 //!
 //! Writes go through one writer thread ([`writer::Writer`]); readers open their own connections
@@ -18,10 +19,12 @@ pub mod objects;
 pub mod provenance;
 pub mod publish;
 pub mod queries;
+pub mod repair;
 pub mod runs;
 pub mod schedule;
 pub mod schema;
 pub mod staging;
+pub mod verify;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OpenFlags};
 
 pub use lock::StoreLock;
-pub use objects::Objects;
+pub use objects::{ObjectError, Objects, VerifiedReader};
 pub use writer::Writer;
 
 /// Errors of the store layer.
@@ -59,6 +62,8 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("{0}")]
     NotFound(String),
+    #[error(transparent)]
+    Object(#[from] objects::ObjectError),
     #[error("the store's writer thread stopped unexpectedly")]
     WriterGone,
 }
@@ -93,6 +98,11 @@ impl StorePaths {
         }
     }
 
+    /// Where `grit verify --repair` moves damaged objects.
+    pub fn quarantine(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+
     pub fn exists(&self) -> bool {
         self.database.is_file()
     }
@@ -100,12 +110,12 @@ impl StorePaths {
 
 /// Open (creating if needed) a store for writing: takes the lock, migrates, starts the writer.
 pub fn open_for_write(root: &Path) -> Result<(StorePaths, StoreLock, Writer), StoreError> {
-    std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
+    objects::create_store_dirs(root).map_err(|e| StoreError::io(root, e))?;
     let root = root.canonicalize().map_err(|e| StoreError::io(root, e))?;
     let paths = StorePaths::new(&root);
     let lock = StoreLock::acquire(&paths.lock)?;
     for dir in [&paths.objects, &paths.tmp] {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        objects::create_store_dirs(dir).map_err(|e| StoreError::io(dir, e))?;
     }
     let mut conn = Connection::open(&paths.database)?;
     configure(&conn)?;
