@@ -248,6 +248,21 @@ lost source or ingested data is listed with the steps that depend on it.\n\nExit
         #[command(flatten)]
         db: DbArg,
     },
+    /// Copy the store to DEST: a consistent snapshot of the database (safe while a run writes)
+    /// and every object it refers to, each verified
+    #[command(
+        after_help = "Examples:\n  grit backup /backup/grit-$(date +%F) --db ./db\n  grit backup ./db.copy --link   # hard links on the same filesystem\n\nRestore: stop runs, move the copy into place (or point --db at it), then `grit verify`.\n\nExit status: 0 ok, 2 DEST is not empty, 4 an object of the store is damaged (not copied)."
+    )]
+    Backup {
+        /// A new or empty directory
+        dest: PathBuf,
+        /// Hard-link objects instead of copying them (same filesystem only; a link shares the
+        /// file, so it does not protect against damage to it)
+        #[arg(long)]
+        link: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Report what this machine offers the sandbox and the capture: landlock, user namespaces,
     /// /dev/fuse, cgroup v2
     #[command(after_help = "Examples:\n  grit doctor\n  grit doctor --json | jq .landlock_abi")]

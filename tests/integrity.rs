@@ -311,3 +311,365 @@ mod property {
         }
     }
 }
+
+fn verify_json(db: &Path) -> (Option<i32>, serde_json::Value) {
+    let output = assert_cmd::Command::cargo_bin("grit")
+        .unwrap()
+        .args(["verify", "--json", "--db"])
+        .arg(db)
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("verify JSON: {}", describe(&output)));
+    (output.status.code(), json)
+}
+
+fn sqlite(p: &Project) -> rusqlite::Connection {
+    rusqlite::Connection::open(p.db().join("grit.sqlite")).unwrap()
+}
+
+#[test]
+fn verify_is_clean_after_a_run_and_reports_permissions() {
+    let p = Project::new(PIPELINE);
+    p.run_ok(&[]);
+    let plain = p.grit(&["verify"]);
+    assert_eq!(plain.status.code(), Some(0), "{}", describe(&plain));
+    assert!(String::from_utf8_lossy(&plain.stdout).contains(": clean"));
+    let (code, json) = verify_json(&p.db());
+    assert_eq!(code, Some(0));
+    assert_eq!(json["clean"], true);
+    assert_eq!(
+        json["report"]["objects_checked"], 5,
+        "3 resources, 2 logs: {json}"
+    );
+
+    let shout = object_path(&p, &hash_of(&p, "shout"));
+    std::fs::set_permissions(&shout, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(p.db(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, json) = verify_json(&p.db());
+    assert_eq!(code, Some(DAMAGED));
+    let modes = json["report"]["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 2, "{json}");
+    assert!(modes.iter().any(
+        |m| m["path"] == shout.to_str().unwrap() && m["problem"] == "writable, open to others"
+    ));
+    assert!(
+        modes
+            .iter()
+            .any(|m| m["problem"] == "open to others" && m["mode"] == "0755")
+    );
+    let text = p.grit(&["verify"]);
+    assert_eq!(text.status.code(), Some(DAMAGED));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("permissions (2):"));
+}
+
+#[test]
+fn verify_reports_a_deleted_row_and_the_object_left_without_one() {
+    let p = Project::new(PIPELINE);
+    p.run_ok(&[]);
+    let word = hash_of(&p, "word");
+    sqlite(&p)
+        .execute_batch("PRAGMA foreign_keys = OFF; DELETE FROM resources WHERE name = 'word'")
+        .unwrap();
+    let (code, json) = verify_json(&p.db());
+    assert_eq!(code, Some(DAMAGED), "{json}");
+    let keys = json["report"]["foreign_keys"].as_array().unwrap();
+    assert!(!keys.is_empty(), "{json}");
+    assert!(
+        keys.iter()
+            .all(|k| k.as_str().unwrap().contains("resources"))
+    );
+    let unreferenced = json["report"]["unreferenced"].as_array().unwrap();
+    assert_eq!(unreferenced.len(), 1, "{json}");
+    assert!(
+        unreferenced[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&word[4..])
+    );
+}
+
+#[test]
+fn verify_reports_a_corrupt_database_page() {
+    let p = Project::new(PIPELINE);
+    p.run_ok(&[]);
+    let file = p.db().join("grit.sqlite");
+    let mut bytes = std::fs::read(&file).unwrap();
+    assert!(
+        bytes.len() >= 4 * 4096,
+        "the main file holds the data after a run"
+    );
+    // An invalid b-tree page type on every page after the schema's.
+    for page in bytes.chunks_mut(4096).skip(1) {
+        page[0] = 0xA5;
+    }
+    std::fs::write(&file, bytes).unwrap();
+    let (code, json) = verify_json(&p.db());
+    assert_eq!(code, Some(DAMAGED), "{json}");
+    assert!(
+        !json["report"]["database"].as_array().unwrap().is_empty(),
+        "{json}"
+    );
+}
+
+#[test]
+fn the_main_database_file_alone_is_complete_after_grit_exits() {
+    let p = Project::new(PIPELINE);
+    p.run_ok(&[]);
+    let before = p.resources(true);
+    let copy = p.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    std::fs::copy(p.db().join("grit.sqlite"), copy.join("grit.sqlite")).unwrap();
+    let output = assert_cmd::Command::cargo_bin("grit")
+        .unwrap()
+        .args(["resources", "--all", "--json", "--db"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let after: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(after["resources"].as_array().unwrap(), &before);
+    // Without its objects the copy is a damaged store, and says so.
+    let (code, json) = verify_json(&copy);
+    assert_eq!(code, Some(DAMAGED));
+    assert_eq!(json["report"]["missing"].as_array().unwrap().len(), 5);
+}
+
+const SLOW: &str = r#"
+[[step]]
+name = "items"
+once = true
+script = 'for i in $(seq 1 40); do echo $i > $OUTPUT_DIR/item_$i; done'
+
+[[step]]
+name = "work"
+inputs = ["item_*"]
+parallel = 2
+script = 'sleep 0.02; cat $INPUT_FILE $INPUT_FILE > $OUTPUT_DIR/done_$GRIT_INPUT_NAME'
+"#;
+
+#[test]
+fn backup_while_a_run_writes_is_consistent_and_verifies_clean() {
+    let p = Project::new(SLOW);
+    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("grit"))
+        .args(["run", "-q", "--no-sandbox", "-m"])
+        .arg(p.manifest())
+        .arg("--db")
+        .arg(p.db())
+        .spawn()
+        .unwrap();
+    // Wait until the run has published something, then back up while it goes on.
+    let started = std::time::Instant::now();
+    while !p.db().join("grit.sqlite").exists()
+        || p.grit(&["resources", "--json"]).status.code() != Some(0)
+        || p.resources(false).len() < 10
+    {
+        assert!(started.elapsed().as_secs() < 60, "the run never got going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let during = p.path().join("during");
+    let backup = p.grit(&["backup", during.to_str().unwrap()]);
+    assert!(backup.status.success(), "{}", describe(&backup));
+    assert!(run.wait().unwrap().success());
+    let (code, json) = verify_json(&during);
+    assert_eq!(code, Some(0), "{json}");
+
+    // After the run, a backup holds exactly the store's objects; hard links work too.
+    let objects = verify_json(&p.db()).1["report"]["objects_checked"].clone();
+    for (dir, extra) in [("after", None), ("linked", Some("--link"))] {
+        let target = p.path().join(dir);
+        let mut args = vec!["backup", target.to_str().unwrap()];
+        args.extend(extra);
+        let output = p.grit(&args);
+        assert!(output.status.success(), "{}", describe(&output));
+        let (code, json) = verify_json(&target);
+        assert_eq!(code, Some(0), "{json}");
+        assert_eq!(json["report"]["objects_checked"], objects, "{json}");
+    }
+    let refused = p.grit(&["backup", p.path().join("after").to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "a backup never overwrites");
+}
+
+#[test]
+fn repair_recreates_damaged_derived_objects() {
+    let p = Project::new(PIPELINE);
+    p.run_ok(&[]);
+    let live_before = p.live();
+    let shout = hash_of(&p, "shout");
+    let n = hash_of(&p, "n");
+    flip_byte(&object_path(&p, &shout));
+    std::fs::remove_file(object_path(&p, &n)).unwrap();
+    let word = object_path(&p, &hash_of(&p, "word"));
+    std::fs::set_permissions(&word, std::fs::Permissions::from_mode(0o664)).unwrap();
+    assert_eq!(verify_json(&p.db()).0, Some(DAMAGED));
+
+    let repair = p.grit(&["verify", "--repair", "--no-sandbox"]);
+    assert_eq!(repair.status.code(), Some(0), "{}", describe(&repair));
+    let text = String::from_utf8_lossy(&repair.stdout);
+    assert!(text.contains("1 object quarantined"), "{text}");
+    assert!(p.db().join("quarantine").join(&shout).is_file());
+    let (code, json) = verify_json(&p.db());
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(p.live(), live_before, "the same live set");
+    assert_eq!(p.cat(&shout), "ALPHA\nBETA\n");
+    assert_eq!(p.cat(&n).trim(), "11");
+}
+
+#[test]
+fn repair_lists_lost_source_data_and_what_depends_on_it() {
+    let p = Project::new(PIPELINE);
+    p.run_ok(&[]);
+    let word = hash_of(&p, "word");
+    std::fs::remove_file(object_path(&p, &word)).unwrap();
+    let repair = p.grit(&["verify", "--repair", "--no-sandbox"]);
+    assert_eq!(repair.status.code(), Some(DAMAGED), "{}", describe(&repair));
+    let text = String::from_utf8_lossy(&repair.stdout);
+    assert!(
+        text.contains(&format!("LOST source data: word {word}"))
+            && text.contains("steps count, upper"),
+        "{text}"
+    );
+}
+
+#[test]
+fn never_starts_a_store_on_top_of_other_data() {
+    let p = Project::new(PIPELINE);
+    let run_at = |db: &Path| {
+        assert_cmd::Command::cargo_bin("grit")
+            .unwrap()
+            .args(["run", "--no-sandbox", "-m"])
+            .arg(p.manifest())
+            .arg("--db")
+            .arg(db)
+            .output()
+            .unwrap()
+    };
+    let refused = |output: &std::process::Output, what: &str| {
+        assert_eq!(output.status.code(), Some(2), "{}", describe(output));
+        let text = stderr(output);
+        assert!(
+            text.contains("is not a grit store") && text.contains(what),
+            "{text}"
+        );
+        assert!(text.contains("restore grit.sqlite from a backup"), "{text}");
+    };
+    // A directory of someone's files.
+    let junk = p.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("notes.txt"), "mine").unwrap();
+    refused(&run_at(&junk), "notes.txt");
+    assert!(!junk.join("lock").exists() && !junk.join("grit.sqlite").exists());
+
+    // Another program's SQLite database.
+    let other = p.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    rusqlite::Connection::open(other.join("grit.sqlite"))
+        .unwrap()
+        .execute_batch("PRAGMA application_id = 1234; CREATE TABLE t (x);")
+        .unwrap();
+    refused(&run_at(&other), "another program");
+    let status = assert_cmd::Command::cargo_bin("grit")
+        .unwrap()
+        .args(["status", "--db"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    refused(&status, "another program");
+
+    // A store whose database is gone: objects but no database.
+    p.run_ok(&[]);
+    let db = p.db();
+    std::fs::remove_file(db.join("grit.sqlite")).unwrap();
+    let _ = std::fs::remove_file(db.join("grit.sqlite-wal"));
+    let _ = std::fs::remove_file(db.join("grit.sqlite-shm"));
+    refused(&run_at(&db), "objects/ with object files");
+}
+
+#[test]
+fn refuses_a_newer_schema() {
+    let p = Project::new(PIPELINE);
+    p.run_ok(&[]);
+    sqlite(&p)
+        .execute_batch("PRAGMA user_version = 999")
+        .unwrap();
+    let (output, _) = p.run(&[]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(stderr(&output).contains("schema version 999, newer than this grit supports"));
+    assert_eq!(p.grit(&["status"]).status.code(), Some(2));
+}
+
+/// Every earlier released schema (a dump per version under tests/fixtures/stores/) opens,
+/// migrates and reads with today's grit.
+#[test]
+fn opens_and_migrates_every_earlier_schema() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stores");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(&fixtures)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("dump.sql").is_file())
+        .collect();
+    versions.sort();
+    assert!(!versions.is_empty());
+    for fixture in versions {
+        let p = Project::new(&std::fs::read_to_string(fixture.join("pipeline.toml")).unwrap());
+        copy_tree(&fixture.join("objects"), &p.db().join("objects"));
+        std::fs::set_permissions(p.db(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        let dump = std::fs::read_to_string(fixture.join("dump.sql")).unwrap();
+        let old: i64 = {
+            let conn = sqlite(&p);
+            // A dump lists tables alphabetically, children before parents.
+            conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+            conn.execute_batch(&dump).unwrap();
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        let live = p.live();
+        assert_eq!(
+            live.len(),
+            3,
+            "{}: reads before migrating",
+            fixture.display()
+        );
+        let summary = p.run_ok(&[]);
+        assert_eq!(
+            summary["executed"],
+            0,
+            "{}: nothing to redo",
+            fixture.display()
+        );
+        let conn = sqlite(&p);
+        let (version, app): (i64, i64) = conn
+            .query_row(
+                "SELECT * FROM pragma_user_version, pragma_application_id",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(version >= old, "{}: migrated", fixture.display());
+        assert_eq!(app, 0x6772_6974, "marked as grit's");
+        assert_eq!(p.live(), live);
+        assert_eq!(p.contents("shout"), ["ALPHA\nBETA\n"]);
+        let (code, json) = verify_json(&p.db());
+        assert_eq!(code, Some(0), "{}: {json}", fixture.display());
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(to)
+        .unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o750)).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o440)).unwrap();
+        }
+    }
+}

@@ -43,8 +43,10 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
         }
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             return match store {
+                StoreError::Sqlite(e) if database_damaged(e) => STORE_DAMAGED,
                 StoreError::Locked { .. } => 3,
                 StoreError::Missing(_)
+                | StoreError::NotAStore { .. }
                 | StoreError::NotFound(_)
                 | StoreError::SchemaTooNew { .. } => 2,
                 _ => 1,
@@ -55,4 +57,12 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
         }
     }
     1
+}
+
+/// SQLite found the database file damaged (as opposed to busy, full, or a bad query).
+fn database_damaged(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }

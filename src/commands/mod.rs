@@ -1,6 +1,7 @@
 //! One file per subcommand. Each turns parsed arguments into calls on the store and the engine and
 //! prints the result for people (tables) or machines (`--json`).
 
+pub mod backup;
 pub mod cat;
 pub mod completions;
 pub mod doctor;
@@ -69,6 +70,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             no_sandbox,
             db,
         } => verify::verify(&db.db, repair, json, no_sandbox),
+        Command::Backup { dest, link, db } => backup::backup(&db.db, &dest, link),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
         Command::Doctor { json } => doctor::doctor(json),

@@ -45,7 +45,10 @@ pub fn check_store(db: &Path, show_progress: bool) -> anyhow::Result<Report> {
     let paths = StorePaths::new(db);
     let conn = match store::open_read(db) {
         Ok((_, conn)) => conn,
-        Err(StoreError::Sqlite(e)) => {
+        // A store (it has objects/) whose database is unreadable is damaged, not foreign.
+        Err(e @ (StoreError::Sqlite(_) | StoreError::NotAStore { .. }))
+            if paths.objects.is_dir() && paths.exists() =>
+        {
             return Ok(Report {
                 database: vec![format!(
                     "the database {} cannot be read: {e}",

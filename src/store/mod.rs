@@ -12,7 +12,9 @@
 //! Writes go through one writer thread ([`writer::Writer`]); readers open their own connections
 //! (WAL lets them read during a run). The SQL lives in the submodules, one concept each.
 
+pub mod backup;
 pub mod gc;
+pub mod identity;
 pub mod liveness;
 pub mod lock;
 pub mod objects;
@@ -56,6 +58,10 @@ pub enum StoreError {
         "this store has schema version {found}, newer than this grit supports ({supported})\n  help: use a newer grit with this store"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    #[error(
+        "{path} is not a grit store: {found}\n  help: grit creates a store only in a missing or empty directory. If this is a grit store whose database is lost or damaged, restore grit.sqlite from a backup (see `grit backup`) and run `grit verify`; otherwise point --db at another directory"
+    )]
+    NotAStore { path: PathBuf, found: String },
     #[error(
         "no grit store at {0}\n  help: run `grit run -m MANIFEST --db {0}` first, or point --db (or $GRIT_DB) at an existing store"
     )]
@@ -110,6 +116,14 @@ impl StorePaths {
 
 /// Open (creating if needed) a store for writing: takes the lock, migrates, starts the writer.
 pub fn open_for_write(root: &Path) -> Result<(StorePaths, StoreLock, Writer), StoreError> {
+    // Before creating anything: never start a store on top of other data, never convert another
+    // program's database.
+    if StorePaths::new(root).exists() {
+        let (_, conn) = open_connection(root)?;
+        identity::identify(&conn, root)?;
+    } else {
+        identity::check_empty_for_new_store(root)?;
+    }
     objects::create_store_dirs(root).map_err(|e| StoreError::io(root, e))?;
     let root = root.canonicalize().map_err(|e| StoreError::io(root, e))?;
     let paths = StorePaths::new(&root);
@@ -118,13 +132,26 @@ pub fn open_for_write(root: &Path) -> Result<(StorePaths, StoreLock, Writer), St
         objects::create_store_dirs(dir).map_err(|e| StoreError::io(dir, e))?;
     }
     let mut conn = Connection::open(&paths.database)?;
+    // Again under the lock: another grit may have created the store meanwhile.
+    identity::identify(&conn, &paths.root)?;
     configure(&conn)?;
     schema::migrate(&mut conn)?;
+    identity::mark(&conn)?;
     Ok((paths, lock, Writer::spawn(conn)))
 }
 
 /// Open an existing store read-only. Never creates anything.
 pub fn open_read(root: &Path) -> Result<(StorePaths, Connection), StoreError> {
+    let (paths, conn) = open_connection(root)?;
+    if identity::identify(&conn, root)? == identity::Database::Fresh {
+        // The first run has created the file but not the schema yet.
+        return Err(StoreError::Missing(root.to_path_buf()));
+    }
+    Ok((paths, conn))
+}
+
+/// A read-only connection to the store's database, not yet identified.
+fn open_connection(root: &Path) -> Result<(StorePaths, Connection), StoreError> {
     let paths = StorePaths::new(root);
     if !paths.exists() {
         return Err(StoreError::Missing(root.to_path_buf()));
@@ -135,17 +162,6 @@ pub fn open_read(root: &Path) -> Result<(StorePaths, Connection), StoreError> {
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version == 0 {
-        // The first run has created the file but not the schema yet.
-        return Err(StoreError::Missing(root.to_path_buf()));
-    }
-    if version > schema::SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found: version,
-            supported: schema::SCHEMA_VERSION,
-        });
-    }
     Ok((paths, conn))
 }
 
