@@ -673,3 +673,124 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mount a tmpfs of `size` (as `mount -o size=`), or say why not.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("mounting a tmpfs needs root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !status.success() {
+            return Err(format!("mount -t tmpfs failed: {status}"));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+const FILLS_THE_DISK: &str = r#"
+[[step]]
+name = "big"
+script = 'echo small > $OUTPUT_DIR/note; head -c 3000000 /dev/zero > $OUTPUT_DIR/blob'
+
+[[step]]
+name = "use"
+inputs = ["blob"]
+script = 'wc -c < $INPUT_FILE > $OUTPUT_DIR/size'
+"#;
+
+#[test]
+fn a_full_disk_fails_the_task_cleanly_and_the_next_run_completes() {
+    let p = Project::new(FILLS_THE_DISK);
+    let fuse = Path::new("/dev/fuse").exists();
+    for mode in ["dir", "fuse"] {
+        if mode == "fuse" && !fuse {
+            eprintln!("skipped the FUSE capture: no /dev/fuse");
+            continue;
+        }
+        // A fresh 2 MiB filesystem per capture mode, holding the store.
+        let tmpfs = match Tmpfs::mount("2m") {
+            Ok(tmpfs) => tmpfs,
+            Err(reason) => {
+                eprintln!("skipped: {reason}");
+                return;
+            }
+        };
+        let db = tmpfs.dir.path().join(format!("db-{mode}"));
+        let run = || {
+            let output = assert_cmd::Command::cargo_bin("grit")
+                .unwrap()
+                .args(["run", "--json", "--no-sandbox", "--capture", mode, "-m"])
+                .arg(p.manifest())
+                .arg("--db")
+                .arg(&db)
+                .output()
+                .unwrap();
+            let json = common::parse_last_json(&output);
+            (output, json)
+        };
+        let (output, summary) = run();
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{mode}: {}",
+            describe(&output)
+        );
+        let error = summary["failures"][0]["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase();
+        assert!(error.contains("no space left on device"), "{mode}: {error}");
+        let resources = assert_cmd::Command::cargo_bin("grit")
+            .unwrap()
+            .args(["resources", "--all", "--json", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        let listed: serde_json::Value = serde_json::from_slice(&resources.stdout).unwrap();
+        assert_eq!(
+            listed["resources"],
+            serde_json::json!([]),
+            "{mode}: nothing partial"
+        );
+
+        tmpfs.resize("32m");
+        let (output, summary) = run();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{mode}: {}",
+            describe(&output)
+        );
+        assert_eq!(executed(&summary, "use"), 1, "{mode}: {summary}");
+        let verify = verify_json(&db);
+        assert_eq!(verify.0, Some(0), "{mode}: {}", verify.1);
+    }
+}

@@ -126,7 +126,7 @@ pub fn print_report(report: &Report, db: &Path, seconds: f64) {
             .collect(),
     );
     section(
-        "unreferenced objects (not damage: left by an interrupted run; `grit gc` removes them)",
+        "unreferenced objects (not damage: no record needs them; `grit gc` removes them)",
         report
             .unreferenced
             .iter()

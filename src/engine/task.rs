@@ -356,12 +356,39 @@ async fn attempt(
         if let Some(rule) = &error {
             append_log(log_path, &format!("grit: {rule}"));
         }
+        // A full store filesystem also swallows the script's own complaint (its log lives
+        // there too), so grit names the reason itself.
+        // The FUSE capture reports a write the staging area refused (ENOSPC) itself.
+        let staging_refused = error
+            .as_deref()
+            .is_some_and(|e| e.contains("(ENOSPC) in the staging area"));
+        let full = store_filesystem_full(&ctx.paths.tmp, staging_refused);
         for file in files {
             let _ = crate::store::objects::remove_if_exists(&file.staged);
         }
-        return (exit, None, Vec::new());
+        return (exit, full, Vec::new());
     }
     (exit, error, files)
+}
+
+/// Free space below which a failed task is reported as failed for lack of space.
+const FULL_BELOW: u64 = 64 * 1024;
+
+/// The reason to give when the store's filesystem (where outputs and logs are staged) has no
+/// room left: the capture saw a write refused there (`refused`), or the filesystem is still full
+/// right after the failed script, before its partial outputs are discarded.
+fn store_filesystem_full(staging: &std::path::Path, refused: bool) -> Option<String> {
+    // The statvfs field types are u64 on 64-bit Linux but narrower on some 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let free = nix::sys::statvfs::statvfs(staging)
+        .map(|stat| (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
+        .unwrap_or(u64::MAX);
+    (refused || free < FULL_BELOW).then(|| {
+        format!(
+            "no space left on device: the store's filesystem ({}) is full; nothing of this task was kept. Free some space (`grit gc` removes history) and run again",
+            staging.display()
+        )
+    })
 }
 
 /// Build a gather task's `INPUT_DIR` in `target`: hard links to the objects, named `<name>`, or

@@ -86,6 +86,14 @@ pub fn plan(conn: &Connection, lost: &[String]) -> Result<Plan, StoreError> {
          ORDER BY t.id DESC LIMIT 1",
     )?;
     let mut logs = conn.prepare("SELECT id FROM tasks WHERE log_hash = ?1 ORDER BY id")?;
+    // A task whose own input is lost too waits for the next round, when that input is back: run
+    // now, it would only fail (and leave a log nobody needs).
+    let mut inputs = conn.prepare(
+        "SELECT r.hash FROM tasks t JOIN resources r ON r.id = t.input_resource_id WHERE t.id = ?1
+         UNION SELECT r.hash FROM gather_inputs g JOIN resources r ON r.id = g.resource_id
+           WHERE g.task_id = ?1",
+    )?;
+    let lost_set: BTreeSet<&str> = lost.iter().map(String::as_str).collect();
     for hash in lost {
         let rows = resources
             .query_map([hash], |r| {
@@ -113,7 +121,14 @@ pub fn plan(conn: &Connection, lost: &[String]) -> Result<Plan, StoreError> {
                 .ok();
             match made_by {
                 Some(task) if live => {
-                    rerun.insert(task);
+                    let needs_lost = inputs
+                        .query_map([task.0], |r| r.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()?
+                        .iter()
+                        .any(|h| lost_set.contains(h.as_str()));
+                    if !needs_lost {
+                        rerun.insert(task);
+                    }
                 }
                 _ => plan.history.push((name, hash.clone())),
             }

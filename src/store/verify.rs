@@ -95,7 +95,8 @@ pub struct Report {
     pub missing: Vec<BadObject>,
     pub corrupt: Vec<BadObject>,
     pub modes: Vec<BadMode>,
-    /// Not damage: what a crash between rename and commit leaves; `grit gc` removes them.
+    /// Not damage: what a crash between rename and commit leaves, or a task's superseded log;
+    /// `grit gc` removes them.
     pub unreferenced: Vec<Unreferenced>,
 }
 
