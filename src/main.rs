@@ -18,7 +18,7 @@
 //! - [`commands`]: one file per subcommand, gluing the above together.
 //!
 //! `main` parses the command line, sets up logging and maps errors to exit codes: 0 ok, 1 a task
-//! failed, 2 usage or manifest error, 3 store locked.
+//! failed, 2 usage or manifest error (or not a grit store), 3 store locked, 4 store damaged.
 
 mod capture;
 mod cli;

@@ -101,13 +101,17 @@ pub async fn run_task(
                 succeeded: false,
                 attempts: 0,
                 exit_code: None,
-                error: Some(message.clone()),
+                error: Some(message),
                 log_hash: store_log(&ctx.objects, &log_path),
                 duration_ms: started.elapsed().as_millis() as u64,
                 facts: step.is_source(),
                 outputs: Vec::new(),
             },
-            exit: Exit::SpawnFailed(message),
+            exit: Exit::SpawnFailed(if damage.is_damage() {
+                "an input object is damaged (the store is damaged)".into()
+            } else {
+                "an input object cannot be read".into()
+            }),
             log_tail: tail(&log_path),
             store_damaged: damage.is_damage(),
         };
