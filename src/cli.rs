@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "grit runs the steps of a TOML manifest. Every file a step writes into $OUTPUT_DIR becomes a \
 resource, stored once by its SHA-256, and triggers the steps whose inputs match its name. SQLite remembers \
 everything, so running again does only new work.",
-    after_help = "Examples:\n  grit run                 # runs ./grit.toml (or the nearest above); store in .grit/ beside it\n  grit status              # from the pipeline's directory or any subdirectory\n  grit run -m examples/quickstart.toml --db ./db\n  grit resources --db ./db --json\n\nGRIT spelling also works: grit -manifest pipeline.toml -db ./db -run\n\nExit status: 0 ok, 1 a task failed, 2 usage or manifest error (or not a grit store), 3 store locked,\n4 store damaged, 5 environment error (the store or a file cannot be opened or written), 130/143 interrupted."
+    after_help = "Examples:\n  grit run                 # runs ./grit.toml (or the nearest above); store in .grit/ beside it\n  grit status              # from the pipeline's directory or any subdirectory\n  grit run -m examples/quickstart.toml --db ./db\n  grit resources --db ./db --json\n\nGRIT spelling also works: grit -manifest pipeline.toml -db ./db -run\n\nExit status: 0 ok, 1 a task failed, 2 usage or manifest error (or not a grit store), 3 store locked,\n4 store damaged (run `grit verify`), 5 environment error (the store or a file cannot be opened or written), 130/143 interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -86,7 +86,7 @@ pub struct Verbosity {
 pub enum Command {
     /// Run the pipeline: execute every task that is new, and nothing else
     #[command(
-        after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged, 5 environment error, 130/143 interrupted."
+        after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged (an input or live object is missing or corrupt), 5 environment error, 130/143 interrupted."
     )]
     Run(RunArgs),
     /// Check a manifest and print its step graph
@@ -247,6 +247,40 @@ pub enum Command {
         name: Option<String>,
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Check the store: the database, every object's presence, size, SHA-256 and permissions
+    #[command(
+        after_help = "Examples:\n  grit verify --db ./db\n  grit verify --repair\n  grit verify --json | jq '.report.corrupt'\n\nWith --repair: permissions are fixed, damaged objects move to <db>/quarantine/, lost or damaged \
+derived objects are re-created by re-running the tasks that produced them (with the last run's manifest), and \
+lost source or ingested data is listed with the steps that depend on it.\n\nExit status: 0 clean, 4 problems remain, 2 not a grit store, 3 store locked (with --repair)."
+    )]
+    Verify {
+        /// Fix what can be fixed (see below)
+        #[arg(long)]
+        repair: bool,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+        /// With --repair: re-run tasks without the sandbox
+        #[arg(long)]
+        no_sandbox: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Copy the store to DEST: a consistent snapshot of the database (safe while a run writes)
+    /// and every object it refers to, each verified
+    #[command(
+        after_help = "Examples:\n  grit backup /backup/grit-$(date +%F) --db ./db\n  grit backup ./db.copy --link   # hard links on the same filesystem\n\nRestore: stop runs, move the copy into place (or point --db at it), then `grit verify`.\n\nExit status: 0 ok, 2 DEST is not empty, 4 an object of the store is damaged (not copied)."
+    )]
+    Backup {
+        /// A new or empty directory
+        dest: PathBuf,
+        /// Hard-link objects instead of copying them (same filesystem only; a link shares the
+        /// file, so it does not protect against damage to it)
+        #[arg(long)]
+        link: bool,
         #[command(flatten)]
         db: DbArg,
     },

@@ -11,7 +11,11 @@
 //! | 130, 143 | interrupted by SIGINT, SIGTERM |
 
 use crate::manifest::ManifestError;
-use crate::store::StoreError;
+use crate::store::{ObjectError, StoreError};
+
+/// Exit code when the store is damaged: an object is missing or corrupt, or `grit verify` found
+/// problems.
+pub const STORE_DAMAGED: u8 = 4;
 
 /// How a command that did not error ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +40,28 @@ pub const ENVIRONMENT: u8 = 5;
 
 pub fn exit_code_for(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
+        // A damaged object can arrive bare, inside a StoreError, or inside an io::Error (through
+        // `Read`); io::Error's `source` skips the error it wraps, so it is looked at directly.
+        let object = cause
+            .downcast_ref::<ObjectError>()
+            .or_else(|| match cause.downcast_ref::<StoreError>() {
+                Some(StoreError::Object(e)) => Some(e),
+                _ => None,
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(ObjectError::in_io)
+            });
+        if let Some(object) = object {
+            return if object.is_damage() { STORE_DAMAGED } else { 1 };
+        }
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             match store {
+                StoreError::Sqlite(e) if database_damaged(e) => return STORE_DAMAGED,
                 StoreError::Locked { .. } => return LOCKED,
                 StoreError::Missing(_)
+                | StoreError::NotAStore { .. }
                 | StoreError::NotFound(_)
                 | StoreError::SchemaTooNew { .. } => return USAGE,
                 StoreError::Io { .. } => return ENVIRONMENT,
@@ -75,6 +97,14 @@ fn sqlite_environment_error(error: &rusqlite::Error) -> bool {
                 | ReadOnly
                 | SystemIoFailure
         )
+    )
+}
+
+/// SQLite found the database file damaged (as opposed to busy, full, or a bad query).
+fn database_damaged(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
     )
 }
 

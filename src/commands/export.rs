@@ -1,7 +1,11 @@
 //! `grit export`: write resources as `<name>/<hash>` files (or `<name>` with `--flat`) into a
 //! directory or a tar file.
+//!
+//! Every object is read through a [`VerifiedReader`]: a damaged one stops the export with exit 4,
+//! its partial copy is removed (a directory export writes `<name>.partial` and renames it only
+//! once verified), and a tar file being written is deleted rather than left with bad bytes.
+//! Exported files are ordinary files (0666 under the umask), not the store's read-only objects.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -9,7 +13,7 @@ use anyhow::Context;
 use super::exit::{Outcome, UsageError};
 use super::select;
 use crate::store::queries::ResourceRow;
-use crate::store::{self, Objects, StoreError};
+use crate::store::{self, ObjectError, Objects, StoreError, VerifiedReader};
 
 pub fn export(
     db: &Path,
@@ -31,28 +35,37 @@ pub fn export(
         )),
         None => None,
     };
-    for row in &rows {
-        let source = objects.path(&row.hash);
+    let exported = rows.iter().try_for_each(|row| -> Result<(), StoreError> {
         let entry = if flat {
             PathBuf::from(&row.name)
         } else {
             Path::new(&row.name).join(&row.hash)
         };
-        let io = |e| StoreError::io(&source, e);
+        let what = format!("resource {}", row.name);
+        let mut reader = VerifiedReader::open(&objects, &row.hash, Some(row.size), &what)?;
         match (&mut builder, to) {
             (Some(builder), _) => {
-                let mut file = std::fs::File::open(&source).map_err(io)?;
                 let mut header = tar::Header::new_gnu();
                 header.set_size(row.size);
                 header.set_mode(0o644);
                 header.set_mtime(0);
+                let target = tar.unwrap_or(Path::new("tar"));
                 builder
-                    .append_data(&mut header, &entry, &mut file)
-                    .map_err(io)?;
+                    .append_data(&mut header, &entry, &mut reader)
+                    .map_err(|e| damage_or_io(e, target))?;
             }
-            (None, Some(dir)) => copy_out(&source, &dir.join(&entry))?,
+            (None, Some(dir)) => copy_out(&mut reader, &dir.join(&entry))?,
             (None, None) => {}
         }
+        Ok(())
+    });
+    if let Err(e) = exported {
+        if let Some(file) = tar {
+            // A tar with a damaged member must not look like a finished export.
+            drop(builder);
+            let _ = std::fs::remove_file(file);
+        }
+        return Err(e.into());
     }
     if let Some(builder) = builder {
         builder.into_inner().context("finishing the tar file")?;
@@ -78,27 +91,35 @@ fn refuse_name_clashes(rows: &[ResourceRow]) -> Result<(), UsageError> {
     )))
 }
 
-/// Copy an object out of the store as an ordinary file: mode 0666 under the umask (usually 0644),
-/// not the store's read-only mode, so exporting again or editing the copy just works.
-fn copy_out(source: &Path, target: &Path) -> Result<(), StoreError> {
+/// Copy a verified object out of the store as an ordinary file: mode 0666 under the umask
+/// (usually 0644), not the store's read-only mode, so exporting again or editing the copy just
+/// works. It goes through `<target>.partial`, renamed over the target only once the whole object
+/// checked out; renaming replaces rather than writes through an earlier export, which may be
+/// read-only or a symlink pointing somewhere else.
+fn copy_out(reader: &mut VerifiedReader, target: &Path) -> Result<(), StoreError> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
     }
-    let mut input = std::fs::File::open(source).map_err(|e| StoreError::io(source, e))?;
-    // Replace rather than write through: the old file may be read-only (an export by an earlier
-    // grit) or a symlink pointing somewhere else.
-    match std::fs::remove_file(target) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::io(target, e)),
-    }
-    let mut output = std::fs::OpenOptions::new()
+    let mut partial = target.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let _ = std::fs::remove_file(&partial);
+    let copied = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(target)
-        .map_err(|e| StoreError::io(target, e))?;
-    std::io::copy(&mut input, &mut output)
-        .and_then(|_| output.flush())
-        .map_err(|e| StoreError::io(target, e))?;
-    Ok(())
+        .open(&partial)
+        .and_then(|mut file| std::io::copy(reader, &mut file).map(|_| ()))
+        .and_then(|()| std::fs::rename(&partial, target));
+    copied.map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        damage_or_io(e, target)
+    })
+}
+
+/// The object damage inside an I/O error, or the error as an I/O error on `path`.
+fn damage_or_io(error: std::io::Error, path: &Path) -> StoreError {
+    match error.downcast::<ObjectError>() {
+        Ok(damage) => StoreError::Object(damage),
+        Err(e) => StoreError::io(path, e),
+    }
 }

@@ -1,4 +1,6 @@
 //! `grit log`: a task's stored output, exit status and error; or a list of a step's (failed) tasks.
+//!
+//! Logs are objects, read (and verified) whole before any of their lines are printed.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -7,7 +9,7 @@ use anyhow::Context;
 
 use super::exit::Outcome;
 use crate::report::stdout;
-use crate::store::{self, Objects, StoreError, provenance, queries};
+use crate::store::{self, Objects, StoreError, VerifiedReader, provenance, queries};
 
 /// Log lines shown per task when listing.
 const LIST_TAIL: usize = 5;
@@ -44,9 +46,9 @@ pub fn log(
         writeln!(out, "attempts: {}", info.attempts)?;
         if let Some(hash) = &info.log_hash {
             writeln!(out, "--- log ---")?;
-            let mut file =
-                std::fs::File::open(objects.path(hash)).context("opening the task's log")?;
-            std::io::copy(&mut file, &mut out)?;
+            let what = format!("the log of task {}", info.id);
+            let content = VerifiedReader::open(&objects, hash, None, &what)?.read_verified()?;
+            out.write_all(&content).context("writing to stdout")?;
         }
         return Ok(Outcome::Success);
     }
@@ -88,7 +90,8 @@ pub fn log(
         .map_err(io)?;
         if info.state == "failed" {
             if let Some(hash) = &info.log_hash {
-                for line in tail_lines(&objects.path(hash), LIST_TAIL) {
+                let what = format!("the log of task {}", info.id);
+                for line in tail_lines(&objects, hash, &what, LIST_TAIL)? {
                     writeln!(out, "    | {line}").map_err(io)?;
                 }
             }
@@ -118,16 +121,20 @@ pub fn log(
     Ok(Outcome::Success)
 }
 
-fn tail_lines(path: &Path, n: usize) -> Vec<String> {
-    let Ok(file) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
+/// The last `n` lines of a log object, once the whole log checked out.
+fn tail_lines(
+    objects: &Objects,
+    hash: &str,
+    what: &str,
+    n: usize,
+) -> Result<Vec<String>, StoreError> {
+    let content = VerifiedReader::open(objects, hash, None, what)?.read_verified()?;
     let mut lines = std::collections::VecDeque::with_capacity(n + 1);
-    for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+    for line in content.lines().map_while(Result::ok) {
         lines.push_back(line);
         if lines.len() > n {
             lines.pop_front();
         }
     }
-    lines.into()
+    Ok(lines.into())
 }

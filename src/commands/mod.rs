@@ -1,6 +1,7 @@
 //! One file per subcommand. Each turns parsed arguments into calls on the store and the engine and
 //! prints the result for people (tables) or machines (`--json`).
 
+pub mod backup;
 pub mod cat;
 pub mod completions;
 pub mod doctor;
@@ -12,11 +13,13 @@ pub mod graph;
 pub mod ingest;
 pub mod locate;
 pub mod log;
+pub mod repair;
 pub mod resources;
 pub mod run;
 pub mod select;
 pub mod status;
 pub mod validate;
+pub mod verify;
 pub mod why;
 
 use std::path::PathBuf;
@@ -93,6 +96,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             dry_run,
             db,
         } => gc::prune(&store(&db)?, keep, name.as_deref(), dry_run),
+        Command::Verify {
+            repair,
+            json,
+            no_sandbox,
+            db,
+        } => verify::verify(&store(&db)?, repair, json, no_sandbox),
+        Command::Backup { dest, link, db } => backup::backup(&store(&db)?, &dest, link),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
         Command::Doctor { json, db } => doctor::doctor(json, db.as_deref()),

@@ -160,6 +160,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     Ok(match (report.interrupted, report.totals.failed) {
         (Some(signal), _) => Outcome::Code(engine::interrupted_exit_code(signal) as u8),
+        (None, _) if report.store_damaged() => Outcome::Code(super::exit::STORE_DAMAGED),
         (None, 0) => Outcome::Success,
         (None, _) => Outcome::TaskFailed,
     })

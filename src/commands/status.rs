@@ -1,4 +1,5 @@
-//! `grit status`: each current step's version, task counts and live outputs.
+//! `grit status`: each current step's version, task counts and live outputs, and whether any live
+//! object is missing (one stat each; `grit verify` hashes everything).
 
 use std::path::Path;
 
@@ -6,20 +7,35 @@ use std::io::Write;
 
 use super::exit::Outcome;
 use crate::report::stdout;
-use crate::store::{self, provenance, queries};
+use crate::store::{self, Objects, provenance, queries, verify};
 
 pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
-    let (_, conn) = store::open_read(db)?;
+    let (paths, conn) = store::open_read(db)?;
     let mut out = stdout::stdout();
     let steps = queries::status(&conn)?;
     let last = provenance::last_run(&conn)?;
+    let missing = verify::missing_live(&conn, &Objects::new(paths.objects))?;
     if json {
         writeln!(
             out,
             "{}",
-            serde_json::json!({ "steps": steps, "last_run": last })
+            serde_json::json!({
+                "steps": steps,
+                "last_run": last,
+                "store_damaged": !missing.is_empty(),
+                "missing_objects": missing,
+            })
         )?;
         return Ok(Outcome::Success);
+    }
+    if !missing.is_empty() {
+        writeln!(
+            out,
+            "store damaged: {} live object{} missing — run `grit verify --db {}`",
+            missing.len(),
+            if missing.len() == 1 { " is" } else { "s are" },
+            db.display()
+        )?;
     }
     if steps.is_empty() {
         writeln!(

@@ -22,7 +22,7 @@ use crate::executor::{LineSink, RunningTasks};
 use crate::manifest::{Manifest, Step};
 use crate::store::runs::{self, RunTotals, StepKind};
 use crate::store::schedule::{self, MapStep, QueuedTask};
-use crate::store::{StoreError, StorePaths, Writer, liveness, objects::Objects, publish};
+use crate::store::{StoreError, StorePaths, Writer, liveness, objects::Objects, publish, verify};
 use events::{Event, Observer};
 use task::{Finished, TaskContext};
 
@@ -49,6 +49,8 @@ pub struct Failure {
     pub log_tail: Vec<String>,
     /// What the log suggests the sandbox hid ([`crate::sandbox::hints`]).
     pub hints: Vec<String>,
+    /// It did not run because an input object is missing or corrupt.
+    pub store_damaged: bool,
 }
 
 /// Per-step numbers for the summary.
@@ -80,6 +82,16 @@ pub struct RunReport {
     /// Accesses to running tasks' `OUTPUT_DIR` from outside the tasks that the capture refused,
     /// one line per caller (empty for the dir capture, which leaves that to file modes).
     pub refused_accesses: Vec<String>,
+    /// Live resources whose object is gone (checked with a stat each at the end of the run).
+    pub missing_objects: Vec<verify::MissingObject>,
+}
+
+impl RunReport {
+    /// The store is damaged: a task could not run because an input object is missing or corrupt,
+    /// or a live resource's object is gone.
+    pub fn store_damaged(&self) -> bool {
+        !self.missing_objects.is_empty() || self.failures.iter().any(|f| f.store_damaged)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +236,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         writer: writer.clone(),
         no_sandbox: options.no_sandbox,
         workdirs: crate::store::staging::DirPool::new(&paths.tmp, "work"),
+        verified: Default::default(),
         paths: paths.clone(),
     });
 
@@ -435,6 +448,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
                 error: record.error.clone().unwrap_or_default(),
                 log_tail: finished.log_tail,
                 hints: finished.hints,
+                store_damaged: finished.store_damaged,
             });
         }
         totals.resources_new += published.resources_new;
@@ -470,6 +484,11 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
     writer
         .call(move |conn| runs::finish_run(conn, run_id, status, &final_totals))
         .await?;
+    // A deleted object must not hide behind "nothing to do": a stat per live resource.
+    let objects = ctx.objects.clone();
+    let missing_objects = writer
+        .call(move |conn| verify::missing_live(conn, &objects))
+        .await?;
     clear_staging(&paths)?;
     Ok(RunReport {
         run: run_id,
@@ -482,6 +501,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         recovered: start.recovered,
         capture: ctx.capture.kind(),
         refused_accesses: ctx.capture.refused_accesses(),
+        missing_objects,
     })
 }
 

@@ -13,7 +13,7 @@ use crate::executor::process::ProcessExecutor;
 use crate::executor::{Exit, TaskInput, TaskSpec};
 use crate::manifest::Step;
 use crate::sandbox::hints;
-use crate::store::objects::{Objects, hash_file};
+use crate::store::objects::{ObjectError, Objects, VerifiedCache, hash_file};
 use crate::store::publish::{OutputRecord, TaskRecord};
 use crate::store::schedule::QueuedTask;
 use crate::store::staging::DirPool;
@@ -31,6 +31,8 @@ pub struct TaskContext {
     pub no_sandbox: bool,
     /// Scratch (`TMPDIR`/`HOME`) and gather input directories.
     pub workdirs: DirPool,
+    /// Input objects verified in this run (each is hashed once, however many tasks read it).
+    pub verified: VerifiedCache,
 }
 
 /// The outcome of a task, ready to publish, with what the summary needs.
@@ -41,6 +43,8 @@ pub struct Finished {
     pub log_tail: Vec<String>,
     /// What the log suggests the sandbox hid (see [`crate::sandbox::hints`]), failed or not.
     pub hints: Vec<String>,
+    /// The task did not run because an input object is missing or corrupt.
+    pub store_damaged: bool,
 }
 
 /// A task's claim on a script slot (-j, `parallel`): released once, when its last attempt's
@@ -88,6 +92,34 @@ pub async fn run_task(
         .paths
         .tmp
         .join(format!("t{task_id}-r{}.log", ctx.run_id));
+    // Inputs are checked before the first attempt: a task never runs on bytes the store did not
+    // record, and retrying cannot help when an input is damaged.
+    if let Err(damage) = verify_inputs(&ctx, &queued, gather).await {
+        let message = format!("not started: {damage}");
+        append_log(&log_path, &format!("grit: task {message}"));
+        return Finished {
+            record: TaskRecord {
+                task_id,
+                run_id: ctx.run_id,
+                succeeded: false,
+                attempts: 0,
+                exit_code: None,
+                error: Some(message),
+                log_hash: store_log(&ctx.objects, &log_path),
+                duration_ms: started.elapsed().as_millis() as u64,
+                facts: step.is_source(),
+                outputs: Vec::new(),
+            },
+            exit: Exit::SpawnFailed(if damage.is_damage() {
+                "an input object is damaged (the store is damaged)".into()
+            } else {
+                "an input object cannot be read".into()
+            }),
+            log_tail: last_lines(&tail_text(&log_path)),
+            hints: Vec::new(),
+            store_damaged: damage.is_damage(),
+        };
+    }
     let mut attempts = 0;
     let (exit, mut error, files, key, dirs) = loop {
         attempts += 1;
@@ -187,7 +219,54 @@ pub async fn run_task(
         exit,
         log_tail,
         hints,
+        store_damaged: false,
     }
+}
+
+/// Verify the objects a task is about to read (its input, or a gather task's whole input set)
+/// against their recorded size and hash. The sandbox hands the object file itself to the script
+/// (a read-only bind mount, or hard links for `INPUT_DIR`), so this is the last point where grit
+/// sees the bytes before the script does.
+async fn verify_inputs(
+    ctx: &Arc<TaskContext>,
+    queued: &QueuedTask,
+    gather: bool,
+) -> Result<(), ObjectError> {
+    let task_id = queued.id;
+    let inputs = if gather {
+        match ctx
+            .writer
+            .call(move |conn| crate::store::schedule::gather_inputs(conn, task_id))
+            .await
+        {
+            Ok(members) => members,
+            // The gather directory cannot be built either; that attempt reports the error.
+            Err(_) => return Ok(()),
+        }
+    } else {
+        queued.input.iter().cloned().collect()
+    };
+    if inputs.is_empty() {
+        return Ok(());
+    }
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        for input in &inputs {
+            let what = format!("input {}", input.name);
+            ctx.verified
+                .verify(&ctx.objects, &input.hash, Some(input.size), &what)?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(ObjectError::Io {
+            what: "an input".into(),
+            hash: String::new(),
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        })
+    })
 }
 
 fn failure_text(exit: &Exit, error: &Option<String>) -> String {
@@ -301,12 +380,39 @@ async fn attempt(
         if let Some(rule) = &error {
             append_log(log_path, &format!("grit: {rule}"));
         }
+        // A full store filesystem also swallows the script's own complaint (its log lives
+        // there too), so grit names the reason itself.
+        // The FUSE capture reports a write the staging area refused (ENOSPC) itself.
+        let staging_refused = error
+            .as_deref()
+            .is_some_and(|e| e.contains("(ENOSPC) in the staging area"));
+        let full = store_filesystem_full(&ctx.paths.tmp, staging_refused);
         for file in files {
             let _ = crate::store::objects::remove_if_exists(&file.staged);
         }
-        return (exit, None, Vec::new());
+        return (exit, full, Vec::new());
     }
     (exit, error, files)
+}
+
+/// Free space below which a failed task is reported as failed for lack of space.
+const FULL_BELOW: u64 = 64 * 1024;
+
+/// The reason to give when the store's filesystem (where outputs and logs are staged) has no
+/// room left: the capture saw a write refused there (`refused`), or the filesystem is still full
+/// right after the failed script, before its partial outputs are discarded.
+fn store_filesystem_full(staging: &std::path::Path, refused: bool) -> Option<String> {
+    // The statvfs field types are u64 on 64-bit Linux but narrower on some 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let free = nix::sys::statvfs::statvfs(staging)
+        .map(|stat| (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
+        .unwrap_or(u64::MAX);
+    (refused || free < FULL_BELOW).then(|| {
+        format!(
+            "no space left on device: the store's filesystem ({}) is full; nothing of this task was kept. Free some space (`grit gc` removes history) and run again",
+            staging.display()
+        )
+    })
 }
 
 /// Build a gather task's `INPUT_DIR` in `target`: hard links to the objects, named `<name>`, or
@@ -326,19 +432,19 @@ async fn gather_dir(
         fs::create_dir_all(&target)?;
         let mut index = 0;
         while index < members.len() {
-            let name = &members[index].0;
+            let name = &members[index].name;
             let mut end = index + 1;
-            while end < members.len() && &members[end].0 == name {
+            while end < members.len() && &members[end].name == name {
                 end += 1;
             }
             let repeated = end - index > 1;
-            for (name, hash) in &members[index..end] {
+            for member in &members[index..end] {
                 let file = if repeated {
-                    format!("{name}.{}", crate::store::short_hash(hash))
+                    format!("{}.{}", member.name, crate::store::short_hash(&member.hash))
                 } else {
-                    name.clone()
+                    member.name.clone()
                 };
-                fs::hard_link(objects.path(hash), target.join(file))?;
+                fs::hard_link(objects.path(&member.hash), target.join(file))?;
             }
             index = end;
         }

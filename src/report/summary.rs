@@ -43,7 +43,25 @@ pub fn render(
             let _ = writeln!(out, "    {line}");
         }
     }
-    if t.executed == 0 && report.interrupted.is_none() {
+    if !report.missing_objects.is_empty() {
+        let n = report.missing_objects.len();
+        let _ = writeln!(
+            out,
+            "{red}store damaged{reset}: {n} live object{} missing — run `grit verify --db {}`",
+            if n == 1 { " is" } else { "s are" },
+            db.display()
+        );
+        for missing in report.missing_objects.iter().take(FAILURES_SHOWN) {
+            let _ = writeln!(
+                out,
+                "  missing: {} {} ({})",
+                missing.name,
+                missing.hash,
+                missing.path.display()
+            );
+        }
+    }
+    if t.executed == 0 && report.interrupted.is_none() && report.missing_objects.is_empty() {
         let _ = writeln!(out, "  nothing to do: every task is up to date");
     }
     let mut steps: Vec<_> = report.steps.iter().filter(|s| s.executed > 0).collect();
@@ -273,11 +291,13 @@ mod tests {
                     error: "exited with status 2".into(),
                     log_tail: vec![format!("line of {i}")],
                     hints: Vec::new(),
+                    store_damaged: false,
                 })
                 .collect(),
             interrupted: None,
             recovered: 0,
             refused_accesses: Vec::new(),
+            missing_objects: Vec::new(),
         }
     }
 

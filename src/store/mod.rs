@@ -6,23 +6,28 @@
 //! <db>/objects/ab/cd/…    read-only object files named by SHA-256
 //! <db>/tmp/               staging for outputs and logs; same filesystem as objects/
 //! <db>/lock               flock held by the one `grit run` allowed at a time
+//! <db>/quarantine/        damaged objects `grit verify --repair` moved aside
 //! ```
 //!
 //! Writes go through one writer thread ([`writer::Writer`]); readers open their own connections
 //! (WAL lets them read during a run). The SQL lives in the submodules, one concept each.
 
 pub mod access;
+pub mod backup;
 pub mod gc;
+pub mod identity;
 pub mod liveness;
 pub mod lock;
 pub mod objects;
 pub mod provenance;
 pub mod publish;
 pub mod queries;
+pub mod repair;
 pub mod runs;
 pub mod schedule;
 pub mod schema;
 pub mod staging;
+pub mod verify;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -31,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OpenFlags};
 
 pub use lock::StoreLock;
-pub use objects::Objects;
+pub use objects::{ObjectError, Objects, VerifiedReader};
 pub use writer::Writer;
 
 /// Errors of the store layer.
@@ -55,11 +60,17 @@ pub enum StoreError {
     )]
     SchemaTooNew { found: i64, supported: i64 },
     #[error(
+        "{path} is not a grit store: {found}\n  help: grit creates a store only in a missing or empty directory. If this is a grit store whose database is lost or damaged, restore grit.sqlite from a backup (see `grit backup`) and run `grit verify`; otherwise point --db at another directory"
+    )]
+    NotAStore { path: PathBuf, found: String },
+    #[error(
         "no grit store at {0}\n  help: run `grit run -m MANIFEST --db {0}` first, or point --db (or $GRIT_DB) at an existing store"
     )]
     Missing(PathBuf),
     #[error("{0}")]
     NotFound(String),
+    #[error(transparent)]
+    Object(#[from] objects::ObjectError),
     #[error("the store's writer thread stopped unexpectedly")]
     WriterGone,
 }
@@ -93,6 +104,15 @@ impl StorePaths {
             lock: root.join("lock"),
         }
     }
+
+    /// Where `grit verify --repair` moves damaged objects.
+    pub fn quarantine(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+
+    pub fn exists(&self) -> bool {
+        self.database.is_file()
+    }
 }
 
 /// Open (creating if needed) a store for writing: takes the lock, migrates, starts the writer.
@@ -107,13 +127,18 @@ pub fn open_for_write_shared(
     root: &Path,
     group: Option<&access::Group>,
 ) -> Result<(StorePaths, StoreLock, Writer), StoreError> {
-    let sharing = if StorePaths::new(root).database.is_file() {
+    // Before creating anything: never start a store on top of other data, never convert another
+    // program's database.
+    let sharing = if StorePaths::new(root).exists() {
+        let (_, conn) = open_connection(root)?;
+        identity::identify(&conn, root)?;
         let sharing = access::Sharing::of(root).map_err(|e| StoreError::io(root, e))?;
         if let Some(group) = group {
             warn_if_not_shared_with(root, sharing, group);
         }
         sharing
     } else {
+        identity::check_empty_for_new_store(root)?;
         access::prepare_new_root(root, group).map_err(|e| StoreError::io(root, e))?
     };
     let root = root.canonicalize().map_err(|e| StoreError::io(root, e))?;
@@ -128,13 +153,26 @@ pub fn open_for_write_shared(
     access::create_file(&paths.database, sharing.file_mode())
         .map_err(|e| StoreError::io(&paths.database, e))?;
     let mut conn = Connection::open(&paths.database)?;
+    // Again under the lock: another grit may have created the store meanwhile.
+    identity::identify(&conn, &paths.root)?;
     configure(&conn)?;
     schema::migrate(&mut conn)?;
+    identity::mark(&conn)?;
     Ok((paths, lock, Writer::spawn(conn)))
 }
 
 /// Open an existing store read-only. Never creates anything.
 pub fn open_read(root: &Path) -> Result<(StorePaths, Connection), StoreError> {
+    let (paths, conn) = open_connection(root)?;
+    if identity::identify(&conn, root)? == identity::Database::Fresh {
+        // The first run has created the file but not the schema yet.
+        return Err(StoreError::Missing(root.to_path_buf()));
+    }
+    Ok((paths, conn))
+}
+
+/// A read-only connection to the store's database, not yet identified.
+fn open_connection(root: &Path) -> Result<(StorePaths, Connection), StoreError> {
     let paths = StorePaths::new(root);
     // Only a database that is not there means "no store"; one that cannot be looked at
     // (permissions, I/O) is an environment error, not a hint to create a store.
@@ -157,17 +195,6 @@ pub fn open_read(root: &Path) -> Result<(StorePaths, Connection), StoreError> {
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version == 0 {
-        // The first run has created the file but not the schema yet.
-        return Err(StoreError::Missing(root.to_path_buf()));
-    }
-    if version > schema::SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found: version,
-            supported: schema::SCHEMA_VERSION,
-        });
-    }
     Ok((paths, conn))
 }
 

@@ -4,10 +4,14 @@
 //! Objects only ever enter through [`Objects::adopt`]: a file staged in `<db>/tmp` (same filesystem)
 //! is fsynced, made read-only and renamed into place, so a reader never sees a partial object. An
 //! object that already exists is not rewritten: identical content is stored once.
+//!
+//! Objects only ever leave through [`VerifiedReader`]: every read (`cat`, `export`, `log`, a task's
+//! input) checks the size and SHA-256 recorded for the object while it streams, and ends in an
+//! [`ObjectError`] instead of a clean EOF when the bytes are not the ones the store recorded.
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -17,6 +21,18 @@ use super::access::Sharing;
 
 /// Size of the read buffer used when hashing files.
 const HASH_BUFFER: usize = 256 * 1024;
+
+/// The most an object file may allow: read-only, nothing for others (`grit verify` and its
+/// repair hold objects to this; a private store's objects are narrower, 0400).
+pub const OBJECT_MODE_MAX: u32 = 0o440;
+/// The most a store directory may allow: nothing for others.
+pub const DIR_MODE_MAX: u32 = 0o2750;
+
+/// Create `path` and its missing parents as directories of a private store (0700), for copies
+/// grit makes outside a run: backups and the quarantine.
+pub fn create_store_dirs(path: &Path) -> io::Result<()> {
+    super::access::create_dir_all(path, Sharing::Private.dir_mode())
+}
 
 #[derive(Debug, Clone)]
 pub struct Objects {
@@ -109,6 +125,248 @@ impl Objects {
     }
 }
 
+/// Why an object cannot be served: it is gone, or its bytes are not the recorded ones.
+///
+/// `what` names the object for people: the resource name, or "the log of task 42".
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error(
+        "{what} (object {hash}) is missing: {path}\n  help: the store is damaged; run `grit verify --repair`"
+    )]
+    Missing {
+        what: String,
+        hash: String,
+        path: PathBuf,
+    },
+    #[error(
+        "{what} (object {hash}) is corrupt: {problem}: {path}\n  help: the store is damaged; run `grit verify --repair`"
+    )]
+    Corrupt {
+        what: String,
+        hash: String,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error("{what} (object {hash}): {path}: {source}")]
+    Io {
+        what: String,
+        hash: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ObjectError {
+    /// The object error carried inside an `io::Error` (as [`VerifiedReader`] reports it through
+    /// the `Read` trait), if any. `io::Error::source` skips the wrapped error itself, so callers
+    /// that walk error chains look here.
+    pub fn in_io(error: &io::Error) -> Option<&ObjectError> {
+        error.get_ref().and_then(|inner| inner.downcast_ref())
+    }
+
+    /// Missing or corrupt, as opposed to an I/O error on a healthy store.
+    pub fn is_damage(&self) -> bool {
+        !matches!(self, ObjectError::Io { .. })
+    }
+}
+
+/// A reader over one object that checks, while it streams, that the bytes are those recorded:
+/// more bytes than the recorded size fail at once, and at EOF the size and SHA-256 must match.
+/// A mismatch is returned as an `io::Error` wrapping [`ObjectError::Corrupt`] instead of EOF, so
+/// `io::copy` and friends stop with an error and a consumer never sees a clean end of bad data.
+pub struct VerifiedReader {
+    file: File,
+    hasher: Sha256,
+    read: u64,
+    expected_size: Option<u64>,
+    hash: String,
+    what: String,
+    path: PathBuf,
+    done: bool,
+}
+
+impl VerifiedReader {
+    /// Open the object `hash`; `size` is the recorded size when the store has one (resources do,
+    /// task logs do not).
+    pub fn open(
+        objects: &Objects,
+        hash: &str,
+        size: Option<u64>,
+        what: &str,
+    ) -> Result<VerifiedReader, ObjectError> {
+        let path = objects.path(hash);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ObjectError::Missing {
+                    what: what.to_string(),
+                    hash: hash.to_string(),
+                    path,
+                });
+            }
+            Err(source) => {
+                return Err(ObjectError::Io {
+                    what: what.to_string(),
+                    hash: hash.to_string(),
+                    path,
+                    source,
+                });
+            }
+        };
+        Ok(VerifiedReader {
+            file,
+            hasher: Sha256::new(),
+            read: 0,
+            expected_size: size,
+            hash: hash.to_string(),
+            what: what.to_string(),
+            path,
+            done: false,
+        })
+    }
+
+    fn corrupt(&self, problem: String) -> ObjectError {
+        ObjectError::Corrupt {
+            what: self.what.clone(),
+            hash: self.hash.clone(),
+            path: self.path.clone(),
+            problem,
+        }
+    }
+
+    /// Read to the end, discarding the bytes: the object is intact when this returns Ok.
+    pub fn verify(mut self) -> Result<(), ObjectError> {
+        let mut buffer = vec![0u8; HASH_BUFFER];
+        loop {
+            match self.read(&mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.into_object_error(e)),
+            }
+        }
+    }
+
+    /// Read everything into memory; nothing is returned unless it all checks out.
+    pub fn read_verified(mut self) -> Result<Vec<u8>, ObjectError> {
+        let mut content = Vec::with_capacity(self.expected_size.unwrap_or(0) as usize);
+        match self.read_to_end(&mut content) {
+            Ok(_) => Ok(content),
+            Err(e) => Err(self.into_object_error(e)),
+        }
+    }
+
+    /// The object error inside `e`, or `e` as an I/O error on this object.
+    fn into_object_error(self, e: io::Error) -> ObjectError {
+        match e.downcast::<ObjectError>() {
+            Ok(inner) => inner,
+            Err(source) => ObjectError::Io {
+                what: self.what,
+                hash: self.hash,
+                path: self.path,
+                source,
+            },
+        }
+    }
+}
+
+impl Read for VerifiedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.file.read(buf)?;
+        self.read += n as u64;
+        if let Some(expected) = self.expected_size
+            && self.read > expected
+        {
+            return Err(io::Error::other(
+                self.corrupt(format!("longer than its recorded {expected} bytes")),
+            ));
+        }
+        if n > 0 {
+            self.hasher.update(&buf[..n]);
+            return Ok(n);
+        }
+        if let Some(expected) = self.expected_size
+            && self.read != expected
+        {
+            return Err(io::Error::other(self.corrupt(format!(
+                "{} bytes instead of the recorded {expected}",
+                self.read
+            ))));
+        }
+        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if actual != self.hash {
+            return Err(io::Error::other(
+                self.corrupt(format!("its content hashes to {actual}")),
+            ));
+        }
+        self.done = true;
+        Ok(0)
+    }
+}
+
+/// Identity of an object file as last verified: same inode, size and change time means no write
+/// through the filesystem has touched it since (any write or chmod updates ctime). Used to hash an
+/// input once per run however many tasks read it; it cannot see bit rot between two reads of the
+/// same run, which is why it lives only as long as one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+impl FileStamp {
+    pub fn of(path: &Path) -> io::Result<FileStamp> {
+        let meta = fs::metadata(path)?;
+        Ok(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        })
+    }
+}
+
+/// Objects verified during one run, so each is hashed once however many tasks read it.
+#[derive(Debug, Default)]
+pub struct VerifiedCache {
+    seen: std::sync::Mutex<std::collections::HashMap<String, FileStamp>>,
+}
+
+impl VerifiedCache {
+    /// Check the object `hash` (size `size`) before a task reads it, unless it was verified
+    /// earlier in this run and its file has not changed since.
+    pub fn verify(
+        &self,
+        objects: &Objects,
+        hash: &str,
+        size: Option<u64>,
+        what: &str,
+    ) -> Result<(), ObjectError> {
+        let path = objects.path(hash);
+        let before = FileStamp::of(&path).ok();
+        if let (Some(stamp), Ok(seen)) = (before, self.seen.lock())
+            && seen.get(hash) == Some(&stamp)
+        {
+            return Ok(());
+        }
+        VerifiedReader::open(objects, hash, size, what)?.verify()?;
+        // Remember the stamp taken before hashing: a change during the hash shows up as a
+        // different stamp next time, and the object is hashed again.
+        if let (Some(stamp), Ok(mut seen)) = (before, self.seen.lock()) {
+            seen.insert(hash.to_string(), stamp);
+        }
+        Ok(())
+    }
+}
+
 /// SHA-256 (lowercase hex) and size of a file's content, streamed.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     let mut file = File::open(path)?;
@@ -186,5 +444,70 @@ mod tests {
         assert_eq!(seen, vec![(hash.clone(), 6)]);
         assert_eq!(objects.remove(&hash).unwrap(), 6);
         assert!(!objects.path(&hash).exists());
+    }
+
+    fn stored(content: &[u8]) -> (tempfile::TempDir, Objects, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = Objects::new(dir.path().join("objects"));
+        let staged = dir.path().join("staged");
+        fs::write(&staged, content).unwrap();
+        let (hash, _) = hash_file(&staged).unwrap();
+        objects.adopt(&staged, &hash).unwrap();
+        (dir, objects, hash)
+    }
+
+    fn damage(objects: &Objects, hash: &str, content: &[u8]) {
+        let path = objects.path(hash);
+        fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, content).unwrap();
+    }
+
+    #[test]
+    fn verified_reader_passes_intact_objects_and_fails_damaged_ones() {
+        let (_dir, objects, hash) = stored(b"hello\n");
+        let read = |size| VerifiedReader::open(&objects, &hash, size, "greeting")?.read_verified();
+        assert_eq!(read(Some(6)).unwrap(), b"hello\n");
+        assert_eq!(read(None).unwrap(), b"hello\n");
+        // The recorded size disagrees with the file: corrupt, before hashing is even finished.
+        let short = read(Some(7)).unwrap_err();
+        assert!(
+            short
+                .to_string()
+                .contains("6 bytes instead of the recorded 7"),
+            "{short}"
+        );
+        let long = read(Some(5)).unwrap_err();
+        assert!(
+            long.to_string().contains("longer than its recorded 5"),
+            "{long}"
+        );
+
+        damage(&objects, &hash, b"hellO\n");
+        let flipped = read(Some(6)).unwrap_err();
+        assert!(flipped.is_damage());
+        let text = flipped.to_string();
+        assert!(text.contains("greeting") && text.contains(&hash), "{text}");
+        assert!(text.contains("grit verify --repair"), "{text}");
+
+        // Through `io::copy` the damage is an error, never a clean EOF.
+        let mut reader = VerifiedReader::open(&objects, &hash, Some(6), "greeting").unwrap();
+        let error = io::copy(&mut reader, &mut io::sink()).unwrap_err();
+        assert!(matches!(
+            ObjectError::in_io(&error),
+            Some(ObjectError::Corrupt { .. })
+        ));
+
+        fs::remove_file(objects.path(&hash)).unwrap();
+        assert!(matches!(read(Some(6)), Err(ObjectError::Missing { .. })));
+    }
+
+    #[test]
+    fn the_run_cache_hashes_again_after_a_change() {
+        let (_dir, objects, hash) = stored(b"data\n");
+        let cache = VerifiedCache::default();
+        cache.verify(&objects, &hash, Some(5), "x").unwrap();
+        cache.verify(&objects, &hash, Some(5), "x").unwrap();
+        damage(&objects, &hash, b"DATA\n");
+        assert!(cache.verify(&objects, &hash, Some(5), "x").is_err());
     }
 }

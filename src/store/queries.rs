@@ -163,6 +163,38 @@ pub fn resolve_hash(conn: &Connection, prefix: &str) -> Result<String, StoreErro
     }
 }
 
+/// How the store knows the object `hash`: a name for messages (a resource's name, or the log of
+/// a task) and its recorded size (task logs have none).
+pub fn object_identity(conn: &Connection, hash: &str) -> Result<(String, Option<u64>), StoreError> {
+    let resource = conn
+        .query_row(
+            "SELECT name, size FROM resources WHERE hash = ?1 ORDER BY id LIMIT 1",
+            [hash],
+            |r| {
+                Ok((
+                    format!("resource {}", r.get::<_, String>(0)?),
+                    r.get::<_, i64>(1)?,
+                ))
+            },
+        )
+        .optional()?;
+    if let Some((what, size)) = resource {
+        return Ok((what, Some(size as u64)));
+    }
+    let task: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM tasks WHERE log_hash = ?1 ORDER BY id LIMIT 1",
+            [hash],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok((
+        task.map(|id| format!("the log of task {id}"))
+            .unwrap_or_else(|| "an object".into()),
+        None,
+    ))
+}
+
 /// Everything stored about one task.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TaskInfo {

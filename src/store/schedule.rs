@@ -19,6 +19,8 @@ pub struct MapStep {
 pub struct InputRef {
     pub name: String,
     pub hash: String,
+    /// The recorded size, which the object is verified against before the task reads it.
+    pub size: u64,
 }
 
 /// A pending task handed to the engine.
@@ -115,7 +117,7 @@ pub fn next_pending(
     limit: usize,
 ) -> Result<Vec<QueuedTask>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT t.id, r.id, r.name, r.hash FROM tasks t
+        "SELECT t.id, r.id, r.name, r.hash, r.size FROM tasks t
            LEFT JOIN resources r ON r.id = t.input_resource_id
          WHERE t.step_version_id = ?1 AND t.state = 'pending' AND t.id > ?2
            AND (t.input_resource_id IS NULL OR r.live = 1)
@@ -127,6 +129,7 @@ pub fn next_pending(
             Some(_) => Some(InputRef {
                 name: row.get(2)?,
                 hash: row.get(3)?,
+                size: row.get::<_, i64>(4)? as u64,
             }),
             None => None,
         };
@@ -200,12 +203,18 @@ pub fn gather_task(
     Ok(pending)
 }
 
-/// The members of a gather task's input set, as (name, hash), ordered by name then hash.
-pub fn gather_inputs(conn: &Connection, task_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+/// The members of a gather task's input set, ordered by name then hash.
+pub fn gather_inputs(conn: &Connection, task_id: i64) -> Result<Vec<InputRef>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT r.name, r.hash FROM gather_inputs g JOIN resources r ON r.id = g.resource_id
+        "SELECT r.name, r.hash, r.size FROM gather_inputs g JOIN resources r ON r.id = g.resource_id
          WHERE g.task_id = ?1 ORDER BY r.name, r.hash",
     )?;
-    let rows = stmt.query_map([task_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map([task_id], |r| {
+        Ok(InputRef {
+            name: r.get(0)?,
+            hash: r.get(1)?,
+            size: r.get::<_, i64>(2)? as u64,
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

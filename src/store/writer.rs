@@ -1,8 +1,13 @@
 //! The single writer thread: it owns the read-write SQLite connection and runs jobs sent to it in
 //! order. The async engine awaits results through oneshot channels, so SQLite never blocks the
 //! runtime and all writes are naturally serialised.
+//!
+//! When the last [`Writer`] handle goes, the thread checkpoints the WAL into the main file
+//! (`wal_checkpoint(TRUNCATE)`) and closes the connection, and the dropping side waits for it: once
+//! a command that wrote returns, `grit.sqlite` alone holds everything (a user who copies "the
+//! database" copies all of it).
 
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
 use rusqlite::Connection;
@@ -16,6 +21,26 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    _thread: Arc<Closer>,
+}
+
+/// Joins the writer thread when the last handle is dropped, after the job channel has closed
+/// (every `Writer`, and so every sender, is gone by then).
+struct Closer {
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        let Some(handle) = self.thread.lock().ok().and_then(|mut t| t.take()) else {
+            return;
+        };
+        // A job that dropped the last handle runs on the writer thread itself: it cannot wait
+        // for itself, and the thread checkpoints on its way out anyway.
+        if handle.thread().id() != thread::current().id() {
+            let _ = handle.join();
+        }
+    }
 }
 
 impl Writer {
@@ -28,12 +53,22 @@ impl Writer {
                 for job in receiver {
                     job(&mut conn);
                 }
+                checkpoint(&conn);
             });
-        if let Err(e) = spawned {
-            // Without a thread every call reports WriterGone; keep the error visible.
-            tracing::error!("cannot start the store writer thread: {e}");
+        let thread = match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                // Without a thread every call reports WriterGone; keep the error visible.
+                tracing::error!("cannot start the store writer thread: {e}");
+                None
+            }
+        };
+        Writer {
+            jobs,
+            _thread: Arc::new(Closer {
+                thread: Mutex::new(thread),
+            }),
         }
-        Writer { jobs }
     }
 
     /// Run `f` on the writer thread and await its result.
@@ -64,5 +99,24 @@ impl Writer {
             }))
             .map_err(|_| StoreError::WriterGone)?;
         answer.recv().map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// Copy the WAL into the main database file and empty it. A reader still holding a snapshot
+/// makes SQLite stop short (busy); the data is then safe in the WAL and the next writer finishes.
+pub fn checkpoint(conn: &Connection) {
+    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match result {
+        Ok((0, _, _)) => {}
+        Ok((busy, log, done)) => tracing::debug!(
+            "WAL checkpoint incomplete (busy {busy}, {done} of {log} frames); the next writer finishes it"
+        ),
+        Err(e) => tracing::warn!("WAL checkpoint failed: {e}"),
     }
 }

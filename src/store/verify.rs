@@ -1,0 +1,431 @@
+//! Checking a whole store (`grit verify`) and the cheap check a run and `grit status` make.
+//!
+//! [`check`] looks at the database (SQLite's `integrity_check` and `foreign_key_check`), at every
+//! object a row refers to (present, recorded size and SHA-256, no write bits, nothing for others),
+//! at the store's directories (nothing for others), and at files under `objects/` that no row
+//! refers to. Those are reported as *unreferenced*, not as damage: a crash between an object's
+//! rename and its commit leaves one, and `grit gc` removes them.
+//!
+//! [`missing_live`] only stats the objects of live resources: cheap enough for every run's end and
+//! for `grit status`, and it catches deleted files, the most common damage.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rusqlite::Connection;
+
+use super::objects::{ObjectError, Objects, VerifiedReader};
+use super::{StoreError, StorePaths};
+
+/// An object a live resource needs, found missing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MissingObject {
+    pub name: String,
+    pub hash: String,
+    pub path: PathBuf,
+}
+
+/// Live resources whose object file is gone (one `stat` each, no hashing).
+pub fn missing_live(
+    conn: &Connection,
+    objects: &Objects,
+) -> Result<Vec<MissingObject>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT name, hash FROM resources WHERE live = 1 ORDER BY name, hash")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut missing = Vec::new();
+    for row in rows {
+        let (name, hash) = row?;
+        let path = objects.path(&hash);
+        if fs::symlink_metadata(&path).is_err() {
+            missing.push(MissingObject { name, hash, path });
+        }
+    }
+    Ok(missing)
+}
+
+/// One object a row refers to: its hash, recorded size (none for task logs), and the names it
+/// goes by, for messages.
+#[derive(Debug, Clone)]
+struct Referenced {
+    hash: String,
+    size: Option<u64>,
+    what: String,
+}
+
+/// An object that is missing or whose bytes are not the recorded ones.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BadObject {
+    pub hash: String,
+    pub path: PathBuf,
+    /// What uses it: `resource NAME` or `the log of task N`.
+    pub what: String,
+    pub problem: String,
+}
+
+/// A file or directory whose permissions are wrong.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BadMode {
+    pub path: PathBuf,
+    /// The permission bits, in octal.
+    pub mode: String,
+    pub problem: String,
+}
+
+/// A file under `objects/` no row refers to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unreferenced {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// Everything [`check`] found.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Report {
+    pub objects_checked: u64,
+    pub bytes_checked: u64,
+    /// `PRAGMA integrity_check` lines other than `ok`, or why the database could not be read.
+    pub database: Vec<String>,
+    /// `PRAGMA foreign_key_check` rows, as text.
+    pub foreign_keys: Vec<String>,
+    pub missing: Vec<BadObject>,
+    pub corrupt: Vec<BadObject>,
+    pub modes: Vec<BadMode>,
+    /// Not damage: what a crash between rename and commit leaves, or a task's superseded log;
+    /// `grit gc` removes them.
+    pub unreferenced: Vec<Unreferenced>,
+}
+
+impl Report {
+    /// True when nothing is wrong (unreferenced objects are not a problem).
+    pub fn clean(&self) -> bool {
+        self.problems() == 0
+    }
+
+    pub fn problems(&self) -> usize {
+        self.database.len()
+            + self.foreign_keys.len()
+            + self.missing.len()
+            + self.corrupt.len()
+            + self.modes.len()
+    }
+}
+
+/// Permission problems of an object file: it must be read-only and closed to others.
+pub fn object_mode_problem(mode: u32) -> Option<String> {
+    let mut problems = Vec::new();
+    if mode & 0o222 != 0 {
+        problems.push("writable");
+    }
+    if mode & 0o007 != 0 {
+        problems.push("open to others");
+    }
+    (!problems.is_empty()).then(|| problems.join(", "))
+}
+
+/// Permission problems of a store directory: closed to others.
+pub fn dir_mode_problem(mode: u32) -> Option<String> {
+    (mode & 0o007 != 0).then(|| "open to others".to_string())
+}
+
+/// Check the database, every referenced object and the store's directories. `progress` is told
+/// the bytes hashed as they go (from several threads); `total` is called once with the bytes to
+/// hash before hashing starts.
+pub fn check(
+    paths: &StorePaths,
+    conn: &Connection,
+    total: &dyn Fn(u64),
+    progress: &(dyn Fn(u64) + Sync),
+) -> Report {
+    let mut report = Report::default();
+    database_checks(conn, &mut report);
+    let referenced = match referenced_objects(conn) {
+        Ok(referenced) => referenced,
+        Err(e) => {
+            report
+                .database
+                .push(format!("cannot list the store's objects: {e}"));
+            Vec::new()
+        }
+    };
+    let objects = Objects::new(paths.objects.clone());
+    total(referenced.iter().filter_map(|r| r.size).sum());
+    check_objects(&objects, &referenced, &mut report, progress);
+    check_dirs(paths, &mut report);
+    let known: HashSet<&str> = referenced.iter().map(|r| r.hash.as_str()).collect();
+    find_unreferenced(&paths.objects, &known, &mut report);
+    report
+}
+
+fn database_checks(conn: &Connection, report: &mut Report) {
+    let integrity = conn.prepare("PRAGMA integrity_check").and_then(|mut stmt| {
+        stmt.query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()
+    });
+    match integrity {
+        Ok(lines) => report
+            .database
+            .extend(lines.into_iter().filter(|l| l != "ok")),
+        Err(e) => report.database.push(format!("integrity_check failed: {e}")),
+    }
+    let foreign = conn
+        .prepare("PRAGMA foreign_key_check")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| {
+                Ok(format!(
+                    "{} row {} refers to a missing row of {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?
+                        .map(|id| id.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    r.get::<_, String>(2)?
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        });
+    match foreign {
+        Ok(rows) => report.foreign_keys.extend(rows),
+        Err(e) => report
+            .foreign_keys
+            .push(format!("foreign_key_check failed: {e}")),
+    }
+}
+
+/// Every object some row refers to: resources (with their size) and task logs.
+fn referenced_objects(conn: &Connection) -> Result<Vec<Referenced>, StoreError> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stmt = conn.prepare(
+        "SELECT hash, MAX(size), GROUP_CONCAT(DISTINCT name) FROM resources GROUP BY hash",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Referenced {
+            hash: r.get(0)?,
+            size: Some(r.get::<_, i64>(1)? as u64),
+            what: format!("resource {}", r.get::<_, String>(2)?),
+        })
+    })?;
+    for row in rows {
+        let row = row?;
+        seen.insert(row.hash.clone());
+        out.push(row);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT log_hash, MIN(id) FROM tasks WHERE log_hash IS NOT NULL GROUP BY log_hash",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (hash, task) = row?;
+        if seen.insert(hash.clone()) {
+            out.push(Referenced {
+                hash,
+                size: None,
+                what: format!("the log of task {task}"),
+            });
+        }
+    }
+    // Disk order (by hash, i.e. by directory) reads each fan-out directory once.
+    out.sort_by(|a, b| a.hash.cmp(&b.hash));
+    Ok(out)
+}
+
+/// Hash every referenced object, on as many threads as there are CPUs.
+fn check_objects(
+    objects: &Objects,
+    referenced: &[Referenced],
+    report: &mut Report,
+    progress: &(dyn Fn(u64) + Sync),
+) {
+    let next = AtomicUsize::new(0);
+    let found = Mutex::new((Vec::new(), Vec::new(), Vec::new(), 0u64));
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(referenced.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(object) = referenced.get(index) else {
+                        break;
+                    };
+                    let outcome = check_object(objects, object);
+                    progress(object.size.unwrap_or(0));
+                    if let Ok(mut found) = found.lock() {
+                        let (missing, corrupt, modes, bytes) = &mut *found;
+                        match outcome {
+                            ObjectCheck::Missing(bad) => missing.push(bad),
+                            ObjectCheck::Present {
+                                corrupt: bad,
+                                mode,
+                                size,
+                            } => {
+                                *bytes += size;
+                                corrupt.extend(bad);
+                                modes.extend(mode);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let (mut missing, mut corrupt, mut modes, bytes) = found
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for list in [&mut missing, &mut corrupt] {
+        list.sort_by(|a: &BadObject, b| a.hash.cmp(&b.hash));
+    }
+    modes.sort_by(|a: &BadMode, b| a.path.cmp(&b.path));
+    report.objects_checked = referenced.len() as u64;
+    report.bytes_checked = bytes;
+    report.missing = missing;
+    report.corrupt = corrupt;
+    report.modes.extend(modes);
+}
+
+enum ObjectCheck {
+    Missing(BadObject),
+    Present {
+        corrupt: Option<BadObject>,
+        mode: Option<BadMode>,
+        size: u64,
+    },
+}
+
+fn check_object(objects: &Objects, object: &Referenced) -> ObjectCheck {
+    let path = objects.path(&object.hash);
+    let bad = |problem: String| BadObject {
+        hash: object.hash.clone(),
+        path: path.clone(),
+        what: object.what.clone(),
+        problem,
+    };
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(_) => return ObjectCheck::Missing(bad("missing".into())),
+    };
+    if !meta.is_file() {
+        return ObjectCheck::Present {
+            corrupt: Some(bad("not a regular file".into())),
+            mode: None,
+            size: 0,
+        };
+    }
+    let mode_bits = meta.permissions().mode() & 0o7777;
+    let mode = object_mode_problem(mode_bits).map(|problem| BadMode {
+        path: path.clone(),
+        mode: format!("{mode_bits:04o}"),
+        problem,
+    });
+    let verified = VerifiedReader::open(objects, &object.hash, object.size, &object.what)
+        .and_then(VerifiedReader::verify);
+    let corrupt = match verified {
+        Ok(()) => None,
+        Err(ObjectError::Missing { .. }) => return ObjectCheck::Missing(bad("missing".into())),
+        Err(ObjectError::Corrupt { problem, .. }) => Some(bad(problem)),
+        Err(ObjectError::Io { source, .. }) => Some(bad(format!("unreadable: {source}"))),
+    };
+    ObjectCheck::Present {
+        corrupt,
+        mode,
+        size: meta.len(),
+    }
+}
+
+/// The store's own directories must be closed to others: the root, `objects/` and its fan-out
+/// directories, and the quarantine.
+fn check_dirs(paths: &StorePaths, report: &mut Report) {
+    let mut dirs = vec![
+        paths.root.clone(),
+        paths.objects.clone(),
+        paths.quarantine(),
+    ];
+    if let Ok(level1) = fs::read_dir(&paths.objects) {
+        for a in level1.flatten() {
+            dirs.push(a.path());
+            if let Ok(level2) = fs::read_dir(a.path()) {
+                dirs.extend(level2.flatten().map(|b| b.path()));
+            }
+        }
+    }
+    for dir in dirs {
+        let Ok(meta) = fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if let Some(problem) = dir_mode_problem(mode) {
+            report.modes.push(BadMode {
+                path: dir,
+                mode: format!("{mode:04o}"),
+                problem,
+            });
+        }
+    }
+}
+
+/// Files under `objects/` whose name is no referenced hash.
+fn find_unreferenced(objects_dir: &Path, known: &HashSet<&str>, report: &mut Report) {
+    let Ok(level1) = fs::read_dir(objects_dir) else {
+        return;
+    };
+    for a in level1.flatten() {
+        let Ok(level2) = fs::read_dir(a.path()) else {
+            report.unreferenced.push(unreferenced(a.path()));
+            continue;
+        };
+        for b in level2.flatten() {
+            let Ok(level3) = fs::read_dir(b.path()) else {
+                report.unreferenced.push(unreferenced(b.path()));
+                continue;
+            };
+            for c in level3.flatten() {
+                let hash = format!(
+                    "{}{}{}",
+                    a.file_name().to_string_lossy(),
+                    b.file_name().to_string_lossy(),
+                    c.file_name().to_string_lossy()
+                );
+                if !known.contains(hash.as_str()) {
+                    report.unreferenced.push(unreferenced(c.path()));
+                }
+            }
+        }
+    }
+    report.unreferenced.sort_by(|a, b| a.path.cmp(&b.path));
+}
+
+fn unreferenced(path: PathBuf) -> Unreferenced {
+    let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+    Unreferenced { path, size }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_closed_to_others_and_read_only() {
+        assert_eq!(object_mode_problem(0o400), None);
+        assert_eq!(object_mode_problem(0o440), None);
+        assert_eq!(
+            object_mode_problem(0o444).as_deref(),
+            Some("open to others")
+        );
+        assert_eq!(
+            object_mode_problem(0o646).as_deref(),
+            Some("writable, open to others")
+        );
+        assert_eq!(object_mode_problem(0o640).as_deref(), Some("writable"));
+        assert_eq!(dir_mode_problem(0o750), None);
+        assert_eq!(dir_mode_problem(0o755).as_deref(), Some("open to others"));
+    }
+}
