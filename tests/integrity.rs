@@ -267,7 +267,7 @@ mod property {
                 std::fs::write(&file, content).unwrap();
                 files.push(file.to_str().unwrap().to_string());
             }
-            let mut args = vec!["ingest", "--name", "blob"];
+            let mut args = vec!["ingest"];
             args.extend(files.iter().map(String::as_str));
             let ingest = p.grit(&args);
             prop_assert!(ingest.status.success(), "{}", describe(&ingest));
