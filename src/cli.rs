@@ -183,8 +183,11 @@ pub enum Command {
         format: GraphFormat,
     },
     /// Add files as facts (live resources), so a pipeline can start from existing data
+    ///
+    /// The files replace the live facts of the same name (the old ones stay as history until
+    /// `grit gc`); files added in one command stay live together.
     #[command(
-        after_help = "Examples:\n  grit ingest --name url seeds/*.txt\n  grit ingest --name config config.json"
+        after_help = "Examples:\n  grit ingest --name url seeds/*.txt\n  grit ingest --name config config.json\n  grit ingest --name url --keep-both more-seeds.txt"
     )]
     Ingest {
         /// Resource name to give the files
@@ -192,6 +195,11 @@ pub enum Command {
         name: String,
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        // --- data semantics (issue 19 item 1) ---
+        /// Keep the live facts of that name live too, instead of replacing them
+        #[arg(long)]
+        keep_both: bool,
+        // --- end data semantics ---
         #[command(flatten)]
         db: DbArg,
     },

@@ -47,7 +47,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         } => log::log(&db.db, task, step.as_deref(), failed),
         Command::Why { hash, db, json } => why::why(&db.db, &hash, json),
         Command::Graph { db, format } => graph::graph(&db.db, format),
-        Command::Ingest { name, files, db } => ingest::ingest(&db.db, &name, &files),
+        Command::Ingest {
+            name,
+            files,
+            keep_both,
+            db,
+        } => ingest::ingest(&db.db, &name, &files, keep_both),
         Command::Gc { dry_run, db } => gc::gc(&db.db, dry_run),
         Command::Delete {
             hash,

@@ -13,7 +13,7 @@ use crate::executor::process::ProcessExecutor;
 use crate::executor::{Exit, TaskInput, TaskSpec};
 use crate::manifest::Step;
 use crate::store::objects::{Objects, hash_file};
-use crate::store::publish::{OutputRecord, TaskRecord};
+use crate::store::publish::{FactSource, OutputRecord, TaskRecord};
 use crate::store::schedule::QueuedTask;
 use crate::store::staging::DirPool;
 use crate::store::{StorePaths, Writer};
@@ -167,7 +167,10 @@ pub async fn run_task(
             error,
             log_hash,
             duration_ms: started.elapsed().as_millis() as u64,
-            facts: step.is_source(),
+            source: step.is_source().then(|| FactSource {
+                name: step.name.clone(),
+                keep: step.keep,
+            }),
             outputs,
         },
         exit,

@@ -67,6 +67,8 @@ pub struct Step {
     pub env: BTreeMap<String, String>,
     pub once: bool,
     pub gather: bool,
+    /// Which of a source's outputs stay live (DESIGN §2.3); only meaningful for sources.
+    pub keep: Keep,
     /// Step value, else pipeline value, else `["sh", "-ec"]`. The script is appended as the
     /// last argument.
     pub shell: Vec<String>,
@@ -88,6 +90,7 @@ impl Default for Step {
             env: BTreeMap::new(),
             once: false,
             gather: false,
+            keep: Keep::default(),
             shell: default_shell(),
             policy: Policy::default(),
             line: 0,
@@ -98,6 +101,43 @@ impl Default for Step {
 /// The shell a script runs under when neither the step nor the pipeline names one.
 pub fn default_shell() -> Vec<String> {
     vec!["sh".to_string(), "-ec".to_string()]
+}
+
+/// `keep = "latest" | "run" | "all"`: which outputs of a source stay live (DESIGN §2.3).
+///
+/// Not part of the step version: it decides which of the source's results are live, not what
+/// its script computes, so changing it re-runs nothing; the next `grit run` applies the new rule
+/// to the outputs already stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Keep {
+    /// Per name, the output the source published last (a changed file replaces the old one).
+    #[default]
+    Latest,
+    /// Exactly what the last successful run of the source wrote.
+    Run,
+    /// Every output ever published, until deleted or pruned (a feed whose every item is a fact).
+    All,
+}
+
+impl Keep {
+    /// The spelling in the manifest and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keep::Latest => "latest",
+            Keep::Run => "run",
+            Keep::All => "all",
+        }
+    }
+
+    /// The inverse of [`Keep::as_str`].
+    pub fn parse(s: &str) -> Option<Keep> {
+        match s {
+            "latest" => Some(Keep::Latest),
+            "run" => Some(Keep::Run),
+            "all" => Some(Keep::All),
+            _ => None,
+        }
+    }
 }
 
 /// Sandbox and resource limits for a step's tasks (DESIGN §4).

@@ -1,6 +1,10 @@
 //! Step versions: a canonical JSON encoding of everything that can change a step's results,
 //! and its SHA-256. `name`, `parallel`, `timeout` and `retries` are deliberately left out
 //! (DESIGN §1 "step version"): they change how a step is scheduled, not what it produces.
+//! A source's `keep` is left out too: it decides which of the source's outputs are live, not what
+//! its script computes. Were it hashed, switching `keep` would re-run a `once` source for nothing,
+//! and its outputs would be the same bytes; instead `store::facts` re-applies the rule to the
+//! outputs already stored when it changes.
 
 use std::collections::BTreeMap;
 

@@ -17,16 +17,13 @@ pub struct Removed {
     pub dry_run: bool,
 }
 
-/// Remove non-live derived resources, the tasks that only served history, unused step versions,
+/// Remove non-live resources (derived ones and superseded facts), the tasks that only served history, unused step versions,
 /// and every object nothing refers to any more (including orphans left by a crash).
 pub fn gc(conn: &mut Connection, objects: &Objects, dry_run: bool) -> Result<Removed, StoreError> {
     let tx = conn.transaction()?;
     liveness::recompute(&tx)?;
-    let mut removed = remove_resources(
-        &tx,
-        "SELECT id FROM resources WHERE live = 0 AND fact = 0",
-        [],
-    )?;
+    // Superseded facts included: a source's replaced outputs are history like any other.
+    let mut removed = remove_resources(&tx, "SELECT id FROM resources WHERE live = 0", [])?;
     // Tasks of old versions that no longer explain any resource are history nobody can reach.
     removed.tasks += tx.execute(
         "DELETE FROM tasks WHERE step_version_id IN (SELECT id FROM step_versions WHERE current = 0)

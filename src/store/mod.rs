@@ -11,6 +11,7 @@
 //! Writes go through one writer thread ([`writer::Writer`]); readers open their own connections
 //! (WAL lets them read during a run). The SQL lives in the submodules, one concept each.
 
+pub mod facts;
 pub mod gc;
 pub mod liveness;
 pub mod lock;

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::{StoreError, liveness, now};
+use super::{StoreError, facts, liveness, now};
 use crate::manifest::{Manifest, Step};
 
 /// The scheduling kind of a step, stored with its version.
@@ -113,7 +113,12 @@ pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart,
         "DELETE FROM tasks WHERE source_run > 0 AND source_run <> ?1 AND state = 'pending'",
         [run_id],
     )?;
-    if versions_changed {
+    // A source whose `keep` changed has its claims re-derived under the new rule.
+    let mut keep_changed = 0;
+    for step in manifest.steps.iter().filter(|s| s.is_source()) {
+        keep_changed += facts::apply_keep(&tx, &step.name, step.keep)?;
+    }
+    if versions_changed || keep_changed > 0 {
         liveness::recompute(&tx)?;
     }
     tx.commit()?;
