@@ -8,11 +8,13 @@ use rusqlite::Connection;
 
 use super::{StoreError, facts};
 
-/// One schema step: SQL, then optionally code that rewrites data the SQL cannot (both inside the
-/// step's transaction).
+/// Code that rewrites data where SQL alone cannot, inside the migration's transaction.
+pub type DataMigration = fn(&Connection) -> Result<(), StoreError>;
+
+/// One schema step: SQL, then optionally a [`DataMigration`] (both inside one transaction).
 pub struct Migration {
     pub sql: &'static str,
-    pub data: Option<fn(&Connection) -> Result<(), StoreError>>,
+    pub data: Option<DataMigration>,
 }
 
 /// Forward migrations; index `i` upgrades `user_version` `i` to `i + 1`.
