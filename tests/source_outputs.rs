@@ -153,6 +153,27 @@ fn a_changed_keep_rule_applies_to_stored_outputs_without_rerunning() {
 }
 
 #[test]
+fn a_reverted_once_source_returns_to_its_old_output() {
+    let seed = |text: &str| {
+        format!(
+            "[[step]]\nname = \"seed\"\nonce = true\nscript = 'echo {text} > $OUTPUT_DIR/seeded'\n\n\
+             [[step]]\nname = \"loud\"\ninputs = [\"seeded\"]\nscript = 'tr a-z A-Z < $INPUT_FILE > $OUTPUT_DIR/loud'\n"
+        )
+    };
+    let p = Project::new(&seed("one"));
+    p.run_ok(&[]);
+    p.write_manifest(&seed("two"));
+    p.run_ok(&[]);
+    assert_eq!(p.contents("seeded"), ["two\n"]);
+    assert_eq!(p.contents("loud"), ["TWO\n"]);
+    p.write_manifest(&seed("one"));
+    let back = p.run_ok(&[]);
+    assert_eq!(back["executed"], 0, "both versions already ran: {back}");
+    assert_eq!(p.contents("seeded"), ["one\n"]);
+    assert_eq!(p.contents("loud"), ["ONE\n"]);
+}
+
+#[test]
 fn ingest_of_a_live_name_supersedes_it_unless_keep_both() {
     let p = sales_project(SALES_CSV);
     for (file, text) in [("n1", "a\n"), ("n2", "a\nb\n"), ("n3", "a\nb\nc\n")] {
