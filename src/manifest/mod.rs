@@ -67,6 +67,8 @@ pub struct Step {
     pub env: BTreeMap<String, String>,
     pub once: bool,
     pub gather: bool,
+    /// A gather step runs even when a task upstream of it failed in the run, on the partial set.
+    pub gather_partial: bool,
     /// Which of a source's outputs stay live (DESIGN §2.3); only meaningful for sources.
     pub keep: Keep,
     /// Step value, else pipeline value, else `["sh", "-ec"]`. The script is appended as the
@@ -90,6 +92,7 @@ impl Default for Step {
             env: BTreeMap::new(),
             once: false,
             gather: false,
+            gather_partial: false,
             keep: Keep::default(),
             shell: default_shell(),
             policy: Policy::default(),
@@ -241,6 +244,12 @@ impl Manifest {
     /// Warnings for cycles in the step graph (allowed, but worth knowing about).
     pub fn cycle_warnings(&self) -> Vec<Warning> {
         graph::cycle_warnings(self)
+    }
+
+    /// For each step, whether it may feed step `index` (transitively), as far as the scripts
+    /// show; a script whose written names cannot be read counts as feeding every step.
+    pub fn upstream_of(&self, index: usize) -> Vec<bool> {
+        graph::upstream(self, index)
     }
 }
 

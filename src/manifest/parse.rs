@@ -17,7 +17,15 @@ use super::{Keep, Manifest, Policy, SandboxMode, Step, default_shell};
 type Res<T> = Result<T, ManifestError>;
 
 const TOP_KEYS: &[&str] = &["step", "pipeline"];
-const STEP_ONLY_KEYS: &[&str] = &["script", "inputs", "input", "once", "gather", "keep"];
+const STEP_ONLY_KEYS: &[&str] = &[
+    "script",
+    "inputs",
+    "input",
+    "once",
+    "gather",
+    "keep",
+    "gather_partial",
+];
 /// Keys valid both in `[[step]]` and as `[pipeline]` defaults.
 const SHARED_KEYS: &[&str] = &[
     "name",
@@ -121,6 +129,7 @@ fn example(key: &str) -> &'static str {
         "once" => "once = true",
         "gather" => "gather = true",
         "keep" => "keep = \"latest\"",
+        "gather_partial" => "gather_partial = true",
         "shell" => "shell = [\"bash\", \"-ec\"]",
         "sandbox" => "sandbox = \"strict\"",
         "network" => "network = true",
@@ -372,6 +381,7 @@ struct RawStep {
     inputs: Vec<(String, usize)>,
     once: bool,
     gather: bool,
+    gather_partial: bool,
     keep: Keep,
     settings: Settings,
 }
@@ -397,6 +407,7 @@ impl RawStep {
             env,
             once: self.once,
             gather: self.gather,
+            gather_partial: self.gather_partial,
             keep: self.keep,
             shell: s
                 .shell
@@ -431,6 +442,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
     let mut once: Option<(bool, usize)> = None;
     let mut gather: Option<(bool, usize)> = None;
     let mut keep: Option<(Keep, usize)> = None;
+    let mut gather_partial: Option<(bool, usize)> = None;
     let mut settings = Settings::default();
     for (key, v) in entries_in_order(table) {
         let k: &str = key.get_ref();
@@ -482,6 +494,9 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
             }
             "once" => once = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "gather" => gather = Some((expect_bool(ctx, k, v)?, key.span().start)),
+            "gather_partial" => {
+                gather_partial = Some((expect_bool(ctx, k, v)?, key.span().start));
+            }
             "keep" => {
                 let s = expect_str(ctx, k, v)?;
                 let Some(mode) = Keep::parse(s) else {
@@ -536,6 +551,15 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
             Some("remove `once`: a step with inputs already runs once per input".into()),
         ));
     }
+    if let Some((_, at)) = gather_partial
+        && gather.is_none_or(|(g, _)| !g)
+    {
+        return Err(ctx.err(
+            at,
+            format!("step `{name}` has `gather_partial` but is not a gather step"),
+            Some("add `gather = true`, or remove `gather_partial`: only a gather step runs over a set".into()),
+        ));
+    }
     if let Some((_, at)) = keep
         && !inputs.is_empty()
     {
@@ -554,6 +578,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
         once: once.is_some_and(|(b, _)| b),
         gather: gather.is_some_and(|(b, _)| b),
         keep: keep.map(|(k, _)| k).unwrap_or_default(),
+        gather_partial: gather_partial.is_some_and(|(b, _)| b),
         settings,
     })
 }

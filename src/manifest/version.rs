@@ -4,7 +4,8 @@
 //! A source's `keep` is left out too: it decides which of the source's outputs are live, not what
 //! its script computes. Were it hashed, switching `keep` would re-run a `once` source for nothing,
 //! and its outputs would be the same bytes; instead `store::facts` re-applies the rule to the
-//! outputs already stored when it changes.
+//! outputs already stored when it changes. A gather's `gather_partial` is left out for the same
+//! reason: it decides whether the step runs after an upstream failure, not what it computes.
 
 use std::collections::BTreeMap;
 

@@ -4,7 +4,8 @@
 //! ([`super::facts`] decides which claims a newer publication supersedes). A derived resource is
 //! live when a succeeded task of the *current* version of its step produced it from a live input;
 //! a gather task's outputs are live when its input set is exactly the current live set matching
-//! its inputs.
+//! its inputs, or, while the gather is held back after an upstream failure, when it is the held
+//! task ([`super::schedule::hold_gather`]).
 //!
 //! The `resources.live` column caches this. [`propagate`] extends it cheaply when resources become
 //! live; [`recompute`] rebuilds it from the facts after anything that can shrink it: a changed
@@ -105,7 +106,20 @@ pub fn recompute(conn: &Connection) -> Result<u64, StoreError> {
         "INSERT OR IGNORE INTO live_roots (id) SELECT resource_id FROM fact_claims WHERE live = 1",
         [],
     )?;
-    let gathers = current_gather_versions(conn)?;
+    // A held gather's live output is its held task's, whatever its current input set is.
+    conn.execute(
+        "INSERT OR IGNORE INTO live_roots (id)
+         SELECT o.resource_id FROM gather_holds h
+           JOIN step_versions v ON v.id = h.step_version_id AND v.current = 1
+           JOIN outputs o ON o.task_id = h.task_id",
+        [],
+    )?;
+    let held: Vec<i64> = conn
+        .prepare_cached("SELECT step_version_id FROM gather_holds")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut gathers = current_gather_versions(conn)?;
+    gathers.retain(|(id, _)| !held.contains(id));
     for _ in 0..MAX_GATHER_ROUNDS {
         conn.execute("DELETE FROM live_reached", [])?;
         conn.execute(&reach_sql(Walk::Everything), [])?;

@@ -200,6 +200,33 @@ pub fn gather_task(
     Ok(pending)
 }
 
+/// Hold a gather step back (a task upstream of it failed in this run): its last succeeded
+/// task's outputs stay live instead of following the partial input set. Keeps an existing hold.
+/// Returns whether the step has such an output.
+pub fn hold_gather(conn: &Connection, version_id: i64) -> Result<bool, StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO gather_holds (step_version_id, task_id)
+         SELECT step_version_id, id FROM tasks
+         WHERE step_version_id = ?1 AND state = 'succeeded' AND input_set IS NOT NULL
+         ORDER BY finished_at DESC, id DESC LIMIT 1",
+        [version_id],
+    )?;
+    let held: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM gather_holds WHERE step_version_id = ?1)",
+        [version_id],
+        |r| r.get(0),
+    )?;
+    Ok(held)
+}
+
+/// Let a held gather step follow its input set again. Returns whether it was held.
+pub fn release_gather(conn: &Connection, version_id: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM gather_holds WHERE step_version_id = ?1")?
+        .execute([version_id])?
+        > 0)
+}
+
 /// The members of a gather task's input set, as (name, hash), ordered by name then hash.
 pub fn gather_inputs(conn: &Connection, task_id: i64) -> Result<Vec<(String, String)>, StoreError> {
     let mut stmt = conn.prepare_cached(

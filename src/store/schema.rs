@@ -119,7 +119,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     // v2: a source's new output replaces its old one (DESIGN §2.3). Claims say which source
     // published which resource, in which publication, and whether that claim is still live;
-    // liveness walks start from the resources with a live claim (store::facts).
+    // liveness walks start from the resources with a live claim (store::facts). And a gather does
+    // not publish from a partial set: a held gather keeps its previous output live.
     Migration {
         data: Some(facts::migrate_v2),
         sql: r#"
@@ -136,6 +137,12 @@ pub const MIGRATIONS: &[Migration] = &[
     CREATE TABLE source_keep (
         source TEXT PRIMARY KEY,
         keep   TEXT NOT NULL CHECK (keep IN ('latest', 'run', 'all'))
+    );
+    -- A gather step held back because a task upstream of it failed: the task whose outputs stay
+    -- live instead of the outputs for the current (partial) input set (store::liveness).
+    CREATE TABLE gather_holds (
+        step_version_id INTEGER PRIMARY KEY REFERENCES step_versions (id) ON DELETE CASCADE,
+        task_id         INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE
     );
     "#,
     },
