@@ -75,7 +75,7 @@ pub struct Verbosity {
 pub enum Command {
     /// Run the pipeline: execute every task that is new, and nothing else
     #[command(
-        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked."
+        after_help = "Examples:\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --force-step parse\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked."
     )]
     Run(RunArgs),
     /// Check a manifest and print its step graph
@@ -293,6 +293,12 @@ pub struct RunArgs {
     /// Say what would run and why, without running anything or changing the store
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    // --- data semantics (issue 19 item 2) ---
+    /// Run every current task of this step again, like `make -B` (repeatable); steps downstream
+    /// run only where its outputs change
+    #[arg(long = "force-step", value_name = "NAME")]
+    pub force_steps: Vec<String>,
+    // --- end data semantics ---
 }
 
 /// GRIT's flags, which take a value unless listed in [`LEGACY_SWITCHES`].

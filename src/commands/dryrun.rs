@@ -57,7 +57,11 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs) -> anyhow::Result<Outcome> {
     let mut plans = Vec::with_capacity(manifest.steps.len());
     for step in &manifest.steps {
         let allowed = args.steps.is_empty() || args.steps.contains(&step.name);
-        plans.push(plan_step(conn.as_ref(), step, allowed)?);
+        let mut plan = plan_step(conn.as_ref(), step, allowed)?;
+        if args.force_steps.contains(&step.name) {
+            force(&mut plan);
+        }
+        plans.push(plan);
     }
     add_downstream(conn.as_ref(), manifest, &mut plans)?;
     let total: u64 = plans.iter().filter(|p| !p.skipped).map(|p| p.tasks).sum();
@@ -191,6 +195,19 @@ fn plan_step(conn: Option<&Connection>, step: &Step, allowed: bool) -> anyhow::R
         }
     }
     Ok(plan)
+}
+
+/// `--force-step`: the tasks that are up to date run again too.
+fn force(plan: &mut StepPlan) {
+    if plan.up_to_date > 0 {
+        plan.tasks += plan.up_to_date;
+        plan.reasons.push(Reason {
+            reason: "forced with --force-step",
+            count: plan.up_to_date,
+            examples: Vec::new(),
+        });
+        plan.up_to_date = 0;
+    }
 }
 
 /// Mark steps that may run after an upstream step runs: a step that would run feeds a consumer

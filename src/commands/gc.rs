@@ -20,6 +20,17 @@ fn report(what: &str, removed: &Removed) {
         removed.objects,
         human_bytes(removed.bytes_freed)
     );
+    if removed.rerun > 0 {
+        println!(
+            "  {} task(s) {} again at the next run, to make what they produced anew",
+            removed.rerun,
+            if removed.dry_run {
+                "would run"
+            } else {
+                "will run"
+            }
+        );
+    }
 }
 
 pub fn gc(db: &Path, dry_run: bool) -> anyhow::Result<Outcome> {

@@ -39,11 +39,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         );
     }
     let manifest = loaded.manifest;
-    for name in &args.steps {
+    let named = args
+        .steps
+        .iter()
+        .map(|n| ("--step", n))
+        .chain(args.force_steps.iter().map(|n| ("--force-step", n)));
+    for (flag, name) in named {
         if manifest.step(name).is_none() {
             let known: Vec<&str> = manifest.steps.iter().map(|s| s.name.as_str()).collect();
             return Err(UsageError(format!(
-                "--step {name}: no such step in {}\n  help: steps are: {}",
+                "{flag} {name}: no such step in {}\n  help: steps are: {}",
                 args.manifest.display(),
                 known.join(", ")
             ))
@@ -99,6 +104,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         options: RunOptions {
             jobs,
             only_steps: args.steps.clone(),
+            force_steps: args.force_steps.clone(),
             max_tasks: args.max_tasks,
             no_sandbox: args.no_sandbox,
         },

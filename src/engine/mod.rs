@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Only these steps may run (empty: all).
     pub only_steps: Vec<String>,
+    /// Steps whose current tasks all run again (`--force-step`).
+    pub force_steps: Vec<String>,
     pub max_tasks: Option<u64>,
     pub no_sandbox: bool,
 }
@@ -111,6 +113,8 @@ struct StepSlot {
     upstream: Vec<bool>,
     /// A task of this step failed in this run.
     failed: bool,
+    /// `--force-step` asks for this gather step to run again; cleared once it has been queued.
+    force_gather: bool,
     /// Highest task id fetched so far: the next page starts after it.
     cursor: i64,
     /// No pending task left in SQLite beyond `cursor` (until publishing creates more).
@@ -172,6 +176,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
                 Vec::new()
             },
             failed: false,
+            force_gather: step.gather && options.force_steps.contains(&step.name),
             allowed: options.only_steps.is_empty() || options.only_steps.contains(&step.name),
             cap: step.parallel.unwrap_or(usize::MAX).max(1),
             step: Arc::new(step.clone()),
@@ -198,6 +203,18 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
             })
             .collect(),
     );
+
+    // `--force-step`: the step's current tasks run again (a gather step's at its turn, below).
+    for slot in slots
+        .iter()
+        .filter(|s| s.kind != StepKind::Gather && options.force_steps.contains(&s.step.name))
+    {
+        let version_id = slot.version_id;
+        let count = writer
+            .call(move |conn| schedule::force(conn, version_id))
+            .await?;
+        tracing::debug!(step = %slot.step.name, tasks = count, "forced");
+    }
 
     // Initial work: this run's source tasks, and map tasks for every live input not yet done.
     // Derived work waits until the sources have polled: a source's new output can replace an
@@ -382,6 +399,12 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
                     && !held.iter().any(|h| h.step == s.step.name)
             }) {
                 let (version_id, patterns) = (slot.version_id, slot.step.inputs.clone());
+                if std::mem::take(&mut slot.force_gather) {
+                    let patterns = patterns.clone();
+                    writer
+                        .call(move |conn| schedule::force_gather(conn, version_id, &patterns))
+                        .await?;
+                }
                 let pending = writer
                     .call(move |conn| schedule::gather_task(conn, run_id, version_id, &patterns))
                     .await?;

@@ -14,6 +14,9 @@ pub struct Removed {
     pub tasks: u64,
     pub objects: u64,
     pub bytes_freed: u64,
+    /// Tasks of current steps that produced a deleted resource, pending again so that the next
+    /// run makes it anew (`grit delete` only, like deleting a make target).
+    pub rerun: u64,
     pub dry_run: bool,
 }
 
@@ -48,11 +51,21 @@ pub fn delete(
     dry_run: bool,
 ) -> Result<Removed, StoreError> {
     let tx = conn.transaction()?;
-    let removed = remove_resources(
+    // Chosen before the resources go: their provenance goes with them.
+    let rerun = tx.execute(
+        "UPDATE tasks SET state = 'pending'
+         WHERE state = 'succeeded' AND COALESCE(source_run, 0) = 0
+           AND step_version_id IN (SELECT id FROM step_versions WHERE current = 1)
+           AND id IN (SELECT o.task_id FROM outputs o JOIN resources r ON r.id = o.resource_id
+                      WHERE (?1 IS NOT NULL AND r.hash = ?1) OR (?2 IS NOT NULL AND r.name = ?2))",
+        params![hash, name],
+    )? as u64;
+    let mut removed = remove_resources(
         &tx,
         "SELECT id FROM resources WHERE (?1 IS NOT NULL AND hash = ?1) OR (?2 IS NOT NULL AND name = ?2)",
         params![hash, name],
     )?;
+    removed.rerun = rerun;
     if removed.resources == 0 {
         return Err(StoreError::NotFound(
             "no resource matches\n  help: list resources with `grit resources --all`".into(),

@@ -106,6 +106,9 @@ pub fn publish(
                 ids.push(id);
             }
         }
+        // A task that ran before (forced, or remaking a deleted output) no longer explains what
+        // it wrote then and not now.
+        let replaced = forget_other_outputs(&tx, record.task_id, &ids)?;
         let superseded = match &record.source {
             Some(source) => {
                 let seq = facts::next_seq(&tx)?;
@@ -122,12 +125,31 @@ pub fn publish(
         }
         // Growing first, then shrinking: what the new facts made live stays, and what only the
         // superseded ones held up stops being live.
-        if superseded > 0 {
+        if superseded + replaced > 0 {
             liveness::recompute(&tx)?;
         }
     }
     tx.commit()?;
     Ok(published)
+}
+
+/// Drop the provenance links of `task_id` to resources other than `keep`. Returns how many.
+fn forget_other_outputs(conn: &Connection, task_id: i64, keep: &[i64]) -> Result<u64, StoreError> {
+    let linked: Vec<i64> = conn
+        .prepare_cached("SELECT resource_id FROM outputs WHERE task_id = ?1")?
+        .query_map([task_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if linked.is_empty() {
+        return Ok(0);
+    }
+    let keep: std::collections::HashSet<i64> = keep.iter().copied().collect();
+    let mut forget =
+        conn.prepare_cached("DELETE FROM outputs WHERE task_id = ?1 AND resource_id = ?2")?;
+    let mut count = 0;
+    for id in linked.iter().filter(|id| !keep.contains(id)) {
+        count += forget.execute(params![task_id, id])? as u64;
+    }
+    Ok(count)
 }
 
 /// Whether a task's input is live; true for tasks without one input (sources, gather steps).
