@@ -10,6 +10,7 @@
 //! script writes; `graph` builds edges, cycles and warnings; `version` hashes a step.
 
 mod error;
+mod files;
 mod glob;
 mod graph;
 mod parse;
@@ -69,6 +70,11 @@ pub struct Step {
     pub gather: bool,
     /// A gather step runs even when a task upstream of it failed in the run, on the partial set.
     pub gather_partial: bool,
+    /// `files` patterns as written: files of the manifest's directory the script uses.
+    pub files: Vec<String>,
+    /// What `files` matched when the manifest was loaded: path relative to the manifest's
+    /// directory → SHA-256 of its content. Part of the step version.
+    pub file_hashes: BTreeMap<String, String>,
     /// Which of a source's outputs stay live (DESIGN §2.3); only meaningful for sources.
     pub keep: Keep,
     /// Step value, else pipeline value, else `["sh", "-ec"]`. The script is appended as the
@@ -93,6 +99,8 @@ impl Default for Step {
             once: false,
             gather: false,
             gather_partial: false,
+            files: Vec::new(),
+            file_hashes: BTreeMap::new(),
             keep: Keep::default(),
             shell: default_shell(),
             policy: Policy::default(),
@@ -268,6 +276,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ManifestError> {
     let manifest = parse::parse_manifest(text, path, manifest_dir(path))?;
     let mut warnings = graph::cycle_warnings(&manifest);
     warnings.extend(manifest.unwritten_inputs(&|_| false));
+    warnings.extend(files::undeclared_warnings(&manifest));
     warnings.sort_by_key(|w| (w.line, w.column));
     Ok(Loaded { manifest, warnings })
 }

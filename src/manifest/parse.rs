@@ -25,6 +25,7 @@ const STEP_ONLY_KEYS: &[&str] = &[
     "gather",
     "keep",
     "gather_partial",
+    "files",
 ];
 /// Keys valid both in `[[step]]` and as `[pipeline]` defaults.
 const SHARED_KEYS: &[&str] = &[
@@ -130,6 +131,7 @@ fn example(key: &str) -> &'static str {
         "gather" => "gather = true",
         "keep" => "keep = \"latest\"",
         "gather_partial" => "gather_partial = true",
+        "files" => "files = [\"tools/normalize.sh\", \"data/*.txt\"]",
         "shell" => "shell = [\"bash\", \"-ec\"]",
         "sandbox" => "sandbox = \"strict\"",
         "network" => "network = true",
@@ -222,6 +224,9 @@ pub(crate) fn parse_manifest(text: &str, path: &Path, dir: PathBuf) -> Res<Manif
         ));
     }
     check_unique_names(&ctx, &raw_steps)?;
+    for raw in &mut raw_steps {
+        raw.file_hashes = resolve_files(&ctx, &dir, &raw.name, &raw.files)?;
+    }
     let steps = raw_steps
         .into_iter()
         .map(|raw| raw.finish(text, &pipeline))
@@ -383,6 +388,9 @@ struct RawStep {
     gather: bool,
     gather_partial: bool,
     keep: Keep,
+    /// `files` entries with their offsets, and what they resolved to.
+    files: Vec<(String, usize)>,
+    file_hashes: BTreeMap<String, String>,
     settings: Settings,
 }
 
@@ -408,6 +416,8 @@ impl RawStep {
             once: self.once,
             gather: self.gather,
             gather_partial: self.gather_partial,
+            files: self.files.into_iter().map(|(f, _)| f).collect(),
+            file_hashes: self.file_hashes,
             keep: self.keep,
             shell: s
                 .shell
@@ -443,6 +453,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
     let mut gather: Option<(bool, usize)> = None;
     let mut keep: Option<(Keep, usize)> = None;
     let mut gather_partial: Option<(bool, usize)> = None;
+    let mut files: Vec<(String, usize)> = Vec::new();
     let mut settings = Settings::default();
     for (key, v) in entries_in_order(table) {
         let k: &str = key.get_ref();
@@ -494,6 +505,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
             }
             "once" => once = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "gather" => gather = Some((expect_bool(ctx, k, v)?, key.span().start)),
+            "files" => files = parse_files(ctx, v)?,
             "gather_partial" => {
                 gather_partial = Some((expect_bool(ctx, k, v)?, key.span().start));
             }
@@ -579,6 +591,8 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
         gather: gather.is_some_and(|(b, _)| b),
         keep: keep.map(|(k, _)| k).unwrap_or_default(),
         gather_partial: gather_partial.is_some_and(|(b, _)| b),
+        files,
+        file_hashes: BTreeMap::new(),
         settings,
     })
 }
@@ -662,6 +676,67 @@ fn parse_inputs(ctx: &Ctx<'_>, v: &Spanned<DeValue<'_>>) -> Res<Vec<(String, usi
         out.push((s.to_string(), item.span().start));
     }
     Ok(out)
+}
+
+fn parse_files(ctx: &Ctx<'_>, v: &Spanned<DeValue<'_>>) -> Res<Vec<(String, usize)>> {
+    let DeValue::Array(items) = v.get_ref() else {
+        return Err(type_error(ctx, "files", "an array of strings", v));
+    };
+    let mut out = Vec::new();
+    for item in items.iter() {
+        let DeValue::String(s) = item.get_ref() else {
+            return Err(ctx.err(
+                item.span().start,
+                format!(
+                    "each entry of `files` must be a string, not {}",
+                    type_name(item.get_ref())
+                ),
+                Some(example("files").into()),
+            ));
+        };
+        out.push((s.to_string(), item.span().start));
+    }
+    Ok(out)
+}
+
+/// Resolve a step's `files` under the manifest's directory: every entry must match a file.
+fn resolve_files(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    step: &str,
+    entries: &[(String, usize)],
+) -> Res<BTreeMap<String, String>> {
+    let mut all = BTreeMap::new();
+    for (pattern, at) in entries {
+        match super::files::resolve(dir, pattern) {
+            Ok(found) => all.extend(found),
+            Err(super::files::FilesError::Outside) => {
+                return Err(ctx.err(
+                    *at,
+                    format!("step `{step}`: `files` entry \"{pattern}\" is outside the manifest's directory"),
+                    Some("name files relative to the manifest's directory, without `..`; use `read_only` for other paths".into()),
+                ));
+            }
+            Err(super::files::FilesError::Missing) => {
+                return Err(ctx.err(
+                    *at,
+                    format!(
+                        "step `{step}`: `files` entry \"{pattern}\" matches no file in {}",
+                        dir.display()
+                    ),
+                    Some("create the file, or fix the path: `files` are relative to the manifest's directory".into()),
+                ));
+            }
+            Err(super::files::FilesError::Unreadable(file, e)) => {
+                return Err(ctx.err(
+                    *at,
+                    format!("step `{step}`: cannot read `{file}` (from `files`): {e}"),
+                    None,
+                ));
+            }
+        }
+    }
+    Ok(all)
 }
 
 fn check_input(ctx: &Ctx<'_>, s: &str, span: Range<usize>) -> Res<()> {

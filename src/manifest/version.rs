@@ -22,6 +22,10 @@ const FORMAT: u32 = 1;
 #[derive(Serialize)]
 struct Canonical<'a> {
     env: &'a BTreeMap<String, String>,
+    /// Content hashes of the step's `files`; left out when there are none, so that steps
+    /// without `files` keep the versions they had before the key existed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    files: &'a BTreeMap<String, String>,
     format: u32,
     gather: bool,
     inputs: Vec<&'a str>,
@@ -78,6 +82,7 @@ pub(crate) fn canonical_definition(step: &Step) -> String {
     inputs.sort_unstable();
     let c = Canonical {
         env: &step.env,
+        files: &step.file_hashes,
         format: FORMAT,
         gather: step.gather,
         inputs,
