@@ -92,3 +92,37 @@ fn deleting_a_derived_output_makes_its_task_run_again() {
     assert_eq!(p.contents("count"), ["3\n"]);
     assert_eq!(p.run_ok(&[])["executed"], 0);
 }
+
+#[test]
+fn a_derived_resource_keeps_its_step_after_delete_removes_its_first_producer() {
+    let p = Project::new(
+        r#"
+[[step]]
+name = "seed"
+once = true
+script = 'echo a > "$OUTPUT_DIR/x_1"; echo b > "$OUTPUT_DIR/x_2"'
+
+[[step]]
+name = "norm"
+inputs = ["x_*"]
+script = 'echo same > "$OUTPUT_DIR/out"'
+"#,
+    );
+    p.run_ok(&[]);
+    // `out` was first produced from x_1; deleting x_1 removes that task, not the one from x_2.
+    let delete = p.grit(&["delete", "--name", "x_1"]);
+    assert!(delete.status.success(), "{}", describe(&delete));
+    let out: Vec<_> = p
+        .resources(false)
+        .into_iter()
+        .filter(|r| r["name"] == "out")
+        .collect();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["step"], "norm", "{out:?}");
+    let listing = p.grit(&["resources", "out"]);
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        text.contains("norm") && !text.contains("(ingested)"),
+        "{text}"
+    );
+}
