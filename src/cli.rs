@@ -87,7 +87,7 @@ pub enum Command {
     },
     /// Show each current step's tasks and live outputs
     #[command(
-        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'"
+        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'\n  grit status -m pipeline.toml   # what an edited manifest would re-run"
     )]
     Status {
         #[command(flatten)]
@@ -95,6 +95,11 @@ pub enum Command {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        // --- data semantics (issue 19 item 7: status -m) ---
+        /// Also show what this manifest would change: new step versions and their pending work
+        #[arg(short, long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        // --- end data semantics ---
     },
     /// List resources (live ones by default)
     #[command(

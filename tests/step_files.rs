@@ -111,3 +111,50 @@ fn validate_and_dry_run_warn_about_files_a_script_uses_but_does_not_declare() {
         describe(&out)
     );
 }
+
+#[test]
+fn status_with_a_manifest_shows_what_it_would_change() {
+    let p = project(DECLARED);
+    p.run_ok(&[]);
+    let status = |p: &Project| {
+        let out = p.grit(&["status", "-m", p.manifest().to_str().unwrap()]);
+        assert!(out.status.success(), "{}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        status(&p).contains("no step changes; every step version is current"),
+        "{}",
+        status(&p)
+    );
+
+    // An edited declared file: a new version of `norm`, whose task runs, and `count` after it.
+    std::fs::write(p.path().join("stopwords.txt"), "cat\n").expect("edit");
+    let full = status(&p);
+    let text = full.split_once("would change:").map_or("", |(_, c)| c);
+    assert!(!text.is_empty(), "{full}");
+    let norm = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("norm"))
+        .unwrap_or("");
+    assert!(
+        norm.contains("new version (version ")
+            && norm.contains(" replaces ")
+            && norm.ends_with("1 task would run"),
+        "{text}"
+    );
+    assert!(text.contains("count  may run after norm"), "{text}");
+    assert!(!text.contains("seed "), "seed is unchanged: {text}");
+
+    // The JSON form, and a step the manifest drops.
+    p.write_manifest(&DECLARED.replace("[[step]]\nname = \"count\"", "[[step]]\nname = \"tally\""));
+    let out = p.grit(&["status", "--json", "-m", p.manifest().to_str().unwrap()]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let changes = &json["changes"];
+    assert_eq!(changes["removed"][0], "count", "{json}");
+    let names: Vec<&str> = changes["changed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["step"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["norm", "tally"], "{json}");
+    assert_eq!(changes["changed"][1]["change"], "new step");
+}

@@ -5,6 +5,7 @@
 //!
 //! It only reads: the store is opened read-only and not locked, nothing is created. Counts are
 //! computed on the resources live now; outputs of the steps that would run can trigger more.
+//! `grit status -m` shows the part of the same plan that a manifest's changes cause ([`plan`]).
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -30,20 +31,23 @@ struct Reason {
 
 /// The verdict for one step.
 #[derive(Debug, serde::Serialize)]
-struct StepPlan {
-    step: String,
+pub(crate) struct StepPlan {
+    pub step: String,
     kind: &'static str,
-    version: String,
+    pub version: String,
     /// The current version this one replaces, when the step changed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    replaces: Option<String>,
+    pub replaces: Option<String>,
+    /// How the manifest changes this step: "new step", "new version" or "earlier version".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<&'static str>,
     /// Tasks that would run now.
-    tasks: u64,
+    pub tasks: u64,
     reasons: Vec<Reason>,
     /// Tasks already done for the current inputs.
     up_to_date: u64,
     /// Upstream steps that would run and may give this step new inputs.
-    after: Vec<String>,
+    pub after: Vec<String>,
     /// Not among the `--step` selection.
     skipped: bool,
 }
@@ -54,16 +58,7 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs) -> anyhow::Result<Outcome> {
         Err(StoreError::Missing(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    let mut plans = Vec::with_capacity(manifest.steps.len());
-    for step in &manifest.steps {
-        let allowed = args.steps.is_empty() || args.steps.contains(&step.name);
-        let mut plan = plan_step(conn.as_ref(), step, allowed)?;
-        if args.force_steps.contains(&step.name) {
-            force(&mut plan);
-        }
-        plans.push(plan);
-    }
-    add_downstream(conn.as_ref(), manifest, &mut plans)?;
+    let plans = plan(conn.as_ref(), manifest, &args.steps, &args.force_steps)?;
     let total: u64 = plans.iter().filter(|p| !p.skipped).map(|p| p.tasks).sum();
     let now = args.max_tasks.map_or(total, |max| total.min(max));
     if args.json {
@@ -75,6 +70,27 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs) -> anyhow::Result<Outcome> {
         print!("{}", render(&plans, now, total, conn.is_none(), args));
     }
     Ok(Outcome::Success)
+}
+
+/// What a run of `manifest` would do on the store `conn` (none yet: everything is new), step by
+/// step in manifest order. `only` is `--step` (empty: all), `forced` is `--force-step`.
+pub(crate) fn plan(
+    conn: Option<&Connection>,
+    manifest: &Manifest,
+    only: &[String],
+    forced: &[String],
+) -> anyhow::Result<Vec<StepPlan>> {
+    let mut plans = Vec::with_capacity(manifest.steps.len());
+    for step in &manifest.steps {
+        let allowed = only.is_empty() || only.contains(&step.name);
+        let mut plan = plan_step(conn, step, allowed)?;
+        if forced.contains(&step.name) {
+            force(&mut plan);
+        }
+        plans.push(plan);
+    }
+    add_downstream(conn, manifest, &mut plans)?;
+    Ok(plans)
 }
 
 fn plan_step(conn: Option<&Connection>, step: &Step, allowed: bool) -> anyhow::Result<StepPlan> {
@@ -93,12 +109,19 @@ fn plan_step(conn: Option<&Connection>, step: &Step, allowed: bool) -> anyhow::R
         (None, true) => "new step",
         (None, false) => "step version not current",
     };
+    let change = match (&replaces, stored) {
+        (Some(_), Some(_)) => Some("earlier version"),
+        (Some(_), None) => Some("new version"),
+        (None, _) if versions.is_empty() => Some("new step"),
+        (None, _) => None,
+    };
     let kind = StepKind::of(step);
     let mut plan = StepPlan {
         step: step.name.clone(),
         kind: kind.as_str(),
         version: short(&hash),
         replaces,
+        change,
         tasks: 0,
         reasons: Vec::new(),
         up_to_date: 0,

@@ -24,7 +24,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Validate { manifest } => validate::validate(&manifest),
-        Command::Status { db, json } => status::status(&db.db, json),
+        Command::Status { db, json, manifest } => status::status(&db.db, json, manifest.as_deref()),
         Command::Resources {
             name,
             db,
