@@ -198,6 +198,13 @@ fn ingest_of_a_live_name_supersedes_it_unless_keep_both() {
         0,
         "derived from the superseded note"
     );
+    let old = common::sha256_hex(b"a\n");
+    let why = p.grit(&["why", &old]);
+    assert!(
+        String::from_utf8_lossy(&why.stdout).contains("not live, fact)\n  replaced: "),
+        "{}",
+        describe(&why)
+    );
     p.run_ok(&[]);
     assert_eq!(p.contents("note_lines"), ["2\n"]);
 
