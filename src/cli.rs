@@ -86,7 +86,7 @@ pub struct Verbosity {
 pub enum Command {
     /// Run the pipeline: execute every task that is new, and nothing else
     #[command(
-        after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged (an input or live object is missing or corrupt), 5 environment error, 130/143 interrupted."
+        after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --force-step parse   # re-run every current task of parse\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged (an input or live object is missing or corrupt), 5 environment error, 130/143 interrupted."
     )]
     Run(RunArgs),
     /// Check a manifest and print its step graph
@@ -98,7 +98,7 @@ pub enum Command {
     },
     /// Show each current step's tasks and live outputs
     #[command(
-        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'"
+        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'\n  grit status -m pipeline.toml   # what an edited manifest would re-run"
     )]
     Status {
         #[command(flatten)]
@@ -106,6 +106,11 @@ pub enum Command {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        // --- data semantics (issue 19 item 7: status -m) ---
+        /// Also show what this manifest would change: new step versions and their pending work
+        #[arg(short, long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        // --- end data semantics ---
     },
     /// List resources (live ones by default)
     #[command(
@@ -202,8 +207,11 @@ pub enum Command {
         format: GraphFormat,
     },
     /// Add files as facts (live resources), so a pipeline can start from existing data
+    ///
+    /// The files replace the live facts of the same name (the old ones stay as history until
+    /// `grit gc`); files added in one command stay live together.
     #[command(
-        after_help = "Examples:\n  grit ingest data/*.txt                  # each named after its file name: a.txt, b.txt, …\n  grit ingest --name config config.prod.json"
+        after_help = "Examples:\n  grit ingest data/*.txt                  # each named after its file name: a.txt, b.txt, …\n  grit ingest --name config config.prod.json\n  grit ingest --keep-both more-seeds.txt  # keep the live seeds.txt too"
     )]
     Ingest {
         /// Resource name for a single file [default: each file's own name]
@@ -211,6 +219,11 @@ pub enum Command {
         name: Option<String>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        // --- data semantics (issue 19 item 1) ---
+        /// Keep the live facts of that name live too, instead of replacing them
+        #[arg(long)]
+        keep_both: bool,
+        // --- end data semantics ---
         #[command(flatten)]
         db: DbArg,
         #[command(flatten)]
@@ -347,6 +360,12 @@ pub struct RunArgs {
     /// Say what would run and why, without running anything or changing the store
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    // --- data semantics (issue 19 item 2) ---
+    /// Run every current task of this step again, like `make -B` (repeatable); steps downstream
+    /// run only where its outputs change
+    #[arg(long = "force-step", value_name = "NAME")]
+    pub force_steps: Vec<String>,
+    // --- end data semantics ---
 }
 
 /// GRIT's flags, which take a value unless listed in [`LEGACY_SWITCHES`].

@@ -215,6 +215,7 @@ fn delete_and_prune_keep_objects_that_live_resources_share() {
         r#"
 [[step]]
 name = "snap"
+keep = "all"
 script = 'date +%s%N > $OUTPUT_DIR/snapshot; echo same > $OUTPUT_DIR/copy_a; echo same > $OUTPUT_DIR/copy_b'
 "#,
     );

@@ -65,8 +65,15 @@ script = 'echo seed > $OUTPUT_DIR/seeded'
         0,
         "a once source runs once per version"
     );
-    // Source outputs are facts: both ticks stay live.
-    assert_eq!(p.contents("tick").len(), 2);
+    // A source's newest output of a name replaces the older one (DESIGN §2.3).
+    assert_eq!(p.contents("tick").len(), 1);
+    assert_eq!(
+        p.resources(true)
+            .iter()
+            .filter(|r| r["name"] == "tick")
+            .count(),
+        2
+    );
     // A new version of the once source runs again.
     p.write_manifest(
         r#"
@@ -82,8 +89,8 @@ script = 'echo seed v2 > $OUTPUT_DIR/seeded'
     );
     let third = p.run_ok(&[]);
     assert_eq!(executed(&third, "seed"), 1);
-    // The old version's output is a fact too: it stays live (DESIGN §2.3).
-    assert_eq!(p.contents("seeded"), ["seed\n", "seed v2\n"]);
+    // The new version's output replaces the old one, as for every-run sources (DESIGN §2.3).
+    assert_eq!(p.contents("seeded"), ["seed v2\n"]);
 }
 
 #[test]

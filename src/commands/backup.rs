@@ -1,6 +1,7 @@
 //! `grit backup DEST`: a consistent, self-contained copy of the store, safe while a run writes.
 //! See `store::backup` for how the snapshot stays consistent.
 
+use crate::report::stdout::outln;
 use std::io::IsTerminal;
 use std::path::Path;
 
@@ -47,7 +48,7 @@ pub fn backup(db: &Path, dest: &Path, link: bool) -> anyhow::Result<Outcome> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!(
+    outln!(
         "backed up {} to {}: the database and {} object{} ({}, {} hard-linked)",
         db.display(),
         dest.display(),

@@ -5,6 +5,7 @@
 //!
 //! It only reads: the store is opened read-only and not locked, nothing is created. Counts are
 //! computed on the resources live now; outputs of the steps that would run can trigger more.
+//! `grit status -m` shows the part of the same plan that a manifest's changes cause ([`plan`]).
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -32,20 +33,23 @@ struct Reason {
 
 /// The verdict for one step.
 #[derive(Debug, serde::Serialize)]
-struct StepPlan {
-    step: String,
+pub(crate) struct StepPlan {
+    pub step: String,
     kind: &'static str,
-    version: String,
+    pub version: String,
     /// The current version this one replaces, when the step changed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    replaces: Option<String>,
+    pub replaces: Option<String>,
+    /// How the manifest changes this step: "new step", "new version" or "earlier version".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<&'static str>,
     /// Tasks that would run now.
-    tasks: u64,
+    pub tasks: u64,
     reasons: Vec<Reason>,
     /// Tasks already done for the current inputs.
     up_to_date: u64,
     /// Upstream steps that would run and may give this step new inputs.
-    after: Vec<String>,
+    pub after: Vec<String>,
     /// Not among the `--step` selection.
     skipped: bool,
 }
@@ -56,12 +60,7 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs, db: &Path) -> anyhow::Result
         Err(StoreError::Missing(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    let mut plans = Vec::with_capacity(manifest.steps.len());
-    for step in &manifest.steps {
-        let allowed = args.steps.is_empty() || args.steps.contains(&step.name);
-        plans.push(plan_step(conn.as_ref(), step, allowed)?);
-    }
-    add_downstream(conn.as_ref(), manifest, &mut plans)?;
+    let plans = plan(conn.as_ref(), manifest, &args.steps, &args.force_steps)?;
     let total: u64 = plans.iter().filter(|p| !p.skipped).map(|p| p.tasks).sum();
     let now = args.max_tasks.map_or(total, |max| total.min(max));
     if args.json {
@@ -72,6 +71,27 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs, db: &Path) -> anyhow::Result
         stdout::print(&render(&plans, now, total, conn.is_none().then_some(db)))?;
     }
     Ok(Outcome::Success)
+}
+
+/// What a run of `manifest` would do on the store `conn` (none yet: everything is new), step by
+/// step in manifest order. `only` is `--step` (empty: all), `forced` is `--force-step`.
+pub(crate) fn plan(
+    conn: Option<&Connection>,
+    manifest: &Manifest,
+    only: &[String],
+    forced: &[String],
+) -> anyhow::Result<Vec<StepPlan>> {
+    let mut plans = Vec::with_capacity(manifest.steps.len());
+    for step in &manifest.steps {
+        let allowed = only.is_empty() || only.contains(&step.name);
+        let mut plan = plan_step(conn, step, allowed)?;
+        if forced.contains(&step.name) {
+            force(&mut plan);
+        }
+        plans.push(plan);
+    }
+    add_downstream(conn, manifest, &mut plans)?;
+    Ok(plans)
 }
 
 fn plan_step(conn: Option<&Connection>, step: &Step, allowed: bool) -> anyhow::Result<StepPlan> {
@@ -90,12 +110,19 @@ fn plan_step(conn: Option<&Connection>, step: &Step, allowed: bool) -> anyhow::R
         (None, true) => "new step",
         (None, false) => "step version not current",
     };
+    let change = match (&replaces, stored) {
+        (Some(_), Some(_)) => Some("earlier version"),
+        (Some(_), None) => Some("new version"),
+        (None, _) if versions.is_empty() => Some("new step"),
+        (None, _) => None,
+    };
     let kind = StepKind::of(step);
     let mut plan = StepPlan {
         step: step.name.clone(),
         kind: kind.as_str(),
         version: short(&hash),
         replaces,
+        change,
         tasks: 0,
         reasons: Vec::new(),
         up_to_date: 0,
@@ -192,6 +219,19 @@ fn plan_step(conn: Option<&Connection>, step: &Step, allowed: bool) -> anyhow::R
         }
     }
     Ok(plan)
+}
+
+/// `--force-step`: the tasks that are up to date run again too.
+fn force(plan: &mut StepPlan) {
+    if plan.up_to_date > 0 {
+        plan.tasks += plan.up_to_date;
+        plan.reasons.push(Reason {
+            reason: "forced with --force-step",
+            count: plan.up_to_date,
+            examples: Vec::new(),
+        });
+        plan.up_to_date = 0;
+    }
 }
 
 /// Mark steps that may run after an upstream step runs: a step that would run feeds a consumer

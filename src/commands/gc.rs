@@ -20,7 +20,19 @@ fn report(what: &str, removed: &Removed) -> anyhow::Result<()> {
         removed.tasks,
         removed.objects,
         human_bytes(removed.bytes_freed)
-    ))
+    ))?;
+    if removed.rerun > 0 {
+        stdout::println(&format!(
+            "  {} task(s) {} again at the next run, to make what they produced anew",
+            removed.rerun,
+            if removed.dry_run {
+                "would run"
+            } else {
+                "will run"
+            }
+        ))?;
+    }
+    Ok(())
 }
 
 pub fn gc(db: &Path, dry_run: bool) -> anyhow::Result<Outcome> {

@@ -11,18 +11,22 @@ use crate::store::objects::hash_file;
 use crate::store::publish::{self, OutputRecord};
 use crate::store::{self, Objects};
 
+/// Ingest `files`, each as `name` or as its own file name. Unless `keep_both`, they replace
+/// whatever live fact had that name; files added in one command stay live together.
 pub fn ingest(
     db: &Path,
     group: Option<&str>,
     name: Option<&str>,
     files: &[PathBuf],
+    keep_both: bool,
 ) -> anyhow::Result<Outcome> {
     // Every name is checked before the store is touched, so a bad one ingests nothing.
     let names = resource_names(name, files)?;
     let group = super::store_group(group)?;
     let (paths, _lock, writer) = store::open_for_write_shared(db, group.as_ref())?;
     let objects = Objects::new(paths.objects.clone());
-    let (mut new, mut total) = (0, 0);
+    let ingestion = writer.call_blocking(move |conn| publish::Ingestion::begin(conn, keep_both))?;
+    let (mut new, mut total, mut superseded) = (0, 0, 0);
     for (file, name) in files.iter().zip(names) {
         // Copy into staging first: the store must own its bytes, and the user's file stays theirs.
         let staged = paths.tmp.join(format!("ingest-{}", std::process::id()));
@@ -37,15 +41,24 @@ pub fn ingest(
             hash: hash.clone(),
             size,
         };
-        if writer.call_blocking(move |conn| publish::ingest(conn, &record))? {
+        let ingested =
+            writer.call_blocking(move |conn| publish::ingest(conn, &record, ingestion))?;
+        if ingested.new {
             new += 1;
         }
+        superseded += ingested.superseded;
         total += 1;
         stdout::println(&format!("{hash}  {name}  {}", file.display()))?;
     }
     match name {
         Some(name) => eprintln!("ingested {total} file(s) as '{name}' ({new} new)"),
         None => eprintln!("ingested {total} file(s) ({new} new)"),
+    }
+    if superseded > 0 {
+        eprintln!(
+            "  {superseded} earlier resource(s) of {} no longer live (kept as history until `grit gc`; --keep-both keeps both)",
+            name.unwrap_or("these names")
+        );
     }
     Ok(Outcome::Success)
 }

@@ -41,7 +41,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Validate { manifest } => {
             validate::validate(&locate::manifest(manifest.as_deref())?)
         }
-        Command::Status { db, json } => status::status(&store(&db)?, json),
+        Command::Status { db, json, manifest } => {
+            let db = match &manifest {
+                Some(m) => {
+                    let found = locate::store(db.db.as_deref(), Some(m))?;
+                    if let Some(note) = found.note {
+                        eprintln!("note: {note}");
+                    }
+                    found.path
+                }
+                None => store(&db)?,
+            };
+            status::status(&db, json, manifest.as_deref())
+        }
         Command::Resources {
             name,
             db,
@@ -76,12 +88,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             name,
             files,
             db,
+            keep_both,
             group,
         } => ingest::ingest(
             &store(&db)?,
             group.group.as_deref(),
             name.as_deref(),
             &files,
+            keep_both,
         ),
         Command::Gc { dry_run, db } => gc::gc(&store(&db)?, dry_run),
         Command::Delete {

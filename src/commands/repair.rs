@@ -3,6 +3,7 @@
 //! and verify again. Rounds repeat while they make progress, so a chain of lost derived objects
 //! (A lost, and B computed from A lost too) comes back in order.
 
+use crate::report::stdout::outln;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,7 +105,7 @@ pub fn repair(db: &Path, json: bool, no_sandbox: bool) -> anyhow::Result<Outcome
     done.tasks_rerun.dedup();
     let report = check_store(&paths.root, !json)?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "clean": report.clean(), "repaired": done, "report": report })
         );
@@ -145,6 +146,7 @@ fn rerun(
             only_steps: steps,
             max_tasks: None,
             no_sandbox,
+            force_steps: Vec::new(),
         },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -156,7 +158,7 @@ fn rerun(
 }
 
 fn print_repair(done: &Repaired, report: &Report, db: &Path) {
-    println!(
+    outln!(
         "repair: {} permission{} fixed, {} object{} quarantined, {} task{} re-run",
         done.modes_fixed,
         if done.modes_fixed == 1 { "" } else { "s" },
@@ -166,14 +168,14 @@ fn print_repair(done: &Repaired, report: &Report, db: &Path) {
         if done.tasks_rerun.len() == 1 { "" } else { "s" },
     );
     for path in &done.quarantined {
-        println!("  quarantined: {path}");
+        outln!("  quarantined: {path}");
     }
     for task in &done.logs_lost {
-        println!("  the log of task {task} is lost (the task's status and error are kept)");
+        outln!("  the log of task {task} is lost (the task's status and error are kept)");
     }
     let still_lost = |hash: &str| report.missing.iter().any(|m| m.hash == hash);
     for (name, hash) in done.history_lost.iter().filter(|(_, h)| still_lost(h)) {
-        println!(
+        outln!(
             "  history lost: {name} {hash} is no longer live; `grit gc --db {}` removes its record",
             db.display()
         );
@@ -187,7 +189,7 @@ fn print_repair(done: &Repaired, report: &Report, db: &Path) {
         } else {
             "restore it from a backup".to_string()
         };
-        println!(
+        outln!(
             "  LOST {} data: {name} {hash}; no task can re-create it. Results that depend on it: {}. To recover: {restore}",
             lost.origin,
             if lost.dependents.is_empty() {

@@ -72,11 +72,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             "bash is not on PATH: steps that name no `shell` run under `sh -ec`, where a failing command inside a pipeline does not fail the step\n  help: install bash, or set shell = [...] in [pipeline]"
         );
     }
-    for name in &args.steps {
+    let named = args
+        .steps
+        .iter()
+        .map(|n| ("--step", n))
+        .chain(args.force_steps.iter().map(|n| ("--force-step", n)));
+    for (flag, name) in named {
         if manifest.step(name).is_none() {
             let known: Vec<&str> = manifest.steps.iter().map(|s| s.name.as_str()).collect();
             return Err(UsageError(format!(
-                "--step {name}: no such step in {}\n  help: steps are: {}",
+                "{flag} {name}: no such step in {}\n  help: steps are: {}",
                 manifest_path.display(),
                 known.join(", ")
             ))
@@ -133,6 +138,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         options: RunOptions {
             jobs,
             only_steps: args.steps.clone(),
+            force_steps: args.force_steps.clone(),
             max_tasks: args.max_tasks,
             no_sandbox: args.no_sandbox,
         },

@@ -1,20 +1,43 @@
 //! `grit status`: each current step's version, task counts and live outputs, and whether any live
-//! object is missing (one stat each; `grit verify` hashes everything).
-
-use std::path::Path;
+//! object is missing (one stat each; `grit verify` hashes everything); with `-m`, what a manifest
+//! would change (the changed part of the dry-run's plan).
 
 use std::io::Write;
+use std::path::Path;
 
+use super::dryrun::{self, StepPlan};
 use super::exit::Outcome;
+use crate::manifest;
 use crate::report::stdout;
 use crate::store::{self, Objects, provenance, queries, verify};
 
-pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
+/// What running a manifest would change, for `grit status -m`.
+#[derive(Debug, serde::Serialize)]
+struct Changes<'p> {
+    manifest: String,
+    /// Steps the manifest adds or changes, with the tasks they would run now.
+    changed: Vec<&'p StepPlan>,
+    /// Unchanged steps that may run after the changed ones.
+    downstream: Vec<&'p StepPlan>,
+    /// Current steps the manifest no longer has (their outputs would stop being live).
+    removed: Vec<String>,
+}
+
+pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Result<Outcome> {
     let (paths, conn) = store::open_read(db)?;
     let mut out = stdout::stdout();
     let steps = queries::status(&conn)?;
     let last = provenance::last_run(&conn)?;
     let missing = verify::missing_live(&conn, &Objects::new(paths.objects))?;
+    let loaded = manifest_path.map(manifest::load).transpose()?;
+    let plans = match &loaded {
+        Some(l) => dryrun::plan(Some(&conn), &l.manifest, &[], &[])?,
+        None => Vec::new(),
+    };
+    let changes = match (&loaded, manifest_path) {
+        (Some(l), Some(path)) => Some(changes(path, &l.manifest, &plans, &steps)),
+        _ => None,
+    };
     if json {
         writeln!(
             out,
@@ -24,6 +47,7 @@ pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
                 "last_run": last,
                 "store_damaged": !missing.is_empty(),
                 "missing_objects": missing,
+                "changes": changes,
             })
         )?;
         return Ok(Outcome::Success);
@@ -37,7 +61,7 @@ pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
             db.display()
         )?;
     }
-    if steps.is_empty() {
+    if steps.is_empty() && changes.is_none() {
         writeln!(
             out,
             "no steps yet: run `grit run -m MANIFEST --db {}` first",
@@ -90,5 +114,95 @@ pub fn status(db: &Path, json: bool) -> anyhow::Result<Outcome> {
             db.display()
         )?;
     }
+    if let Some(changes) = &changes {
+        write!(out, "\n{}", render_changes(changes))?;
+    }
     Ok(Outcome::Success)
+}
+
+/// The changed part of the plan: steps with a new (or earlier) version or new, the steps that
+/// may run after them, transitively, and current steps the manifest drops.
+fn changes<'p>(
+    path: &Path,
+    manifest: &manifest::Manifest,
+    plans: &'p [StepPlan],
+    current: &[queries::StepStatus],
+) -> Changes<'p> {
+    let changed: Vec<&StepPlan> = plans.iter().filter(|p| p.change.is_some()).collect();
+    let mut affected: Vec<&str> = changed.iter().map(|p| p.step.as_str()).collect();
+    let mut downstream: Vec<&StepPlan> = Vec::new();
+    loop {
+        let more: Vec<&StepPlan> = plans
+            .iter()
+            .filter(|p| p.change.is_none() && !affected.contains(&p.step.as_str()))
+            .filter(|p| p.after.iter().any(|a| affected.contains(&a.as_str())))
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        affected.extend(more.iter().map(|p| p.step.as_str()));
+        downstream.extend(more);
+    }
+    Changes {
+        manifest: path.display().to_string(),
+        changed,
+        downstream,
+        removed: current
+            .iter()
+            .filter(|s| manifest.step(&s.name).is_none())
+            .map(|s| s.name.clone())
+            .collect(),
+    }
+}
+
+fn render_changes(c: &Changes<'_>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if c.changed.is_empty() && c.removed.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}: no step changes; every step version is current",
+            c.manifest
+        );
+        return out;
+    }
+    let _ = writeln!(out, "{} would change:", c.manifest);
+    let width = c
+        .changed
+        .iter()
+        .chain(&c.downstream)
+        .map(|p| p.step.len())
+        .chain(c.removed.iter().map(String::len))
+        .max()
+        .unwrap_or(4);
+    for p in &c.changed {
+        let version = match &p.replaces {
+            Some(old) => format!("version {} replaces {old}", p.version),
+            None => format!("version {}", p.version),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {} ({version}): {} task{} would run",
+            p.step,
+            p.change.unwrap_or_default(),
+            p.tasks,
+            if p.tasks == 1 { "" } else { "s" }
+        );
+    }
+    for p in &c.downstream {
+        let _ = writeln!(
+            out,
+            "  {:<width$}  may run after {}",
+            p.step,
+            p.after.join(", ")
+        );
+    }
+    for name in &c.removed {
+        let _ = writeln!(
+            out,
+            "  {name:<width$}  removed: its outputs would stop being live"
+        );
+    }
+    let _ = writeln!(out, "  details: grit run -m {} --dry-run", c.manifest);
+    out
 }

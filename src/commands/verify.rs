@@ -3,6 +3,7 @@
 //! by re-running the tasks that produced them. Lost source or ingested data is listed with what
 //! depends on it.
 
+use crate::report::stdout::outln;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
@@ -21,7 +22,7 @@ pub fn verify(db: &Path, repair: bool, json: bool, no_sandbox: bool) -> anyhow::
     let started = Instant::now();
     let report = check_store(db, !json)?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "clean": report.clean(), "report": report })
         );
@@ -81,7 +82,7 @@ pub fn check_store(db: &Path, show_progress: bool) -> anyhow::Result<Report> {
 /// The human report: a summary line, then one list per kind of problem.
 pub fn print_report(report: &Report, db: &Path, seconds: f64) {
     let problems = report.problems();
-    println!(
+    outln!(
         "checked the database and {} object{} ({}) in {seconds:.2}s: {}",
         report.objects_checked,
         if report.objects_checked == 1 { "" } else { "s" },
@@ -94,9 +95,9 @@ pub fn print_report(report: &Report, db: &Path, seconds: f64) {
     );
     let section = |title: &str, lines: Vec<String>| {
         if !lines.is_empty() {
-            println!("{title} ({}):", lines.len());
+            outln!("{title} ({}):", lines.len());
             for line in lines {
-                println!("  {line}");
+                outln!("  {line}");
             }
         }
     };
@@ -134,7 +135,7 @@ pub fn print_report(report: &Report, db: &Path, seconds: f64) {
             .collect(),
     );
     if problems > 0 {
-        println!(
+        outln!(
             "help: `grit verify --repair --db {}` fixes permissions, moves damaged objects to quarantine/ and re-creates derived ones; restore source data from a backup",
             db.display()
         );

@@ -122,6 +122,12 @@ fn render(out: &mut String, node: &Node, depth: usize) {
         let _ = writeln!(out, "{pad}  (provenance shown above)");
         return;
     }
+    if r.fact && !r.live {
+        let _ = writeln!(
+            out,
+            "{pad}  replaced: its source published newer outputs (see its `keep`), or a newer `grit ingest` took its name; `grit gc` removes it"
+        );
+    }
     if node.made_by.is_empty() {
         let origin = if r.fact {
             "ingested with `grit ingest` (a fact: a source of everything derived from it)"

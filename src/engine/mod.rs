@@ -4,7 +4,8 @@
 //! them within the global `-j` and each step's `parallel` cap, and publishes each finished task in
 //! one transaction, which also creates the downstream tasks its outputs trigger. When nothing is
 //! pending or running, gather steps get their turn on the complete live set; the run ends when that
-//! adds no work either.
+//! adds no work either. A gather step upstream of which a task failed in this run is held back
+//! instead (its set is partial) and keeps its previous output, unless it says `gather_partial`.
 
 pub mod events;
 pub mod task;
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Only these steps may run (empty: all).
     pub only_steps: Vec<String>,
+    /// Steps whose current tasks all run again (`--force-step`).
+    pub force_steps: Vec<String>,
     pub max_tasks: Option<u64>,
     pub no_sandbox: bool,
 }
@@ -51,6 +54,16 @@ pub struct Failure {
     pub hints: Vec<String>,
     /// It did not run because an input object is missing or corrupt.
     pub store_damaged: bool,
+}
+
+/// A gather step that did not run on a partial set, for the summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeldGather {
+    pub step: String,
+    /// The steps upstream of it with a failed task in this run.
+    pub failed_upstream: Vec<String>,
+    /// Whether an earlier output of the step stays live.
+    pub previous_output: bool,
 }
 
 /// Per-step numbers for the summary.
@@ -74,6 +87,8 @@ pub struct RunReport {
     pub bytes_captured: u64,
     pub steps: Vec<StepStats>,
     pub failures: Vec<Failure>,
+    /// Gather steps held back because a task upstream of them failed.
+    pub held: Vec<HeldGather>,
     /// The signal that interrupted the run, if any.
     pub interrupted: Option<i32>,
     pub recovered: u64,
@@ -111,6 +126,12 @@ struct StepSlot {
     cap: usize,
     running: usize,
     queue: VecDeque<QueuedTask>,
+    /// Gather steps: which steps may feed this one (by slot index).
+    upstream: Vec<bool>,
+    /// A task of this step failed in this run.
+    failed: bool,
+    /// `--force-step` asks for this gather step to run again; cleared once it has been queued.
+    force_gather: bool,
     /// Highest task id fetched so far: the next page starts after it.
     cursor: i64,
     /// No pending task left in SQLite beyond `cursor` (until publishing creates more).
@@ -164,7 +185,15 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         .steps
         .iter()
         .zip(&start.versions)
-        .map(|(step, &version_id)| StepSlot {
+        .enumerate()
+        .map(|(index, (step, &version_id))| StepSlot {
+            upstream: if step.gather {
+                manifest.upstream_of(index)
+            } else {
+                Vec::new()
+            },
+            failed: false,
+            force_gather: step.gather && options.force_steps.contains(&step.name),
             allowed: options.only_steps.is_empty() || options.only_steps.contains(&step.name),
             cap: step.parallel.unwrap_or(usize::MAX).max(1),
             step: Arc::new(step.clone()),
@@ -192,7 +221,22 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
             .collect(),
     );
 
+    // `--force-step`: the step's current tasks run again (a gather step's at its turn, below).
+    for slot in slots
+        .iter()
+        .filter(|s| s.kind != StepKind::Gather && options.force_steps.contains(&s.step.name))
+    {
+        let version_id = slot.version_id;
+        let count = writer
+            .call(move |conn| schedule::force(conn, version_id))
+            .await?;
+        tracing::debug!(step = %slot.step.name, tasks = count, "forced");
+    }
+
     // Initial work: this run's source tasks, and map tasks for every live input not yet done.
+    // Derived work waits until the sources have polled: a source's new output can replace an
+    // input (DESIGN §2.3), and work on the replaced one, or its failure, would be for nothing.
+    let mut sources_left = 0u64;
     for slot in &slots {
         let (version_id, once, kind, allowed) =
             (slot.version_id, slot.step.once, slot.kind, slot.allowed);
@@ -215,6 +259,9 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
             }
             _ => 0,
         };
+        if kind == StepKind::Source {
+            sources_left += queued;
+        }
         if queued > 0 {
             observer.event(&Event::TasksQueued {
                 step: &slot.step.name,
@@ -254,6 +301,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         })
         .collect();
     let mut failures = Vec::new();
+    let mut held: Vec<HeldGather> = Vec::new();
     let mut bytes_captured = 0u64;
     let mut running: JoinSet<(usize, Finished)> = JoinSet::new();
     // Tasks whose future has not returned yet (the run is quiescent when there are none), and
@@ -288,7 +336,10 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
                 let index = (rotation + offset) % slots.len();
                 let slot = &mut slots[index];
                 let starting_here = to_start.iter().filter(|(i, _)| *i == index).count();
-                if !slot.allowed || slot.running + starting_here >= slot.cap {
+                if !slot.allowed
+                    || slot.running + starting_here >= slot.cap
+                    || (sources_left > 0 && slot.kind != StepKind::Source)
+                {
                     continue;
                 }
                 if slot.queue.is_empty() && !slot.exhausted {
@@ -350,7 +401,9 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
             if options.max_tasks.is_some_and(|max| started_count >= max) {
                 break;
             }
-            if gather_published
+            let holds_changed = settle_holds(&slots, &writer, &mut held).await?;
+            if holds_changed
+                || gather_published
                 || (liveness_grew && slots.iter().any(|s| s.kind == StepKind::Gather))
             {
                 writer.call(|conn| liveness::recompute(conn)).await?;
@@ -358,11 +411,18 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
                 liveness_grew = false;
             }
             let mut gathered = false;
-            for slot in slots
-                .iter_mut()
-                .filter(|s| s.kind == StepKind::Gather && s.allowed)
-            {
+            for slot in slots.iter_mut().filter(|s| {
+                s.kind == StepKind::Gather
+                    && s.allowed
+                    && !held.iter().any(|h| h.step == s.step.name)
+            }) {
                 let (version_id, patterns) = (slot.version_id, slot.step.inputs.clone());
+                if std::mem::take(&mut slot.force_gather) {
+                    let patterns = patterns.clone();
+                    writer
+                        .call(move |conn| schedule::force_gather(conn, version_id, &patterns))
+                        .await?;
+                }
                 let pending = writer
                     .call(move |conn| schedule::gather_task(conn, run_id, version_id, &patterns))
                     .await?;
@@ -400,6 +460,9 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         let (index, finished) =
             joined.map_err(|e| EngineError::Setup(format!("a task panicked: {e}")))?;
         in_flight -= 1;
+        if slots[index].kind == StepKind::Source {
+            sources_left = sources_left.saturating_sub(1);
+        }
         let record = finished.record;
         let outputs_count = record.outputs.len();
         let succeeded = record.succeeded;
@@ -458,6 +521,9 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         if slot.kind == StepKind::Gather && succeeded {
             gather_published = true;
         }
+        if !succeeded {
+            slots[index].failed = true;
+        }
         for (version_id, count) in published.created {
             if let Some(&target) = by_version.get(&version_id) {
                 slots[target].exhausted = false;
@@ -497,12 +563,62 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         bytes_captured,
         steps: stats,
         failures,
+        held,
         interrupted,
         recovered: start.recovered,
         capture: ctx.capture.kind(),
         refused_accesses: ctx.capture.refused_accesses(),
         missing_objects,
     })
+}
+
+/// Hold back the gather steps upstream of which a task failed in this run (unless they say
+/// `gather_partial`), recording each in `held` once, and release the others' holds from earlier
+/// runs. Returns whether any hold changed, so that liveness must be recomputed.
+async fn settle_holds(
+    slots: &[StepSlot],
+    writer: &Writer,
+    held: &mut Vec<HeldGather>,
+) -> Result<bool, EngineError> {
+    let mut changed = false;
+    for slot in slots
+        .iter()
+        .filter(|s| s.kind == StepKind::Gather && s.allowed)
+    {
+        let failed_upstream: Vec<String> = slots
+            .iter()
+            .zip(&slot.upstream)
+            .filter(|(s, feeds)| **feeds && s.failed)
+            .map(|(s, _)| s.step.name.clone())
+            .collect();
+        let version_id = slot.version_id;
+        if failed_upstream.is_empty() || slot.step.gather_partial {
+            changed |= writer
+                .call(move |conn| schedule::release_gather(conn, version_id))
+                .await?;
+        } else if !held.iter().any(|h| h.step == slot.step.name) {
+            let previous_output = writer
+                .call(move |conn| schedule::hold_gather(conn, version_id))
+                .await?;
+            tracing::warn!(
+                "step {} does not run on a partial set: {} failed in this run{}",
+                slot.step.name,
+                failed_upstream.join(", "),
+                if previous_output {
+                    "; its previous output stays live"
+                } else {
+                    ""
+                }
+            );
+            held.push(HeldGather {
+                step: slot.step.name.clone(),
+                failed_upstream,
+                previous_output,
+            });
+            changed = true;
+        }
+    }
+    Ok(changed)
 }
 
 /// Empty `<db>/tmp`: whatever is there belongs to no running task (we hold the store lock), such

@@ -14,7 +14,7 @@ use crate::executor::{Exit, TaskInput, TaskSpec};
 use crate::manifest::Step;
 use crate::sandbox::hints;
 use crate::store::objects::{ObjectError, Objects, VerifiedCache, hash_file};
-use crate::store::publish::{OutputRecord, TaskRecord};
+use crate::store::publish::{FactSource, OutputRecord, TaskRecord};
 use crate::store::schedule::QueuedTask;
 use crate::store::staging::DirPool;
 use crate::store::{StorePaths, Writer};
@@ -107,7 +107,7 @@ pub async fn run_task(
                 error: Some(message),
                 log_hash: store_log(&ctx.objects, &log_path),
                 duration_ms: started.elapsed().as_millis() as u64,
-                facts: step.is_source(),
+                source: None,
                 outputs: Vec::new(),
             },
             exit: Exit::SpawnFailed(if damage.is_damage() {
@@ -213,7 +213,10 @@ pub async fn run_task(
             error,
             log_hash,
             duration_ms: started.elapsed().as_millis() as u64,
-            facts: step.is_source(),
+            source: step.is_source().then(|| FactSource {
+                name: step.name.clone(),
+                keep: step.keep,
+            }),
             outputs,
         },
         exit,

@@ -50,6 +50,35 @@ pub(crate) fn edges(m: &Manifest) -> Vec<Edge> {
     edges_from(m, &all_writes(m))
 }
 
+/// For each step, whether it may feed step `target`, directly or through other steps (never
+/// `target` itself unless it is on a cycle). A step whose script may write names its text does
+/// not show is taken to feed every step with inputs: when in doubt, a step counts as upstream.
+pub(crate) fn upstream(m: &Manifest, target: usize) -> Vec<bool> {
+    let writes = all_writes(m);
+    let edges = edges_from(m, &writes);
+    let n = m.steps.len();
+    let mut feeds: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for e in &edges {
+        feeds[e.to].push(e.from);
+    }
+    for (to, step) in m.steps.iter().enumerate() {
+        if !step.inputs.is_empty() {
+            feeds[to].extend((0..n).filter(|&from| writes[from].unknown));
+        }
+    }
+    let mut reached = vec![false; n];
+    let mut stack = vec![target];
+    while let Some(v) = stack.pop() {
+        for &from in feeds.get(v).map_or(&[][..], Vec::as_slice) {
+            if !reached[from] {
+                reached[from] = true;
+                stack.push(from);
+            }
+        }
+    }
+    reached
+}
+
 /// Strongly connected groups that contain a cycle (two or more steps, or a self-loop), each
 /// sorted by step index, ordered by their first step. Iterative Kosaraju: no recursion, so a
 /// huge manifest cannot overflow the stack.
@@ -405,5 +434,24 @@ mod tests {
         assert!(m.unwritten_inputs(&|_| false).is_empty());
         assert!(m.edges().is_empty());
         assert!(m.render_graph().contains("(unknown)"));
+    }
+
+    #[test]
+    fn upstream_follows_edges_transitively_and_counts_unknown_writers() {
+        let m = manifest(vec![
+            step("load", &[], "cp in \"$OUTPUT_DIR/raw\""),
+            step("split", &["raw"], "echo > \"$OUTPUT_DIR/row_$i\""),
+            step("stats", &["row_*"], "echo > \"$OUTPUT_DIR/total_$i\""),
+            step("side", &["raw"], "echo > \"$OUTPUT_DIR/audit\""),
+            step("report", &["total_*"], "echo > \"$OUTPUT_DIR/report\""),
+        ]);
+        assert_eq!(m.upstream_of(4), [true, true, true, false, false]);
+        assert_eq!(m.upstream_of(0), [false; 5]);
+        let unknown = manifest(vec![
+            step("src", &[], "cd \"$OUTPUT_DIR\" && split -l 1 /data/in"),
+            step("other", &[], "echo > \"$OUTPUT_DIR/x\""),
+            step("use", &["xaa"], "true"),
+        ]);
+        assert_eq!(unknown.upstream_of(2), [true, false, false]);
     }
 }

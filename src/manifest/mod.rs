@@ -10,6 +10,7 @@
 //! script writes; `graph` builds edges, cycles and warnings; `version` hashes a step.
 
 mod error;
+mod files;
 mod glob;
 mod graph;
 mod parse;
@@ -67,6 +68,15 @@ pub struct Step {
     pub env: BTreeMap<String, String>,
     pub once: bool,
     pub gather: bool,
+    /// A gather step runs even when a task upstream of it failed in the run, on the partial set.
+    pub gather_partial: bool,
+    /// `files` patterns as written: files of the manifest's directory the script uses.
+    pub files: Vec<String>,
+    /// What `files` matched when the manifest was loaded: path relative to the manifest's
+    /// directory → SHA-256 of its content. Part of the step version.
+    pub file_hashes: BTreeMap<String, String>,
+    /// Which of a source's outputs stay live (DESIGN §2.3); only meaningful for sources.
+    pub keep: Keep,
     /// Step value, else pipeline value, else [`default_shell`]. The script is appended as the
     /// last argument.
     pub shell: Vec<String>,
@@ -88,6 +98,10 @@ impl Default for Step {
             env: BTreeMap::new(),
             once: false,
             gather: false,
+            gather_partial: false,
+            files: Vec::new(),
+            file_hashes: BTreeMap::new(),
+            keep: Keep::default(),
             shell: default_shell(),
             policy: Policy::default(),
             line: 0,
@@ -127,6 +141,43 @@ pub fn bash_on_path() -> bool {
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
     })
+}
+
+/// `keep = "latest" | "run" | "all"`: which outputs of a source stay live (DESIGN §2.3).
+///
+/// Not part of the step version: it decides which of the source's results are live, not what
+/// its script computes, so changing it re-runs nothing; the next `grit run` applies the new rule
+/// to the outputs already stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Keep {
+    /// Per name, the output the source published last (a changed file replaces the old one).
+    #[default]
+    Latest,
+    /// Exactly what the last successful run of the source wrote.
+    Run,
+    /// Every output ever published, until deleted or pruned (a feed whose every item is a fact).
+    All,
+}
+
+impl Keep {
+    /// The spelling in the manifest and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keep::Latest => "latest",
+            Keep::Run => "run",
+            Keep::All => "all",
+        }
+    }
+
+    /// The inverse of [`Keep::as_str`].
+    pub fn parse(s: &str) -> Option<Keep> {
+        match s {
+            "latest" => Some(Keep::Latest),
+            "run" => Some(Keep::Run),
+            "all" => Some(Keep::All),
+            _ => None,
+        }
+    }
 }
 
 /// Sandbox and resource limits for a step's tasks (DESIGN §4).
@@ -231,6 +282,12 @@ impl Manifest {
     pub fn cycle_warnings(&self) -> Vec<Warning> {
         graph::cycle_warnings(self)
     }
+
+    /// For each step, whether it may feed step `index` (transitively), as far as the scripts
+    /// show; a script whose written names cannot be read counts as feeding every step.
+    pub fn upstream_of(&self, index: usize) -> Vec<bool> {
+        graph::upstream(self, index)
+    }
 }
 
 /// Read and parse the manifest at `path`.
@@ -248,6 +305,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ManifestError> {
     let manifest = parse::parse_manifest(text, path, manifest_dir(path))?;
     let mut warnings = graph::cycle_warnings(&manifest);
     warnings.extend(manifest.unwritten_inputs(&|_| false));
+    warnings.extend(files::undeclared_warnings(&manifest));
     warnings.sort_by_key(|w| (w.line, w.column));
     Ok(Loaded { manifest, warnings })
 }

@@ -12,12 +12,21 @@ use toml::de::{DeTable, DeValue};
 use super::error::{ManifestError, Position};
 use super::glob;
 use super::units::{DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size};
-use super::{Manifest, Policy, SandboxMode, Step, default_shell};
+use super::{Keep, Manifest, Policy, SandboxMode, Step, default_shell};
 
 type Res<T> = Result<T, ManifestError>;
 
 const TOP_KEYS: &[&str] = &["step", "pipeline"];
-const STEP_ONLY_KEYS: &[&str] = &["script", "inputs", "input", "once", "gather"];
+const STEP_ONLY_KEYS: &[&str] = &[
+    "script",
+    "inputs",
+    "input",
+    "once",
+    "gather",
+    "keep",
+    "gather_partial",
+    "files",
+];
 /// Keys valid both in `[[step]]` and as `[pipeline]` defaults.
 const SHARED_KEYS: &[&str] = &[
     "name",
@@ -120,6 +129,9 @@ fn example(key: &str) -> &'static str {
         "env" => "env = { KEY = \"value\" }",
         "once" => "once = true",
         "gather" => "gather = true",
+        "keep" => "keep = \"latest\"",
+        "gather_partial" => "gather_partial = true",
+        "files" => "files = [\"tools/normalize.sh\", \"data/*.txt\"]",
         "shell" => "shell = [\"bash\", \"-ec\"]",
         "sandbox" => "sandbox = \"strict\"",
         "network" => "network = true",
@@ -212,6 +224,9 @@ pub(crate) fn parse_manifest(text: &str, path: &Path, dir: PathBuf) -> Res<Manif
         ));
     }
     check_unique_names(&ctx, &raw_steps)?;
+    for raw in &mut raw_steps {
+        raw.file_hashes = resolve_files(&ctx, &dir, &raw.name, &raw.files)?;
+    }
     let steps = raw_steps
         .into_iter()
         .map(|raw| raw.finish(text, &pipeline))
@@ -371,6 +386,11 @@ struct RawStep {
     inputs: Vec<(String, usize)>,
     once: bool,
     gather: bool,
+    gather_partial: bool,
+    keep: Keep,
+    /// `files` entries with their offsets, and what they resolved to.
+    files: Vec<(String, usize)>,
+    file_hashes: BTreeMap<String, String>,
     settings: Settings,
 }
 
@@ -395,6 +415,10 @@ impl RawStep {
             env,
             once: self.once,
             gather: self.gather,
+            gather_partial: self.gather_partial,
+            files: self.files.into_iter().map(|(f, _)| f).collect(),
+            file_hashes: self.file_hashes,
+            keep: self.keep,
             shell: s
                 .shell
                 .or_else(|| p.shell.clone())
@@ -427,6 +451,9 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
     let mut inputs: Option<(Vec<(String, usize)>, &'static str)> = None;
     let mut once: Option<(bool, usize)> = None;
     let mut gather: Option<(bool, usize)> = None;
+    let mut keep: Option<(Keep, usize)> = None;
+    let mut gather_partial: Option<(bool, usize)> = None;
+    let mut files: Vec<(String, usize)> = Vec::new();
     let mut settings = Settings::default();
     for (key, v) in entries_in_order(table) {
         let k: &str = key.get_ref();
@@ -478,6 +505,21 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
             }
             "once" => once = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "gather" => gather = Some((expect_bool(ctx, k, v)?, key.span().start)),
+            "files" => files = parse_files(ctx, v)?,
+            "gather_partial" => {
+                gather_partial = Some((expect_bool(ctx, k, v)?, key.span().start));
+            }
+            "keep" => {
+                let s = expect_str(ctx, k, v)?;
+                let Some(mode) = Keep::parse(s) else {
+                    return Err(ctx.err(
+                        v.span().start,
+                        format!("`keep` must be \"latest\", \"run\" or \"all\", not \"{s}\""),
+                        Some("keep = \"latest\" (the default: a source's newest output of each name is live), \"run\" (exactly its last run's outputs) or \"all\" (every output stays live)".into()),
+                    ));
+                };
+                keep = Some((mode, key.span().start));
+            }
             _ => {
                 if !settings.set(ctx, k, v)? {
                     return Err(unknown_step_key(ctx, k, key.span().start));
@@ -521,6 +563,24 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
             Some("remove `once`: a step with inputs already runs once per input".into()),
         ));
     }
+    if let Some((_, at)) = gather_partial
+        && gather.is_none_or(|(g, _)| !g)
+    {
+        return Err(ctx.err(
+            at,
+            format!("step `{name}` has `gather_partial` but is not a gather step"),
+            Some("add `gather = true`, or remove `gather_partial`: only a gather step runs over a set".into()),
+        ));
+    }
+    if let Some((_, at)) = keep
+        && !inputs.is_empty()
+    {
+        return Err(ctx.err(
+            at,
+            format!("step `{name}` has `keep` but it has inputs; only a source (no inputs) chooses which outputs stay live"),
+            Some("remove `keep`: a derived output is live while its input is live and its step is current".into()),
+        ));
+    }
     Ok(RawStep {
         header,
         name,
@@ -529,6 +589,10 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
         inputs,
         once: once.is_some_and(|(b, _)| b),
         gather: gather.is_some_and(|(b, _)| b),
+        keep: keep.map(|(k, _)| k).unwrap_or_default(),
+        gather_partial: gather_partial.is_some_and(|(b, _)| b),
+        files,
+        file_hashes: BTreeMap::new(),
         settings,
     })
 }
@@ -612,6 +676,67 @@ fn parse_inputs(ctx: &Ctx<'_>, v: &Spanned<DeValue<'_>>) -> Res<Vec<(String, usi
         out.push((s.to_string(), item.span().start));
     }
     Ok(out)
+}
+
+fn parse_files(ctx: &Ctx<'_>, v: &Spanned<DeValue<'_>>) -> Res<Vec<(String, usize)>> {
+    let DeValue::Array(items) = v.get_ref() else {
+        return Err(type_error(ctx, "files", "an array of strings", v));
+    };
+    let mut out = Vec::new();
+    for item in items.iter() {
+        let DeValue::String(s) = item.get_ref() else {
+            return Err(ctx.err(
+                item.span().start,
+                format!(
+                    "each entry of `files` must be a string, not {}",
+                    type_name(item.get_ref())
+                ),
+                Some(example("files").into()),
+            ));
+        };
+        out.push((s.to_string(), item.span().start));
+    }
+    Ok(out)
+}
+
+/// Resolve a step's `files` under the manifest's directory: every entry must match a file.
+fn resolve_files(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    step: &str,
+    entries: &[(String, usize)],
+) -> Res<BTreeMap<String, String>> {
+    let mut all = BTreeMap::new();
+    for (pattern, at) in entries {
+        match super::files::resolve(dir, pattern) {
+            Ok(found) => all.extend(found),
+            Err(super::files::FilesError::Outside) => {
+                return Err(ctx.err(
+                    *at,
+                    format!("step `{step}`: `files` entry \"{pattern}\" is outside the manifest's directory"),
+                    Some("name files relative to the manifest's directory, without `..`; use `read_only` for other paths".into()),
+                ));
+            }
+            Err(super::files::FilesError::Missing) => {
+                return Err(ctx.err(
+                    *at,
+                    format!(
+                        "step `{step}`: `files` entry \"{pattern}\" matches no file in {}",
+                        dir.display()
+                    ),
+                    Some("create the file, or fix the path: `files` are relative to the manifest's directory".into()),
+                ));
+            }
+            Err(super::files::FilesError::Unreadable(file, e)) => {
+                return Err(ctx.err(
+                    *at,
+                    format!("step `{step}`: cannot read `{file}` (from `files`): {e}"),
+                    None,
+                ));
+            }
+        }
+    }
+    Ok(all)
 }
 
 fn check_input(ctx: &Ctx<'_>, s: &str, span: Range<usize>) -> Res<()> {
@@ -954,7 +1079,7 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use crate::manifest::{Position, SandboxMode, parse};
+    use crate::manifest::{Keep, Position, SandboxMode, parse};
 
     const FULL: &str = r#"
 [pipeline]
@@ -1063,6 +1188,37 @@ script = "cat $INPUT_DIR/* > $OUTPUT_DIR/all"
         assert!(s.env.is_empty() && !s.once && !s.gather && s.is_source());
         assert_eq!(s.policy, crate::manifest::Policy::default());
         assert_eq!(s.line, 1);
+    }
+
+    #[test]
+    fn keep_is_a_source_key_with_three_values_and_no_version_effect() {
+        let step = |keep: &str| format!("[[step]]\nname = \"a\"\nscript = \"true\"\n{keep}");
+        let parsed = |t: &str| parse(t, Path::new("m.toml")).map(|l| l.manifest.steps[0].clone());
+        assert_eq!(parsed(&step("")).expect("valid").keep, Keep::Latest);
+        for mode in [Keep::Latest, Keep::Run, Keep::All] {
+            let s = parsed(&step(&format!("keep = \"{}\"\n", mode.as_str()))).expect("valid");
+            assert_eq!(s.keep, mode);
+            assert_eq!(
+                s.version_hash(),
+                parsed(&step("")).expect("valid").version_hash()
+            );
+        }
+        let err = parsed(&step("keep = \"newest\"\n")).expect_err("unknown value");
+        let text = err.to_string();
+        assert!(
+            text.contains("m.toml:4:8") && text.contains("\"latest\", \"run\" or \"all\""),
+            "{text}"
+        );
+        let err =
+            parsed("[[step]]\nname = \"a\"\ninputs = [\"x\"]\nkeep = \"all\"\nscript = \"true\"\n")
+                .expect_err("keep on a derived step");
+        assert!(
+            err.to_string().contains("m.toml:4:1") && err.to_string().contains("only a source"),
+            "{err}"
+        );
+        let err = parsed("[pipeline]\nkeep = \"all\"\n[[step]]\nname = \"a\"\nscript = \"true\"\n")
+            .expect_err("keep is per source");
+        assert!(err.to_string().contains("belongs in a [[step]]"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! Step versions: a canonical JSON encoding of everything that can change a step's results,
 //! and its SHA-256. `name`, `parallel`, `timeout` and `retries` are deliberately left out
 //! (DESIGN §1 "step version"): they change how a step is scheduled, not what it produces.
+//! A source's `keep` is left out too: it decides which of the source's outputs are live, not what
+//! its script computes. Were it hashed, switching `keep` would re-run a `once` source for nothing,
+//! and its outputs would be the same bytes; instead `store::facts` re-applies the rule to the
+//! outputs already stored when it changes. A gather's `gather_partial` is left out for the same
+//! reason: it decides whether the step runs after an upstream failure, not what it computes.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +22,10 @@ const FORMAT: u32 = 1;
 #[derive(Serialize)]
 struct Canonical<'a> {
     env: &'a BTreeMap<String, String>,
+    /// Content hashes of the step's `files`; left out when there are none, so that steps
+    /// without `files` keep the versions they had before the key existed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    files: &'a BTreeMap<String, String>,
     format: u32,
     gather: bool,
     inputs: Vec<&'a str>,
@@ -73,6 +82,7 @@ pub(crate) fn canonical_definition(step: &Step) -> String {
     inputs.sort_unstable();
     let c = Canonical {
         env: &step.env,
+        files: &step.file_hashes,
         format: FORMAT,
         gather: step.gather,
         inputs,

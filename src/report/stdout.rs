@@ -64,6 +64,16 @@ pub fn println(text: &str) -> anyhow::Result<()> {
         .context("writing to stdout")
 }
 
+/// `println!` for report lines whose loss does not matter to the command's outcome: a write
+/// error is dropped (an EPIPE is still noted), so a reader that went away ends the output quietly
+/// instead of panicking as `println!` does.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let _ = $crate::report::stdout::println(&format!($($arg)*));
+    }};
+}
+pub(crate) use outln;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,6 +115,25 @@ pub fn render(
             db.display()
         );
     }
+    // --- gathers held back on a partial set (issue 19 item 5) ---
+    for h in &report.held {
+        let kept = if h.previous_output {
+            "its previous output stays live"
+        } else {
+            "it has no earlier output"
+        };
+        let _ = writeln!(
+            out,
+            "{red}held{reset}: gather step {} did not run on a partial set: {} failed in this run; {kept}\n  help: the next run retries the failed tasks and then runs it; `gather_partial = true` runs it anyway",
+            h.step,
+            h.failed_upstream
+                .iter()
+                .map(|s| format!("a task of {s}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    // --- end held gathers ---
     if report.failures.len() > FAILURES_SHOWN {
         let mut rest: Vec<(&str, usize)> = Vec::new();
         for failure in &report.failures[FAILURES_SHOWN..] {
@@ -294,6 +313,7 @@ mod tests {
                     store_damaged: false,
                 })
                 .collect(),
+            held: Vec::new(),
             interrupted: None,
             recovered: 0,
             refused_accesses: Vec::new(),
@@ -333,6 +353,20 @@ mod tests {
             "\n  refused access to running tasks' OUTPUT_DIR from processes outside them:\n    task t1-r7-a1: refused 1 access from pid 42 (sh), uid 1000: create\n"
         ), "{text}");
         assert!(!render(&report(0), Path::new("db"), false, &|_| None).contains("refused"));
+    }
+
+    #[test]
+    fn held_gathers_say_why_and_what_stays_live() {
+        let mut r = report(1);
+        r.held.push(crate::engine::HeldGather {
+            step: "report".into(),
+            failed_upstream: vec!["slow".into()],
+            previous_output: true,
+        });
+        let text = render(&r, Path::new("db"), false, &|_| None);
+        assert!(text.contains(
+            "held: gather step report did not run on a partial set: a task of slow failed in this run; its previous output stays live\n  help: "
+        ), "{text}");
     }
 
     #[test]

@@ -14,19 +14,19 @@ pub struct Removed {
     pub tasks: u64,
     pub objects: u64,
     pub bytes_freed: u64,
+    /// Tasks of current steps that produced a deleted resource, pending again so that the next
+    /// run makes it anew (`grit delete` only, like deleting a make target).
+    pub rerun: u64,
     pub dry_run: bool,
 }
 
-/// Remove non-live derived resources, the tasks that only served history, unused step versions,
+/// Remove non-live resources (derived ones and superseded facts), the tasks that only served history, unused step versions,
 /// and every object nothing refers to any more (including orphans left by a crash).
 pub fn gc(conn: &mut Connection, objects: &Objects, dry_run: bool) -> Result<Removed, StoreError> {
     let tx = conn.transaction()?;
     liveness::recompute(&tx)?;
-    let mut removed = remove_resources(
-        &tx,
-        "SELECT id FROM resources WHERE live = 0 AND fact = 0",
-        [],
-    )?;
+    // Superseded facts included: a source's replaced outputs are history like any other.
+    let mut removed = remove_resources(&tx, "SELECT id FROM resources WHERE live = 0", [])?;
     // Tasks of old versions that no longer explain any resource are history nobody can reach.
     removed.tasks += tx.execute(
         "DELETE FROM tasks WHERE step_version_id IN (SELECT id FROM step_versions WHERE current = 0)
@@ -51,11 +51,21 @@ pub fn delete(
     dry_run: bool,
 ) -> Result<Removed, StoreError> {
     let tx = conn.transaction()?;
-    let removed = remove_resources(
+    // Chosen before the resources go: their provenance goes with them.
+    let rerun = tx.execute(
+        "UPDATE tasks SET state = 'pending'
+         WHERE state = 'succeeded' AND COALESCE(source_run, 0) = 0
+           AND step_version_id IN (SELECT id FROM step_versions WHERE current = 1)
+           AND id IN (SELECT o.task_id FROM outputs o JOIN resources r ON r.id = o.resource_id
+                      WHERE (?1 IS NOT NULL AND r.hash = ?1) OR (?2 IS NOT NULL AND r.name = ?2))",
+        params![hash, name],
+    )? as u64;
+    let mut removed = remove_resources(
         &tx,
         "SELECT id FROM resources WHERE (?1 IS NOT NULL AND hash = ?1) OR (?2 IS NOT NULL AND name = ?2)",
         params![hash, name],
     )?;
+    removed.rerun = rerun;
     if removed.resources == 0 {
         return Err(StoreError::NotFound(
             "no resource matches\n  help: list resources with `grit resources --all`".into(),

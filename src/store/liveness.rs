@@ -1,12 +1,15 @@
 //! Liveness (DESIGN §2.3): which resources are current.
 //!
-//! Sources' outputs and ingested files are facts and always live. A derived resource is live when a
-//! succeeded task of the *current* version of its step produced it from a live input; a gather
-//! task's outputs are live when its input set is exactly the current live set matching its inputs.
+//! The roots are the live facts: resources with a live claim of a source or of `grit ingest`
+//! ([`super::facts`] decides which claims a newer publication supersedes). A derived resource is
+//! live when a succeeded task of the *current* version of its step produced it from a live input;
+//! a gather task's outputs are live when its input set is exactly the current live set matching
+//! its inputs, or, while the gather is held back after an upstream failure, when it is the held
+//! task ([`super::schedule::hold_gather`]).
 //!
 //! The `resources.live` column caches this. [`propagate`] extends it cheaply when resources become
-//! live (liveness only grows while a run publishes); [`recompute`] rebuilds it from the facts after
-//! anything that can shrink it: a changed step version, a delete, a prune, or a new gather result.
+//! live; [`recompute`] rebuilds it from the facts after anything that can shrink it: a changed
+//! step version or `keep` rule, a superseded fact, a delete, a prune, or a new gather result.
 
 use rusqlite::{Connection, params};
 use sha2::{Digest, Sha256};
@@ -100,10 +103,23 @@ pub fn propagate(conn: &Connection, roots: &[i64]) -> Result<Vec<(i64, String)>,
 pub fn recompute(conn: &Connection) -> Result<u64, StoreError> {
     temp_tables(conn)?;
     conn.execute(
-        "INSERT INTO live_roots (id) SELECT id FROM resources WHERE fact = 1",
+        "INSERT OR IGNORE INTO live_roots (id) SELECT resource_id FROM fact_claims WHERE live = 1",
         [],
     )?;
-    let gathers = current_gather_versions(conn)?;
+    // A held gather's live output is its held task's, whatever its current input set is.
+    conn.execute(
+        "INSERT OR IGNORE INTO live_roots (id)
+         SELECT o.resource_id FROM gather_holds h
+           JOIN step_versions v ON v.id = h.step_version_id AND v.current = 1
+           JOIN outputs o ON o.task_id = h.task_id",
+        [],
+    )?;
+    let held: Vec<i64> = conn
+        .prepare_cached("SELECT step_version_id FROM gather_holds")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut gathers = current_gather_versions(conn)?;
+    gathers.retain(|(id, _)| !held.contains(id));
     for _ in 0..MAX_GATHER_ROUNDS {
         conn.execute("DELETE FROM live_reached", [])?;
         conn.execute(&reach_sql(Walk::Everything), [])?;

@@ -2,10 +2,11 @@
 //! their provenance, marks what became live, and creates the downstream tasks (DESIGN §2.5).
 //! The objects themselves are already in `objects/` (renamed in before this commit).
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schedule::{self, MapStep};
-use super::{StoreError, liveness, now};
+use super::{StoreError, facts, liveness, now};
+use crate::manifest::Keep;
 
 /// One output file of a succeeded task, already stored as an object.
 #[derive(Debug, Clone)]
@@ -26,9 +27,18 @@ pub struct TaskRecord {
     pub error: Option<String>,
     pub log_hash: Option<String>,
     pub duration_ms: u64,
-    /// Source outputs are facts (DESIGN §2.3).
-    pub facts: bool,
+    /// Set for a source's task: its outputs are facts of this source, kept by this rule
+    /// (DESIGN §2.3).
+    pub source: Option<FactSource>,
     pub outputs: Vec<OutputRecord>,
+}
+
+/// The source a task's outputs are facts of.
+#[derive(Debug, Clone)]
+pub struct FactSource {
+    /// The step name (claims outlive step versions).
+    pub name: String,
+    pub keep: Keep,
 }
 
 /// What publishing changed.
@@ -77,8 +87,6 @@ pub fn publish(
             )?;
             let mut lookup =
                 tx.prepare_cached("SELECT id FROM resources WHERE name = ?1 AND hash = ?2")?;
-            let mut make_fact =
-                tx.prepare_cached("UPDATE resources SET fact = 1 WHERE id = ?1 AND fact = 0")?;
             let mut provenance = tx.prepare_cached(
                 "INSERT OR IGNORE INTO outputs (task_id, resource_id) VALUES (?1, ?2)",
             )?;
@@ -91,27 +99,105 @@ pub fn publish(
                     record.task_id,
                     record.run_id,
                     created_at,
-                    record.facts
+                    record.source.is_some()
                 ])? as u64;
                 let id: i64 = lookup.query_row(params![output.name, output.hash], |r| r.get(0))?;
-                if record.facts {
-                    make_fact.execute([id])?;
-                }
                 provenance.execute(params![record.task_id, id])?;
                 ids.push(id);
             }
         }
-        let newly = liveness::propagate(&tx, &ids)?;
-        published.newly_live = newly.len() as u64;
-        published.created = schedule::tasks_for_new_live(&tx, record.run_id, &newly, maps)?;
+        // A task that ran before (forced, or remaking a deleted output) no longer explains what
+        // it wrote then and not now.
+        let replaced = forget_other_outputs(&tx, record.task_id, &ids)?;
+        let superseded = match &record.source {
+            Some(source) => {
+                let seq = facts::next_seq(&tx)?;
+                facts::publish(&tx, &source.name, source.keep, seq, &ids)?
+            }
+            None => 0,
+        };
+        // A map task whose input stopped being live while it ran (a source superseded it)
+        // leaves history only: its outputs must not become live.
+        if record.source.is_some() || input_is_live(&tx, record.task_id)? {
+            let newly = liveness::propagate(&tx, &ids)?;
+            published.newly_live = newly.len() as u64;
+            published.created = schedule::tasks_for_new_live(&tx, record.run_id, &newly, maps)?;
+        }
+        // Growing first, then shrinking: what the new facts made live stays, and what only the
+        // superseded ones held up stops being live.
+        if superseded + replaced > 0 {
+            liveness::recompute(&tx)?;
+        }
     }
     tx.commit()?;
     Ok(published)
 }
 
-/// Record an ingested file (already stored as an object) as a fact. Returns true when the
-/// resource is new. Tasks for it are created by the next run's backfill.
-pub fn ingest(conn: &mut Connection, output: &OutputRecord) -> Result<bool, StoreError> {
+/// Drop the provenance links of `task_id` to resources other than `keep`. Returns how many.
+fn forget_other_outputs(conn: &Connection, task_id: i64, keep: &[i64]) -> Result<u64, StoreError> {
+    let linked: Vec<i64> = conn
+        .prepare_cached("SELECT resource_id FROM outputs WHERE task_id = ?1")?
+        .query_map([task_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if linked.is_empty() {
+        return Ok(0);
+    }
+    let keep: std::collections::HashSet<i64> = keep.iter().copied().collect();
+    let mut forget =
+        conn.prepare_cached("DELETE FROM outputs WHERE task_id = ?1 AND resource_id = ?2")?;
+    let mut count = 0;
+    for id in linked.iter().filter(|id| !keep.contains(id)) {
+        count += forget.execute(params![task_id, id])? as u64;
+    }
+    Ok(count)
+}
+
+/// Whether a task's input is live; true for tasks without one input (sources, gather steps).
+fn input_is_live(conn: &Connection, task_id: i64) -> Result<bool, StoreError> {
+    let live: Option<bool> = conn
+        .prepare_cached(
+            "SELECT r.live FROM tasks t JOIN resources r ON r.id = t.input_resource_id WHERE t.id = ?1",
+        )?
+        .query_row([task_id], |r| r.get(0))
+        .optional()?;
+    Ok(live.unwrap_or(true))
+}
+
+/// What one `grit ingest` command is: one publication, superseding the names it adds unless
+/// `keep_both`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ingestion {
+    pub seq: i64,
+    pub keep_both: bool,
+}
+
+impl Ingestion {
+    /// Start an ingestion: every file of one command shares its publication number, so files
+    /// added together under one name stay live together.
+    pub fn begin(conn: &Connection, keep_both: bool) -> Result<Ingestion, StoreError> {
+        Ok(Ingestion {
+            seq: facts::next_seq(conn)?,
+            keep_both,
+        })
+    }
+}
+
+/// What ingesting one file did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ingested {
+    /// The resource was not in the store before.
+    pub new: bool,
+    /// Live facts of the same name that this file superseded.
+    pub superseded: u64,
+}
+
+/// Record an ingested file (already stored as an object) as a fact. Tasks for it are created by
+/// the next run's backfill.
+pub fn ingest(
+    conn: &mut Connection,
+    output: &OutputRecord,
+    ingestion: Ingestion,
+) -> Result<Ingested, StoreError> {
     let tx = conn.transaction()?;
     let new = tx.execute(
         "INSERT OR IGNORE INTO resources (name, hash, size, created_at, fact) VALUES (?1, ?2, ?3, ?4, 1)",
@@ -122,8 +208,11 @@ pub fn ingest(conn: &mut Connection, output: &OutputRecord) -> Result<bool, Stor
         params![output.name, output.hash],
         |r| r.get(0),
     )?;
-    tx.execute("UPDATE resources SET fact = 1 WHERE id = ?1", [id])?;
+    let superseded = facts::ingest(&tx, ingestion.seq, &[id], ingestion.keep_both)?;
     liveness::propagate(&tx, &[id])?;
+    if superseded > 0 {
+        liveness::recompute(&tx)?;
+    }
     tx.commit()?;
-    Ok(new)
+    Ok(Ingested { new, superseded })
 }

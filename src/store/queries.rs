@@ -81,7 +81,8 @@ pub struct ResourceRow {
     pub name: String,
     pub hash: String,
     pub size: u64,
-    /// The step that first produced it; `None` for ingested files.
+    /// The step that first produced it (else the latest that still did); `None` for ingested
+    /// files.
     pub step: Option<String>,
     pub live: bool,
     pub created_at: String,
@@ -115,7 +116,14 @@ fn stream_resources(
     mut each: impl FnMut(ResourceRow) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT r.name, r.hash, r.size, v.name, r.live, r.created_at FROM resources r
+        // The first producer, else (when `delete` or `prune` removed that task) the latest one
+        // left: a derived resource is never shown as ingested while a step explains it.
+        "SELECT r.name, r.hash, r.size,
+                COALESCE(v.name, (SELECT pv.name FROM outputs o
+                                    JOIN tasks pt ON pt.id = o.task_id
+                                    JOIN step_versions pv ON pv.id = pt.step_version_id
+                                  WHERE o.resource_id = r.id ORDER BY pt.id DESC LIMIT 1)),
+                r.live, r.created_at FROM resources r
            LEFT JOIN tasks t ON t.id = r.task_id
            LEFT JOIN step_versions v ON v.id = t.step_version_id
          WHERE (?1 IS NULL OR r.name = ?1 OR (?3 AND r.name GLOB ?1)) AND (?2 OR r.live = 1)

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::{StoreError, liveness, now};
+use super::{StoreError, facts, liveness, now};
 use crate::manifest::{Manifest, Step};
 
 /// The scheduling kind of a step, stored with its version.
@@ -113,7 +113,20 @@ pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart,
         "DELETE FROM tasks WHERE source_run > 0 AND source_run <> ?1 AND state = 'pending'",
         [run_id],
     )?;
-    if versions_changed {
+    // A source whose `keep` changed has its claims re-derived under the new rule.
+    let mut keep_changed = 0;
+    for step in manifest.steps.iter().filter(|s| s.is_source()) {
+        keep_changed += facts::apply_keep(&tx, &step.name, step.keep)?;
+    }
+    // A `once` source returning to a version that already ran (a reverted script) does not run
+    // again, so its stored outputs are published anew: they replace what the newer version wrote,
+    // as a reverted step's results do (DESIGN §2.4).
+    for (step, &id) in manifest.steps.iter().zip(&versions) {
+        if step.once && step.is_source() && !before.contains(&id) {
+            keep_changed += republish_once(&tx, step, id)?;
+        }
+    }
+    if versions_changed || keep_changed > 0 {
         liveness::recompute(&tx)?;
     }
     tx.commit()?;
@@ -123,6 +136,23 @@ pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart,
         recovered,
         versions_changed,
     })
+}
+
+/// Publish the outputs of a `once` source version's succeeded task again. Returns how many
+/// claims that superseded.
+fn republish_once(conn: &Connection, step: &Step, version_id: i64) -> Result<u64, StoreError> {
+    let ids: Vec<i64> = conn
+        .prepare(
+            "SELECT o.resource_id FROM tasks t JOIN outputs o ON o.task_id = t.id
+             WHERE t.step_version_id = ?1 AND t.source_run = 0 AND t.state = 'succeeded'",
+        )?
+        .query_map([version_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let seq = facts::next_seq(conn)?;
+    facts::publish(conn, &step.name, step.keep, seq, &ids)
 }
 
 /// Totals a run reports at its end.

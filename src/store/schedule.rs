@@ -203,6 +203,62 @@ pub fn gather_task(
     Ok(pending)
 }
 
+/// `--force-step` for a map step or a `once` source: its tasks on live inputs (a `once`
+/// source's one task) that already ran are pending again. Returns how many.
+pub fn force(conn: &Connection, version_id: i64) -> Result<u64, StoreError> {
+    Ok(conn.execute(
+        "UPDATE tasks SET state = 'pending'
+         WHERE step_version_id = ?1 AND state IN ('succeeded', 'failed')
+           AND (source_run = 0
+                OR input_resource_id IN (SELECT id FROM resources WHERE live = 1))",
+        [version_id],
+    )? as u64)
+}
+
+/// `--force-step` for a gather step: its task for the current live input set, if it already
+/// ran, is pending again. Returns whether there was one.
+pub fn force_gather(
+    conn: &Connection,
+    version_id: i64,
+    patterns: &[String],
+) -> Result<bool, StoreError> {
+    let Some(key) = liveness::gather_key(conn, patterns, LiveSource::Column)? else {
+        return Ok(false);
+    };
+    Ok(conn.execute(
+        "UPDATE tasks SET state = 'pending'
+         WHERE step_version_id = ?1 AND input_set = ?2 AND state IN ('succeeded', 'failed')",
+        params![version_id, key],
+    )? > 0)
+}
+
+/// Hold a gather step back (a task upstream of it failed in this run): its last succeeded
+/// task's outputs stay live instead of following the partial input set. Keeps an existing hold.
+/// Returns whether the step has such an output.
+pub fn hold_gather(conn: &Connection, version_id: i64) -> Result<bool, StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO gather_holds (step_version_id, task_id)
+         SELECT step_version_id, id FROM tasks
+         WHERE step_version_id = ?1 AND state = 'succeeded' AND input_set IS NOT NULL
+         ORDER BY finished_at DESC, id DESC LIMIT 1",
+        [version_id],
+    )?;
+    let held: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM gather_holds WHERE step_version_id = ?1)",
+        [version_id],
+        |r| r.get(0),
+    )?;
+    Ok(held)
+}
+
+/// Let a held gather step follow its input set again. Returns whether it was held.
+pub fn release_gather(conn: &Connection, version_id: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM gather_holds WHERE step_version_id = ?1")?
+        .execute([version_id])?
+        > 0)
+}
+
 /// The members of a gather task's input set, ordered by name then hash.
 pub fn gather_inputs(conn: &Connection, task_id: i64) -> Result<Vec<InputRef>, StoreError> {
     let mut stmt = conn.prepare_cached(

@@ -1,16 +1,28 @@
 //! The SQLite schema and its forward migrations, versioned with `PRAGMA user_version`.
 //!
-//! Each entry of [`MIGRATIONS`] moves the schema from version `i` to `i + 1`. Migrations only ever
-//! move forward; a store written by a newer grit (higher version) is refused rather than guessed at.
+//! Each entry of [`MIGRATIONS`] moves the schema from version `i` to `i + 1`, in one transaction
+//! with the new `user_version`. Migrations only ever move forward; a store written by a newer
+//! grit (higher version) is refused rather than guessed at.
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use super::{StoreError, facts};
+
+/// Code that rewrites data where SQL alone cannot, inside the migration's transaction.
+pub type DataMigration = fn(&Connection) -> Result<(), StoreError>;
+
+/// One schema step: SQL, then optionally a [`DataMigration`] (both inside one transaction).
+pub struct Migration {
+    pub sql: &'static str,
+    pub data: Option<DataMigration>,
+}
 
 /// Forward migrations; index `i` upgrades `user_version` `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub const MIGRATIONS: &[Migration] = &[
     // v1: the whole model of DESIGN §1.
-    r#"
+    Migration {
+        data: None,
+        sql: r#"
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -104,6 +116,36 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX gather_inputs_resource ON gather_inputs (resource_id);
     "#,
+    },
+    // v2: a source's new output replaces its old one (DESIGN §2.3). Claims say which source
+    // published which resource, in which publication, and whether that claim is still live;
+    // liveness walks start from the resources with a live claim (store::facts). And a gather does
+    // not publish from a partial set: a held gather keeps its previous output live.
+    Migration {
+        data: Some(facts::migrate_v2),
+        sql: r#"
+    CREATE TABLE fact_claims (
+        source      TEXT NOT NULL, -- the source step's name; '' for `grit ingest`
+        resource_id INTEGER NOT NULL REFERENCES resources (id) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL, -- the publication that last made this claim
+        live        INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (source, resource_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX fact_claims_resource ON fact_claims (resource_id);
+    CREATE INDEX fact_claims_seq ON fact_claims (seq);
+    -- The `keep` rule each source's claims were last derived with (absent: "latest").
+    CREATE TABLE source_keep (
+        source TEXT PRIMARY KEY,
+        keep   TEXT NOT NULL CHECK (keep IN ('latest', 'run', 'all'))
+    );
+    -- A gather step held back because a task upstream of it failed: the task whose outputs stay
+    -- live instead of the outputs for the current (partial) input set (store::liveness).
+    CREATE TABLE gather_holds (
+        step_version_id INTEGER PRIMARY KEY REFERENCES step_versions (id) ON DELETE CASCADE,
+        task_id         INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE
+    );
+    "#,
+    },
 ];
 
 /// The schema version this build writes.
@@ -118,9 +160,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        tx.execute_batch(migration.sql)?;
+        if let Some(data) = migration.data {
+            data(&tx)?;
+        }
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
     }
