@@ -213,11 +213,18 @@ fn ingest_of_a_live_name_supersedes_it_unless_keep_both() {
     assert_eq!(p.contents("note"), ["a\nb\n", "a\nb\nc\n"]);
     assert_eq!(p.contents("note_lines"), ["2\n", "3\n"]);
 
-    // Files ingested in one command stay live together, replacing the earlier ones.
-    ingest(&[
-        p.path().join("n1").to_str().unwrap(),
-        p.path().join("n3").to_str().unwrap(),
+    // Files ingested in one command stay live together, replacing the earlier ones. Files are
+    // named after themselves (`--name` renames a single file), so two directories hold `note`.
+    for (dir, text) in [("one", "a\n"), ("three", "a\nb\nc\n")] {
+        std::fs::create_dir_all(p.path().join(dir)).expect("mkdir");
+        std::fs::write(p.path().join(dir).join("note"), text).expect("write");
+    }
+    let out = p.grit(&[
+        "ingest",
+        p.path().join("one/note").to_str().unwrap(),
+        p.path().join("three/note").to_str().unwrap(),
     ]);
+    assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(p.contents("note"), ["a\n", "a\nb\nc\n"]);
 }
 

@@ -56,8 +56,9 @@ pub fn ingest(
     }
     if superseded > 0 {
         eprintln!(
-            "  {superseded} earlier resource(s) of {} no longer live (kept as history until `grit gc`; --keep-both keeps both)",
-            name.unwrap_or("these names")
+            "  {superseded} earlier {} no longer live (kept as history until `grit gc`; --keep-both keeps both)",
+            name.map(|n| format!("'{n}'"))
+                .unwrap_or_else(|| "resource(s) of these names".into())
         );
     }
     Ok(Outcome::Success)
