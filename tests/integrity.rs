@@ -205,6 +205,30 @@ fn a_deleted_object_fails_the_next_run_and_shows_in_status() {
     assert!(!stderr(&output).contains("nothing to do"));
     assert_eq!(summary["missing_objects"][0]["hash"], shout.as_str());
     assert_eq!(summary["missing_objects"][0]["name"], "shout");
+    assert!(
+        stderr(&output).contains(" store damaged: "),
+        "the verdict says it, not ok: {}",
+        describe(&output)
+    );
+
+    // Under cron (-q), the damage is printed: an exit status without a line sends no mail.
+    let manifest = p.manifest();
+    let quiet = p.grit(&[
+        "run",
+        "-q",
+        "--no-sandbox",
+        "-m",
+        manifest.to_str().unwrap(),
+    ]);
+    assert_eq!(quiet.status.code(), Some(DAMAGED), "{}", describe(&quiet));
+    let said = stderr(&quiet);
+    assert!(
+        said.contains(&format!(
+            "store damaged: live object shout {shout} is missing"
+        )),
+        "{said}"
+    );
+    assert!(said.contains(" store damaged: "), "{said}");
 
     let status = p.grit(&["status"]);
     assert!(status.status.success());

@@ -153,14 +153,15 @@ pub fn render(
     out
 }
 
-/// What `-q` prints: each failure's one-line summary, then the verdict line; nothing when the run
-/// neither failed nor was interrupted (under cron, no output means no mail).
+/// What `-q` prints: each failure's one-line summary, each missing live object, then the verdict
+/// line; nothing when the run neither failed, nor was interrupted, nor found the store damaged
+/// (under cron, no output means no mail).
 pub fn quiet_lines(
     report: &RunReport,
     db: &Path,
     input_of: &dyn Fn(i64) -> Option<String>,
 ) -> Vec<QuietLine> {
-    if report.totals.failed == 0 && report.interrupted.is_none() {
+    if report.totals.failed == 0 && report.interrupted.is_none() && !report.store_damaged() {
         return Vec::new();
     }
     let mut lines: Vec<QuietLine> = report
@@ -177,6 +178,17 @@ pub fn quiet_lines(
             ),
         })
         .collect();
+    lines.extend(report.missing_objects.iter().map(|missing| QuietLine {
+        step: None,
+        task: None,
+        text: format!(
+            "store damaged: live object {} {} is missing ({}) — run `grit verify --db {}`",
+            missing.name,
+            missing.hash,
+            missing.path.display(),
+            db.display()
+        ),
+    }));
     lines.push(QuietLine {
         step: None,
         task: None,
@@ -208,6 +220,7 @@ fn verdict_line(report: &RunReport, color: bool) -> String {
     };
     let verdict = match (report.interrupted, t.failed) {
         (Some(_), _) => format!("{red}interrupted{reset}"),
+        (None, 0) if report.store_damaged() => format!("{red}store damaged{reset}"),
         (None, 0) => format!("{green}ok{reset}"),
         (None, _) => format!("{red}failed{reset}"),
     };
