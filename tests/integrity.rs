@@ -385,6 +385,34 @@ fn verify_is_clean_after_a_run_and_reports_permissions() {
     let text = p.grit(&["verify"]);
     assert_eq!(text.status.code(), Some(DAMAGED));
     assert!(String::from_utf8_lossy(&text.stdout).contains("permissions (2):"));
+
+    // The database open to others, and an object open to the group of a private store, are
+    // reported too; repair closes everything to the owner alone, never opening it to the group.
+    let database = p.db().join("grit.sqlite");
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let word = object_path(&p, &hash_of(&p, "word"));
+    std::fs::set_permissions(&word, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let (_, json) = verify_json(&p.db());
+    let modes = json["report"]["modes"].as_array().unwrap();
+    assert!(
+        modes
+            .iter()
+            .any(|m| m["path"] == database.to_str().unwrap()),
+        "{json}"
+    );
+    assert!(
+        modes.iter().any(|m| m["path"] == word.to_str().unwrap()
+            && m["problem"] == "open to its group (the store is private)"),
+        "{json}"
+    );
+    let repair = p.grit(&["verify", "--repair"]);
+    assert_eq!(repair.status.code(), Some(0), "{}", describe(&repair));
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&p.db()), 0o700);
+    assert_eq!(mode(&shout), 0o400);
+    assert_eq!(mode(&word), 0o400);
+    assert_eq!(mode(&database), 0o600);
+    assert_eq!(verify_json(&p.db()).0, Some(0));
 }
 
 #[test]

@@ -22,12 +22,6 @@ use super::access::Sharing;
 /// Size of the read buffer used when hashing files.
 const HASH_BUFFER: usize = 256 * 1024;
 
-/// The most an object file may allow: read-only, nothing for others (`grit verify` and its
-/// repair hold objects to this; a private store's objects are narrower, 0400).
-pub const OBJECT_MODE_MAX: u32 = 0o440;
-/// The most a store directory may allow: nothing for others.
-pub const DIR_MODE_MAX: u32 = 0o2750;
-
 /// Create `path` and its missing parents as directories of a private store (0700), for copies
 /// grit makes outside a run: backups and the quarantine.
 pub fn create_store_dirs(path: &Path) -> io::Result<()> {

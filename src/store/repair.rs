@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use rusqlite::{Connection, params};
 
-use super::objects::{DIR_MODE_MAX, OBJECT_MODE_MAX, create_store_dirs};
+use super::objects::create_store_dirs;
 use super::verify::{BadMode, BadObject};
 use super::{StoreError, StorePaths};
 
@@ -43,16 +43,10 @@ pub struct Plan {
     pub logs: Vec<(i64, String)>,
 }
 
-/// Take away write bits and everything for others, as objects and store directories are created.
+/// Give a path the mode grit gives such a path in this store (never wider: a private store's
+/// paths become the owner's alone, a shared store's keep the group's read access).
 pub fn fix_mode(bad: &BadMode) -> io::Result<()> {
-    let meta = fs::symlink_metadata(&bad.path)?;
-    let mode = meta.permissions().mode();
-    let fixed = if meta.is_dir() {
-        mode & DIR_MODE_MAX
-    } else {
-        mode & OBJECT_MODE_MAX
-    };
-    fs::set_permissions(&bad.path, fs::Permissions::from_mode(fixed))
+    fs::set_permissions(&bad.path, fs::Permissions::from_mode(bad.want))
 }
 
 /// Move a damaged object to `<db>/quarantine/<hash>` (with a numbered suffix if that exists);

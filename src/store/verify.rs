@@ -9,6 +9,7 @@
 //! [`missing_live`] only stats the objects of live resources: cheap enough for every run's end and
 //! for `grit status`, and it catches deleted files, the most common damage.
 
+use super::access::Sharing;
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -74,6 +75,9 @@ pub struct BadMode {
     /// The permission bits, in octal.
     pub mode: String,
     pub problem: String,
+    /// The mode `grit verify --repair` sets: what grit gives such a path in this store.
+    #[serde(skip)]
+    pub want: u32,
 }
 
 /// A file under `objects/` no row refers to.
@@ -115,21 +119,31 @@ impl Report {
     }
 }
 
-/// Permission problems of an object file: it must be read-only and closed to others.
-pub fn object_mode_problem(mode: u32) -> Option<String> {
+/// Permission problems of an object file: it must be read-only, and readable by no one the store
+/// is not shared with (its owner alone, or also its group with `--group`).
+pub fn object_mode_problem(mode: u32, sharing: Sharing) -> Option<String> {
     let mut problems = Vec::new();
     if mode & 0o222 != 0 {
         problems.push("writable");
     }
-    if mode & 0o007 != 0 {
-        problems.push("open to others");
-    }
+    problems.extend(openness(mode, sharing));
     (!problems.is_empty()).then(|| problems.join(", "))
 }
 
-/// Permission problems of a store directory: closed to others.
-pub fn dir_mode_problem(mode: u32) -> Option<String> {
-    (mode & 0o007 != 0).then(|| "open to others".to_string())
+/// Permission problems of a store directory or of the database and its companions: closed to
+/// everyone the store is not shared with.
+pub fn private_mode_problem(mode: u32, sharing: Sharing) -> Option<String> {
+    openness(mode, sharing).map(str::to_string)
+}
+
+fn openness(mode: u32, sharing: Sharing) -> Option<&'static str> {
+    if mode & 0o007 != 0 {
+        Some("open to others")
+    } else if sharing == Sharing::Private && mode & 0o070 != 0 {
+        Some("open to its group (the store is private)")
+    } else {
+        None
+    }
 }
 
 /// Check the database, every referenced object and the store's directories. `progress` is told
@@ -154,8 +168,9 @@ pub fn check(
     };
     let objects = Objects::new(paths.objects.clone());
     total(referenced.iter().filter_map(|r| r.size).sum());
-    check_objects(&objects, &referenced, &mut report, progress);
-    check_dirs(paths, &mut report);
+    let sharing = Sharing::of(&paths.root).unwrap_or(Sharing::Private);
+    check_objects(&objects, &referenced, sharing, &mut report, progress);
+    check_private_paths(paths, sharing, &mut report);
     let known: HashSet<&str> = referenced.iter().map(|r| r.hash.as_str()).collect();
     find_unreferenced(&paths.objects, &known, &mut report);
     report
@@ -237,6 +252,7 @@ fn referenced_objects(conn: &Connection) -> Result<Vec<Referenced>, StoreError> 
 fn check_objects(
     objects: &Objects,
     referenced: &[Referenced],
+    sharing: Sharing,
     report: &mut Report,
     progress: &(dyn Fn(u64) + Sync),
 ) {
@@ -254,7 +270,7 @@ fn check_objects(
                     let Some(object) = referenced.get(index) else {
                         break;
                     };
-                    let outcome = check_object(objects, object);
+                    let outcome = check_object(objects, object, sharing);
                     progress(object.size.unwrap_or(0));
                     if let Ok(mut found) = found.lock() {
                         let (missing, corrupt, modes, bytes) = &mut *found;
@@ -298,7 +314,7 @@ enum ObjectCheck {
     },
 }
 
-fn check_object(objects: &Objects, object: &Referenced) -> ObjectCheck {
+fn check_object(objects: &Objects, object: &Referenced, sharing: Sharing) -> ObjectCheck {
     let path = objects.path(&object.hash);
     let bad = |problem: String| BadObject {
         hash: object.hash.clone(),
@@ -318,10 +334,11 @@ fn check_object(objects: &Objects, object: &Referenced) -> ObjectCheck {
         };
     }
     let mode_bits = meta.permissions().mode() & 0o7777;
-    let mode = object_mode_problem(mode_bits).map(|problem| BadMode {
+    let mode = object_mode_problem(mode_bits, sharing).map(|problem| BadMode {
         path: path.clone(),
         mode: format!("{mode_bits:04o}"),
         problem,
+        want: sharing.object_mode(),
     });
     let verified = VerifiedReader::open(objects, &object.hash, object.size, &object.what)
         .and_then(VerifiedReader::verify);
@@ -338,12 +355,14 @@ fn check_object(objects: &Objects, object: &Referenced) -> ObjectCheck {
     }
 }
 
-/// The store's own directories must be closed to others: the root, `objects/` and its fan-out
-/// directories, and the quarantine.
-fn check_dirs(paths: &StorePaths, report: &mut Report) {
+/// The store's own directories (the root, `tmp/`, `objects/` and its fan-out directories, the
+/// quarantine) and the database with its companions must be closed to everyone the store is not
+/// shared with.
+fn check_private_paths(paths: &StorePaths, sharing: Sharing, report: &mut Report) {
     let mut dirs = vec![
         paths.root.clone(),
         paths.objects.clone(),
+        paths.tmp.clone(),
         paths.quarantine(),
     ];
     if let Ok(level1) = fs::read_dir(&paths.objects) {
@@ -354,19 +373,34 @@ fn check_dirs(paths: &StorePaths, report: &mut Report) {
             }
         }
     }
-    for dir in dirs {
-        let Ok(meta) = fs::symlink_metadata(&dir) else {
+    let mut files = vec![paths.database.clone(), paths.lock.clone()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = paths.database.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    let candidates = dirs
+        .into_iter()
+        .map(|d| (d, true))
+        .chain(files.into_iter().map(|f| (f, false)));
+    for (path, is_dir) in candidates {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
         };
-        if !meta.is_dir() {
+        if meta.is_dir() != is_dir {
             continue;
         }
         let mode = meta.permissions().mode() & 0o7777;
-        if let Some(problem) = dir_mode_problem(mode) {
+        if let Some(problem) = private_mode_problem(mode, sharing) {
             report.modes.push(BadMode {
-                path: dir,
+                path,
                 mode: format!("{mode:04o}"),
                 problem,
+                want: if is_dir {
+                    sharing.dir_mode()
+                } else {
+                    sharing.file_mode()
+                },
             });
         }
     }
@@ -414,18 +448,31 @@ mod tests {
 
     #[test]
     fn modes_closed_to_others_and_read_only() {
-        assert_eq!(object_mode_problem(0o400), None);
-        assert_eq!(object_mode_problem(0o440), None);
+        let (private, group) = (Sharing::Private, Sharing::Group);
+        assert_eq!(object_mode_problem(0o400, private), None);
+        assert_eq!(object_mode_problem(0o440, group), None);
         assert_eq!(
-            object_mode_problem(0o444).as_deref(),
+            object_mode_problem(0o440, private).as_deref(),
+            Some("open to its group (the store is private)")
+        );
+        assert_eq!(
+            object_mode_problem(0o444, group).as_deref(),
             Some("open to others")
         );
         assert_eq!(
-            object_mode_problem(0o646).as_deref(),
+            object_mode_problem(0o646, group).as_deref(),
             Some("writable, open to others")
         );
-        assert_eq!(object_mode_problem(0o640).as_deref(), Some("writable"));
-        assert_eq!(dir_mode_problem(0o750), None);
-        assert_eq!(dir_mode_problem(0o755).as_deref(), Some("open to others"));
+        assert_eq!(
+            object_mode_problem(0o600, private).as_deref(),
+            Some("writable")
+        );
+        assert_eq!(private_mode_problem(0o2750, group), None);
+        assert_eq!(private_mode_problem(0o700, private), None);
+        assert!(private_mode_problem(0o750, private).is_some());
+        assert_eq!(
+            private_mode_problem(0o755, group).as_deref(),
+            Some("open to others")
+        );
     }
 }
