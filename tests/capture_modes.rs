@@ -118,6 +118,22 @@ fn source_step(script: &str) -> String {
     format!("[[step]]\nname = \"src\"\nonce = true\nscript = '''\n{script}\n'''\n")
 }
 
+/// A plain task (`--no-sandbox`) is known to the capture by its process group; a child that
+/// starts a session of its own (`setsid`) leaves the group but is still the task's, and writes
+/// its outputs like any other process of the task.
+#[test]
+fn a_child_in_a_new_session_writes_its_task_outputs() {
+    let _g = serial();
+    for mode in modes() {
+        let p = Project::new(&source_step(
+            r#"setsid -w sh -c 'echo detached > "$OUTPUT_DIR/x"'"#,
+        ));
+        let s = run_ok(&p, mode);
+        assert_eq!(s["resources_new"], 1, "[{mode}] {s}");
+        assert_eq!(live(&p)[0].1, sha256_hex(b"detached\n"), "[{mode}]");
+    }
+}
+
 #[test]
 fn thousand_small_files() {
     let _g = serial();

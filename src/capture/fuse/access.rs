@@ -42,20 +42,52 @@ pub(super) fn belongs(who: TaskIdentity, pid: u32) -> bool {
     match who {
         TaskIdentity::PidNamespace { dev, ino } => std::fs::metadata(format!("/proc/{pid}/ns/pid"))
             .is_ok_and(|m| m.dev() == dev && m.ino() == ino),
-        TaskIdentity::ProcessGroup(pgid) => process_group(pid) == Some(pgid),
+        TaskIdentity::ProcessGroup(pgid) => in_process_tree(pgid, pid),
     }
 }
 
-/// The process group of thread `pid`, from `/proc/<pid>/stat`.
-fn process_group(pid: u32) -> Option<i32> {
+/// Ancestors looked at before giving up (a task's process tree is never this deep).
+const MAX_ANCESTRY: usize = 64;
+
+/// Is `pid` in the process group of a plain task, or a descendant of its leader (whose pid is
+/// the group's id)? A child that starts a session of its own (`setsid`) leaves the group but
+/// stays in the tree; one that was reparented (a daemon) has left the task.
+fn in_process_tree(pgid: i32, pid: u32) -> bool {
+    let Ok(leader) = u32::try_from(pgid) else {
+        return false;
+    };
+    let mut current = pid;
+    for _ in 0..MAX_ANCESTRY {
+        if current == leader {
+            return true;
+        }
+        let Some((parent, group)) = parent_and_group(current) else {
+            return false;
+        };
+        if group == pgid {
+            return true;
+        }
+        if parent <= 1 {
+            return false;
+        }
+        current = parent as u32;
+    }
+    false
+}
+
+/// The parent and the process group of thread `pid`, from `/proc/<pid>/stat`.
+fn parent_and_group(pid: u32) -> Option<(i32, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_process_group(&stat)
+    parse_parent_and_group(&stat)
 }
 
 /// `pid (comm) state ppid pgrp ...`; the command name may hold spaces and parentheses.
-fn parse_process_group(stat: &str) -> Option<i32> {
+fn parse_parent_and_group(stat: &str) -> Option<(i32, i32)> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(2)?.parse().ok()
+    let mut fields = rest.split_whitespace().skip(1);
+    let parent = fields.next()?.parse().ok()?;
+    let group = fields.next()?.parse().ok()?;
+    Some((parent, group))
 }
 
 /// The command name of `pid`, for messages (empty when it is gone).
@@ -149,8 +181,8 @@ mod tests {
     #[test]
     fn process_group_is_read_past_an_odd_command_name() {
         let stat = "4711 (a) b (c) S 1 4700 4700 0 -1 4194560 0 0";
-        assert_eq!(parse_process_group(stat), Some(4700));
-        assert_eq!(parse_process_group("garbage"), None);
+        assert_eq!(parse_parent_and_group(stat), Some((1, 4700)));
+        assert_eq!(parse_parent_and_group("garbage"), None);
     }
 
     #[test]
