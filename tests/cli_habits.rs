@@ -232,7 +232,8 @@ fn a_store_in_the_former_default_db_keeps_working_with_a_note() {
     assert_eq!(json_of(&output)["executed"], 0, "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("using the store ./db, grit's former default") && stderr.contains("mv db"),
+        stderr.contains("using the store ./db, grit's former default")
+            && stderr.contains("mv ./db"),
         "{stderr}"
     );
     assert!(!p.path().join(".grit").exists());
@@ -243,6 +244,24 @@ fn a_store_in_the_former_default_db_keeps_working_with_a_note() {
     let output = grit_in(p.path(), &["-manifest", "pipeline.toml", "-run"]);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert!(!String::from_utf8_lossy(&output.stderr).contains("former default"));
+
+    // With grit.toml, the former store beside it is found from a subdirectory too, by a run and
+    // by the readers, instead of a new .grit/ starting over.
+    std::fs::rename(p.path().join("pipeline.toml"), p.path().join("grit.toml")).unwrap();
+    let sub = p.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let output = grit_in(&sub, &["run", "--no-sandbox", "--json"]);
+    assert_eq!(json_of(&output)["executed"], 0, "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("grit's former default"),
+        "{}",
+        describe(&output)
+    );
+    assert!(!p.path().join(".grit").exists());
+    for dir in [p.path(), sub.as_path()] {
+        let status = grit_in(dir, &["status", "--json"]);
+        assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
+    }
 }
 
 const NAMES: &str = r#"

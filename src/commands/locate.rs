@@ -59,7 +59,7 @@ pub fn store(db: Option<&Path>, manifest: Option<&Path>) -> Result<Store, UsageE
         };
         let beside = dir.join(STORE_DIR);
         if !beside.exists()
-            && let Some(legacy) = legacy_store(&beside)
+            && let Some(legacy) = legacy_store(&[dir, Path::new(".")], &beside)
         {
             return Ok(legacy);
         }
@@ -72,16 +72,24 @@ pub fn store(db: Option<&Path>, manifest: Option<&Path>) -> Result<Store, UsageE
     let mut searched = Vec::new();
     for dir in cwd.ancestors() {
         let store = dir.join(STORE_DIR);
-        if store.is_dir() || dir.join(MANIFEST_NAME).is_file() {
+        if store.is_dir() {
             return Ok(Store {
                 path: store,
                 note: None,
             });
         }
-        if dir == cwd
-            && let Some(legacy) = legacy_store(&store)
-        {
+        // A store of the former default beside the manifest (or here) is still the pipeline's.
+        let legacy_dirs: &[&Path] = if dir == cwd { &[dir] } else { &[] };
+        let has_manifest = dir.join(MANIFEST_NAME).is_file();
+        let legacy_dirs: &[&Path] = if has_manifest { &[dir] } else { legacy_dirs };
+        if let Some(legacy) = legacy_store(legacy_dirs, &store) {
             return Ok(legacy);
+        }
+        if has_manifest {
+            return Ok(Store {
+                path: store,
+                note: None,
+            });
         }
         searched.push(dir.display().to_string());
     }
@@ -91,16 +99,23 @@ pub fn store(db: Option<&Path>, manifest: Option<&Path>) -> Result<Store, UsageE
     )))
 }
 
-/// `./db` when it holds a grit store, with a note that the default moved to `instead`.
-fn legacy_store(instead: &Path) -> Option<Store> {
-    let legacy = Path::new(LEGACY_STORE);
-    legacy.join("grit.sqlite").is_file().then(|| Store {
-        path: legacy.to_path_buf(),
+/// The first `<dir>/db` of `dirs` that holds a grit store (grit's former default), with a note
+/// that the default moved to `instead`.
+fn legacy_store(dirs: &[&Path], instead: &Path) -> Option<Store> {
+    let legacy = dirs
+        .iter()
+        .map(|dir| dir.join(LEGACY_STORE))
+        .find(|legacy| legacy.join("grit.sqlite").is_file())?;
+    Some(Store {
         note: Some(format!(
-            "using the store ./{LEGACY_STORE}, grit's former default; the default is now {} beside the manifest\n  help: `mv {LEGACY_STORE} {}` to adopt it, or pass --db {LEGACY_STORE}",
+            "using the store {}, grit's former default; the default is now {} beside the manifest\n  help: `mv {} {}` to adopt it, or pass --db {}",
+            legacy.display(),
             instead.display(),
-            instead.display()
+            legacy.display(),
+            instead.display(),
+            legacy.display()
         )),
+        path: legacy,
     })
 }
 
