@@ -441,6 +441,10 @@ fn verify_reports_a_deleted_row_and_the_object_left_without_one() {
     );
 }
 
+fn file_of(p: &Project) -> std::path::PathBuf {
+    p.db().join("grit.sqlite")
+}
+
 #[test]
 fn verify_reports_a_corrupt_database_page() {
     let p = Project::new(PIPELINE);
@@ -461,6 +465,28 @@ fn verify_reports_a_corrupt_database_page() {
     assert!(
         !json["report"]["database"].as_array().unwrap().is_empty(),
         "{json}"
+    );
+    // Damage inside the pages (the header and page types intact): a run on it ends as damage,
+    // not as "a task failed", and a backup of it is no good one.
+    let p = Project::new(PIPELINE);
+    p.run_ok(&[]);
+    let mut bytes = std::fs::read(&file_of(&p)).unwrap();
+    // Cells sit at the end of a page: overwrite them, keeping each page's header.
+    for page in bytes.chunks_mut(4096).skip(2) {
+        if page.len() == 4096 {
+            page[3000..4096].fill(0x37);
+        }
+    }
+    std::fs::write(file_of(&p), bytes).unwrap();
+    let (run, _) = p.run(&[]);
+    assert_eq!(run.status.code(), Some(DAMAGED), "{}", describe(&run));
+    let copy = p.path().join("backup");
+    let backup = p.grit(&["backup", copy.to_str().unwrap()]);
+    assert_eq!(backup.status.code(), Some(DAMAGED), "{}", describe(&backup));
+    assert!(
+        stderr(&backup).contains("is damaged"),
+        "{}",
+        describe(&backup)
     );
 }
 
@@ -676,6 +702,12 @@ fn opens_and_migrates_every_earlier_schema() {
             conn.query_row("PRAGMA user_version", [], |r| r.get(0))
                 .unwrap()
         };
+        // The store is shared with its group (0750, above): its database is 0640, as grit makes it.
+        std::fs::set_permissions(
+            p.db().join("grit.sqlite"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
         let live = p.live();
         assert_eq!(
             live.len(),

@@ -26,6 +26,9 @@ pub fn backup(db: &Path, dest: &Path, link: bool) -> anyhow::Result<Outcome> {
     backup::copy_database(&source, &target)?;
     drop(source);
     let copy = rusqlite::Connection::open(&target.database)?;
+    // The online backup copies pages as they are: a damaged database makes a damaged backup,
+    // which must not be reported as a good one.
+    backup::check_database(&copy, &target.database)?;
     let objects = backup::referenced(&copy)?;
     drop(copy);
     let bar = if std::io::stderr().is_terminal() {

@@ -59,6 +59,7 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
         if let Some(store) = cause.downcast_ref::<StoreError>() {
             match store {
                 StoreError::Sqlite(e) if database_damaged(e) => return STORE_DAMAGED,
+                StoreError::DatabaseDamaged { .. } => return STORE_DAMAGED,
                 StoreError::Locked { .. } => return LOCKED,
                 StoreError::Missing(_)
                 | StoreError::NotAStore { .. }
@@ -68,6 +69,15 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
                 StoreError::Sqlite(e) if sqlite_environment_error(e) => return ENVIRONMENT,
                 // The chain may go on to a cause that says more.
                 _ => {}
+            }
+        }
+        // SQLite errors that reach here without a StoreError around them (through the writer).
+        if let Some(e) = cause.downcast_ref::<rusqlite::Error>() {
+            if database_damaged(e) {
+                return STORE_DAMAGED;
+            }
+            if sqlite_environment_error(e) {
+                return ENVIRONMENT;
             }
         }
         if cause.is::<ManifestError>() || cause.is::<UsageError>() {

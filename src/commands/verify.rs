@@ -47,9 +47,11 @@ pub fn check_store(db: &Path, show_progress: bool) -> anyhow::Result<Report> {
     let conn = match store::open_read(db) {
         Ok((_, conn)) => conn,
         // A store (it has objects/) whose database is unreadable is damaged, not foreign.
-        Err(e @ (StoreError::Sqlite(_) | StoreError::NotAStore { .. }))
-            if paths.objects.is_dir() && paths.exists() =>
-        {
+        Err(
+            e @ (StoreError::Sqlite(_)
+            | StoreError::NotAStore { .. }
+            | StoreError::DatabaseDamaged { .. }),
+        ) if paths.objects.is_dir() && paths.exists() => {
             return Ok(Report {
                 database: vec![format!(
                     "the database {} cannot be read: {e}",

@@ -32,6 +32,9 @@ pub struct Copied {
 /// Copy the database of `source` into `dest` (a new store directory) as one snapshot.
 pub fn copy_database(source: &Connection, dest: &StorePaths) -> Result<(), StoreError> {
     create_store_dirs(&dest.objects).map_err(|e| StoreError::io(&dest.objects, e))?;
+    // A backup is a private store: SQLite gives the -wal and -shm files the database's mode.
+    super::access::create_file(&dest.database, Sharing::Private.file_mode())
+        .map_err(|e| StoreError::io(&dest.database, e))?;
     let mut target = Connection::open(&dest.database)?;
     {
         let backup = Backup::new(source, &mut target)?;
@@ -47,6 +50,28 @@ pub fn copy_database(source: &Connection, dest: &StorePaths) -> Result<(), Store
     // The copy keeps WAL mode from the source's header; leave it as one self-contained file.
     super::writer::checkpoint(&target);
     Ok(())
+}
+
+/// `PRAGMA quick_check` of a copied database: an error naming the first problems unless it is
+/// intact.
+pub fn check_database(copy: &Connection, path: &Path) -> Result<(), StoreError> {
+    let damaged = |problem: String| StoreError::DatabaseDamaged {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let lines: Vec<String> = match copy.prepare("PRAGMA quick_check").and_then(|mut stmt| {
+        stmt.query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()
+    }) {
+        Ok(lines) => lines,
+        Err(e) => return Err(damaged(e.to_string())),
+    };
+    if lines.iter().all(|l| l == "ok") {
+        return Ok(());
+    }
+    Err(damaged(
+        lines.into_iter().take(3).collect::<Vec<_>>().join("; "),
+    ))
 }
 
 /// Every object the (copied) database refers to, with its size when recorded, in hash order.

@@ -46,6 +46,13 @@ pub fn identify(conn: &Connection, root: &Path) -> Result<Database, StoreError> 
                 .collect::<Result<Vec<String>, _>>()
         })
         .map_err(|e| {
+            // The header says grit wrote it: this is a grit store whose database is damaged.
+            if application_id == APPLICATION_ID {
+                return StoreError::DatabaseDamaged {
+                    path: root.join("grit.sqlite"),
+                    problem: e.to_string(),
+                };
+            }
             not_a_store(
                 root,
                 format!("grit.sqlite cannot be read as an SQLite database ({e})"),

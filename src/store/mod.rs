@@ -65,6 +65,10 @@ pub enum StoreError {
     )]
     NotAStore { path: PathBuf, found: String },
     #[error(
+        "the database {path} is damaged: {problem}\n  help: run `grit verify` on the store; restore grit.sqlite from an earlier backup"
+    )]
+    DatabaseDamaged { path: PathBuf, problem: String },
+    #[error(
         "no grit store at {0}\n  help: run `grit run -m MANIFEST --db {0}` first, or point --db (or $GRIT_DB) at an existing store"
     )]
     Missing(PathBuf),
