@@ -100,6 +100,11 @@ fn sqlite_environment_error(error: &rusqlite::Error) -> bool {
     )
 }
 
+/// Exit code for a run interrupted by `signal`: 128 + signal, as shells report it.
+pub fn interrupted(signal: i32) -> u8 {
+    (128 + signal).clamp(0, 255) as u8
+}
+
 /// The process's exit status for how a command ended, printing the error (if any) on stderr.
 pub fn exit_status(result: anyhow::Result<Outcome>) -> std::process::ExitCode {
     use std::process::ExitCode;
