@@ -148,3 +148,91 @@ fn a_token_cancelled_before_the_run_records_an_interrupted_run_that_does_no_work
         0
     );
 }
+
+/// Runs `manifest` once through the engine (no sandbox, dir capture) and returns the tasks each
+/// step executed.
+fn run_once(manifest_path: &Path, db: &Path) -> Vec<(String, u64)> {
+    let manifest = crate::manifest::load(manifest_path).unwrap().manifest;
+    let (paths, _lock, writer) = crate::store::open_for_write(db).unwrap();
+    let inputs = RunInputs {
+        manifest,
+        capture: Arc::new(DirCapture::new(&paths.tmp)),
+        paths,
+        writer,
+        lines: None,
+        options: options(),
+    };
+    let cancel = CancelToken::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime
+        .block_on(super::run(inputs, &Quiet, &cancel))
+        .unwrap();
+    report
+        .steps
+        .into_iter()
+        .map(|s| (s.name, s.executed))
+        .collect()
+}
+
+struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: &Event<'_>) {}
+}
+
+/// What `store::plan` (the dry run) says each step would run now.
+fn planned(manifest_path: &Path, db: &Path) -> Vec<(String, u64)> {
+    let manifest = crate::manifest::load(manifest_path).unwrap().manifest;
+    let (_, conn) = crate::store::open_read(db).unwrap();
+    crate::store::plan::plan(Some(&conn), &manifest, &[], &[])
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.step, p.tasks))
+        .collect()
+}
+
+#[test]
+fn the_plan_predicts_what_the_engine_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let manifest_path = dir.path().join("grit.toml");
+    let manifest = |upper_version: &str| {
+        format!(
+            r#"[[step]]
+name = "split"
+once = true
+script = 'for x in a b c; do echo $x > "$OUTPUT_DIR/in_$x"; done'
+
+[[step]]
+name = "upper"
+inputs = ["in_*"]
+script = '''
+# {upper_version}
+case "$GRIT_INPUT_NAME" in *b) exit 1;; esac
+tr a-z A-Z < "$INPUT_FILE" > "$OUTPUT_DIR/up_${{GRIT_INPUT_NAME#in_}}"
+'''
+"#
+        )
+    };
+    std::fs::write(&manifest_path, manifest("v1")).unwrap();
+    let steps = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+        pairs.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+    };
+
+    assert_eq!(
+        run_once(&manifest_path, &db),
+        steps(&[("split", 1), ("upper", 3)])
+    );
+    // A failure runs again; the rest is up to date.
+    let plan = planned(&manifest_path, &db);
+    assert_eq!(plan, steps(&[("split", 0), ("upper", 1)]));
+    assert_eq!(run_once(&manifest_path, &db), plan);
+    // A new version of a step runs all of its tasks again.
+    std::fs::write(&manifest_path, manifest("v2")).unwrap();
+    let plan = planned(&manifest_path, &db);
+    assert_eq!(plan, steps(&[("split", 0), ("upper", 3)]));
+    assert_eq!(run_once(&manifest_path, &db), plan);
+}
