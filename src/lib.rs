@@ -39,3 +39,8 @@ pub mod manifest;
 pub mod report;
 pub mod sandbox;
 pub mod store;
+
+// The embedding API in one place: start a run with `engine::run`, watch it through an
+// `Observer`, stop it with a `CancelToken`, read the outcome from the `RunReport`.
+pub use engine::events::{Event, Observer};
+pub use engine::{CancelReason, CancelToken, RunInputs, RunOptions, RunReport};
