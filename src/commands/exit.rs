@@ -110,6 +110,27 @@ fn sqlite_environment_error(error: &rusqlite::Error) -> bool {
     )
 }
 
+/// Exit code for a run interrupted by `signal`: 128 + signal, as shells report it.
+pub fn interrupted(signal: i32) -> u8 {
+    (128 + signal).clamp(0, 255) as u8
+}
+
+/// The process's exit status for how a command ended, printing the error (if any) on stderr.
+pub fn exit_status(result: anyhow::Result<Outcome>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::TaskFailed) => ExitCode::from(1),
+        Ok(Outcome::Code(code)) => ExitCode::from(code),
+        // The reader of stdout went away (`grit status | head -1`): it has what it wanted.
+        Err(_) if crate::report::stdout::reader_gone() => ExitCode::SUCCESS,
+        Err(error) => {
+            crate::report::print_error(&error);
+            ExitCode::from(exit_code_for(&error))
+        }
+    }
+}
+
 /// SQLite found the database file damaged (as opposed to busy, full, or a bad query).
 fn database_damaged(error: &rusqlite::Error) -> bool {
     matches!(

@@ -11,6 +11,7 @@ pub mod export;
 pub mod gc;
 pub mod graph;
 pub mod ingest;
+pub mod interrupt;
 pub mod locate;
 pub mod log;
 pub mod repair;

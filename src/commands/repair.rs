@@ -153,7 +153,12 @@ fn rerun(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(engine::run(inputs, &Quiet))?;
+    // As in `grit run`, SIGINT/SIGTERM stop the re-run cleanly (its tasks stay pending).
+    let cancel = engine::CancelToken::new();
+    runtime.block_on(async {
+        let _interrupts = super::interrupt::cancel_on_signals(cancel.clone())?;
+        anyhow::Ok(engine::run(inputs, &Quiet, &cancel).await?)
+    })?;
     Ok(())
 }
 

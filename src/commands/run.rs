@@ -10,7 +10,7 @@ use crate::capture::Capture;
 use crate::capture::dir::DirCapture;
 use crate::capture::fuse::FuseCapture;
 use crate::cli::{CaptureMode, RunArgs};
-use crate::engine::{self, RunInputs, RunOptions};
+use crate::engine::{self, CancelToken, RunInputs, RunOptions};
 use crate::report::logging::{self, Level};
 use crate::report::reporter::Reporter;
 use crate::report::{stdout, summary};
@@ -150,7 +150,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .build()
         .context("starting the async runtime")?;
     let reporter = Reporter::new(&pipeline, logging.progress.clone());
-    let result = runtime.block_on(engine::run(inputs, &reporter));
+    let cancel = CancelToken::new();
+    let result = runtime.block_on(async {
+        let _interrupts = super::interrupt::cancel_on_signals(cancel.clone())?;
+        anyhow::Ok(engine::run(inputs, &reporter, &cancel).await?)
+    });
     logging.finish_progress();
     let report = result?;
 
@@ -165,7 +169,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         stdout::println(&serde_json::to_string(&report).context("encoding the JSON summary")?)?;
     }
     Ok(match (report.interrupted, report.totals.failed) {
-        (Some(signal), _) => Outcome::Code(engine::interrupted_exit_code(signal) as u8),
+        (Some(signal), _) => Outcome::Code(super::exit::interrupted(signal)),
         (None, _) if report.store_damaged() => Outcome::Code(super::exit::STORE_DAMAGED),
         (None, 0) => Outcome::Success,
         (None, _) => Outcome::TaskFailed,

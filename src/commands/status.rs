@@ -5,10 +5,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::dryrun::{self, StepPlan};
 use super::exit::Outcome;
 use crate::manifest;
 use crate::report::stdout;
+use crate::store::plan::{self, StepPlan};
 use crate::store::{self, Objects, provenance, queries, verify};
 
 /// What running a manifest would change, for `grit status -m`.
@@ -31,7 +31,7 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
     let missing = verify::missing_live(&conn, &Objects::new(paths.objects))?;
     let loaded = manifest_path.map(manifest::load).transpose()?;
     let plans = match &loaded {
-        Some(l) => dryrun::plan(Some(&conn), &l.manifest, &[], &[])?,
+        Some(l) => plan::plan(Some(&conn), &l.manifest, &[], &[])?,
         None => Vec::new(),
     };
     let changes = match (&loaded, manifest_path) {

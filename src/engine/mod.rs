@@ -7,14 +7,16 @@
 //! adds no work either. A gather step upstream of which a task failed in this run is held back
 //! instead (its set is partial) and keeps its previous output, unless it says `gather_partial`.
 
+pub mod cancel;
 pub mod events;
 pub mod task;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 
 use crate::capture::Capture;
@@ -24,6 +26,7 @@ use crate::manifest::{Manifest, Step};
 use crate::store::runs::{self, RunTotals, StepKind};
 use crate::store::schedule::{self, MapStep, QueuedTask};
 use crate::store::{StoreError, StorePaths, Writer, liveness, objects::Objects, publish, verify};
+pub use cancel::{CancelReason, CancelToken};
 use events::{Event, Observer};
 use task::{Finished, TaskContext};
 
@@ -91,6 +94,10 @@ pub struct RunReport {
     pub held: Vec<HeldGather>,
     /// The signal that interrupted the run, if any.
     pub interrupted: Option<i32>,
+    /// The run was cancelled through its [`CancelToken`] (by a signal or a client): running tasks
+    /// were killed and published nothing, and the run is recorded as interrupted.
+    #[serde(skip)]
+    pub cancelled: bool,
     pub recovered: u64,
     /// How outputs were captured: `fuse` or `dir`.
     pub capture: &'static str,
@@ -148,7 +155,18 @@ pub struct RunInputs {
     pub options: RunOptions,
 }
 
-pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport, EngineError> {
+/// Run the pipeline once: the embeddable entry point of the engine.
+///
+/// Progress goes to `observer` as [`Event`]s; the engine prints nothing, never exits and installs
+/// no signal handlers. Cancelling `cancel` stops the run: running tasks are killed and publish
+/// nothing, they go back to pending, and the run is recorded as interrupted (the report says
+/// `cancelled`), so the store stays resumable. A token cancelled before the call still records a
+/// run, which does no work.
+pub async fn run(
+    inputs: RunInputs,
+    observer: &dyn Observer,
+    cancel: &CancelToken,
+) -> Result<RunReport, EngineError> {
     let started = Instant::now();
     let RunInputs {
         manifest,
@@ -287,11 +305,6 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         paths: paths.clone(),
     });
 
-    let mut interrupt = signal(SignalKind::interrupt())
-        .map_err(|e| EngineError::Setup(format!("SIGINT handler: {e}")))?;
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|e| EngineError::Setup(format!("SIGTERM handler: {e}")))?;
-
     let mut totals = RunTotals::default();
     let mut stats: Vec<StepStats> = slots
         .iter()
@@ -319,6 +332,10 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
     let jobs = options.jobs.max(1);
 
     loop {
+        if let Some(reason) = cancel.reason() {
+            interrupted = Some(reason);
+            break;
+        }
         // Fill free slots, round-robin over steps so that one big step does not starve the others.
         let mut to_start: Vec<(usize, QueuedTask)> = Vec::new();
         while let Ok(index) = slot_free_rx.try_recv() {
@@ -450,8 +467,7 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
                 continue;
             }
             joined = running.join_next() => joined,
-            _ = interrupt.recv() => { interrupted = Some(libc::SIGINT); None }
-            _ = terminate.recv() => { interrupted = Some(libc::SIGTERM); None }
+            reason = cancel.cancelled() => { interrupted = Some(reason); None }
         };
         if interrupted.is_some() {
             break;
@@ -564,7 +580,8 @@ pub async fn run(inputs: RunInputs, observer: &dyn Observer) -> Result<RunReport
         steps: stats,
         failures,
         held,
-        interrupted,
+        interrupted: interrupted.and_then(CancelReason::signal),
+        cancelled: interrupted.is_some(),
         recovered: start.recovered,
         capture: ctx.capture.kind(),
         refused_accesses: ctx.capture.refused_accesses(),
@@ -638,9 +655,4 @@ fn clear_staging(paths: &StorePaths) -> Result<(), EngineError> {
         tracing::warn!("could not empty {}: {e}", paths.tmp.display());
     }
     Ok(())
-}
-
-/// Exit code for an interrupted run: 128 + signal, as shells report it.
-pub fn interrupted_exit_code(signal: i32) -> i32 {
-    128 + signal
 }

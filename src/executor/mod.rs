@@ -104,7 +104,15 @@ pub type LineSink = Arc<dyn Fn(&TaskSpec, Stream, &str) + Send + Sync>;
 /// setting up and has no process group of its own yet).
 #[derive(Default)]
 pub struct RunningTasks {
-    groups: Mutex<HashMap<i64, (i32, bool)>>,
+    groups: Mutex<Groups>,
+}
+
+#[derive(Default)]
+struct Groups {
+    by_task: HashMap<i64, (i32, bool)>,
+    /// [`RunningTasks::kill_all`] ran: a task that registers later (its future had not started
+    /// its process yet, or it begins another attempt) is killed at once.
+    killed: bool,
 }
 
 impl RunningTasks {
@@ -112,26 +120,34 @@ impl RunningTasks {
     /// which stays unreaped until the task is removed.
     pub fn insert(&self, task_id: i64, pid: i32, sandboxed: bool) {
         if let Ok(mut groups) = self.groups.lock() {
-            groups.insert(task_id, (pid, sandboxed));
+            groups.by_task.insert(task_id, (pid, sandboxed));
+            if groups.killed {
+                kill(pid, sandboxed);
+            }
         }
     }
 
     pub fn remove(&self, task_id: i64) {
         if let Ok(mut groups) = self.groups.lock() {
-            groups.remove(&task_id);
+            groups.by_task.remove(&task_id);
         }
     }
 
-    /// SIGKILL every running task's process group.
+    /// SIGKILL every running task's process group, and every one that registers from now on.
     pub fn kill_all(&self) {
-        if let Ok(groups) = self.groups.lock() {
-            for (pid, sandboxed) in groups.values() {
-                process::kill_group(*pid);
-                if *sandboxed {
-                    // SAFETY: kill on our own unreaped child: the pid cannot have been reused.
-                    unsafe { libc::kill(*pid, libc::SIGKILL) };
-                }
+        if let Ok(mut groups) = self.groups.lock() {
+            groups.killed = true;
+            for (pid, sandboxed) in groups.by_task.values() {
+                kill(*pid, *sandboxed);
             }
         }
+    }
+}
+
+fn kill(pid: i32, sandboxed: bool) {
+    process::kill_group(pid);
+    if sandboxed {
+        // SAFETY: kill on our own unreaped child: the pid cannot have been reused.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }

@@ -61,7 +61,7 @@ pub fn render(
             );
         }
     }
-    if t.executed == 0 && report.interrupted.is_none() && report.missing_objects.is_empty() {
+    if t.executed == 0 && !report.cancelled && report.missing_objects.is_empty() {
         let _ = writeln!(out, "  nothing to do: every task is up to date");
     }
     let mut steps: Vec<_> = report.steps.iter().filter(|s| s.executed > 0).collect();
@@ -161,7 +161,7 @@ pub fn quiet_lines(
     db: &Path,
     input_of: &dyn Fn(i64) -> Option<String>,
 ) -> Vec<QuietLine> {
-    if report.totals.failed == 0 && report.interrupted.is_none() && !report.store_damaged() {
+    if report.totals.failed == 0 && !report.cancelled && !report.store_damaged() {
         return Vec::new();
     }
     let mut lines: Vec<QuietLine> = report
@@ -218,11 +218,11 @@ fn verdict_line(report: &RunReport, color: bool) -> String {
     } else {
         0.0
     };
-    let verdict = match (report.interrupted, t.failed) {
-        (Some(_), _) => format!("{red}interrupted{reset}"),
-        (None, 0) if report.store_damaged() => format!("{red}store damaged{reset}"),
-        (None, 0) => format!("{green}ok{reset}"),
-        (None, _) => format!("{red}failed{reset}"),
+    let verdict = match (report.cancelled, t.failed) {
+        (true, _) => format!("{red}interrupted{reset}"),
+        (false, 0) if report.store_damaged() => format!("{red}store damaged{reset}"),
+        (false, 0) => format!("{green}ok{reset}"),
+        (false, _) => format!("{red}failed{reset}"),
     };
     format!(
         "run {} {verdict}: {} executed ({} succeeded, {} failed), {} new resource{}, {} captured, {:.2}s, {:.1} tasks/s",
@@ -328,6 +328,7 @@ mod tests {
                 .collect(),
             held: Vec::new(),
             interrupted: None,
+            cancelled: false,
             recovered: 0,
             refused_accesses: Vec::new(),
             missing_objects: Vec::new(),

@@ -1,0 +1,238 @@
+//! The engine driven as a library, the way an embedding client (a server) drives it: a manifest,
+//! an opened store, the plain-directory capture, no sandbox, and a cancellation token.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::events::{Event, Observer};
+use super::{CancelReason, CancelToken, RunInputs, RunOptions};
+use crate::capture::dir::DirCapture;
+
+/// Cancels the run as soon as the engine starts a task.
+struct CancelOnTaskStart(CancelToken);
+
+impl Observer for CancelOnTaskStart {
+    fn event(&self, event: &Event<'_>) {
+        if let Event::TaskStarted { .. } = event {
+            self.0.cancel(CancelReason::Requested);
+        }
+    }
+}
+
+fn options() -> RunOptions {
+    RunOptions {
+        jobs: 2,
+        only_steps: Vec::new(),
+        force_steps: Vec::new(),
+        max_tasks: None,
+        no_sandbox: true,
+    }
+}
+
+fn write_manifest(dir: &Path, marker: &Path) -> std::path::PathBuf {
+    let path = dir.join("grit.toml");
+    let text = format!(
+        r#"[pipeline]
+name = "cancel"
+
+[[step]]
+name = "slow"
+script = '''
+echo early > "$OUTPUT_DIR/early"
+sleep 3
+touch {marker}
+echo late > "$OUTPUT_DIR/late"
+'''
+"#,
+        marker = marker.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn sql_count(db: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db.join("grit.sqlite")).unwrap();
+    conn.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+#[test]
+fn cancelling_the_token_kills_the_running_task_and_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("finished");
+    let manifest_path = write_manifest(dir.path(), &marker);
+    let db = dir.path().join("db");
+    let manifest = crate::manifest::load(&manifest_path).unwrap().manifest;
+    let (paths, _lock, writer) = crate::store::open_for_write(&db).unwrap();
+    let inputs = RunInputs {
+        manifest,
+        capture: Arc::new(DirCapture::new(&paths.tmp)),
+        paths,
+        writer,
+        lines: None,
+        options: options(),
+    };
+    let cancel = CancelToken::new();
+    let observer = CancelOnTaskStart(cancel.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime
+        .block_on(super::run(inputs, &observer, &cancel))
+        .unwrap();
+
+    assert!(report.cancelled, "{report:?}");
+    assert_eq!(report.interrupted, None, "no signal was involved");
+    assert_eq!(report.totals.executed, 0, "{report:?}");
+    assert!(
+        !marker.exists(),
+        "the task ran to its end instead of being killed"
+    );
+    assert_eq!(sql_count(&db, "SELECT count(*) FROM resources"), 0);
+    assert_eq!(
+        sql_count(
+            &db,
+            "SELECT count(*) FROM runs WHERE status = 'interrupted'"
+        ),
+        1
+    );
+    assert_eq!(
+        sql_count(&db, "SELECT count(*) FROM tasks WHERE state = 'pending'"),
+        1,
+        "the task goes back to pending, so the next run resumes it"
+    );
+}
+
+#[test]
+fn a_token_cancelled_before_the_run_records_an_interrupted_run_that_does_no_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("finished");
+    let manifest_path = write_manifest(dir.path(), &marker);
+    let db = dir.path().join("db");
+    let manifest = crate::manifest::load(&manifest_path).unwrap().manifest;
+    let (paths, _lock, writer) = crate::store::open_for_write(&db).unwrap();
+    let inputs = RunInputs {
+        manifest,
+        capture: Arc::new(DirCapture::new(&paths.tmp)),
+        paths,
+        writer,
+        lines: None,
+        options: options(),
+    };
+    let cancel = CancelToken::new();
+    cancel.cancel(CancelReason::Signal(libc::SIGTERM));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime
+        .block_on(super::run(
+            inputs,
+            &CancelOnTaskStart(cancel.clone()),
+            &cancel,
+        ))
+        .unwrap();
+
+    assert!(report.cancelled);
+    assert_eq!(report.interrupted, Some(libc::SIGTERM));
+    assert_eq!(report.totals.executed, 0);
+    assert_eq!(
+        sql_count(
+            &db,
+            "SELECT count(*) FROM runs WHERE status = 'interrupted'"
+        ),
+        1
+    );
+    assert_eq!(
+        sql_count(&db, "SELECT count(*) FROM tasks WHERE state = 'running'"),
+        0
+    );
+}
+
+/// Runs `manifest` once through the engine (no sandbox, dir capture) and returns the tasks each
+/// step executed.
+fn run_once(manifest_path: &Path, db: &Path) -> Vec<(String, u64)> {
+    let manifest = crate::manifest::load(manifest_path).unwrap().manifest;
+    let (paths, _lock, writer) = crate::store::open_for_write(db).unwrap();
+    let inputs = RunInputs {
+        manifest,
+        capture: Arc::new(DirCapture::new(&paths.tmp)),
+        paths,
+        writer,
+        lines: None,
+        options: options(),
+    };
+    let cancel = CancelToken::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime
+        .block_on(super::run(inputs, &Quiet, &cancel))
+        .unwrap();
+    report
+        .steps
+        .into_iter()
+        .map(|s| (s.name, s.executed))
+        .collect()
+}
+
+struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: &Event<'_>) {}
+}
+
+/// What `store::plan` (the dry run) says each step would run now.
+fn planned(manifest_path: &Path, db: &Path) -> Vec<(String, u64)> {
+    let manifest = crate::manifest::load(manifest_path).unwrap().manifest;
+    let (_, conn) = crate::store::open_read(db).unwrap();
+    crate::store::plan::plan(Some(&conn), &manifest, &[], &[])
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.step, p.tasks))
+        .collect()
+}
+
+#[test]
+fn the_plan_predicts_what_the_engine_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let manifest_path = dir.path().join("grit.toml");
+    let manifest = |upper_version: &str| {
+        format!(
+            r#"[[step]]
+name = "split"
+once = true
+script = 'for x in a b c; do echo $x > "$OUTPUT_DIR/in_$x"; done'
+
+[[step]]
+name = "upper"
+inputs = ["in_*"]
+script = '''
+# {upper_version}
+case "$GRIT_INPUT_NAME" in *b) exit 1;; esac
+tr a-z A-Z < "$INPUT_FILE" > "$OUTPUT_DIR/up_${{GRIT_INPUT_NAME#in_}}"
+'''
+"#
+        )
+    };
+    std::fs::write(&manifest_path, manifest("v1")).unwrap();
+    let steps = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+        pairs.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+    };
+
+    assert_eq!(
+        run_once(&manifest_path, &db),
+        steps(&[("split", 1), ("upper", 3)])
+    );
+    // A failure runs again; the rest is up to date.
+    let plan = planned(&manifest_path, &db);
+    assert_eq!(plan, steps(&[("split", 0), ("upper", 1)]));
+    assert_eq!(run_once(&manifest_path, &db), plan);
+    // A new version of a step runs all of its tasks again.
+    std::fs::write(&manifest_path, manifest("v2")).unwrap();
+    let plan = planned(&manifest_path, &db);
+    assert_eq!(plan, steps(&[("split", 0), ("upper", 3)]));
+    assert_eq!(run_once(&manifest_path, &db), plan);
+}

@@ -1,0 +1,46 @@
+//! grit runs data pipelines made of shell scripts: sandboxed, content-addressed, incremental.
+//!
+//! The crate is a library with thin clients (DESIGN §3): the `grit` binary (`src/main.rs`) only
+//! parses the command line and maps the outcome to an exit code; everything else lives here, so
+//! that other clients (a server, a cluster executor) drive the same engine over the same store.
+//!
+//! # Layout
+//!
+//! The modules follow the data flow, in one direction:
+//! manifest → store → engine → executor (sandbox + capture) → store, and reporting subscribes to
+//! the engine's events.
+//!
+//! - [`manifest`]: the TOML model, its dialects, validation with line:column errors, and the
+//!   version hash of each step (what makes a task's result reusable).
+//! - [`store`]: SQLite (schema, migrations, one writer thread), the content-addressed objects,
+//!   staging, the lock, liveness, gc and the read models. Everything durable lives here.
+//! - [`engine`]: the dataflow scheduler of one run: pulls pending tasks from the store, hands them
+//!   to the executor, publishes their outputs in one transaction each, and lets gather steps see
+//!   complete sets. It emits [`engine::events::Event`]s and never prints, exits or handles signals;
+//!   a run is stopped from outside through a cancellation token.
+//! - [`executor`]: runs one task's script as a process, the seam the sandbox plugs into.
+//! - [`sandbox`]: the per-task sandbox (namespaces, landlock, capabilities, rlimits): the policy as
+//!   plain data, the mount plan, and the zygote that forks tasks.
+//! - [`capture`]: turns what a script wrote into `OUTPUT_DIR` into hashed, staged files (FUSE, or
+//!   a plain directory).
+//! - [`report`]: logging, progress, the run summary and other human and JSON output. It only
+//!   subscribes to engine events; it never drives the engine.
+//! - [`cli`]: the command line (clap), including GRIT's `-manifest x -db y -run` spelling.
+//! - [`commands`]: one file per subcommand, gluing the above together, and [`commands::exit`], the
+//!   mapping from outcomes and errors to exit codes: 0 ok, 1 a task failed, 2 usage or manifest
+//!   error, 3 store locked, 4 store damaged, 5 environment error, 130/143 interrupted.
+
+pub mod capture;
+pub mod cli;
+pub mod commands;
+pub mod engine;
+pub mod executor;
+pub mod manifest;
+pub mod report;
+pub mod sandbox;
+pub mod store;
+
+// The embedding API in one place: start a run with `engine::run`, watch it through an
+// `Observer`, stop it with a `CancelToken`, read the outcome from the `RunReport`.
+pub use engine::events::{Event, Observer};
+pub use engine::{CancelReason, CancelToken, RunInputs, RunOptions, RunReport};
