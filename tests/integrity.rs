@@ -470,7 +470,7 @@ fn verify_reports_a_corrupt_database_page() {
     // not as "a task failed", and a backup of it is no good one.
     let p = Project::new(PIPELINE);
     p.run_ok(&[]);
-    let mut bytes = std::fs::read(&file_of(&p)).unwrap();
+    let mut bytes = std::fs::read(file_of(&p)).unwrap();
     // Cells sit at the end of a page: overwrite them, keeping each page's header.
     for page in bytes.chunks_mut(4096).skip(2) {
         if page.len() == 4096 {
