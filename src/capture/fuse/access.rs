@@ -67,7 +67,9 @@ fn in_process_tree(pgid: i32, pid: u32) -> bool {
         if group == pgid {
             return true;
         }
-        if parent <= 1 {
+        // Reaching grit first means `pid` is grit's own child, not a descendant of the task's
+        // leader (which grit started).
+        if parent <= 1 || is_grit(parent as u32) {
             return false;
         }
         current = parent as u32;
