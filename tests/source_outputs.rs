@@ -287,3 +287,35 @@ fn a_v1_store_is_migrated_to_the_latest_rule() {
     assert_eq!(executed(&run, "report"), 1);
     assert_eq!(p.contents("report"), ["3 rows, total 20\n"]);
 }
+
+/// An ingested file of a name a source also writes replaces the source's output, and the source
+/// publishing the same bytes again does not bring it back: one `sales.csv` is live, never two
+/// counted together. New content from the source is then the newest fact of the name again.
+#[test]
+fn an_ingested_file_and_a_source_of_the_same_name_are_never_both_live() {
+    let p = sales_project(SALES_CSV);
+    p.run_ok(&[]);
+    assert_eq!(p.contents("report"), ["3 rows, total 15\n"]);
+
+    let newer = p.path().join("newer");
+    std::fs::create_dir(&newer).expect("mkdir");
+    std::fs::write(newer.join("sales.csv"), "id,item,qty,price\n9,fig,100,1\n").expect("write");
+    let out = p.grit(&["ingest", newer.join("sales.csv").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let run = p.run_ok(&[]);
+    assert_eq!(names(&p, "sales.csv"), 1, "{run}");
+    assert_eq!(p.contents("report"), ["1 rows, total 100\n"]);
+    let again = p.run_ok(&[]);
+    assert_eq!(names(&p, "sales.csv"), 1, "{again}");
+    assert_eq!(p.contents("report"), ["1 rows, total 100\n"]);
+
+    // The source's file changes: its new content replaces the ingested one.
+    std::fs::write(
+        p.path().join("sales.csv"),
+        "id,item,qty,price\n1,apple,3,2\n",
+    )
+    .expect("write");
+    p.run_ok(&[]);
+    assert_eq!(names(&p, "sales.csv"), 1);
+    assert_eq!(p.contents("report"), ["1 rows, total 6\n"]);
+}

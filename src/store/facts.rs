@@ -10,7 +10,10 @@
 //! - `keep = "all"`: nothing is superseded.
 //!
 //! `grit ingest` supersedes every live claim of the names it adds, whoever made them, unless
-//! asked to keep both. A resource is a live fact while at least one of its claims is live;
+//! asked to keep both. A source under "latest" does not undo that by publishing the same bytes
+//! again (no new output), and its new content of a name supersedes an older ingested file of the
+//! name in turn, so a source's file and an ingested one of the same name are never both live by
+//! accident. Two sources that write one name each keep their own. A resource is a live fact while at least one of its claims is live;
 //! superseded facts stay in the store as history until `grit gc`. Only a succeeded task
 //! publishes, so a failed source run supersedes nothing.
 //!
@@ -45,7 +48,15 @@ pub fn publish(
     seq: i64,
     ids: &[i64],
 ) -> Result<u64, StoreError> {
-    claim(conn, source, seq, ids)?;
+    let ids = match keep {
+        Keep::Latest => not_replaced_since(conn, source, ids)?,
+        Keep::Run | Keep::All => ids.to_vec(),
+    };
+    let fresh = match keep {
+        Keep::Latest => new_to(conn, source, &ids)?,
+        Keep::Run | Keep::All => Vec::new(),
+    };
+    claim(conn, source, seq, &ids)?;
     let superseded = match keep {
         Keep::All => 0,
         Keep::Run => conn
@@ -54,20 +65,73 @@ pub fn publish(
             )?
             .execute(params![source, seq])?,
         Keep::Latest => {
-            let mut stmt = conn.prepare_cached(
+            let mut own = conn.prepare_cached(
                 "UPDATE fact_claims SET live = 0
                  WHERE source = ?1 AND live = 1 AND seq < ?2
                    AND resource_id IN (SELECT id FROM resources
                                        WHERE name = (SELECT name FROM resources WHERE id = ?3))",
             )?;
+            // New content of a name also replaces an older ingested file of that name, which
+            // replaced the source's output in its turn: both live would be counted twice. Another
+            // source's output of the name is that source's own and stays.
+            let mut anyone = conn.prepare_cached(
+                "UPDATE fact_claims SET live = 0
+                 WHERE live = 1 AND seq < ?1 AND (source = ?3 OR source = ?4)
+                   AND resource_id <> ?2
+                   AND resource_id IN (SELECT id FROM resources
+                                       WHERE name = (SELECT name FROM resources WHERE id = ?2))",
+            )?;
             let mut total = 0;
-            for id in ids {
-                total += stmt.execute(params![source, seq, id])?;
+            for id in &ids {
+                total += if fresh.contains(id) {
+                    anyone.execute(params![seq, id, source, INGEST])?
+                } else {
+                    own.execute(params![source, seq, id])?
+                };
             }
             total
         }
     };
     Ok(superseded as u64)
+}
+
+/// `ids` without the resources `source` published before and `grit ingest` replaced since with
+/// a newer file of the same name (`grit ingest` of a new `sales.csv` over a source's): publishing
+/// the same bytes again is no new output, so the replacement stands.
+fn not_replaced_since(
+    conn: &Connection,
+    source: &str,
+    ids: &[i64],
+) -> Result<Vec<i64>, StoreError> {
+    let mut replaced = conn.prepare_cached(
+        "SELECT EXISTS (
+             SELECT 1 FROM fact_claims mine, fact_claims newer, resources nr
+             WHERE mine.source = ?1 AND mine.resource_id = ?2 AND mine.live = 0
+               AND newer.source = ?3 AND newer.live = 1 AND newer.seq > mine.seq
+               AND newer.resource_id = nr.id
+               AND nr.name = (SELECT name FROM resources WHERE id = ?2))",
+    )?;
+    let mut kept = Vec::with_capacity(ids.len());
+    for &id in ids {
+        if !replaced.query_row(params![source, id, INGEST], |r| r.get::<_, bool>(0))? {
+            kept.push(id);
+        }
+    }
+    Ok(kept)
+}
+
+/// The resources of `ids` that `source` has no claim on yet: new content it publishes.
+fn new_to(conn: &Connection, source: &str, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+    let mut known = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM fact_claims WHERE source = ?1 AND resource_id = ?2)",
+    )?;
+    let mut fresh = Vec::new();
+    for &id in ids {
+        if !known.query_row(params![source, id], |r| r.get::<_, bool>(0))? {
+            fresh.push(id);
+        }
+    }
+    Ok(fresh)
 }
 
 /// Record ingested resources as facts of [`INGEST`] in publication `seq`. Unless `keep_both`,
