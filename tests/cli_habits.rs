@@ -440,7 +440,7 @@ fn no_unwritten_input_warning_once_the_name_is_ingested() {
     std::fs::write(&file, "hi\n").unwrap();
     let ingest = p.grit(&["ingest", file.to_str().unwrap()]);
     assert!(ingest.status.success(), "{}", describe(&ingest));
-    for extra in [&[][..], &["-v"][..]] {
+    for extra in [&[][..], &["-v"][..], &["--dry-run"][..]] {
         let (output, _) = p.run(extra);
         assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
         assert!(
