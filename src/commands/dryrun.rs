@@ -21,6 +21,12 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs, db: &Path) -> anyhow::Result
         Err(StoreError::Missing(_)) => None,
         Err(e) => return Err(e.into()),
     };
+    // The run's own warnings, knowing what the store holds: an ingested `x` answers "nothing
+    // writes `x`".
+    super::run::warn_about_graph(manifest, &|pattern| {
+        conn.as_ref()
+            .is_some_and(|c| store::queries::has_resource_matching(c, pattern))
+    });
     let plans = plan(conn.as_ref(), manifest, &args.steps, &args.force_steps)?;
     let total: u64 = plans.iter().filter(|p| !p.skipped).map(|p| p.tasks).sum();
     let now = args.max_tasks.map_or(total, |max| total.min(max));

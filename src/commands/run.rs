@@ -88,14 +88,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
 
     if args.dry_run {
-        warn_about_graph(&manifest, db)?;
         return super::dryrun::dry_run(&manifest, &args, db);
     }
 
     let group = super::store_group(args.group.group.as_deref())?;
     let (paths, _lock, writer) = store::open_for_write_shared(db, group.as_ref())?;
     warn_if_disk_full(&paths.root);
-    warn_about_graph(&manifest, &paths.root)?;
+    let known = store::queries::resource_name_matcher(&paths.root)?;
+    warn_about_graph(&manifest, &known);
 
     // `auto` picks FUSE when /dev/fuse works. The mount lives as long as the last
     // Arc (the engine's); dropping it unmounts, also after SIGINT/SIGTERM ended the run.
@@ -201,17 +201,14 @@ fn warn_if_disk_full(path: &std::path::Path) {
 }
 
 /// Inputs nothing writes are worth a warning, unless the store already holds such resources
-/// (ingested files, or outputs of steps that no longer exist); and cycles. A store that does not
-/// exist yet holds nothing.
-fn warn_about_graph(manifest: &manifest::Manifest, db: &std::path::Path) -> anyhow::Result<()> {
-    let known = store::queries::resource_name_matcher(db)?;
+/// (`known`: ingested files, or outputs of steps that no longer exist); and cycles.
+pub(super) fn warn_about_graph(manifest: &manifest::Manifest, known: &dyn Fn(&str) -> bool) {
     for warning in manifest.unwritten_inputs(&|pattern| known(pattern)) {
         tracing::warn!("{warning}");
     }
     for warning in manifest.cycle_warnings() {
         tracing::warn!("{warning}");
     }
-    Ok(())
 }
 
 /// The warning for a filesystem of `total` bytes with `free` bytes available, if it is too full.

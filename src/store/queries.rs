@@ -287,13 +287,17 @@ pub fn resource_name_matcher(root: &std::path::Path) -> Result<impl Fn(&str) -> 
         Err(e) => return Err(e),
     };
     Ok(move |pattern: &str| {
-        conn.as_ref().is_some_and(|c| {
-            c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM resources WHERE name GLOB ?1)",
-                [pattern],
-                |r| r.get(0),
-            )
-            .unwrap_or(false)
-        })
+        conn.as_ref()
+            .is_some_and(|c| has_resource_matching(c, pattern))
     })
+}
+
+/// Whether the store holds any resource (live or not) whose name matches the glob `pattern`.
+pub fn has_resource_matching(conn: &Connection, pattern: &str) -> bool {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM resources WHERE name GLOB ?1)",
+        [pattern],
+        |r| r.get(0),
+    )
+    .unwrap_or(false)
 }
