@@ -878,3 +878,26 @@ fn a_full_disk_fails_the_task_cleanly_and_the_next_run_completes() {
         assert_eq!(verify.0, Some(0), "{mode}: {}", verify.1);
     }
 }
+
+/// A task that produces the bytes of an object which was damaged in a way that changed its size
+/// (truncated) puts the good bytes back: an existing object is kept only when its size matches.
+#[test]
+fn rerunning_a_task_restores_its_truncated_output() {
+    let p = Project::new(PIPELINE);
+    p.run_ok(&[]);
+    let shout = hash_of(&p, "shout");
+    let path = object_path(&p, &shout);
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    perms.set_mode(0o600);
+    std::fs::set_permissions(&path, perms).unwrap();
+    std::fs::write(&path, b"ALP").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    assert_eq!(p.grit(&["cat", &shout]).status.code(), Some(DAMAGED));
+    // The rerun of `upper` re-creates shout; `count` reads it, verified, and is unchanged.
+    let run = p.run_ok(&["--force-step", "upper"]);
+    assert_eq!(run["failed"], 0, "{run}");
+    let cat = p.grit(&["cat", &shout]);
+    assert_eq!(cat.status.code(), Some(0), "{}", describe(&cat));
+    assert_eq!(cat.stdout, b"ALPHA\nBETA\n");
+    assert_eq!(verify_json(&p.db()).0, Some(0));
+}

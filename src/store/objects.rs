@@ -63,11 +63,19 @@ impl Objects {
     /// The caller guarantees that `hash` is the SHA-256 of the file's content.
     pub fn adopt(&self, staged: &Path, hash: &str) -> io::Result<bool> {
         let target = self.path(hash);
-        if target.is_file() {
+        let file = File::open(staged)?;
+        // Identical content is stored once. An existing object of another size is damaged
+        // (truncated, appended to): the staged bytes, hashed on the way in, replace it. Damage
+        // that keeps the size is found by the next verified read, not here (that would mean
+        // hashing the object again on every dedup).
+        if let Ok(existing) = fs::symlink_metadata(&target)
+            && existing.is_file()
+            && existing.len() == file.metadata()?.len()
+        {
+            drop(file);
             remove_if_exists(staged)?;
             return Ok(false);
         }
-        let file = File::open(staged)?;
         let sharing = self.sharing();
         file.set_permissions(Permissions::from_mode(sharing.object_mode()))?;
         // Durable content before the name: a crash after the rename must not expose a short file.
