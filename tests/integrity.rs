@@ -901,3 +901,45 @@ fn rerunning_a_task_restores_its_truncated_output() {
     assert_eq!(cat.stdout, b"ALPHA\nBETA\n");
     assert_eq!(verify_json(&p.db()).0, Some(0));
 }
+
+/// A script that swallows its ENOSPC (`|| true`) still fails under the FUSE capture, which saw
+/// the refused write, and the failure's one line says why instead of "exited with status 0".
+#[test]
+fn a_swallowed_full_disk_is_named_in_the_failure_line() {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: no /dev/fuse");
+        return;
+    }
+    let tmpfs = match Tmpfs::mount("2m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let p = Project::new(
+        r#"
+[[step]]
+name = "big"
+script = 'head -c 3000000 /dev/zero > $OUTPUT_DIR/blob || true'
+"#,
+    );
+    let output = assert_cmd::Command::cargo_bin("grit")
+        .unwrap()
+        .args(["run", "--json", "--no-sandbox", "--capture", "fuse", "-m"])
+        .arg(p.manifest())
+        .arg("--db")
+        .arg(tmpfs.dir.path().join("db"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let summary = common::parse_last_json(&output);
+    let status = summary["failures"][0]["status"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        status.contains("no space left on device") || status.contains("enospc"),
+        "{summary}"
+    );
+}

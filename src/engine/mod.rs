@@ -523,7 +523,12 @@ pub async fn run(
             failures.push(Failure {
                 step: step_name.to_string(),
                 task: record.task_id,
-                status: finished.exit.describe(),
+                // A script that exited 0 failed on its outputs (ENOSPC, a rule): say that, not
+                // "exited with status 0".
+                status: match (&record.error, finished.exit.success()) {
+                    (Some(error), true) => error.lines().next().unwrap_or_default().to_string(),
+                    _ => finished.exit.describe(),
+                },
                 error: record.error.clone().unwrap_or_default(),
                 log_tail: finished.log_tail,
                 hints: finished.hints,
