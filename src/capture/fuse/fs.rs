@@ -248,12 +248,7 @@ impl Shared {
     /// [`Capture::expect`]: crate::capture::Capture::expect
     pub(super) fn expect(&self, key: &str) {
         let mut st = self.lock();
-        if let Some(d) = st
-            .by_key
-            .get(key)
-            .copied()
-            .and_then(|i| st.dirs.get_mut(&i))
-        {
+        if let Some(d) = st.task_dir_mut(key) {
             d.expecting = true;
         }
     }
@@ -261,12 +256,7 @@ impl Shared {
     /// The task's processes are `who` (`None`: the spawn failed); wakes requests waiting for it.
     pub(super) fn admit(&self, key: &str, who: Option<TaskIdentity>) {
         let mut st = self.lock();
-        if let Some(d) = st
-            .by_key
-            .get(key)
-            .copied()
-            .and_then(|i| st.dirs.get_mut(&i))
-        {
+        if let Some(d) = st.task_dir_mut(key) {
             d.who = who;
             d.expecting = false;
         }
@@ -438,6 +428,12 @@ impl Shared {
 }
 
 impl State {
+    /// The directory of the task with this key, while it exists.
+    fn task_dir_mut(&mut self, key: &str) -> Option<&mut TaskDir> {
+        let ino = *self.by_key.get(key)?;
+        self.dirs.get_mut(&ino)
+    }
+
     /// The task directory that `ino` is or lies in (None: the root, or nothing any more).
     fn task_of(&self, ino: u64) -> Option<u64> {
         if self.dirs.contains_key(&ino) {
