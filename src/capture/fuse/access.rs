@@ -205,8 +205,24 @@ mod tests {
         // SAFETY: getpgrp cannot fail.
         let pgid = unsafe { libc::getpgrp() };
         assert!(belongs(TaskIdentity::ProcessGroup(pgid), me));
-        assert!(!belongs(TaskIdentity::ProcessGroup(pgid + 1), me));
         assert!(!belongs(TaskIdentity::PidNamespace { dev: 0, ino: 1 }, me));
+
+        // A group this process neither is in nor descends from: a child that leads its own.
+        // (`pgid + 1` is no such group: it may be the pid of one of this process's ancestors,
+        // as when a shell leads the group and cargo is its next child.)
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let child_group = child.id() as i32;
+        let child_belongs = belongs(TaskIdentity::ProcessGroup(child_group), child.id());
+        let parent_belongs = belongs(TaskIdentity::ProcessGroup(child_group), me);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(child_belongs);
+        assert!(!parent_belongs);
     }
 
     /// `benches/access-check.sh`: what one check costs, next to a floor measured in the same
