@@ -90,11 +90,15 @@ pub enum Command {
     )]
     Run(RunArgs),
     /// Check a manifest and print its step graph
-    #[command(after_help = "Examples:\n  grit validate\n  grit validate -m pipeline.toml")]
+    #[command(
+        after_help = "Examples:\n  grit validate\n  grit validate -m pipeline.toml --db ./db\n\nWhen the store exists, a step reading a name that nothing writes is not flagged if that name has been ingested."
+    )]
     Validate {
         /// The manifest [default: grit.toml in the current directory or its parents]
         #[arg(short, long, value_name = "FILE")]
         manifest: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
     },
     /// Show each current step's tasks and live outputs
     #[command(

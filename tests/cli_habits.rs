@@ -436,10 +436,18 @@ fn no_unwritten_input_warning_once_the_name_is_ingested() {
             describe(&output)
         );
     }
+    let manifest = p.manifest();
+    let validate = || p.grit(&["validate", "-m", manifest.to_str().unwrap()]);
+    let before = validate();
+    assert!(stderr(&before).contains(warning), "{}", describe(&before));
     let file = p.path().join("x.txt");
     std::fs::write(&file, "hi\n").unwrap();
     let ingest = p.grit(&["ingest", file.to_str().unwrap()]);
     assert!(ingest.status.success(), "{}", describe(&ingest));
+    // `validate` knows what the store holds, as a run does.
+    let after = validate();
+    assert_eq!(after.status.code(), Some(0), "{}", describe(&after));
+    assert!(!stderr(&after).contains(warning), "{}", describe(&after));
     for extra in [&[][..], &["-v"][..], &["--dry-run"][..]] {
         let (output, _) = p.run(extra);
         assert_eq!(output.status.code(), Some(0), "{}", describe(&output));

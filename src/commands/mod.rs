@@ -39,8 +39,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     };
     match cli.command {
         Command::Run(args) => run::run(args),
-        Command::Validate { manifest } => {
-            validate::validate(&locate::manifest(manifest.as_deref())?)
+        Command::Validate { manifest, db } => {
+            let manifest = locate::manifest(manifest.as_deref())?;
+            let store = locate::store(db.db.as_deref(), Some(&manifest))?;
+            validate::validate(&manifest, &store.path)
         }
         Command::Status { db, json, manifest } => {
             let db = match &manifest {

@@ -1,12 +1,38 @@
 //! `grit validate`: parse and check a manifest, print its warnings and step graph.
 
+use std::path::Path;
+
 use super::exit::Outcome;
 use crate::manifest;
 use crate::report::stdout;
+use crate::store;
 
-pub fn validate(path: &std::path::Path) -> anyhow::Result<Outcome> {
+/// Checks the manifest at `path`. The store at `db`, when there is one, answers the warning
+/// "nothing writes `x`" for names that were ingested, as a run does; validating never creates
+/// or changes a store.
+pub fn validate(path: &Path, db: &Path) -> anyhow::Result<Outcome> {
     let loaded = manifest::load(path)?;
-    for warning in &loaded.warnings {
+    let conn = match store::open_read(db) {
+        Ok((_, conn)) => Some(conn),
+        // No store yet, or one this user cannot read: the manifest alone decides.
+        Err(_) => None,
+    };
+    // The manifest-only "nothing writes `x`" warnings the store answers (an ingested `x`).
+    let answered: Vec<manifest::Warning> = match &conn {
+        Some(c) => {
+            let still = loaded
+                .manifest
+                .unwritten_inputs(&|pattern| store::queries::has_resource_matching(c, pattern));
+            loaded
+                .manifest
+                .unwritten_inputs(&|_| false)
+                .into_iter()
+                .filter(|w| !still.contains(w))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    for warning in loaded.warnings.iter().filter(|w| !answered.contains(w)) {
         eprintln!(
             "{}:{}:{}: warning: {}",
             path.display(),
