@@ -89,6 +89,19 @@ pub enum Command {
         after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --force-step parse   # re-run every current task of parse\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged (an input or live object is missing or corrupt), 5 environment error, 130/143 interrupted."
     )]
     Run(RunArgs),
+    /// Print a task-pipeline manifest rewritten in grit's form (explicit `inputs`, `once`)
+    #[command(
+        name = "migrate-manifest",
+        after_help = "Examples:\n  grit migrate-manifest workflow.toml > grit.toml\n  grit migrate-manifest workflow.toml --start process\n\nReads task-pipeline's forms ([[step]] tables with `start = true` routed by file name, or [[task]] tables) and prints the same pipeline with each step's `inputs` (or `once = true` for the start step), keeping comments and every other key. Running either gives the same resources."
+    )]
+    MigrateManifest {
+        /// The manifest in task-pipeline's form
+        #[arg(value_name = "FILE")]
+        manifest: PathBuf,
+        /// The start step, as task-pipeline's `-start NAME` (default: the one with `start = true`)
+        #[arg(long, value_name = "STEP")]
+        start: Option<String>,
+    },
     /// Check a manifest and print its step graph
     #[command(
         after_help = "Examples:\n  grit validate\n  grit validate -m pipeline.toml --db ./db\n\nWhen the store exists, a step reading a name that nothing writes is not flagged if that name has been ingested."
@@ -370,6 +383,14 @@ pub struct RunArgs {
     #[arg(long = "force-step", value_name = "NAME")]
     pub force_steps: Vec<String>,
     // --- end data semantics ---
+    /// task-pipeline manifests ([[step]] tables routed by file name): start from this step
+    /// instead of the one with `start = true` (task-pipeline's `-start NAME`)
+    #[arg(long, value_name = "STEP")]
+    pub start: Option<String>,
+    /// First list the steps whose definition changed and how many tasks each will redo, then
+    /// run (task-pipeline's `-migrate-tainted`; grit's versioning re-runs them anyway)
+    #[arg(long)]
+    pub migrate_tainted: bool,
 }
 
 /// GRIT's flags, which take a value unless listed in [`LEGACY_SWITCHES`].
@@ -380,8 +401,9 @@ const LEGACY_VALUED: &[&str] = &[
     "step",
     "export",
     "export-hash",
+    "start",
 ];
-const LEGACY_SWITCHES: &[&str] = &["run", "verbose", "quiet"];
+const LEGACY_SWITCHES: &[&str] = &["run", "verbose", "quiet", "migrate-tainted"];
 
 /// Translate GRIT's `grit -manifest F -db D -run …` spelling; other argument lists pass through.
 ///
@@ -453,7 +475,13 @@ pub fn translate_legacy(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     } else if let Some(name) = get("export") {
         out.extend(["legacy-export".into(), name.into()]);
         push_db(&mut out);
-    } else if has("run") {
+    } else if has("run") || get("manifest").is_some() {
+        if !has("run") {
+            // task-pipeline's first form ran the pipeline without `-run`.
+            eprintln!(
+                "note: no -run, -export or -export-hash given: running the pipeline, as task-pipeline did"
+            );
+        }
         out.push("run".into());
         let manifest = get("manifest").ok_or("-run needs -manifest FILE")?;
         out.extend(["--manifest".into(), manifest.into()]);
@@ -467,6 +495,12 @@ pub fn translate_legacy(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             {
                 out.extend(["--step".into(), v.into()]);
             }
+        }
+        if let Some(start) = get("start") {
+            out.extend(["--start".into(), start.into()]);
+        }
+        if has("migrate-tainted") {
+            out.push("--migrate-tainted".into());
         }
         if has("verbose") {
             out.push("--verbose".into());
@@ -550,6 +584,34 @@ mod tests {
             t(&["grit", "-db", "d", "-run"])
                 .unwrap_err()
                 .contains("-manifest")
+        );
+    }
+
+    #[test]
+    fn translates_task_pipeline_flags_and_an_implied_run() {
+        assert_eq!(
+            t(&[
+                "task-pipeline",
+                "-manifest",
+                "m.toml",
+                "--db",
+                "./db",
+                "-start",
+                "process",
+                "-migrate-tainted"
+            ])
+            .unwrap(),
+            [
+                "task-pipeline",
+                "run",
+                "--manifest",
+                "m.toml",
+                "--db",
+                "./db",
+                "--start",
+                "process",
+                "--migrate-tainted"
+            ]
         );
     }
 

@@ -198,10 +198,16 @@ const BAD: &[(&str, &str, &str, Option<&str>)] = &[
         Some("grit ingest"),
     ),
     (
-        "grit-start-key",
-        "3:1",
-        "unknown key `start` in [[step]]",
-        Some("without `inputs` is a source"),
+        "start-with-inputs",
+        "8:11",
+        "step `b` has `inputs`, but step `a` has task-pipeline's `start`",
+        Some("remove `start`"),
+    ),
+    (
+        "mixed-task-and-step",
+        "5:3",
+        "mixes task-pipeline's first form ([[task]] tables) with [[step]] tables",
+        Some("one form"),
     ),
     (
         "reserved-env",

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod interrupt;
 pub mod locate;
 pub mod log;
+pub mod migrate;
 pub mod repair;
 pub mod resources;
 pub mod run;
@@ -39,6 +40,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     };
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::MigrateManifest { manifest, start } => {
+            migrate::migrate_manifest(&manifest, start.as_deref())
+        }
         Command::Validate { manifest, db } => {
             let manifest = locate::manifest(manifest.as_deref())?;
             let store = locate::store(db.db.as_deref(), Some(&manifest))?;

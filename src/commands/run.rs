@@ -30,7 +30,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     };
     // The manifest first: journald records carry the pipeline's name. Its errors are returned,
     // not logged, so nothing is lost before logging exists.
-    let loaded = manifest::load(&manifest_path)?;
+    let loaded = manifest::load_starting_at(&manifest_path, args.start.as_deref())?;
     let pipeline = pipeline_name(&loaded.manifest);
     let logging = logging::init(level, args.log_format, &pipeline, !args.dry_run);
     if let Some(note) = &store.note {
@@ -91,6 +91,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         return super::dryrun::dry_run(&manifest, &args, db);
     }
 
+    if manifest.dialect != manifest::Dialect::Grit {
+        tracing::info!(
+            "{}: read as {}; `grit migrate-manifest` prints it in grit's form",
+            manifest_path.display(),
+            manifest.dialect.describe()
+        );
+    }
+    if args.migrate_tainted {
+        report_changed_steps(&manifest, &args, db)?;
+    }
     let group = super::store_group(args.group.group.as_deref())?;
     let (paths, _lock, writer) = store::open_for_write_shared(db, group.as_ref())?;
     warn_if_disk_full(&paths.root);
@@ -120,6 +130,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    // What the unrouted-outputs report needs after the engine has taken the manifest.
+    let manifest_dialect = manifest.dialect.clone();
+    let manifest_for_report = manifest.clone();
     let inputs = RunInputs {
         manifest,
         paths: paths.clone(),
@@ -156,6 +169,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         let text = summary::render(&report, db, logging.color, &input_of);
         logging.print_summary(report.run, &text);
     }
+    if manifest_dialect != manifest::Dialect::Grit {
+        report_unrouted(&manifest_for_report, db, report.run);
+    }
     if args.json {
         stdout::println(&serde_json::to_string(&report).context("encoding the JSON summary")?)?;
     }
@@ -165,6 +181,61 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         (None, 0) => Outcome::Success,
         (None, _) => Outcome::TaskFailed,
     })
+}
+
+/// `--migrate-tainted` (task-pipeline's `-migrate-tainted`): which steps changed since the
+/// store's current versions, and how many tasks each will redo. grit's versioning re-runs them
+/// whether or not this is asked; the flag only says so first.
+fn report_changed_steps(
+    manifest: &manifest::Manifest,
+    args: &RunArgs,
+    db: &std::path::Path,
+) -> anyhow::Result<()> {
+    let conn = match store::open_read(db) {
+        Ok((_, conn)) => Some(conn),
+        Err(store::StoreError::Missing(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let plans = store::plan::plan(conn.as_ref(), manifest, &args.steps, &args.force_steps)?;
+    let changed: Vec<_> = plans.iter().filter(|p| p.replaces.is_some()).collect();
+    if changed.is_empty() {
+        eprintln!("migrate-tainted: no step changed since the last run");
+    }
+    for plan in changed {
+        eprintln!(
+            "migrate-tainted: step `{}` changed (version {} replaces {}): {} task{} will run again",
+            plan.step,
+            plan.version,
+            plan.replaces.as_deref().unwrap_or_default(),
+            plan.tasks,
+            if plan.tasks == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
+/// Under task-pipeline's routing, the files a run wrote that no step reads (`done`, ...): kept
+/// as resources, listed once.
+fn report_unrouted(manifest: &manifest::Manifest, db: &std::path::Path, run: i64) {
+    let names = match store::open_read(db)
+        .map_err(anyhow::Error::from)
+        .and_then(|(_, conn)| Ok(store::queries::names_written_in_run(&conn, run)?))
+    {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::debug!("listing this run's outputs: {e:#}");
+            return;
+        }
+    };
+    let unrouted = manifest.unrouted(&names);
+    if !unrouted.is_empty() {
+        tracing::warn!(
+            "{} output{} routed to no step (kept as resources; read with `grit cat NAME`): {}",
+            unrouted.len(),
+            if unrouted.len() == 1 { "" } else { "s" },
+            unrouted.join(", ")
+        );
+    }
 }
 
 /// The pipeline's name: `[pipeline] name`, else the manifest's file stem.

@@ -41,6 +41,14 @@ pub fn validate(path: &Path, db: &Path) -> anyhow::Result<Outcome> {
             warning.message
         );
     }
+    if loaded.manifest.dialect != manifest::Dialect::Grit {
+        eprintln!(
+            "note: {} is read as {}; `grit migrate-manifest {}` prints it in grit's form",
+            path.display(),
+            loaded.manifest.dialect.describe(),
+            path.display()
+        );
+    }
     for note in several_inputs_notes(&loaded.manifest) {
         eprintln!("{}:{note}", path.display());
     }
@@ -55,6 +63,8 @@ fn several_inputs_notes(manifest: &manifest::Manifest) -> Vec<String> {
         .steps
         .iter()
         .filter(|step| step.inputs.len() > 1 && !step.gather)
+        // The ancestors' forms fill in `inputs` themselves.
+        .filter(|_| manifest.dialect == manifest::Dialect::Grit)
         .map(|step| {
             let (line, column) = step
                 .input_positions

@@ -9,6 +9,7 @@
 //! reads durations and sizes; `glob` matches and compares name patterns; `writes` reads what a
 //! script writes; `graph` builds edges, cycles and warnings; `version` hashes a step.
 
+mod dialect;
 mod error;
 mod files;
 mod glob;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 // Re-exported as the module's public API; the engine and CLI use them once wired.
 #[allow(unused_imports)]
+pub use dialect::{Dialect, TableLayout, routes_to};
 pub use error::{ManifestError, Position, Warning};
 #[allow(unused_imports)]
 pub use glob::{WritePart, glob_match};
@@ -49,6 +51,10 @@ pub struct Manifest {
     pub pipeline_name: Option<String>,
     /// Steps in file order.
     pub steps: Vec<Step>,
+    /// The form it was written in (grit's, or one of task-pipeline's).
+    pub dialect: Dialect,
+    /// Where each step's table is written, in file order (for `grit migrate-manifest`).
+    pub layout: Vec<TableLayout>,
 }
 
 /// One `[[step]]`, with `[pipeline]` defaults already applied.
@@ -246,6 +252,27 @@ impl Step {
 }
 
 impl Manifest {
+    /// The manifest's text in grit's form (`grit migrate-manifest`); `None` when it already is.
+    pub fn in_grit_form(&self) -> Option<Result<String, String>> {
+        (self.dialect != Dialect::Grit)
+            .then(|| dialect::rewrite(&self.text, &self.steps, &self.layout))
+    }
+
+    /// Of `names` (resources a run wrote), those no step reads: under task-pipeline's routing,
+    /// its final outputs (`done`, ...), which are kept but start nothing.
+    pub fn unrouted<'n>(&self, names: &'n [String]) -> Vec<&'n str> {
+        names
+            .iter()
+            .filter(|n| {
+                !self
+                    .steps
+                    .iter()
+                    .any(|s| s.inputs.iter().any(|p| glob_match(p, n)))
+            })
+            .map(String::as_str)
+            .collect()
+    }
+
     /// The step called `name`.
     pub fn step(&self, name: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.name == name)
@@ -275,6 +302,10 @@ impl Manifest {
     /// whether some stored resource matches it, e.g. `SELECT 1 FROM resources WHERE name GLOB ?`.
     /// No warnings at all when some step may write names its script does not show.
     pub fn unwritten_inputs(&self, known_names: &dyn Fn(&str) -> bool) -> Vec<Warning> {
+        if matches!(self.dialect, Dialect::TaskPipeline { .. }) {
+            // Routed inputs are every name a file could be routed by, not names the user wrote.
+            return Vec::new();
+        }
         graph::unwritten_inputs(self, known_names)
     }
 
@@ -292,17 +323,31 @@ impl Manifest {
 
 /// Read and parse the manifest at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ManifestError> {
+    load_starting_at(path, None)
+}
+
+/// [`load`], with task-pipeline's `-start NAME` choosing the start step of a manifest in its
+/// form (see [`Dialect`]).
+pub fn load_starting_at(path: &Path, start: Option<&str>) -> Result<Loaded, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, path)
+    parse_starting_at(&text, path, start)
 }
 
 /// Parse manifest `text`; `path` is used for messages and to find the scripts' directory
 /// (it need not exist). Warnings cover cycles and inputs that no script writes.
 pub fn parse(text: &str, path: &Path) -> Result<Loaded, ManifestError> {
-    let manifest = parse::parse_manifest(text, path, manifest_dir(path))?;
+    parse_starting_at(text, path, None)
+}
+
+fn parse_starting_at(
+    text: &str,
+    path: &Path,
+    start: Option<&str>,
+) -> Result<Loaded, ManifestError> {
+    let manifest = parse::parse_manifest(text, path, manifest_dir(path), start)?;
     let mut warnings = graph::cycle_warnings(&manifest);
     warnings.extend(manifest.unwritten_inputs(&|_| false));
     warnings.extend(files::undeclared_warnings(&manifest));

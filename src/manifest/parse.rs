@@ -9,6 +9,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::dialect::{self, TableLayout, Tables};
 use super::error::{ManifestError, Position};
 use super::glob;
 use super::units::{DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size};
@@ -16,7 +17,7 @@ use super::{Keep, Manifest, Policy, SandboxMode, Step, default_shell};
 
 type Res<T> = Result<T, ManifestError>;
 
-const TOP_KEYS: &[&str] = &["step", "pipeline"];
+const TOP_KEYS: &[&str] = &["step", "pipeline", "task"];
 const STEP_ONLY_KEYS: &[&str] = &[
     "script",
     "inputs",
@@ -58,13 +59,13 @@ const RESERVED_ENV: &[&str] = &[
     "GRIT_INPUT_HASH",
 ];
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     text: &'a str,
     path: &'a Path,
 }
 
 impl Ctx<'_> {
-    fn err(
+    pub(super) fn err(
         &self,
         offset: usize,
         message: impl Into<String>,
@@ -147,7 +148,7 @@ fn example(key: &str) -> &'static str {
 }
 
 /// The closest of `candidates` to `key`, if it is close enough to be a likely typo.
-fn closest<'c>(key: &str, candidates: &[&'c str]) -> Option<&'c str> {
+pub(super) fn closest<'c>(key: &str, candidates: &[&'c str]) -> Option<&'c str> {
     let k = key.to_ascii_lowercase();
     candidates
         .iter()
@@ -175,7 +176,13 @@ fn entries_in_order<'t, 'i>(
 }
 
 /// Parse and validate a manifest. `dir` is the scripts' working directory.
-pub(crate) fn parse_manifest(text: &str, path: &Path, dir: PathBuf) -> Res<Manifest> {
+/// `start_override` is task-pipeline's `-start NAME` (see [`dialect`]).
+pub(crate) fn parse_manifest(
+    text: &str,
+    path: &Path,
+    dir: PathBuf,
+    start_override: Option<&str>,
+) -> Res<Manifest> {
     let ctx = Ctx { text, path };
     let root = DeTable::parse(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
@@ -189,6 +196,10 @@ pub(crate) fn parse_manifest(text: &str, path: &Path, dir: PathBuf) -> Res<Manif
     let mut pipeline = Settings::default();
     let mut pipeline_name = None;
     let mut raw_steps: Vec<RawStep> = Vec::new();
+    let mut tables = Tables {
+        step_at: None,
+        task_at: None,
+    };
     for (key, value) in entries_in_order(root) {
         let k: &str = key.get_ref();
         match k {
@@ -199,9 +210,15 @@ pub(crate) fn parse_manifest(text: &str, path: &Path, dir: PathBuf) -> Res<Manif
                 }
                 Err(e) => errors.push(e),
             },
-            "step" => match step_tables(&ctx, value) {
-                Ok(tables) => {
-                    for (offset, table) in tables {
+            "step" | "task" => match step_tables(&ctx, value) {
+                Ok(found) => {
+                    let first = if k == "step" {
+                        &mut tables.step_at
+                    } else {
+                        &mut tables.task_at
+                    };
+                    first.get_or_insert(key.span().start);
+                    for (offset, table) in found {
                         match parse_step(&ctx, offset, table) {
                             Ok(s) => raw_steps.push(s),
                             Err(e) => errors.push(e),
@@ -224,6 +241,15 @@ pub(crate) fn parse_manifest(text: &str, path: &Path, dir: PathBuf) -> Res<Manif
         ));
     }
     check_unique_names(&ctx, &raw_steps)?;
+    let dialect = dialect::resolve(&ctx, &tables, &mut raw_steps, start_override)?;
+    let layout = raw_steps
+        .iter()
+        .map(|raw| TableLayout {
+            header: raw.header,
+            name_at: raw.name_offset,
+            start_key: raw.start.map(|(_, at)| at),
+        })
+        .collect();
     for raw in &mut raw_steps {
         raw.file_hashes = resolve_files(&ctx, &dir, &raw.name, &raw.files)?;
     }
@@ -237,6 +263,8 @@ pub(crate) fn parse_manifest(text: &str, path: &Path, dir: PathBuf) -> Res<Manif
         text: text.to_string(),
         pipeline_name,
         steps,
+        dialect,
+        layout,
     })
 }
 
@@ -378,13 +406,15 @@ fn parse_pipeline(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>) -> Res<(Settings,
 }
 
 /// A step as written, before pipeline defaults.
-struct RawStep {
-    header: usize,
-    name: String,
+pub(super) struct RawStep {
+    pub(super) header: usize,
+    pub(super) name: String,
     name_offset: usize,
-    script: String,
-    inputs: Vec<(String, usize)>,
-    once: bool,
+    pub(super) script: String,
+    pub(super) inputs: Vec<(String, usize)>,
+    pub(super) once: bool,
+    /// task-pipeline's `start = BOOL` and the key's offset (see [`dialect`]).
+    pub(super) start: Option<(bool, usize)>,
     gather: bool,
     gather_partial: bool,
     keep: Keep,
@@ -450,6 +480,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
     let mut script: Option<String> = None;
     let mut inputs: Option<(Vec<(String, usize)>, &'static str)> = None;
     let mut once: Option<(bool, usize)> = None;
+    let mut start: Option<(bool, usize)> = None;
     let mut gather: Option<(bool, usize)> = None;
     let mut keep: Option<(Keep, usize)> = None;
     let mut gather_partial: Option<(bool, usize)> = None;
@@ -504,6 +535,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
                 inputs = Some((list, if k == "inputs" { "inputs" } else { "input" }));
             }
             "once" => once = Some((expect_bool(ctx, k, v)?, key.span().start)),
+            "start" => start = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "gather" => gather = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "files" => files = parse_files(ctx, v)?,
             "gather_partial" => {
@@ -588,6 +620,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
         script,
         inputs,
         once: once.is_some_and(|(b, _)| b),
+        start,
         gather: gather.is_some_and(|(b, _)| b),
         keep: keep.map(|(k, _)| k).unwrap_or_default(),
         gather_partial: gather_partial.is_some_and(|(b, _)| b),

@@ -292,6 +292,21 @@ pub fn resource_name_matcher(root: &std::path::Path) -> Result<impl Fn(&str) -> 
     })
 }
 
+/// The names of the resources that tasks of run `run` wrote (sorted, each once).
+pub fn names_written_in_run(conn: &Connection, run: i64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT r.name FROM tasks t
+           JOIN outputs o ON o.task_id = t.id
+           JOIN resources r ON r.id = o.resource_id
+          WHERE t.last_run = ?1 AND t.state = 'succeeded'
+          ORDER BY r.name",
+    )?;
+    let names = stmt
+        .query_map([run], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(names)
+}
+
 /// Whether the store holds any resource (live or not) whose name matches the glob `pattern`.
 pub fn has_resource_matching(conn: &Connection, pattern: &str) -> bool {
     conn.query_row(
