@@ -158,3 +158,49 @@ fn status_with_a_manifest_shows_what_it_would_change() {
     assert_eq!(names, ["norm", "tally"], "{json}");
     assert_eq!(changes["changed"][1]["change"], "new step");
 }
+
+/// task-sync's file trigger (issue 15 item 3): a source with `files` runs when one of them
+/// changes, and never otherwise; `**` reaches any depth; `once = false` runs it every time.
+#[test]
+fn a_file_source_runs_when_a_file_changes_and_never_otherwise() {
+    let p = Project::new(
+        r#"
+[[step]]
+name = "build"
+files = ["src/**/*.go", "go.mod"]
+script = 'cat src/*.go src/*/*.go go.mod | wc -l > "$OUTPUT_DIR/lines"'
+
+[[step]]
+name = "every"
+files = ["go.mod"]
+once = false
+script = 'date +%N > "$OUTPUT_DIR/stamp"'
+"#,
+    );
+    std::fs::create_dir_all(p.path().join("src/pkg")).unwrap();
+    std::fs::write(p.path().join("src/main.go"), "package main\n").unwrap();
+    std::fs::write(p.path().join("src/pkg/util.go"), "package pkg\n").unwrap();
+    std::fs::write(p.path().join("go.mod"), "module x\n").unwrap();
+    let first = p.run_ok(&[]);
+    assert_eq!(executed(&first, "build"), 1, "{first}");
+    assert_eq!(p.contents("lines"), ["3\n"]);
+
+    let same = p.run_ok(&[]);
+    assert_eq!(executed(&same, "build"), 0, "unchanged files: {same}");
+    assert_eq!(executed(&same, "every"), 1, "once = false: {same}");
+
+    // A file two directories down is one of its inputs.
+    std::fs::write(p.path().join("src/pkg/util.go"), "package pkg\n// more\n").unwrap();
+    let changed = p.run_ok(&[]);
+    assert_eq!(executed(&changed, "build"), 1, "{changed}");
+    assert_eq!(p.contents("lines"), ["4\n"]);
+
+    std::fs::remove_file(p.path().join("go.mod")).unwrap();
+    let (missing, _) = p.run(&[]);
+    assert_eq!(missing.status.code(), Some(2), "{}", describe(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("\"go.mod\" matches no file"),
+        "{}",
+        describe(&missing)
+    );
+}

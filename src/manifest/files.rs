@@ -4,7 +4,9 @@
 //! file would re-run nothing).
 //!
 //! Patterns are relative to the manifest's directory; each `/`-separated part may use the glob
-//! characters of inputs (`*`, `?`, `[a-z]`), which never cross a `/`.
+//! characters of inputs (`*`, `?`, `[a-z]`), which never cross a `/`, and a part `**` stands for
+//! any number of directories, none included (`src/**/*.go`). Like a shell, globs skip hidden
+//! names unless the part starts with `.`, and `**` does not descend through symbolic links.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
@@ -60,6 +62,21 @@ fn expand(dir: &Path, parts: &[String]) -> Vec<String> {
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
         let mut next = Vec::new();
+        if part == "**" {
+            for prefix in &prefixes {
+                if last {
+                    // A trailing `**`: every file below.
+                    next.extend(descendants(dir, prefix, true));
+                } else {
+                    next.push(prefix.clone());
+                    next.extend(descendants(dir, prefix, false));
+                }
+            }
+            next.sort();
+            next.dedup();
+            prefixes = next;
+            continue;
+        }
         for prefix in &prefixes {
             let base = dir.join(prefix);
             let join = |name: &str| {
@@ -97,6 +114,42 @@ fn expand(dir: &Path, parts: &[String]) -> Vec<String> {
         prefixes = next;
     }
     prefixes
+}
+
+/// The directories (or, with `files`, the regular files) at any depth below `prefix` in `dir`,
+/// relative to `dir`, skipping hidden names and not following symbolic links.
+fn descendants(dir: &Path, prefix: &str, files: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![prefix.to_string()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(dir.join(&current)) else {
+            continue;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = if current.is_empty() {
+                name
+            } else {
+                format!("{current}/{name}")
+            };
+            if kind.is_dir() {
+                if !files {
+                    out.push(path.clone());
+                }
+                pending.push(path);
+            } else if files && kind.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Characters that end a word of a script, for [`named_files`].
@@ -198,6 +251,17 @@ mod tests {
             resolve(dir.path(), "data/sub"),
             Err(FilesError::Missing)
         ));
+        let deep = resolve(dir.path(), "data/**/*.txt").unwrap();
+        assert_eq!(
+            deep.keys().collect::<Vec<_>>(),
+            ["data/a.txt", "data/b.txt", "data/sub/c.txt"],
+            "`**` is zero or more directories"
+        );
+        let all = resolve(dir.path(), "**").unwrap();
+        assert_eq!(
+            all.keys().collect::<Vec<_>>(),
+            ["data/a.txt", "data/b.txt", "data/sub/c.txt"]
+        );
         assert!(matches!(
             resolve(dir.path(), "../x"),
             Err(FilesError::Outside)

@@ -613,13 +613,16 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
             Some("remove `keep`: a derived output is live while its input is live and its step is current".into()),
         ));
     }
+    let file_source = inputs.is_empty() && !files.is_empty();
     Ok(RawStep {
         header,
         name,
         name_offset,
         script,
         inputs,
-        once: once.is_some_and(|(b, _)| b),
+        // A source with `files` runs when one of them changes (they are in its version) and
+        // never otherwise, unless `once = false` says to run it every time.
+        once: once.map_or(file_source, |(b, _)| b),
         start,
         gather: gather.is_some_and(|(b, _)| b),
         keep: keep.map(|(k, _)| k).unwrap_or_default(),
