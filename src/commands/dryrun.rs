@@ -57,6 +57,8 @@ fn render(plans: &[StepPlan], now: u64, total: u64, missing_store: Option<&Path>
         };
         let verdict = if plan.skipped {
             "skipped: not selected with --step".to_string()
+        } else if let Some(until) = &plan.gated_until {
+            format!("gated by min_interval until {until} (--force-step runs it)")
         } else if plan.tasks > 0 {
             format!(
                 "{} task{} would run",

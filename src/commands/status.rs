@@ -34,6 +34,7 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
         Some(l) => plan::plan(Some(&conn), &l.manifest, &[], &[])?,
         None => Vec::new(),
     };
+    let gates = time_gates(&conn, loaded.as_ref().map(|l| &l.manifest), &plans);
     let changes = match (&loaded, manifest_path) {
         (Some(l), Some(path)) => Some(changes(path, &l.manifest, &plans, &steps)),
         _ => None,
@@ -48,6 +49,7 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
                 "store_damaged": !missing.is_empty(),
                 "missing_objects": missing,
                 "changes": changes,
+                "gated": gates,
             })
         )?;
         return Ok(Outcome::Success);
@@ -103,6 +105,13 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
                 .unwrap_or_default()
         )?;
     }
+    for gate in &gates {
+        writeln!(
+            out,
+            "{} is gated by min_interval: it may run again after {} (`grit run --force-step {}` runs it now)",
+            gate.step, gate.until, gate.step
+        )?;
+    }
     for s in steps.iter().filter(|s| s.failed > 0) {
         writeln!(
             out,
@@ -118,6 +127,54 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
         write!(out, "\n{}", render_changes(changes))?;
     }
     Ok(Outcome::Success)
+}
+
+/// A source that `min_interval` keeps from running until `until`.
+#[derive(Debug, serde::Serialize)]
+struct Gate {
+    step: String,
+    until: String,
+}
+
+/// The sources gated by `min_interval` now, from the dry run's plan of `manifest` (or, without
+/// `-m`, of the manifest of the last run), so that `status` and `run` agree.
+fn time_gates(
+    conn: &rusqlite::Connection,
+    manifest: Option<&manifest::Manifest>,
+    plans: &[StepPlan],
+) -> Vec<Gate> {
+    let from_last_run;
+    let plans = match manifest {
+        Some(_) => plans,
+        None => {
+            let Ok(Some((path, text))) = store::repair::last_manifest(conn) else {
+                return Vec::new();
+            };
+            // Files named by `files` may have changed or gone since: then no gates are shown.
+            let Ok(loaded) = manifest::parse(&text, Path::new(&path)) else {
+                return Vec::new();
+            };
+            if !loaded
+                .manifest
+                .steps
+                .iter()
+                .any(|s| s.min_interval.is_some())
+            {
+                return Vec::new();
+            }
+            from_last_run = plan::plan(Some(conn), &loaded.manifest, &[], &[]).unwrap_or_default();
+            &from_last_run
+        }
+    };
+    plans
+        .iter()
+        .filter_map(|p| {
+            Some(Gate {
+                step: p.step.clone(),
+                until: p.gated_until.clone()?,
+            })
+        })
+        .collect()
 }
 
 /// The changed part of the plan: steps with a new (or earlier) version or new, the steps that

@@ -25,7 +25,9 @@ use crate::executor::{LineSink, RunningTasks};
 use crate::manifest::{Manifest, Step};
 use crate::store::runs::{self, RunTotals, StepKind};
 use crate::store::schedule::{self, MapStep, QueuedTask};
-use crate::store::{StoreError, StorePaths, Writer, liveness, objects::Objects, publish, verify};
+use crate::store::{
+    StoreError, StorePaths, Writer, liveness, objects::Objects, provenance, publish, verify,
+};
 pub use cancel::{CancelReason, CancelToken};
 use events::{Event, Observer};
 use task::{Finished, TaskContext};
@@ -258,8 +260,28 @@ pub async fn run(
     for slot in &slots {
         let (version_id, once, kind, allowed) =
             (slot.version_id, slot.step.once, slot.kind, slot.allowed);
+        let gate = slot
+            .step
+            .min_interval
+            .filter(|_| !options.force_steps.contains(&slot.step.name));
+        let gated = match (kind, gate) {
+            (StepKind::Source, Some(interval)) if allowed => {
+                writer
+                    .call(move |conn| provenance::gated_until(conn, version_id, interval))
+                    .await?
+            }
+            _ => None,
+        };
+        if let Some(until) = gated {
+            tracing::info!(
+                "step `{}` is gated by min_interval until {}: not run now (`--force-step {}` runs it)",
+                slot.step.name,
+                humantime::format_rfc3339_seconds(until),
+                slot.step.name
+            );
+        }
         let queued = match kind {
-            StepKind::Source if allowed => {
+            StepKind::Source if allowed && gated.is_none() => {
                 writer
                     .call(move |conn| {
                         schedule::source_task(conn, run_id, version_id, once).map(u64::from)

@@ -73,6 +73,9 @@ pub struct Step {
     /// Pipeline `env` overlaid by the step's `env`.
     pub env: BTreeMap<String, String>,
     pub once: bool,
+    /// A source that runs every run may not run again until this long after its current
+    /// version last succeeded (task-sync's time gate). Not part of the version.
+    pub min_interval: Option<std::time::Duration>,
     pub gather: bool,
     /// A gather step runs even when a task upstream of it failed in the run, on the partial set.
     pub gather_partial: bool,
@@ -103,6 +106,7 @@ impl Default for Step {
             retries: 0,
             env: BTreeMap::new(),
             once: false,
+            min_interval: None,
             gather: false,
             gather_partial: false,
             files: Vec::new(),

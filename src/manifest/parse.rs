@@ -27,6 +27,7 @@ const STEP_ONLY_KEYS: &[&str] = &[
     "keep",
     "gather_partial",
     "files",
+    "min_interval",
 ];
 /// Keys valid both in `[[step]]` and as `[pipeline]` defaults.
 const SHARED_KEYS: &[&str] = &[
@@ -413,6 +414,7 @@ pub(super) struct RawStep {
     pub(super) script: String,
     pub(super) inputs: Vec<(String, usize)>,
     pub(super) once: bool,
+    min_interval: Option<Duration>,
     /// task-pipeline's `start = BOOL` and the key's offset (see [`dialect`]).
     pub(super) start: Option<(bool, usize)>,
     gather: bool,
@@ -444,6 +446,7 @@ impl RawStep {
             retries: s.retries.or(p.retries).unwrap_or(0),
             env,
             once: self.once,
+            min_interval: self.min_interval,
             gather: self.gather,
             gather_partial: self.gather_partial,
             files: self.files.into_iter().map(|(f, _)| f).collect(),
@@ -481,6 +484,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
     let mut inputs: Option<(Vec<(String, usize)>, &'static str)> = None;
     let mut once: Option<(bool, usize)> = None;
     let mut start: Option<(bool, usize)> = None;
+    let mut min_interval: Option<(Duration, usize)> = None;
     let mut gather: Option<(bool, usize)> = None;
     let mut keep: Option<(Keep, usize)> = None;
     let mut gather_partial: Option<(bool, usize)> = None;
@@ -536,6 +540,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
             }
             "once" => once = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "start" => start = Some((expect_bool(ctx, k, v)?, key.span().start)),
+            "min_interval" => min_interval = Some((duration(ctx, k, v)?, key.span().start)),
             "gather" => gather = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "files" => files = parse_files(ctx, v)?,
             "gather_partial" => {
@@ -614,6 +619,22 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
         ));
     }
     let file_source = inputs.is_empty() && !files.is_empty();
+    if let Some((_, at)) = min_interval {
+        if !inputs.is_empty() {
+            return Err(ctx.err(
+                at,
+                format!("step `{name}` has `min_interval` but it has inputs; only a source (no inputs) is gated by time"),
+                Some("remove `min_interval`: a step with inputs runs when a new input arrives".into()),
+            ));
+        }
+        if once.map_or(file_source, |(b, _)| b) {
+            return Err(ctx.err(
+                at,
+                format!("step `{name}` has `min_interval` but runs once per version (`once`, or `files` on a source)"),
+                Some("remove `min_interval`, or set once = false so that the source runs every run, at most once per interval".into()),
+            ));
+        }
+    }
     Ok(RawStep {
         header,
         name,
@@ -623,6 +644,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
         // A source with `files` runs when one of them changes (they are in its version) and
         // never otherwise, unless `once = false` says to run it every time.
         once: once.map_or(file_source, |(b, _)| b),
+        min_interval: min_interval.map(|(d, _)| d),
         start,
         gather: gather.is_some_and(|(b, _)| b),
         keep: keep.map(|(k, _)| k).unwrap_or_default(),

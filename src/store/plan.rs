@@ -46,6 +46,9 @@ pub struct StepPlan {
     pub after: Vec<String>,
     /// Not among the `--step` selection.
     pub skipped: bool,
+    /// A source gated by `min_interval`: when it may run again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gated_until: Option<String>,
 }
 
 /// What a run of `manifest` would do on the store `conn` (none yet: everything is new), step by
@@ -107,6 +110,7 @@ fn plan_step(
         up_to_date: 0,
         after: Vec::new(),
         skipped: !allowed,
+        gated_until: None,
     };
     let add = |plan: &mut StepPlan, reason: &'static str, count: u64, examples: Vec<String>| {
         if count > 0 {
@@ -119,7 +123,21 @@ fn plan_step(
         }
     };
     match kind {
-        StepKind::Source if !step.once => add(&mut plan, "source: runs every run", 1, Vec::new()),
+        StepKind::Source if !step.once => {
+            let gated = match (conn, stored, step.min_interval) {
+                (Some(conn), Some(id), Some(interval)) => {
+                    provenance::gated_until(conn, id, interval)?
+                }
+                _ => None,
+            };
+            match gated {
+                Some(until) => {
+                    plan.gated_until = Some(humantime::format_rfc3339_seconds(until).to_string());
+                    plan.up_to_date = 1;
+                }
+                None => add(&mut plan, "source: runs every run", 1, Vec::new()),
+            }
+        }
         StepKind::Source => {
             let state = match (conn, stored) {
                 (Some(conn), Some(id)) => provenance::once_source_state(conn, id)?,
@@ -202,6 +220,8 @@ fn plan_step(
 
 /// `--force-step`: the tasks that are up to date run again too.
 fn force(plan: &mut StepPlan) {
+    // A time gate is ignored once, as the engine does.
+    plan.gated_until = None;
     if plan.up_to_date > 0 {
         plan.tasks += plan.up_to_date;
         plan.reasons.push(Reason {

@@ -281,6 +281,26 @@ pub fn versions_of(conn: &Connection, step: &str) -> Result<Vec<VersionRow>, Sto
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// When a source gated by `min_interval` may run again, if that is still in the future: its
+/// current version's last success plus the interval (a new version is not gated). The engine
+/// and the dry run both ask this, so they agree.
+pub fn gated_until(
+    conn: &Connection,
+    version_id: i64,
+    interval: std::time::Duration,
+) -> Result<Option<std::time::SystemTime>, StoreError> {
+    let last: Option<String> = conn.query_row(
+        "SELECT MAX(finished_at) FROM tasks WHERE step_version_id = ?1 AND state = 'succeeded'",
+        [version_id],
+        |r| r.get(0),
+    )?;
+    let Some(last) = last.and_then(|t| humantime::parse_rfc3339(&t).ok()) else {
+        return Ok(None);
+    };
+    let until = last + interval;
+    Ok((until > std::time::SystemTime::now()).then_some(until))
+}
+
 /// The state of a `once` source's task, if it has one.
 pub fn once_source_state(conn: &Connection, version_id: i64) -> Result<Option<String>, StoreError> {
     Ok(conn
