@@ -204,6 +204,12 @@ const BAD: &[(&str, &str, &str, Option<&str>)] = &[
         Some("remove `start`"),
     ),
     (
+        "task-unknown-key",
+        "3:1",
+        "unknown key `scrpt` in [[task]]",
+        Some("did you mean `script`?"),
+    ),
+    (
         "mixed-task-and-step",
         "5:3",
         "mixes task-pipeline's first form ([[task]] tables) with [[step]] tables",

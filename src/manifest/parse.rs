@@ -220,7 +220,7 @@ pub(crate) fn parse_manifest(
                     };
                     first.get_or_insert(key.span().start);
                     for (offset, table) in found {
-                        match parse_step(&ctx, offset, table) {
+                        match parse_step(&ctx, offset, table, k) {
                             Ok(s) => raw_steps.push(s),
                             Err(e) => errors.push(e),
                         }
@@ -478,7 +478,8 @@ impl RawStep {
     }
 }
 
-fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep> {
+/// `table_kind` is `step`, or `task` for task-pipeline's first form (for messages).
+fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>, table_kind: &str) -> Res<RawStep> {
     let mut name: Option<(String, usize)> = None;
     let mut script: Option<String> = None;
     let mut inputs: Option<(Vec<(String, usize)>, &'static str)> = None;
@@ -559,7 +560,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
             }
             _ => {
                 if !settings.set(ctx, k, v)? {
-                    return Err(unknown_step_key(ctx, k, key.span().start));
+                    return Err(unknown_step_key(ctx, k, key.span().start, table_kind));
                 }
             }
         }
@@ -655,9 +656,9 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
     })
 }
 
-fn unknown_step_key(ctx: &Ctx<'_>, key: &str, offset: usize) -> ManifestError {
+fn unknown_step_key(ctx: &Ctx<'_>, key: &str, offset: usize, table_kind: &str) -> ManifestError {
     let help = match key {
-        "start" | "seed" => "grit has no `start`: a step without `inputs` is a source".to_string(),
+        "seed" => "grit has no `seed`: a step without `inputs` is a source".to_string(),
         "command" | "cmd" | "run" | "exec" | "sh" => "did you mean `script`?".to_string(),
         "depends_on" | "deps" | "dependencies" | "after" | "needs" => {
             "steps are connected by resource names: list the names the upstream step writes in `inputs`".to_string()
@@ -674,7 +675,7 @@ fn unknown_step_key(ctx: &Ctx<'_>, key: &str, offset: usize) -> ManifestError {
     };
     ctx.err(
         offset,
-        format!("unknown key `{key}` in [[step]]"),
+        format!("unknown key `{key}` in [[{table_kind}]]"),
         Some(help),
     )
 }
