@@ -59,7 +59,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             warning.message
         );
     }
-    let manifest = loaded.manifest;
+    let mut manifest = loaded.manifest;
+    // Parameter values first: they fix the versions of the steps that read them, which the
+    // dry run compares with the store.
+    let given =
+        manifest::params::parse_assignments(&args.params).map_err(|e| UsageError(e.to_string()))?;
+    bind_params(&mut manifest, &given)?;
     if !manifest::bash_on_path()
         && manifest
             .steps
@@ -132,6 +137,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             force_steps: args.force_steps.clone(),
             max_tasks: args.max_tasks,
             no_sandbox: args.no_sandbox,
+            params: given,
         },
     };
     // One thread runs the scheduler and spawns every task, so per-thread process attributes (the
@@ -164,6 +170,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         (None, _) if report.store_damaged() => Outcome::Code(super::exit::STORE_DAMAGED),
         (None, 0) => Outcome::Success,
         (None, _) => Outcome::TaskFailed,
+    })
+}
+
+/// Bind `given` to the manifest's parameters; a mismatch is a usage error that names the manifest
+/// (and, for a required parameter, the line declaring it).
+pub(super) fn bind_params(
+    manifest: &mut manifest::Manifest,
+    given: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    manifest.bind_params(given).map_err(|e| {
+        let at = match &e {
+            manifest::ParamError::Missing { name, .. } => manifest
+                .param(name)
+                .map(|p| format!(":{}", p.line))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        UsageError(format!("{}{at}: {e}", manifest.path.display())).into()
     })
 }
 

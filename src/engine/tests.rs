@@ -26,6 +26,7 @@ fn options() -> RunOptions {
         force_steps: Vec::new(),
         max_tasks: None,
         no_sandbox: true,
+        params: Default::default(),
     }
 }
 
