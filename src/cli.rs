@@ -102,7 +102,7 @@ pub enum Command {
     },
     /// Show each current step's tasks and live outputs
     #[command(
-        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'\n  grit status -m pipeline.toml   # what an edited manifest would re-run\n\nShows the parameter values of the last run; with -m, the manifest's declared parameters, compared\nat the last run's values."
+        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'\n  grit status -m pipeline.toml   # what an edited manifest would re-run\n\nShows the parameter values of the last run; with -m, the manifest's declared parameters, and the\nchanges a run without --param would make (required parameters keep the last run's values)."
     )]
     Status {
         #[command(flatten)]

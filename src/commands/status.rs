@@ -1,6 +1,8 @@
 //! `grit status`: each current step's version, task counts and live outputs, and whether any live
 //! object is missing (one stat each; `grit verify` hashes everything); with `-m`, what a manifest
-//! would change (the changed part of the dry-run's plan).
+//! would change (the changed part of the dry-run's plan), at the manifest's parameter defaults
+//! (what `grit run -m` without `--param` would do; a required parameter takes the last run's
+//! value).
 
 use std::io::Write;
 use std::path::Path;
@@ -29,7 +31,19 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
     let steps = queries::status(&conn)?;
     let last = provenance::last_run(&conn)?;
     let missing = verify::missing_live(&conn, &Objects::new(paths.objects))?;
-    let loaded = manifest_path.map(manifest::load).transpose()?;
+    let last_params = store::params::last_run(&conn)?;
+    let mut loaded = manifest_path.map(manifest::load).transpose()?;
+    if let Some(l) = &mut loaded {
+        // What `grit run -m` without --param would do: declared defaults. A required parameter
+        // has none, and takes the last run's value.
+        let given = last_params
+            .iter()
+            .flatten()
+            .filter(|(name, _)| l.manifest.param(name).is_some_and(|p| p.default.is_none()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        super::run::bind_params(&mut l.manifest, &given)?;
+    }
     let plans = match &loaded {
         Some(l) => plan::plan(Some(&conn), &l.manifest, &[], &[])?,
         None => Vec::new(),
@@ -45,6 +59,8 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
             serde_json::json!({
                 "steps": steps,
                 "last_run": last,
+                "params": last_params,
+                "declared_params": loaded.as_ref().map(|l| &l.manifest.params),
                 "store_damaged": !missing.is_empty(),
                 "missing_objects": missing,
                 "changes": changes,
@@ -102,6 +118,10 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
                 .map(|f| format!(", finished {f}"))
                 .unwrap_or_default()
         )?;
+        if let Some(values) = last_params.as_ref().filter(|v| !v.is_empty()) {
+            let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            writeln!(out, "  parameters: {}", shown.join(" "))?;
+        }
     }
     for s in steps.iter().filter(|s| s.failed > 0) {
         writeln!(
@@ -116,6 +136,9 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
     }
     if let Some(changes) = &changes {
         write!(out, "\n{}", render_changes(changes))?;
+    }
+    if let Some(l) = loaded.as_ref().filter(|l| !l.manifest.params.is_empty()) {
+        write!(out, "\n{}", manifest::params::render(&l.manifest))?;
     }
     Ok(Outcome::Success)
 }
@@ -188,6 +211,9 @@ fn render_changes(c: &Changes<'_>) -> String {
             p.tasks,
             if p.tasks == 1 { "" } else { "s" }
         );
+        for change in &p.params_changed {
+            let _ = writeln!(out, "  {:<width$}    parameter {change}", "");
+        }
     }
     for p in &c.downstream {
         let _ = writeln!(

@@ -321,6 +321,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ManifestError> {
     let mut warnings = graph::cycle_warnings(&manifest);
     warnings.extend(manifest.unwritten_inputs(&|_| false));
     warnings.extend(files::undeclared_warnings(&manifest));
+    warnings.extend(params::warnings(&manifest));
     warnings.sort_by_key(|w| (w.line, w.column));
     Ok(Loaded { manifest, warnings })
 }

@@ -403,6 +403,131 @@ pub(super) fn check_step_list(
     Ok(())
 }
 
+/// The declared parameters as a table (empty text when there are none), for `grit validate` and
+/// `grit status -m`.
+pub fn render(m: &Manifest) -> String {
+    use std::fmt::Write;
+    if m.params.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<[String; 4]> = m
+        .params
+        .iter()
+        .map(|p| {
+            let readers: Vec<&str> = m
+                .steps
+                .iter()
+                .filter(|s| s.params.contains(&p.name))
+                .map(|s| s.name.as_str())
+                .collect();
+            [
+                p.name.clone(),
+                p.default
+                    .as_ref()
+                    .map_or_else(|| "(required)".to_string(), |d| format!("{d:?}")),
+                if readers.is_empty() {
+                    "-".to_string()
+                } else {
+                    readers.join(",")
+                },
+                p.description.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let header = ["PARAMETER", "DEFAULT", "READ BY", "DESCRIPTION"];
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([header[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    let mut out = format!(
+        "parameters: {} declared (scripts read GRIT_PARAM_<NAME>)\n",
+        m.params.len()
+    );
+    for row in std::iter::once(header.map(str::to_string)).chain(rows) {
+        let line = format!(
+            "  {:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0], row[1], row[2], row[3]
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
+
+/// Warnings: a declared parameter no step lists (its value changes nothing), and a script that
+/// names `$GRIT_PARAM_X` without listing `x` (it would see no such variable).
+pub fn warnings(m: &Manifest) -> Vec<super::Warning> {
+    let mut out = Vec::new();
+    for param in &m.params {
+        if !m.steps.iter().any(|s| s.params.contains(&param.name)) {
+            out.push(super::Warning {
+                path: m.path.clone(),
+                line: param.line,
+                column: 1,
+                message: format!(
+                    "parameter `{}` is declared but no step lists it in `params`: its value changes nothing\n  help: add params = [\"{}\"] to the steps that read {}",
+                    param.name,
+                    param.name,
+                    param.env_name()
+                ),
+            });
+        }
+    }
+    for step in &m.steps {
+        let listed: Vec<String> = step.params.iter().map(|n| env_name(n)).collect();
+        let mut named = env_names_in(&step.script);
+        named.retain(|v| !listed.contains(v));
+        named.dedup();
+        for var in named {
+            let suffix = &var[ENV_PREFIX.len()..];
+            let name = m
+                .params
+                .iter()
+                .find(|p| p.env_name() == var)
+                .map_or_else(|| suffix.to_ascii_lowercase(), |p| p.name.clone());
+            out.push(super::Warning {
+                path: m.path.clone(),
+                line: step.line,
+                column: 1,
+                message: format!(
+                    "step `{}` uses ${var} but does not list `{name}` in `params`: its script does not see it\n  help: add params = [\"{name}\"] to the step{}",
+                    step.name,
+                    if m.param(&name).is_some() {
+                        ""
+                    } else {
+                        " and declare it under [pipeline.params]"
+                    }
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// The `GRIT_PARAM_*` variable names a script mentions, sorted.
+fn env_names_in(script: &str) -> Vec<String> {
+    let mut out: Vec<String> = script
+        .match_indices(ENV_PREFIX)
+        .filter(|(at, _)| {
+            // Not the tail of a longer name (`MY_GRIT_PARAM_X`).
+            !script[..*at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(|(at, _)| {
+            let rest = &script[at + ENV_PREFIX.len()..];
+            let len = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            script[at..at + ENV_PREFIX.len() + len].to_string()
+        })
+        .filter(|v| v.len() > ENV_PREFIX.len())
+        .collect();
+    out.sort();
+    out
+}
+
 /// A step's `env` may not set what parameters set.
 pub(super) fn is_reserved_env(key: &str) -> bool {
     key.starts_with(ENV_PREFIX)
@@ -575,6 +700,30 @@ script = "echo hi > $OUTPUT_DIR/y"
         let e =
             error("[[step]]\nname = \"a\"\nenv = { GRIT_PARAM_X = \"1\" }\nscript = \"true\"\n");
         assert!(e.starts_with("m.toml:3:9: error: "), "{e}");
+    }
+
+    #[test]
+    fn warns_about_unread_parameters_and_unlisted_variables() {
+        let text = r#"
+[pipeline.params]
+region = "eu"
+mode = "fast"
+
+[[step]]
+name = "a"
+script = "echo $GRIT_PARAM_REGION ${GRIT_PARAM_YEAR:-} $MY_GRIT_PARAM_X > $OUTPUT_DIR/x"
+"#;
+        let m = manifest(text).expect("valid");
+        let messages: Vec<String> = warnings(&m).iter().map(|w| w.to_string()).collect();
+        assert_eq!(messages.len(), 4, "{messages:#?}");
+        assert!(messages[0].starts_with(
+            "m.toml:3:1: warning: parameter `region` is declared but no step lists it"
+        ));
+        assert!(messages[2].starts_with(
+            "m.toml:6:1: warning: step `a` uses $GRIT_PARAM_REGION but does not list `region`"
+        ));
+        assert!(messages[3].contains("add params = [\"year\"] to the step and declare it"));
+        assert_eq!(env_names_in("$GRIT_PARAM_ x"), Vec::<String>::new());
     }
 
     #[test]

@@ -42,6 +42,16 @@ pub fn of_run(conn: &Connection, run: i64) -> Result<Option<BTreeMap<String, Str
     Ok(decode(json.flatten()))
 }
 
+/// The parameter values recorded in a step version's canonical definition.
+pub fn of_definition(definition: &str) -> BTreeMap<String, String> {
+    serde_json::from_str::<serde_json::Value>(definition)
+        .ok()
+        .and_then(|mut v| v.as_object_mut()?.remove("params"))
+        .and_then(|p| serde_json::from_value::<BTreeMap<String, Option<String>>>(p).ok())
+        .map(|m| m.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
+        .unwrap_or_default()
+}
+
 /// One parameter whose value differs between a stored step version and the step as bound now.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ParamChange {
