@@ -102,7 +102,7 @@ pub enum Command {
     },
     /// Show each current step's tasks and live outputs
     #[command(
-        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'\n  grit status -m pipeline.toml   # what an edited manifest would re-run\n\nShows the parameter values of the last run; with -m, the manifest's declared parameters, and the\nchanges a run without --param would make (required parameters keep the last run's values)."
+        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'\n  grit status -m pipeline.toml   # what an edited manifest would re-run\n  grit status -m pipeline.toml --param region=us\n\nShows the parameter values of the last run; with -m, the manifest's declared parameters, and the\nchanges `grit run` with the same --param values would make (declared defaults fill the rest; a\nrequired parameter not given keeps the last run's value)."
     )]
     Status {
         #[command(flatten)]
@@ -115,6 +115,9 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         manifest: Option<PathBuf>,
         // --- end data semantics ---
+        /// With -m: compare at these parameter values, as `grit run --param` would run (repeatable)
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = param_assignment, requires = "manifest")]
+        params: Vec<String>,
     },
     /// List resources (live ones by default)
     #[command(

@@ -311,6 +311,10 @@ fn validate_and_status_show_parameters() {
         json["changes"]["changed"][1]["params_changed"][0]["to"],
         "eu"
     );
+    // With the last run's values given, nothing changes.
+    let same = p.grit(&["status", "--json", "-m", manifest, "--param", "region=us"]);
+    let same: Value = serde_json::from_slice(&same.stdout).expect("status JSON");
+    assert_eq!(same["changes"]["changed"], serde_json::json!([]), "{same}");
     // `why` names the values a result was made with.
     let why = p.grit(&[
         "why",

@@ -44,7 +44,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             let store = locate::store(db.db.as_deref(), Some(&manifest))?;
             validate::validate(&manifest, &store.path)
         }
-        Command::Status { db, json, manifest } => {
+        Command::Status {
+            db,
+            json,
+            manifest,
+            params,
+        } => {
             let db = match &manifest {
                 Some(m) => {
                     let found = locate::store(db.db.as_deref(), Some(m))?;
@@ -55,7 +60,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
                 }
                 None => store(&db)?,
             };
-            status::status(&db, json, manifest.as_deref())
+            status::status(&db, json, manifest.as_deref(), &params)
         }
         Command::Resources {
             name,

@@ -1,8 +1,8 @@
 //! `grit status`: each current step's version, task counts and live outputs, and whether any live
 //! object is missing (one stat each; `grit verify` hashes everything); with `-m`, what a manifest
-//! would change (the changed part of the dry-run's plan), at the manifest's parameter defaults
-//! (what `grit run -m` without `--param` would do; a required parameter takes the last run's
-//! value).
+//! would change (the changed part of the dry-run's plan), at the `--param` values given and the
+//! manifest's defaults, as `grit run` would run (a required parameter not given takes the last
+//! run's value).
 
 use std::io::Write;
 use std::path::Path;
@@ -23,9 +23,20 @@ struct Changes<'p> {
     downstream: Vec<&'p StepPlan>,
     /// Current steps the manifest no longer has (their outputs would stop being live).
     removed: Vec<String>,
+    /// ` --param k=v` for each value given, for the command line that shows details.
+    #[serde(skip)]
+    param_args: String,
 }
 
-pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Result<Outcome> {
+/// `params`: `--param` values for the comparison with `-m`.
+pub fn status(
+    db: &Path,
+    json: bool,
+    manifest_path: Option<&Path>,
+    params: &[String],
+) -> anyhow::Result<Outcome> {
+    let mut given = manifest::params::parse_assignments(params)
+        .map_err(|e| super::exit::UsageError(e.to_string()))?;
     let (paths, conn) = store::open_read(db)?;
     let mut out = stdout::stdout();
     let steps = queries::status(&conn)?;
@@ -34,14 +45,13 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
     let last_params = store::params::last_run(&conn)?;
     let mut loaded = manifest_path.map(manifest::load).transpose()?;
     if let Some(l) = &mut loaded {
-        // What `grit run -m` without --param would do: declared defaults. A required parameter
-        // has none, and takes the last run's value.
-        let given = last_params
-            .iter()
-            .flatten()
-            .filter(|(name, _)| l.manifest.param(name).is_some_and(|p| p.default.is_none()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // What `grit run -m` with the same --param would do: declared defaults fill the rest. A
+        // required parameter has none, and takes the last run's value.
+        for (name, value) in last_params.iter().flatten() {
+            if l.manifest.param(name).is_some_and(|p| p.default.is_none()) {
+                given.entry(name.clone()).or_insert_with(|| value.clone());
+            }
+        }
         super::run::bind_params(&mut l.manifest, &given)?;
     }
     let plans = match &loaded {
@@ -49,7 +59,10 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
         None => Vec::new(),
     };
     let changes = match (&loaded, manifest_path) {
-        (Some(l), Some(path)) => Some(changes(path, &l.manifest, &plans, &steps)),
+        (Some(l), Some(path)) => Some(Changes {
+            param_args: params.iter().map(|p| format!(" --param {p}")).collect(),
+            ..changes(path, &l.manifest, &plans, &steps)
+        }),
         _ => None,
     };
     if json {
@@ -175,6 +188,7 @@ fn changes<'p>(
             .filter(|s| manifest.step(&s.name).is_none())
             .map(|s| s.name.clone())
             .collect(),
+        param_args: String::new(),
     }
 }
 
@@ -229,6 +243,10 @@ fn render_changes(c: &Changes<'_>) -> String {
             "  {name:<width$}  removed: its outputs would stop being live"
         );
     }
-    let _ = writeln!(out, "  details: grit run -m {} --dry-run", c.manifest);
+    let _ = writeln!(
+        out,
+        "  details: grit run -m {} --dry-run{}",
+        c.manifest, c.param_args
+    );
     out
 }
