@@ -261,7 +261,7 @@ fn unknown_missing_and_malformed_params_are_usage_errors() {
     assert_eq!(missing.status.code(), Some(2), "{}", describe(&missing));
     let err = stderr(&missing);
     assert!(
-        err.contains("pipeline.toml:3: parameter `region` is required and has no value"),
+        err.contains("pipeline.toml:3:1: error: parameter `region` is required and has no value"),
         "{err}"
     );
     assert!(err.contains("--param region=VALUE"), "{err}");

@@ -180,14 +180,25 @@ pub(super) fn bind_params(
     given: &std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     manifest.bind_params(given).map_err(|e| {
-        let at = match &e {
-            manifest::ParamError::Missing { name, .. } => manifest
-                .param(name)
-                .map(|p| format!(":{}", p.line))
-                .unwrap_or_default(),
-            _ => String::new(),
-        };
-        UsageError(format!("{}{at}: {e}", manifest.path.display())).into()
+        // A required parameter without a value: at its declaration, as a manifest error.
+        if let manifest::ParamError::Missing { name, .. } = &e
+            && let Some(param) = manifest.param(name)
+        {
+            let text = e.to_string();
+            let (message, help) = match text.split_once("\n  help: ") {
+                Some((m, h)) => (m.to_string(), Some(h.to_string())),
+                None => (text.clone(), None),
+            };
+            return manifest::ManifestError::Invalid {
+                path: manifest.path.clone(),
+                line: param.line,
+                column: param.column,
+                message,
+                help,
+            }
+            .into();
+        }
+        UsageError(format!("{}: {e}", manifest.path.display())).into()
     })
 }
 

@@ -26,9 +26,11 @@ pub struct Param {
     /// `None`: the parameter is required, every run must give it a value.
     pub default: Option<String>,
     pub description: Option<String>,
-    /// 1-based line of its declaration.
+    /// 1-based line and column of its declaration.
     #[serde(skip)]
     pub line: usize,
+    #[serde(skip)]
+    pub column: usize,
 }
 
 impl Param {
@@ -207,7 +209,7 @@ pub(super) fn parse_declarations(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>) ->
                 Some("rename one of them: names are upper-cased for the environment".into()),
             ));
         }
-        let line = super::error::Position::of(ctx.text, key.span().start).line;
+        let at = super::error::Position::of(ctx.text, key.span().start);
         let (default, description) = match v.get_ref() {
             DeValue::String(s) => (Some(string_value(ctx, name, "default", s, v)?), None),
             DeValue::Table(t) => {
@@ -270,7 +272,8 @@ pub(super) fn parse_declarations(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>) ->
             name: name.to_string(),
             default,
             description,
-            line,
+            line: at.line,
+            column: at.column,
         });
     }
     Ok(params)
