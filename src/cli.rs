@@ -86,7 +86,7 @@ pub struct Verbosity {
 pub enum Command {
     /// Run the pipeline: execute every task that is new, and nothing else
     #[command(
-        after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --force-step parse   # re-run every current task of parse\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged (an input or live object is missing or corrupt), 5 environment error, 130/143 interrupted."
+        after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --force-step parse   # re-run every current task of parse\n  grit run -m pipeline.toml --param region=us --param year=2024   # values for [pipeline.params]\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged (an input or live object is missing or corrupt), 5 environment error, 130/143 interrupted."
     )]
     Run(RunArgs),
     /// Print a task-pipeline manifest rewritten in grit's form (explicit `inputs`, `once`)
@@ -115,7 +115,7 @@ pub enum Command {
     },
     /// Show each current step's tasks and live outputs
     #[command(
-        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'\n  grit status -m pipeline.toml   # what an edited manifest would re-run"
+        after_help = "Examples:\n  grit status --db ./db\n  grit status --json | jq '.steps[] | select(.failed > 0)'\n  grit status -m pipeline.toml   # what an edited manifest would re-run\n  grit status -m pipeline.toml --param region=us\n\nShows the parameter values of the last run; with -m, the manifest's declared parameters, and the\nchanges `grit run` with the same --param values would make (declared defaults fill the rest; a\nrequired parameter not given keeps the last run's value)."
     )]
     Status {
         #[command(flatten)]
@@ -128,6 +128,9 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         manifest: Option<PathBuf>,
         // --- end data semantics ---
+        /// With -m: compare at these parameter values, as `grit run --param` would run (repeatable)
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = param_assignment, requires = "manifest")]
+        params: Vec<String>,
     },
     /// List resources (live ones by default)
     #[command(
@@ -391,6 +394,17 @@ pub struct RunArgs {
     /// run (task-pipeline's `-migrate-tainted`; grit's versioning re-runs them anyway)
     #[arg(long)]
     pub migrate_tainted: bool,
+    /// Give a run parameter declared in [pipeline.params] a value for this run (repeatable);
+    /// its steps see it as GRIT_PARAM_<NAME>
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = param_assignment)]
+    pub params: Vec<String>,
+}
+
+/// `--param NAME=VALUE`: the syntax is checked here, the name against the manifest later.
+fn param_assignment(arg: &str) -> Result<String, String> {
+    crate::manifest::params::parse_assignment(arg)
+        .map(|_| arg.to_string())
+        .map_err(|_| "expected NAME=VALUE, e.g. --param region=us".to_string())
 }
 
 /// GRIT's flags, which take a value unless listed in [`LEGACY_SWITCHES`].

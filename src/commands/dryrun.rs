@@ -32,12 +32,30 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs, db: &Path) -> anyhow::Result
     let now = args.max_tasks.map_or(total, |max| total.min(max));
     if args.json {
         stdout::println(
-            &serde_json::json!({"dry_run": true, "tasks": now, "steps": plans}).to_string(),
+            &serde_json::json!({
+                "dry_run": true,
+                "tasks": now,
+                "params": manifest.param_values,
+                "steps": plans,
+            })
+            .to_string(),
         )?;
     } else {
-        stdout::print(&render(&plans, now, total, conn.is_none().then_some(db)))?;
+        let mut text = render(&plans, now, total, conn.is_none().then_some(db));
+        if !manifest.param_values.is_empty() {
+            // After the first line, which says that nothing is executed.
+            let at = text.find('\n').map_or(text.len(), |i| i + 1);
+            text.insert_str(at, &params_line(&manifest.param_values));
+        }
+        stdout::print(&text)?;
     }
     Ok(Outcome::Success)
+}
+
+/// The run's parameter values, as the dry run shows them.
+fn params_line(values: &std::collections::BTreeMap<String, String>) -> String {
+    let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("parameters: {}\n", shown.join(" "))
 }
 
 fn render(plans: &[StepPlan], now: u64, total: u64, missing_store: Option<&Path>) -> String {
@@ -79,6 +97,9 @@ fn render(plans: &[StepPlan], now: u64, total: u64, missing_store: Option<&Path>
         );
         if plan.skipped {
             continue;
+        }
+        for change in &plan.params_changed {
+            let _ = writeln!(out, "{:<width$}    parameter {change}", "");
         }
         for reason in &plan.reasons {
             let examples = if reason.examples.is_empty() {

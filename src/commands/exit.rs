@@ -4,13 +4,14 @@
 //! | --- | --- |
 //! | 0 | ok (also when stdout's reader went away, as in `grit status \| head -1`) |
 //! | 1 | a task failed |
-//! | 2 | usage or manifest error; a directory that is not a grit store, or a newer schema |
+//! | 2 | usage or manifest error (also a run parameter that is unknown or lacks a value); a directory that is not a grit store, or a newer schema |
 //! | 3 | the store is locked by another run |
 //! | 4 | the store is damaged: an object is corrupt or missing |
 //! | 5 | environment error: the store or a file cannot be opened or written (permissions, I/O, disk full) |
 //! | 130, 143 | interrupted by SIGINT, SIGTERM |
 
-use crate::manifest::ManifestError;
+use crate::engine::EngineError;
+use crate::manifest::{ManifestError, ParamError};
 use crate::store::{ObjectError, StoreError};
 
 /// Exit code when the store is damaged: an object is missing or corrupt, or `grit verify` found
@@ -80,7 +81,9 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
                 return ENVIRONMENT;
             }
         }
-        if cause.is::<ManifestError>() || cause.is::<UsageError>() {
+        let bad_params = cause.is::<ParamError>()
+            || matches!(cause.downcast_ref(), Some(EngineError::Params(_)));
+        if cause.is::<ManifestError>() || cause.is::<UsageError>() || bad_params {
             return USAGE;
         }
         // A file grit itself reads or writes (not a task's: those are task failures).

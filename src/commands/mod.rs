@@ -48,7 +48,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             let store = locate::store(db.db.as_deref(), Some(&manifest))?;
             validate::validate(&manifest, &store.path)
         }
-        Command::Status { db, json, manifest } => {
+        Command::Status {
+            db,
+            json,
+            manifest,
+            params,
+        } => {
             let db = match &manifest {
                 Some(m) => {
                     let found = locate::store(db.db.as_deref(), Some(m))?;
@@ -59,7 +64,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
                 }
                 None => store(&db)?,
             };
-            status::status(&db, json, manifest.as_deref())
+            status::status(&db, json, manifest.as_deref(), &params)
         }
         Command::Resources {
             name,

@@ -128,6 +128,9 @@ fn rerun(
     };
     let loaded = manifest::parse(&text, Path::new(&path))
         .context("reading the manifest of the last run, which the repair re-runs tasks with")?;
+    let params = writer
+        .call_blocking(|conn| store::params::last_run(conn))?
+        .unwrap_or_default();
     let ids: Vec<i64> = tasks.iter().map(|(id, _)| *id).collect();
     writer.call_blocking(move |conn| repair::reset_tasks(conn, &ids))?;
     let mut steps: Vec<String> = tasks.iter().map(|(_, step)| step.clone()).collect();
@@ -147,6 +150,8 @@ fn rerun(
             max_tasks: None,
             no_sandbox,
             force_steps: Vec::new(),
+            // The values the last run had: the versions to repair were made with them.
+            params,
         },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

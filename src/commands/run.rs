@@ -59,7 +59,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             warning.message
         );
     }
-    let manifest = loaded.manifest;
+    let mut manifest = loaded.manifest;
+    // Parameter values first: they fix the versions of the steps that read them, which the
+    // dry run compares with the store.
+    let given =
+        manifest::params::parse_assignments(&args.params).map_err(|e| UsageError(e.to_string()))?;
+    bind_params(&mut manifest, &given)?;
     if !manifest::bash_on_path()
         && manifest
             .steps
@@ -145,6 +150,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             force_steps: args.force_steps.clone(),
             max_tasks: args.max_tasks,
             no_sandbox: args.no_sandbox,
+            params: given,
         },
     };
     // One thread runs the scheduler and spawns every task, so per-thread process attributes (the
@@ -236,6 +242,35 @@ fn report_unrouted(manifest: &manifest::Manifest, db: &std::path::Path, run: i64
             unrouted.join(", ")
         );
     }
+}
+
+/// Bind `given` to the manifest's parameters; a mismatch is a usage error that names the manifest
+/// (and, for a required parameter, the line declaring it).
+pub(super) fn bind_params(
+    manifest: &mut manifest::Manifest,
+    given: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    manifest.bind_params(given).map_err(|e| {
+        // A required parameter without a value: at its declaration, as a manifest error.
+        if let manifest::ParamError::Missing { name, .. } = &e
+            && let Some(param) = manifest.param(name)
+        {
+            let text = e.to_string();
+            let (message, help) = match text.split_once("\n  help: ") {
+                Some((m, h)) => (m.to_string(), Some(h.to_string())),
+                None => (text.clone(), None),
+            };
+            return manifest::ManifestError::Invalid {
+                path: manifest.path.clone(),
+                line: param.line,
+                column: param.column,
+                message,
+                help,
+            }
+            .into();
+        }
+        UsageError(format!("{}: {e}", manifest.path.display())).into()
+    })
 }
 
 /// The pipeline's name: `[pipeline] name`, else the manifest's file stem.

@@ -1,6 +1,8 @@
 //! `grit status`: each current step's version, task counts and live outputs, and whether any live
 //! object is missing (one stat each; `grit verify` hashes everything); with `-m`, what a manifest
-//! would change (the changed part of the dry-run's plan).
+//! would change (the changed part of the dry-run's plan), at the `--param` values given and the
+//! manifest's defaults, as `grit run` would run (a required parameter not given takes the last
+//! run's value).
 
 use std::io::Write;
 use std::path::Path;
@@ -21,22 +23,47 @@ struct Changes<'p> {
     downstream: Vec<&'p StepPlan>,
     /// Current steps the manifest no longer has (their outputs would stop being live).
     removed: Vec<String>,
+    /// ` --param k=v` for each value given, for the command line that shows details.
+    #[serde(skip)]
+    param_args: String,
 }
 
-pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Result<Outcome> {
+/// `params`: `--param` values for the comparison with `-m`.
+pub fn status(
+    db: &Path,
+    json: bool,
+    manifest_path: Option<&Path>,
+    params: &[String],
+) -> anyhow::Result<Outcome> {
+    let mut given = manifest::params::parse_assignments(params)
+        .map_err(|e| super::exit::UsageError(e.to_string()))?;
     let (paths, conn) = store::open_read(db)?;
     let mut out = stdout::stdout();
     let steps = queries::status(&conn)?;
     let last = provenance::last_run(&conn)?;
     let missing = verify::missing_live(&conn, &Objects::new(paths.objects))?;
-    let loaded = manifest_path.map(manifest::load).transpose()?;
+    let last_params = store::params::last_run(&conn)?;
+    let mut loaded = manifest_path.map(manifest::load).transpose()?;
+    if let Some(l) = &mut loaded {
+        // What `grit run -m` with the same --param would do: declared defaults fill the rest. A
+        // required parameter has none, and takes the last run's value.
+        for (name, value) in last_params.iter().flatten() {
+            if l.manifest.param(name).is_some_and(|p| p.default.is_none()) {
+                given.entry(name.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        super::run::bind_params(&mut l.manifest, &given)?;
+    }
     let plans = match &loaded {
         Some(l) => plan::plan(Some(&conn), &l.manifest, &[], &[])?,
         None => Vec::new(),
     };
     let gates = time_gates(&conn, loaded.as_ref().map(|l| &l.manifest), &plans);
     let changes = match (&loaded, manifest_path) {
-        (Some(l), Some(path)) => Some(changes(path, &l.manifest, &plans, &steps)),
+        (Some(l), Some(path)) => Some(Changes {
+            param_args: params.iter().map(|p| format!(" --param {p}")).collect(),
+            ..changes(path, &l.manifest, &plans, &steps)
+        }),
         _ => None,
     };
     if json {
@@ -46,6 +73,8 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
             serde_json::json!({
                 "steps": steps,
                 "last_run": last,
+                "params": last_params,
+                "declared_params": loaded.as_ref().map(|l| &l.manifest.params),
                 "store_damaged": !missing.is_empty(),
                 "missing_objects": missing,
                 "changes": changes,
@@ -104,6 +133,10 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
                 .map(|f| format!(", finished {f}"))
                 .unwrap_or_default()
         )?;
+        if let Some(values) = last_params.as_ref().filter(|v| !v.is_empty()) {
+            let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            writeln!(out, "  parameters: {}", shown.join(" "))?;
+        }
     }
     for gate in &gates {
         writeln!(
@@ -125,6 +158,9 @@ pub fn status(db: &Path, json: bool, manifest_path: Option<&Path>) -> anyhow::Re
     }
     if let Some(changes) = &changes {
         write!(out, "\n{}", render_changes(changes))?;
+    }
+    if let Some(l) = loaded.as_ref().filter(|l| !l.manifest.params.is_empty()) {
+        write!(out, "\n{}", manifest::params::render(&l.manifest))?;
     }
     Ok(Outcome::Success)
 }
@@ -151,9 +187,17 @@ fn time_gates(
                 return Vec::new();
             };
             // Files named by `files` may have changed or gone since: then no gates are shown.
-            let Ok(loaded) = manifest::parse(&text, Path::new(&path)) else {
+            let Ok(mut loaded) = manifest::parse(&text, Path::new(&path)) else {
                 return Vec::new();
             };
+            // At the last run's parameter values, so that its step versions are the stored ones.
+            let values = store::params::last_run(conn)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            if loaded.manifest.bind_params(&values).is_err() {
+                return Vec::new();
+            }
             if !loaded
                 .manifest
                 .steps
@@ -209,6 +253,7 @@ fn changes<'p>(
             .filter(|s| manifest.step(&s.name).is_none())
             .map(|s| s.name.clone())
             .collect(),
+        param_args: String::new(),
     }
 }
 
@@ -245,6 +290,9 @@ fn render_changes(c: &Changes<'_>) -> String {
             p.tasks,
             if p.tasks == 1 { "" } else { "s" }
         );
+        for change in &p.params_changed {
+            let _ = writeln!(out, "  {:<width$}    parameter {change}", "");
+        }
     }
     for p in &c.downstream {
         let _ = writeln!(
@@ -260,6 +308,10 @@ fn render_changes(c: &Changes<'_>) -> String {
             "  {name:<width$}  removed: its outputs would stop being live"
         );
     }
-    let _ = writeln!(out, "  details: grit run -m {} --dry-run", c.manifest);
+    let _ = writeln!(
+        out,
+        "  details: grit run -m {} --dry-run{}",
+        c.manifest, c.param_args
+    );
     out
 }

@@ -53,6 +53,7 @@ pub fn validate(path: &Path, db: &Path) -> anyhow::Result<Outcome> {
         eprintln!("{}:{note}", path.display());
     }
     stdout::print(&loaded.manifest.render_graph())?;
+    stdout::print(&manifest::params::render(&loaded.manifest))?;
     Ok(Outcome::Success)
 }
 

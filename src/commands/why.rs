@@ -138,11 +138,14 @@ fn render(out: &mut String, node: &Node, depth: usize) {
     }
     for made in &node.made_by {
         let t = &made.task;
-        let version = if t.current {
+        let mut version = if t.current {
             format!("version {}", t.version)
         } else {
             format!("version {}, no longer current", t.version)
         };
+        for (name, value) in &t.params {
+            version.push_str(&format!(", {name}={value:?}"));
+        }
         let _ = writeln!(
             out,
             "{pad}  made by task {} of step {} ({}, {version}){}{}",

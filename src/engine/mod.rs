@@ -13,7 +13,7 @@ pub mod task;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::capture::Capture;
 use crate::executor::process::ProcessExecutor;
 use crate::executor::{LineSink, RunningTasks};
-use crate::manifest::{Manifest, Step};
+use crate::manifest::{Manifest, ParamError, Step};
 use crate::store::runs::{self, RunTotals, StepKind};
 use crate::store::schedule::{self, MapStep, QueuedTask};
 use crate::store::{
@@ -45,6 +45,10 @@ pub struct RunOptions {
     pub force_steps: Vec<String>,
     pub max_tasks: Option<u64>,
     pub no_sandbox: bool,
+    /// Run parameter values given for this run (`--param`); the manifest's defaults fill the
+    /// rest. An undeclared name, or a required parameter without a value, fails the run before
+    /// anything runs ([`EngineError::Params`]).
+    pub params: BTreeMap<String, String>,
 }
 
 /// One failed task, for the summary.
@@ -86,6 +90,8 @@ pub struct StepStats {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunReport {
     pub run: i64,
+    /// The run's parameter values (declared defaults and the values given).
+    pub params: BTreeMap<String, String>,
     #[serde(flatten)]
     pub totals: RunTotals,
     pub elapsed_s: f64,
@@ -124,6 +130,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Setup(String),
+    /// The run's parameter values do not fit the manifest's declarations (a usage error).
+    #[error(transparent)]
+    Params(#[from] ParamError),
 }
 
 /// Scheduling state of one current step.
@@ -171,13 +180,15 @@ pub async fn run(
 ) -> Result<RunReport, EngineError> {
     let started = Instant::now();
     let RunInputs {
-        manifest,
+        mut manifest,
         paths,
         writer,
         capture,
         lines,
         options,
     } = inputs;
+    // The parameter values fix the versions of the steps that read them: before anything else.
+    manifest.bind_params(&options.params)?;
     // Declared after `capture`, so dropped before it: the zygote goes before the capture unmounts.
     let _zygote = crate::sandbox::ZygoteSession;
     clear_staging(&paths)?;
@@ -601,6 +612,7 @@ pub async fn run(
     clear_staging(&paths)?;
     Ok(RunReport {
         run: run_id,
+        params: manifest.param_values.clone(),
         totals,
         elapsed_s: started.elapsed().as_secs_f64(),
         bytes_captured,

@@ -26,6 +26,7 @@ fn options() -> RunOptions {
         force_steps: Vec::new(),
         max_tasks: None,
         no_sandbox: true,
+        params: Default::default(),
     }
 }
 
@@ -235,4 +236,86 @@ tr a-z A-Z < "$INPUT_FILE" > "$OUTPUT_DIR/up_${{GRIT_INPUT_NAME#in_}}"
     let plan = planned(&manifest_path, &db);
     assert_eq!(plan, steps(&[("split", 0), ("upper", 3)]));
     assert_eq!(run_once(&manifest_path, &db), plan);
+}
+
+/// Ignores every event.
+struct Silent;
+
+impl Observer for Silent {
+    fn event(&self, _: &Event<'_>) {}
+}
+
+#[test]
+fn run_parameters_are_checked_before_anything_runs_and_recorded_with_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grit.toml");
+    std::fs::write(
+        &path,
+        r#"[pipeline.params]
+region = { default = "eu" }
+
+[[step]]
+name = "where"
+once = true
+params = ["region"]
+script = 'echo "$GRIT_PARAM_REGION" > "$OUTPUT_DIR/where"'
+"#,
+    )
+    .unwrap();
+    let db = dir.path().join("db");
+    let (paths, _lock, writer) = crate::store::open_for_write(&db).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = |params: &[(&str, &str)]| {
+        let inputs = RunInputs {
+            manifest: crate::manifest::load(&path).unwrap().manifest,
+            capture: Arc::new(DirCapture::new(&paths.tmp)),
+            paths: paths.clone(),
+            writer: writer.clone(),
+            lines: None,
+            options: RunOptions {
+                params: params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..options()
+            },
+        };
+        runtime.block_on(super::run(inputs, &Silent, &CancelToken::new()))
+    };
+
+    let unknown = run(&[("regoin", "us")]);
+    assert!(
+        matches!(
+            unknown,
+            Err(super::EngineError::Params(
+                crate::manifest::ParamError::Unknown { .. }
+            ))
+        ),
+        "{unknown:?}"
+    );
+    assert_eq!(
+        sql_count(&db, "SELECT count(*) FROM runs"),
+        0,
+        "no run was recorded"
+    );
+
+    let report = run(&[("region", "us")]).unwrap();
+    assert_eq!(report.totals.executed, 1);
+    assert_eq!(report.params["region"], "us");
+    let conn = rusqlite::Connection::open(db.join("grit.sqlite")).unwrap();
+    let recorded: String = conn
+        .query_row("SELECT params FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(recorded, r#"{"region":"us"}"#);
+    let report = run(&[]).unwrap();
+    assert_eq!(report.params["region"], "eu", "the default fills in");
+    assert_eq!(report.totals.executed, 1, "a new value runs");
+    assert_eq!(
+        run(&[("region", "us")]).unwrap().totals.executed,
+        0,
+        "a value seen before is memoised"
+    );
 }

@@ -37,6 +37,7 @@ pub fn contract_env(spec: &TaskSpec) -> Vec<(String, String)> {
         .env
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(spec.step.param_env())
         .collect();
     let (input_file, input_name, input_hash) = match &spec.input {
         TaskInput::File { path, name, hash } => {

@@ -14,6 +14,7 @@ mod error;
 mod files;
 mod glob;
 mod graph;
+pub mod params;
 mod parse;
 #[cfg(test)]
 mod prop_tests;
@@ -33,6 +34,7 @@ pub use error::{ManifestError, Position, Warning};
 pub use glob::{WritePart, glob_match};
 #[allow(unused_imports)]
 pub use graph::Edge;
+pub use params::{Param, ParamError};
 #[allow(unused_imports)]
 pub use units::{parse_duration, parse_size};
 #[allow(unused_imports)]
@@ -55,6 +57,11 @@ pub struct Manifest {
     pub dialect: Dialect,
     /// Where each step's table is written, in file order (for `grit migrate-manifest`).
     pub layout: Vec<TableLayout>,
+    /// `[pipeline.params]`, in file order.
+    pub params: Vec<Param>,
+    /// The values of this run's parameters (every declared one), once bound with
+    /// [`Manifest::bind_params`]; empty before.
+    pub param_values: BTreeMap<String, String>,
 }
 
 /// One `[[step]]`, with `[pipeline]` defaults already applied.
@@ -86,6 +93,11 @@ pub struct Step {
     pub file_hashes: BTreeMap<String, String>,
     /// Which of a source's outputs stay live (DESIGN §2.3); only meaningful for sources.
     pub keep: Keep,
+    /// `params`: the run parameters the script reads, as listed.
+    pub params: Vec<String>,
+    /// The bound values of `params` ([`Manifest::bind_params`]): part of the step version, and
+    /// the script's `GRIT_PARAM_<NAME>` variables.
+    pub param_values: BTreeMap<String, String>,
     /// Step value, else pipeline value, else [`default_shell`]. The script is appended as the
     /// last argument.
     pub shell: Vec<String>,
@@ -112,6 +124,8 @@ impl Default for Step {
             files: Vec::new(),
             file_hashes: BTreeMap::new(),
             keep: Keep::default(),
+            params: Vec::new(),
+            param_values: BTreeMap::new(),
             shell: default_shell(),
             policy: Policy::default(),
             line: 0,
@@ -243,8 +257,9 @@ impl Step {
         version::version_hash(self)
     }
 
-    /// Canonical JSON (sorted keys) of script, sorted inputs, shell, env, once, gather and the
-    /// whole policy. Name, parallel, timeout and retries are not part of it.
+    /// Canonical JSON (sorted keys) of script, sorted inputs, shell, env, once, gather, the
+    /// bound parameter values and the whole policy. Name, parallel, timeout and retries are not
+    /// part of it.
     pub fn canonical_definition(&self) -> String {
         version::canonical_definition(self)
     }
@@ -355,6 +370,7 @@ fn parse_starting_at(
     let mut warnings = graph::cycle_warnings(&manifest);
     warnings.extend(manifest.unwritten_inputs(&|_| false));
     warnings.extend(files::undeclared_warnings(&manifest));
+    warnings.extend(params::warnings(&manifest));
     warnings.sort_by_key(|w| (w.line, w.column));
     Ok(Loaded { manifest, warnings })
 }

@@ -12,6 +12,7 @@ use toml::de::{DeTable, DeValue};
 use super::dialect::{self, TableLayout, Tables};
 use super::error::{ManifestError, Position};
 use super::glob;
+use super::params::{self, Param};
 use super::units::{DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size};
 use super::{Keep, Manifest, Policy, SandboxMode, Step, default_shell};
 
@@ -28,6 +29,7 @@ const STEP_ONLY_KEYS: &[&str] = &[
     "gather_partial",
     "files",
     "min_interval",
+    "params",
 ];
 /// Keys valid both in `[[step]]` and as `[pipeline]` defaults.
 const SHARED_KEYS: &[&str] = &[
@@ -61,7 +63,7 @@ const RESERVED_ENV: &[&str] = &[
 ];
 
 pub(super) struct Ctx<'a> {
-    text: &'a str,
+    pub(super) text: &'a str,
     path: &'a Path,
 }
 
@@ -106,7 +108,7 @@ impl Ctx<'_> {
     }
 }
 
-fn type_name(v: &DeValue<'_>) -> &'static str {
+pub(super) fn type_name(v: &DeValue<'_>) -> &'static str {
     match v {
         DeValue::String(_) => "a string",
         DeValue::Integer(_) => "an integer",
@@ -134,6 +136,7 @@ fn example(key: &str) -> &'static str {
         "keep" => "keep = \"latest\"",
         "gather_partial" => "gather_partial = true",
         "files" => "files = [\"tools/normalize.sh\", \"data/*.txt\"]",
+        "params" => "params = [\"region\"]",
         "shell" => "shell = [\"bash\", \"-ec\"]",
         "sandbox" => "sandbox = \"strict\"",
         "network" => "network = true",
@@ -165,7 +168,7 @@ pub(super) fn closest<'c>(key: &str, candidates: &[&'c str]) -> Option<&'c str> 
         .map(|(_, _, c)| c)
 }
 
-fn entries_in_order<'t, 'i>(
+pub(super) fn entries_in_order<'t, 'i>(
     table: &'t DeTable<'i>,
 ) -> Vec<(
     &'t Spanned<std::borrow::Cow<'i, str>>,
@@ -196,6 +199,7 @@ pub(crate) fn parse_manifest(
     let mut errors: Vec<ManifestError> = Vec::new();
     let mut pipeline = Settings::default();
     let mut pipeline_name = None;
+    let mut declared = Vec::new();
     let mut raw_steps: Vec<RawStep> = Vec::new();
     let mut tables = Tables {
         step_at: None,
@@ -205,9 +209,10 @@ pub(crate) fn parse_manifest(
         let k: &str = key.get_ref();
         match k {
             "pipeline" => match parse_pipeline(&ctx, value) {
-                Ok((s, name)) => {
+                Ok((s, name, params)) => {
                     pipeline = s;
                     pipeline_name = name;
+                    declared = params;
                 }
                 Err(e) => errors.push(e),
             },
@@ -251,6 +256,9 @@ pub(crate) fn parse_manifest(
             start_key: raw.start.map(|(_, at)| at),
         })
         .collect();
+    for raw in &raw_steps {
+        params::check_step_list(&ctx, &raw.name, &raw.params, &declared)?;
+    }
     for raw in &mut raw_steps {
         raw.file_hashes = resolve_files(&ctx, &dir, &raw.name, &raw.files)?;
     }
@@ -266,6 +274,8 @@ pub(crate) fn parse_manifest(
         steps,
         dialect,
         layout,
+        params: declared,
+        param_values: BTreeMap::new(),
     })
 }
 
@@ -354,7 +364,11 @@ struct Settings {
     max_output: Option<u64>,
 }
 
-fn parse_pipeline(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>) -> Res<(Settings, Option<String>)> {
+/// `[pipeline]`: the defaults, the name and the declared parameters.
+fn parse_pipeline(
+    ctx: &Ctx<'_>,
+    value: &Spanned<DeValue<'_>>,
+) -> Res<(Settings, Option<String>, Vec<Param>)> {
     let DeValue::Table(table) = value.get_ref() else {
         let help = if matches!(value.get_ref(), DeValue::Array(_)) {
             "write a single [pipeline] table (single brackets)"
@@ -372,9 +386,12 @@ fn parse_pipeline(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>) -> Res<(Settings,
     };
     let mut settings = Settings::default();
     let mut name = None;
+    let mut declared = Vec::new();
     for (key, v) in entries_in_order(table) {
         let k: &str = key.get_ref();
-        if k == "name" {
+        if k == "params" {
+            declared = params::parse_declarations(ctx, v)?;
+        } else if k == "name" {
             let s = expect_str(ctx, k, v)?;
             if s.trim().is_empty() {
                 return Err(ctx.err(
@@ -391,9 +408,9 @@ fn parse_pipeline(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>) -> Res<(Settings,
                     SHARED_KEYS[1..].join(", ")
                 )
             } else {
-                match closest(k, SHARED_KEYS) {
+                match closest(k, &[SHARED_KEYS, &["params"]].concat()) {
                     Some(c) => format!("did you mean `{c}`?"),
-                    None => format!("[pipeline] accepts: {}", SHARED_KEYS.join(", ")),
+                    None => format!("[pipeline] accepts: {}, params", SHARED_KEYS.join(", ")),
                 }
             };
             return Err(ctx.err(
@@ -403,7 +420,7 @@ fn parse_pipeline(ctx: &Ctx<'_>, value: &Spanned<DeValue<'_>>) -> Res<(Settings,
             ));
         }
     }
-    Ok((settings, name))
+    Ok((settings, name, declared))
 }
 
 /// A step as written, before pipeline defaults.
@@ -423,6 +440,8 @@ pub(super) struct RawStep {
     /// `files` entries with their offsets, and what they resolved to.
     files: Vec<(String, usize)>,
     file_hashes: BTreeMap<String, String>,
+    /// `params` names with their offsets (checked against the declarations once all are read).
+    params: Vec<(String, usize)>,
     settings: Settings,
 }
 
@@ -452,6 +471,8 @@ impl RawStep {
             files: self.files.into_iter().map(|(f, _)| f).collect(),
             file_hashes: self.file_hashes,
             keep: self.keep,
+            params: self.params.into_iter().map(|(n, _)| n).collect(),
+            param_values: BTreeMap::new(),
             shell: s
                 .shell
                 .or_else(|| p.shell.clone())
@@ -490,6 +511,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>, table_kind: &st
     let mut keep: Option<(Keep, usize)> = None;
     let mut gather_partial: Option<(bool, usize)> = None;
     let mut files: Vec<(String, usize)> = Vec::new();
+    let mut step_params: Vec<(String, usize)> = Vec::new();
     let mut settings = Settings::default();
     for (key, v) in entries_in_order(table) {
         let k: &str = key.get_ref();
@@ -544,6 +566,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>, table_kind: &st
             "min_interval" => min_interval = Some((duration(ctx, k, v)?, key.span().start)),
             "gather" => gather = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "files" => files = parse_files(ctx, v)?,
+            "params" => step_params = params::parse_step_list(ctx, v)?,
             "gather_partial" => {
                 gather_partial = Some((expect_bool(ctx, k, v)?, key.span().start));
             }
@@ -652,6 +675,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>, table_kind: &st
         gather_partial: gather_partial.is_some_and(|(b, _)| b),
         files,
         file_hashes: BTreeMap::new(),
+        params: step_params,
         settings,
     })
 }
@@ -1043,6 +1067,13 @@ fn env_table(ctx: &Ctx<'_>, v: &Spanned<DeValue<'_>>) -> Res<BTreeMap<String, St
                 key.span().start,
                 format!("`{k}` is not a valid environment variable name"),
                 Some("use letters, digits and `_`, e.g. API_URL".into()),
+            ));
+        }
+        if params::is_reserved_env(k) {
+            return Err(ctx.err(
+                key.span().start,
+                format!("`{k}` is reserved for run parameters and cannot be set in `env`"),
+                Some("declare a parameter under [pipeline.params] and list it in the step's `params`, or choose another name".into()),
             ));
         }
         if RESERVED_ENV.contains(&k) {

@@ -1,5 +1,6 @@
 //! Step versions: a canonical JSON encoding of everything that can change a step's results,
-//! and its SHA-256. `name`, `parallel`, `timeout` and `retries` are deliberately left out
+//! and its SHA-256; that includes the values of the run parameters the step lists (so a value is
+//! part of the identity of the step's tasks). `name`, `parallel`, `timeout` and `retries` are deliberately left out
 //! (DESIGN §1 "step version"): they change how a step is scheduled, not what it produces.
 //! A source's `keep` is left out too: it decides which of the source's outputs are live, not what
 //! its script computes. Were it hashed, switching `keep` would re-run a `once` source for nothing,
@@ -30,6 +31,10 @@ struct Canonical<'a> {
     gather: bool,
     inputs: Vec<&'a str>,
     once: bool,
+    /// The run parameters the step lists, with their values in this run; left out when it lists
+    /// none, so that steps without `params` keep the versions they had before the key existed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    params: BTreeMap<&'a str, Option<&'a str>>,
     policy: CanonicalPolicy,
     script: &'a str,
     shell: &'a [String],
@@ -87,6 +92,7 @@ pub(crate) fn canonical_definition(step: &Step) -> String {
         gather: step.gather,
         inputs,
         once: step.once,
+        params: step.canonical_params(),
         policy: canonical_policy(&step.policy),
         script: &step.script,
         shell: &step.shell,
@@ -167,6 +173,13 @@ mod tests {
             ),
             ("once", Box::new(|s| s.once = true)),
             ("gather", Box::new(|s| s.gather = true)),
+            (
+                "params",
+                Box::new(|s| {
+                    s.params.push("region".into());
+                    s.param_values.insert("region".into(), "eu".into());
+                }),
+            ),
             ("sandbox", Box::new(|s| s.policy.sandbox = SandboxMode::Off)),
             ("network", Box::new(|s| s.policy.network = true)),
             (

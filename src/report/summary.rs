@@ -27,6 +27,14 @@ pub fn render(
     let t = &report.totals;
     let mut out = String::new();
     let _ = writeln!(out, "{}", verdict_line(report, color));
+    if !report.params.is_empty() {
+        let values: Vec<String> = report
+            .params
+            .iter()
+            .map(|(name, value)| format!("{name}={value:?}"))
+            .collect();
+        let _ = writeln!(out, "  parameters: {}", values.join(" "));
+    }
     if report.recovered > 0 {
         let _ = writeln!(
             out,
@@ -286,6 +294,7 @@ mod tests {
     fn report(failures: usize) -> RunReport {
         RunReport {
             run: 7,
+            params: Default::default(),
             capture: "dir",
             totals: RunTotals {
                 executed: 1 + failures as u64,

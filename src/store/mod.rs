@@ -20,6 +20,7 @@ pub mod identity;
 pub mod liveness;
 pub mod lock;
 pub mod objects;
+pub mod params;
 pub mod plan;
 pub mod provenance;
 pub mod publish;

@@ -12,6 +12,7 @@ use rusqlite::Connection;
 
 use super::StoreError;
 use super::liveness::{self, LiveSource};
+use super::params::ParamChange;
 use super::provenance::{self, VersionRow};
 use super::runs::StepKind;
 use crate::manifest::{Manifest, Step};
@@ -37,6 +38,9 @@ pub struct StepPlan {
     /// How the manifest changes this step: "new step", "new version" or "earlier version".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change: Option<&'static str>,
+    /// Run parameters whose values differ from the current version's (issue 12).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub params_changed: Vec<ParamChange>,
     /// Tasks that would run now.
     pub tasks: u64,
     pub reasons: Vec<Reason>,
@@ -83,11 +87,14 @@ fn plan_step(
         None => Vec::new(),
     };
     let stored = versions.iter().find(|v| v.hash == hash).map(|v| v.id);
-    let replaces = versions
-        .iter()
-        .find(|v| v.current && v.hash != hash)
-        .map(|v| short(&v.hash));
+    let replaced = versions.iter().find(|v| v.current && v.hash != hash);
+    let replaces = replaced.map(|v| short(&v.hash));
+    let (params_changed, only_params) = match (conn, replaced) {
+        (Some(conn), Some(old)) => super::params::changes(conn, old.id, step)?,
+        _ => (Vec::new(), false),
+    };
     let version_reason = match (&replaces, versions.is_empty()) {
+        (Some(_), _) if only_params => "parameter value changed",
         (Some(_), _) => "step changed (new version)",
         (None, true) => "new step",
         (None, false) => "step version not current",
@@ -105,6 +112,7 @@ fn plan_step(
         version: short(&hash),
         replaces,
         change,
+        params_changed,
         tasks: 0,
         reasons: Vec::new(),
         up_to_date: 0,

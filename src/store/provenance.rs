@@ -107,6 +107,9 @@ pub struct Producer {
     pub input_id: Option<i64>,
     /// The number of resources in a gather task's input set.
     pub gathered: u64,
+    /// The run parameter values of its step version (issue 12); empty when it reads none.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// The tasks that produced a resource, oldest first.
@@ -114,7 +117,7 @@ pub fn producers(conn: &Connection, resource_id: i64) -> Result<Vec<Producer>, S
     let mut stmt = conn.prepare(
         "SELECT t.id, v.name, v.hash, v.current, v.kind, t.state, t.last_run, t.finished_at,
                 t.input_resource_id,
-                (SELECT COUNT(*) FROM gather_inputs g WHERE g.task_id = t.id)
+                (SELECT COUNT(*) FROM gather_inputs g WHERE g.task_id = t.id), v.definition
          FROM outputs o JOIN tasks t ON t.id = o.task_id
            JOIN step_versions v ON v.id = t.step_version_id
          WHERE o.resource_id = ?1 ORDER BY t.id",
@@ -132,6 +135,7 @@ pub fn producers(conn: &Connection, resource_id: i64) -> Result<Vec<Producer>, S
             finished_at: r.get(7)?,
             input_id: r.get(8)?,
             gathered: r.get::<_, i64>(9)? as u64,
+            params: super::params::of_definition(&r.get::<_, String>(10)?),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

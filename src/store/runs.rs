@@ -46,7 +46,8 @@ pub struct RunStart {
     pub versions_changed: bool,
 }
 
-/// Record a new run and make the manifest's step versions current.
+/// Record a new run, with its parameter values, and make the manifest's step versions current.
+/// The manifest's parameters must be bound ([`Manifest::bind_params`]): the versions include them.
 ///
 /// One transaction: crash recovery (running → pending), the run row, the versions, and a liveness
 /// recompute when the current versions changed (old versions' outputs stop being live).
@@ -61,13 +62,15 @@ pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart,
         [now()],
     )?;
     tx.execute(
-        "INSERT INTO runs (started_at, pid, manifest_path, manifest_text, pipeline) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO runs (started_at, pid, manifest_path, manifest_text, pipeline, params)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             now(),
             std::process::id(),
             manifest.path.display().to_string(),
             manifest.text,
-            manifest.pipeline_name
+            manifest.pipeline_name,
+            super::params::encode(&manifest.param_values)
         ],
     )?;
     let run_id = tx.last_insert_rowid();

@@ -146,6 +146,14 @@ pub const MIGRATIONS: &[Migration] = &[
     );
     "#,
     },
+    // v3: the run parameters of each run (issue 12): a JSON object of every declared parameter's
+    // value; NULL for runs recorded before parameters existed.
+    Migration {
+        data: None,
+        sql: r#"
+    ALTER TABLE runs ADD COLUMN params TEXT;
+    "#,
+    },
 ];
 
 /// The schema version this build writes.
