@@ -30,6 +30,7 @@
 //!   mapping from outcomes and errors to exit codes: 0 ok, 1 a task failed, 2 usage or manifest
 //!   error, 3 store locked, 4 store damaged, 5 environment error, 130/143 interrupted.
 
+pub mod cancel;
 pub mod capture;
 pub mod cli;
 pub mod commands;

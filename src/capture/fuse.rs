@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use fuser::{BackgroundSession, Config, INodeNo, Notifier, Session, SessionACL};
 
-use crate::capture::{Capture, CaptureError, CapturedFile, TaskIdentity, invalid_name_reason};
+use crate::capture::{
+    Capture, CaptureError, CapturedFile, HelperCheck, TaskIdentity, invalid_name_reason,
+};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError {
     let path = path.to_path_buf();
@@ -326,5 +328,9 @@ impl Capture for FuseCapture {
 
     fn refused_accesses(&self) -> Vec<String> {
         self.shared.refused_accesses()
+    }
+
+    fn trust(&self, helpers: HelperCheck) {
+        self.shared.trust(helpers);
     }
 }

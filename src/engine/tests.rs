@@ -66,6 +66,7 @@ fn cancelling_the_token_kills_the_running_task_and_publishes_nothing() {
     let inputs = RunInputs {
         manifest,
         capture: Arc::new(DirCapture::new(&paths.tmp)),
+        executor: Arc::new(crate::executor::process::ProcessExecutor::new()),
         paths,
         writer,
         lines: None,
@@ -114,6 +115,7 @@ fn a_token_cancelled_before_the_run_records_an_interrupted_run_that_does_no_work
     let inputs = RunInputs {
         manifest,
         capture: Arc::new(DirCapture::new(&paths.tmp)),
+        executor: Arc::new(crate::executor::process::ProcessExecutor::new()),
         paths,
         writer,
         lines: None,
@@ -157,6 +159,7 @@ fn run_once(manifest_path: &Path, db: &Path) -> Vec<(String, u64)> {
     let inputs = RunInputs {
         manifest,
         capture: Arc::new(DirCapture::new(&paths.tmp)),
+        executor: Arc::new(crate::executor::process::ProcessExecutor::new()),
         paths,
         writer,
         lines: None,

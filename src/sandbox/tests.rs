@@ -1,5 +1,5 @@
-//! Tests that spawn real `sh -c` tasks through [`spawn`] on a tokio runtime and check what
-//! the sandbox allows and denies. They need user namespaces and landlock, like grit itself.
+//! Tests that spawn real `sh -c` tasks through [`Sandbox::spawn`] on a tokio runtime and check
+//! what the sandbox allows and denies. They need user namespaces and landlock, like grit itself.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -14,6 +14,16 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe::Receiver;
 
 use super::*;
+
+/// The sandbox these tests share (one zygote for the test binary, as a run has one).
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: std::sync::OnceLock<Sandbox> = std::sync::OnceLock::new();
+    SANDBOX.get_or_init(Sandbox::new)
+}
+
+fn spawn(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Sandboxed, SandboxError> {
+    sandbox().spawn(req, program)
+}
 
 struct Task {
     _dir: tempfile::TempDir,
@@ -821,7 +831,7 @@ fn a_killed_zygote_is_replaced_at_the_next_spawn() {
     let t = Task::new();
     assert_eq!(t.run("true", &strict()).0, 0);
     // The zygote and its twin (network = false tasks).
-    let killed = client::zygote_pids();
+    let killed = sandbox().running_zygote();
     assert_eq!(killed.len(), 2, "{killed:?}");
     for pid in &killed {
         // SAFETY: kill on a child of this process.
@@ -835,7 +845,7 @@ fn a_killed_zygote_is_replaced_at_the_next_spawn() {
     };
     assert_eq!(t.run("true", &network).0, 0);
     // Replaced, not revived: other tests may have restarted it too, but never with these pids.
-    let now = client::zygote_pids();
+    let now = sandbox().running_zygote();
     assert!(
         now.iter().all(|p| !killed.contains(p)),
         "{killed:?} {now:?}"
