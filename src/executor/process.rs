@@ -30,6 +30,12 @@ impl ProcessExecutor {
     pub fn new() -> ProcessExecutor {
         ProcessExecutor::default()
     }
+
+    /// The pids of this executor's running zygote and its twin, if any.
+    #[cfg(test)]
+    pub(crate) fn running_zygote(&self) -> Vec<i32> {
+        self.sandbox.running_zygote()
+    }
 }
 
 impl Executor for ProcessExecutor {

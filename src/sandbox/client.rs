@@ -154,8 +154,7 @@ impl ZygoteSlot {
             } else {
                 &zygote.twin_sock
             };
-            let answer =
-                wire::send(sock, order, fds).and_then(|()| wire::receive::<Reply>(sock));
+            let answer = wire::send(sock, order, fds).and_then(|()| wire::receive::<Reply>(sock));
             match answer {
                 Ok(Some((Reply::Spawned { pid }, fds))) => {
                     let mut fds = fds.into_iter();

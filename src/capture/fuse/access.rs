@@ -29,8 +29,7 @@ const MAX_CALLERS: usize = 20;
 
 /// Is `pid` a thread of this grit process? (Its executor's helpers are asked apart.)
 pub(super) fn is_grit(pid: u32) -> bool {
-    pid != 0
-        && (pid == std::process::id() || Path::new(&format!("/proc/self/task/{pid}")).exists())
+    pid != 0 && (pid == std::process::id() || Path::new(&format!("/proc/self/task/{pid}")).exists())
 }
 
 /// Is the thread `pid` one of the processes of task `who`?
