@@ -8,6 +8,8 @@
 //! instead (its set is partial) and keeps its previous output, unless it says `gather_partial`.
 
 pub mod events;
+#[cfg(test)]
+mod seam_tests;
 pub mod task;
 #[cfg(test)]
 mod tests;

@@ -371,7 +371,11 @@ fn two_runs_on_two_stores_in_one_process_one_after_the_other_and_at_once() {
         );
         assert!(report.refused_accesses.is_empty(), "{report:?}");
         assert!(!zygotes.is_empty(), "the sandboxed tasks had no zygote");
-        assert_eq!(executor.running_zygote(), Vec::<i32>::new(), "outlived its run");
+        assert_eq!(
+            executor.running_zygote(),
+            Vec::<i32>::new(),
+            "outlived its run"
+        );
         assert_eq!(live(&store.join("db")), expected_live(label));
     }
 
@@ -382,8 +386,7 @@ fn two_runs_on_two_stores_in_one_process_one_after_the_other_and_at_once() {
         let right = scope.spawn(|| sandboxed_run(&d, "delta"));
         (left.join().unwrap(), right.join().unwrap())
     });
-    for ((report, zygotes, executor), store, label) in
-        [(&left, &c, "gamma"), (&right, &d, "delta")]
+    for ((report, zygotes, executor), store, label) in [(&left, &c, "gamma"), (&right, &d, "delta")]
     {
         assert_eq!(
             (report.totals.executed, report.totals.failed),
