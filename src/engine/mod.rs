@@ -267,9 +267,9 @@ pub async fn run(
         .iter()
         .filter(|s| s.kind != StepKind::Gather && options.force_steps.contains(&s.step.name))
     {
-        let version_id = slot.version_id;
+        let (version_id, kind) = (slot.version_id, slot.kind);
         let count = writer
-            .call(move |conn| schedule::force(conn, version_id))
+            .call(move |conn| schedule::force(conn, version_id, kind))
             .await?;
         tracing::debug!(step = %slot.step.name, tasks = count, "forced");
     }
