@@ -6,6 +6,10 @@
 //! decides who may use a task's directory (the task's processes and grit, nobody else); `mounts`
 //! is the mount's life (private runtime directory, `mount(2)` without `allow_other`, unmount,
 //! stale-mount cleanup). This file is the seam the engine calls: [`FuseCapture`].
+//!
+//! Each mount is independent: several (two runs at once, `available()` during a run) coexist in
+//! one process. The one process-wide value is `MOUNT_SEQ`, a counter that keeps their staging
+//! file names apart; it holds no state of any mount.
 
 mod access;
 mod fs;

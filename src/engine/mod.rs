@@ -6,6 +6,12 @@
 //! pending or running, gather steps get their turn on the complete live set; the run ends when that
 //! adds no work either. A gather step upstream of which a task failed in this run is held back
 //! instead (its set is partial) and keeps its previous output, unless it says `gather_partial`.
+//!
+//! Everything a run uses comes in its [`RunInputs`] (the store's writer, the output capture, the
+//! executor) and its [`CancelToken`]; the engine prints nothing, never exits, installs no signal
+//! handler and keeps no process-wide state, so a process may run engines one after the other or
+//! at once on different stores. Which tasks run is `store::decide`'s rule, which the dry run's
+//! plan follows too.
 
 pub mod events;
 #[cfg(test)]

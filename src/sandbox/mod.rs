@@ -40,6 +40,18 @@
 //!
 //! A setup step the kernel refuses makes the task exit with [`SETUP_FAILED_EXIT`] after a
 //! message on its stderr that names the step and the opt-outs; it never degrades silently.
+//!
+//! # Process-wide state, and why each piece is safe
+//! A [`Sandbox`] owns its zygote; two sandboxes in one process are independent. What remains
+//! process-wide holds no run's state:
+//! - facts about the kernel, read once (`preflight`: the landlock ABI and whether user
+//!   namespaces are on; `last_cap`), and a flag that warns once per process about a partial
+//!   landlock; the kernel's answers do not change while grit runs;
+//! - the thread that parents every zygote (`client`), which must outlive every task it parents;
+//! - the pids cgroups' names and their sweep (`cgroup`), which are per process by nature;
+//! - the `.init_array` entry that turns a process started with `GRIT_SANDBOX_ZYGOTE` into the
+//!   zygote before `main` (`zygote`): it does nothing in grit itself (the variable is set only
+//!   on the zygote's command), and the signal dispositions it resets are the zygote's own.
 
 mod cgroup;
 mod child;
@@ -389,9 +401,13 @@ impl Sandbox {
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         // The limit counts init too.
-        let cgroup = match policy.processes {
-            Some(p) if root => Some(cgroup::create(p.saturating_add(1))?),
-            _ => None,
+        // The window stays open until init is cloned into the cgroup (see cgroup.rs).
+        let (cgroup, _window) = match policy.processes {
+            Some(p) if root => {
+                let (join, window) = cgroup::create(p.saturating_add(1))?;
+                (Some(join), Some(window))
+            }
+            _ => (None, None),
         };
         let order = wire::Order {
             cwd: os(req.cwd),
