@@ -505,6 +505,12 @@ pub async fn run(
         let (index, finished) =
             joined.map_err(|e| EngineError::Setup(format!("a task panicked: {e}")))?;
         in_flight -= 1;
+        if finished.exit == crate::executor::Exit::Cancelled {
+            // The executor saw the cancellation before this loop did: the task publishes
+            // nothing and goes back to pending with the others.
+            interrupted = Some(cancel.reason().unwrap_or(CancelReason::Requested));
+            break;
+        }
         if slots[index].kind == StepKind::Source {
             sources_left = sources_left.saturating_sub(1);
         }
