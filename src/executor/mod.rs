@@ -32,8 +32,8 @@ pub trait Executor: Send + Sync {
     /// Runs one attempt of `spec` to its end and says how it ended. The attempt writes its
     /// outputs into `spec.output_dir` and its stdout and stderr into `spec.log_path` (and hands
     /// each line to `control.lines`, when given). Once `control.cancel` fires, it kills what it
-    /// started (or starts nothing) and returns [`Exit::Cancelled`]; nothing of it may outlive
-    /// the returned future, which is also true when the future is dropped.
+    /// started (or starts nothing) and returns [`Exit::Cancelled`]. Nothing of the attempt may
+    /// outlive the returned future, also when the future is dropped unfinished.
     fn execute<'a>(&'a self, spec: &'a TaskSpec, control: &'a TaskControl) -> ExecFuture<'a>;
 
     /// Processes outside every task that use a running task's `OUTPUT_DIR` on its behalf (the

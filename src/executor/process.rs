@@ -315,6 +315,9 @@ impl ProcessExecutor {
         let Some(pid) = child.id().map(|p| p as i32) else {
             return Exit::SpawnFailed("the child exited before it could be tracked".into());
         };
+        // If this future is dropped (the engine gave up on the run), the whole group goes, not
+        // only its leader; a sandboxed task's init takes its namespace with it on drop already.
+        let group_guard = matches!(child, Started::Plain(_)).then_some(KillGroupOnDrop(pid));
 
         let readers = match (&control.lines, outputs) {
             (Some(sink), Some((out, err))) => {
@@ -371,9 +374,8 @@ impl ProcessExecutor {
         };
         // Anything the script left in the background dies with it (DESIGN §2.5: nothing late).
         // A sandboxed task's init has already killed its whole namespace.
-        if let Started::Plain(_) = child {
-            kill_group(pid);
-        }
+        // Before the readers are awaited: a background process would hold their pipes open.
+        drop(group_guard);
         for reader in readers {
             // Readers end when the last writer of the pipe is gone; a process that escaped the
             // group could hold it open, so do not wait forever.
@@ -387,6 +389,15 @@ impl ProcessExecutor {
             );
         }
         exit
+    }
+}
+
+/// Kills a plain task's process group when dropped.
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        kill_group(self.0);
     }
 }
 
