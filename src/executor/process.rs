@@ -317,7 +317,8 @@ impl ProcessExecutor {
         };
         // If this future is dropped (the engine gave up on the run), the whole group goes, not
         // only its leader; a sandboxed task's init takes its namespace with it on drop already.
-        let group_guard = matches!(child, Started::Plain(_)).then_some(KillGroupOnDrop(pid));
+        // (`then`, not `then_some`: a guard built and thrown away would kill at once.)
+        let group_guard = matches!(child, Started::Plain(_)).then(|| KillGroupOnDrop(pid));
 
         let readers = match (&control.lines, outputs) {
             (Some(sink), Some((out, err))) => {
