@@ -6,6 +6,10 @@
 //! decides who may use a task's directory (the task's processes and grit, nobody else); `mounts`
 //! is the mount's life (private runtime directory, `mount(2)` without `allow_other`, unmount,
 //! stale-mount cleanup). This file is the seam the engine calls: [`FuseCapture`].
+//!
+//! Each mount is independent: several (two runs at once, `available()` during a run) coexist in
+//! one process. The one process-wide value is `MOUNT_SEQ`, a counter that keeps their staging
+//! file names apart; it holds no state of any mount.
 
 mod access;
 mod fs;
@@ -22,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use fuser::{BackgroundSession, Config, INodeNo, Notifier, Session, SessionACL};
 
-use crate::capture::{Capture, CaptureError, CapturedFile, TaskIdentity, invalid_name_reason};
+use crate::capture::{
+    Capture, CaptureError, CapturedFile, HelperCheck, TaskIdentity, invalid_name_reason,
+};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError {
     let path = path.to_path_buf();
@@ -326,5 +332,9 @@ impl Capture for FuseCapture {
 
     fn refused_accesses(&self) -> Vec<String> {
         self.shared.refused_accesses()
+    }
+
+    fn trust(&self, helpers: HelperCheck) {
+        self.shared.trust(helpers);
     }
 }

@@ -65,7 +65,16 @@ pub trait Capture: Send + Sync {
     fn refused_accesses(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Processes outside every task that `helpers` recognises work for grit (the sandbox's
+    /// zygote copies a task's `OUTPUT_DIR` into the task's mount namespace): a capture that
+    /// checks its callers lets them in, as it lets grit in. The engine passes its executor's
+    /// check before the first task starts.
+    fn trust(&self, _helpers: HelperCheck) {}
 }
+
+/// Answers whether a process (by pid, in grit's pid namespace) is a helper of grit's executor.
+/// It is asked while a request waits, so it must be quick and take no lock a spawn may hold.
+pub type HelperCheck = Arc<dyn Fn(u32) -> bool + Send + Sync>;
 
 /// Which processes make up a running task, for the capture's access check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

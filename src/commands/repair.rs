@@ -141,6 +141,7 @@ fn rerun(
         paths: paths.clone(),
         writer,
         capture: Arc::new(DirCapture::new(&paths.tmp)),
+        executor: Arc::new(crate::executor::process::ProcessExecutor::new()),
         lines: None,
         options: RunOptions {
             jobs: std::thread::available_parallelism()

@@ -143,6 +143,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         paths: paths.clone(),
         writer,
         capture,
+        executor: Arc::new(crate::executor::process::ProcessExecutor::new()),
         lines,
         options: RunOptions {
             jobs,

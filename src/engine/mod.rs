@@ -6,9 +6,16 @@
 //! pending or running, gather steps get their turn on the complete live set; the run ends when that
 //! adds no work either. A gather step upstream of which a task failed in this run is held back
 //! instead (its set is partial) and keeps its previous output, unless it says `gather_partial`.
+//!
+//! Everything a run uses comes in its [`RunInputs`] (the store's writer, the output capture, the
+//! executor) and its [`CancelToken`]; the engine prints nothing, never exits, installs no signal
+//! handler and keeps no process-wide state, so a process may run engines one after the other or
+//! at once on different stores. Which tasks run is `store::decide`'s rule, which the dry run's
+//! plan follows too.
 
-pub mod cancel;
 pub mod events;
+#[cfg(test)]
+mod seam_tests;
 pub mod task;
 #[cfg(test)]
 mod tests;
@@ -20,15 +27,17 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use crate::capture::Capture;
-use crate::executor::process::ProcessExecutor;
-use crate::executor::{LineSink, RunningTasks};
+use crate::executor::{Executor, LineSink, TaskControl};
 use crate::manifest::{Manifest, ParamError, Step};
 use crate::store::runs::{self, RunTotals, StepKind};
 use crate::store::schedule::{self, MapStep, QueuedTask};
 use crate::store::{
     StoreError, StorePaths, Writer, liveness, objects::Objects, provenance, publish, verify,
 };
-pub use cancel::{CancelReason, CancelToken};
+// Cancellation is shared with the executor (which stops a task's processes), so it lives beside
+// both; `engine::cancel` stays its embedding path.
+pub use crate::cancel;
+pub use crate::cancel::{CancelReason, CancelToken};
 use events::{Event, Observer};
 use task::{Finished, TaskContext};
 
@@ -162,8 +171,21 @@ pub struct RunInputs {
     pub paths: StorePaths,
     pub writer: Writer,
     pub capture: Arc<dyn Capture>,
+    /// Where tasks' scripts run ([`crate::executor::process::ProcessExecutor`] on this machine).
+    /// One executor may serve several runs, one after the other or at once.
+    pub executor: Arc<dyn Executor>,
     pub lines: Option<LineSink>,
     pub options: RunOptions,
+}
+
+/// Tells the executor that the run is over when dropped (also when the run ends with an error),
+/// which must happen before the run's capture goes: see [`Executor::run_ended`].
+struct RunEnded(Arc<dyn Executor>);
+
+impl Drop for RunEnded {
+    fn drop(&mut self) {
+        self.0.run_ended();
+    }
 }
 
 /// Run the pipeline once: the embeddable entry point of the engine.
@@ -184,13 +206,20 @@ pub async fn run(
         paths,
         writer,
         capture,
+        executor,
         lines,
         options,
     } = inputs;
     // The parameter values fix the versions of the steps that read them: before anything else.
     manifest.bind_params(&options.params)?;
-    // Declared after `capture`, so dropped before it: the zygote goes before the capture unmounts.
-    let _zygote = crate::sandbox::ZygoteSession;
+    // The capture lets the executor's helpers (the sandbox's zygote) into task directories.
+    if let Some(helpers) = executor.helpers() {
+        capture.trust(helpers);
+    }
+    // Declared after `capture`, so dropped before it: the executor lets go of the run's mounts
+    // before the capture unmounts. (The context below holds the capture too, and is declared
+    // after this, so it goes first; the capture it shares stays until `capture` goes.)
+    let _run_ended = RunEnded(executor.clone());
     clear_staging(&paths)?;
 
     let manifest = Arc::new(manifest);
@@ -257,9 +286,9 @@ pub async fn run(
         .iter()
         .filter(|s| s.kind != StepKind::Gather && options.force_steps.contains(&s.step.name))
     {
-        let version_id = slot.version_id;
+        let (version_id, kind) = (slot.version_id, slot.kind);
         let count = writer
-            .call(move |conn| schedule::force(conn, version_id))
+            .call(move |conn| schedule::force(conn, version_id, kind))
             .await?;
         tracing::debug!(step = %slot.step.name, tasks = count, "forced");
     }
@@ -321,16 +350,16 @@ pub async fn run(
         }
     }
 
-    let running_tasks = Arc::new(RunningTasks::default());
     let ctx = Arc::new(TaskContext {
         run_id,
         objects: Objects::new(paths.objects.clone()),
         workdir: manifest.dir.clone(),
-        executor: ProcessExecutor {
-            running: running_tasks.clone(),
+        executor,
+        control: TaskControl {
+            cancel: cancel.clone(),
             lines,
         },
-        capture,
+        capture: capture.clone(),
         writer: writer.clone(),
         no_sandbox: options.no_sandbox,
         workdirs: crate::store::staging::DirPool::new(&paths.tmp, "work"),
@@ -509,6 +538,12 @@ pub async fn run(
         let (index, finished) =
             joined.map_err(|e| EngineError::Setup(format!("a task panicked: {e}")))?;
         in_flight -= 1;
+        if finished.exit == crate::executor::Exit::Cancelled {
+            // The executor saw the cancellation before this loop did: the task publishes
+            // nothing and goes back to pending with the others.
+            interrupted = Some(cancel.reason().unwrap_or(CancelReason::Requested));
+            break;
+        }
         if slots[index].kind == StepKind::Source {
             sources_left = sources_left.saturating_sub(1);
         }
@@ -590,8 +625,8 @@ pub async fn run(
     }
 
     if interrupted.is_some() {
-        // Kill every running task; they are not failures, so they go back to pending.
-        running_tasks.kill_all();
+        // The executor stops every running task on the cancelled token (and starts no more);
+        // they are not failures, so they go back to pending.
         while running.join_next().await.is_some() {}
         writer.call(|conn| runs::reset_running(conn)).await?;
     }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::capture::{Capture, CaptureError, CapturedFile};
-use crate::executor::process::ProcessExecutor;
-use crate::executor::{Exit, TaskInput, TaskSpec};
+use crate::executor::{Executor, Exit, TaskControl, TaskInput, TaskSpec};
 use crate::manifest::Step;
 use crate::sandbox::hints;
 use crate::store::objects::{ObjectError, Objects, VerifiedCache, hash_file};
@@ -25,7 +24,9 @@ pub struct TaskContext {
     pub paths: StorePaths,
     pub objects: Objects,
     pub workdir: PathBuf,
-    pub executor: ProcessExecutor,
+    pub executor: Arc<dyn Executor>,
+    /// What the run lends the executor for each task: its cancellation and the line sink.
+    pub control: TaskControl,
     pub capture: Arc<dyn Capture>,
     pub writer: Writer,
     pub no_sandbox: bool,
@@ -358,7 +359,7 @@ async fn attempt(
             key: key.to_string(),
         }),
     };
-    let exit = ctx.executor.execute(&spec).await;
+    let exit = ctx.executor.execute(&spec, &ctx.control).await;
     if exit == Exit::Cancelled {
         return (exit, None, Vec::new());
     }

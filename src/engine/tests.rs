@@ -67,6 +67,7 @@ fn cancelling_the_token_kills_the_running_task_and_publishes_nothing() {
     let inputs = RunInputs {
         manifest,
         capture: Arc::new(DirCapture::new(&paths.tmp)),
+        executor: Arc::new(crate::executor::process::ProcessExecutor::new()),
         paths,
         writer,
         lines: None,
@@ -115,6 +116,7 @@ fn a_token_cancelled_before_the_run_records_an_interrupted_run_that_does_no_work
     let inputs = RunInputs {
         manifest,
         capture: Arc::new(DirCapture::new(&paths.tmp)),
+        executor: Arc::new(crate::executor::process::ProcessExecutor::new()),
         paths,
         writer,
         lines: None,
@@ -153,15 +155,24 @@ fn a_token_cancelled_before_the_run_records_an_interrupted_run_that_does_no_work
 /// Runs `manifest` once through the engine (no sandbox, dir capture) and returns the tasks each
 /// step executed.
 fn run_once(manifest_path: &Path, db: &Path) -> Vec<(String, u64)> {
+    run_forcing(manifest_path, db, &[])
+}
+
+/// [`run_once`] with `--force-step` for `forced`.
+fn run_forcing(manifest_path: &Path, db: &Path, forced: &[&str]) -> Vec<(String, u64)> {
     let manifest = crate::manifest::load(manifest_path).unwrap().manifest;
     let (paths, _lock, writer) = crate::store::open_for_write(db).unwrap();
     let inputs = RunInputs {
         manifest,
         capture: Arc::new(DirCapture::new(&paths.tmp)),
+        executor: Arc::new(crate::executor::process::ProcessExecutor::new()),
         paths,
         writer,
         lines: None,
-        options: options(),
+        options: RunOptions {
+            force_steps: forced.iter().map(|s| s.to_string()).collect(),
+            ..options()
+        },
     };
     let cancel = CancelToken::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -186,9 +197,15 @@ impl Observer for Quiet {
 
 /// What `store::plan` (the dry run) says each step would run now.
 fn planned(manifest_path: &Path, db: &Path) -> Vec<(String, u64)> {
+    planned_forcing(manifest_path, db, &[])
+}
+
+/// [`planned`] with `--force-step` for `forced`.
+fn planned_forcing(manifest_path: &Path, db: &Path, forced: &[&str]) -> Vec<(String, u64)> {
     let manifest = crate::manifest::load(manifest_path).unwrap().manifest;
     let (_, conn) = crate::store::open_read(db).unwrap();
-    crate::store::plan::plan(Some(&conn), &manifest, &[], &[])
+    let forced: Vec<String> = forced.iter().map(|s| s.to_string()).collect();
+    crate::store::plan::plan(Some(&conn), &manifest, &[], &forced)
         .unwrap()
         .into_iter()
         .map(|p| (p.step, p.tasks))
@@ -272,6 +289,7 @@ script = 'echo "$GRIT_PARAM_REGION" > "$OUTPUT_DIR/where"'
         let inputs = RunInputs {
             manifest: crate::manifest::load(&path).unwrap().manifest,
             capture: Arc::new(DirCapture::new(&paths.tmp)),
+            executor: Arc::new(crate::executor::process::ProcessExecutor::new()),
             paths: paths.clone(),
             writer: writer.clone(),
             lines: None,
@@ -318,4 +336,51 @@ script = 'echo "$GRIT_PARAM_REGION" > "$OUTPUT_DIR/where"'
         0,
         "a value seen before is memoised"
     );
+}
+
+#[test]
+fn the_plan_predicts_what_the_engine_runs_for_gather_once_and_forced_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let manifest_path = dir.path().join("grit.toml");
+    std::fs::write(
+        &manifest_path,
+        r#"[[step]]
+name = "seed"
+once = true
+script = 'for x in a b; do echo $x > "$OUTPUT_DIR/in_$x"; done'
+
+[[step]]
+name = "upper"
+inputs = ["in_*"]
+script = 'tr a-z A-Z < "$INPUT_FILE" > "$OUTPUT_DIR/up_${GRIT_INPUT_NAME#in_}"'
+
+[[step]]
+name = "count"
+inputs = ["in_*"]
+gather = true
+script = 'ls "$INPUT_DIR" | wc -l > "$OUTPUT_DIR/count"'
+"#,
+    )
+    .unwrap();
+    let steps = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+        pairs.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+    };
+    assert_eq!(
+        run_once(&manifest_path, &db),
+        steps(&[("seed", 1), ("upper", 2), ("count", 1)])
+    );
+    assert_eq!(
+        planned(&manifest_path, &db),
+        steps(&[("seed", 0), ("upper", 0), ("count", 0)])
+    );
+    // Forced map and gather steps run their current tasks again.
+    let forced = ["upper", "count"];
+    let plan = planned_forcing(&manifest_path, &db, &forced);
+    assert_eq!(plan, steps(&[("seed", 0), ("upper", 2), ("count", 1)]));
+    assert_eq!(run_forcing(&manifest_path, &db, &forced), plan);
+    // A forced `once` source runs again; its identical outputs start nothing downstream.
+    let plan = planned_forcing(&manifest_path, &db, &["seed"]);
+    assert_eq!(plan, steps(&[("seed", 1), ("upper", 0), ("count", 0)]));
+    assert_eq!(run_forcing(&manifest_path, &db, &["seed"]), plan);
 }

@@ -1,18 +1,64 @@
 //! The executor seam (DESIGN §3): run one attempt of one task — `shell + script` with the script
 //! contract's environment — and report how it ended. Output capture and publishing are the
-//! engine's; the executor only runs processes.
+//! engine's; the executor only runs the task's processes, wherever they run.
 //!
-//! [`process::ProcessExecutor`] is the one implementation: it spawns the script in its own process
-//! group (plain) or, for steps with `sandbox = "strict"`, inside the sandbox of `crate::sandbox`.
+//! The engine holds an `Arc<dyn` [`Executor`]`>` it was given in its
+//! [`crate::engine::RunInputs`]; it never names an implementation. [`process::ProcessExecutor`]
+//! is today's: it spawns the script in its own process group (plain) or, for steps with
+//! `sandbox = "strict"`, inside its own [`crate::sandbox::Sandbox`]. A cluster executor (Slurm)
+//! or a test's fake plugs in the same way.
+//!
+//! Nothing here is process-global: an executor owns what it starts (the sandbox's zygote), and
+//! what belongs to one run (its cancellation, where script lines go) comes with each task in a
+//! [`TaskControl`], so one executor may serve runs one after the other or at once.
 
 pub mod process;
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cancel::CancelToken;
+use crate::capture::HelperCheck;
 use crate::manifest::Step;
+
+/// The future of one attempt, boxed so that [`Executor`] stays object safe.
+pub type ExecFuture<'a> = Pin<Box<dyn Future<Output = Exit> + Send + 'a>>;
+
+/// Where and how a task's script runs: the seam between the engine and processes.
+pub trait Executor: Send + Sync {
+    /// Runs one attempt of `spec` to its end and says how it ended. The attempt writes its
+    /// outputs into `spec.output_dir` and its stdout and stderr into `spec.log_path` (and hands
+    /// each line to `control.lines`, when given). Once `control.cancel` fires, it kills what it
+    /// started (or starts nothing) and returns [`Exit::Cancelled`]. Nothing of the attempt may
+    /// outlive the returned future, also when the future is dropped unfinished.
+    fn execute<'a>(&'a self, spec: &'a TaskSpec, control: &'a TaskControl) -> ExecFuture<'a>;
+
+    /// Processes outside every task that use a running task's `OUTPUT_DIR` on its behalf (the
+    /// sandbox's zygote), for the output capture's caller check; `None` when there are none.
+    fn helpers(&self) -> Option<HelperCheck> {
+        None
+    }
+
+    /// A run that used this executor is over, and its output capture is about to go: let go of
+    /// anything that holds the run's mounts (the sandbox's zygote has a copy of them). The next
+    /// task starts afresh.
+    fn run_ended(&self) {}
+
+    /// Short name for messages (`process`, `slurm`, ...).
+    fn kind(&self) -> &'static str;
+}
+
+/// What the run a task belongs to lends the executor for it.
+#[derive(Clone)]
+pub struct TaskControl {
+    /// The run's cancellation: the attempt stops when it fires.
+    pub cancel: CancelToken,
+    /// Receives output lines; when `None`, stdout and stderr go straight to the log file.
+    pub lines: Option<LineSink>,
+}
 
 /// What the script reads.
 #[derive(Debug, Clone)]
@@ -59,7 +105,8 @@ pub enum Exit {
     TimedOut(Duration),
     /// The process could not be started (or the sandbox could not be set up).
     SpawnFailed(String),
-    /// grit is shutting down (SIGINT/SIGTERM): not a failure of the task.
+    /// The run was cancelled (a signal, a client) and the attempt was stopped: not a failure of
+    /// the task.
     Cancelled,
 }
 
@@ -98,56 +145,3 @@ pub enum Stream {
 
 /// Receives the scripts' output lines while they run (for `-v` and journald).
 pub type LineSink = Arc<dyn Fn(&TaskSpec, Stream, &str) + Send + Sync>;
-
-/// Running tasks, so that a cancel can kill whole trees: the process group of a plain task, or
-/// the init of a sandboxed one (which takes its pid namespace with it, also while it is still
-/// setting up and has no process group of its own yet).
-#[derive(Default)]
-pub struct RunningTasks {
-    groups: Mutex<Groups>,
-}
-
-#[derive(Default)]
-struct Groups {
-    by_task: HashMap<i64, (i32, bool)>,
-    /// [`RunningTasks::kill_all`] ran: a task that registers later (its future had not started
-    /// its process yet, or it begins another attempt) is killed at once.
-    killed: bool,
-}
-
-impl RunningTasks {
-    /// Registers a task's process group leader; `sandboxed` when `pid` is a sandbox's init,
-    /// which stays unreaped until the task is removed.
-    pub fn insert(&self, task_id: i64, pid: i32, sandboxed: bool) {
-        if let Ok(mut groups) = self.groups.lock() {
-            groups.by_task.insert(task_id, (pid, sandboxed));
-            if groups.killed {
-                kill(pid, sandboxed);
-            }
-        }
-    }
-
-    pub fn remove(&self, task_id: i64) {
-        if let Ok(mut groups) = self.groups.lock() {
-            groups.by_task.remove(&task_id);
-        }
-    }
-
-    /// SIGKILL every running task's process group, and every one that registers from now on.
-    pub fn kill_all(&self) {
-        if let Ok(mut groups) = self.groups.lock() {
-            groups.killed = true;
-            for (pid, sandboxed) in groups.by_task.values() {
-                kill(*pid, *sandboxed);
-            }
-        }
-    }
-}
-
-fn kill(pid: i32, sandboxed: bool) {
-    process::kill_group(pid);
-    if sandboxed {
-        // SAFETY: kill on our own unreaped child: the pid cannot have been reused.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-}

@@ -1,5 +1,5 @@
 //! Spawning a task's script as a process: environment (DESIGN §2.9), working directory, log
-//! redirection, timeout, and killing the whole process tree when it ends.
+//! redirection, timeout, cancellation, and killing the whole process tree when it ends.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -13,15 +13,50 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
-use super::{Exit, LineSink, RunningTasks, Stream, TaskInput, TaskSpec};
-use crate::capture::TaskIdentity;
-use crate::sandbox::SandboxMode;
+use super::{ExecFuture, Executor, Exit, LineSink, Stream, TaskControl, TaskInput, TaskSpec};
+use crate::capture::{HelperCheck, TaskIdentity};
+use crate::sandbox::{Sandbox, SandboxMode};
 
-/// Runs scripts as child processes, each in its own process group (and sandbox when asked).
+/// Runs scripts as child processes of grit, each in its own process group, or in its own
+/// sandbox for steps that ask for one. It owns the sandbox's zygote: started at the first
+/// sandboxed task, ended at the end of each run and when the executor is dropped.
+#[derive(Default)]
 pub struct ProcessExecutor {
-    pub running: Arc<RunningTasks>,
-    /// Receives output lines; when `None`, stdout and stderr go straight to the log file.
-    pub lines: Option<LineSink>,
+    sandbox: Sandbox,
+}
+
+impl ProcessExecutor {
+    /// An executor that has started nothing yet.
+    pub fn new() -> ProcessExecutor {
+        ProcessExecutor::default()
+    }
+
+    /// The pids of this executor's running zygote and its twin, if any.
+    #[cfg(test)]
+    pub(crate) fn running_zygote(&self) -> Vec<i32> {
+        self.sandbox.running_zygote()
+    }
+}
+
+impl Executor for ProcessExecutor {
+    fn execute<'a>(&'a self, spec: &'a TaskSpec, control: &'a TaskControl) -> ExecFuture<'a> {
+        Box::pin(self.run(spec, control))
+    }
+
+    fn helpers(&self) -> Option<HelperCheck> {
+        let zygote = self.sandbox.zygote_pids();
+        Some(Arc::new(move |pid| {
+            i32::try_from(pid).is_ok_and(|pid| zygote.contains(pid))
+        }))
+    }
+
+    fn run_ended(&self) {
+        self.sandbox.shutdown();
+    }
+
+    fn kind(&self) -> &'static str {
+        "process"
+    }
 }
 
 /// SIGKILL a process group, ignoring one that is already gone.
@@ -125,6 +160,7 @@ impl ProcessExecutor {
     fn start_plain(
         &self,
         spec: &TaskSpec,
+        lines: bool,
         log: &File,
         program: &str,
         args: &[String],
@@ -137,7 +173,7 @@ impl ProcessExecutor {
             .envs(contract_env(spec))
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        if self.lines.is_some() {
+        if lines {
             command.stdout(Stdio::piped()).stderr(Stdio::piped());
         } else {
             let (out, err) = match (log.try_clone(), log.try_clone()) {
@@ -176,6 +212,7 @@ impl ProcessExecutor {
     fn start_sandboxed(
         &self,
         spec: &TaskSpec,
+        lines: bool,
         log: &mut File,
         program: &str,
         args: &[String],
@@ -188,7 +225,7 @@ impl ProcessExecutor {
             .collect();
         let spawn_failed = |e: std::io::Error| Exit::SpawnFailed(format!("{program}: {e}"));
         let devnull = File::open("/dev/null").map_err(spawn_failed)?;
-        let (readers, writers) = if self.lines.is_some() {
+        let (readers, writers) = if lines {
             let (out_read, out_write) = output_pipe().map_err(spawn_failed)?;
             let (err_read, err_write) = output_pipe().map_err(spawn_failed)?;
             (
@@ -226,7 +263,7 @@ impl ProcessExecutor {
                 admission.admit(who.ok());
             }
         };
-        let started = crate::sandbox::spawn_admitting(
+        let started = self.sandbox.spawn_admitting(
             &request,
             &crate::sandbox::Program {
                 name: OsStr::new(program),
@@ -248,7 +285,11 @@ impl ProcessExecutor {
         }
     }
 
-    pub async fn execute(&self, spec: &TaskSpec) -> Exit {
+    /// One attempt of `spec`, to its end or until the run is cancelled.
+    async fn run(&self, spec: &TaskSpec, control: &TaskControl) -> Exit {
+        if control.cancel.reason().is_some() {
+            return Exit::Cancelled;
+        }
         let mut log = match crate::store::access::open_append_private(&spec.log_path) {
             Ok(f) => f,
             Err(e) => {
@@ -262,10 +303,11 @@ impl ProcessExecutor {
             return Exit::SpawnFailed("the step's shell is empty".into());
         };
         let sandboxed = spec.sandboxed && spec.step.policy.sandbox != SandboxMode::Off;
+        let lines = control.lines.is_some();
         let started = if sandboxed {
-            self.start_sandboxed(spec, &mut log, program, args)
+            self.start_sandboxed(spec, lines, &mut log, program, args)
         } else {
-            self.start_plain(spec, &log, program, args)
+            self.start_plain(spec, lines, &log, program, args)
         };
         let (mut child, outputs) = match started {
             Ok(started) => started,
@@ -274,16 +316,17 @@ impl ProcessExecutor {
         let Some(pid) = child.id().map(|p| p as i32) else {
             return Exit::SpawnFailed("the child exited before it could be tracked".into());
         };
-        self.running
-            .insert(spec.task_id, pid, matches!(child, Started::Sandboxed(_)));
+        // If this future is dropped (the engine gave up on the run), the whole group goes, not
+        // only its leader; a sandboxed task's init takes its namespace with it on drop already.
+        // (`then`, not `then_some`: a guard built and thrown away would kill at once.)
+        let group_guard = matches!(child, Started::Plain(_)).then(|| KillGroupOnDrop(pid));
 
-        let readers = match (&self.lines, outputs) {
+        let readers = match (&control.lines, outputs) {
             (Some(sink), Some((out, err))) => {
                 let shared = match log.try_clone() {
                     Ok(copy) => Arc::new(std::sync::Mutex::new(copy)),
                     Err(e) => {
                         child.kill(pid);
-                        self.running.remove(spec.task_id);
                         return Exit::SpawnFailed(format!("cannot share the log file: {e}"));
                     }
                 };
@@ -307,23 +350,34 @@ impl ProcessExecutor {
             _ => Vec::new(),
         };
 
-        let exit = match spec.step.timeout {
-            Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
-                Ok(status) => status_to_exit(status),
-                Err(_) => {
-                    child.kill(pid);
-                    let _ = child.wait().await;
-                    Exit::TimedOut(limit)
+        // The script's end, its timeout, or the run's cancellation, whichever comes first.
+        let ended = {
+            let waited = async {
+                match spec.step.timeout {
+                    Some(limit) => tokio::time::timeout(limit, child.wait())
+                        .await
+                        .map_err(|_| Exit::TimedOut(limit)),
+                    None => Ok(child.wait().await),
                 }
-            },
-            None => status_to_exit(child.wait().await),
+            };
+            tokio::select! {
+                biased;
+                _ = control.cancel.cancelled() => Err(Exit::Cancelled),
+                waited = waited => waited,
+            }
+        };
+        let exit = match ended {
+            Ok(status) => status_to_exit(status),
+            Err(stopped) => {
+                child.kill(pid);
+                let _ = child.wait().await;
+                stopped
+            }
         };
         // Anything the script left in the background dies with it (DESIGN §2.5: nothing late).
         // A sandboxed task's init has already killed its whole namespace.
-        if let Started::Plain(_) = child {
-            kill_group(pid);
-        }
-        self.running.remove(spec.task_id);
+        // Before the readers are awaited: a background process would hold their pipes open.
+        drop(group_guard);
         for reader in readers {
             // Readers end when the last writer of the pipe is gone; a process that escaped the
             // group could hold it open, so do not wait forever.
@@ -337,6 +391,15 @@ impl ProcessExecutor {
             );
         }
         exit
+    }
+}
+
+/// Kills a plain task's process group when dropped.
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        kill_group(self.0);
     }
 }
 

@@ -6,14 +6,19 @@
 //!
 //! A task's cgroup can only be removed once it is empty, after the task ended; each new one
 //! sweeps the empty leftovers of this grit process, and the last one stays until the next run.
+//!
+//! The names (`grit-<pid>-<n>`) and the sweep belong to the process, not to one sandbox, so two
+//! runs at once in one process share them: a cgroup is also empty between its creation and its
+//! init's clone, so the sweep runs only while no other spawn is in that window ([`Window`], a
+//! process-wide lock that holds no data; a skipped sweep happens at a later spawn).
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard};
 
 use super::SandboxError;
 
@@ -81,8 +86,17 @@ fn base() -> Option<&'static Base> {
     BASE.get_or_init(find_base).as_ref()
 }
 
+/// Spawns between creating their cgroup and cloning init into it (readers), and the sweep of
+/// empty cgroups (the writer), which must not remove a cgroup that is empty because its init is
+/// not born yet.
+static CREATING: RwLock<()> = RwLock::new(());
+
+/// A cgroup's window between its creation and its init's clone: the sweep waits until it closes.
+/// Held by the spawn until the zygote has cloned init.
+pub(crate) type Window = RwLockReadGuard<'static, ()>;
+
 /// Creates a pids cgroup allowing `max` tasks and says how init joins it.
-pub(crate) fn create(max: u64) -> Result<Join, SandboxError> {
+pub(crate) fn create(max: u64) -> Result<(Join, Window), SandboxError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let unsupported = |detail: String| SandboxError::Unsupported {
         feature: "a pids cgroup for the `processes` limit of a grit running as root",
@@ -96,7 +110,10 @@ pub(crate) fn create(max: u64) -> Result<Join, SandboxError> {
         )
     })?;
     let prefix = format!("grit-{}-", std::process::id());
-    if let Ok(entries) = std::fs::read_dir(&base.dir) {
+    // Only while no other spawn of this process has a cgroup whose init is not born yet.
+    if let Ok(_sweeping) = CREATING.try_write()
+        && let Ok(entries) = std::fs::read_dir(&base.dir)
+    {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(&prefix) {
                 // Fails with EBUSY while that task still runs; it is swept next time.
@@ -104,6 +121,8 @@ pub(crate) fn create(max: u64) -> Result<Join, SandboxError> {
             }
         }
     }
+    // The lock guards no data: a panic elsewhere cannot leave anything half-done behind it.
+    let window = CREATING.read().unwrap_or_else(|e| e.into_inner());
     let dir = base
         .dir
         .join(format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed)));
@@ -116,12 +135,12 @@ pub(crate) fn create(max: u64) -> Result<Join, SandboxError> {
             .write(true)
             .open(&procs)
             .map_err(|e| unsupported(format!("{}: {e}", procs.display())))?;
-        return Ok(Join::Procs(OwnedFd::from(opened)));
+        return Ok((Join::Procs(OwnedFd::from(opened)), window));
     }
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY)
         .open(&dir)
         .map_err(|e| unsupported(format!("{}: {e}", dir.display())))?;
-    Ok(Join::Clone(OwnedFd::from(opened)))
+    Ok((Join::Clone(OwnedFd::from(opened)), window))
 }

@@ -1,15 +1,22 @@
 //! grit's side of the sandbox zygote (`zygote.rs`): starting it, sending it orders, and starting
 //! a fresh one when the old one can no longer serve.
 //!
+//! A [`ZygoteSlot`] holds at most one zygote (and its twin); it belongs to a
+//! [`super::Sandbox`], which belongs to an executor, so two executors in one process (two runs,
+//! or a server's runs) each have their own zygote and never share one by accident.
+//!
 //! The zygote sees the host's mounts as they were when it started (its host view is a copy), so
 //! grit watches its own mount table (`/proc/self/mountinfo` signals every change through poll)
 //! and replaces the zygote at the next spawn after a change: a FUSE capture mounted after the
 //! zygote started would otherwise be missing from its view. The old zygote exits when its
 //! socket closes; the tasks it started are grit's children and are not affected.
 //!
-//! The zygote is started from a thread of its own that never exits: the zygote and every init
-//! it clones (`CLONE_PARENT`) have that thread as their parent, and their parent-death signal
-//! fires when the parent *thread* ends.
+//! Every zygote is started from one thread that never exits, shared by the whole process: the
+//! zygote and every init it clones (`CLONE_PARENT`) have that thread as their parent, and their
+//! parent-death signal fires when the parent *thread* ends. That thread is the one piece of
+//! process-wide state here, and a safe one: it holds nothing of any run (it only runs the
+//! `Command::spawn` of a zygote handed to it, then waits for the next), and a thread that may end
+//! would kill the tasks it parents.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -18,7 +25,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::SandboxError;
 use super::wire::{self, Order, Reply};
@@ -51,9 +58,9 @@ impl Zygote {
 
     /// Ends the zygote and its twin: they exit at the end of their sockets; the kills cover a
     /// stuck one. Both are grit's children, so both are reaped here.
-    fn retire(mut self) {
+    fn retire(mut self, pids: &ZygotePids) {
         // Before they are reaped and their pids become free.
-        publish_pids(0, 0);
+        pids.publish(0, 0);
         drop(self.sock);
         drop(self.twin_sock);
         let _ = self.process.kill();
@@ -77,31 +84,117 @@ fn reap(pid: i32) {
     }
 }
 
-static ZYGOTE: Mutex<Option<Zygote>> = Mutex::new(None);
-
-/// The pids of the running zygote and its twin (0: none), readable without [`ZYGOTE`]'s lock:
+/// The pids of a slot's running zygote and its twin (0: none), readable without the slot's lock:
 /// the FUSE capture asks while a spawn holds that lock and waits for the zygote, which is
 /// looking up the task's directory in the capture.
-static ZYGOTE_PIDS: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
+#[derive(Debug, Default)]
+pub struct ZygotePids([AtomicI32; 2]);
 
-/// Is `pid` the running zygote or its twin? Both are grit's unreaped children, so their pids
-/// cannot have passed to another process.
-pub(crate) fn is_zygote(pid: i32) -> bool {
-    pid > 0 && ZYGOTE_PIDS.iter().any(|p| p.load(Ordering::Acquire) == pid)
+impl ZygotePids {
+    /// Is `pid` the running zygote or its twin? Both are grit's unreaped children, so their pids
+    /// cannot have passed to another process.
+    pub fn contains(&self, pid: i32) -> bool {
+        pid > 0 && self.0.iter().any(|p| p.load(Ordering::Acquire) == pid)
+    }
+
+    fn publish(&self, zygote: i32, twin: i32) {
+        self.0[0].store(zygote, Ordering::Release);
+        self.0[1].store(twin, Ordering::Release);
+    }
 }
 
-fn publish_pids(zygote: i32, twin: i32) {
-    ZYGOTE_PIDS[0].store(zygote, Ordering::Release);
-    ZYGOTE_PIDS[1].store(twin, Ordering::Release);
+/// At most one running zygote (and its twin), started at the first spawn and replaced when it
+/// can no longer serve.
+#[derive(Default)]
+pub(crate) struct ZygoteSlot {
+    zygote: Mutex<Option<Zygote>>,
+    pids: Arc<ZygotePids>,
 }
 
-/// The pids of the running zygote and its twin, if any.
-#[cfg(test)]
-pub(crate) fn zygote_pids() -> Vec<i32> {
-    let slot = ZYGOTE.lock().unwrap_or_else(|e| e.into_inner());
-    slot.as_ref()
-        .map(|z| vec![z.process.id() as i32, z.twin])
-        .unwrap_or_default()
+impl ZygoteSlot {
+    /// The live pids of this slot's zygote, shared with whoever must recognise it.
+    pub(crate) fn pids(&self) -> Arc<ZygotePids> {
+        self.pids.clone()
+    }
+
+    /// The pids of the running zygote and its twin, if any.
+    #[cfg(test)]
+    pub(crate) fn zygote_pids(&self) -> Vec<i32> {
+        let slot = self.zygote.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref()
+            .map(|z| vec![z.process.id() as i32, z.twin])
+            .unwrap_or_default()
+    }
+
+    /// Asks the zygote to start a task; returns its init's pid and pidfd, and the write end of
+    /// the go pipe: init runs the script once a byte arrives there. `fds` are the task's stdin,
+    /// stdout and stderr, then its cgroup descriptor if `order.cgroup` names one.
+    pub(crate) fn spawn(
+        &self,
+        order: &Order,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(i32, OwnedFd, OwnedFd), SandboxError> {
+        let pids = &*self.pids;
+        let mut slot = self.zygote.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(Zygote::outdated)
+            && let Some(old) = slot.take()
+        {
+            old.retire(pids);
+        }
+        // A zygote that died (or was killed) answers with an I/O error: one fresh start, then
+        // give up. Nothing of the task ran then: its init waits for the go byte below.
+        let mut failure = String::new();
+        for _ in 0..2 {
+            let zygote = match slot.as_mut() {
+                Some(z) => z,
+                None => slot.insert(start(pids)?),
+            };
+            let sock = if order.network {
+                &zygote.sock
+            } else {
+                &zygote.twin_sock
+            };
+            let answer = wire::send(sock, order, fds).and_then(|()| wire::receive::<Reply>(sock));
+            match answer {
+                Ok(Some((Reply::Spawned { pid }, fds))) => {
+                    let mut fds = fds.into_iter();
+                    let (Some(pidfd), Some(go)) = (fds.next(), fds.next()) else {
+                        failure = "the zygote's answer lacked the task's descriptors".into();
+                        break;
+                    };
+                    return Ok((pid, pidfd, go));
+                }
+                Ok(Some((Reply::Refused { message }, _))) => {
+                    return Err(SandboxError::Refused(message));
+                }
+                Ok(Some((Reply::Ready { .. }, _))) => {
+                    failure = "the zygote answered out of turn".into();
+                }
+                Ok(None) => failure = "the zygote exited".into(),
+                Err(e) => failure = e.to_string(),
+            }
+            if let Some(old) = slot.take() {
+                old.retire(pids);
+            }
+        }
+        if let Some(old) = slot.take() {
+            old.retire(pids);
+        }
+        Err(SandboxError::Failed {
+            step: "the sandbox zygote did not answer".into(),
+            detail: failure,
+        })
+    }
+
+    /// Ends the zygote, if one runs (the next spawn starts a new one). A run calls it before
+    /// its FUSE capture unmounts, so that no copy of that mount outlives the run in the
+    /// zygote's view.
+    pub(crate) fn shutdown(&self) {
+        let mut slot = self.zygote.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.take() {
+            old.retire(&self.pids);
+        }
+    }
 }
 
 fn unsupported(detail: String) -> SandboxError {
@@ -139,8 +232,8 @@ fn on_parent_thread(job: Job) -> Result<(), SandboxError> {
         .map_err(|_| unsupported("cannot start grit's sandbox thread".into()))
 }
 
-/// Starts a zygote and waits until its template is built.
-fn start() -> Result<Zygote, SandboxError> {
+/// Starts a zygote and waits until its template is built; publishes its pids in `pids`.
+fn start(pids: &ZygotePids) -> Result<Zygote, SandboxError> {
     let mounts = File::open("/proc/self/mountinfo")
         .map_err(|e| unsupported(format!("/proc/self/mountinfo: {e}")))?;
     let (ours, theirs) = UnixStream::pair().map_err(|e| unsupported(format!("socketpair: {e}")))?;
@@ -193,7 +286,7 @@ fn start() -> Result<Zygote, SandboxError> {
                         return fail(process, twin, format!("socket timeout: {e}"));
                     }
                 }
-                publish_pids(process.id() as i32, twin);
+                pids.publish(process.id() as i32, twin);
                 Ok(Zygote {
                     sock: ours,
                     twin_sock,
@@ -220,70 +313,3 @@ fn start() -> Result<Zygote, SandboxError> {
 /// How long grit waits for the zygote's answer before it gives up on that zygote: it copies the
 /// task's directories from the host, and a hung mount there must not hang grit's scheduler.
 const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Asks the zygote to start a task; returns its init's pid and pidfd, and the write end of the
-/// go pipe: init runs the script once a byte arrives there. `fds` are the task's stdin, stdout
-/// and stderr, then its cgroup descriptor if `order.cgroup` names one.
-pub(crate) fn spawn(
-    order: &Order,
-    fds: &[BorrowedFd<'_>],
-) -> Result<(i32, OwnedFd, OwnedFd), SandboxError> {
-    let mut slot = ZYGOTE.lock().unwrap_or_else(|e| e.into_inner());
-    if slot.as_ref().is_some_and(Zygote::outdated)
-        && let Some(old) = slot.take()
-    {
-        old.retire();
-    }
-    // A zygote that died (or was killed) answers with an I/O error: one fresh start, then give
-    // up. Nothing of the task ran then: its init waits for the go byte below.
-    let mut failure = String::new();
-    for _ in 0..2 {
-        let zygote = match slot.as_mut() {
-            Some(z) => z,
-            None => slot.insert(start()?),
-        };
-        let sock = if order.network {
-            &zygote.sock
-        } else {
-            &zygote.twin_sock
-        };
-        let answer = wire::send(sock, order, fds).and_then(|()| wire::receive::<Reply>(sock));
-        match answer {
-            Ok(Some((Reply::Spawned { pid }, fds))) => {
-                let mut fds = fds.into_iter();
-                let (Some(pidfd), Some(go)) = (fds.next(), fds.next()) else {
-                    failure = "the zygote's answer lacked the task's descriptors".into();
-                    break;
-                };
-                return Ok((pid, pidfd, go));
-            }
-            Ok(Some((Reply::Refused { message }, _))) => {
-                return Err(SandboxError::Refused(message));
-            }
-            Ok(Some((Reply::Ready { .. }, _))) => {
-                failure = "the zygote answered out of turn".into();
-            }
-            Ok(None) => failure = "the zygote exited".into(),
-            Err(e) => failure = e.to_string(),
-        }
-        if let Some(old) = slot.take() {
-            old.retire();
-        }
-    }
-    if let Some(old) = slot.take() {
-        old.retire();
-    }
-    Err(SandboxError::Failed {
-        step: "the sandbox zygote did not answer".into(),
-        detail: failure,
-    })
-}
-
-/// Ends the zygote, if one runs (the next spawn starts a new one). A run calls it before its
-/// FUSE capture unmounts, so that no copy of that mount outlives the run in the zygote's view.
-pub(crate) fn shutdown() {
-    let mut slot = ZYGOTE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(old) = slot.take() {
-        old.retire();
-    }
-}

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`policy`]: the policy data type (what a step may do).
 //! - `client`: grit's side of the zygote: starting it, sending it orders, replacing it.
+//!   Each [`Sandbox`] owns its zygote; nothing of it is global.
 //! - `wire`: the orders and replies between grit and the zygote, and how they travel.
 //! - `zygote`: the small process that holds the template mount tree and clones every task.
 //! - `plan`: the template's static tree, each task's own mounts on top of it, and the landlock
@@ -14,7 +15,7 @@
 //! - [`probe`]: what this machine offers, for `grit doctor`.
 //!
 //! # What a sandboxed task gets
-//! [`spawn`] hands the task to the zygote, which clones the task's init (a child of grit) into
+//! [`Sandbox::spawn`] hands the task to the zygote, which clones the task's init (a child of grit) into
 //! new user (own uid/gid mapped to themselves), mount, pid, ipc and uts namespaces; unless
 //! `network = true` it is also born in a private network namespace (loopback only), lent to this
 //! task alone from a pool (`netpool`). The mount namespace starts as a copy of the zygote's
@@ -39,6 +40,18 @@
 //!
 //! A setup step the kernel refuses makes the task exit with [`SETUP_FAILED_EXIT`] after a
 //! message on its stderr that names the step and the opt-outs; it never degrades silently.
+//!
+//! # Process-wide state, and why each piece is safe
+//! A [`Sandbox`] owns its zygote; two sandboxes in one process are independent. What remains
+//! process-wide holds no run's state:
+//! - facts about the kernel, read once (`preflight`: the landlock ABI and whether user
+//!   namespaces are on; `last_cap`), and a flag that warns once per process about a partial
+//!   landlock; the kernel's answers do not change while grit runs;
+//! - the thread that parents every zygote (`client`), which must outlive every task it parents;
+//! - the pids cgroups' names and their sweep (`cgroup`), which are per process by nature;
+//! - the `.init_array` entry that turns a process started with `GRIT_SANDBOX_ZYGOTE` into the
+//!   zygote before `main` (`zygote`): it does nothing in grit itself (the variable is set only
+//!   on the zygote's command), and the signal dispositions it resets are the zygote's own.
 
 mod cgroup;
 mod child;
@@ -68,7 +81,7 @@ use landlock::{Access, AccessFs, Ruleset, RulesetAttr, Scope};
 // Used by the executor's callers and by `grit doctor`, which the lead wires.
 #[allow(unused_imports)]
 pub use child::SETUP_FAILED_EXIT;
-pub(crate) use client::is_zygote;
+pub use client::ZygotePids;
 pub use policy::{Policy, SandboxMode};
 #[allow(unused_imports)]
 pub use probe::{Feature, Probe, probe};
@@ -349,79 +362,116 @@ struct CloneArgs {
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 const P_PIDFD: libc::idtype_t = 3;
 
-/// Spawns `program` inside the sandbox described by `req`. The caller must not use
-/// `sandbox = "off"` here (that is a plain spawn). The task's init is a child of grit; the
-/// sandbox zygote (`zygote.rs`) clones it, and is started at the first call.
-pub fn spawn(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Sandboxed, SandboxError> {
-    spawn_admitting(req, program, &mut |_| {})
+/// The sandbox of one executor: it owns the zygote (`zygote.rs`) that clones every task's init,
+/// started at the first spawn and ended by [`Sandbox::shutdown`] or when the sandbox is dropped.
+/// Two sandboxes in one process (two runs, one after the other or at once) have a zygote each.
+#[derive(Default)]
+pub struct Sandbox {
+    zygote: client::ZygoteSlot,
 }
 
-/// [`spawn`], calling `admit` with the pid of the task's init after its namespaces exist and
-/// before its script runs (the output capture learns there which processes are the task's).
-pub fn spawn_admitting(
-    req: &SandboxRequest<'_>,
-    program: &Program<'_>,
-    admit: &mut dyn FnMut(i32),
-) -> Result<Sandboxed, SandboxError> {
-    preflight()?;
-    let policy = req.policy;
-    let os = |p: &Path| p.as_os_str().to_os_string();
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    // The limit counts init too.
-    let cgroup = match policy.processes {
-        Some(p) if root => Some(cgroup::create(p.saturating_add(1))?),
-        _ => None,
-    };
-    let order = wire::Order {
-        cwd: os(req.cwd),
-        input_file: req.input_file.map(os),
-        input_dir: req.input_dir.map(os),
-        output_dir: os(req.output_dir),
-        scratch_dir: os(req.scratch_dir),
-        store_dir: os(req.store_dir),
-        read_only: policy.read_only.iter().map(|p| os(p)).collect(),
-        read_write: policy.read_write.iter().map(|p| os(p)).collect(),
-        tmp_size: policy.memory,
-        network: policy.network,
-        rlimits: rlimits(policy)
-            .into_iter()
-            .map(|(resource, l)| (resource, l.rlim_cur, l.rlim_max))
-            .collect(),
-        program: program.name.to_os_string(),
-        args: program.args.to_vec(),
-        env: program.env.to_vec(),
-        cgroup: match &cgroup {
-            None => wire::CgroupJoin::None,
-            Some(cgroup::Join::Clone(_)) => wire::CgroupJoin::Clone,
-            Some(cgroup::Join::Procs(_)) => wire::CgroupJoin::Procs,
-        },
-    };
-    let mut fds: Vec<BorrowedFd<'_>> = program.stdio.to_vec();
-    if let Some(cgroup::Join::Clone(fd) | cgroup::Join::Procs(fd)) = &cgroup {
-        fds.push(fd.as_fd());
+impl Sandbox {
+    /// A sandbox with no zygote yet (the first spawn starts it).
+    pub fn new() -> Sandbox {
+        Sandbox::default()
     }
-    let (pid, pidfd, go) = client::spawn(&order, &fds)?;
-    admit(pid);
-    // grit holds the pidfd and the task is admitted: the script may run. (Init may already be
-    // gone; then the write fails and the exit status tells what happened.)
-    let _ = nix::unistd::write(&go, b"1");
-    Ok(Sandboxed {
-        pid,
-        pidfd,
-        status: None,
-    })
+
+    /// Spawns `program` inside the sandbox described by `req`. The caller must not use
+    /// `sandbox = "off"` here (that is a plain spawn). The task's init is a child of grit.
+    pub fn spawn(
+        &self,
+        req: &SandboxRequest<'_>,
+        program: &Program<'_>,
+    ) -> Result<Sandboxed, SandboxError> {
+        self.spawn_admitting(req, program, &mut |_| {})
+    }
+
+    /// [`Sandbox::spawn`], calling `admit` with the pid of the task's init after its namespaces
+    /// exist and before its script runs (the output capture learns there which processes are
+    /// the task's).
+    pub fn spawn_admitting(
+        &self,
+        req: &SandboxRequest<'_>,
+        program: &Program<'_>,
+        admit: &mut dyn FnMut(i32),
+    ) -> Result<Sandboxed, SandboxError> {
+        preflight()?;
+        let policy = req.policy;
+        let os = |p: &Path| p.as_os_str().to_os_string();
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        // The limit counts init too.
+        // The window stays open until init is cloned into the cgroup (see cgroup.rs).
+        let (cgroup, _window) = match policy.processes {
+            Some(p) if root => {
+                let (join, window) = cgroup::create(p.saturating_add(1))?;
+                (Some(join), Some(window))
+            }
+            _ => (None, None),
+        };
+        let order = wire::Order {
+            cwd: os(req.cwd),
+            input_file: req.input_file.map(os),
+            input_dir: req.input_dir.map(os),
+            output_dir: os(req.output_dir),
+            scratch_dir: os(req.scratch_dir),
+            store_dir: os(req.store_dir),
+            read_only: policy.read_only.iter().map(|p| os(p)).collect(),
+            read_write: policy.read_write.iter().map(|p| os(p)).collect(),
+            tmp_size: policy.memory,
+            network: policy.network,
+            rlimits: rlimits(policy)
+                .into_iter()
+                .map(|(resource, l)| (resource, l.rlim_cur, l.rlim_max))
+                .collect(),
+            program: program.name.to_os_string(),
+            args: program.args.to_vec(),
+            env: program.env.to_vec(),
+            cgroup: match &cgroup {
+                None => wire::CgroupJoin::None,
+                Some(cgroup::Join::Clone(_)) => wire::CgroupJoin::Clone,
+                Some(cgroup::Join::Procs(_)) => wire::CgroupJoin::Procs,
+            },
+        };
+        let mut fds: Vec<BorrowedFd<'_>> = program.stdio.to_vec();
+        if let Some(cgroup::Join::Clone(fd) | cgroup::Join::Procs(fd)) = &cgroup {
+            fds.push(fd.as_fd());
+        }
+        let (pid, pidfd, go) = self.zygote.spawn(&order, &fds)?;
+        admit(pid);
+        // grit holds the pidfd and the task is admitted: the script may run. (Init may already be
+        // gone; then the write fails and the exit status tells what happened.)
+        let _ = nix::unistd::write(&go, b"1");
+        Ok(Sandboxed {
+            pid,
+            pidfd,
+            status: None,
+        })
+    }
+
+    /// Ends the zygote now (a later spawn starts a new one); running tasks are not affected. A
+    /// run calls it before its output capture unmounts: the zygote's copy of the host's mounts
+    /// would otherwise keep a FUSE capture referenced.
+    pub fn shutdown(&self) {
+        self.zygote.shutdown();
+    }
+
+    /// The pids of this sandbox's zygote and its twin while they run, for the output capture:
+    /// the zygote looks up a task's `OUTPUT_DIR` to copy it into the task's mount namespace.
+    pub fn zygote_pids(&self) -> std::sync::Arc<ZygotePids> {
+        self.zygote.pids()
+    }
+
+    /// The pids of the running zygote and its twin, if any.
+    #[cfg(test)]
+    pub(crate) fn running_zygote(&self) -> Vec<i32> {
+        self.zygote.zygote_pids()
+    }
 }
 
-/// Ends the sandbox zygote when dropped (a later spawn starts a new one). A run holds one while
-/// it may spawn tasks and drops it before its output capture unmounts: the zygote's copy of the
-/// host's mounts would otherwise keep a FUSE capture referenced until the next spawn.
-#[derive(Debug, Default)]
-pub struct ZygoteSession;
-
-impl Drop for ZygoteSession {
+impl Drop for Sandbox {
     fn drop(&mut self) {
-        client::shutdown();
+        self.zygote.shutdown();
     }
 }
 

@@ -172,7 +172,9 @@ fn probe_sandbox() -> Feature {
             env: &env,
             stdio: [devnull.as_fd(), devnull.as_fd(), write.as_fd()],
         };
-        let mut task = super::spawn(&req, &program).map_err(|e| e.to_string())?;
+        // A sandbox of its own: its zygote ends when the probe is done.
+        let sandbox = super::Sandbox::new();
+        let mut task = sandbox.spawn(&req, &program).map_err(|e| e.to_string())?;
         drop(write);
         let mut err = String::new();
         std::fs::File::from(read)

@@ -1,5 +1,5 @@
-//! Tests that spawn real `sh -c` tasks through [`spawn`] on a tokio runtime and check what
-//! the sandbox allows and denies. They need user namespaces and landlock, like grit itself.
+//! Tests that spawn real `sh -c` tasks through [`Sandbox::spawn`] on a tokio runtime and check
+//! what the sandbox allows and denies. They need user namespaces and landlock, like grit itself.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -14,6 +14,16 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe::Receiver;
 
 use super::*;
+
+/// The sandbox these tests share (one zygote for the test binary, as a run has one).
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: std::sync::OnceLock<Sandbox> = std::sync::OnceLock::new();
+    SANDBOX.get_or_init(Sandbox::new)
+}
+
+fn spawn(req: &SandboxRequest<'_>, program: &Program<'_>) -> Result<Sandboxed, SandboxError> {
+    sandbox().spawn(req, program)
+}
 
 struct Task {
     _dir: tempfile::TempDir,
@@ -779,9 +789,8 @@ fn a_missing_program_fails_with_127_and_says_why() {
 fn the_sandbox_mounts_never_show_on_the_host() {
     // Init mounts a dozen filesystems in a copy of the zygote's template without making
     // anything private first: none of them may propagate back here.
-    // (Without the mount another test makes on the host on purpose, and without the FUSE
-    // captures that tests running beside this one, or other grit runs, mount and unmount
-    // meanwhile: the sandbox mounts none of those.)
+    // (Without the mount another test makes on the host on purpose, and the FUSE captures that
+    // tests running at the same time mount and unmount; this task's directories are plain.)
     let mounts = || {
         std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
@@ -823,7 +832,7 @@ fn a_killed_zygote_is_replaced_at_the_next_spawn() {
     let t = Task::new();
     assert_eq!(t.run("true", &strict()).0, 0);
     // The zygote and its twin (network = false tasks).
-    let killed = client::zygote_pids();
+    let killed = sandbox().running_zygote();
     assert_eq!(killed.len(), 2, "{killed:?}");
     for pid in &killed {
         // SAFETY: kill on a child of this process.
@@ -837,7 +846,7 @@ fn a_killed_zygote_is_replaced_at_the_next_spawn() {
     };
     assert_eq!(t.run("true", &network).0, 0);
     // Replaced, not revived: other tests may have restarted it too, but never with these pids.
-    let now = client::zygote_pids();
+    let now = sandbox().running_zygote();
     assert!(
         now.iter().all(|p| !killed.contains(p)),
         "{killed:?} {now:?}"

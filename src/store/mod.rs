@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod backup;
+pub mod decide;
 pub mod facts;
 pub mod gc;
 pub mod identity;

@@ -5,12 +5,14 @@
 //! source that runs every time, and steps that may run afterwards because an upstream step runs
 //! ("input updated by another job").
 //!
-//! It only reads. Counts are computed on the resources live now; outputs of the steps that would
-//! run can trigger more.
+//! Whether a task runs, and why, is [`super::decide`]'s rule, the one the engine's scheduling
+//! follows too; this module only counts with it. It only reads. Counts are computed on the
+//! resources live now; outputs of the steps that would run can trigger more.
 
 use rusqlite::Connection;
 
 use super::StoreError;
+use super::decide::{self, Situation, TaskState, VersionStatus, Why};
 use super::liveness::{self, LiveSource};
 use super::params::ParamChange;
 use super::provenance::{self, VersionRow};
@@ -66,11 +68,7 @@ pub fn plan(
     let mut plans = Vec::with_capacity(manifest.steps.len());
     for step in &manifest.steps {
         let allowed = only.is_empty() || only.contains(&step.name);
-        let mut plan = plan_step(conn, step, allowed)?;
-        if forced.contains(&step.name) {
-            force(&mut plan);
-        }
-        plans.push(plan);
+        plans.push(plan_step(conn, step, allowed, forced.contains(&step.name))?);
     }
     add_downstream(conn, manifest, &mut plans)?;
     Ok(plans)
@@ -80,6 +78,7 @@ fn plan_step(
     conn: Option<&Connection>,
     step: &Step,
     allowed: bool,
+    forced: bool,
 ) -> Result<StepPlan, StoreError> {
     let hash = step.version_hash();
     let versions: Vec<VersionRow> = match conn {
@@ -93,11 +92,13 @@ fn plan_step(
         (Some(conn), Some(old)) => super::params::changes(conn, old.id, step)?,
         _ => (Vec::new(), false),
     };
-    let version_reason = match (&replaces, versions.is_empty()) {
-        (Some(_), _) if only_params => "parameter value changed",
-        (Some(_), _) => "step changed (new version)",
-        (None, true) => "new step",
-        (None, false) => "step version not current",
+    // What a task that does not exist yet runs for: the version is new, or only its input.
+    let version = match (&replaces, versions.is_empty(), stored) {
+        (_, true, _) => VersionStatus::NewStep,
+        (Some(_), _, None) if only_params => VersionStatus::ParamsChanged,
+        (Some(_), _, None) => VersionStatus::Changed,
+        (None, _, None) => VersionStatus::NotCurrent,
+        (_, _, Some(_)) => VersionStatus::Known,
     };
     let change = match (&replaces, stored) {
         (Some(_), Some(_)) => Some("earlier version"),
@@ -120,18 +121,45 @@ fn plan_step(
         skipped: !allowed,
         gated_until: None,
     };
-    let add = |plan: &mut StepPlan, reason: &'static str, count: u64, examples: Vec<String>| {
-        if count > 0 {
-            plan.tasks += count;
-            plan.reasons.push(Reason {
-                reason,
-                count,
-                examples,
-            });
+    // Decided as a run that has not started yet decides: nothing failed in it so far.
+    let situation = Situation {
+        kind,
+        once: step.once,
+        forced,
+        failed_in_this_run: false,
+    };
+    // `count` tasks in `state` (None: not created yet): counted as running, with their reason,
+    // or as up to date.
+    let count = |plan: &mut StepPlan, state: Option<&str>, count: u64, examples: Vec<String>| {
+        let state = match state.map(TaskState::parse) {
+            Some(None) => return,
+            Some(Some(state)) => Some(state),
+            None => None,
+        };
+        match decide::runs(situation, state) {
+            Some(why) if count > 0 => {
+                plan.tasks += count;
+                // A forced task counts as forced even though a version may be new.
+                plan.reasons.push(Reason {
+                    reason: why.text(kind, version),
+                    count,
+                    examples: if why == Why::Forced {
+                        Vec::new()
+                    } else {
+                        examples
+                    },
+                });
+            }
+            Some(_) => {}
+            None => plan.up_to_date += count,
         }
     };
     match kind {
-        StepKind::Source if !step.once => {
+        // The state is that of the one task a `once` source has per version; an every-run
+        // source has a new task each run.
+        // A time gate (`min_interval`) keeps an every-run source from running; `--force-step`
+        // lifts it once, as in the engine.
+        StepKind::Source if !step.once && !forced => {
             let gated = match (conn, stored, step.min_interval) {
                 (Some(conn), Some(id), Some(interval)) => {
                     provenance::gated_until(conn, id, interval)?
@@ -143,54 +171,33 @@ fn plan_step(
                     plan.gated_until = Some(humantime::format_rfc3339_seconds(until).to_string());
                     plan.up_to_date = 1;
                 }
-                None => add(&mut plan, "source: runs every run", 1, Vec::new()),
+                None => count(&mut plan, None, 1, Vec::new()),
             }
         }
         StepKind::Source => {
             let state = match (conn, stored) {
-                (Some(conn), Some(id)) => provenance::once_source_state(conn, id)?,
+                (Some(conn), Some(id)) if step.once => provenance::once_source_state(conn, id)?,
                 _ => None,
             };
-            match state.as_deref() {
-                None if stored.is_none() => add(&mut plan, version_reason, 1, Vec::new()),
-                None => add(&mut plan, "never ran", 1, Vec::new()),
-                Some("failed") => add(&mut plan, "failed before", 1, Vec::new()),
-                Some("pending") => add(&mut plan, "pending: not run yet", 1, Vec::new()),
-                Some("running") => add(
-                    &mut plan,
-                    "interrupted: a run stopped during it",
-                    1,
-                    Vec::new(),
-                ),
-                Some(_) => plan.up_to_date = 1,
-            }
+            count(&mut plan, state.as_deref(), 1, Vec::new());
         }
         StepKind::Map => {
             let Some(conn) = conn else {
                 return Ok(plan);
             };
             for group in provenance::map_inputs(conn, stored, &step.inputs)? {
-                let mut examples = group.examples.clone();
-                let reason = match group.state.as_str() {
-                    "new" if stored.is_none() => version_reason,
-                    "new" => "new input",
-                    "failed" => {
-                        examples = group
-                            .examples
-                            .iter()
-                            .zip(&group.tasks)
-                            .map(|(name, task)| format!("{name} (task {task})"))
-                            .collect();
-                        "failed before"
-                    }
-                    "pending" => "pending: not run yet",
-                    "running" => "interrupted: a run stopped during it",
-                    _ => {
-                        plan.up_to_date += group.count;
-                        continue;
-                    }
+                let examples = if group.state == "failed" {
+                    group
+                        .examples
+                        .iter()
+                        .zip(&group.tasks)
+                        .map(|(name, task)| format!("{name} (task {task})"))
+                        .collect()
+                } else {
+                    group.examples.clone()
                 };
-                add(&mut plan, reason, group.count, examples);
+                let state = (group.state != "new").then_some(group.state.as_str());
+                count(&mut plan, state, group.count, examples);
             }
         }
         StepKind::Gather => {
@@ -201,44 +208,23 @@ fn plan_step(
                 return Ok(plan);
             };
             let members = liveness::gather_members(conn, &step.inputs, LiveSource::Column)?.len();
-            let example = vec![format!("{members} input(s)")];
-            let state = match stored {
+            let task = match stored {
                 Some(id) => provenance::gather_task_state(conn, id, &key)?,
                 None => None,
             };
-            match state {
-                None if stored.is_none() => add(&mut plan, version_reason, 1, example),
-                None => add(&mut plan, "new input set", 1, example),
-                Some((task, state)) => match state.as_str() {
-                    "failed" => add(&mut plan, "failed before", 1, vec![format!("task {task}")]),
-                    "pending" => add(&mut plan, "pending: not run yet", 1, example),
-                    "running" => add(
-                        &mut plan,
-                        "interrupted: a run stopped during it",
-                        1,
-                        example,
-                    ),
-                    _ => plan.up_to_date = 1,
-                },
-            }
+            let examples = match &task {
+                Some((task, state)) if state == "failed" => vec![format!("task {task}")],
+                _ => vec![format!("{members} input(s)")],
+            };
+            count(
+                &mut plan,
+                task.as_ref().map(|(_, state)| state.as_str()),
+                1,
+                examples,
+            );
         }
     }
     Ok(plan)
-}
-
-/// `--force-step`: the tasks that are up to date run again too.
-fn force(plan: &mut StepPlan) {
-    // A time gate is ignored once, as the engine does.
-    plan.gated_until = None;
-    if plan.up_to_date > 0 {
-        plan.tasks += plan.up_to_date;
-        plan.reasons.push(Reason {
-            reason: "forced with --force-step",
-            count: plan.up_to_date,
-            examples: Vec::new(),
-        });
-        plan.up_to_date = 0;
-    }
 }
 
 /// Mark steps that may run after an upstream step runs: a step that would run feeds a consumer

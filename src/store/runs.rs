@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::{StoreError, facts, liveness, now};
+use super::{StoreError, decide, facts, liveness, now};
 use crate::manifest::{Manifest, Step};
 
 /// The scheduling kind of a step, stored with its version.
@@ -54,7 +54,10 @@ pub struct RunStart {
 pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart, StoreError> {
     let tx = conn.transaction()?;
     let recovered = tx.execute(
-        "UPDATE tasks SET state = 'pending' WHERE state = 'running'",
+        &format!(
+            "UPDATE tasks SET state = 'pending' WHERE state IN ({})",
+            decide::sql_list(&decide::recovered())
+        ),
         [],
     )? as u64;
     tx.execute(
@@ -192,7 +195,10 @@ pub fn finish_run(
 /// Put tasks of an interrupted run back to pending (SIGINT/SIGTERM).
 pub fn reset_running(conn: &Connection) -> Result<u64, StoreError> {
     Ok(conn.execute(
-        "UPDATE tasks SET state = 'pending' WHERE state = 'running'",
+        &format!(
+            "UPDATE tasks SET state = 'pending' WHERE state IN ({})",
+            decide::sql_list(&decide::recovered())
+        ),
         [],
     )? as u64)
 }

@@ -1,9 +1,14 @@
 //! Task creation and the task queue: which tasks exist, which are pending, and handing them to the
 //! engine page by page (the queue lives in SQLite, so memory does not grow with the store).
+//!
+//! Which stored tasks run again is not decided here but by [`super::decide`], the rule the dry
+//! run's plan counts with; this module only turns that rule into SQL.
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
+use super::decide::{self, Situation, TaskState};
 use super::liveness::{self, LiveSource};
+use super::runs::StepKind;
 use super::{StoreError, now};
 use crate::manifest::glob_match;
 
@@ -43,8 +48,11 @@ pub fn source_task(
             "INSERT OR IGNORE INTO tasks (step_version_id, source_run, state, created_run) VALUES (?1, 0, 'pending', ?2)",
             params![version_id, run_id],
         )?;
+        let requeued = decide::sql_list(&decide::requeued(StepKind::Source, true, false));
         conn.execute(
-            "UPDATE tasks SET state = 'pending' WHERE step_version_id = ?1 AND source_run = 0 AND state = 'failed'",
+            &format!(
+                "UPDATE tasks SET state = 'pending' WHERE step_version_id = ?1 AND source_run = 0 AND state IN ({requeued})"
+            ),
             [version_id],
         )?;
         let pending: bool = conn.query_row(
@@ -75,10 +83,13 @@ pub fn backfill(conn: &Connection, run_id: i64, step: &MapStep) -> Result<u64, S
         step.version_id, run_id
     );
     let created = conn.execute(&sql, params_from_iter(step.patterns.iter()))? as u64;
+    let requeued = decide::sql_list(&decide::requeued(StepKind::Map, false, false));
     let retried = conn.execute(
-        "UPDATE tasks SET state = 'pending'
-         WHERE step_version_id = ?1 AND state = 'failed'
-           AND input_resource_id IN (SELECT id FROM resources WHERE live = 1)",
+        &format!(
+            "UPDATE tasks SET state = 'pending'
+             WHERE step_version_id = ?1 AND state IN ({requeued})
+               AND input_resource_id IN (SELECT id FROM resources WHERE live = 1)"
+        ),
         [step.version_id],
     )? as u64;
     Ok(created + retried)
@@ -176,8 +187,26 @@ pub fn gather_task(
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let pending = match existing {
-        None => {
+    let state = existing
+        .as_ref()
+        .map(|(_, state, _)| TaskState::parse(state));
+    let situation = Situation {
+        kind: StepKind::Gather,
+        once: false,
+        forced: false,
+        failed_in_this_run: existing
+            .as_ref()
+            .is_some_and(|(_, _, last_run)| *last_run == Some(run_id)),
+    };
+    // An unknown state (the schema admits none) is left alone.
+    let verdict = match state {
+        Some(None) => None,
+        Some(Some(state)) => decide::runs(situation, Some(state)),
+        None => decide::runs(situation, None),
+    };
+    let pending = match (existing, verdict) {
+        (_, None) => None,
+        (None, Some(_)) => {
             tx.execute(
                 "INSERT INTO tasks (step_version_id, input_set, state, created_run) VALUES (?1, ?2, 'pending', ?3)",
                 params![version_id, key, run_id],
@@ -192,25 +221,30 @@ pub fn gather_task(
             }
             Some(task_id)
         }
-        Some((id, state, _)) if state == "pending" => Some(id),
-        Some((id, state, last_run)) if state == "failed" && last_run != Some(run_id) => {
-            tx.execute("UPDATE tasks SET state = 'pending' WHERE id = ?1", [id])?;
+        (Some((id, _, _)), Some(_)) => {
+            tx.execute(
+                "UPDATE tasks SET state = 'pending' WHERE id = ?1 AND state <> 'pending'",
+                [id],
+            )?;
             Some(id)
         }
-        Some(_) => None,
     };
     tx.commit()?;
     Ok(pending)
 }
 
 /// `--force-step` for a map step or a `once` source: its tasks on live inputs (a `once`
-/// source's one task) that already ran are pending again. Returns how many.
-pub fn force(conn: &Connection, version_id: i64) -> Result<u64, StoreError> {
+/// source's one task) that already ran are pending again. Returns how many. (A source that runs
+/// every run has a new task each run anyway.)
+pub fn force(conn: &Connection, version_id: i64, kind: StepKind) -> Result<u64, StoreError> {
+    let forced = decide::sql_list(&decide::requeued(kind, true, true));
     Ok(conn.execute(
-        "UPDATE tasks SET state = 'pending'
-         WHERE step_version_id = ?1 AND state IN ('succeeded', 'failed')
-           AND (source_run = 0
-                OR input_resource_id IN (SELECT id FROM resources WHERE live = 1))",
+        &format!(
+            "UPDATE tasks SET state = 'pending'
+             WHERE step_version_id = ?1 AND state IN ({forced})
+               AND (source_run = 0
+                    OR input_resource_id IN (SELECT id FROM resources WHERE live = 1))"
+        ),
         [version_id],
     )? as u64)
 }
@@ -225,9 +259,12 @@ pub fn force_gather(
     let Some(key) = liveness::gather_key(conn, patterns, LiveSource::Column)? else {
         return Ok(false);
     };
+    let forced = decide::sql_list(&decide::requeued(StepKind::Gather, false, true));
     Ok(conn.execute(
-        "UPDATE tasks SET state = 'pending'
-         WHERE step_version_id = ?1 AND input_set = ?2 AND state IN ('succeeded', 'failed')",
+        &format!(
+            "UPDATE tasks SET state = 'pending'
+             WHERE step_version_id = ?1 AND input_set = ?2 AND state IN ({forced})"
+        ),
         params![version_id, key],
     )? > 0)
 }

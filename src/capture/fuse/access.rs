@@ -1,8 +1,9 @@
 //! Who may use the capture mount. Every request that names a task's directory or one of its
 //! files by path or inode (lookup, getattr, create, open, unlink, rename, readdir, ...) must come
 //! from a process of that task (its pid namespace, or its process group for a plain task), from
-//! grit itself or from grit's sandbox zygote (which copies the directory into the task's mount
-//! namespace). Anything else is refused with EACCES and recorded for the task log and the run
+//! grit itself or from a helper of grit's executor (the sandbox zygote, which copies the
+//! directory into the task's mount namespace; the executor says which pids those are, through
+//! [`crate::capture::Capture::trust`]). Anything else is refused with EACCES and recorded for the task log and the run
 //! summary.
 //!
 //! Requests on an open file (read, write, fsync, flush, release) carry the handle of an `open` or
@@ -26,12 +27,9 @@ use crate::capture::TaskIdentity;
 /// requests cannot grow grit's memory.
 const MAX_CALLERS: usize = 20;
 
-/// Is `pid` a thread of this grit process, or its sandbox zygote?
+/// Is `pid` a thread of this grit process? (Its executor's helpers are asked apart.)
 pub(super) fn is_grit(pid: u32) -> bool {
-    pid != 0
-        && (pid == std::process::id()
-            || Path::new(&format!("/proc/self/task/{pid}")).exists()
-            || crate::sandbox::is_zygote(pid as i32))
+    pid != 0 && (pid == std::process::id() || Path::new(&format!("/proc/self/task/{pid}")).exists())
 }
 
 /// Is the thread `pid` one of the processes of task `who`?

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::access::{self, Refused};
 use super::hasher::Hasher;
-use crate::capture::{CapturedFile, TaskIdentity, invalid_name_reason};
+use crate::capture::{CapturedFile, HelperCheck, TaskIdentity, invalid_name_reason};
 
 /// Inode of the mount's root, which holds the task directories.
 pub(super) const ROOT: u64 = 1;
@@ -82,6 +82,8 @@ pub(super) struct Shared {
     gid: u32,
     mounted_at: SystemTime,
     hasher: Hasher,
+    /// The executor's helpers that may use task directories (see [`Shared::trust`]).
+    helpers: RwLock<Vec<HelperCheck>>,
 }
 
 struct State {
@@ -209,7 +211,28 @@ impl Shared {
             gid: nix::unistd::getegid().as_raw(),
             mounted_at: SystemTime::now(),
             hasher: Hasher::new(MAX_WRITE as usize)?,
+            helpers: RwLock::new(Vec::new()),
         })
+    }
+
+    /// From now on, the processes `helpers` recognises may use every task directory, as grit may.
+    pub(super) fn trust(&self, helpers: HelperCheck) {
+        self.helpers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(helpers);
+    }
+
+    /// Is `pid` grit itself or a helper of its executor? Asked only where a request names a task
+    /// directory, never on the write path.
+    fn is_grit(&self, pid: u32) -> bool {
+        access::is_grit(pid)
+            || self
+                .helpers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|helper| helper(pid))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -710,7 +733,7 @@ impl CaptureFs {
             let Some(d) = st.dirs.get(&dir) else {
                 return Ok(st);
             };
-            if d.who.is_some_and(|who| access::belongs(who, pid)) || access::is_grit(pid) {
+            if d.who.is_some_and(|who| access::belongs(who, pid)) || self.shared.is_grit(pid) {
                 return Ok(st);
             }
             let now = Instant::now();
@@ -1295,7 +1318,7 @@ impl Filesystem for CaptureFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        if ino.0 == ROOT && !access::is_grit(req.pid()) {
+        if ino.0 == ROOT && !self.shared.is_grit(req.pid()) {
             // The root lists every task of the run: grit's alone.
             self.shared
                 .lock()
