@@ -48,6 +48,9 @@ pub struct Image {
     /// `sha256:<hex>`: the tree hash of a directory, the manifest digest of an OCI layout, the
     /// image id (config digest) of a `docker save` archive.
     pub digest: String,
+    /// The step names no shell: it runs under bash in strict mode when the image has bash, else
+    /// under `sh -ec` ([`Image::shell`]).
+    pub choose_shell: bool,
 }
 
 /// Why an image cannot be used.
@@ -104,6 +107,7 @@ impl Image {
             source: path.to_path_buf(),
             kind,
             digest,
+            choose_shell: false,
         })
     }
 
@@ -162,8 +166,21 @@ impl Image {
         result.map(|()| rootfs)
     }
 
-    /// The default shell of a step in this image, for a prepared image: bash in strict mode when
-    /// the image has bash, else `sh -ec`.
+    /// The shell a step in this image runs under: `shell` as the step names it, or (with
+    /// [`Image::choose_shell`]) `shell` only when the prepared image at `rootfs` has bash, else
+    /// `sh -ec`.
+    pub fn shell(&self, rootfs: &Path, shell: &[String]) -> Vec<String> {
+        if self.choose_shell && !Image::has_bash(rootfs) {
+            crate::manifest::POSIX_SHELL
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            shell.to_vec()
+        }
+    }
+
+    /// Whether the image at `rootfs` has an executable bash.
     pub fn has_bash(rootfs: &Path) -> bool {
         ["usr/bin/bash", "bin/bash", "usr/local/bin/bash"]
             .iter()

@@ -14,6 +14,7 @@ mod error;
 mod files;
 mod glob;
 mod graph;
+mod image;
 mod parse;
 #[cfg(test)]
 mod prop_tests;
@@ -87,6 +88,8 @@ pub struct Step {
     /// last argument.
     pub shell: Vec<String>,
     pub policy: Policy,
+    /// `image = "…"`: the root filesystem the script runs in, identified at load time.
+    pub image: Option<crate::image::Image>,
     /// 1-based line of this step's `[[step]]` header.
     pub line: usize,
 }
@@ -110,6 +113,7 @@ impl Default for Step {
             keep: Keep::default(),
             shell: default_shell(),
             policy: Policy::default(),
+            image: None,
             line: 0,
         }
     }

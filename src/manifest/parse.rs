@@ -27,6 +27,7 @@ const STEP_ONLY_KEYS: &[&str] = &[
     "keep",
     "gather_partial",
     "files",
+    "image",
 ];
 /// Keys valid both in `[[step]]` and as `[pipeline]` defaults.
 const SHARED_KEYS: &[&str] = &[
@@ -133,6 +134,7 @@ fn example(key: &str) -> &'static str {
         "keep" => "keep = \"latest\"",
         "gather_partial" => "gather_partial = true",
         "files" => "files = [\"tools/normalize.sh\", \"data/*.txt\"]",
+        "image" => "image = \"images/debian-rootfs\"",
         "shell" => "shell = [\"bash\", \"-ec\"]",
         "sandbox" => "sandbox = \"strict\"",
         "network" => "network = true",
@@ -252,6 +254,12 @@ pub(crate) fn parse_manifest(
         .collect();
     for raw in &mut raw_steps {
         raw.file_hashes = resolve_files(&ctx, &dir, &raw.name, &raw.files)?;
+        if let Some((spec, at)) = &raw.image {
+            let sandbox = raw.settings.sandbox.or(pipeline.sandbox);
+            raw.image_ref = Some(super::image::resolve(
+                &ctx, &dir, &raw.name, spec, *at, sandbox,
+            )?);
+        }
     }
     let steps = raw_steps
         .into_iter()
@@ -421,6 +429,9 @@ pub(super) struct RawStep {
     /// `files` entries with their offsets, and what they resolved to.
     files: Vec<(String, usize)>,
     file_hashes: BTreeMap<String, String>,
+    /// `image` as written with its offset, and the image it names.
+    image: Option<(String, usize)>,
+    image_ref: Option<crate::image::Image>,
     settings: Settings,
 }
 
@@ -430,6 +441,7 @@ impl RawStep {
         let p = pipeline;
         let mut env = p.env.clone().unwrap_or_default();
         env.extend(s.env.unwrap_or_default());
+        let mut image = self.image_ref;
         Step {
             name: self.name,
             script: self.script,
@@ -449,10 +461,14 @@ impl RawStep {
             files: self.files.into_iter().map(|(f, _)| f).collect(),
             file_hashes: self.file_hashes,
             keep: self.keep,
-            shell: s
-                .shell
-                .or_else(|| p.shell.clone())
-                .unwrap_or_else(default_shell),
+            shell: match (s.shell.or_else(|| p.shell.clone()), &mut image) {
+                (Some(shell), _) => shell,
+                // bash if the image has it, else `sh -ec`: its content decides, and its digest
+                // is in the version.
+                (None, Some(image)) => super::image::default_shell(image),
+                (None, None) => default_shell(),
+            },
+            image,
             policy: Policy {
                 sandbox: s.sandbox.or(p.sandbox).unwrap_or_default(),
                 network: s.network.or(p.network).unwrap_or(false),
@@ -484,6 +500,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
     let mut gather: Option<(bool, usize)> = None;
     let mut keep: Option<(Keep, usize)> = None;
     let mut gather_partial: Option<(bool, usize)> = None;
+    let mut image: Option<(String, usize)> = None;
     let mut files: Vec<(String, usize)> = Vec::new();
     let mut settings = Settings::default();
     for (key, v) in entries_in_order(table) {
@@ -538,6 +555,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
             "start" => start = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "gather" => gather = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "files" => files = parse_files(ctx, v)?,
+            "image" => image = Some((expect_str(ctx, k, v)?.to_string(), v.span().start)),
             "gather_partial" => {
                 gather_partial = Some((expect_bool(ctx, k, v)?, key.span().start));
             }
@@ -629,6 +647,8 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>) -> Res<RawStep>
         gather_partial: gather_partial.is_some_and(|(b, _)| b),
         files,
         file_hashes: BTreeMap::new(),
+        image,
+        image_ref: None,
         settings,
     })
 }

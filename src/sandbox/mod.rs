@@ -7,6 +7,7 @@
 //! - `zygote`: the small process that holds the template mount tree and clones every task.
 //! - `plan`: the template's static tree, each task's own mounts on top of it, and the landlock
 //!   allow-list.
+//! - `rootfs`: the plan of a task in an image (`image = "…"`), whose root replaces the host's.
 //! - `child`: the raw-syscall code of the task's init, which finishes the sandbox and runs the
 //!   script.
 //! - `netpool`: the private network namespaces, lent one task at a time.
@@ -48,6 +49,7 @@ mod netpool;
 mod plan;
 pub mod policy;
 pub mod probe;
+mod rootfs;
 mod wire;
 mod zygote;
 
@@ -94,6 +96,8 @@ pub struct SandboxRequest<'a> {
     /// The store (`<db>`): hidden except for the paths above.
     pub store_dir: &'a Path,
     pub policy: &'a Policy,
+    /// The root filesystem of the step's image: it replaces the host's system directories.
+    pub image: Option<&'a Path>,
 }
 
 /// Why a sandboxed spawn could not be prepared.
@@ -396,6 +400,7 @@ pub fn spawn_admitting(
             Some(cgroup::Join::Clone(_)) => wire::CgroupJoin::Clone,
             Some(cgroup::Join::Procs(_)) => wire::CgroupJoin::Procs,
         },
+        image: req.image.map(os),
     };
     let mut fds: Vec<BorrowedFd<'_>> = program.stdio.to_vec();
     if let Some(cgroup::Join::Clone(fd) | cgroup::Join::Procs(fd)) = &cgroup {

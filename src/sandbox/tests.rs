@@ -72,6 +72,7 @@ impl Task {
             scratch_dir: &self.scratch,
             store_dir: &self.store,
             policy,
+            image: None,
         }
     }
 
