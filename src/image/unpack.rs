@@ -139,9 +139,18 @@ impl Unpacker {
                 continue; // the root itself
             };
             let kind = entry.header().entry_type();
-            let io = |e: std::io::Error| ImageError::Io {
-                path: self.target.join(String::from_utf8_lossy(&raw).as_ref()),
-                source: e,
+            let io = |e: std::io::Error| {
+                // `Other` is ours: an entry that would leave the image (see `open_dir`).
+                if e.kind() == std::io::ErrorKind::Other {
+                    return self.hostile(
+                        layer,
+                        format!("entry `{}`: {e}", String::from_utf8_lossy(&raw)),
+                    );
+                }
+                ImageError::Io {
+                    path: self.target.join(String::from_utf8_lossy(&raw).as_ref()),
+                    source: e,
+                }
             };
             if name.as_slice() == OPAQUE.as_bytes() {
                 let dir = self.open_dir(parent, true).map_err(io)?;
@@ -481,7 +490,8 @@ mod tests {
             symlink(b, "host", d.path().to_str().unwrap());
             file(b, "host/escaped3", b"x", 0o644);
         });
-        assert!(u.apply_plain("1b", &dangling[..]).is_err());
+        let err = u.apply_plain("1b", &dangling[..]).unwrap_err();
+        assert!(matches!(err, ImageError::Hostile { .. }), "{err}");
         assert!(!d.path().join("escaped3").exists());
         // `..` in a path refuses the image.
         let dotdot = layer(|b| raw_file(b, "../outside"));
