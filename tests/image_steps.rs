@@ -298,17 +298,23 @@ fn the_same_image_as_an_oci_layout_and_a_docker_archive_gives_the_same_result() 
             .bytes(),
     ];
     let mut outputs = Vec::new();
-    for kind in ["oci", "docker"] {
-        let image = if kind == "oci" {
-            "image-oci"
-        } else {
-            "image.tar"
+    // A gzip-compressed archive is what `pkgs.dockerTools.buildImage` writes.
+    for kind in ["oci", "docker", "docker-gz"] {
+        let image = match kind {
+            "oci" => "image-oci",
+            "docker" => "image.tar",
+            _ => "image.tar.gz",
         };
         let p = Sandboxed::new(&probe_manifest(image));
-        if kind == "oci" {
-            oci_layout(&p.path().join(image), &layers);
-        } else {
-            docker_archive(&p.path().join(image), &layers);
+        match kind {
+            "oci" => oci_layout(&p.path().join(image), &layers),
+            "docker" => docker_archive(&p.path().join(image), &layers),
+            _ => {
+                let plain = p.path().join("plain.tar");
+                docker_archive(&plain, &layers);
+                let bytes = std::fs::read(&plain).unwrap();
+                std::fs::write(p.path().join(image), gzip(&bytes)).unwrap();
+            }
         }
         let (out, _) = p.run(&[]);
         assert_eq!(out.status.code(), Some(0), "{kind}: {}", describe(&out));
@@ -329,6 +335,7 @@ fn the_same_image_as_an_oci_layout_and_a_docker_archive_gives_the_same_result() 
         assert_eq!(executed(&json, "probe"), 0, "{kind}: {json}");
     }
     assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2]);
     assert_eq!(outputs[0].0, "ID=layered\n");
 }
 

@@ -207,6 +207,54 @@ pub(super) fn unpack_oci(layout: &Path, digest: &str, target: &Path) -> Result<(
     Ok(())
 }
 
+/// Whether the file at `path` starts with the gzip magic.
+pub(super) fn is_gzip_file(path: &Path) -> Result<bool, ImageError> {
+    let mut head = [0u8; 2];
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let n = file.read(&mut head).map_err(io_error(path))?;
+    Ok(n == 2 && head == [0x1f, 0x8b])
+}
+
+/// The digest of a gzip-compressed `docker save` archive (what `pkgs.dockerTools.buildImage`
+/// writes): the SHA-256 of the compressed file, read in full (its members cannot be reached
+/// without decompressing it all).
+pub(super) fn gzip_archive_digest(path: &Path) -> Result<String, ImageError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let mut hashed = Hashing::new(file);
+    std::io::copy(&mut hashed, &mut std::io::sink()).map_err(io_error(path))?;
+    hashed.finish().map_err(io_error(path))
+}
+
+/// Unpacks a gzip-compressed `docker save` archive: decompressed once into `scratch` (inside the
+/// store's temporary directory), then read as a plain one.
+pub(super) fn unpack_gzip_docker(
+    archive: &Path,
+    digest: &str,
+    scratch: &Path,
+    target: &Path,
+) -> Result<(), ImageError> {
+    let file = File::open(archive).map_err(io_error(archive))?;
+    let mut hashed = Hashing::new(file);
+    {
+        let mut out = File::create(scratch).map_err(io_error(scratch))?;
+        std::io::copy(&mut flate2::read::GzDecoder::new(&mut hashed), &mut out)
+            .map_err(|e| invalid(archive, format!("cannot decompress: {e}")))?;
+    }
+    let actual = hashed.finish().map_err(io_error(archive))?;
+    if actual != digest {
+        return Err(invalid(
+            archive,
+            format!(
+                "the archive changed since the manifest was read ({digest} → {actual}); run again"
+            ),
+        ));
+    }
+    let index = members(scratch)?;
+    let (_, config) = docker_image(scratch, &index)?;
+    let inner = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+    unpack_docker(scratch, &inner, target)
+}
+
 /// The members of a tar archive: path → (offset of the content, size).
 fn members(archive: &Path) -> Result<HashMap<String, (u64, u64)>, ImageError> {
     let file = File::open(archive).map_err(io_error(archive))?;

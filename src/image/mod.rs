@@ -25,7 +25,8 @@ pub enum ImageKind {
     Rootfs,
     /// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/`).
     OciLayout,
-    /// A `docker save` archive: a tar holding `manifest.json`.
+    /// A `docker save` archive: a tar holding `manifest.json`, plain or gzip-compressed (as
+    /// `pkgs.dockerTools.buildImage` writes it).
     DockerArchive,
 }
 
@@ -46,7 +47,8 @@ pub struct Image {
     pub source: PathBuf,
     pub kind: ImageKind,
     /// `sha256:<hex>`: the tree hash of a directory, the manifest digest of an OCI layout, the
-    /// image id (config digest) of a `docker save` archive.
+    /// image id (config digest) of a `docker save` archive, the hash of the whole file of a
+    /// gzip-compressed one.
     pub digest: String,
     /// The step names no shell: it runs under bash in strict mode when the image has bash, else
     /// under `sh -ec` ([`Image::shell`]).
@@ -95,6 +97,11 @@ impl Image {
             } else {
                 (ImageKind::Rootfs, tree::digest(path)?)
             }
+        } else if meta.is_file() && archive::is_gzip_file(path)? {
+            (
+                ImageKind::DockerArchive,
+                archive::gzip_archive_digest(path)?,
+            )
         } else if meta.is_file() {
             (ImageKind::DockerArchive, archive::docker_digest(path)?)
         } else {
@@ -147,6 +154,11 @@ impl Image {
             std::fs::create_dir(&target).map_err(io_error(&target))?;
             match self.kind {
                 ImageKind::OciLayout => archive::unpack_oci(&self.source, &self.digest, &target)?,
+                ImageKind::DockerArchive if archive::is_gzip_file(&self.source)? => {
+                    let scratch = tmp.join("archive.tar");
+                    archive::unpack_gzip_docker(&self.source, &self.digest, &scratch, &target)?;
+                    std::fs::remove_file(&scratch).map_err(io_error(&scratch))?;
+                }
                 ImageKind::DockerArchive => {
                     archive::unpack_docker(&self.source, &self.digest, &target)?
                 }

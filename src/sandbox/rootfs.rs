@@ -11,6 +11,9 @@
 //! `/proc` go in while the template's copy of the host's procfs is still there (the kernel grants
 //! a new proc only then); then init pivots into the overlay, detaching the template, and mounts
 //! the task's own directories. The root becomes read-only at the end, as in the host's layout.
+//!
+//! An image that is itself in `/nix/store` (a Nix-built root, often symbolic links into the store)
+//! also gets the host's `/nix/store`, read-only.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -89,6 +92,14 @@ pub(super) fn plan(
         grants.push((PathBuf::from("/dev"), Grant::Device));
     }
     let mut targets: Vec<(PathBuf, Mount)> = vec![(PathBuf::from("/tmp"), Mount::PrivateTmp)];
+    // A Nix-built root (`buildEnv`, a profile) is links into /nix/store: it needs the store.
+    let nix_store = Path::new("/nix/store");
+    if image.starts_with(nix_store) && nix_store.is_dir() {
+        targets.push((
+            nix_store.to_path_buf(),
+            Mount::BindRo(nix_store.to_path_buf()),
+        ));
+    }
     // Nothing of the host shows but the task's own binds.
     let (task_targets, task_grants) = task_mounts(layout, task, Vec::new());
     targets.extend(task_targets);
