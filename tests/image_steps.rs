@@ -329,6 +329,13 @@ fn the_same_image_as_an_oci_layout_and_a_docker_archive_gives_the_same_result() 
         let unpacked = store_images(&p);
         assert_eq!(unpacked.len(), 1, "{kind}: {unpacked:?}");
         assert!(unpacked[0].join("rootfs/bin/busybox").is_file());
+        // The unpacked image is as private as the rest of the store.
+        let doctor = p.grit(&["doctor"]);
+        let report = String::from_utf8_lossy(&doctor.stdout);
+        assert!(
+            report.contains("nothing is open to other users"),
+            "{kind}: {report}"
+        );
         let (out, json) = p.run(&[]);
         assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
         assert!(!String::from_utf8_lossy(&out.stderr).contains("unpacking image"));

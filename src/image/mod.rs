@@ -145,13 +145,13 @@ impl Image {
             return Ok(rootfs);
         }
         let images = images_dir(store_dir);
-        std::fs::create_dir_all(&images).map_err(io_error(&images))?;
+        private_dir(&images)?;
         // A private temporary directory beside the final one: the rename is atomic, and a
         // crash leaves only a `tmp-*` directory that the next unpack of any image removes.
         let tmp = tempfile_dir(&images)?;
         let result = (|| {
             let target = tmp.join("rootfs");
-            std::fs::create_dir(&target).map_err(io_error(&target))?;
+            private_dir(&target)?;
             match self.kind {
                 ImageKind::OciLayout => archive::unpack_oci(&self.source, &self.digest, &target)?,
                 ImageKind::DockerArchive if archive::is_gzip_file(&self.source)? => {
@@ -200,6 +200,15 @@ impl Image {
     }
 }
 
+/// Creates `dir` (owner only, like the rest of the store) unless it exists.
+fn private_dir(dir: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io_error(dir)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// `<store>/images`.
 pub fn images_dir(store_dir: &Path) -> PathBuf {
     store_dir.join("images")
@@ -229,6 +238,7 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
 /// A new private directory `tmp-<pid>-<n>` under `parent`; stale ones of dead processes are
 /// removed on the way.
 fn tempfile_dir(parent: &Path) -> Result<PathBuf, ImageError> {
+    use std::os::unix::fs::DirBuilderExt;
     if let Ok(entries) = std::fs::read_dir(parent) {
         for e in entries.flatten() {
             let name = e.file_name();
@@ -244,7 +254,7 @@ fn tempfile_dir(parent: &Path) -> Result<PathBuf, ImageError> {
     let pid = std::process::id();
     for n in 0..1000u32 {
         let dir = parent.join(format!("tmp-{pid}-{n}"));
-        match std::fs::create_dir(&dir) {
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(io_error(&dir)(e)),

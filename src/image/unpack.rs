@@ -10,7 +10,8 @@
 //! - hard links name their target inside the image the same way;
 //! - device nodes and fifos are skipped, and setuid, setgid and sticky bits on files dropped
 //!   (the sandbox also mounts the image nosuid and nodev); owners are not kept: the files belong
-//!   to the user running grit, which the task runs as.
+//!   to the user running grit, which the task runs as, with the owner's permission bits only
+//!   (the store is private to its owner or group; `grit doctor` checks that).
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -176,7 +177,8 @@ impl Unpacker {
                 T::Directory => {
                     // SAFETY: *at calls on an owned directory descriptor and NUL-terminated names.
                     unsafe {
-                        let perm = (mode & 0o1777) | 0o700;
+                        // Owner only, like the rest of the store: tasks run as the owner.
+                        let perm = 0o700;
                         if libc::mkdirat(dir.as_raw_fd(), cname.as_ptr(), perm) != 0 {
                             let e = errno();
                             if e.raw_os_error() != Some(libc::EEXIST) {
@@ -214,8 +216,9 @@ impl Unpacker {
                     // SAFETY: a fresh descriptor.
                     let mut file = unsafe { File::from_raw_fd(fd) };
                     std::io::copy(&mut entry, &mut file).map_err(io)?;
-                    // No setuid, setgid or sticky bit; the owner may always read.
-                    let perm = (mode & 0o777) | 0o400;
+                    // No setuid, setgid or sticky bit, and owner only like the rest of the
+                    // store (tasks run as the owner, who may always read).
+                    let perm = (mode & 0o700) | 0o400;
                     // SAFETY: fchmod on the file just created.
                     unsafe { libc::fchmod(file.as_raw_fd(), perm) };
                 }
@@ -288,7 +291,7 @@ impl Unpacker {
                 Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
                     let c = cstr(part);
                     // SAFETY: mkdirat on an owned descriptor with a NUL-terminated name.
-                    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
+                    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) } != 0 {
                         let e = errno();
                         if e.raw_os_error() == Some(libc::EEXIST) {
                             // A symbolic link whose target the image does not have.
@@ -462,7 +465,7 @@ mod tests {
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o7777, 0o755);
+        assert_eq!(mode & 0o7777, 0o700);
     }
 
     #[test]
