@@ -322,6 +322,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_default_shell_is_bash_when_the_image_has_it_else_sh() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let image = Image {
+            source: root.to_path_buf(),
+            kind: ImageKind::Rootfs,
+            digest: String::new(),
+            choose_shell: true,
+        };
+        let strict: Vec<String> = crate::manifest::STRICT_SHELL
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let posix: Vec<String> = crate::manifest::POSIX_SHELL
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(image.shell(root, &strict), posix);
+        // bash through a merged-/usr link, as Debian lays it out.
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::write(root.join("usr/bin/bash"), b"").unwrap();
+        std::fs::set_permissions(
+            root.join("usr/bin/bash"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        assert_eq!(image.shell(root, &strict), strict);
+        // A shell the step names is kept either way.
+        let named = Image {
+            choose_shell: false,
+            ..image
+        };
+        std::fs::remove_file(root.join("usr/bin/bash")).unwrap();
+        assert_eq!(named.shell(root, &strict), strict);
+    }
+
+    #[test]
     fn lookups_follow_links_inside_the_root_only() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
