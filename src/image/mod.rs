@@ -194,9 +194,15 @@ impl Image {
 
     /// Whether the image at `rootfs` has an executable bash.
     pub fn has_bash(rootfs: &Path) -> bool {
+        // A root in /nix/store links into the store, which its tasks see (`sandbox::rootfs`):
+        // there the host's lookup is the task's.
+        let in_nix_store = rootfs.starts_with("/nix/store");
         ["usr/bin/bash", "bin/bash", "usr/local/bin/bash"]
             .iter()
-            .any(|p| resolve_in_root(rootfs, Path::new(p)).is_some_and(|f| is_executable(&f)))
+            .any(|p| {
+                resolve_in_root(rootfs, Path::new(p)).is_some_and(|f| is_executable(&f))
+                    || in_nix_store && is_executable(&rootfs.join(p))
+            })
     }
 }
 
