@@ -296,6 +296,11 @@ let
             `pipeline.name` defaults to the attribute name `${name}`.
             `read_write` paths found here are made writable for the unit.
             Set exactly one of `manifest` and `settings`.
+
+            A step's `image` may be a Nix-built root filesystem, e.g.
+            `image = "''${pkgs.dockerTools.buildImage { name = "tools"; copyToRoot = [ pkgs.jq ]; }}"`
+            or a `pkgs.buildEnv` path: the script then runs with that root
+            instead of the host's (grit's own sandbox, no Docker daemon).
           '';
         };
 

@@ -43,6 +43,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod executor;
+pub mod image;
 pub mod manifest;
 pub mod report;
 pub mod sandbox;

@@ -95,6 +95,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     if args.dry_run {
         return super::dryrun::dry_run(&manifest, &args, db);
     }
+    if args.no_sandbox
+        && let Some(step) = manifest.steps.iter().find(|s| s.image.is_some())
+    {
+        return Err(UsageError(format!(
+            "step `{}` has an `image`, which is the root of its sandbox: it cannot run with \
+             --no-sandbox\n  help: run without --no-sandbox",
+            step.name
+        ))
+        .into());
+    }
 
     if manifest.dialect != manifest::Dialect::Grit {
         tracing::info!(
@@ -109,6 +119,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let group = super::store_group(args.group.group.as_deref())?;
     let (paths, _lock, writer) = store::open_for_write_shared(db, group.as_ref())?;
     warn_if_disk_full(&paths.root);
+    prepare_images(&manifest, &paths.root)?;
     let known = store::queries::resource_name_matcher(&paths.root)?;
     warn_about_graph(&manifest, &known);
 
@@ -217,6 +228,34 @@ fn report_changed_steps(
             plan.tasks,
             if plan.tasks == 1 { "" } else { "s" }
         );
+    }
+    Ok(())
+}
+
+/// Unpacks the steps' OCI layouts and archives into the store (once per image: later runs find
+/// them there) and says which image steps run under `sh -ec` because their image has no bash.
+fn prepare_images(manifest: &manifest::Manifest, store: &std::path::Path) -> anyhow::Result<()> {
+    use crate::image::ImageError;
+    for step in &manifest.steps {
+        let Some(image) = &step.image else { continue };
+        if image.needs_unpack(store) {
+            tracing::info!(
+                "unpacking image {} ({}, {}) into the store",
+                image.source.display(),
+                image.kind.describe(),
+                image.digest
+            );
+        }
+        let rootfs = image.prepare(store).map_err(|e| match e {
+            ImageError::Io { .. } => anyhow::Error::from(e),
+            other => UsageError(format!("step `{}`: {other}", step.name)).into(),
+        })?;
+        if image.shell(&rootfs, &step.shell) != step.shell {
+            tracing::info!(
+                "step `{}`: its image has no bash; the script runs under `sh -ec`",
+                step.name
+            );
+        }
     }
     Ok(())
 }

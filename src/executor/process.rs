@@ -217,7 +217,19 @@ impl ProcessExecutor {
         program: &str,
         args: &[String],
     ) -> Result<(Started, Option<Outputs>), Exit> {
-        let env = full_env(contract_env(spec));
+        let mut env = full_env(contract_env(spec));
+        let rootfs = spec.step.image.as_ref().map(|i| i.rootfs(&spec.store_dir));
+        if rootfs.is_some() && !spec.step.env.contains_key("PATH") {
+            // The host's PATH means nothing in the image: its conventional one.
+            for (k, v) in &mut env {
+                if k == "PATH" {
+                    *v = crate::image::IMAGE_PATH.into();
+                }
+            }
+            if !env.iter().any(|(k, _)| k == "PATH") {
+                env.push(("PATH".into(), crate::image::IMAGE_PATH.into()));
+            }
+        }
         let argv: Vec<OsString> = std::iter::once(program)
             .chain(args.iter().map(String::as_str))
             .chain(std::iter::once(spec.step.script.as_str()))
@@ -252,6 +264,7 @@ impl ProcessExecutor {
             scratch_dir: &spec.scratch_dir,
             store_dir: &spec.store_dir,
             policy: &spec.step.policy,
+            image: rootfs.as_deref(),
         };
         let mut admit = |init: i32| {
             if let Some(admission) = &spec.admission {
@@ -299,11 +312,21 @@ impl ProcessExecutor {
                 ));
             }
         };
-        let Some((program, args)) = spec.step.shell.split_first() else {
+        // In an image the step's default shell depends on the image (bash or `sh -ec`).
+        let shell = match &spec.step.image {
+            Some(image) => image.shell(&image.rootfs(&spec.store_dir), &spec.step.shell),
+            None => spec.step.shell.clone(),
+        };
+        let Some((program, args)) = shell.split_first() else {
             return Exit::SpawnFailed("the step's shell is empty".into());
         };
         let sandboxed = spec.sandboxed && spec.step.policy.sandbox != SandboxMode::Off;
         let lines = control.lines.is_some();
+        if !sandboxed && spec.step.image.is_some() {
+            return Exit::SpawnFailed(
+                "the step has an `image`, which needs the sandbox: run without --no-sandbox".into(),
+            );
+        }
         let started = if sandboxed {
             self.start_sandboxed(spec, lines, &mut log, program, args)
         } else {

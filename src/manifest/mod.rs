@@ -14,6 +14,7 @@ mod error;
 mod files;
 mod glob;
 mod graph;
+mod image;
 pub mod params;
 mod parse;
 #[cfg(test)]
@@ -102,6 +103,8 @@ pub struct Step {
     /// last argument.
     pub shell: Vec<String>,
     pub policy: Policy,
+    /// `image = "…"`: the root filesystem the script runs in, identified at load time.
+    pub image: Option<crate::image::Image>,
     /// 1-based line of this step's `[[step]]` header.
     pub line: usize,
 }
@@ -128,6 +131,7 @@ impl Default for Step {
             param_values: BTreeMap::new(),
             shell: default_shell(),
             policy: Policy::default(),
+            image: None,
             line: 0,
         }
     }

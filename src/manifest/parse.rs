@@ -30,6 +30,7 @@ const STEP_ONLY_KEYS: &[&str] = &[
     "files",
     "min_interval",
     "params",
+    "image",
 ];
 /// Keys valid both in `[[step]]` and as `[pipeline]` defaults.
 const SHARED_KEYS: &[&str] = &[
@@ -137,6 +138,7 @@ fn example(key: &str) -> &'static str {
         "gather_partial" => "gather_partial = true",
         "files" => "files = [\"tools/normalize.sh\", \"data/*.txt\"]",
         "params" => "params = [\"region\"]",
+        "image" => "image = \"images/debian-rootfs\"",
         "shell" => "shell = [\"bash\", \"-ec\"]",
         "sandbox" => "sandbox = \"strict\"",
         "network" => "network = true",
@@ -261,6 +263,12 @@ pub(crate) fn parse_manifest(
     }
     for raw in &mut raw_steps {
         raw.file_hashes = resolve_files(&ctx, &dir, &raw.name, &raw.files)?;
+        if let Some((spec, at)) = &raw.image {
+            let sandbox = raw.settings.sandbox.or(pipeline.sandbox);
+            raw.image_ref = Some(super::image::resolve(
+                &ctx, &dir, &raw.name, spec, *at, sandbox,
+            )?);
+        }
     }
     let steps = raw_steps
         .into_iter()
@@ -442,6 +450,9 @@ pub(super) struct RawStep {
     file_hashes: BTreeMap<String, String>,
     /// `params` names with their offsets (checked against the declarations once all are read).
     params: Vec<(String, usize)>,
+    /// `image` as written with its offset, and the image it names.
+    image: Option<(String, usize)>,
+    image_ref: Option<crate::image::Image>,
     settings: Settings,
 }
 
@@ -451,6 +462,7 @@ impl RawStep {
         let p = pipeline;
         let mut env = p.env.clone().unwrap_or_default();
         env.extend(s.env.unwrap_or_default());
+        let mut image = self.image_ref;
         Step {
             name: self.name,
             script: self.script,
@@ -473,10 +485,14 @@ impl RawStep {
             keep: self.keep,
             params: self.params.into_iter().map(|(n, _)| n).collect(),
             param_values: BTreeMap::new(),
-            shell: s
-                .shell
-                .or_else(|| p.shell.clone())
-                .unwrap_or_else(default_shell),
+            shell: match (s.shell.or_else(|| p.shell.clone()), &mut image) {
+                (Some(shell), _) => shell,
+                // bash if the image has it, else `sh -ec`: its content decides, and its digest
+                // is in the version.
+                (None, Some(image)) => super::image::default_shell(image),
+                (None, None) => default_shell(),
+            },
+            image,
             policy: Policy {
                 sandbox: s.sandbox.or(p.sandbox).unwrap_or_default(),
                 network: s.network.or(p.network).unwrap_or(false),
@@ -510,6 +526,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>, table_kind: &st
     let mut gather: Option<(bool, usize)> = None;
     let mut keep: Option<(Keep, usize)> = None;
     let mut gather_partial: Option<(bool, usize)> = None;
+    let mut image: Option<(String, usize)> = None;
     let mut files: Vec<(String, usize)> = Vec::new();
     let mut step_params: Vec<(String, usize)> = Vec::new();
     let mut settings = Settings::default();
@@ -567,6 +584,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>, table_kind: &st
             "gather" => gather = Some((expect_bool(ctx, k, v)?, key.span().start)),
             "files" => files = parse_files(ctx, v)?,
             "params" => step_params = params::parse_step_list(ctx, v)?,
+            "image" => image = Some((expect_str(ctx, k, v)?.to_string(), v.span().start)),
             "gather_partial" => {
                 gather_partial = Some((expect_bool(ctx, k, v)?, key.span().start));
             }
@@ -676,6 +694,8 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>, table_kind: &st
         files,
         file_hashes: BTreeMap::new(),
         params: step_params,
+        image,
+        image_ref: None,
         settings,
     })
 }

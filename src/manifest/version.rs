@@ -29,6 +29,9 @@ struct Canonical<'a> {
     files: &'a BTreeMap<String, String>,
     format: u32,
     gather: bool,
+    /// The image's digest; left out without one, so other steps keep their versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
     inputs: Vec<&'a str>,
     once: bool,
     /// The run parameters the step lists, with their values in this run; left out when it lists
@@ -90,6 +93,7 @@ pub(crate) fn canonical_definition(step: &Step) -> String {
         files: &step.file_hashes,
         format: FORMAT,
         gather: step.gather,
+        image: step.image.as_ref().map(|i| i.digest.as_str()),
         inputs,
         once: step.once,
         params: step.canonical_params(),

@@ -380,6 +380,52 @@ pub(crate) fn apply(op: &MountOp) -> Result<(), StepFailed<'_>> {
             MountOp::SetReadOnly(p) => {
                 step(mount_setattr(p, 0, MOUNT_ATTR_RDONLY), b"make read-only", p)
             }
+            MountOp::Overlay {
+                lower,
+                upper,
+                work,
+                dst,
+            } => {
+                // Built on the stack: init may not allocate.
+                let mut data = [0u8; 256];
+                let mut len = 0;
+                for part in [
+                    b"lowerdir=".as_slice(),
+                    lower.to_bytes(),
+                    b",upperdir=",
+                    upper.to_bytes(),
+                    b",workdir=",
+                    work.to_bytes(),
+                ] {
+                    if len + part.len() >= data.len() {
+                        return step(-1, b"build the overlay options for", dst);
+                    }
+                    data[len..len + part.len()].copy_from_slice(part);
+                    len += part.len();
+                }
+                let rc = libc::mount(
+                    c"overlay".as_ptr(),
+                    dst.as_ptr(),
+                    c"overlay".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    data.as_ptr().cast(),
+                );
+                step(
+                    rc.into(),
+                    b"mount the image (overlayfs in a user namespace, Linux 5.11 or later) on",
+                    dst,
+                )
+            }
+            MountOp::PivotRoot(dst) => {
+                if libc::chdir(dst.as_ptr()) != 0 {
+                    return step(-1, b"enter the image root", dst);
+                }
+                let rc = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
+                step(rc, b"pivot into the image root", dst)?;
+                let rc = libc::umount2(c".".as_ptr(), libc::MNT_DETACH);
+                step(rc.into(), b"detach the template from", dst)?;
+                step(libc::chdir(c"/".as_ptr()).into(), b"enter", c"/")
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - `zygote`: the small process that holds the template mount tree and clones every task.
 //! - `plan`: the template's static tree, each task's own mounts on top of it, and the landlock
 //!   allow-list.
+//! - `rootfs`: the plan of a task in an image (`image = "…"`), whose root replaces the host's.
 //! - `child`: the raw-syscall code of the task's init, which finishes the sandbox and runs the
 //!   script.
 //! - `netpool`: the private network namespaces, lent one task at a time.
@@ -61,6 +62,7 @@ mod netpool;
 mod plan;
 pub mod policy;
 pub mod probe;
+mod rootfs;
 mod wire;
 mod zygote;
 
@@ -107,6 +109,8 @@ pub struct SandboxRequest<'a> {
     /// The store (`<db>`): hidden except for the paths above.
     pub store_dir: &'a Path,
     pub policy: &'a Policy,
+    /// The root filesystem of the step's image: it replaces the host's system directories.
+    pub image: Option<&'a Path>,
 }
 
 /// Why a sandboxed spawn could not be prepared.
@@ -432,6 +436,7 @@ impl Sandbox {
                 Some(cgroup::Join::Clone(_)) => wire::CgroupJoin::Clone,
                 Some(cgroup::Join::Procs(_)) => wire::CgroupJoin::Procs,
             },
+            image: req.image.map(os),
         };
         let mut fds: Vec<BorrowedFd<'_>> = program.stdio.to_vec();
         if let Some(cgroup::Join::Clone(fd) | cgroup::Join::Procs(fd)) = &cgroup {

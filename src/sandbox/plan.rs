@@ -100,6 +100,15 @@ pub(crate) enum MountOp {
     },
     /// Make one mount (not its children) read-only once everything under it is in place.
     SetReadOnly(CString),
+    /// An overlay of a writable tmpfs directory over a read-only image (`rootfs.rs`).
+    Overlay {
+        lower: CString,
+        upper: CString,
+        work: CString,
+        dst: CString,
+    },
+    /// Make `dst` the root and detach the old one.
+    PivotRoot(CString),
 }
 
 /// What a landlock rule grants beneath a path.
@@ -181,6 +190,9 @@ pub(crate) struct TaskPaths<'a> {
     pub read_write: &'a [PathBuf],
     /// Size cap of the private /tmp, in bytes.
     pub tmp_size: Option<u64>,
+    /// The image's root filesystem, which replaces the host's system directories as `/`
+    /// (see `rootfs.rs`).
+    pub image: Option<&'a Path>,
 }
 
 /// The result of planning: mount operations in order, and the landlock rules on host paths.
@@ -192,7 +204,7 @@ pub(crate) struct Plan {
 
 /// What goes at one target path.
 #[derive(Debug, Clone)]
-enum Mount {
+pub(super) enum Mount {
     Symlink(PathBuf),
     BindRo(PathBuf),
     BindRoFile(PathBuf),
@@ -210,7 +222,7 @@ enum Mount {
 }
 
 /// Checks that a path from the request or the policy is usable as a mount source and target.
-fn check_path(path: &Path, what: &'static str) -> Result<(), SandboxError> {
+pub(super) fn check_path(path: &Path, what: &'static str) -> Result<(), SandboxError> {
     check_spelling(path, what)?;
     if let Err(e) = std::fs::metadata(path) {
         return Err(SandboxError::BadPath {
@@ -228,7 +240,7 @@ fn check_path(path: &Path, what: &'static str) -> Result<(), SandboxError> {
 /// [`check_path`] without looking the path up: for `OUTPUT_DIR`, which may be a directory of
 /// grit's own FUSE mount. Planning runs in the zygote, which could look it up safely, but the
 /// copy of the tree (`open_tree`) reports a missing directory just as well.
-fn check_spelling(path: &Path, what: &'static str) -> Result<(), SandboxError> {
+pub(super) fn check_spelling(path: &Path, what: &'static str) -> Result<(), SandboxError> {
     let bad = |reason: &str| SandboxError::BadPath {
         what,
         path: path.to_path_buf(),
@@ -263,11 +275,11 @@ fn staged(path: &Path) -> CString {
     CString::new(bytes).unwrap_or_default()
 }
 
-fn host(path: &Path) -> CString {
+pub(super) fn host(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
 }
 
-fn depth(path: &Path) -> usize {
+pub(super) fn depth(path: &Path) -> usize {
     path.components().count()
 }
 
@@ -384,7 +396,7 @@ pub(crate) fn masks(layout: &HostLayout) -> Vec<MountOp> {
 }
 
 /// /dev entries that are symlinks into the task's own proc and tmp.
-const DEV_LINKS: [(&str, &str); 5] = [
+pub(super) const DEV_LINKS: [(&str, &str); 5] = [
     ("/dev/fd", "/proc/self/fd"),
     ("/dev/stdin", "/proc/self/fd/0"),
     ("/dev/stdout", "/proc/self/fd/1"),
@@ -394,7 +406,7 @@ const DEV_LINKS: [(&str, &str); 5] = [
 
 /// Appends the operations that put `mount` at `dst` (the mountpoint first, unless made before).
 /// A tmpfs that must end read-only is recorded in `finish`.
-fn emit(
+pub(super) fn emit(
     ops: &mut Vec<MountOp>,
     made: &mut HashSet<PathBuf>,
     target: &Path,
@@ -474,34 +486,21 @@ fn emit(
 /// the top-level names other tasks' paths use (never their content).
 pub(crate) fn plan(template: &Template, task: &TaskPaths<'_>) -> Result<Plan, SandboxError> {
     let layout = &template.layout;
-    check_path(task.cwd, "working directory")?;
-    check_spelling(task.output_dir, "output_dir")?;
-    check_path(task.scratch_dir, "scratch_dir")?;
-    check_path(task.store_dir, "store_dir")?;
-    if let Some(p) = task.input_file {
-        check_path(p, "input_file")?;
+    check_task_paths(task)?;
+    if let Some(image) = task.image {
+        return super::rootfs::plan(layout, task, image);
     }
-    if let Some(p) = task.input_dir {
-        check_path(p, "input_dir")?;
-    }
-    for p in task.read_only {
-        check_path(p, "read_only")?;
-    }
-    for p in task.read_write {
-        check_path(p, "read_write")?;
-    }
-
     let mut targets: Vec<(PathBuf, Mount)> = Vec::new();
     let mut grants: Vec<(PathBuf, Grant)> = Vec::new();
     // Directories whose host content shows through: the store must be covered when it lies
     // beneath one of them.
-    let mut exposed: Vec<&Path> = Vec::new();
+    let mut exposed: Vec<PathBuf> = Vec::new();
     // Mounts of the template that mountpoints can be made inside.
     let mut mounted: Vec<PathBuf> = Vec::new();
     for entry in &layout.system {
         if let SystemEntry::Dir(p) = entry {
             grants.push((p.clone(), Grant::Read));
-            exposed.push(p);
+            exposed.push(p.clone());
             mounted.push(p.clone());
         }
     }
@@ -513,58 +512,9 @@ pub(crate) fn plan(template: &Template, task: &TaskPaths<'_>) -> Result<Plan, Sa
     targets.push((PathBuf::from("/tmp"), Mount::PrivateTmp));
     targets.push((PathBuf::from("/proc"), Mount::Proc));
 
-    targets.push((
-        task.cwd.to_path_buf(),
-        Mount::BindRo(task.cwd.to_path_buf()),
-    ));
-    grants.push((task.cwd.to_path_buf(), Grant::Read));
-    exposed.push(task.cwd);
-    let mut task_binds: Vec<&Path> = vec![task.cwd];
-    for p in task.read_only {
-        targets.push((p.clone(), Mount::BindRo(p.clone())));
-        grants.push((p.clone(), Grant::Read));
-        exposed.push(p);
-        task_binds.push(p);
-    }
-    for p in task.read_write {
-        targets.push((p.clone(), Mount::BindRw(p.clone())));
-        grants.push((p.clone(), Grant::Write));
-        exposed.push(p);
-        task_binds.push(p);
-    }
-    // The template covers the root-only files, but a bind of this task over one of their
-    // directories would show them again.
-    for (p, is_dir) in &layout.masks {
-        if task_binds.iter().any(|b| p.starts_with(b)) {
-            let mount = if *is_dir {
-                Mount::MaskDir
-            } else {
-                Mount::MaskFile
-            };
-            targets.push((p.clone(), mount));
-        }
-    }
-    if exposed.iter().any(|e| task.store_dir.starts_with(e)) {
-        targets.push((task.store_dir.to_path_buf(), Mount::HideDir));
-    }
-    if let Some(p) = task.input_dir {
-        targets.push((p.to_path_buf(), Mount::BindRo(p.to_path_buf())));
-        grants.push((p.to_path_buf(), Grant::Read));
-    }
-    if let Some(p) = task.input_file {
-        targets.push((p.to_path_buf(), Mount::BindRoFile(p.to_path_buf())));
-        grants.push((p.to_path_buf(), Grant::Read));
-    }
-    targets.push((
-        task.output_dir.to_path_buf(),
-        Mount::BindRw(task.output_dir.to_path_buf()),
-    ));
-    grants.push((task.output_dir.to_path_buf(), Grant::Write));
-    targets.push((
-        task.scratch_dir.to_path_buf(),
-        Mount::BindRw(task.scratch_dir.to_path_buf()),
-    ));
-    grants.push((task.scratch_dir.to_path_buf(), Grant::Write));
+    let (task_targets, task_grants) = task_mounts(layout, task, exposed);
+    targets.extend(task_targets);
+    grants.extend(task_grants);
 
     // Parents before children: a mount then never hides one made or created after it. The sort is
     // stable, so at equal depth the later (more specific) request wins.
@@ -616,6 +566,101 @@ pub(crate) fn plan(template: &Template, task: &TaskPaths<'_>) -> Result<Plan, Sa
     Ok(Plan { ops, grants })
 }
 
+/// Checks every path of the task before anything is planned.
+fn check_task_paths(task: &TaskPaths<'_>) -> Result<(), SandboxError> {
+    check_path(task.cwd, "working directory")?;
+    check_spelling(task.output_dir, "output_dir")?;
+    check_path(task.scratch_dir, "scratch_dir")?;
+    check_path(task.store_dir, "store_dir")?;
+    if let Some(p) = task.input_file {
+        check_path(p, "input_file")?;
+    }
+    if let Some(p) = task.input_dir {
+        check_path(p, "input_dir")?;
+    }
+    for p in task.read_only {
+        check_path(p, "read_only")?;
+    }
+    for p in task.read_write {
+        check_path(p, "read_write")?;
+    }
+
+    if let Some(p) = task.image {
+        check_path(p, "image")?;
+    }
+    Ok(())
+}
+
+/// The task's own mounts and landlock grants, the same in the host's root and in an image's:
+/// the manifest directory, the extra paths, masks over root-only files they would uncover, the
+/// cover over the store, the inputs, `OUTPUT_DIR` and the scratch directory. `exposed` holds
+/// the directories whose host content already shows (the system directories).
+pub(super) fn task_mounts(
+    layout: &HostLayout,
+    task: &TaskPaths<'_>,
+    mut exposed: Vec<PathBuf>,
+) -> Targets {
+    let mut targets: Vec<(PathBuf, Mount)> = Vec::new();
+    let mut grants: Vec<(PathBuf, Grant)> = Vec::new();
+    targets.push((
+        task.cwd.to_path_buf(),
+        Mount::BindRo(task.cwd.to_path_buf()),
+    ));
+    grants.push((task.cwd.to_path_buf(), Grant::Read));
+    exposed.push(task.cwd.to_path_buf());
+    let mut task_binds: Vec<&Path> = vec![task.cwd];
+    for p in task.read_only {
+        targets.push((p.clone(), Mount::BindRo(p.clone())));
+        grants.push((p.clone(), Grant::Read));
+        exposed.push(p.clone());
+        task_binds.push(p);
+    }
+    for p in task.read_write {
+        targets.push((p.clone(), Mount::BindRw(p.clone())));
+        grants.push((p.clone(), Grant::Write));
+        exposed.push(p.clone());
+        task_binds.push(p);
+    }
+    // The template covers the root-only files, but a bind of this task over one of their
+    // directories would show them again.
+    for (p, is_dir) in &layout.masks {
+        if task_binds.iter().any(|b| p.starts_with(b)) {
+            let mount = if *is_dir {
+                Mount::MaskDir
+            } else {
+                Mount::MaskFile
+            };
+            targets.push((p.clone(), mount));
+        }
+    }
+    if exposed.iter().any(|e| task.store_dir.starts_with(e)) {
+        targets.push((task.store_dir.to_path_buf(), Mount::HideDir));
+    }
+    if let Some(p) = task.input_dir {
+        targets.push((p.to_path_buf(), Mount::BindRo(p.to_path_buf())));
+        grants.push((p.to_path_buf(), Grant::Read));
+    }
+    if let Some(p) = task.input_file {
+        targets.push((p.to_path_buf(), Mount::BindRoFile(p.to_path_buf())));
+        grants.push((p.to_path_buf(), Grant::Read));
+    }
+    targets.push((
+        task.output_dir.to_path_buf(),
+        Mount::BindRw(task.output_dir.to_path_buf()),
+    ));
+    grants.push((task.output_dir.to_path_buf(), Grant::Write));
+    targets.push((
+        task.scratch_dir.to_path_buf(),
+        Mount::BindRw(task.scratch_dir.to_path_buf()),
+    ));
+    grants.push((task.scratch_dir.to_path_buf(), Grant::Write));
+
+    (targets, grants)
+}
+
+/// What goes where, and the landlock grants that go with it.
+pub(super) type Targets = (Vec<(PathBuf, Mount)>, Vec<(PathBuf, Grant)>);
+
 /// Whether `path` lies strictly beneath one of `mounts`.
 fn beneath(path: &Path, mounts: &[PathBuf]) -> bool {
     mounts.iter().any(|m| path != m && path.starts_with(m))
@@ -658,6 +703,7 @@ mod tests {
             read_only: &[],
             read_write: &[],
             tmp_size: None,
+            image: None,
         }
     }
 
@@ -722,6 +768,7 @@ mod tests {
             read_only: &[],
             read_write: &[],
             tmp_size: None,
+            image: None,
         };
         let plan = plan(&Template::new(layout()), &task).unwrap();
         let cwd_bind = pos(
@@ -774,6 +821,7 @@ mod tests {
             read_only: &[],
             read_write: &[],
             tmp_size: None,
+            image: None,
         };
         let plan = plan(&Template::new(layout()), &task).unwrap();
         // The first level of the path in the shared root gets a private tmpfs; nothing deeper
@@ -859,6 +907,7 @@ mod tests {
             read_only: &[],
             read_write: &[],
             tmp_size: Some(1 << 20),
+            image: None,
         };
         let plan = plan(&Template::new(layout()), &task).unwrap();
         assert_eq!(tmpfs_at(&plan.ops, &store), usize::MAX);

@@ -160,6 +160,7 @@ fn probe_sandbox() -> Feature {
             scratch_dir: &scratch,
             store_dir: &db,
             policy: &policy,
+            image: None,
         };
         let devnull = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
         let (read, write) =

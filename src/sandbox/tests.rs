@@ -82,6 +82,7 @@ impl Task {
             scratch_dir: &self.scratch,
             store_dir: &self.store,
             policy,
+            image: None,
         }
     }
 

@@ -45,6 +45,8 @@ pub(crate) struct Order {
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub cgroup: CgroupJoin,
+    /// The root filesystem of the step's image, if it has one.
+    pub image: Option<OsString>,
 }
 
 /// The zygote's answer.
@@ -164,6 +166,7 @@ mod tests {
             args: vec!["sh".into(), "-c".into(), "x".repeat(200_000).into()],
             env: vec![("A".into(), "b".into())],
             cgroup: CgroupJoin::Procs,
+            image: Some("/db/images/ab/rootfs".into()),
         };
         let file = tempfile::tempfile().unwrap();
         let writer = std::thread::spawn(move || {

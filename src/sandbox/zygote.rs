@@ -400,6 +400,7 @@ impl Zygote {
             order.input_file.as_ref().map(path),
             order.input_dir.as_ref().map(path),
         );
+        let image = order.image.as_ref().map(path);
         let task = TaskPaths {
             cwd: Path::new(&order.cwd),
             input_file: input_file.as_deref(),
@@ -410,6 +411,7 @@ impl Zygote {
             read_only: &read_only,
             read_write: &read_write,
             tmp_size: order.tmp_size,
+            image: image.as_deref(),
         };
         // The task's paths are checked and its host directories copied in the host's view.
         if !enter(&self.host_mnt, libc::CLONE_NEWNS) {
