@@ -532,6 +532,32 @@ fn runs_are_listed_newest_first_in_pages() {
 }
 
 #[test]
+fn keep_runs_drops_the_records_of_older_runs_only() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:0\"\n[pipelines.p]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\nkeep_runs = 1\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let first = server.trigger("p", &operator);
+    server.wait_finished(&first, &operator);
+    let second = server.trigger("p", &operator);
+    server.wait_finished(&second, &operator);
+    let (status, _) = server.get(&format!("/runs/{first}"), Some(&operator));
+    assert_eq!(status, 404, "the older record is gone");
+    let (status, _) = server.get(&format!("/runs/{second}"), Some(&operator));
+    assert_eq!(status, 200);
+    server.stop();
+    assert_eq!(
+        sorted_live(&project),
+        reference_live(),
+        "resources untouched"
+    );
+}
+
+#[test]
 fn config_errors_name_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(
@@ -547,7 +573,7 @@ fn config_errors_name_file_line_and_column() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(
-            "{}:4:1: error: unknown field `queue_limt`",
+            "error: {}:4:1: unknown field `queue_limt`",
             file.display()
         )),
         "{stderr}"

@@ -111,7 +111,16 @@ fn progress_line(run: &Value) -> String {
             format!("{} {}", s["name"].as_str().unwrap_or("?"), parts.join(", "))
         })
         .collect();
-    if !steps.is_empty() {
+    let finished = !matches!(status, "queued" | "running");
+    let executed: u64 = run["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["succeeded"].as_u64().unwrap_or(0) + s["failed"].as_u64().unwrap_or(0))
+        .sum();
+    if finished && executed == 0 && status == "succeeded" {
+        line.push_str(": nothing to do, every task is up to date");
+    } else if !steps.is_empty() {
         line.push_str(": ");
         line.push_str(&steps.join(" · "));
     }

@@ -182,7 +182,7 @@ impl ServerConfig {
         Self::parse(&text, path, &base).map_err(|e| {
             let at = Position::of(&text, e.span.start);
             UsageError(format!(
-                "{}:{}:{}: error: {}",
+                "{}:{}:{}: {}",
                 path.display(),
                 at.line,
                 at.column,

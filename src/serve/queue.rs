@@ -318,6 +318,37 @@ pub fn recover(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
     Ok(ids)
 }
 
+/// Retention (`keep_runs`, `keep_days`): delete the records of finished runs beyond the newest
+/// `keep_runs` and those finished more than `keep_days` ago. Queued and running runs always stay;
+/// the store's resources, tasks and logs are untouched (`grit gc` decides about data). Returns
+/// how many records went.
+pub fn prune(
+    conn: &Connection,
+    keep_runs: Option<u64>,
+    keep_days: Option<u64>,
+) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    if let Some(keep) = keep_runs {
+        removed += conn.execute(
+            "DELETE FROM serve_runs WHERE status NOT IN ('queued', 'running') AND id NOT IN
+               (SELECT id FROM serve_runs WHERE status NOT IN ('queued', 'running')
+                ORDER BY id DESC LIMIT ?1)",
+            [keep as i64],
+        )?;
+    }
+    if let Some(days) = keep_days {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(Duration::from_secs(days.saturating_mul(86_400)))
+            .unwrap_or(UNIX_EPOCH);
+        let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
+        removed += conn.execute(
+            "DELETE FROM serve_runs WHERE status NOT IN ('queued', 'running') AND finished_at < ?1",
+            [cutoff],
+        )?;
+    }
+    Ok(removed)
+}
+
 pub fn get(conn: &Connection, id: i64) -> Result<Option<RunRecord>, StoreError> {
     Ok(conn
         .query_row(
@@ -560,6 +591,46 @@ mod tests {
             panic!()
         };
         assert_eq!((again.id, again.resumed), (1, true));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_finished_runs_and_every_unfinished_one() {
+        let mut conn = store();
+        let t = trigger(QueueStrategy::Append, 10, 0);
+        for _ in 0..4 {
+            enqueue(&mut conn, &t).unwrap();
+            let Claim::Run(run) = claim(&mut conn).unwrap() else {
+                panic!()
+            };
+            let end = Finish {
+                status: "succeeded",
+                reason: None,
+                steps: None,
+                resume: false,
+            };
+            finish(&conn, run.id, &end).unwrap();
+        }
+        enqueue(&mut conn, &t).unwrap();
+        assert_eq!(prune(&conn, Some(2), None).unwrap(), 2);
+        let left: Vec<i64> = conn
+            .prepare("SELECT id FROM serve_runs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, vec![3, 4, 5]);
+        assert_eq!(
+            prune(&conn, None, Some(1)).unwrap(),
+            0,
+            "all finished today"
+        );
+        conn.execute(
+            "UPDATE serve_runs SET finished_at = '2000-01-01T00:00:00.000Z' WHERE id = 3",
+            [],
+        )
+        .unwrap();
+        assert_eq!(prune(&conn, None, Some(1)).unwrap(), 1);
     }
 
     #[test]

@@ -190,11 +190,16 @@ async fn execute(
     let end = run(pipeline, &record, &cancel).await;
     guard.abort();
     tracing::info!(pipeline = %name, run = %record.public_id(), status = end.status, "run ended");
+    let config = pipeline.config();
+    let (keep_runs, keep_days) = (config.keep_runs, config.keep_days);
     let finished = pipeline
         .writer
         .call({
             let end = end.clone();
-            move |conn| queue::finish(conn, id, &end)
+            move |conn| {
+                queue::finish(conn, id, &end)?;
+                queue::prune(conn, keep_runs, keep_days)
+            }
         })
         .await;
     if let Err(e) = finished {
