@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::serve::{Gate, Server, poll, store_token, token};
+use common::serve::{Gate, Server, SseReader, poll, store_token, token};
 use common::{Project, describe};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -27,8 +27,10 @@ name = "work"
 inputs = ["item_*"]
 script = '''
 touch "{dir}/started-$GRIT_INPUT_NAME"
+echo "working on $GRIT_INPUT_NAME"
 if [ "$GRIT_INPUT_NAME" = item_b ]; then
   while [ ! -e "{dir}/gate" ]; do sleep 0.02; done
+  echo "the gate opened"
 fi
 tr a-z A-Z < "$INPUT_FILE" > "$OUTPUT_DIR/done_$GRIT_INPUT_NAME"
 '''
@@ -476,7 +478,10 @@ fn sigterm_cancels_the_run_after_shutdown_timeout_and_it_resumes_at_the_next_sta
     poll("the run to hold on item_b", || {
         started(&project, "item_b").then_some(())
     });
+    // Open streams end with the server instead of holding its stop.
+    let events = server.raw_get("/events", &operator, &[]);
     assert_eq!(server.stop().code(), Some(0));
+    drop(events);
     assert!(
         !project
             .resources(true)
@@ -585,4 +590,191 @@ fn config_errors_name_file_line_and_column() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn events_show_every_task_start_and_finish_in_order_and_resume_after_last_event_id() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let operator = store_token("operator", &project.db());
+    let response = server.raw_get("/events", &viewer, &[]);
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut events = SseReader::new(response);
+    let run = server.trigger("pipeline", &operator);
+    let mut seen = Vec::new();
+    while let Some(event) = events.next_event() {
+        let last = event.kind == "run_finished";
+        seen.push(event);
+        if last {
+            break;
+        }
+    }
+    let kinds: Vec<&str> = seen.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"run_queued"), "{kinds:?}");
+    assert_eq!(kinds.get(1), Some(&"run_started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"run_finished"), "{kinds:?}");
+    assert_eq!(seen.last().unwrap().data["status"], "succeeded");
+    assert!(
+        seen.windows(2).all(|w| w[1].id == w[0].id + 1),
+        "ids increase by one"
+    );
+    assert!(seen.iter().all(|e| e.data["run_id"] == run.as_str()));
+    // Every task: started, then finished; 1 split + 3 work + 1 total.
+    let started: Vec<(usize, String)> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == "task_started")
+        .map(|(i, e)| (i, e.data["task_id"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(started.len(), 5, "{kinds:?}");
+    for (at, task) in &started {
+        let finished = seen
+            .iter()
+            .position(|e| e.kind == "task_finished" && e.data["task_id"] == task.as_str())
+            .unwrap_or_else(|| panic!("task {task} never finished"));
+        assert!(finished > *at, "task {task} finished before it started");
+    }
+    // A client that saw up to run_started gets the rest again, from the backlog.
+    let resume_after = seen[1].id;
+    let mut again = SseReader::new(server.raw_get(
+        "/events",
+        &viewer,
+        &[("Last-Event-ID", &resume_after.to_string())],
+    ));
+    for expected in &seen[2..] {
+        let event = again.next_event().expect("a resumed event");
+        assert_eq!((event.id, &event.kind), (expected.id, &expected.kind));
+    }
+}
+
+#[test]
+fn a_running_task_log_is_followed_until_it_ends() {
+    let (project, gate) = gated_project();
+    let server = Server::single(&project.manifest(), &project.db());
+    let operator = store_token("operator", &project.db());
+    let run = server.trigger("pipeline", &operator);
+    poll("the run to hold on item_b", || {
+        started(&project, "item_b").then_some(())
+    });
+    let task = poll("the task of item_b in the run's tasks", || {
+        let (_, tasks) = server.get(&format!("/runs/{run}/tasks"), Some(&operator));
+        tasks["tasks"].as_array()?.iter().find_map(|t| {
+            (t["input_name"] == "item_b" && t["state"] == "running")
+                .then(|| t["task_id"].as_str().unwrap().to_string())
+        })
+    });
+    let (status, info) = server.get(&format!("/tasks/{task}"), Some(&operator));
+    assert_eq!((status, info["step"].as_str()), (200, Some("work")));
+    let follow = server.raw_get(&format!("/tasks/{task}/log?follow=1"), &operator, &[]);
+    assert_eq!(follow.status().as_u16(), 200);
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(follow.into_body().into_reader()));
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "working on item_b",
+        "the live log, while the task runs"
+    );
+    gate.open();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(rest.contains(&"the gate opened".to_string()), "{rest:?}");
+    // The stream ended with the task; the stored log says the same.
+    let mut stored = server.raw_get(&format!("/tasks/{task}/log"), &operator, &[]);
+    let text = stored.body_mut().read_to_string().unwrap();
+    assert!(
+        text.starts_with("working on item_b\nthe gate opened\n"),
+        "{text:?}"
+    );
+    assert_eq!(server.wait_finished(&run, &operator)["status"], "succeeded");
+    let (status, body) = server.get("/tasks/pipeline.999/log", Some(&operator));
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+}
+
+#[test]
+fn resource_content_is_served_verified_with_ranges_and_never_when_damaged() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let operator = store_token("operator", &project.db());
+    let run = server.trigger("pipeline", &operator);
+    server.wait_finished(&run, &operator);
+    let (status, list) = server.get("/resources?name=done_*", Some(&viewer));
+    assert_eq!(status, 200);
+    assert_eq!(list["resources"].as_array().unwrap().len(), 3, "{list}");
+    let (_, total) = server.get("/resources?name=total", Some(&viewer));
+    let hash = total["resources"][0]["hash"].as_str().unwrap().to_string();
+    let expected = project.cat(&hash);
+    assert_eq!(expected, "A\nB\nC\n");
+
+    let mut whole = server.raw_get(&format!("/resources/{}/content", &hash[..12]), &viewer, &[]);
+    assert_eq!(whole.status().as_u16(), 200);
+    assert_eq!(whole.body_mut().read_to_string().unwrap(), expected);
+    let mut part = server.raw_get(
+        &format!("/resources/{hash}/content"),
+        &viewer,
+        &[("Range", "bytes=2-3")],
+    );
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 2-3/6");
+    assert_eq!(part.body_mut().read_to_string().unwrap(), "B\n");
+    let beyond = server.raw_get(
+        &format!("/resources/{hash}/content"),
+        &viewer,
+        &[("Range", "bytes=100-")],
+    );
+    assert_eq!(beyond.status().as_u16(), 416);
+
+    let (status, why) = server.get(&format!("/resources/{hash}"), Some(&viewer));
+    assert_eq!(status, 200);
+    assert_eq!(why["resources"][0]["made_by"][0]["step"], "total", "{why}");
+
+    // Same size, other bytes: the object is damaged, and none of it is served.
+    let object = project
+        .db()
+        .join("objects")
+        .join(&hash[0..2])
+        .join(&hash[2..4])
+        .join(&hash[4..]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&object, "X\nY\nZ\n").unwrap();
+    let (status, body) = server.get(&format!("/resources/{hash}/content"), Some(&viewer));
+    assert_eq!(
+        (status, error_code(&body)),
+        (500, "store_damaged"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("X\\nY"));
+}
+
+#[test]
+fn metrics_count_runs_and_tasks() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let operator = store_token("operator", &project.db());
+    let run = server.trigger("pipeline", &operator);
+    server.wait_finished(&run, &operator);
+    let mut response = server.raw_get("/metrics", &viewer, &[]);
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.body_mut().read_to_string().unwrap();
+    for line in [
+        "grit_serve_runs_total{pipeline=\"pipeline\",status=\"succeeded\"} 1",
+        "grit_serve_tasks_total{pipeline=\"pipeline\",result=\"succeeded\"} 5",
+        "grit_serve_queue_length{pipeline=\"pipeline\"} 0",
+        "grit_serve_runs_running{pipeline=\"pipeline\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let (status, _) = server.get("/metrics", None);
+    assert_eq!(status, 401);
 }

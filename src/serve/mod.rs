@@ -17,7 +17,9 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod listen;
+pub mod metrics;
 pub mod queue;
 pub mod worker;
 
@@ -38,6 +40,7 @@ const HTTP_THREADS: usize = 2;
 
 /// Run the server until SIGTERM or SIGINT; returns once every run has ended or was cancelled.
 pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let hub = Arc::new(worker::Hub::default());
     let mut pipelines = BTreeMap::new();
     for p in config.pipelines.values() {
         let group = p
@@ -66,7 +69,7 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
         }
         pipelines.insert(
             p.name.clone(),
-            Arc::new(Pipeline::new(p.clone(), paths, lock, writer)),
+            Arc::new(Pipeline::new(p.clone(), paths, lock, writer, hub.clone())),
         );
     }
     let secret = Secret::load_or_create(&config.token_secret_file)?;
@@ -77,6 +80,7 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let (stop, stopped) = watch::channel(false);
+    let stop = Arc::new(stop);
     let mut workers = Vec::new();
     for pipeline in pipelines.values() {
         workers.push(
@@ -88,13 +92,15 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
         pipelines,
         secret,
         request_timeout: config.request_timeout,
+        hub,
+        stopping: stopped.clone(),
     });
     let served = runtime.block_on(async {
         let bound = listen::bind(&config.listen).await?;
         // On stderr as it is, so scripts and tests can find the address (port 0 picks one).
         eprintln!("grit serve: listening on {}", bound.describe());
         let app = api::router(state.clone());
-        let shutdown = wait_for_stop(config.clone(), state.clone());
+        let shutdown = wait_for_stop(config.clone(), state.clone(), stop.clone());
         match bound {
             listen::Bound::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
             listen::Bound::Unix(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
@@ -126,8 +132,13 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
     served
 }
 
-/// Resolves on SIGTERM or SIGINT; SIGHUP reloads the config meanwhile.
-async fn wait_for_stop(mut config: ServerConfig, state: api::Shared) {
+/// Resolves on SIGTERM or SIGINT, after telling the workers and the streaming answers to stop;
+/// SIGHUP reloads the config meanwhile.
+async fn wait_for_stop(
+    mut config: ServerConfig,
+    state: api::Shared,
+    stop: Arc<watch::Sender<bool>>,
+) {
     let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -145,6 +156,9 @@ async fn wait_for_stop(mut config: ServerConfig, state: api::Shared) {
         }
     }
     tracing::info!("stopping: no new requests; running runs may finish");
+    // Streams (events, followed logs) end now, so the HTTP side can close; the workers start
+    // counting shutdown_timeout.
+    let _ = stop.send(true);
 }
 
 /// SIGHUP: read the config file again. Settings of existing pipelines change at once (the running

@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::config::PipelineConfig;
+use super::events::EventBus;
+use super::metrics::Metrics;
 use super::queue::{self, Claim, Finish, RunRecord};
 use crate::cli::CaptureMode;
 use crate::engine::events::{Event, Observer};
@@ -36,9 +38,17 @@ pub struct Current {
     pub engine_run: Option<i64>,
 }
 
+/// What every pipeline reports to: the event stream and the metrics.
+#[derive(Default)]
+pub struct Hub {
+    pub events: EventBus,
+    pub metrics: Metrics,
+}
+
 /// A pipeline the server runs: its config, its store (held locked while the server runs) and
 /// the handles its worker listens on.
 pub struct Pipeline {
+    pub hub: Arc<Hub>,
     config: RwLock<Arc<PipelineConfig>>,
     pub paths: StorePaths,
     pub writer: Writer,
@@ -50,8 +60,15 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(config: PipelineConfig, paths: StorePaths, lock: StoreLock, writer: Writer) -> Self {
+    pub fn new(
+        config: PipelineConfig,
+        paths: StorePaths,
+        lock: StoreLock,
+        writer: Writer,
+        hub: Arc<Hub>,
+    ) -> Self {
         Pipeline {
+            hub,
             config: RwLock::new(Arc::new(config)),
             paths,
             writer,
@@ -175,7 +192,13 @@ async fn execute(
         engine_run: None,
     }));
     let name = pipeline.config().name.clone();
-    tracing::info!(pipeline = %name, run = %record.public_id(), resumed = record.resumed, "run started");
+    let run_id = record.public_id();
+    let began = std::time::Instant::now();
+    tracing::info!(pipeline = %name, run = %run_id, resumed = record.resumed, "run started");
+    pipeline.hub.events.publish(
+        "run_started",
+        serde_json::json!({ "pipeline": name, "run_id": run_id, "resumed": record.resumed }),
+    );
     // A stop of the server lets the run finish for `shutdown_timeout`, then cancels it.
     let guard = {
         let cancel = cancel.clone();
@@ -203,9 +226,19 @@ async fn execute(
         })
         .await;
     if let Err(e) = finished {
-        tracing::error!(pipeline = %name, "recording the end of run {}: {e}", record.public_id());
+        tracing::error!(pipeline = %name, "recording the end of run {run_id}: {e}");
     }
     pipeline.set_current(None);
+    pipeline
+        .hub
+        .metrics
+        .run_ended(&name, end.status, began.elapsed());
+    pipeline.hub.events.publish(
+        "run_finished",
+        serde_json::json!({
+            "pipeline": name, "run_id": run_id, "status": end.status, "reason": end.reason,
+        }),
+    );
 }
 
 fn failed(reason: String) -> Finish {
@@ -244,7 +277,9 @@ async fn run(pipeline: &Arc<Pipeline>, record: &RunRecord, cancel: &CancelToken)
     };
     let observer = RunObserver {
         pipeline: pipeline.clone(),
+        name: config.name.clone(),
         record: record.id,
+        run_id: record.public_id(),
     };
     match engine::run(inputs, &observer, cancel).await {
         Ok(report) => ended(&report, cancel.reason()),
@@ -289,14 +324,55 @@ fn ended(report: &RunReport, cancelled: Option<CancelReason>) -> Finish {
     }
 }
 
-/// Follows the engine's events for one record: remembers the engine run doing its work.
+/// Follows the engine's events for one record: remembers the engine run doing its work, and
+/// publishes its tasks' starts and ends.
 struct RunObserver {
     pipeline: Arc<Pipeline>,
+    name: String,
     record: i64,
+    run_id: String,
 }
 
 impl Observer for RunObserver {
     fn event(&self, event: &Event<'_>) {
+        match *event {
+            Event::TaskStarted {
+                step,
+                task_id,
+                input,
+                ..
+            } => self.pipeline.hub.events.publish(
+                "task_started",
+                serde_json::json!({
+                    "pipeline": self.name, "run_id": self.run_id,
+                    "task_id": queue::public_id(&self.name, task_id), "step": step, "input": input,
+                }),
+            ),
+            Event::TaskFinished {
+                step,
+                task_id,
+                succeeded,
+                duration,
+                outputs,
+                error,
+                ..
+            } => {
+                self.pipeline
+                    .hub
+                    .metrics
+                    .task_ended(&self.name, succeeded, duration);
+                self.pipeline.hub.events.publish(
+                    "task_finished",
+                    serde_json::json!({
+                        "pipeline": self.name, "run_id": self.run_id,
+                        "task_id": queue::public_id(&self.name, task_id), "step": step,
+                        "succeeded": succeeded, "duration_ms": duration.as_millis() as u64,
+                        "outputs": outputs, "error": error,
+                    }),
+                );
+            }
+            _ => {}
+        }
         if let Event::RunStarted { run_id, .. } = *event {
             if let Some(mut current) = self.pipeline.current() {
                 current.engine_run = Some(run_id);

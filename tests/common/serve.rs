@@ -159,6 +159,25 @@ impl Server {
         self.answer(request.call())
     }
 
+    /// `GET` with extra headers, the answer unread (for streams, ranges and raw bodies).
+    pub fn raw_get(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> ureq::http::Response<ureq::Body> {
+        let mut request = self
+            .agent
+            .get(format!("{}/api/v1{path}", self.url))
+            .header("Authorization", format!("Bearer {token}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.stderr()))
+    }
+
     /// Trigger `pipeline` as an operator; returns the run id.
     pub fn trigger(&self, pipeline: &str, token: &str) -> String {
         let (status, body) = self.post(&format!("/pipelines/{pipeline}/runs"), Some(token), "");
@@ -240,5 +259,47 @@ pub struct Gate(pub PathBuf);
 impl Gate {
     pub fn open(&self) {
         std::fs::write(&self.0, "open").expect("open the gate");
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: u64,
+    pub kind: String,
+    pub data: Value,
+}
+
+/// Reads events off an SSE body.
+pub struct SseReader {
+    lines: std::io::Lines<BufReader<ureq::BodyReader<'static>>>,
+}
+
+impl SseReader {
+    pub fn new(response: ureq::http::Response<ureq::Body>) -> SseReader {
+        SseReader {
+            lines: BufReader::new(response.into_body().into_reader()).lines(),
+        }
+    }
+
+    /// The next event (comments and keep-alives skipped); `None` when the stream ended.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        let (mut id, mut kind, mut data) = (None, None, None);
+        loop {
+            let line = self.lines.next()?.ok()?;
+            if line.is_empty() {
+                if let (Some(id), Some(kind), Some(data)) = (id, kind.clone(), data.clone()) {
+                    return Some(SseEvent { id, kind, data });
+                }
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = v.parse().ok();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                kind = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = serde_json::from_str(v).ok();
+            }
+        }
     }
 }

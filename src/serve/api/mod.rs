@@ -2,8 +2,11 @@
 //! (`{"error": {"code", "message"}}`), bearer-token authentication, the body limit and request
 //! timeouts. The handlers live in one file per resource.
 
+mod events;
 mod pipelines;
+mod resources;
 mod runs;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,8 +23,9 @@ use rusqlite::Connection;
 use serde::de::DeserializeOwned;
 
 use super::auth::{Claims, Role, Secret, TokenError};
-use super::worker::Pipeline;
+use super::worker::{Hub, Pipeline};
 use crate::store::{self, StoreError};
+use tokio::sync::watch;
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY: usize = 1 << 20;
@@ -31,9 +35,32 @@ pub struct AppState {
     pub pipelines: BTreeMap<String, Arc<Pipeline>>,
     pub secret: Secret,
     pub request_timeout: Duration,
+    pub hub: Arc<Hub>,
+    /// Turns true when the server stops: streaming answers end then.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl AppState {
+    /// The pipeline a store-wide request means: `name`, or the only one when the server has one.
+    fn pipeline_or_only(&self, name: Option<&str>) -> Result<&Arc<Pipeline>, ApiError> {
+        match name {
+            Some(name) => self.pipeline(name),
+            None if self.pipelines.len() == 1 => self
+                .pipelines
+                .values()
+                .next()
+                .ok_or_else(|| ApiError::not_found("no pipelines")),
+            None => Err(ApiError::bad_request(format!(
+                "pipeline: this server has several pipelines; name one with ?pipeline= ({})",
+                self.pipelines
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
     fn pipeline(&self, name: &str) -> Result<&Arc<Pipeline>, ApiError> {
         self.pipelines.get(name).ok_or_else(|| {
             ApiError::not_found(format!(
@@ -59,11 +86,22 @@ pub fn router(state: Shared) -> Router {
         .route("/runs", get(runs::list))
         .route("/runs/{id}", get(runs::show).delete(runs::delete))
         .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/tasks", get(tasks::of_run))
+        .route("/tasks/{id}", get(tasks::show))
+        .route("/resources", get(resources::list))
+        .route("/resources/{hash}", get(resources::show))
+        .route("/metrics", get(events::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit));
+    // Streaming answers last as long as the client wants: no request timeout.
+    let streaming = Router::new()
+        .route("/tasks/{id}/log", get(tasks::log))
+        .route("/resources/{hash}/content", get(resources::content))
+        .route("/events", get(events::stream))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/api/v1/healthz", get(healthz))
-        .nest("/api/v1", authenticated)
+        .nest("/api/v1", authenticated.merge(streaming))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -119,6 +157,16 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// An object the answer needs is missing or corrupt: nothing of it is served.
+    pub fn damaged(error: impl std::fmt::Display) -> ApiError {
+        tracing::error!("{error}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_damaged",
+            format!("{error}; run `grit verify` on the store"),
+        )
+    }
+
     /// A failure of the server or its store; the details go to the log, not to the client.
     pub fn internal(error: impl std::fmt::Display) -> ApiError {
         tracing::error!("request failed: {error}");
@@ -132,7 +180,11 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        ApiError::internal(error)
+        match error {
+            StoreError::NotFound(message) => ApiError::not_found(message),
+            StoreError::Object(e) if e.is_damage() => ApiError::damaged(e),
+            other => ApiError::internal(other),
+        }
     }
 }
 
@@ -267,4 +319,18 @@ where
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::from)
+}
+
+/// Bytes sent on the returned channel become a streamed response body; an error sent ends the
+/// body without a clean end (the connection is cut), so a client never takes bad data for all
+/// of it.
+pub fn channel_body() -> (
+    tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    axum::body::Body,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    (sender, axum::body::Body::from_stream(stream))
 }

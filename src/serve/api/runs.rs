@@ -163,6 +163,15 @@ pub async fn trigger(
         }
     };
     pipeline.wake.notify_one();
+    if !merged {
+        state.hub.events.publish(
+            "run_queued",
+            serde_json::json!({
+                "pipeline": name, "run_id": queue::public_id(&name, id), "position": position,
+                "trigger": "api",
+            }),
+        );
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(Triggered {
