@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -225,9 +226,18 @@ fn bad_requests_get_the_error_shape() {
     let operator = store_token("operator", &project.db());
     let op = Some(operator.as_str());
 
-    let big = vec![b' '; 2 << 20];
-    let (status, body) = server.send("POST", "/pipelines/pipeline/runs", op, &big);
-    assert_eq!((status, error_code(&body)), (413, "payload_too_large"));
+    // A 2 MiB body is refused on its announced length, before it is sent.
+    let mut stream =
+        std::net::TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/pipelines/pipeline/runs HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {operator}\r\nContent-Length: {}\r\n\r\n",
+        2 << 20
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
 
     let (status, body) = server.post(
         "/pipelines/pipeline/runs",
@@ -777,4 +787,165 @@ fn metrics_count_runs_and_tasks() {
     }
     let (status, _) = server.get("/metrics", None);
     assert_eq!(status, 401);
+}
+
+/// The runs of `pipeline` with this trigger.
+fn runs_by(server: &Server, token: &str, pipeline: &str, trigger: &str) -> Vec<Value> {
+    let (_, page) = server.get(&format!("/runs?pipeline={pipeline}&limit=500"), Some(token));
+    page["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == trigger)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn schedules_fire_and_ticks_missed_while_down_run_once_at_start() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:0\"\n\
+         [pipelines.hourly]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\nschedule = [\"every 1h\"]\n\
+         [pipelines.often]\nmanifest = \"pipeline.toml\"\ndb = \"often-db\"\nno_sandbox = true\n\
+         schedule = [\"every 1s\"]\nqueue_strategy = \"replace\"\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    // A short interval fires.
+    let fired = poll("a scheduled run of `often`", || {
+        runs_by(&server, &operator, "often", "schedule")
+            .into_iter()
+            .next()
+    });
+    server.wait_finished(fired["run_id"].as_str().unwrap(), &operator);
+    // An hourly entry seen for the first time starts counting: no run.
+    let database = project.db().join("grit.sqlite");
+    let last_fire = || -> Option<i64> {
+        let conn = rusqlite::Connection::open(&database).ok()?;
+        conn.query_row(
+            "SELECT last_fire_ms FROM serve_schedule WHERE pipeline = 'hourly'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    let first_seen = poll("the hourly entry to be recorded", last_fire);
+    assert!(runs_by(&server, &operator, "hourly", "schedule").is_empty());
+    server.stop();
+
+    // Down for three hours (as far as the store knows): one run at start-up, not three.
+    let conn = rusqlite::Connection::open(&database).unwrap();
+    conn.execute(
+        "UPDATE serve_schedule SET last_fire_ms = ?1 WHERE pipeline = 'hourly'",
+        [first_seen - 3 * 3_600_000],
+    )
+    .unwrap();
+    drop(conn);
+    let server = Server::config(&config);
+    let missed = poll("the run for the missed ticks", || {
+        runs_by(&server, &operator, "hourly", "schedule")
+            .into_iter()
+            .next()
+    });
+    assert_eq!(
+        server.wait_finished(missed["run_id"].as_str().unwrap(), &operator)["status"],
+        "succeeded"
+    );
+    poll("the entry to be fired now", || {
+        last_fire().filter(|&ms| ms >= first_seen).map(|_| ())
+    });
+    assert_eq!(runs_by(&server, &operator, "hourly", "schedule").len(), 1);
+}
+
+#[test]
+fn watch_ingests_a_changed_file_and_an_unchanged_touch_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "[[step]]\nname = \"shout\"\ninputs = [\"*.txt\"]\n\
+         script = 'tr a-z A-Z < \"$INPUT_FILE\" > \"$OUTPUT_DIR/loud_${GRIT_INPUT_NAME%.txt}\"'\n",
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        "listen = \"127.0.0.1:0\"\n[pipelines.w]\nmanifest = \"m.toml\"\ndb = \"db\"\nno_sandbox = true\nwatch = [\"incoming\"]\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let op = Some(operator.as_str());
+    std::fs::write(incoming.join("a.txt"), "hello\n").unwrap();
+    let run = poll("a run queued by the watch", || {
+        runs_by(&server, &operator, "w", "watch").into_iter().next()
+    });
+    let run = server.wait_finished(run["run_id"].as_str().unwrap(), &operator);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (_, loud) = server.get("/resources?name=loud_a", op);
+    let hash = loud["resources"][0]["hash"]
+        .as_str()
+        .expect("loud_a")
+        .to_string();
+    let mut content = server.raw_get(&format!("/resources/{hash}/content"), &operator, &[]);
+    assert_eq!(content.body_mut().read_to_string().unwrap(), "HELLO\n");
+
+    // Rewritten with the same bytes: looked at, nothing queued.
+    std::fs::write(incoming.join("a.txt"), "hello\n").unwrap();
+    poll("the watch to look at the unchanged file", || {
+        server
+            .stderr()
+            .contains("the same content as before: no run queued")
+            .then_some(())
+    });
+    assert_eq!(runs_by(&server, &operator, "w", "watch").len(), 1);
+    // New bytes: another run.
+    std::fs::write(incoming.join("a.txt"), "again\n").unwrap();
+    poll("a second run queued by the watch", || {
+        (runs_by(&server, &operator, "w", "watch").len() == 2).then_some(())
+    });
+}
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_bad() {
+    let (project, _gate) = gated_project();
+    let good = |limit: u32| {
+        format!(
+            "listen = \"127.0.0.1:0\"\n[pipelines.p]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\nqueue_limit = {limit}\n"
+        )
+    };
+    let config = write_config(project.path(), &good(1));
+    let server = Server::config(&config);
+    let viewer = token("viewer", &["--config".as_ref(), config.as_os_str()]);
+    let limit = || {
+        let (_, body) = server.get("/pipelines/p", Some(&viewer));
+        body["queue_limit"].as_u64()
+    };
+    assert_eq!(limit(), Some(1));
+    let hup = || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), Signal::SIGHUP).unwrap()
+    };
+    std::fs::write(
+        &config,
+        good(1).replace("queue_limit = 1", "queue_limit = \"many\""),
+    )
+    .unwrap();
+    hup();
+    poll("the bad reload to be logged", || {
+        server
+            .stderr()
+            .contains("the config was not reloaded, the old one stays")
+            .then_some(())
+    });
+    assert!(
+        server.stderr().contains("server.toml:6:15"),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(limit(), Some(1));
+    std::fs::write(&config, good(5)).unwrap();
+    hup();
+    poll("the new queue_limit", || (limit() == Some(5)).then_some(()));
 }

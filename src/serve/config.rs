@@ -238,19 +238,20 @@ impl ServerConfig {
             if let Some(delay) = p.start_delay {
                 config.start_delay = duration(&delay)?;
             }
-            // Schedules and watches are not run by this build yet: refusing them beats
-            // accepting a config that silently never fires.
-            if let Some(first) = p.schedule.first() {
-                return Err(located(
-                    first.span(),
-                    "schedule is not supported by this build of grit serve yet",
-                ));
+            for entry in &p.schedule {
+                super::schedule::Every::parse(entry.get_ref())
+                    .map_err(|m| located(entry.span(), m))?;
+                config.schedule.push(entry.get_ref().clone());
             }
-            if let Some(first) = p.watch.first() {
-                return Err(located(
-                    first.span(),
-                    "watch is not supported by this build of grit serve yet",
-                ));
+            for entry in &p.watch {
+                let path = resolve(entry.get_ref());
+                if !path.exists() {
+                    return Err(located(
+                        entry.span(),
+                        format!("watch: {} does not exist", path.display()),
+                    ));
+                }
+                config.watch.push(path);
             }
             config.keep_runs = p.keep_runs;
             config.keep_days = p.keep_days;
@@ -393,6 +394,20 @@ mod tests {
         let err = parse("listen = \"unix:run/x\"\n[pipelines.a]\nmanifest = \"m\"\ndb = \"d\"\n")
             .unwrap_err();
         assert!(err.contains("absolute path"), "{err}");
+    }
+
+    #[test]
+    fn schedules_are_checked() {
+        let ok = parse(
+            "[pipelines.a]\nmanifest = \"m\"\ndb = \"d\"\nschedule = [\"*/15 * * * *\", \"every 10m\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.pipelines["a"].schedule.len(), 2);
+        let err = parse(
+            "[pipelines.a]\nmanifest = \"m\"\ndb = \"d\"\nschedule = [\"every 10m\", \"often\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("4:26: `often` is neither"), "{err}");
     }
 
     #[test]

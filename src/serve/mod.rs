@@ -21,6 +21,8 @@ pub mod events;
 pub mod listen;
 pub mod metrics;
 pub mod queue;
+pub mod schedule;
+pub mod watch;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -28,7 +30,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::watch as tokio_watch;
 
 use crate::store;
 use auth::Secret;
@@ -79,7 +81,7 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = tokio_watch::channel(false);
     let stop = Arc::new(stop);
     let mut workers = Vec::new();
     for pipeline in pipelines.values() {
@@ -87,6 +89,14 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
             worker::spawn(pipeline.clone(), stopped.clone(), config.shutdown_timeout)
                 .context("starting a worker thread")?,
         );
+    }
+    let mut watchers = Vec::new();
+    for pipeline in pipelines.values() {
+        let name = pipeline.config().name.clone();
+        let watcher = watch::start(pipeline)
+            .with_context(|| format!("pipeline {name}: watching its `watch` paths"))?;
+        watchers.extend(watcher);
+        runtime.spawn(schedule::run(pipeline.clone(), stopped.clone()));
     }
     let state = Arc::new(api::AppState {
         pipelines,
@@ -124,6 +134,7 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
             running.join(", ")
         );
     }
+    drop(watchers);
     for worker in workers {
         let _ = worker.join();
     }
@@ -137,7 +148,7 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
 async fn wait_for_stop(
     mut config: ServerConfig,
     state: api::Shared,
-    stop: Arc<watch::Sender<bool>>,
+    stop: Arc<tokio_watch::Sender<bool>>,
 ) {
     let signals = (
         signal(SignalKind::terminate()),

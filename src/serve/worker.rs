@@ -54,8 +54,12 @@ pub struct Pipeline {
     pub writer: Writer,
     /// The store lock: one run at a time per store, and no `grit run` beside the server.
     _lock: StoreLock,
-    /// Something was queued (or cancelled): look at the wait list again.
+    /// Something was queued (or cancelled), or a watched file changed: look again.
     pub wake: Notify,
+    /// The config was reloaded (SIGHUP): the scheduler reads it again.
+    pub reloaded: Notify,
+    /// Watched files that changed and are not ingested yet ([`super::watch`]).
+    pub changes: Mutex<super::watch::Changes>,
     current: Mutex<Option<Current>>,
 }
 
@@ -74,6 +78,8 @@ impl Pipeline {
             writer,
             _lock: lock,
             wake: Notify::new(),
+            reloaded: Notify::new(),
+            changes: Mutex::new(super::watch::Changes::default()),
             current: Mutex::new(None),
         }
     }
@@ -89,6 +95,7 @@ impl Pipeline {
     pub fn set_config(&self, config: PipelineConfig) {
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
         self.wake.notify_one();
+        self.reloaded.notify_one();
     }
 
     pub fn current(&self) -> Option<Current> {
@@ -148,6 +155,22 @@ async fn work(
         if *shutdown.borrow() {
             return;
         }
+        // Changed files first, between runs: they may be what the next run needs.
+        let settle = match super::watch::due(&pipeline) {
+            super::watch::Due::Ingest(files) => {
+                match super::watch::ingest(&pipeline, files).await {
+                    Ok(true) => super::schedule::enqueue(&pipeline, "watch").await,
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(
+                        pipeline = %pipeline.config().name,
+                        "watch: ingesting changed files: {e}"
+                    ),
+                }
+                continue;
+            }
+            super::watch::Due::Wait(settle) => Some(settle),
+            super::watch::Due::Nothing => None,
+        };
         let claim = pipeline.writer.call(queue::claim).await;
         let wait = match claim {
             Ok(Claim::Run(record)) => {
@@ -162,6 +185,10 @@ async fn work(
                 tracing::error!(pipeline = %pipeline.config().name, "reading the wait list: {e}");
                 Some(STORE_RETRY)
             }
+        };
+        let wait = match (wait, settle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         let sleep = async {
             match wait {

@@ -172,6 +172,13 @@ pub const MIGRATIONS: &[Migration] = &[
     );
     CREATE INDEX serve_runs_queue ON serve_runs (status, id);
     CREATE INDEX serve_runs_recent ON serve_runs (queued_at, id);
+    -- When each `schedule` entry of a served pipeline last fired (serve::schedule).
+    CREATE TABLE serve_schedule (
+        pipeline     TEXT NOT NULL,
+        spec         TEXT NOT NULL,
+        last_fire_ms INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, spec)
+    ) WITHOUT ROWID;
     "#,
     },
 ];
