@@ -37,21 +37,32 @@ pub struct Launch {
 }
 
 /// Prepare a run on a store opened for writing (its lock held by the caller): warn about a full
-/// disk and about the graph (knowing what the store holds), mount the output capture, and build
-/// the engine's inputs.
-pub fn prepare(launch: Launch, paths: &StorePaths, writer: &Writer) -> anyhow::Result<RunInputs> {
+/// disk and about the graph (`known` says which resource names the store holds, see
+/// [`known_names`]), mount the output capture, and build the engine's inputs.
+pub fn prepare(
+    launch: Launch,
+    paths: &StorePaths,
+    writer: Writer,
+    known: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<RunInputs> {
     warn_if_disk_full(&paths.root);
-    let known = store::queries::resource_name_matcher(&paths.root)?;
-    warn_about_graph(&launch.manifest, &known);
+    warn_about_graph(&launch.manifest, known);
     let capture = mount_capture(launch.capture, &paths.tmp)?;
     Ok(RunInputs {
         manifest: launch.manifest,
         paths: paths.clone(),
-        writer: writer.clone(),
+        writer,
         capture,
         lines: launch.lines,
         options: launch.options,
     })
+}
+
+/// Which resource names the store holds, for the graph warnings. Its read connection is kept
+/// by the caller for the length of the run: the writer then never closes as the database's
+/// last connection mid-command, and the store's files end as `grit run` has always left them.
+pub fn known_names(paths: &StorePaths) -> anyhow::Result<impl Fn(&str) -> bool> {
+    Ok(store::queries::resource_name_matcher(&paths.root)?)
 }
 
 /// The output capture for one run. `auto` picks FUSE when /dev/fuse works. The mount lives as

@@ -264,7 +264,7 @@ fn a_v1_store_is_migrated_to_the_latest_rule() {
     let version: i64 = rusqlite::Connection::open(p.db().join("grit.sqlite"))
         .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
         .expect("user_version");
-    assert_eq!(version, 2);
+    assert_eq!(version, grit::store::schema::SCHEMA_VERSION);
     assert_eq!(
         p.contents("sales.csv"),
         [std::fs::read_to_string(fixture.join("sales.csv")).unwrap()]

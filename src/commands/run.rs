@@ -101,7 +101,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             no_sandbox: args.no_sandbox,
         },
     };
-    let inputs = launch::prepare(launch, &paths, &writer)?;
+    let known = launch::known_names(&paths)?;
+    let inputs = launch::prepare(launch, &paths, writer, &known)?;
     // One thread runs the scheduler and spawns every task, so per-thread process attributes (the
     // parent-death signal) stay tied to a thread that lives as long as the run.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -298,7 +298,11 @@ async fn run(pipeline: &Arc<Pipeline>, record: &RunRecord, cancel: &CancelToken)
             no_sandbox: config.no_sandbox,
         },
     };
-    let inputs = match launch::prepare(launch, &pipeline.paths, &pipeline.writer) {
+    let known = match launch::known_names(&pipeline.paths) {
+        Ok(known) => known,
+        Err(e) => return failed(format!("{e:#}")),
+    };
+    let inputs = match launch::prepare(launch, &pipeline.paths, pipeline.writer.clone(), &known) {
         Ok(inputs) => inputs,
         Err(e) => return failed(format!("{e:#}")),
     };
