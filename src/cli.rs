@@ -330,6 +330,26 @@ lost source or ingested data is listed with the steps that depend on it.\n\nExit
         #[arg(long, value_name = "DIR")]
         db: Option<PathBuf>,
     },
+    /// Serve pipelines as a long-running service with an authenticated HTTP API
+    #[command(
+        after_help = "Examples:\n  grit serve --config /etc/grit/server.toml\n  grit serve -m pipeline.toml --db ./db                 # one pipeline on 127.0.0.1:9009\n  grit serve -m pipeline.toml --db ./db --listen 127.0.0.1:8080\n  grit serve -m pipeline.toml --db ./db --listen unix:/run/grit/api.sock\n\nThe first line on stderr says where it listens. The server holds each pipeline's store lock while it runs. SIGTERM/SIGINT: stop accepting requests, let the running run finish for shutdown_timeout, then cancel it (it resumes at the next start); exit 0. SIGHUP: reload the config file.\n\nExit status: 0 stopped on request, 2 usage or config error, 3 a store is locked, 5 environment error (the socket or a file cannot be opened)."
+    )]
+    Serve(ServeArgs),
+    /// Print a token (JWT) for the API of `grit serve`
+    #[command(
+        after_help = "Examples:\n  grit token --role operator --ttl 1h --config /etc/grit/server.toml\n  grit token --role viewer --db ./db          # the secret of `grit serve -m M --db ./db`\n  curl -H \"Authorization: Bearer $(grit token --role viewer --db ./db)\" http://127.0.0.1:9009/api/v1/runs"
+    )]
+    Token(TokenArgs),
+    /// Queue a run on a `grit serve` server, and with --wait follow it to its end
+    #[command(
+        after_help = "Examples:\n  grit trigger etl --token-file ~/.grit-token\n  GRIT_TOKEN=$(grit token --role operator --db ./db) grit trigger etl --wait\n  grit trigger etl --param region=us --server http://10.0.0.5:9009 --json\n\nExit status: 0 queued (with --wait: the run succeeded), 1 the run failed or was cancelled (or the queue is full), 2 usage error or the server refused the request (token, unknown pipeline), 5 the server cannot be reached."
+    )]
+    Trigger(TriggerArgs),
+    /// List the runs of a `grit serve` server, newest first
+    #[command(
+        after_help = "Examples:\n  grit runs\n  grit runs --pipeline etl --status failed --limit 10\n  grit runs --json | jq '.runs[].run_id'"
+    )]
+    Runs(RunsArgs),
     /// Print shell completions
     #[command(after_help = "Example:\n  grit completions bash > /etc/bash_completion.d/grit")]
     Completions { shell: Shell },
@@ -648,4 +668,101 @@ mod tests {
         );
         assert_eq!(t(&["grit", "-V"]).unwrap(), ["grit", "-V"]);
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The server config (TOML): listen address, token secret, pipelines
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["manifest", "db"], required_unless_present = "manifest")]
+    pub config: Option<PathBuf>,
+    /// One pipeline: its manifest (needs --db)
+    #[arg(short, long, value_name = "FILE", requires = "db")]
+    pub manifest: Option<PathBuf>,
+    /// One pipeline: its store
+    #[arg(long, value_name = "DIR", requires = "manifest")]
+    pub db: Option<PathBuf>,
+    /// Where to listen: HOST:PORT or unix:/PATH [default: 127.0.0.1:9009]
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    pub listen: Option<String>,
+    /// The HS256 secret of the tokens; created (0600, 32 random bytes) when missing
+    /// [default: DB/token-secret]
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub token_secret_file: Option<PathBuf>,
+    /// Run tasks without the sandbox (as `grit run --no-sandbox`)
+    #[arg(long, conflicts_with = "config")]
+    pub no_sandbox: bool,
+    /// Log output format
+    #[arg(long, value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("secret").required(true)))]
+pub struct TokenArgs {
+    /// What the token allows: viewer (reads) or operator (also triggers and cancels)
+    #[arg(long, value_enum)]
+    pub role: crate::serve::auth::Role,
+    /// How long the token is valid (e.g. 30m, 1h, 7d)
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// Sign with the secret named by this server config
+    #[arg(long, value_name = "FILE", group = "secret")]
+    pub config: Option<PathBuf>,
+    /// Sign with this secret file (created when missing)
+    #[arg(long, value_name = "FILE", group = "secret")]
+    pub token_secret_file: Option<PathBuf>,
+    /// Sign with the secret of `grit serve -m M --db DIR` (DIR/token-secret)
+    #[arg(long, value_name = "DIR", group = "secret")]
+    pub db: Option<PathBuf>,
+}
+
+/// Where a client finds the server and its token.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The server's address
+    #[arg(
+        long,
+        env = "GRIT_SERVER",
+        default_value = "http://127.0.0.1:9009",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// A file holding the token ($GRIT_TOKEN may hold the token itself)
+    #[arg(long, env = "GRIT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TriggerArgs {
+    /// The pipeline, as the server's config names it
+    pub pipeline: String,
+    /// A parameter value for this run, NAME=VALUE (repeatable)
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Follow the run to its end, printing progress; exit 0 when it succeeded, 1 when it failed
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the server's answer (with --wait: the finished run) as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunsArgs {
+    /// Only this pipeline's runs
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// Only runs in this state: queued, running, succeeded, failed, cancelled, interrupted
+    #[arg(long, value_name = "STATE")]
+    pub status: Option<String>,
+    /// At most this many runs
+    #[arg(long, default_value = "20", value_name = "N")]
+    pub limit: usize,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
 }

@@ -30,6 +30,11 @@
 //!   executor its tasks).
 //! - [`capture`]: turns what a script wrote into `OUTPUT_DIR` into hashed, staged files (FUSE, or
 //!   a plain directory).
+//! - [`launch`]: the set-up of one run on an open store (warnings, output capture, engine inputs),
+//!   shared by `grit run` and `grit serve`.
+//! - [`serve`]: `grit serve`, a long-running service: its config, the auth of its HTTP API, the
+//!   wait list of runs (in each pipeline's store), one worker thread per pipeline that drives the
+//!   engine, and the API handlers. Clients (`grit trigger`, `grit runs`) speak HTTP to it.
 //! - [`report`]: logging, progress, the run summary and other human and JSON output. It only
 //!   subscribes to engine events; it never drives the engine.
 //! - [`cli`]: the command line (clap), including GRIT's `-manifest x -db y -run` spelling.
@@ -44,9 +49,11 @@ pub mod commands;
 pub mod engine;
 pub mod executor;
 pub mod image;
+pub mod launch;
 pub mod manifest;
 pub mod report;
 pub mod sandbox;
+pub mod serve;
 pub mod store;
 
 // The embedding API in one place: start a run with `engine::run` (its tasks run on the

@@ -23,7 +23,7 @@ pub fn dry_run(manifest: &Manifest, args: &RunArgs, db: &Path) -> anyhow::Result
     };
     // The run's own warnings, knowing what the store holds: an ingested `x` answers "nothing
     // writes `x`".
-    super::run::warn_about_graph(manifest, &|pattern| {
+    crate::launch::warn_about_graph(manifest, &|pattern| {
         conn.as_ref()
             .is_some_and(|c| store::queries::has_resource_matching(c, pattern))
     });

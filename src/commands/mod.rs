@@ -18,8 +18,12 @@ pub mod migrate;
 pub mod repair;
 pub mod resources;
 pub mod run;
+pub mod runs;
 pub mod select;
+pub mod serve;
 pub mod status;
+pub mod token;
+pub mod trigger;
 pub mod validate;
 pub mod verify;
 pub mod why;
@@ -132,6 +136,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Completions { shell } => completions::completions(shell),
         Command::Man => completions::man(),
         Command::Doctor { json, db } => doctor::doctor(json, db.as_deref()),
+        Command::Serve(args) => serve::serve(args),
+        Command::Token(args) => token::token(args),
+        Command::Trigger(args) => trigger::trigger(args),
+        Command::Runs(args) => runs::runs(args),
         Command::LegacyExport { name, db } => resources::legacy_export(&store(&db)?, &name),
     }
 }

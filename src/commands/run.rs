@@ -6,18 +6,14 @@ use anyhow::Context;
 
 use super::exit::{Outcome, UsageError};
 use super::locate;
-use crate::capture::Capture;
-use crate::capture::dir::DirCapture;
-use crate::capture::fuse::FuseCapture;
-use crate::cli::{CaptureMode, RunArgs};
-use crate::engine::{self, CancelToken, RunInputs, RunOptions};
+use crate::cli::RunArgs;
+use crate::engine::{self, CancelToken, RunOptions};
+use crate::executor::process::ProcessExecutor;
+use crate::launch::{self, Launch};
 use crate::report::logging::{self, Level};
 use crate::report::reporter::Reporter;
 use crate::report::{stdout, summary};
 use crate::{manifest, store};
-
-/// Warn when the store's filesystem is fuller than this (as GRIT did).
-const DISK_WARN_FRACTION: f64 = 0.85;
 
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let manifest_path = locate::manifest(args.manifest.as_deref())?;
@@ -31,7 +27,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     // The manifest first: journald records carry the pipeline's name. Its errors are returned,
     // not logged, so nothing is lost before logging exists.
     let loaded = manifest::load_starting_at(&manifest_path, args.start.as_deref())?;
-    let pipeline = pipeline_name(&loaded.manifest);
+    let pipeline = launch::pipeline_name(&loaded.manifest);
     let logging = logging::init(level, args.log_format, &pipeline, !args.dry_run);
     if let Some(note) = &store.note {
         tracing::warn!("{note}");
@@ -118,46 +114,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     let group = super::store_group(args.group.group.as_deref())?;
     let (paths, _lock, writer) = store::open_for_write_shared(db, group.as_ref())?;
-    warn_if_disk_full(&paths.root);
     prepare_images(&manifest, &paths.root)?;
-    let known = store::queries::resource_name_matcher(&paths.root)?;
-    warn_about_graph(&manifest, &known);
-
-    // `auto` picks FUSE when /dev/fuse works. The mount lives as long as the last
-    // Arc (the engine's); dropping it unmounts, also after SIGINT/SIGTERM ended the run.
-    let capture: Arc<dyn Capture> = match args.capture {
-        CaptureMode::Fuse => Arc::new(FuseCapture::mount(&paths.tmp).map_err(|e| {
-            UsageError(format!(
-                "--capture fuse: {e}\n  help: use --capture dir (or auto)"
-            ))
-        })?),
-        CaptureMode::Auto => match FuseCapture::mount(&paths.tmp) {
-            Ok(fuse) => Arc::new(fuse),
-            Err(e) => {
-                tracing::info!("output capture: using a plain directory ({e})");
-                Arc::new(DirCapture::new(&paths.tmp))
-            }
-        },
-        CaptureMode::Dir => Arc::new(DirCapture::new(&paths.tmp)),
-    };
-    let lines = logging.line_sink();
-    let jobs = args.jobs.map(|j| j as usize).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
     // What the unrouted-outputs report needs after the engine has taken the manifest.
     let manifest_dialect = manifest.dialect.clone();
     let manifest_for_report = manifest.clone();
-    let inputs = RunInputs {
+    let launch = Launch {
         manifest,
-        paths: paths.clone(),
-        writer,
-        capture,
-        executor: Arc::new(crate::executor::process::ProcessExecutor::new()),
-        lines,
+        capture: args.capture,
+        lines: logging.line_sink(),
+        executor: Arc::new(ProcessExecutor::new()),
         options: RunOptions {
-            jobs,
+            jobs: args
+                .jobs
+                .map(|j| j as usize)
+                .unwrap_or_else(launch::default_jobs),
             only_steps: args.steps.clone(),
             force_steps: args.force_steps.clone(),
             max_tasks: args.max_tasks,
@@ -165,6 +135,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             params: given,
         },
     };
+    let known = launch::known_names(&paths)?;
+    let inputs = launch::prepare(launch, &paths, writer, &known)?;
     // One thread runs the scheduler and spawns every task, so per-thread process attributes (the
     // parent-death signal) stay tied to a thread that lives as long as the run.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -311,77 +283,4 @@ pub(super) fn bind_params(
         }
         UsageError(format!("{}: {e}", manifest.path.display())).into()
     })
-}
-
-/// The pipeline's name: `[pipeline] name`, else the manifest's file stem.
-fn pipeline_name(manifest: &manifest::Manifest) -> String {
-    // Read `[pipeline] name` from the text too, in case the parsed model leaves it out.
-    let from_text = || {
-        let table: toml::Table = toml::from_str(&manifest.text).ok()?;
-        Some(table.get("pipeline")?.get("name")?.as_str()?.to_string())
-    };
-    manifest
-        .pipeline_name
-        .clone()
-        .or_else(from_text)
-        .unwrap_or_else(|| {
-            manifest
-                .path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "grit".into())
-        })
-}
-
-fn warn_if_disk_full(path: &std::path::Path) {
-    let Ok(stat) = nix::sys::statvfs::statvfs(path) else {
-        return;
-    };
-    let block = stat.fragment_size() as f64;
-    if let Some(message) = disk_warning(
-        stat.blocks() as f64 * block,
-        stat.blocks_available() as f64 * block,
-    ) {
-        tracing::warn!("{message}: {}", path.display());
-    }
-}
-
-/// Inputs nothing writes are worth a warning, unless the store already holds such resources
-/// (`known`: ingested files, or outputs of steps that no longer exist); and cycles.
-pub(super) fn warn_about_graph(manifest: &manifest::Manifest, known: &dyn Fn(&str) -> bool) {
-    for warning in manifest.unwritten_inputs(&|pattern| known(pattern)) {
-        tracing::warn!("{warning}");
-    }
-    for warning in manifest.cycle_warnings() {
-        tracing::warn!("{warning}");
-    }
-}
-
-/// The warning for a filesystem of `total` bytes with `free` bytes available, if it is too full.
-fn disk_warning(total: f64, free: f64) -> Option<String> {
-    let used = (total - free) / total;
-    (total > 0.0 && used > DISK_WARN_FRACTION).then(|| {
-        format!(
-            "the store's filesystem is {:.0}% full ({:.1} GB free of {:.1} GB)",
-            used * 100.0,
-            free / 1e9,
-            total / 1e9
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::disk_warning;
-
-    #[test]
-    fn warns_above_85_percent_used() {
-        assert_eq!(disk_warning(100e9, 20e9), None);
-        assert_eq!(disk_warning(100e9, 15e9), None, "exactly 85 % is fine");
-        assert_eq!(
-            disk_warning(100e9, 10e9).as_deref(),
-            Some("the store's filesystem is 90% full (10.0 GB free of 100.0 GB)")
-        );
-        assert_eq!(disk_warning(0.0, 0.0), None);
-    }
 }

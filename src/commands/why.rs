@@ -20,7 +20,7 @@ const MAX_DEPTH: usize = 64;
 
 /// One resource in the provenance tree.
 #[derive(Debug, serde::Serialize)]
-struct Node {
+pub struct Node {
     #[serde(flatten)]
     resource: ResourceFacts,
     made_by: Vec<Made>,
@@ -31,7 +31,7 @@ struct Node {
 
 /// One task that made a resource, with its inputs.
 #[derive(Debug, serde::Serialize)]
-struct Made {
+pub struct Made {
     #[serde(flatten)]
     task: Producer,
     inputs: Vec<Node>,
@@ -39,21 +39,27 @@ struct Made {
     inputs_total: u64,
 }
 
-pub fn why(db: &Path, hash: &str, json: bool) -> anyhow::Result<Outcome> {
-    let (_, conn) = store::open_read(db)?;
-    let full = queries::resolve_hash(&conn, hash)?;
-    let roots = provenance::resources_with_hash(&conn, &full)?;
+/// The provenance trees of the resources with content `hash` (a unique prefix of 8+ hex
+/// characters will do): what `grit why --json` prints and `GET /resources/{hash}` answers.
+pub fn provenance_trees(conn: &Connection, hash: &str) -> Result<Vec<Node>, StoreError> {
+    let full = queries::resolve_hash(conn, hash)?;
+    let roots = provenance::resources_with_hash(conn, &full)?;
     if roots.is_empty() {
         return Err(StoreError::NotFound(format!(
             "{full} is a task's log, not a resource\n  help: `grit log TASK` shows logs"
-        ))
-        .into());
+        )));
     }
     let mut seen = HashSet::new();
     let mut trees = Vec::with_capacity(roots.len());
     for root in roots {
-        trees.push(build(&conn, root, 0, &mut seen)?);
+        trees.push(build(conn, root, 0, &mut seen)?);
     }
+    Ok(trees)
+}
+
+pub fn why(db: &Path, hash: &str, json: bool) -> anyhow::Result<Outcome> {
+    let (_, conn) = store::open_read(db)?;
+    let trees = provenance_trees(&conn, hash)?;
     if json {
         stdout::println(&serde_json::json!({ "resources": trees }).to_string())?;
     } else {

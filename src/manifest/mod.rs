@@ -302,7 +302,6 @@ impl Manifest {
     }
 
     /// Producer → consumer edges read from the scripts (see [`Step::writes`]).
-    #[cfg(test)]
     pub fn edges(&self) -> Vec<Edge> {
         graph::edges(self)
     }

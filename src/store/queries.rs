@@ -278,6 +278,33 @@ pub fn tasks(
     Ok(())
 }
 
+/// Tasks last started by the engine runs `first..=last` (a served run's tasks), in id order.
+pub fn tasks_of_runs(
+    conn: &Connection,
+    first: i64,
+    last: i64,
+) -> Result<Vec<TaskInfo>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TASK_COLUMNS} WHERE t.last_run BETWEEN ?1 AND ?2 ORDER BY t.id"
+    ))?;
+    let rows = stmt.query_map(params![first, last], task_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The run that last started task `id`, and its state: where its live log is while it runs.
+pub fn task_progress(
+    conn: &Connection,
+    id: i64,
+) -> Result<Option<(Option<i64>, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT last_run, state FROM tasks WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
 /// A lookup "does the store hold a resource whose name matches this glob?", for manifest
 /// warnings. An empty or missing store knows no names.
 pub fn resource_name_matcher(root: &std::path::Path) -> Result<impl Fn(&str) -> bool, StoreError> {

@@ -154,6 +154,41 @@ pub const MIGRATIONS: &[Migration] = &[
     ALTER TABLE runs ADD COLUMN params TEXT;
     "#,
     },
+    // v4: `grit serve` (issue 12). The wait list and the record of every run the server was asked
+    // for, so a restarted server still has its queue and resumes a run a crash interrupted
+    // (serve::queue). `engine_run` points at the `runs` row of the engine run that did the work.
+    Migration {
+        data: None,
+        sql: r#"
+    CREATE TABLE serve_runs (
+        id               INTEGER PRIMARY KEY,
+        pipeline         TEXT NOT NULL,
+        status           TEXT NOT NULL CHECK (status IN
+                             ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
+        trigger          TEXT NOT NULL,              -- api | schedule | watch
+        params           TEXT NOT NULL DEFAULT '{}', -- JSON object of parameter values
+        queued_at        TEXT NOT NULL,
+        not_before_ms    INTEGER NOT NULL,           -- start_delay: the earliest start (unix ms)
+        started_at       TEXT,
+        finished_at      TEXT,
+        first_engine_run INTEGER,                    -- a resumed run spans several engine runs
+        engine_run       INTEGER,
+        resumed          INTEGER NOT NULL DEFAULT 0, -- a crash or a stop interrupted it; it resumed
+        resume           INTEGER NOT NULL DEFAULT 0, -- stopped with the server: resume at next start
+        reason           TEXT,                       -- why it failed or was cancelled
+        steps            TEXT                        -- JSON per-step counts, once finished
+    );
+    CREATE INDEX serve_runs_queue ON serve_runs (status, id);
+    CREATE INDEX serve_runs_recent ON serve_runs (queued_at, id);
+    -- When each `schedule` entry of a served pipeline last fired (serve::schedule).
+    CREATE TABLE serve_schedule (
+        pipeline     TEXT NOT NULL,
+        spec         TEXT NOT NULL,
+        last_fire_ms INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, spec)
+    ) WITHOUT ROWID;
+    "#,
+    },
 ];
 
 /// The schema version this build writes.

@@ -2,6 +2,8 @@
 //! driven through the real `grit` binary.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

@@ -1,0 +1,132 @@
+//! `GET /events` (Server-Sent Events: run queued/started/finished, task started/finished,
+//! resumable with `Last-Event-ID`) and `GET /metrics` (Prometheus text).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::{broadcast, watch};
+
+use super::{ApiError, Shared, read_store};
+use crate::serve::events::ServerEvent;
+use crate::serve::metrics::Gauges;
+use crate::serve::queue;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only this pipeline's events.
+    pipeline: Option<String>,
+}
+
+struct Subscription {
+    backlog: VecDeque<ServerEvent>,
+    live: broadcast::Receiver<ServerEvent>,
+    last: u64,
+    pipeline: Option<String>,
+    stopping: watch::Receiver<bool>,
+}
+
+fn wanted(event: &ServerEvent, pipeline: &Option<String>) -> bool {
+    match pipeline {
+        Some(p) => event.data["pipeline"].as_str() == Some(p.as_str()),
+        None => true,
+    }
+}
+
+fn sse(event: &ServerEvent) -> Event {
+    Event::default()
+        .id(event.id.to_string())
+        .event(event.kind)
+        .data(event.data.to_string())
+}
+
+/// `GET /events[?pipeline=]`; a `Last-Event-ID` header resumes after that event.
+pub async fn stream(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(name) = &query.pipeline {
+        state.pipeline(name)?;
+    }
+    let last_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("Last-Event-ID: not an event id this server gave out")
+                })?,
+        ),
+    };
+    let (backlog, live) = state.hub.events.subscribe(last_id);
+    let subscription = Subscription {
+        backlog: backlog.into(),
+        live,
+        last: last_id.unwrap_or(0),
+        pipeline: query.pipeline,
+        stopping: state.stopping.clone(),
+    };
+    let events = futures_util::stream::unfold(subscription, |mut s| async move {
+        while let Some(event) = s.backlog.pop_front() {
+            s.last = event.id;
+            if wanted(&event, &s.pipeline) {
+                return Some((Ok(sse(&event)), s));
+            }
+        }
+        loop {
+            let received = tokio::select! {
+                received = s.live.recv() => Some(received),
+                _ = s.stopping.wait_for(|stop| *stop) => None,
+            };
+            match received {
+                Some(Ok(event)) if event.id <= s.last => continue,
+                Some(Ok(event)) => {
+                    s.last = event.id;
+                    if wanted(&event, &s.pipeline) {
+                        return Some((Ok(sse(&event)), s));
+                    }
+                }
+                // Fallen behind or closed, or the server stops: the stream ends, and the client
+                // resumes from the backlog with Last-Event-ID.
+                Some(Err(_)) | None => return None,
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /metrics`
+pub async fn metrics(State(state): State<Shared>) -> Result<Response, ApiError> {
+    let mut gauges = Vec::new();
+    for (name, pipeline) in &state.pipelines {
+        let queued = read_store(pipeline, |conn| Ok(queue::waiting(conn)?.len())).await?;
+        gauges.push(Gauges {
+            pipeline: name.clone(),
+            queued: queued as u64,
+            running: u64::from(pipeline.current().is_some()),
+        });
+    }
+    let text = state
+        .hub
+        .metrics
+        .render(&gauges, state.hub.events.published());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

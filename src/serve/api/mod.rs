@@ -1,0 +1,349 @@
+//! The HTTP API under `/api/v1`: the router, the error shape every endpoint shares
+//! (`{"error": {"code", "message"}}`), bearer-token authentication, the body limit and request
+//! timeouts. The handlers live in one file per resource.
+
+mod events;
+mod pipelines;
+mod resources;
+mod runs;
+mod tasks;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rusqlite::Connection;
+use serde::de::DeserializeOwned;
+
+use super::auth::{Claims, Role, Secret, TokenError};
+use super::worker::{Hub, Pipeline};
+use crate::store::{self, StoreError};
+use tokio::sync::watch;
+
+/// Largest request body accepted (413 beyond).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What every handler shares.
+pub struct AppState {
+    pub pipelines: BTreeMap<String, Arc<Pipeline>>,
+    pub secret: Secret,
+    pub request_timeout: Duration,
+    pub hub: Arc<Hub>,
+    /// Turns true when the server stops: streaming answers end then.
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// The pipeline a store-wide request means: `name`, or the only one when the server has one.
+    fn pipeline_or_only(&self, name: Option<&str>) -> Result<&Arc<Pipeline>, ApiError> {
+        match name {
+            Some(name) => self.pipeline(name),
+            None if self.pipelines.len() == 1 => self
+                .pipelines
+                .values()
+                .next()
+                .ok_or_else(|| ApiError::not_found("no pipelines")),
+            None => Err(ApiError::bad_request(format!(
+                "pipeline: this server has several pipelines; name one with ?pipeline= ({})",
+                self.pipelines
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    fn pipeline(&self, name: &str) -> Result<&Arc<Pipeline>, ApiError> {
+        self.pipelines.get(name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no pipeline `{name}` on this server (it serves: {})",
+                self.pipelines
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+}
+
+pub type Shared = Arc<AppState>;
+
+/// The router of the whole API.
+pub fn router(state: Shared) -> Router {
+    let authenticated = Router::new()
+        .route("/pipelines", get(pipelines::list))
+        .route("/pipelines/{name}", get(pipelines::show))
+        .route("/pipelines/{name}/runs", post(runs::trigger))
+        .route("/runs", get(runs::list))
+        .route("/runs/{id}", get(runs::show).delete(runs::delete))
+        .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/tasks", get(tasks::of_run))
+        .route("/tasks/{id}", get(tasks::show))
+        .route("/resources", get(resources::list))
+        .route("/resources/{hash}", get(resources::show))
+        .route("/metrics", get(events::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit));
+    // Streaming answers last as long as the client wants: no request timeout.
+    let streaming = Router::new()
+        .route("/tasks/{id}/log", get(tasks::log))
+        .route("/resources/{hash}/content", get(resources::content))
+        .route("/events", get(events::stream))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/api/v1/healthz", get(healthz))
+        .nest("/api/v1", authenticated.merge(streaming))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", request.uri().path()))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// An API error: its status and the `{"error": {"code", "message"}}` body.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// An object the answer needs is missing or corrupt: nothing of it is served.
+    pub fn damaged(error: impl std::fmt::Display) -> ApiError {
+        tracing::error!("{error}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_damaged",
+            format!("{error}; run `grit verify` on the store"),
+        )
+    }
+
+    /// A failure of the server or its store; the details go to the log, not to the client.
+    pub fn internal(error: impl std::fmt::Display) -> ApiError {
+        tracing::error!("request failed: {error}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to answer; its log says why",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(message) => ApiError::not_found(message),
+            StoreError::Object(e) if e.is_damage() => ApiError::damaged(e),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": self.code, "message": self.message }
+        });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Every endpoint but `/healthz` needs `Authorization: Bearer <JWT>`; a viewer may only read.
+async fn authenticate(
+    State(state): State<Shared>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| {
+            unauthorized(
+                "missing token: send `Authorization: Bearer <token>` (mint one with `grit token`)"
+                    .into(),
+            )
+        })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
+    let claims: Claims = state.secret.verify(token.trim()).map_err(|e| match e {
+        TokenError::Expired => unauthorized("the token has expired: mint a new one".into()),
+        TokenError::Invalid(_) => unauthorized(e.to_string()),
+    })?;
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !reads && claims.role != Role::Operator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} {} needs the operator role; this token is a viewer's",
+                request.method(),
+                request.uri().path()
+            ),
+        ));
+    }
+    request.extensions_mut().insert(claims);
+    Ok(next.run(request).await)
+}
+
+/// Answer within `request_timeout` or give up with 408.
+async fn time_limit(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "{path} took longer than request_timeout ({})",
+                humantime::format_duration(state.request_timeout)
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// A JSON body: at most [`MAX_BODY`] bytes (413), any content type, empty meaning `{}`; a
+/// malformed body is a 400 naming the field (`params.region: invalid type ...`).
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            )
+        };
+        // Refused on its announced length, before any of it is read (a client that waits for
+        // an answer before sending gets one).
+        let announced = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::bad_request(format!("cannot read the request body: {e}"))
+            }
+        })?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let mut json = serde_json::Deserializer::from_slice(text);
+        let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                ApiError::bad_request(format!("malformed JSON body: {inner}"))
+            } else {
+                ApiError::bad_request(format!("malformed JSON body: {path}: {inner}"))
+            }
+        })?;
+        json.end()
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// Run `read` on a fresh read-only connection to `pipeline`'s store, off the async threads.
+pub async fn read_store<T, F>(pipeline: &Pipeline, read: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let root = pipeline.paths.root.clone();
+    tokio::task::spawn_blocking(move || {
+        let (_, conn) = store::open_read(&root)?;
+        read(&conn)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from)
+}
+
+/// Bytes sent on the returned channel become a streamed response body; an error sent ends the
+/// body without a clean end (the connection is cut), so a client never takes bad data for all
+/// of it.
+pub fn channel_body() -> (
+    tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    axum::body::Body,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    (sender, axum::body::Body::from_stream(stream))
+}

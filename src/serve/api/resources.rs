@@ -1,0 +1,319 @@
+//! Resources of a pipeline's store: the list (`GET /resources?name=&live=`), one resource's
+//! provenance (`GET /resources/{hash}`, the `grit why` tree) and its content
+//! (`GET /resources/{hash}/content`, with `Range`).
+//!
+//! Content is served only once it checked out: the whole object is read through the store's
+//! verified reader first (size and SHA-256), then streamed; the stream is checked again on the
+//! way out and cut, never ended cleanly, if the object changed in between. A damaged object gets
+//! a 500 `store_damaged` and not one byte of it.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{ApiError, Shared, channel_body, read_store};
+use crate::store::queries::{self, ResourceRow};
+use crate::store::{Objects, StoreError, VerifiedReader};
+
+/// Resources listed when `limit` is not given, and the most one answer lists.
+const DEFAULT_LIMIT: usize = 1_000;
+const MAX_LIMIT: usize = 100_000;
+/// Bytes per chunk of a streamed object.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pipeline: Option<String>,
+    /// A name, or a glob (`loud_*`).
+    name: Option<String>,
+    /// Only live resources (default), or with `live=false` every one the store holds.
+    live: Option<bool>,
+    limit: Option<usize>,
+}
+
+/// `GET /resources?pipeline=&name=&live=&limit=`
+pub async fn list(
+    State(state): State<Shared>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let pipeline = state.pipeline_or_only(query.pipeline.as_deref())?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: {limit} is out of range: give 1 to {MAX_LIMIT}"
+        )));
+    }
+    let all = !query.live.unwrap_or(true);
+    let name = query.name.clone();
+    let (rows, truncated) = read_store(pipeline, move |conn| {
+        let mut rows: Vec<ResourceRow> = Vec::new();
+        let mut truncated = false;
+        let mut each = |row: ResourceRow| {
+            if rows.len() < limit {
+                rows.push(row);
+            } else {
+                truncated = true;
+            }
+            Ok(())
+        };
+        match &name {
+            Some(pattern) => queries::resources_matching(conn, pattern, all, &mut each)?,
+            None => queries::resources(conn, None, all, &mut each)?,
+        }
+        Ok((rows, truncated))
+    })
+    .await?;
+    Ok(Json(serde_json::json!({
+        "pipeline": pipeline.config().name,
+        "resources": rows,
+        "truncated": truncated,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneQuery {
+    pipeline: Option<String>,
+}
+
+/// `GET /resources/{hash}?pipeline=`: provenance, as `grit why --json` prints it.
+pub async fn show(
+    State(state): State<Shared>,
+    Path(hash): Path<String>,
+    query: Result<Query<OneQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let pipeline = state.pipeline_or_only(query.pipeline.as_deref())?;
+    let trees = read_store(pipeline, move |conn| {
+        let trees = crate::commands::why::provenance_trees(conn, &hash)?;
+        serde_json::to_value(trees).map_err(|e| StoreError::NotFound(e.to_string()))
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "resources": trees })))
+}
+
+/// A single byte range of an object of `size` bytes, from a `Range` header. `Ok(None)`: serve
+/// it all (no header, or one this server does not do, like several ranges); `Err`: 416.
+fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parsed = match (first.is_empty(), last.is_empty()) {
+        // bytes=-N: the last N bytes.
+        (true, false) => {
+            let n: u64 = last.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            (size.saturating_sub(n), size.saturating_sub(1))
+        }
+        (false, true) => (first.parse().map_err(|_| ())?, size.saturating_sub(1)),
+        (false, false) => {
+            let a: u64 = first.parse().map_err(|_| ())?;
+            let b: u64 = last.parse().map_err(|_| ())?;
+            if b < a {
+                return Err(());
+            }
+            (a, b.min(size.saturating_sub(1)))
+        }
+        (true, true) => return Ok(None),
+    };
+    if size == 0 || parsed.0 >= size {
+        return Err(());
+    }
+    Ok(Some(parsed))
+}
+
+/// `GET /resources/{hash}/content?pipeline=`: the bytes, `application/octet-stream`.
+pub async fn content(
+    State(state): State<Shared>,
+    Path(hash): Path<String>,
+    query: Result<Query<OneQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let pipeline = state.pipeline_or_only(query.pipeline.as_deref())?;
+    let (full, what, size) = read_store(pipeline, move |conn| {
+        let full = queries::resolve_hash(conn, &hash)?;
+        let (what, size) = queries::object_identity(conn, &full)?;
+        Ok((full, what, size))
+    })
+    .await?;
+    let Some(size) = size else {
+        return Err(ApiError::not_found(format!(
+            "{full} is a task's log, not a resource: GET /api/v1/tasks/{{id}}/log serves logs"
+        )));
+    };
+    let objects = Objects::new(pipeline.paths.objects.clone());
+    // The whole object checks out before the first byte goes out.
+    {
+        let (objects, full, what) = (objects.clone(), full.clone(), what.clone());
+        tokio::task::spawn_blocking(move || {
+            VerifiedReader::open(&objects, &full, Some(size), &what)
+                .and_then(VerifiedReader::verify)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| {
+            if e.is_damage() {
+                ApiError::damaged(e)
+            } else {
+                ApiError::internal(e)
+            }
+        })?;
+    }
+    let range = match range(&headers, size) {
+        Ok(range) => range,
+        Err(()) => {
+            let mut response = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the object has {size} bytes"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
+    let (sender, body) = channel_body();
+    let (start, length) = match range {
+        Some((a, b)) => (a, b - a + 1),
+        None => (0, size),
+    };
+    {
+        let full = full.clone();
+        tokio::task::spawn_blocking(move || {
+            let send = |item| sender.blocking_send(item).is_ok();
+            let mut reader = match VerifiedReader::open(&objects, &full, Some(size), &what) {
+                Ok(reader) => reader,
+                Err(e) => {
+                    send(Err(std::io::Error::other(e)));
+                    return;
+                }
+            };
+            if range.is_some() {
+                // A part: read from the file at its offset (the whole was verified just now).
+                let path = objects.path(&full);
+                let opened = std::fs::File::open(&path)
+                    .and_then(|mut f| f.seek(SeekFrom::Start(start)).map(|_| f));
+                match opened {
+                    Ok(file) => stream(file.take(length), length, &send),
+                    Err(e) => {
+                        send(Err(e));
+                    }
+                }
+            } else {
+                // The whole: through the verified reader again, which fails instead of ending
+                // if the bytes changed since.
+                let mut buffer = vec![0u8; CHUNK];
+                loop {
+                    match reader.read(&mut buffer) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            if !send(Ok(Bytes::copy_from_slice(&buffer[..n]))) {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{full}\"")) {
+        h.insert(header::ETAG, etag);
+    }
+    if let Some((a, b)) = range {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {a}-{b}/{size}")) {
+            h.insert(header::CONTENT_RANGE, value);
+        }
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(response)
+}
+
+/// Send exactly `length` bytes of `reader` in chunks; fewer is an error (the object shrank).
+fn stream(
+    mut reader: impl Read,
+    length: u64,
+    send: &dyn Fn(Result<Bytes, std::io::Error>) -> bool,
+) {
+    let mut buffer = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) if sent == length => return,
+            Ok(0) => {
+                send(Err(std::io::Error::other(
+                    "the object changed while it was served",
+                )));
+                return;
+            }
+            Ok(n) => {
+                sent += n as u64;
+                if !send(Ok(Bytes::copy_from_slice(&buffer[..n]))) {
+                    return;
+                }
+            }
+            Err(e) => {
+                send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(range(&HeaderMap::new(), 10), Ok(None));
+        assert_eq!(range(&with("bytes=2-4"), 10), Ok(Some((2, 4))));
+        assert_eq!(range(&with("bytes=7-"), 10), Ok(Some((7, 9))));
+        assert_eq!(range(&with("bytes=-3"), 10), Ok(Some((7, 9))));
+        assert_eq!(range(&with("bytes=5-100"), 10), Ok(Some((5, 9))));
+        assert_eq!(range(&with("bytes=10-"), 10), Err(()));
+        assert_eq!(range(&with("bytes=4-2"), 10), Err(()));
+        assert_eq!(range(&with("bytes=0-1,4-5"), 10), Ok(None));
+        assert_eq!(range(&with("items=0-1"), 10), Ok(None));
+    }
+}

@@ -1,0 +1,359 @@
+//! Runs: trigger (`POST /pipelines/{name}/runs`), list (`GET /runs`, paged newest first across
+//! pipelines), show, cancel and delete.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, JsonBody, Shared, read_store};
+use crate::serve::queue::{self, CancelQueued, Cursor, Enqueued, RunRecord, StepCounts, Trigger};
+
+/// Runs per page when `limit` is not given, and the most a page holds.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+/// One step's task counts in a run.
+#[derive(Debug, Serialize, Deserialize, Default)]
+pub struct StepView {
+    name: String,
+    /// Tasks executed (finished) in this run.
+    #[serde(default)]
+    executed: u64,
+    #[serde(default)]
+    succeeded: u64,
+    #[serde(default)]
+    failed: u64,
+    /// Tasks started and not finished yet (live runs only).
+    #[serde(default)]
+    running: u64,
+    /// Tasks waiting to start (live runs only).
+    #[serde(default)]
+    pending: u64,
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    run_id: String,
+    #[serde(flatten)]
+    record: RunRecord,
+    /// Runs ahead of it in the wait list (queued runs only; 0 = next).
+    position: Option<usize>,
+    steps: Vec<StepView>,
+}
+
+/// The view of `record`; `live` are the counts of a running run.
+pub fn view(record: RunRecord, position: Option<usize>, live: Option<Vec<StepCounts>>) -> RunView {
+    let steps = match live {
+        Some(live) => live
+            .into_iter()
+            .map(|c| StepView {
+                name: c.name,
+                executed: c.succeeded + c.failed,
+                succeeded: c.succeeded,
+                failed: c.failed,
+                running: c.running,
+                pending: c.pending,
+            })
+            .collect(),
+        None => record
+            .steps
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default(),
+    };
+    RunView {
+        run_id: record.public_id(),
+        record,
+        position,
+        steps,
+    }
+}
+
+/// The full view of record `id`, with live counts while it runs.
+async fn load(state: &Shared, pipeline_name: &str, id: i64) -> Result<RunView, ApiError> {
+    let pipeline = state.pipeline(pipeline_name)?;
+    let current = pipeline.current().filter(|c| c.id == id);
+    let (record, position, live) = read_store(pipeline, move |conn| {
+        let Some(record) = queue::get(conn, id)? else {
+            return Ok((None, None, None));
+        };
+        let position = queue::position_in(conn, id)?;
+        let engine_run = current.and_then(|c| c.engine_run).or(record.engine_run);
+        let live = match (record.status.as_str(), record.first_engine_run, engine_run) {
+            ("running", first, Some(last)) => Some(queue::live_step_counts(
+                conn,
+                first.unwrap_or(last).min(last),
+                last,
+            )?),
+            _ => None,
+        };
+        Ok((Some(record), position, live))
+    })
+    .await?;
+    let record = record.ok_or_else(|| no_run(&queue::public_id(pipeline_name, id)))?;
+    Ok(view(record, position, live))
+}
+
+fn no_run(id: &str) -> ApiError {
+    ApiError::not_found(format!("no run `{id}` on this server"))
+}
+
+/// The pipeline and row id of a public run id, or 404.
+fn parse_id<'a>(state: &Shared, id: &'a str) -> Result<(&'a str, i64), ApiError> {
+    queue::parse_public_id(id)
+        .filter(|(pipeline, _)| state.pipelines.contains_key(*pipeline))
+        .ok_or_else(|| no_run(id))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+pub struct Triggered {
+    run_id: String,
+    position: usize,
+    /// The trigger merged into a run still waiting out its start delay.
+    merged: bool,
+}
+
+/// `POST /pipelines/{name}/runs` `{"params": {...}}` → 202 `{"run_id", "position"}`.
+pub async fn trigger(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<TriggerBody>,
+) -> Result<(StatusCode, Json<Triggered>), ApiError> {
+    let pipeline = state.pipeline(&name)?;
+    let config = pipeline.config();
+    // The pipeline's configured values, overridden by the trigger's, checked against the
+    // manifest's `[pipeline.params]` now, so that a wrong name is this request's 400 and not a
+    // failed run later.
+    let mut params = config.params.clone();
+    params.extend(body.params);
+    let manifest = crate::manifest::load(&config.manifest)
+        .map_err(|e| ApiError::internal(format!("pipeline {name}: {e}")))?
+        .manifest;
+    if let Err(e) = manifest.effective_params(&params) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_params",
+            format!("params: {e}"),
+        ));
+    }
+    let trigger = Trigger {
+        pipeline: name.clone(),
+        source: "api",
+        params,
+        strategy: config.queue_strategy,
+        limit: config.queue_limit,
+        start_delay: config.start_delay,
+    };
+    let outcome = pipeline
+        .writer
+        .call(move |conn| queue::enqueue(conn, &trigger))
+        .await?;
+    let (id, position, merged) = match outcome {
+        Enqueued::Queued { id, position } => (id, position, false),
+        Enqueued::Merged { id, position } => (id, position, true),
+        Enqueued::Full { limit } => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue_full",
+                format!(
+                    "{limit} runs of {name} are already waiting (queue_limit); try again later"
+                ),
+            ));
+        }
+    };
+    pipeline.wake.notify_one();
+    if !merged {
+        state.hub.events.publish(
+            "run_queued",
+            serde_json::json!({
+                "pipeline": name, "run_id": queue::public_id(&name, id), "position": position,
+                "trigger": "api",
+            }),
+        );
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Triggered {
+            run_id: queue::public_id(&name, id),
+            position,
+            merged,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pipeline: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct RunPage {
+    runs: Vec<RunView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `GET /runs?pipeline=&status=&limit=&cursor=`: newest first.
+pub async fn list(
+    State(state): State<Shared>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<RunPage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: {limit} is out of range: give 1 to {MAX_LIMIT}"
+        )));
+    }
+    if let Some(status) = &query.status
+        && !queue::STATES.contains(&status.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "status: `{status}` is not a run state: use one of {}",
+            queue::STATES.join(", ")
+        )));
+    }
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|text| {
+            hex::decode(text)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Cursor>(&bytes).ok())
+                .ok_or_else(|| ApiError::bad_request("cursor: not a cursor this server gave out"))
+        })
+        .transpose()?;
+    let pipelines: Vec<_> = match &query.pipeline {
+        Some(name) => vec![state.pipeline(name)?.clone()],
+        None => state.pipelines.values().cloned().collect(),
+    };
+    // Each store's newest `limit + 1` after the cursor, merged: enough to fill the page and know
+    // whether another follows.
+    let mut all = Vec::new();
+    for pipeline in pipelines {
+        let name = pipeline.config().name.clone();
+        let status = query.status.clone();
+        let cursor = cursor.clone();
+        let mut rows = read_store(&pipeline, move |conn| {
+            queue::page(conn, &name, status.as_deref(), cursor.as_ref(), limit + 1)
+        })
+        .await?;
+        all.append(&mut rows);
+    }
+    all.sort_by(|a, b| (&b.queued_at, &b.pipeline, b.id).cmp(&(&a.queued_at, &a.pipeline, a.id)));
+    let more = all.len() > limit;
+    all.truncate(limit);
+    let next_cursor = match (more, all.last()) {
+        (true, Some(last)) => {
+            let cursor = Cursor {
+                queued_at: last.queued_at.clone(),
+                pipeline: last.pipeline.clone(),
+                id: last.id,
+            };
+            Some(hex::encode(
+                serde_json::to_vec(&cursor).map_err(ApiError::internal)?,
+            ))
+        }
+        _ => None,
+    };
+    let mut runs = Vec::with_capacity(all.len());
+    for record in all {
+        let view = match record.status.as_str() {
+            // Live counts and positions need more reads; only for the few unfinished runs.
+            "queued" | "running" => load(&state, &record.pipeline.clone(), record.id).await?,
+            _ => view(record, None, None),
+        };
+        runs.push(view);
+    }
+    Ok(Json(RunPage { runs, next_cursor }))
+}
+
+/// `GET /runs/{id}`
+pub async fn show(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    let (pipeline, id) = parse_id(&state, &id)?;
+    Ok(Json(load(&state, pipeline, id).await?))
+}
+
+/// `POST /runs/{id}/cancel`: a queued run is cancelled at once; a running one is stopped (its
+/// running tasks are killed and publish nothing; the store stays resumable).
+pub async fn cancel(
+    State(state): State<Shared>,
+    Path(public): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let (name, id) = parse_id(&state, &public)?;
+    let pipeline = state.pipeline(name)?;
+    let found = pipeline
+        .writer
+        .call(move |conn| queue::cancel_queued(conn, id, "cancelled by a client"))
+        .await?;
+    let status = match found {
+        CancelQueued::NotFound => return Err(no_run(&public)),
+        CancelQueued::Cancelled => {
+            pipeline.wake.notify_one();
+            "cancelled"
+        }
+        CancelQueued::Running => {
+            if !pipeline.cancel_running(id) {
+                // It ended between the two looks.
+                return Err(ApiError::conflict(format!(
+                    "run {public} has already ended"
+                )));
+            }
+            "cancelling"
+        }
+        CancelQueued::Finished(status) => {
+            return Err(ApiError::conflict(format!(
+                "run {public} has already ended ({status})"
+            )));
+        }
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "run_id": public, "status": status })),
+    ))
+}
+
+/// `DELETE /runs/{id}`: removes a queued run from the wait list (or a finished run's record);
+/// a running run must be cancelled first.
+pub async fn delete(
+    State(state): State<Shared>,
+    Path(public): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (name, id) = parse_id(&state, &public)?;
+    let pipeline = state.pipeline(name)?;
+    let before = pipeline
+        .writer
+        .call(move |conn| queue::delete(conn, id))
+        .await?;
+    match before.as_deref() {
+        None => Err(no_run(&public)),
+        Some("running") => Err(ApiError::conflict(format!(
+            "run {public} is running: cancel it first (POST /api/v1/runs/{public}/cancel)"
+        ))),
+        Some(status) => {
+            pipeline.wake.notify_one();
+            Ok(Json(
+                serde_json::json!({ "run_id": public, "deleted": true, "status": status }),
+            ))
+        }
+    }
+}

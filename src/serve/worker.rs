@@ -1,0 +1,431 @@
+//! One worker per pipeline: a dedicated, long-lived OS thread with its own current-thread tokio
+//! runtime that takes runs off the pipeline's wait list, one at a time, and drives the engine.
+//!
+//! The engine spawns every task from one thread, and the sandbox ties the parent-death signal of
+//! what it spawns to that thread, so each pipeline's runs stay on the same thread for the life of
+//! the server (as `grit run` keeps its run on its main thread). The HTTP side talks to a worker
+//! only through [`Pipeline`]: the store's writer for the queue, `wake` when something was queued,
+//! and the running run's [`CancelToken`].
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use super::config::PipelineConfig;
+use super::events::EventBus;
+use super::metrics::Metrics;
+use super::queue::{self, Claim, Finish, RunRecord};
+use crate::cli::CaptureMode;
+use crate::engine::events::{Event, Observer};
+use crate::engine::{self, CancelReason, CancelToken, RunOptions, RunReport};
+use crate::executor::process::ProcessExecutor;
+use crate::launch::{self, Launch};
+use crate::manifest;
+use crate::store::{StoreLock, StorePaths, Writer};
+
+/// How long a worker waits before it retries after its store failed it.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+/// Failures named in a failed run's reason.
+const REASON_FAILURES: usize = 3;
+
+/// The run a worker is executing.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub id: i64,
+    pub cancel: CancelToken,
+    /// The engine run doing the work, once it started.
+    pub engine_run: Option<i64>,
+}
+
+/// What every pipeline reports to: the event stream and the metrics.
+#[derive(Default)]
+pub struct Hub {
+    pub events: EventBus,
+    pub metrics: Metrics,
+}
+
+/// A pipeline the server runs: its config, its store (held locked while the server runs) and
+/// the handles its worker listens on.
+pub struct Pipeline {
+    pub hub: Arc<Hub>,
+    config: RwLock<Arc<PipelineConfig>>,
+    pub paths: StorePaths,
+    pub writer: Writer,
+    /// The store lock: one run at a time per store, and no `grit run` beside the server.
+    _lock: StoreLock,
+    /// Something was queued (or cancelled), or a watched file changed: look again.
+    pub wake: Notify,
+    /// The config was reloaded (SIGHUP): the scheduler reads it again.
+    pub reloaded: Notify,
+    /// Watched files that changed and are not ingested yet ([`super::watch`]).
+    pub changes: Mutex<super::watch::Changes>,
+    current: Mutex<Option<Current>>,
+}
+
+impl Pipeline {
+    pub fn new(
+        config: PipelineConfig,
+        paths: StorePaths,
+        lock: StoreLock,
+        writer: Writer,
+        hub: Arc<Hub>,
+    ) -> Self {
+        Pipeline {
+            hub,
+            config: RwLock::new(Arc::new(config)),
+            paths,
+            writer,
+            _lock: lock,
+            wake: Notify::new(),
+            reloaded: Notify::new(),
+            changes: Mutex::new(super::watch::Changes::default()),
+            current: Mutex::new(None),
+        }
+    }
+
+    pub fn config(&self) -> Arc<PipelineConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replace the config (SIGHUP); the running run keeps the one it started with.
+    pub fn set_config(&self, config: PipelineConfig) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        self.wake.notify_one();
+        self.reloaded.notify_one();
+    }
+
+    pub fn current(&self) -> Option<Current> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_current(&self, current: Option<Current>) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = current;
+    }
+
+    /// Stop the running run `id` on a client's request. False when `id` is not running here.
+    pub fn cancel_running(&self, id: i64) -> bool {
+        match self.current() {
+            Some(current) if current.id == id => {
+                current.cancel.cancel(CancelReason::Requested);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Start the worker thread of `pipeline`. It returns once `shutdown` turns true and its running
+/// run (if any) has ended: finished within `shutdown_timeout`, or cancelled after it.
+pub fn spawn(
+    pipeline: Arc<Pipeline>,
+    shutdown: watch::Receiver<bool>,
+    shutdown_timeout: Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    let name = pipeline.config().name.clone();
+    std::thread::Builder::new()
+        .name(format!("grit-serve-{name}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(pipeline = %name, "cannot start the worker's runtime: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(work(pipeline, shutdown, shutdown_timeout));
+        })
+}
+
+async fn work(
+    pipeline: Arc<Pipeline>,
+    mut shutdown: watch::Receiver<bool>,
+    shutdown_timeout: Duration,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        // Changed files first, between runs: they may be what the next run needs.
+        let settle = match super::watch::due(&pipeline) {
+            super::watch::Due::Ingest(files) => {
+                match super::watch::ingest(&pipeline, files).await {
+                    Ok(true) => super::schedule::enqueue(&pipeline, "watch").await,
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(
+                        pipeline = %pipeline.config().name,
+                        "watch: ingesting changed files: {e}"
+                    ),
+                }
+                continue;
+            }
+            super::watch::Due::Wait(settle) => Some(settle),
+            super::watch::Due::Nothing => None,
+        };
+        let claim = pipeline.writer.call(queue::claim).await;
+        let wait = match claim {
+            Ok(Claim::Run(record)) => {
+                execute(&pipeline, *record, &shutdown, shutdown_timeout).await;
+                continue;
+            }
+            Ok(Claim::Idle) => None,
+            Ok(Claim::WaitUntil(ms)) => {
+                Some(Duration::from_millis((ms - queue::unix_ms()).max(0) as u64))
+            }
+            Err(e) => {
+                tracing::error!(pipeline = %pipeline.config().name, "reading the wait list: {e}");
+                Some(STORE_RETRY)
+            }
+        };
+        let wait = match (wait, settle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep = async {
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = pipeline.wake.notified() => {}
+            changed = shutdown.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Run one claimed record to its end and record how it ended.
+async fn execute(
+    pipeline: &Arc<Pipeline>,
+    record: RunRecord,
+    shutdown: &watch::Receiver<bool>,
+    shutdown_timeout: Duration,
+) {
+    let id = record.id;
+    let cancel = CancelToken::new();
+    pipeline.set_current(Some(Current {
+        id,
+        cancel: cancel.clone(),
+        engine_run: None,
+    }));
+    let name = pipeline.config().name.clone();
+    let run_id = record.public_id();
+    let began = std::time::Instant::now();
+    tracing::info!(pipeline = %name, run = %run_id, resumed = record.resumed, "run started");
+    pipeline.hub.events.publish(
+        "run_started",
+        serde_json::json!({ "pipeline": name, "run_id": run_id, "resumed": record.resumed }),
+    );
+    // A stop of the server lets the run finish for `shutdown_timeout`, then cancels it.
+    let guard = {
+        let cancel = cancel.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if shutdown.wait_for(|stop| *stop).await.is_ok() {
+                tokio::time::sleep(shutdown_timeout).await;
+                cancel.cancel(CancelReason::Signal(libc::SIGTERM));
+            }
+        })
+    };
+    let end = run(pipeline, &record, &cancel).await;
+    guard.abort();
+    tracing::info!(pipeline = %name, run = %record.public_id(), status = end.status, "run ended");
+    let config = pipeline.config();
+    let (keep_runs, keep_days) = (config.keep_runs, config.keep_days);
+    let finished = pipeline
+        .writer
+        .call({
+            let end = end.clone();
+            move |conn| {
+                queue::finish(conn, id, &end)?;
+                queue::prune(conn, keep_runs, keep_days)
+            }
+        })
+        .await;
+    if let Err(e) = finished {
+        tracing::error!(pipeline = %name, "recording the end of run {run_id}: {e}");
+    }
+    pipeline.set_current(None);
+    pipeline
+        .hub
+        .metrics
+        .run_ended(&name, end.status, began.elapsed());
+    pipeline.hub.events.publish(
+        "run_finished",
+        serde_json::json!({
+            "pipeline": name, "run_id": run_id, "status": end.status, "reason": end.reason,
+        }),
+    );
+}
+
+fn failed(reason: String) -> Finish {
+    Finish {
+        status: "failed",
+        reason: Some(reason),
+        steps: None,
+        resume: false,
+    }
+}
+
+async fn run(pipeline: &Arc<Pipeline>, record: &RunRecord, cancel: &CancelToken) -> Finish {
+    let config = pipeline.config();
+    let loaded = match manifest::load(&config.manifest) {
+        Ok(loaded) => loaded,
+        Err(e) => return failed(e.to_string()),
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!(pipeline = %config.name, "{warning}");
+    }
+    let launch = Launch {
+        manifest: loaded.manifest,
+        capture: CaptureMode::Auto,
+        lines: None,
+        executor: Arc::new(ProcessExecutor::new()),
+        options: RunOptions {
+            jobs: config.jobs.unwrap_or_else(launch::default_jobs),
+            only_steps: Vec::new(),
+            force_steps: Vec::new(),
+            max_tasks: None,
+            no_sandbox: config.no_sandbox,
+            // The config's values with the request's on top (checked when it was queued).
+            params: record.params.clone(),
+        },
+    };
+    let known = match launch::known_names(&pipeline.paths) {
+        Ok(known) => known,
+        Err(e) => return failed(format!("{e:#}")),
+    };
+    let inputs = match launch::prepare(launch, &pipeline.paths, pipeline.writer.clone(), &known) {
+        Ok(inputs) => inputs,
+        Err(e) => return failed(format!("{e:#}")),
+    };
+    let observer = RunObserver {
+        pipeline: pipeline.clone(),
+        name: config.name.clone(),
+        record: record.id,
+        run_id: record.public_id(),
+    };
+    match engine::run(inputs, &observer, cancel).await {
+        Ok(report) => ended(&report, cancel.reason()),
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+/// The record's end for an engine report.
+fn ended(report: &RunReport, cancelled: Option<CancelReason>) -> Finish {
+    let steps = serde_json::to_string(&report.steps).ok();
+    let (status, reason, resume) = match (report.cancelled, cancelled) {
+        (true, Some(CancelReason::Requested)) => {
+            ("cancelled", Some("cancelled by a client".to_string()), false)
+        }
+        (true, _) => (
+            "interrupted",
+            Some(
+                "the server stopped during the run (after shutdown_timeout); it resumes when the server starts again"
+                    .to_string(),
+            ),
+            true,
+        ),
+        (false, _) if report.totals.failed > 0 => {
+            let mut reason = format!("{} task(s) failed", report.totals.failed);
+            for f in report.failures.iter().take(REASON_FAILURES) {
+                reason.push_str(&format!("; {} task {}: {}", f.step, f.task, f.error));
+            }
+            ("failed", Some(reason), false)
+        }
+        (false, _) if report.store_damaged() => (
+            "failed",
+            Some("the store is damaged: run `grit verify` on it".to_string()),
+            false,
+        ),
+        (false, _) => ("succeeded", None, false),
+    };
+    Finish {
+        status,
+        reason,
+        steps,
+        resume,
+    }
+}
+
+/// Follows the engine's events for one record: remembers the engine run doing its work, and
+/// publishes its tasks' starts and ends.
+struct RunObserver {
+    pipeline: Arc<Pipeline>,
+    name: String,
+    record: i64,
+    run_id: String,
+}
+
+impl Observer for RunObserver {
+    fn event(&self, event: &Event<'_>) {
+        match *event {
+            Event::TaskStarted {
+                step,
+                task_id,
+                input,
+                ..
+            } => self.pipeline.hub.events.publish(
+                "task_started",
+                serde_json::json!({
+                    "pipeline": self.name, "run_id": self.run_id,
+                    "task_id": queue::public_id(&self.name, task_id), "step": step, "input": input,
+                }),
+            ),
+            Event::TaskFinished {
+                step,
+                task_id,
+                succeeded,
+                duration,
+                outputs,
+                error,
+                ..
+            } => {
+                self.pipeline
+                    .hub
+                    .metrics
+                    .task_ended(&self.name, succeeded, duration);
+                self.pipeline.hub.events.publish(
+                    "task_finished",
+                    serde_json::json!({
+                        "pipeline": self.name, "run_id": self.run_id,
+                        "task_id": queue::public_id(&self.name, task_id), "step": step,
+                        "succeeded": succeeded, "duration_ms": duration.as_millis() as u64,
+                        "outputs": outputs, "error": error,
+                    }),
+                );
+            }
+            _ => {}
+        }
+        if let Event::RunStarted { run_id, .. } = *event {
+            if let Some(mut current) = self.pipeline.current() {
+                current.engine_run = Some(run_id);
+                self.pipeline.set_current(Some(current));
+            }
+            // Recorded in the store too: a crash must not lose which engine runs did the work.
+            let writer = self.pipeline.writer.clone();
+            let record = self.record;
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let set = writer
+                        .call(move |conn| queue::set_engine_run(conn, record, run_id))
+                        .await;
+                    if let Err(e) = set {
+                        tracing::warn!("recording the engine run of a served run: {e}");
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,951 @@
+//! `grit serve` (issue 12) through the real binary: a real server on a random loopback port, real
+//! HTTP, real stores. Runs are held in the middle by a gate file a step waits for, so every test
+//! knows what state a run is in by looking, never by sleeping.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use common::serve::{Gate, Server, SseReader, poll, store_token, token};
+use common::{Project, describe};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// Three items; `work` holds on `item_b` until the gate opens; `total` gathers.
+fn manifest(markers: &Path) -> String {
+    let dir = markers.display();
+    format!(
+        r#"
+[[step]]
+name = "split"
+once = true
+script = 'for f in a b c; do echo "$f" > $OUTPUT_DIR/item_$f; done'
+
+[[step]]
+name = "work"
+inputs = ["item_*"]
+script = '''
+touch "{dir}/started-$GRIT_INPUT_NAME"
+echo "working on $GRIT_INPUT_NAME"
+if [ "$GRIT_INPUT_NAME" = item_b ]; then
+  while [ ! -e "{dir}/gate" ]; do sleep 0.02; done
+  echo "the gate opened"
+fi
+tr a-z A-Z < "$INPUT_FILE" > "$OUTPUT_DIR/done_$GRIT_INPUT_NAME"
+'''
+
+[[step]]
+name = "total"
+inputs = ["done_*"]
+gather = true
+script = 'cat "$INPUT_DIR"/* | sort > $OUTPUT_DIR/total'
+"#
+    )
+}
+
+/// A project whose manifest is [`manifest`] with its markers and gate inside the project.
+fn gated_project() -> (Project, Gate) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = Project { dir };
+    project.write_manifest(&manifest(project.path()));
+    let gate = Gate(project.path().join("gate"));
+    (project, gate)
+}
+
+fn started(project: &Project, input: &str) -> bool {
+    project.path().join(format!("started-{input}")).exists()
+}
+
+fn sorted_live(project: &Project) -> Vec<(String, String)> {
+    let mut live = project.live();
+    live.sort();
+    live
+}
+
+/// The live set of a clean `grit run` of the same manifest (gate open from the start).
+fn reference_live() -> Vec<(String, String)> {
+    let (reference, gate) = gated_project();
+    gate.open();
+    reference.run_ok(&[]);
+    sorted_live(&reference)
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error shape: {body}"))
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("server.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn a_triggered_run_equals_grit_run_and_trigger_wait_exits_like_run() {
+    let (project, gate) = gated_project();
+    gate.open();
+    std::fs::write(
+        project.path().join("bad.toml"),
+        "[[step]]\nname = \"boom\"\nscript = 'echo oops >&2; exit 3'\n",
+    )
+    .unwrap();
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:0\"\n\
+         [pipelines.good]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\n\
+         [pipelines.bad]\nmanifest = \"bad.toml\"\ndb = \"bad-db\"\nno_sandbox = true\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let trigger = |pipeline: &str| {
+        Command::new(assert_cmd::cargo::cargo_bin("grit"))
+            .args([
+                "trigger",
+                pipeline,
+                "--wait",
+                "--json",
+                "--server",
+                &server.url,
+            ])
+            .env("GRIT_TOKEN", &operator)
+            .env_remove("GRIT_TOKEN_FILE")
+            .output()
+            .expect("grit trigger")
+    };
+    let good = trigger("good");
+    assert_eq!(good.status.code(), Some(0), "{}", describe(&good));
+    let stderr = String::from_utf8_lossy(&good.stderr);
+    assert!(stderr.contains("good.1 succeeded"), "{stderr}");
+    let run: Value = serde_json::from_slice(&good.stdout).expect("run JSON");
+    assert_eq!(run["status"], "succeeded");
+    let work = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "work")
+        .unwrap();
+    assert_eq!(work["succeeded"], 3, "{run}");
+
+    let bad = trigger("bad");
+    assert_eq!(bad.status.code(), Some(1), "{}", describe(&bad));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("boom task"));
+
+    let unknown = trigger("nope");
+    assert_eq!(unknown.status.code(), Some(2), "{}", describe(&unknown));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no pipeline `nope`"));
+
+    let runs = Command::new(assert_cmd::cargo::cargo_bin("grit"))
+        .args(["runs", "--server", &server.url, "--pipeline", "good"])
+        .env("GRIT_TOKEN", &operator)
+        .output()
+        .expect("grit runs");
+    assert!(runs.status.success(), "{}", describe(&runs));
+    let table = String::from_utf8_lossy(&runs.stdout);
+    assert!(table.starts_with("RUN "), "{table}");
+    assert!(table.contains("good.1  succeeded  api"), "{table}");
+    assert!(!table.contains("bad.1"), "{table}");
+
+    let status = server.stop();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+    assert_eq!(sorted_live(&project), reference_live());
+}
+
+#[test]
+fn tokens_missing_expired_forged_or_of_the_wrong_role_are_refused() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let operator = store_token("operator", &project.db());
+
+    let (status, body) = server.get("/healthz", None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+
+    let (status, body) = server.get("/pipelines", None);
+    assert_eq!((status, error_code(&body)), (401, "unauthorized"));
+
+    // Signed with the right secret, expired an hour ago.
+    let secret = std::fs::read(project.db().join("token-secret")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = |claims: Value, key: &[u8]| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key).unwrap(),
+        )
+        .unwrap()
+    };
+    let expired = sign(
+        serde_json::json!({"role": "operator", "iat": now - 7200, "exp": now - 3600, "sub": "grit-token"}),
+        &secret,
+    );
+    let (status, body) = server.get("/pipelines", Some(&expired));
+    assert_eq!((status, error_code(&body)), (401, "unauthorized"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+
+    let forged = sign(
+        serde_json::json!({"role": "operator", "iat": now, "exp": now + 3600, "sub": "grit-token"}),
+        b"not the server's secret at all, no",
+    );
+    let (status, body) = server.get("/pipelines", Some(&forged));
+    assert_eq!((status, error_code(&body)), (401, "unauthorized"));
+
+    let admin = sign(
+        serde_json::json!({"role": "admin", "iat": now, "exp": now + 3600, "sub": "grit-token"}),
+        &secret,
+    );
+    assert_eq!(server.get("/pipelines", Some(&admin)).0, 401);
+
+    let (status, body) = server.get("/pipelines", Some(&viewer));
+    assert_eq!(status, 200);
+    let name = body["pipelines"][0]["name"].as_str().unwrap().to_string();
+    assert_eq!(name, "pipeline");
+
+    let (status, body) = server.post(&format!("/pipelines/{name}/runs"), Some(&viewer), "{}");
+    assert_eq!((status, error_code(&body)), (403, "forbidden"));
+    let (status, _) = server.post(&format!("/pipelines/{name}/runs"), Some(&operator), "{}");
+    assert_eq!(status, 202);
+}
+
+#[test]
+fn bad_requests_get_the_error_shape() {
+    let (project, _gate) = gated_project();
+    let server = Server::single(&project.manifest(), &project.db());
+    let operator = store_token("operator", &project.db());
+    let op = Some(operator.as_str());
+
+    // A 2 MiB body is refused on its announced length, before it is sent.
+    let mut stream =
+        std::net::TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/pipelines/pipeline/runs HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {operator}\r\nContent-Length: {}\r\n\r\n",
+        2 << 20
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+
+    let (status, body) = server.post(
+        "/pipelines/pipeline/runs",
+        op,
+        r#"{"params": {"region": 1}}"#,
+    );
+    assert_eq!((status, error_code(&body)), (400, "bad_request"));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("params.region"), "{message}");
+
+    let (status, body) = server.post("/pipelines/pipeline/runs", op, r#"{"parms": {}}"#);
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("parms"));
+
+    let (status, body) = server.post("/pipelines/pipeline/runs", op, r#"{"params": "#);
+    assert_eq!((status, error_code(&body)), (400, "bad_request"));
+
+    let (status, body) = server.post("/pipelines/nope/runs", op, "{}");
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+    let (status, body) = server.get("/runs/pipeline.999", op);
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+    let (status, body) = server.get("/runs/other.1", op);
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+    let (status, body) = server.get("/no/such/thing", op);
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+    let (status, body) = server.send("PUT", "/runs", op, b"{}");
+    assert_eq!((status, error_code(&body)), (405, "method_not_allowed"));
+    let (status, body) = server.get("/runs?status=bogus", op);
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("status")
+    );
+    let (status, _) = server.get("/runs?limit=0", op);
+    assert_eq!(status, 400);
+    let (status, _) = server.get("/runs?cursor=zz", op);
+    assert_eq!(status, 400);
+    // Nothing reached the wait list.
+    let (_, page) = server.get("/runs", op);
+    assert_eq!(page["runs"].as_array().unwrap().len(), 0, "{page}");
+}
+
+#[test]
+fn queue_limit_append_replace_and_start_delay() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = String::from("listen = \"127.0.0.1:0\"\n");
+    for (name, extra) in [
+        ("append", "queue_limit = 2\n"),
+        ("replace", "queue_strategy = \"replace\"\n"),
+        ("debounce", "start_delay = \"1h\"\n"),
+    ] {
+        let dir = root.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("m.toml"), manifest(&dir)).unwrap();
+        config.push_str(&format!(
+            "[pipelines.{name}]\nmanifest = \"{name}/m.toml\"\ndb = \"{name}/db\"\nno_sandbox = true\n{extra}"
+        ));
+    }
+    let file = write_config(root.path(), &config);
+    let server = Server::config(&file);
+    let operator = token("operator", &["--config".as_ref(), file.as_os_str()]);
+    let op = Some(operator.as_str());
+    let trigger = |pipeline: &str| server.post(&format!("/pipelines/{pipeline}/runs"), op, "");
+    let held = |name: &str| {
+        poll(&format!("{name}'s run to hold on item_b"), || {
+            root.path()
+                .join(name)
+                .join("started-item_b")
+                .exists()
+                .then_some(())
+        })
+    };
+
+    // append: one running, two waiting, the fourth is refused.
+    let first = server.trigger("append", &operator);
+    held("append");
+    let (_, second) = trigger("append");
+    let (_, third) = trigger("append");
+    assert_eq!(second["position"], 0);
+    assert_eq!(third["position"], 1);
+    let (status, body) = trigger("append");
+    assert_eq!((status, error_code(&body)), (429, "queue_full"));
+    let (_, pipeline) = server.get("/pipelines/append", op);
+    assert_eq!(pipeline["queued"], 2);
+    assert_eq!(pipeline["running"].as_str(), Some(first.as_str()));
+    // A queued run can be cancelled or deleted; the running one cannot be deleted.
+    let third_id = third["run_id"].as_str().unwrap();
+    let (status, body) = server.post(&format!("/runs/{third_id}/cancel"), op, "");
+    assert_eq!((status, body["status"].as_str()), (202, Some("cancelled")));
+    let second_id = second["run_id"].as_str().unwrap();
+    assert_eq!(server.delete(&format!("/runs/{second_id}"), op).0, 200);
+    assert_eq!(server.get(&format!("/runs/{second_id}"), op).0, 404);
+    let (status, body) = server.delete(&format!("/runs/{first}"), op);
+    assert_eq!((status, error_code(&body)), (409, "conflict"));
+
+    // replace: a new trigger replaces the waiting run, never the running one.
+    let running = server.trigger("replace", &operator);
+    held("replace");
+    let waiting = server.trigger("replace", &operator);
+    let newest = server.trigger("replace", &operator);
+    let (_, replaced) = server.get(&format!("/runs/{waiting}"), op);
+    assert_eq!(replaced["status"], "cancelled");
+    assert!(replaced["reason"].as_str().unwrap().contains("replaced by"));
+    let (_, still) = server.get(&format!("/runs/{running}"), op);
+    assert_eq!(still["status"], "running");
+
+    // start_delay: triggers during the delay merge into the waiting run.
+    let (_, a) = trigger("debounce");
+    let (_, b) = trigger("debounce");
+    assert_eq!(a["run_id"], b["run_id"]);
+    assert_eq!(
+        (a["merged"].as_bool(), b["merged"].as_bool()),
+        (Some(false), Some(true))
+    );
+    let (_, waiting_run) = server.get(&format!("/runs/{}", a["run_id"].as_str().unwrap()), op);
+    assert_eq!(waiting_run["status"], "queued");
+
+    for name in ["append", "replace"] {
+        Gate(root.path().join(name).join("gate")).open();
+    }
+    assert_eq!(
+        server.wait_finished(&first, &operator)["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        server.wait_finished(&running, &operator)["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        server.wait_finished(&newest, &operator)["status"],
+        "succeeded"
+    );
+    let (_, debounced) = server.get(&format!("/runs/{}", a["run_id"].as_str().unwrap()), op);
+    assert_eq!(debounced["status"], "queued", "still waiting out its hour");
+}
+
+#[test]
+fn cancelling_a_running_run_publishes_nothing_and_the_next_run_completes() {
+    let (project, gate) = gated_project();
+    let server = Server::single(&project.manifest(), &project.db());
+    let operator = store_token("operator", &project.db());
+    let op = Some(operator.as_str());
+    let run = server.trigger("pipeline", &operator);
+    poll("the run to hold on item_b", || {
+        started(&project, "item_b").then_some(())
+    });
+    let (status, body) = server.post(&format!("/runs/{run}/cancel"), op, "");
+    assert_eq!((status, body["status"].as_str()), (202, Some("cancelling")));
+    let cancelled = server.wait_finished(&run, &operator);
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(
+        !project
+            .resources(true)
+            .iter()
+            .any(|r| r["name"] == "done_item_b" || r["name"] == "total"),
+        "a cancelled task published an output"
+    );
+    let (status, body) = server.post(&format!("/runs/{run}/cancel"), op, "");
+    assert_eq!((status, error_code(&body)), (409, "conflict"));
+
+    gate.open();
+    let next = server.trigger("pipeline", &operator);
+    assert_eq!(
+        server.wait_finished(&next, &operator)["status"],
+        "succeeded"
+    );
+    server.stop();
+    assert_eq!(sorted_live(&project), reference_live());
+}
+
+#[test]
+fn kill_9_mid_run_then_restart_resumes_the_run() {
+    let (project, gate) = gated_project();
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:0\"\n[pipelines.p]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\njobs = 1\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let run = server.trigger("p", &operator);
+    poll("the run to hold on item_b", || {
+        started(&project, "item_b").then_some(())
+    });
+    let queued_behind = server.trigger("p", &operator);
+    server.stop_with(Signal::SIGKILL);
+
+    gate.open();
+    let server = Server::config(&config);
+    let resumed = server.wait_finished(&run, &operator);
+    assert_eq!(resumed["status"], "succeeded", "{resumed}");
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    assert!(
+        server
+            .stderr()
+            .contains(&format!("run {run} was interrupted"))
+    );
+    let after = server.wait_finished(&queued_behind, &operator);
+    assert_eq!(
+        (after["status"].as_str(), after["resumed"].as_bool()),
+        (Some("succeeded"), Some(false))
+    );
+    server.stop();
+    assert_eq!(sorted_live(&project), reference_live());
+}
+
+#[test]
+fn sigterm_lets_the_running_run_finish() {
+    let (project, gate) = gated_project();
+    let server = Server::single(&project.manifest(), &project.db());
+    let operator = store_token("operator", &project.db());
+    let run = server.trigger("pipeline", &operator);
+    poll("the run to hold on item_b", || {
+        started(&project, "item_b").then_some(())
+    });
+    let pid = server.pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    // Stopping: the socket closes, the run goes on until the gate opens.
+    poll("the server to stop accepting", || {
+        std::net::TcpStream::connect(server.url.trim_start_matches("http://"))
+            .is_err()
+            .then_some(())
+    });
+    gate.open();
+    let status = server.stop_with(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(sorted_live(&project), reference_live());
+    let server = Server::single(&project.manifest(), &project.db());
+    let (_, finished) = server.get(&format!("/runs/{run}"), Some(&operator));
+    assert_eq!(
+        (finished["status"].as_str(), finished["resumed"].as_bool()),
+        (Some("succeeded"), Some(false)),
+        "{finished}"
+    );
+}
+
+#[test]
+fn sigterm_cancels_the_run_after_shutdown_timeout_and_it_resumes_at_the_next_start() {
+    let (project, gate) = gated_project();
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:0\"\nshutdown_timeout = \"100ms\"\n[pipelines.p]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let run = server.trigger("p", &operator);
+    poll("the run to hold on item_b", || {
+        started(&project, "item_b").then_some(())
+    });
+    // Open streams end with the server instead of holding its stop.
+    let events = server.raw_get("/events", &operator, &[]);
+    assert_eq!(server.stop().code(), Some(0));
+    drop(events);
+    assert!(
+        !project
+            .resources(true)
+            .iter()
+            .any(|r| r["name"] == "done_item_b"),
+        "the cancelled task published an output"
+    );
+    gate.open();
+    let server = Server::config(&config);
+    let resumed = server.wait_finished(&run, &operator);
+    assert_eq!(
+        (resumed["status"].as_str(), resumed["resumed"].as_bool()),
+        (Some("succeeded"), Some(true)),
+        "{resumed}"
+    );
+    server.stop();
+    assert_eq!(sorted_live(&project), reference_live());
+}
+
+#[test]
+fn runs_are_listed_newest_first_in_pages() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let operator = store_token("operator", &project.db());
+    let ids: Vec<String> = (0..3)
+        .map(|_| server.trigger("pipeline", &operator))
+        .collect();
+    for id in &ids {
+        assert_eq!(server.wait_finished(id, &viewer)["status"], "succeeded");
+    }
+    let v = Some(viewer.as_str());
+    let (status, first) = server.get("/runs?limit=2", v);
+    assert_eq!(status, 200);
+    let page_ids = |page: &Value| -> Vec<String> {
+        page["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(page_ids(&first), vec![ids[2].clone(), ids[1].clone()]);
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (_, second) = server.get(&format!("/runs?limit=2&cursor={cursor}"), v);
+    assert_eq!(page_ids(&second), vec![ids[0].clone()]);
+    assert!(second["next_cursor"].is_null());
+    let (_, failed) = server.get("/runs?status=failed&pipeline=pipeline", v);
+    assert_eq!(page_ids(&failed), Vec::<String>::new());
+    let (status, _) = server.get("/runs?pipeline=nope", v);
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn keep_runs_drops_the_records_of_older_runs_only() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:0\"\n[pipelines.p]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\nkeep_runs = 1\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let first = server.trigger("p", &operator);
+    server.wait_finished(&first, &operator);
+    let second = server.trigger("p", &operator);
+    server.wait_finished(&second, &operator);
+    let (status, _) = server.get(&format!("/runs/{first}"), Some(&operator));
+    assert_eq!(status, 404, "the older record is gone");
+    let (status, _) = server.get(&format!("/runs/{second}"), Some(&operator));
+    assert_eq!(status, 200);
+    server.stop();
+    assert_eq!(
+        sorted_live(&project),
+        reference_live(),
+        "resources untouched"
+    );
+}
+
+#[test]
+fn config_errors_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "[pipelines.etl]\nmanifest = \"m.toml\"\ndb = \"db\"\nqueue_limt = 3\n",
+    );
+    let output = Command::new(assert_cmd::cargo::cargo_bin("grit"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: {}:4:1: unknown field `queue_limt`",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    let output = Command::new(assert_cmd::cargo::cargo_bin("grit"))
+        .args(["token", "--role", "viewer", "--db"])
+        .arg(dir.path().join("db"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn events_show_every_task_start_and_finish_in_order_and_resume_after_last_event_id() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let operator = store_token("operator", &project.db());
+    let response = server.raw_get("/events", &viewer, &[]);
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut events = SseReader::new(response);
+    let run = server.trigger("pipeline", &operator);
+    let mut seen = Vec::new();
+    while let Some(event) = events.next_event() {
+        let last = event.kind == "run_finished";
+        seen.push(event);
+        if last {
+            break;
+        }
+    }
+    let kinds: Vec<&str> = seen.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"run_queued"), "{kinds:?}");
+    assert_eq!(kinds.get(1), Some(&"run_started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"run_finished"), "{kinds:?}");
+    assert_eq!(seen.last().unwrap().data["status"], "succeeded");
+    assert!(
+        seen.windows(2).all(|w| w[1].id == w[0].id + 1),
+        "ids increase by one"
+    );
+    assert!(seen.iter().all(|e| e.data["run_id"] == run.as_str()));
+    // Every task: started, then finished; 1 split + 3 work + 1 total.
+    let started: Vec<(usize, String)> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == "task_started")
+        .map(|(i, e)| (i, e.data["task_id"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(started.len(), 5, "{kinds:?}");
+    for (at, task) in &started {
+        let finished = seen
+            .iter()
+            .position(|e| e.kind == "task_finished" && e.data["task_id"] == task.as_str())
+            .unwrap_or_else(|| panic!("task {task} never finished"));
+        assert!(finished > *at, "task {task} finished before it started");
+    }
+    // A client that saw up to run_started gets the rest again, from the backlog.
+    let resume_after = seen[1].id;
+    let mut again = SseReader::new(server.raw_get(
+        "/events",
+        &viewer,
+        &[("Last-Event-ID", &resume_after.to_string())],
+    ));
+    for expected in &seen[2..] {
+        let event = again.next_event().expect("a resumed event");
+        assert_eq!((event.id, &event.kind), (expected.id, &expected.kind));
+    }
+}
+
+#[test]
+fn a_running_task_log_is_followed_until_it_ends() {
+    let (project, gate) = gated_project();
+    let server = Server::single(&project.manifest(), &project.db());
+    let operator = store_token("operator", &project.db());
+    let run = server.trigger("pipeline", &operator);
+    poll("the run to hold on item_b", || {
+        started(&project, "item_b").then_some(())
+    });
+    let task = poll("the task of item_b in the run's tasks", || {
+        let (_, tasks) = server.get(&format!("/runs/{run}/tasks"), Some(&operator));
+        tasks["tasks"].as_array()?.iter().find_map(|t| {
+            (t["input_name"] == "item_b" && t["state"] == "running")
+                .then(|| t["task_id"].as_str().unwrap().to_string())
+        })
+    });
+    let (status, info) = server.get(&format!("/tasks/{task}"), Some(&operator));
+    assert_eq!((status, info["step"].as_str()), (200, Some("work")));
+    let follow = server.raw_get(&format!("/tasks/{task}/log?follow=1"), &operator, &[]);
+    assert_eq!(follow.status().as_u16(), 200);
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(follow.into_body().into_reader()));
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "working on item_b",
+        "the live log, while the task runs"
+    );
+    gate.open();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(rest.contains(&"the gate opened".to_string()), "{rest:?}");
+    // The stream ended with the task; the stored log says the same.
+    let mut stored = server.raw_get(&format!("/tasks/{task}/log"), &operator, &[]);
+    let text = stored.body_mut().read_to_string().unwrap();
+    assert!(
+        text.starts_with("working on item_b\nthe gate opened\n"),
+        "{text:?}"
+    );
+    assert_eq!(server.wait_finished(&run, &operator)["status"], "succeeded");
+    let (status, body) = server.get("/tasks/pipeline.999/log", Some(&operator));
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+}
+
+#[test]
+fn resource_content_is_served_verified_with_ranges_and_never_when_damaged() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let operator = store_token("operator", &project.db());
+    let run = server.trigger("pipeline", &operator);
+    server.wait_finished(&run, &operator);
+    let (status, list) = server.get("/resources?name=done_*", Some(&viewer));
+    assert_eq!(status, 200);
+    assert_eq!(list["resources"].as_array().unwrap().len(), 3, "{list}");
+    let (_, total) = server.get("/resources?name=total", Some(&viewer));
+    let hash = total["resources"][0]["hash"].as_str().unwrap().to_string();
+    let expected = project.cat(&hash);
+    assert_eq!(expected, "A\nB\nC\n");
+
+    let mut whole = server.raw_get(&format!("/resources/{}/content", &hash[..12]), &viewer, &[]);
+    assert_eq!(whole.status().as_u16(), 200);
+    assert_eq!(whole.body_mut().read_to_string().unwrap(), expected);
+    let mut part = server.raw_get(
+        &format!("/resources/{hash}/content"),
+        &viewer,
+        &[("Range", "bytes=2-3")],
+    );
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 2-3/6");
+    assert_eq!(part.body_mut().read_to_string().unwrap(), "B\n");
+    let beyond = server.raw_get(
+        &format!("/resources/{hash}/content"),
+        &viewer,
+        &[("Range", "bytes=100-")],
+    );
+    assert_eq!(beyond.status().as_u16(), 416);
+
+    let (status, why) = server.get(&format!("/resources/{hash}"), Some(&viewer));
+    assert_eq!(status, 200);
+    assert_eq!(why["resources"][0]["made_by"][0]["step"], "total", "{why}");
+
+    // Same size, other bytes: the object is damaged, and none of it is served.
+    let object = project
+        .db()
+        .join("objects")
+        .join(&hash[0..2])
+        .join(&hash[2..4])
+        .join(&hash[4..]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&object, "X\nY\nZ\n").unwrap();
+    let (status, body) = server.get(&format!("/resources/{hash}/content"), Some(&viewer));
+    assert_eq!(
+        (status, error_code(&body)),
+        (500, "store_damaged"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("X\\nY"));
+}
+
+#[test]
+fn metrics_count_runs_and_tasks() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let operator = store_token("operator", &project.db());
+    let run = server.trigger("pipeline", &operator);
+    server.wait_finished(&run, &operator);
+    let mut response = server.raw_get("/metrics", &viewer, &[]);
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.body_mut().read_to_string().unwrap();
+    for line in [
+        "grit_serve_runs_total{pipeline=\"pipeline\",status=\"succeeded\"} 1",
+        "grit_serve_tasks_total{pipeline=\"pipeline\",result=\"succeeded\"} 5",
+        "grit_serve_queue_length{pipeline=\"pipeline\"} 0",
+        "grit_serve_runs_running{pipeline=\"pipeline\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let (status, _) = server.get("/metrics", None);
+    assert_eq!(status, 401);
+}
+
+/// The runs of `pipeline` with this trigger.
+fn runs_by(server: &Server, token: &str, pipeline: &str, trigger: &str) -> Vec<Value> {
+    let (_, page) = server.get(&format!("/runs?pipeline={pipeline}&limit=500"), Some(token));
+    page["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == trigger)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn schedules_fire_and_ticks_missed_while_down_run_once_at_start() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:0\"\n\
+         [pipelines.hourly]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\nschedule = [\"every 1h\"]\n\
+         [pipelines.often]\nmanifest = \"pipeline.toml\"\ndb = \"often-db\"\nno_sandbox = true\n\
+         schedule = [\"every 1s\"]\nqueue_strategy = \"replace\"\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    // A short interval fires.
+    let fired = poll("a scheduled run of `often`", || {
+        runs_by(&server, &operator, "often", "schedule")
+            .into_iter()
+            .next()
+    });
+    server.wait_finished(fired["run_id"].as_str().unwrap(), &operator);
+    // An hourly entry seen for the first time starts counting: no run.
+    let database = project.db().join("grit.sqlite");
+    let last_fire = || -> Option<i64> {
+        let conn = rusqlite::Connection::open(&database).ok()?;
+        conn.query_row(
+            "SELECT last_fire_ms FROM serve_schedule WHERE pipeline = 'hourly'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    let first_seen = poll("the hourly entry to be recorded", last_fire);
+    assert!(runs_by(&server, &operator, "hourly", "schedule").is_empty());
+    server.stop();
+
+    // Down for three hours (as far as the store knows): one run at start-up, not three.
+    let conn = rusqlite::Connection::open(&database).unwrap();
+    conn.execute(
+        "UPDATE serve_schedule SET last_fire_ms = ?1 WHERE pipeline = 'hourly'",
+        [first_seen - 3 * 3_600_000],
+    )
+    .unwrap();
+    drop(conn);
+    let server = Server::config(&config);
+    let missed = poll("the run for the missed ticks", || {
+        runs_by(&server, &operator, "hourly", "schedule")
+            .into_iter()
+            .next()
+    });
+    assert_eq!(
+        server.wait_finished(missed["run_id"].as_str().unwrap(), &operator)["status"],
+        "succeeded"
+    );
+    poll("the entry to be fired now", || {
+        last_fire().filter(|&ms| ms >= first_seen).map(|_| ())
+    });
+    assert_eq!(runs_by(&server, &operator, "hourly", "schedule").len(), 1);
+}
+
+#[test]
+fn watch_ingests_a_changed_file_and_an_unchanged_touch_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "[[step]]\nname = \"shout\"\ninputs = [\"*.txt\"]\n\
+         script = 'tr a-z A-Z < \"$INPUT_FILE\" > \"$OUTPUT_DIR/loud_${GRIT_INPUT_NAME%.txt}\"'\n",
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        "listen = \"127.0.0.1:0\"\n[pipelines.w]\nmanifest = \"m.toml\"\ndb = \"db\"\nno_sandbox = true\nwatch = [\"incoming\"]\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let op = Some(operator.as_str());
+    std::fs::write(incoming.join("a.txt"), "hello\n").unwrap();
+    let run = poll("a run queued by the watch", || {
+        runs_by(&server, &operator, "w", "watch").into_iter().next()
+    });
+    let run = server.wait_finished(run["run_id"].as_str().unwrap(), &operator);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (_, loud) = server.get("/resources?name=loud_a", op);
+    let hash = loud["resources"][0]["hash"]
+        .as_str()
+        .expect("loud_a")
+        .to_string();
+    let mut content = server.raw_get(&format!("/resources/{hash}/content"), &operator, &[]);
+    assert_eq!(content.body_mut().read_to_string().unwrap(), "HELLO\n");
+
+    // Rewritten with the same bytes: looked at, nothing queued.
+    std::fs::write(incoming.join("a.txt"), "hello\n").unwrap();
+    poll("the watch to look at the unchanged file", || {
+        server
+            .stderr()
+            .contains("the same content as before: no run queued")
+            .then_some(())
+    });
+    assert_eq!(runs_by(&server, &operator, "w", "watch").len(), 1);
+    // New bytes: another run.
+    std::fs::write(incoming.join("a.txt"), "again\n").unwrap();
+    poll("a second run queued by the watch", || {
+        (runs_by(&server, &operator, "w", "watch").len() == 2).then_some(())
+    });
+}
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_bad() {
+    let (project, _gate) = gated_project();
+    let good = |limit: u32| {
+        format!(
+            "listen = \"127.0.0.1:0\"\n[pipelines.p]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\nqueue_limit = {limit}\n"
+        )
+    };
+    let config = write_config(project.path(), &good(1));
+    let server = Server::config(&config);
+    let viewer = token("viewer", &["--config".as_ref(), config.as_os_str()]);
+    let limit = || {
+        let (_, body) = server.get("/pipelines/p", Some(&viewer));
+        body["queue_limit"].as_u64()
+    };
+    assert_eq!(limit(), Some(1));
+    let hup = || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), Signal::SIGHUP).unwrap()
+    };
+    std::fs::write(
+        &config,
+        good(1).replace("queue_limit = 1", "queue_limit = \"many\""),
+    )
+    .unwrap();
+    hup();
+    poll("the bad reload to be logged", || {
+        server
+            .stderr()
+            .contains("the config was not reloaded, the old one stays")
+            .then_some(())
+    });
+    assert!(
+        server.stderr().contains("server.toml:6:15"),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(limit(), Some(1));
+    std::fs::write(&config, good(5)).unwrap();
+    hup();
+    poll("the new queue_limit", || (limit() == Some(5)).then_some(()));
+}
