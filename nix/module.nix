@@ -1184,10 +1184,6 @@ in
           KillMode = "mixed";
           TimeoutStopSec = "${srv.settings.shutdown_timeout} 30s";
           UMask = "0027";
-          # The stores under /var/lib and the default token secret.
-          StateDirectory =
-            lib.optional secretInState "grit-server" ++ lib.filter (d: d != null) (map serverStateDirOf served);
-          StateDirectoryMode = "2750";
 
           # ---- Hardening ------------------------------------------------
           # As for grit-<name>.service above (see its comments for each
@@ -1254,7 +1250,16 @@ in
             # grit serve creates each store readable by the pipeline's group,
             # as grit run --group does; chgrp needs membership.
             groups = lib.unique (lib.filter (g: g != srv.group) (map (p: p.group) served));
+            # The stores under /var/lib (see serverStateDirOf) and the default
+            # token secret; 2750 as grit run --group makes a store.
+            stateDirs =
+              lib.optional secretInState "grit-server" ++ lib.filter (d: d != null) (map serverStateDirOf served);
           in
+          lib.optionalAttrs (stateDirs != [ ]) {
+            StateDirectory = stateDirs;
+            StateDirectoryMode = "2750";
+          }
+          //
           lib.optionalAttrs (groups != [ ]) { SupplementaryGroups = groups; }
           //
           lib.optionalAttrs (rw != [ ]) { ReadWritePaths = lib.unique rw; }
