@@ -8,7 +8,8 @@
 #      each configs/*.nix, then expect.py on what it generated (bad-*.nix must
 #      fail their assertion, exit 2); the flake's own nixosModules.default;
 #      the generated grit-<name> admin command, run for real with a fake grit;
-#   d. the VM tests' Python testScripts, rendered with stub pkgs, byte-compiled.
+#   d. the VM tests' Python testScripts, rendered with stub pkgs, byte-compiled;
+#      the server test's nodes evaluated through the harness like c.
 #
 # c and d need nixpkgs' lib: $NIXPKGS_LIB, else /tmp/nixpkgs-lib/lib, else an
 # export of a local nix-community/nixpkgs.lib mirror; without one they are
@@ -302,6 +303,22 @@ PY
       pass "vm-test $t: evaluates with stub pkgs, imports the module, testScript is valid Python"
     else
       fail "vm-test $t: $(cat "$scratch/vm-$name.err" "$scratch/vm-$name.py.log" 2> /dev/null | tail -5)"
+    fi
+  done
+
+  # The nodes of VM tests whose settings need no NixOS options beyond the
+  # stubs: the module evaluated with what the node deploys, units verified,
+  # then expect.py vm-TEST-NODE.
+  for tn in server:machine server:sock; do
+    t="${tn%%:*}"
+    node="${tn#*:}"
+    out="$scratch/vm-$t-$node"
+    if GRIT_VM_TEST="$top/nixos-tests/$t.nix" GRIT_VM_NODE="$node" GRIT_HARNESS="$harness" \
+      eval_module --out "$out" "$top/nix/module.nix" "$here/vm-node.nix" > "$out.log" 2>&1 &&
+      python3 "$here/expect.py" "vm-$t-$node" "$out/result.json" > "$out.expect" 2>&1; then
+      pass "vm-test nixos-tests/$t.nix node $node: the module evaluates with its settings, units verified, expectations met"
+    else
+      fail "vm-test nixos-tests/$t.nix node $node: $(cat "$out.log" "$out.expect" 2> /dev/null | tail -8)"
     fi
   done
 fi

@@ -441,6 +441,24 @@ def t_token_custom(r):
     t_token_default(r)
 
 
+def t_vm_server_machine(r):
+    """nixos-tests/server.nix, node machine: what its testScript relies on."""
+    svc, sc, config = server_unit(r)
+    check(config["listen"] == "0.0.0.0:9009" and config["shutdown_timeout"] == "2m", f"config {config}")
+    check(set(config["pipelines"]) == {"hello", "slow"}, f"served {sorted(config['pipelines'])}")
+    check(config["pipelines"]["hello"]["params"] == {"who": "nixos"}, "serverSettings.params reach the config")
+    check(set(r["services"]) == {"grit-server", "grit-manual"}, f"services {sorted(r['services'])}")
+    check(sc["StateDirectory"] == ["grit-server", "grit/hello", "grit/slow"], f"StateDirectory {sc.get('StateDirectory')}")
+    check(firewall_ports(r) == [9009], f"firewall {firewall_ports(r)}")
+    check(not r["warnings"], f"warnings {r['warnings']}")
+
+
+def t_vm_server_sock(r):
+    """nixos-tests/server.nix, node sock."""
+    t_server_socket(r)
+    check(r["sockets"]["grit-server"]["listenStreams"] == ["/run/grit-server/api.sock"], "socket path")
+
+
 def t_bad_both(r):
     check(any("both are set" in a for a in r["assertionsFailed"]), f"assertions: {r['assertionsFailed']}")
 
