@@ -133,7 +133,8 @@ else
   mkdir -p "$root/grit/bin" "$root/coreutils/bin" "$root/util-linux/bin"
   chmod 755 "$scratch" "$root"
   ln -s "$(command -v id)" "$root/coreutils/bin/id"
-  ln -s "$(type -P kill)" "$root/coreutils/bin/kill"  # grit-server's ExecReload
+  # grit-server's ExecReload; any executable will do for systemd-analyze
+  ln -s "$(type -P kill || type -P true)" "$root/coreutils/bin/kill"
   ln -s "$(command -v setpriv)" "$root/util-linux/bin/setpriv"
   cat > "$root/grit/bin/grit" <<'SH'
 #!/bin/sh
