@@ -688,13 +688,7 @@ in
     package = lib.mkPackageOption pkgs "grit" { };
 
     server = {
-      enable = lib.mkEnableOption ''
-        `grit serve`: one long-running service with an authenticated HTTP API
-        (`/api/v1`), run queues, schedules and file watches for the pipelines
-        it serves. A served pipeline is run by the server only: it gets no
-        `grit-<name>.service` or timer, and keeps its `grit-<name>` admin
-        command
-      '';
+      enable = lib.mkEnableOption "the grit server (`grit serve`: an authenticated HTTP API, run queues, schedules and file watches for the pipelines in `services.grit.server.pipelines`)";
 
       pipelines = mkOption {
         type = types.listOf types.str;
@@ -704,7 +698,10 @@ in
         description = ''
           The pipelines of `services.grit.pipelines` the server serves, by
           name (the name in the API: `/api/v1/pipelines/<name>`). By default
-          all enabled ones. List them to keep others as timer-driven
+          all enabled ones. A served pipeline is run by the server alone: it
+          gets no `grit-<name>.service` or timer (schedule it with its
+          `serverSettings.schedule`) and keeps its `grit-<name>` admin
+          command. List names here to keep the others as
           `grit-<name>.service` units.
         '';
       };
