@@ -693,7 +693,7 @@ in
       pipelines = mkOption {
         type = types.listOf types.str;
         default = lib.attrNames enabledPipelines;
-        defaultText = literalExpression "the names of all enabled services.grit.pipelines";
+        defaultText = literalExpression "lib.attrNames (lib.filterAttrs (_: p: p.enable) config.services.grit.pipelines)";
         example = [ "etl" ];
         description = ''
           The pipelines of `services.grit.pipelines` the server serves, by
