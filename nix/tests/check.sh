@@ -8,7 +8,8 @@
 #      each configs/*.nix, then expect.py on what it generated (bad-*.nix must
 #      fail their assertion, exit 2); the flake's own nixosModules.default;
 #      the generated grit-<name> admin command, run for real with a fake grit;
-#   d. the VM tests' Python testScripts, rendered with stub pkgs, byte-compiled.
+#   d. the VM tests' Python testScripts, rendered with stub pkgs, byte-compiled;
+#      the server test's nodes evaluated through the harness like c.
 #
 # c and d need nixpkgs' lib: $NIXPKGS_LIB, else /tmp/nixpkgs-lib/lib, else an
 # export of a local nix-community/nixpkgs.lib mirror; without one they are
@@ -102,7 +103,7 @@ else
   # ---- c. the module on each configuration --------------------------------
   for config in "$here"/configs/*.nix; do
     name="$(basename "$config" .nix)"
-    [ "$name" = wrapper ] && continue  # below, with its scratch root
+    case "$name" in wrapper | token-*) continue ;; esac  # below, with their scratch root
     out="$scratch/$name"
     eval_module --out "$out" "$top/nix/module.nix" "$config" > "$out.log" 2>&1
     rc=$?
@@ -132,6 +133,8 @@ else
   mkdir -p "$root/grit/bin" "$root/coreutils/bin" "$root/util-linux/bin"
   chmod 755 "$scratch" "$root"
   ln -s "$(command -v id)" "$root/coreutils/bin/id"
+  # grit-server's ExecReload; any executable will do for systemd-analyze
+  ln -s "$(type -P kill || type -P true)" "$root/coreutils/bin/kill"
   ln -s "$(command -v setpriv)" "$root/util-linux/bin/setpriv"
   cat > "$root/grit/bin/grit" <<'SH'
 #!/bin/sh
@@ -224,6 +227,67 @@ SH
     fi
   fi
 
+  # ---- c''. the grit-token command, run against the same fake grit ---------
+  if [ "$(id -u)" != 0 ] || ! id nobody > /dev/null 2>&1 || ! getent group nogroup > /dev/null || ! id daemon > /dev/null 2>&1; then
+    skip "grit-token run: needs root, the nobody and daemon users and the nogroup group"
+  else
+    for variant in default custom; do
+      out="$scratch/token-$variant"
+      if ! GRIT_CHECK_ROOT="$root" eval_module --pkgs "$here/pkgs-wrapper.nix" --out "$out" \
+        "$top/nix/module.nix" "$here/configs/token-$variant.nix" > "$out.log" 2>&1 ||
+        ! python3 "$here/expect.py" "token-$variant" "$out/result.json" > "$out.expect" 2>&1; then
+        fail "module/token-$variant: $(cat "$out.log" "$out.expect" | tail -5)"
+        continue
+      fi
+      pass "module/token-$variant (evaluates, units verified)"
+      t="$(tail -2 "$out.expect" | head -1)"
+      conf="$(tail -1 "$out.expect")"
+      if bash -n "$t"; then pass "grit-token ($variant): bash -n"; else fail "grit-token ($variant): bash -n"; fi
+      if command -v shellcheck > /dev/null; then
+        if shellcheck -s bash -S warning "$t" > "$scratch/sc.log"; then pass "grit-token ($variant): shellcheck"; else fail "grit-token ($variant): shellcheck: $(cat "$scratch/sc.log")"; fi
+      fi
+      # run_token AS-USER ARGS...: the fake grit's output (user=, arg= lines), then rc=N
+      run_token() {
+        local who="$1"
+        shift
+        if [ "$who" = root ]; then
+          bash "$t" "$@" 2>&1
+        else
+          setpriv --reuid="$who" --regid=nogroup --clear-groups bash "$t" "$@" 2>&1
+        fi
+        echo "rc=$?"
+      }
+      got() { grep -v '^GRIT_DB=\|^SECRET=\|^FROM_NIX=' <<< "$1" | paste -sd' ' -; }
+      if [ "$variant" = default ]; then
+        want="user=nobody arg=token arg=--config arg=$conf arg=--role arg=operator rc=0"
+        o="$(got "$(run_token root --role operator)")"
+        if [ "$o" = "$want" ]; then pass "grit-token: root mints as the server user, with the server's config"; else fail "grit-token as root: got [$o], want [$want]"; fi
+        o="$(got "$(run_token nobody --role operator)")"
+        if [ "$o" = "$want" ]; then pass "grit-token: the server user mints directly"; else fail "grit-token as the server user: got [$o], want [$want]"; fi
+        o="$(got "$(run_token daemon --role operator)")"
+        if [ -x /run/wrappers/bin/sudo ]; then
+          skip "grit-token: other users (this host has /run/wrappers/bin/sudo)"
+        elif grep -q 'run this as root or as nobody' <<< "$o" && grep -q 'rc=1$' <<< "$o" && ! grep -q 'user=' <<< "$o"; then
+          pass "grit-token: another user without sudo is refused with a message"
+        else
+          fail "grit-token as another user: $o"
+        fi
+      else
+        want="user=root arg=token arg=--token-secret-file arg=/run/secrets/grit-token-secret arg=--role arg=viewer arg=--ttl arg=1h rc=0"
+        o="$(got "$(run_token root --role viewer --ttl 1h)")"
+        if [ "$o" = "$want" ]; then pass "grit-token: with the admin's secret file, root mints as root (the file may be root-only)"; else fail "grit-token (custom secret) as root: got [$o], want [$want]"; fi
+        o="$(got "$(run_token nobody --role viewer)")"
+        if [ -x /run/wrappers/bin/sudo ]; then
+          skip "grit-token: the server user with a custom secret (this host has sudo)"
+        elif grep -q 'run this as root' <<< "$o" && ! grep -q 'or as nobody' <<< "$o" && grep -q 'rc=1$' <<< "$o" && ! grep -q 'user=' <<< "$o"; then
+          pass "grit-token: with the admin's secret file, even the server user goes through root"
+        else
+          fail "grit-token (custom secret) as the server user: $o"
+        fi
+      fi
+    done
+  fi
+
   # ---- d. VM test scripts ---------------------------------------------------
   for t in nixos-tests/*.nix; do
     name="$(basename "$t" .nix)"
@@ -240,6 +304,22 @@ PY
       pass "vm-test $t: evaluates with stub pkgs, imports the module, testScript is valid Python"
     else
       fail "vm-test $t: $(cat "$scratch/vm-$name.err" "$scratch/vm-$name.py.log" 2> /dev/null | tail -5)"
+    fi
+  done
+
+  # The nodes of VM tests whose settings need no NixOS options beyond the
+  # stubs: the module evaluated with what the node deploys, units verified,
+  # then expect.py vm-TEST-NODE.
+  for tn in server:machine server:sock; do
+    t="${tn%%:*}"
+    node="${tn#*:}"
+    out="$scratch/vm-$t-$node"
+    if GRIT_VM_TEST="$top/nixos-tests/$t.nix" GRIT_VM_NODE="$node" GRIT_HARNESS="$harness" \
+      eval_module --out "$out" "$top/nix/module.nix" "$here/vm-node.nix" > "$out.log" 2>&1 &&
+      python3 "$here/expect.py" "vm-$t-$node" "$out/result.json" > "$out.expect" 2>&1; then
+      pass "vm-test nixos-tests/$t.nix node $node: the module evaluates with its settings, units verified, expectations met"
+    else
+      fail "vm-test nixos-tests/$t.nix node $node: $(cat "$out.log" "$out.expect" 2> /dev/null | tail -8)"
     fi
   done
 fi
