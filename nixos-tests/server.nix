@@ -201,28 +201,28 @@ pkgs.testers.runNixOSTest {
 
     with subtest("trigger over HTTP and poll until the run succeeded"):
         run = trigger(client, "hello", operator)
-        r = wait_for_run(client, run, operator, '.state == "succeeded"')
+        r = wait_for_run(client, run, operator, '.status == "succeeded"')
         assert not r.get("resumed"), r
         # serverSettings.params.who is the default of the server's runs
         assert contents(machine, "grit-hello", "greeting") == {"hello nixos"}
         run = trigger(client, "hello", operator, {"who": "curl"})
-        wait_for_run(client, run, operator, '.state == "succeeded"')
+        wait_for_run(client, run, operator, '.status == "succeeded"')
         assert contents(machine, "grit-hello", "greeting") == {"hello nixos", "hello curl"}
 
     with subtest("a graceful restart in the middle of a run lets the run finish"):
         run = trigger(client, "slow", operator)
-        wait_for_run(client, run, operator, '.state == "running"')
+        wait_for_run(client, run, operator, '.status == "running"')
         machine.sleep(2)
         # SIGTERM: grit serve stops accepting and lets the run finish (shutdown_timeout)
         machine.succeed("systemctl restart grit-server.service")
         machine.wait_for_open_port(${toString port})
-        r = wait_for_run(client, run, operator, '.state == "succeeded"')
+        r = wait_for_run(client, run, operator, '.status == "succeeded"')
         assert not r.get("resumed"), r
 
     with subtest("a crash in the middle of a run: systemd restarts the server, the run resumes and succeeds"):
         before = int(machine.succeed("systemctl show grit-server.service -p NRestarts --value"))
         run = trigger(client, "slow", operator)
-        wait_for_run(client, run, operator, '.state == "running"')
+        wait_for_run(client, run, operator, '.status == "running"')
         machine.sleep(2)
         # SIGKILL to every process of the unit, tasks included: a crash
         machine.succeed("systemctl kill --signal=SIGKILL grit-server.service")
@@ -231,7 +231,7 @@ pkgs.testers.runNixOSTest {
         )
         machine.wait_for_unit("grit-server.service")
         machine.wait_for_open_port(${toString port})
-        r = wait_for_run(client, run, operator, '.state == "succeeded" and .resumed == true')
+        r = wait_for_run(client, run, operator, '.status == "succeeded" and .resumed == true')
         # the graceful run's nap and the resumed run's (the killed one published nothing)
         assert len(contents(machine, "grit-slow", "woke")) == 2, contents(machine, "grit-slow", "woke")
 
@@ -252,7 +252,7 @@ pkgs.testers.runNixOSTest {
         sock.succeed("test -S /run/grit-server/api.sock")
         run = trigger(sock, "hello", token, base=base, extra=unix + " --max-time 60")
         sock.succeed("systemctl is-active grit-server.service")
-        wait_for_run(sock, run, token, '.state == "succeeded"', base=base, extra=unix)
+        wait_for_run(sock, run, token, '.status == "succeeded"', base=base, extra=unix)
         assert contents(sock, "grit-hello", "greeting") == {"hello nixos"}
   '';
 }
