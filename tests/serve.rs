@@ -949,3 +949,80 @@ fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_bad() {
     hup();
     poll("the new queue_limit", || (limit() == Some(5)).then_some(()));
 }
+
+/// Run parameters over HTTP: a trigger's `params` reach the scripts of the steps that list them
+/// and are part of their identity (the same value again runs nothing); an undeclared name is the
+/// request's 400, and nothing is queued.
+#[test]
+fn trigger_params_reach_the_scripts_and_unknown_ones_are_refused() {
+    let project = Project::new(
+        r#"
+[pipeline.params]
+region = { default = "eu" }
+
+[[step]]
+name = "where"
+once = true
+params = ["region"]
+script = 'echo "region=$GRIT_PARAM_REGION" > "$OUTPUT_DIR/where"'
+"#,
+    );
+    let db = project.path().join("db");
+    let server = Server::single(&project.manifest(), &db);
+    let operator = store_token("operator", &db);
+    let run_with = |body: &str| {
+        let (status, queued) = server.post("/pipelines/pipeline/runs", Some(&operator), body);
+        assert_eq!(status, 202, "{queued}");
+        let id = queued["run_id"].as_str().expect("run_id").to_string();
+        server.wait_finished(&id, &operator)
+    };
+    let first = run_with(r#"{"params": {"region": "us"}}"#);
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let (status, resources) = server.get("/resources?name=where", Some(&operator));
+    assert_eq!(status, 200, "{resources}");
+    let hash = resources["resources"][0]["hash"]
+        .as_str()
+        .expect("a live `where`")
+        .to_string();
+    let mut content = server.raw_get(&format!("/resources/{hash}/content"), &operator, &[]);
+    assert_eq!(
+        content.body_mut().read_to_string().unwrap().trim(),
+        "region=us"
+    );
+
+    let executed = |run: &Value| -> u64 {
+        run["steps"]
+            .as_array()
+            .expect("per-step counts")
+            .iter()
+            .map(|s| s["succeeded"].as_u64().unwrap_or(0) + s["failed"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(executed(&first), 1, "{first}");
+    // The same value again: memoised, nothing runs; another value runs.
+    let again = run_with(r#"{"params": {"region": "us"}}"#);
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert_eq!(executed(&again), 0, "{again}");
+    let other = run_with("{}");
+    assert_eq!(
+        executed(&other),
+        1,
+        "the default `eu` is another value: {other}"
+    );
+
+    let (status, refused) = server.post(
+        "/pipelines/pipeline/runs",
+        Some(&operator),
+        r#"{"params": {"regoin": "us"}}"#,
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "bad_params", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("regoin"),
+        "{refused}"
+    );
+    server.stop();
+}
