@@ -116,8 +116,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let (paths, _lock, writer) = store::open_for_write_shared(db, group.as_ref())?;
     prepare_images(&manifest, &paths.root)?;
     // What the unrouted-outputs report needs after the engine has taken the manifest.
-    let manifest_dialect = manifest.dialect.clone();
-    let manifest_for_report = manifest.clone();
+    let routed = (manifest.dialect != manifest::Dialect::Grit).then(|| manifest.clone());
     let launch = Launch {
         manifest,
         capture: args.capture,
@@ -159,8 +158,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         let text = summary::render(&report, db, logging.color, &input_of);
         logging.print_summary(report.run, &text);
     }
-    if manifest_dialect != manifest::Dialect::Grit {
-        report_unrouted(&manifest_for_report, db, report.run);
+    if let Some(routed) = &routed {
+        report_unrouted(routed, db, report.run);
     }
     if args.json {
         stdout::println(&serde_json::to_string(&report).context("encoding the JSON summary")?)?;

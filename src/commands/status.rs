@@ -186,6 +186,11 @@ fn time_gates(
             let Ok(Some((path, text))) = store::repair::last_manifest(conn) else {
                 return Vec::new();
             };
+            // Loading a manifest hashes its `files` and directory images: only for one that
+            // has a gate at all.
+            if !has_time_gate(&text) {
+                return Vec::new();
+            }
             // Files named by `files` may have changed or gone since: then no gates are shown.
             let Ok(mut loaded) = manifest::parse(&text, Path::new(&path)) else {
                 return Vec::new();
@@ -196,14 +201,6 @@ fn time_gates(
                 .flatten()
                 .unwrap_or_default();
             if loaded.manifest.bind_params(&values).is_err() {
-                return Vec::new();
-            }
-            if !loaded
-                .manifest
-                .steps
-                .iter()
-                .any(|s| s.min_interval.is_some())
-            {
                 return Vec::new();
             }
             from_last_run = plan::plan(Some(conn), &loaded.manifest, &[], &[]).unwrap_or_default();
@@ -219,6 +216,19 @@ fn time_gates(
             })
         })
         .collect()
+}
+
+/// Whether some step of manifest `text` sets `min_interval`, read from the TOML alone.
+fn has_time_gate(text: &str) -> bool {
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return false;
+    };
+    // `[[task]]` is task-pipeline's spelling of `[[step]]`.
+    ["step", "task"]
+        .iter()
+        .filter_map(|key| table.get(*key).and_then(toml::Value::as_array))
+        .flatten()
+        .any(|step| step.get("min_interval").is_some())
 }
 
 /// The changed part of the plan: steps with a new (or earlier) version or new, the steps that
