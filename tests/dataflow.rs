@@ -288,3 +288,41 @@ script = 'cp $INPUT_FILE $OUTPUT_DIR/y'
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no such step"));
 }
+
+#[test]
+fn an_exclusion_in_inputs_leaves_out_matching_names_for_map_and_gather_steps() {
+    let p = Project::new(
+        r#"
+[[step]]
+name = "src"
+script = '''
+echo 1 > $OUTPUT_DIR/a.csv
+echo 2 > $OUTPUT_DIR/b.csv
+echo 9 > $OUTPUT_DIR/tmp_c.csv
+'''
+
+[[step]]
+name = "each"
+inputs = ["*.csv", "!tmp_*"]
+script = 'cp $INPUT_FILE $OUTPUT_DIR/seen_$GRIT_INPUT_NAME.txt'
+
+[[step]]
+name = "all"
+inputs = ["*.csv", "!tmp_*"]
+gather = true
+script = 'ls $INPUT_DIR | sort | tr "\n" " " > $OUTPUT_DIR/members'
+"#,
+    );
+    let summary = p.run_ok(&[]);
+    assert_eq!(executed(&summary, "each"), 2, "{summary}");
+    assert_eq!(p.contents("members"), ["a.csv b.csv "]);
+    assert!(p.contents("seen_tmp_c.csv.txt").is_empty());
+    // A new excluded name starts nothing; a new selected one starts its task and the gather.
+    p.write_manifest(&std::fs::read_to_string(p.manifest()).unwrap().replace(
+        "echo 9 > $OUTPUT_DIR/tmp_c.csv",
+        "echo 9 > $OUTPUT_DIR/tmp_c.csv; echo 8 > $OUTPUT_DIR/tmp_d.csv",
+    ));
+    let summary = p.run_ok(&[]);
+    assert_eq!(executed(&summary, "each"), 0, "{summary}");
+    assert_eq!(executed(&summary, "all"), 0, "{summary}");
+}

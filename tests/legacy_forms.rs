@@ -108,11 +108,18 @@ script = '''
 for i in 1 2 3; do echo "$i" > "$OUTPUT_DIR/process_$i.txt"; done
 echo x > $OUTPUT_DIR/final_report.csv
 echo y > $OUTPUT_DIR/done
+echo z > $OUTPUT_DIR/process.tar.gz
+echo w > $OUTPUT_DIR/by_hand.txt
 '''
 
 [[step]]
 name = "process"
 script = 'echo "p$(cat $INPUT_FILE)" > $OUTPUT_DIR/report.csv'
+
+# task-pipeline routes no file to a name with `_` (the rule keeps the text before the first `_`).
+[[step]]
+name = "by_hand"
+script = 'cp $INPUT_FILE $OUTPUT_DIR/never'
 
 [[step]]
 name = "report"
@@ -130,14 +137,18 @@ script = 'tr a-z A-Z < $INPUT_FILE > $OUTPUT_DIR/summary_$GRIT_INPUT_HASH'
             .unwrap_or(0)
     };
     // process_1.txt, process_2.txt, process_3.txt → process; report.csv (×3, one content each)
-    // → report. `final_report.csv` routes to `final`, `done` to `done`: no such steps.
+    // → report. `final_report.csv` routes to `final`, `done` to `done`, `process.tar.gz` to
+    // `process.tar`, `by_hand.txt` to `by`: no such steps.
     assert_eq!(tasks("process"), 3, "{json}");
     assert_eq!(tasks("report"), 3, "{json}");
+    assert_eq!(tasks("by_hand"), 0, "{json}");
     let err = stderr(&out);
     assert!(
         err.contains("routed to no step")
             && err.contains("done")
             && err.contains("final_report.csv")
+            && err.contains("process.tar.gz")
+            && err.contains("by_hand.txt")
             && err.contains("summary_"),
         "{err}"
     );

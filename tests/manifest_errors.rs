@@ -120,6 +120,24 @@ const BAD: &[(&str, &str, &str, Option<&str>)] = &[
         Some("\"item_[0-9]\""),
     ),
     (
+        "unclosed-exclusion",
+        "4:23",
+        "invalid glob `!tmp_[0-9`: `[` is never closed",
+        Some("\"item_[0-9]\""),
+    ),
+    (
+        "only-exclusions",
+        "4:10",
+        "`inputs` only excludes (every entry starts with `!`), so it selects nothing",
+        Some("inputs = [\"*.csv\", \"!tmp_*\"]"),
+    ),
+    (
+        "empty-exclusion",
+        "4:20",
+        "an input exclusion `!` names nothing",
+        Some("[!]name"),
+    ),
+    (
         "input-and-inputs",
         "5:1",
         "both `input` and `inputs` are given",

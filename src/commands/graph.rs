@@ -80,7 +80,10 @@ fn flow_label(flow: &Flow, steps: &[GraphStep]) -> String {
         .and_then(|to| steps.iter().find(|s| s.name == to))
         .and_then(|s| {
             s.inputs.iter().find(|p| {
-                glob_match(p, &flow.first_name) && glob_match(p, &flow.last_name) && p.contains('*')
+                crate::manifest::exclusion(p).is_none()
+                    && glob_match(p, &flow.first_name)
+                    && glob_match(p, &flow.last_name)
+                    && p.contains('*')
             })
         })
     {

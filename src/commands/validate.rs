@@ -63,7 +63,16 @@ fn several_inputs_notes(manifest: &manifest::Manifest) -> Vec<String> {
     manifest
         .steps
         .iter()
-        .filter(|step| step.inputs.len() > 1 && !step.gather)
+        // Exclusions (`!tmp_*`) narrow a selection; only what selects can read like a join.
+        .filter(|step| {
+            !step.gather
+                && step
+                    .inputs
+                    .iter()
+                    .filter(|i| manifest::exclusion(i).is_none())
+                    .count()
+                    > 1
+        })
         // The ancestors' forms fill in `inputs` themselves.
         .filter(|_| manifest.dialect == manifest::Dialect::Grit)
         .map(|step| {
@@ -71,7 +80,12 @@ fn several_inputs_notes(manifest: &manifest::Manifest) -> Vec<String> {
                 .input_positions
                 .first()
                 .map_or((step.line, 1), |p| (p.line, p.column));
-            let names: Vec<String> = step.inputs.iter().map(|i| format!("`{i}`")).collect();
+            let names: Vec<String> = step
+                .inputs
+                .iter()
+                .filter(|i| manifest::exclusion(i).is_none())
+                .map(|i| format!("`{i}`"))
+                .collect();
             format!(
                 "{line}:{column}: note: step `{}` has several inputs ({}): it runs once per input resource, with that one file in $INPUT_FILE, not once with all of them\n  help: for a join over all of them, set gather = true (the task then sees every input in $INPUT_DIR)",
                 step.name,

@@ -5,8 +5,8 @@
 //!   once (a `once` source), and each file a step writes is routed by its name: drop the text
 //!   after the last `.`, keep the text before the first `_`, and the file goes to the step of that
 //!   name (`process_3.txt` → `process`). Here each routed step gets the inputs
-//!   `["S", "S_*", "S.*"]`, which select the same files for every step name without `.` or `_`,
-//!   except that `S.a.b` (two dots) is routed to `S` here and to nothing there.
+//!   `["S", "S_*", "S.*", "!S.*.*"]` ([`routed_inputs`]), which select exactly the files the rule
+//!   routes to it (names with `.` or `_` included).
 //! - **`[[task]]` tables** (its first form): each task reads what the task before it writes, and the
 //!   first one is the source. The names a task writes are read from its script
 //!   ([`super::writes`]); a script whose written names cannot be read is a located error.
@@ -49,11 +49,30 @@ pub(super) struct Tables {
     pub task_at: Option<usize>,
 }
 
-/// The inputs task-pipeline's routing gives step `name`: the names whose text before the first
-/// `_`, after dropping the text after the last `.`, is `name`.
+/// The inputs task-pipeline's routing gives step `name`: exactly the names whose text before the
+/// first `_`, after dropping the text after the last `.`, is `name` (see [`routes_to`]).
+///
+/// For a plain name `S` that is `["S", "S_*", "S.*", "!S.*.*"]`: `S.a.b` drops only `.b` and so
+/// belongs to no step. A name with `.` is not matched by itself (`a.b` drops `.b`), and `a.b_c`
+/// only with a later dot. A name with `_` can never come out of the rule: such a step gets
+/// inputs that select nothing, so that it never runs, as under task-pipeline.
 pub fn routed_inputs(name: &str) -> Vec<String> {
     let n = escape_glob(name);
-    vec![n.clone(), format!("{n}_*"), format!("{n}.*")]
+    if name.contains('_') {
+        return vec![n.clone(), format!("!{n}")];
+    }
+    let one_extension = [format!("{n}.*"), format!("!{n}.*.*")];
+    if name.contains('.') {
+        [format!("{n}_*.*")]
+            .into_iter()
+            .chain(one_extension)
+            .collect()
+    } else {
+        [n.clone(), format!("{n}_*")]
+            .into_iter()
+            .chain(one_extension)
+            .collect()
+    }
 }
 
 /// Does task-pipeline route a file called `file` to step `step`? (The exact rule, for reports.)
@@ -347,8 +366,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routing_matches_the_globs_for_plain_step_names() {
-        use crate::manifest::glob_match;
+    fn routing_matches_the_globs_for_every_step_name() {
+        use crate::manifest::inputs_match;
         let names = [
             "process",
             "process_3.txt",
@@ -359,16 +378,31 @@ mod tests {
             "done",
             "pro",
             "process.x_y",
+            "process.tar.gz",
+            "process_1.tar.gz",
+            "process.a_b.c",
             "transform_1",
+            "a.b",
+            "a.b.txt",
+            "a.b_1",
+            "a.b_1.txt",
+            "a.b.c.d",
+            "a_b",
+            "a_b.txt",
+            "!x",
+            "x*.txt",
         ];
-        for step in ["process", "next", "transform"] {
+        for step in ["process", "next", "transform", "a.b", "a_b", "x*", "a"] {
             let globs = routed_inputs(step);
             for name in names {
-                let by_glob = globs.iter().any(|g| glob_match(g, name));
-                assert_eq!(by_glob, routes_to(name, step), "{name} → {step}");
+                assert_eq!(
+                    inputs_match(&globs, name),
+                    routes_to(name, step),
+                    "{name} → {step} by {globs:?}"
+                );
             }
         }
-        // The documented difference: two dots after the step name.
+        // The case that once differed: two dots after the step name route nowhere.
         assert!(!routes_to("process.tar.gz", "process"));
     }
 

@@ -24,6 +24,49 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     compare(&p, &s) == Cmp::Match
 }
 
+/// An `inputs` entry that starts with `!` excludes names instead of selecting them (as in
+/// `.gitignore`): `["*.csv", "!tmp_*"]`. Returns the glob after the `!`. A name that really starts
+/// with `!` is selected with the set `[!]name`.
+pub fn exclusion(pattern: &str) -> Option<&str> {
+    pattern.strip_prefix('!')
+}
+
+/// Does `name` match a list of `inputs`: some selecting glob and no excluding one?
+pub fn inputs_match(patterns: &[String], name: &str) -> bool {
+    let (mut selected, mut excluded) = (false, false);
+    for p in patterns {
+        match exclusion(p) {
+            Some(glob) => excluded |= glob_match(glob, name),
+            None => selected |= glob_match(p, name),
+        }
+    }
+    selected && !excluded
+}
+
+/// The SQL condition "`column` matches `patterns`" with its bound values, in the order given:
+/// `((c GLOB ? OR c GLOB ?) AND NOT (c GLOB ?))`. Agrees with [`inputs_match`]; `FALSE` when
+/// nothing selects.
+pub fn inputs_sql<'p>(column: &str, patterns: &'p [String]) -> (String, Vec<&'p str>) {
+    let (excluding, selecting): (Vec<&str>, Vec<&str>) = (
+        patterns.iter().filter_map(|p| exclusion(p)).collect(),
+        patterns
+            .iter()
+            .filter(|p| exclusion(p).is_none())
+            .map(String::as_str)
+            .collect(),
+    );
+    if selecting.is_empty() {
+        return ("(0)".into(), Vec::new());
+    }
+    let any = |n: usize| vec![format!("{column} GLOB ?"); n].join(" OR ");
+    let mut sql = format!("(({})", any(selecting.len()));
+    if !excluding.is_empty() {
+        sql.push_str(&format!(" AND NOT ({})", any(excluding.len())));
+    }
+    sql.push(')');
+    (sql, selecting.into_iter().chain(excluding).collect())
+}
+
 /// Port of SQLite's `patternCompare` for GLOB (`matchAll = '*'`, `matchOne = '?'`,
 /// `matchOther = '['`, case-sensitive). Slices stand in for its NUL-terminated pointers.
 fn compare(p: &[char], s: &[char]) -> Cmp {
@@ -399,6 +442,48 @@ pub(crate) mod tests {
             }
         }
         assert!(checked > 1500);
+    }
+
+    #[test]
+    fn exclusions_agree_between_rust_and_sql() {
+        let conn = rusqlite::Connection::open_in_memory().expect("sqlite");
+        conn.execute_batch(
+            "CREATE TABLE r (name TEXT);
+             INSERT INTO r VALUES ('a.csv'), ('tmp_a.csv'), ('b.txt'), ('!x'), ('tmp_b.txt');",
+        )
+        .expect("table");
+        let lists: [&[&str]; 5] = [
+            &["*.csv", "!tmp_*"],
+            &["*", "!*.csv", "!tmp_*"],
+            &["[!]x", "b.txt"],
+            &["!*"],
+            &["*.csv"],
+        ];
+        for list in lists {
+            let patterns: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            let (sql, values) = inputs_sql("name", &patterns);
+            let mut stmt = conn
+                .prepare(&format!("SELECT name FROM r WHERE {sql} ORDER BY name"))
+                .expect("prepare");
+            let by_sql: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(values), |row| row.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            let mut by_rust: Vec<String> = ["a.csv", "tmp_a.csv", "b.txt", "!x", "tmp_b.txt"]
+                .into_iter()
+                .filter(|n| inputs_match(&patterns, n))
+                .map(String::from)
+                .collect();
+            by_rust.sort();
+            assert_eq!(by_sql, by_rust, "{list:?}");
+        }
+        let csv: Vec<String> = vec!["*.csv".into(), "!tmp_*".into()];
+        assert!(inputs_match(&csv, "a.csv") && !inputs_match(&csv, "tmp_a.csv"));
+        assert!(
+            !inputs_match(&["!*".to_string()], "a"),
+            "only exclusions select nothing"
+        );
     }
 
     #[test]

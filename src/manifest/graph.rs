@@ -23,7 +23,9 @@ fn all_writes(m: &Manifest) -> Vec<Writes> {
 fn edges_from(m: &Manifest, writes: &[Writes]) -> Vec<Edge> {
     let mut out = BTreeSet::new();
     for (to, step) in m.steps.iter().enumerate() {
-        for input in &step.inputs {
+        // An exclusion (`!tmp_*`) only narrows a selection; edges come from what selects, which
+        // errs towards "may feed", as every edge here does.
+        for input in step.inputs.iter().filter(|p| glob::exclusion(p).is_none()) {
             // Invalid globs are rejected by validation; a hand-built one simply matches nothing.
             let Ok(tokens) = glob::tokenize(input) else {
                 continue;
@@ -191,6 +193,9 @@ pub(crate) fn unwritten_inputs(m: &Manifest, known: &dyn Fn(&str) -> bool) -> Ve
     let mut out = Vec::new();
     for step in &m.steps {
         for (i, input) in step.inputs.iter().enumerate() {
+            if glob::exclusion(input).is_some() {
+                continue;
+            }
             let Ok(tokens) = glob::tokenize(input) else {
                 continue;
             };

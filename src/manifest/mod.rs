@@ -32,7 +32,7 @@ use std::time::Duration;
 pub use dialect::{Dialect, TableLayout, routes_to};
 pub use error::{ManifestError, Position, Warning};
 #[allow(unused_imports)]
-pub use glob::{WritePart, glob_match};
+pub use glob::{WritePart, exclusion, glob_match, inputs_match, inputs_sql};
 #[allow(unused_imports)]
 pub use graph::Edge;
 pub use params::{Param, ParamError};
@@ -249,11 +249,11 @@ impl Step {
         self.inputs.is_empty()
     }
 
-    /// Does any input pattern match `resource_name` (SQLite GLOB semantics)?
+    /// Do the input patterns select `resource_name` (SQLite GLOB semantics, `!` excludes)?
     // The engine matches in SQL (`GLOB`) and in `store::schedule`; this is for tests.
     #[cfg(test)]
     pub fn matches(&self, resource_name: &str) -> bool {
-        self.inputs.iter().any(|p| glob_match(p, resource_name))
+        inputs_match(&self.inputs, resource_name)
     }
 
     /// Lowercase hex SHA-256 of [`Step::canonical_definition`]: the step version.
@@ -286,12 +286,7 @@ impl Manifest {
     pub fn unrouted<'n>(&self, names: &'n [String]) -> Vec<&'n str> {
         names
             .iter()
-            .filter(|n| {
-                !self
-                    .steps
-                    .iter()
-                    .any(|s| s.inputs.iter().any(|p| glob_match(p, n)))
-            })
+            .filter(|n| !self.steps.iter().any(|s| inputs_match(&s.inputs, n)))
             .map(String::as_str)
             .collect()
     }

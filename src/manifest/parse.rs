@@ -778,6 +778,16 @@ fn parse_inputs(ctx: &Ctx<'_>, v: &Spanned<DeValue<'_>>) -> Res<Vec<(String, usi
         check_input(ctx, s, item.span())?;
         out.push((s.to_string(), item.span().start));
     }
+    if !out.is_empty() && out.iter().all(|(p, _)| glob::exclusion(p).is_some()) {
+        return Err(ctx.err(
+            v.span().start,
+            "`inputs` only excludes (every entry starts with `!`), so it selects nothing",
+            Some(
+                "add what to select before the exclusions, e.g. inputs = [\"*.csv\", \"!tmp_*\"]"
+                    .into(),
+            ),
+        ));
+    }
     Ok(out)
 }
 
@@ -842,7 +852,19 @@ fn resolve_files(
     Ok(all)
 }
 
-fn check_input(ctx: &Ctx<'_>, s: &str, span: Range<usize>) -> Res<()> {
+fn check_input(ctx: &Ctx<'_>, written: &str, span: Range<usize>) -> Res<()> {
+    // `!glob` excludes: check the glob after the `!`; `shift` keeps columns on the written text.
+    let (s, shift) = match glob::exclusion(written) {
+        Some("") => {
+            return Err(ctx.err(
+                span.start,
+                "an input exclusion `!` names nothing",
+                Some("write the glob to leave out after it, e.g. \"!tmp_*\"; a name that starts with `!` is written \"[!]name\"".into()),
+            ));
+        }
+        Some(rest) => (rest, 1),
+        None => (written, 0),
+    };
     if s.is_empty() {
         return Err(ctx.err(
             span.start,
@@ -853,8 +875,10 @@ fn check_input(ctx: &Ctx<'_>, s: &str, span: Range<usize>) -> Res<()> {
     if let Some(i) = s.find(['/', '\0']) {
         let ci = s[..i].chars().count();
         return Err(ctx.err(
-            ctx.offset_in_string(&span, s, ci),
-            format!("input `{s}` can never match: resource names are flat file names without `/`"),
+            ctx.offset_in_string(&span, written, ci + shift),
+            format!(
+                "input `{written}` can never match: resource names are flat file names without `/`"
+            ),
             Some(
                 "use the file name the upstream step writes in $OUTPUT_DIR, e.g. \"report.csv\""
                     .into(),
@@ -863,8 +887,8 @@ fn check_input(ctx: &Ctx<'_>, s: &str, span: Range<usize>) -> Res<()> {
     }
     if let Err(bad) = glob::tokenize(s) {
         return Err(ctx.err(
-            ctx.offset_in_string(&span, s, bad.char_index),
-            format!("invalid glob `{s}`: `[` is never closed"),
+            ctx.offset_in_string(&span, written, bad.char_index + shift),
+            format!("invalid glob `{written}`: `[` is never closed"),
             Some("close the set, e.g. \"item_[0-9]\", or match a literal `[` with \"[[]\"".into()),
         ));
     }

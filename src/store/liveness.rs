@@ -207,14 +207,11 @@ pub fn gather_members(
         LiveSource::Column => "r.live = 1",
         LiveSource::Reached => "r.id IN (SELECT id FROM live_reached)",
     };
-    let matches = vec!["r.name GLOB ?"; patterns.len()].join(" OR ");
-    let sql =
-        format!("SELECT r.id FROM resources r WHERE {liveness} AND ({matches}) ORDER BY r.id");
+    let (matches, values) = crate::manifest::inputs_sql("r.name", patterns);
+    let sql = format!("SELECT r.id FROM resources r WHERE {liveness} AND {matches} ORDER BY r.id");
     let mut stmt = conn.prepare_cached(&sql)?;
     let ids = stmt
-        .query_map(rusqlite::params_from_iter(patterns.iter()), |row| {
-            row.get(0)
-        })?
+        .query_map(rusqlite::params_from_iter(values), |row| row.get(0))?
         .collect::<Result<Vec<i64>, _>>()?;
     Ok(ids)
 }

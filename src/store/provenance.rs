@@ -340,29 +340,29 @@ pub fn map_inputs(
     if patterns.is_empty() {
         return Ok(Vec::new());
     }
-    let matches = vec!["r.name GLOB ?"; patterns.len()].join(" OR ");
+    let (matches, pattern_values) = crate::manifest::inputs_sql("r.name", patterns);
     let version = version_id.unwrap_or(-1);
     let sql = format!(
         "SELECT COALESCE(t.state, 'new') AS state, COUNT(*) FROM resources r
            LEFT JOIN tasks t ON t.input_resource_id = r.id AND t.step_version_id = {version}
-         WHERE r.live = 1 AND ({matches}) GROUP BY 1 ORDER BY 1"
+         WHERE r.live = 1 AND {matches} GROUP BY 1 ORDER BY 1"
     );
     let mut stmt = conn.prepare(&sql)?;
     let counts: Vec<(String, u64)> = stmt
-        .query_map(params_from_iter(patterns.iter()), |r| {
+        .query_map(params_from_iter(pattern_values.iter()), |r| {
             Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
         })?
         .collect::<Result<_, _>>()?;
     let examples_sql = format!(
         "SELECT r.name, t.id FROM resources r
            LEFT JOIN tasks t ON t.input_resource_id = r.id AND t.step_version_id = {version}
-         WHERE r.live = 1 AND ({matches}) AND COALESCE(t.state, 'new') = ?
+         WHERE r.live = 1 AND {matches} AND COALESCE(t.state, 'new') = ?
          ORDER BY r.name, r.id LIMIT {EXAMPLES}"
     );
     let mut examples = conn.prepare(&examples_sql)?;
     let mut out = Vec::with_capacity(counts.len());
     for (state, count) in counts {
-        let mut values: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        let mut values: Vec<&str> = pattern_values.clone();
         values.push(&state);
         let rows: Vec<(String, Option<i64>)> = examples
             .query_map(params_from_iter(values), |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -402,14 +402,14 @@ pub fn step_fed(
     if patterns.is_empty() {
         return Ok(false);
     }
-    let matches = vec!["r.name GLOB ?"; patterns.len()].join(" OR ");
+    let (matches, pattern_values) = crate::manifest::inputs_sql("r.name", patterns);
     let sql = format!(
         "SELECT EXISTS (SELECT 1 FROM outputs o JOIN tasks t ON t.id = o.task_id
            JOIN step_versions v ON v.id = t.step_version_id
            JOIN resources r ON r.id = o.resource_id
-         WHERE v.name = ? AND ({matches}))"
+         WHERE v.name = ? AND {matches})"
     );
     let mut values: Vec<&str> = vec![producer];
-    values.extend(patterns.iter().map(String::as_str));
+    values.extend(pattern_values);
     Ok(conn.query_row(&sql, params_from_iter(values), |r| r.get(0))?)
 }

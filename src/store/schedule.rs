@@ -10,7 +10,7 @@ use super::decide::{self, Situation, TaskState};
 use super::liveness::{self, LiveSource};
 use super::runs::StepKind;
 use super::{StoreError, now};
-use crate::manifest::glob_match;
+use crate::manifest::{inputs_match, inputs_sql};
 
 /// A current non-gather, non-source step version and the patterns it consumes.
 #[derive(Debug, Clone)]
@@ -76,13 +76,13 @@ pub fn backfill(conn: &Connection, run_id: i64, step: &MapStep) -> Result<u64, S
     if step.patterns.is_empty() {
         return Ok(0);
     }
-    let matches = vec!["name GLOB ?"; step.patterns.len()].join(" OR ");
+    let (matches, values) = inputs_sql("name", &step.patterns);
     let sql = format!(
         "INSERT OR IGNORE INTO tasks (step_version_id, input_resource_id, state, created_run)
-         SELECT {}, id, 'pending', {} FROM resources WHERE live = 1 AND ({matches})",
+         SELECT {}, id, 'pending', {} FROM resources WHERE live = 1 AND {matches}",
         step.version_id, run_id
     );
-    let created = conn.execute(&sql, params_from_iter(step.patterns.iter()))? as u64;
+    let created = conn.execute(&sql, params_from_iter(values))? as u64;
     let requeued = decide::sql_list(&decide::requeued(StepKind::Map, false, false));
     let retried = conn.execute(
         &format!(
@@ -109,7 +109,7 @@ pub fn tasks_for_new_live(
     for step in steps {
         let mut count = 0;
         for (id, name) in newly_live {
-            if step.patterns.iter().any(|p| glob_match(p, name)) {
+            if inputs_match(&step.patterns, name) {
                 count += insert.execute(params![step.version_id, id, run_id])? as u64;
             }
         }
