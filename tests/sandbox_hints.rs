@@ -23,8 +23,21 @@ fn host_file() -> (tempfile::TempDir, PathBuf) {
 
 /// Runs a one-step pipeline expected to fail; returns stderr and `grit log` of the failed task.
 fn failing(project: &Sandboxed, env: &[(&str, &std::ffi::OsStr)]) -> (String, String) {
+    failing_run(project, &[], env)
+}
+
+/// [`failing`] with extra `grit run` arguments.
+fn failing_with(project: &Sandboxed, args: &[&str]) -> (String, String) {
+    failing_run(project, args, &[])
+}
+
+fn failing_run(
+    project: &Sandboxed,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (String, String) {
     let output = project
-        .command(&[])
+        .command(args)
         .envs(env.iter().copied())
         .output()
         .expect("run grit");
@@ -133,8 +146,85 @@ fn a_task_that_succeeded_still_gets_the_hint_as_a_warning() {
 }
 
 #[test]
-fn a_read_only_copy_of_the_input_in_read_write_names_the_fix() {
-    // `cp "$INPUT_FILE" dir/copy` keeps the store's mode 0444; the next run cannot overwrite it.
+fn a_copy_of_the_input_is_an_ordinary_file_that_the_next_run_overwrites() {
+    // The store's objects are 0400 and `cp` keeps a source's mode, so a copy of the object itself
+    // could not be overwritten by the next run's `cp`. The FUSE capture serves inputs read-only
+    // with an ordinary mode instead (issue 19): the copy is writable, the input is not.
+    let data = tempfile::tempdir().unwrap();
+    sandbox_support::open_up(data.path());
+    let manifest = format!(
+        r#"[[step]]
+name = "seed"
+script = 'echo $GRIT_RUN > "$OUTPUT_DIR/word"'
+
+[[step]]
+name = "keep"
+inputs = ["word"]
+read_write = ["{dir}"]
+script = '''
+cp "$INPUT_FILE" {dir}/copy
+if test -w "$INPUT_FILE"; then echo writable; else echo read-only; fi > "$OUTPUT_DIR/mode"
+if (echo x >> "$INPUT_FILE") 2>/dev/null; then echo wrote; else echo refused; fi > "$OUTPUT_DIR/append"
+cat {dir}/copy > "$OUTPUT_DIR/kept"
+'''
+
+[[step]]
+name = "all"
+inputs = ["word", "kept"]
+gather = true
+read_write = ["{dir}"]
+script = 'mkdir -p {dir}/g && cp "$INPUT_DIR"/* {dir}/g/ && ls {dir}/g > "$OUTPUT_DIR/gathered"'
+"#,
+        dir = data.path().display()
+    );
+    let project = Sandboxed::new(&manifest);
+    for run in 1..=2 {
+        let (output, _) = project.run(&[]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "run {run}: {}",
+            text(&output.stderr)
+        );
+        let copy = std::fs::read_to_string(data.path().join("copy")).unwrap();
+        assert_eq!(copy.trim(), run.to_string(), "run {run} overwrote the copy");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for copy in [data.path().join("copy"), data.path().join("g/word")] {
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+        assert_ne!(mode & 0o200, 0, "{} has mode {mode:o}", copy.display());
+    }
+    let live = project.grit(&["cat", "mode"]);
+    assert_eq!(text(&live.stdout).trim(), "read-only");
+    assert_eq!(
+        text(&project.grit(&["cat", "append"]).stdout).trim(),
+        "refused"
+    );
+    // The objects themselves keep their read-only mode, and the store verifies clean.
+    let mut objects = 0;
+    let mut dirs = vec![project.db().join("objects")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else {
+                let mode = meta.permissions().mode();
+                assert_eq!(mode & 0o222, 0, "object mode {mode:o}");
+                objects += 1;
+            }
+        }
+    }
+    assert!(objects >= 4, "{objects} objects");
+    let verify = project.grit(&["verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+}
+
+#[test]
+fn under_dir_capture_a_read_only_copy_of_the_input_names_the_fix() {
+    // `--capture dir` hands the object itself to the script: a copy keeps its read-only mode,
+    // and the next run cannot overwrite it. The hint names the fix.
     let data = tempfile::tempdir().unwrap();
     sandbox_support::open_up(data.path());
     let manifest = format!(
@@ -142,11 +232,11 @@ fn a_read_only_copy_of_the_input_in_read_write_names_the_fix() {
         dir = data.path().display()
     );
     let project = Sandboxed::new(&manifest);
-    let (output, _) = project.run(&[]);
+    let (output, _) = project.run(&["--capture", "dir"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    let (stderr, log) = failing(&project, &[]);
+    let (stderr, log) = failing_with(&project, &["--capture", "dir"]);
     let hint = format!(
-        "hint: `{}` is a read-only file (a copy of a store file keeps its mode 0444): copy with `cp --no-preserve=mode`",
+        "hint: `{}` is a read-only file (a copy of a store file keeps its read-only mode): copy with `cp --no-preserve=mode`",
         data.path().join("copy").display()
     );
     assert!(stderr.contains(&hint), "{stderr}");

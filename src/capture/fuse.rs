@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use fuser::{BackgroundSession, Config, INodeNo, Notifier, Session, SessionACL};
 
 use crate::capture::{
-    Capture, CaptureError, CapturedFile, HelperCheck, TaskIdentity, invalid_name_reason,
+    Capture, CaptureError, CapturedFile, HelperCheck, ServedInput, TaskIdentity,
+    invalid_name_reason,
 };
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError {
@@ -48,6 +49,21 @@ static MOUNT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// How long unmounting waits for the FUSE thread to stop before leaving it to process exit.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Is `path` a task input served by a capture mount (`<mount>/<key>.in/<name>`, or that
+/// directory)? For messages: such a path is read-only by design, not for lack of a grant.
+pub fn is_served_input(path: &Path) -> bool {
+    let named = |p: Option<&Path>, test: &dyn Fn(&str) -> bool| {
+        p.and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .is_some_and(test)
+    };
+    let in_mount = |dir: &Path| {
+        named(Some(dir), &|n| n.ends_with(fs::INPUTS_SUFFIX))
+            && named(dir.parent(), &|n| n.starts_with(mounts::MOUNT_PREFIX))
+    };
+    in_mount(path) || path.parent().is_some_and(in_mount)
+}
 
 /// One FUSE capture filesystem, mounted for the duration of a run.
 pub struct FuseCapture {
@@ -207,6 +223,10 @@ impl FuseCapture {
             let _ = self
                 .notifier
                 .inval_entry(INodeNo(fs::ROOT), task_key.as_ref());
+            let inputs = format!("{task_key}{}", fs::INPUTS_SUFFIX);
+            let _ = self
+                .notifier
+                .inval_entry(INodeNo(fs::ROOT), inputs.as_ref());
         }
         Some(taken)
     }
@@ -320,6 +340,27 @@ impl Capture for FuseCapture {
 
     fn kind(&self) -> &'static str {
         "fuse"
+    }
+
+    fn serve_inputs(
+        &self,
+        key: &str,
+        inputs: &[ServedInput],
+    ) -> Result<Option<PathBuf>, CaptureError> {
+        let listed: Vec<(String, PathBuf, u64)> = inputs
+            .iter()
+            .map(|i| (i.name.clone(), i.path.clone(), i.size))
+            .collect();
+        if !self.shared.serve_inputs(key, &listed) {
+            return Err(io_kind(
+                self.mountpoint.join(key),
+                std::io::ErrorKind::NotFound,
+                format!("capture task {key:?} is not started"),
+            ));
+        }
+        Ok(Some(
+            self.mountpoint.join(format!("{key}{}", fs::INPUTS_SUFFIX)),
+        ))
     }
 
     fn expect(&self, key: &str) {

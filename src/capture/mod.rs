@@ -25,6 +25,14 @@ pub struct CapturedFile {
     pub staged: PathBuf,
 }
 
+/// One input a capture serves to a task: its name there and the verified file holding it.
+#[derive(Debug, Clone)]
+pub struct ServedInput {
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// The script broke an output rule (DESIGN §2.9); the task fails with this message.
@@ -52,6 +60,18 @@ pub trait Capture: Send + Sync {
     fn discard_task(&self, key: &str);
     /// Short name for messages (`dir`, `fuse`).
     fn kind(&self) -> &'static str;
+    /// Serve the inputs of started task `key` read-only, with an ordinary file's mode, in a
+    /// directory reachable by the same processes as its `OUTPUT_DIR`; returns that directory.
+    /// The store's objects are read-only files and `cp` keeps a source's mode, so a copy made
+    /// from the object itself could not be overwritten by the next run's copy. `None`: this
+    /// capture cannot (the dir capture), and the task reads the objects themselves.
+    fn serve_inputs(
+        &self,
+        _key: &str,
+        _inputs: &[ServedInput],
+    ) -> Result<Option<PathBuf>, CaptureError> {
+        Ok(None)
+    }
     /// The task's processes are about to start (a plain spawn: they may use `OUTPUT_DIR` before
     /// [`Capture::admit`] names them). A capture that checks its callers holds their first
     /// requests until then.

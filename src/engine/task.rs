@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::capture::{Capture, CaptureError, CapturedFile};
+use crate::capture::{Capture, CaptureError, CapturedFile, ServedInput};
 use crate::executor::{Executor, Exit, TaskControl, TaskInput, TaskSpec};
 use crate::manifest::Step;
 use crate::sandbox::hints;
 use crate::store::objects::{ObjectError, Objects, VerifiedCache, hash_file};
 use crate::store::publish::{FactSource, OutputRecord, TaskRecord};
-use crate::store::schedule::QueuedTask;
+use crate::store::schedule::{InputRef, QueuedTask};
 use crate::store::staging::DirPool;
 use crate::store::{StorePaths, Writer};
 
@@ -311,37 +311,9 @@ async fn attempt(
             );
         }
     };
-    let input = if gather {
-        let input_dir = match ctx.workdirs.acquire() {
-            Ok(dir) => dir,
-            Err(e) => {
-                return (
-                    Exit::SpawnFailed(format!("input directory: {e}")),
-                    None,
-                    Vec::new(),
-                );
-            }
-        };
-        dirs.push(input_dir.clone());
-        match gather_dir(ctx, queued.id, input_dir).await {
-            Ok(path) => TaskInput::Dir { path },
-            Err(e) => {
-                return (
-                    Exit::SpawnFailed(format!("preparing INPUT_DIR: {e}")),
-                    None,
-                    Vec::new(),
-                );
-            }
-        }
-    } else {
-        match &queued.input {
-            Some(input) => TaskInput::File {
-                path: ctx.objects.path(&input.hash),
-                name: input.name.clone(),
-                hash: input.hash.clone(),
-            },
-            None => TaskInput::None,
-        }
+    let input = match task_input(ctx, queued, gather, key, dirs).await {
+        Ok(input) => input,
+        Err(e) => return (Exit::SpawnFailed(e), None, Vec::new()),
     };
     let spec = TaskSpec {
         task_id: queued.id,
@@ -421,41 +393,101 @@ fn store_filesystem_full(staging: &std::path::Path, refused: bool) -> Option<Str
 
 /// Build a gather task's `INPUT_DIR` in `target`: hard links to the objects, named `<name>`, or
 /// `<name>.<short hash>` where a name repeats (DESIGN §2.10).
-async fn gather_dir(
+/// The task's input as the script will see it: served by the capture where it can (ordinary
+/// file modes, read-only; see [`Capture::serve_inputs`]), else the objects themselves (a hard-link
+/// directory for a gather). Errors are the reason the attempt cannot start.
+///
+/// [`Capture::serve_inputs`]: crate::capture::Capture::serve_inputs
+async fn task_input(
     ctx: &Arc<TaskContext>,
-    task_id: i64,
-    target: PathBuf,
-) -> std::io::Result<PathBuf> {
-    let members = ctx
-        .writer
-        .call(move |conn| crate::store::schedule::gather_inputs(conn, task_id))
-        .await
-        .map_err(std::io::Error::other)?;
-    let objects = ctx.objects.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
-        fs::create_dir_all(&target)?;
-        let mut index = 0;
-        while index < members.len() {
-            let name = &members[index].name;
-            let mut end = index + 1;
-            while end < members.len() && &members[end].name == name {
-                end += 1;
-            }
-            let repeated = end - index > 1;
-            for member in &members[index..end] {
-                let file = if repeated {
-                    format!("{}.{}", member.name, crate::store::short_hash(&member.hash))
-                } else {
-                    member.name.clone()
-                };
-                fs::hard_link(objects.path(&member.hash), target.join(file))?;
-            }
-            index = end;
+    queued: &QueuedTask,
+    gather: bool,
+    key: &str,
+    dirs: &mut Vec<PathBuf>,
+) -> Result<TaskInput, String> {
+    let served = |inputs: &[ServedInput]| {
+        ctx.capture
+            .serve_inputs(key, inputs)
+            .map_err(|e| format!("serving the inputs: {e}"))
+    };
+    if gather {
+        let task_id = queued.id;
+        let members = ctx
+            .writer
+            .call(move |conn| crate::store::schedule::gather_inputs(conn, task_id))
+            .await
+            .map_err(|e| format!("preparing INPUT_DIR: {e}"))?;
+        let listing = gather_listing(&ctx.objects, &members);
+        if let Some(path) = served(&listing)? {
+            return Ok(TaskInput::Dir { path });
         }
-        Ok(target)
+        let input_dir = ctx
+            .workdirs
+            .acquire()
+            .map_err(|e| format!("input directory: {e}"))?;
+        dirs.push(input_dir.clone());
+        let path = tokio::task::spawn_blocking(move || link_gather_dir(&listing, input_dir))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|linked| linked)
+            .map_err(|e| format!("preparing INPUT_DIR: {e}"))?;
+        return Ok(TaskInput::Dir { path });
+    }
+    let Some(input) = &queued.input else {
+        return Ok(TaskInput::None);
+    };
+    let object = ctx.objects.path(&input.hash);
+    let path = match served(&[ServedInput {
+        name: input.name.clone(),
+        path: object.clone(),
+        size: input.size,
+    }])? {
+        Some(dir) => dir.join(&input.name),
+        None => object,
+    };
+    Ok(TaskInput::File {
+        path,
+        name: input.name.clone(),
+        hash: input.hash.clone(),
     })
-    .await
-    .map_err(std::io::Error::other)?
+}
+
+/// A gather task's `INPUT_DIR` entries: each member under its name, or `name.<short hash>` where
+/// several live resources share a name.
+fn gather_listing(objects: &Objects, members: &[InputRef]) -> Vec<ServedInput> {
+    let mut out = Vec::with_capacity(members.len());
+    let mut index = 0;
+    while index < members.len() {
+        let name = &members[index].name;
+        let mut end = index + 1;
+        while end < members.len() && &members[end].name == name {
+            end += 1;
+        }
+        let repeated = end - index > 1;
+        for member in &members[index..end] {
+            let file = if repeated {
+                format!("{}.{}", member.name, crate::store::short_hash(&member.hash))
+            } else {
+                member.name.clone()
+            };
+            out.push(ServedInput {
+                name: file,
+                path: objects.path(&member.hash),
+                size: member.size,
+            });
+        }
+        index = end;
+    }
+    out
+}
+
+/// `INPUT_DIR` as hard links to the objects, where the capture does not serve inputs.
+fn link_gather_dir(listing: &[ServedInput], target: PathBuf) -> std::io::Result<PathBuf> {
+    fs::create_dir_all(&target)?;
+    for input in listing {
+        fs::hard_link(&input.path, target.join(&input.name))?;
+    }
+    Ok(target)
 }
 
 /// Move captured files into the object store.

@@ -1,7 +1,7 @@
 //! Hints that name the cause of a failure the sandbox probably caused: a task's log mentions a
 //! path that is missing or read-only inside the sandbox but there on the host, a command found
 //! on the host's `PATH` but not inside, a network error in a step without `network = true`, or a
-//! read-only file in a `read_write` directory (a copy of a 0444 input refuses to be overwritten).
+//! read-only file in a `read_write` directory (under `--capture dir`, a copy of a read-only object refuses to be overwritten).
 //! Each hint names the manifest key that would expose what was missing.
 //!
 //! The log is read as text, so this is a heuristic: a hint is given only when the host confirms
@@ -80,7 +80,12 @@ pub fn hints(log: &str, view: &View, host_path: Option<&std::ffi::OsStr>) -> Vec
                 if view.writable(&path) || !(path.exists() || parent_exists) {
                     continue;
                 }
-                if path.starts_with(&view.cwd) {
+                if crate::capture::fuse::is_served_input(&path) {
+                    add(format!(
+                        "`{}` is this task's input, which is read-only: write a changed copy into `$OUTPUT_DIR` (or a `read_write` path) instead",
+                        path.display()
+                    ));
+                } else if path.starts_with(&view.cwd) {
                     add(format!(
                         "`{}` is read-only inside the sandbox: write outputs into `$OUTPUT_DIR`, or add its directory to `read_write`",
                         path.display()
@@ -97,7 +102,7 @@ pub fn hints(log: &str, view: &View, host_path: Option<&std::ffi::OsStr>) -> Vec
             for path in absolute_paths(line) {
                 if view.writable(&path) && read_only_by_mode(&path) {
                     add(format!(
-                        "`{}` is a read-only file (a copy of a store file keeps its mode 0444): copy with `cp --no-preserve=mode` or `install -m 644`, or `rm -f` it first",
+                        "`{}` is a read-only file (a copy of a store file keeps its read-only mode): copy with `cp --no-preserve=mode` or `install -m 644`, or `rm -f` it first",
                         path.display()
                     ));
                 }
@@ -164,7 +169,7 @@ fn words(line: &str) -> impl Iterator<Item = &str> {
         .filter(|w| !w.is_empty())
 }
 
-/// A regular file whose owner may not write it (what `cp` of a 0444 store file leaves behind).
+/// A regular file whose owner may not write it (what `cp` of a read-only store object leaves behind).
 fn read_only_by_mode(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o200 == 0)

@@ -4,6 +4,12 @@
 //! re-hash from its staging file when the task finishes. Refused operations get an errno for the
 //! writer and a message for the task log. Every request that names a task's directory or file
 //! first passes [`CaptureFs::allow`] (see `access`): only the task's processes and grit get in.
+//!
+//! Beside each task directory `<key>`, the mount can serve the task's inputs, read-only, in
+//! `<key>.in` (see [`Shared::serve_inputs`]): the store's objects are read-only files (0400), and
+//! a copy keeps its source's mode, so a script that copied `$INPUT_FILE` somewhere could not
+//! overwrite its own copy on the next run. Served here, an input has an ordinary file's mode
+//! (0644) while every write to it still fails (EROFS), and its bytes come from the object.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -64,6 +70,11 @@ const MAX_MESSAGES: usize = 50;
 /// does, more strictly); they tell the truth to `ls` and `test -w`.
 pub(super) const DIR_MODE: u16 = 0o700;
 const FILE_MODE: u16 = 0o600;
+/// Mode of a served input: what a file a user creates has, so that `cp` makes ordinary copies.
+/// Writes are refused with EROFS whatever the mode says.
+const INPUT_MODE: u16 = 0o644;
+/// Suffix of the directory that serves a task's inputs beside its `OUTPUT_DIR`.
+pub(super) const INPUTS_SUFFIX: &str = ".in";
 /// How long a request from an unknown process waits for a plain task that is being spawned to
 /// be admitted (its script may run before grit learns its pid). Admission follows the spawn at
 /// once; the bound only matters for a request that would be refused anyway.
@@ -98,6 +109,28 @@ struct State {
     root_refused: Refused,
     /// Refused accesses of tasks already taken out, for the run summary.
     refused_log: Vec<String>,
+    /// Input directories (`<key>.in`) by inode.
+    input_dirs: HashMap<u64, InputDir>,
+    /// Served input files by inode.
+    inputs: HashMap<u64, InputNode>,
+}
+
+/// The read-only directory serving one task's inputs.
+struct InputDir {
+    /// The task directory whose processes may read it.
+    task: u64,
+    entries: BTreeMap<String, u64>,
+}
+
+/// One input served read-only from a file of the store.
+struct InputNode {
+    task: u64,
+    /// The object (or a hard link to it) the bytes come from; verified before the task ran.
+    path: PathBuf,
+    size: u64,
+    /// Open while some process has the input open.
+    file: Option<File>,
+    opens: u32,
 }
 
 struct TaskDir {
@@ -118,6 +151,8 @@ struct TaskDir {
     expecting: bool,
     /// Requests from other processes that were refused.
     intruders: Refused,
+    /// The directory serving this task's inputs, when it has one.
+    inputs_dir: Option<u64>,
 }
 
 impl TaskDir {
@@ -203,6 +238,8 @@ impl Shared {
                 read_buf: Vec::new(),
                 root_refused: Refused::default(),
                 refused_log: Vec::new(),
+                input_dirs: HashMap::new(),
+                inputs: HashMap::new(),
             }),
             admitted: Condvar::new(),
             staging: staging.to_path_buf(),
@@ -261,9 +298,40 @@ impl Shared {
                 who: None,
                 expecting: false,
                 intruders: Refused::default(),
+                inputs_dir: None,
             },
         );
         Ok(())
+    }
+
+    /// Serve `inputs` (name, file, size) read-only in the directory `<key>.in` of started task
+    /// `key`, to the same processes as its `OUTPUT_DIR`. Returns false when the task is unknown.
+    pub(super) fn serve_inputs(&self, key: &str, inputs: &[(String, PathBuf, u64)]) -> bool {
+        let mut st = self.lock();
+        let Some(&task) = st.by_key.get(key) else {
+            return false;
+        };
+        let dir_ino = st.alloc_ino();
+        let mut entries = BTreeMap::new();
+        for (name, path, size) in inputs {
+            let ino = st.alloc_ino();
+            st.inputs.insert(
+                ino,
+                InputNode {
+                    task,
+                    path: path.clone(),
+                    size: *size,
+                    file: None,
+                    opens: 0,
+                },
+            );
+            entries.insert(name.clone(), ino);
+        }
+        st.input_dirs.insert(dir_ino, InputDir { task, entries });
+        if let Some(d) = st.dirs.get_mut(&task) {
+            d.inputs_dir = Some(dir_ino);
+        }
+        true
     }
 
     /// A plain spawn of the task's processes is under way (see [`Capture::expect`]).
@@ -321,6 +389,11 @@ impl Shared {
         let mut st = self.lock();
         let ino = st.by_key.remove(key)?;
         let dir = st.dirs.remove(&ino)?;
+        if let Some(inputs) = dir.inputs_dir.and_then(|i| st.input_dirs.remove(&i)) {
+            for input in inputs.entries.values() {
+                st.inputs.remove(input);
+            }
+        }
         let mut files = Vec::with_capacity(dir.entries.len());
         let mut orphans = Vec::new();
         for (name, fino) in &dir.entries {
@@ -371,6 +444,26 @@ impl Shared {
             kind: FileType::Directory,
             perm: DIR_MODE,
             nlink: 2,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: BLKSIZE,
+            flags: 0,
+        }
+    }
+
+    fn attr_input(&self, ino: u64, node: &InputNode) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size: node.size,
+            blocks: node.size.div_ceil(512),
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+            crtime: self.mounted_at,
+            kind: FileType::RegularFile,
+            perm: INPUT_MODE,
+            nlink: 1,
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
@@ -461,9 +554,18 @@ impl State {
     fn task_of(&self, ino: u64) -> Option<u64> {
         if self.dirs.contains_key(&ino) {
             Some(ino)
+        } else if let Some(n) = self.files.get(&ino) {
+            Some(n.dir)
+        } else if let Some(d) = self.input_dirs.get(&ino) {
+            Some(d.task)
         } else {
-            self.files.get(&ino).map(|n| n.dir)
+            self.inputs.get(&ino).map(|n| n.task)
         }
+    }
+
+    /// Is `ino` a served input or the directory of them (where nothing may change)?
+    fn is_input(&self, ino: u64) -> bool {
+        self.input_dirs.contains_key(&ino) || self.inputs.contains_key(&ino)
     }
 
     fn alloc_ino(&mut self) -> u64 {
@@ -698,6 +800,15 @@ macro_rules! lock_allowed {
     }};
 }
 
+/// Replies EROFS when `$ino` is a served input or their directory: inputs never change.
+macro_rules! refuse_inputs {
+    ($st:ident, $ino:expr, $reply:ident) => {
+        if $st.is_input($ino) {
+            return $reply.error(Errno::EROFS);
+        }
+    };
+}
+
 /// The filesystem handed to fuser; every method locks `Shared` once and replies.
 pub(super) struct CaptureFs {
     pub(super) shared: std::sync::Arc<Shared>,
@@ -851,8 +962,19 @@ impl Filesystem for CaptureFs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         if parent.0 == ROOT {
             let st = self.shared.lock();
-            let task = name.to_str().and_then(|k| st.by_key.get(k)).copied();
-            match (task, self.allow(req, st, task, "lookup")) {
+            let name = name.to_str().unwrap_or_default();
+            // `<key>` is a task's OUTPUT_DIR, `<key>.in` the directory serving its inputs.
+            let (task, found) = match st.by_key.get(name) {
+                Some(&ino) => (Some(ino), Some(ino)),
+                None => {
+                    let task = name
+                        .strip_suffix(INPUTS_SUFFIX)
+                        .and_then(|k| st.by_key.get(k))
+                        .copied();
+                    (task, task.and_then(|t| st.dirs.get(&t)?.inputs_dir))
+                }
+            };
+            match (found, self.allow(req, st, task, "lookup")) {
                 (Some(ino), Ok(_)) => reply.entry(&TTL, &self.shared.attr_dir(ino), Generation(0)),
                 (None, _) => reply.error(Errno::ENOENT),
                 (_, Err(e)) => reply.error(e),
@@ -860,6 +982,18 @@ impl Filesystem for CaptureFs {
             return;
         }
         let st = lock_allowed!(self, req, parent.0, "lookup", reply);
+        if let Some(inputs) = st.input_dirs.get(&parent.0) {
+            let found = name
+                .to_str()
+                .and_then(|n| inputs.entries.get(n))
+                .and_then(|ino| st.inputs.get(ino).map(|node| (*ino, node)));
+            return match found {
+                Some((ino, node)) => {
+                    reply.entry(&TTL, &self.shared.attr_input(ino, node), Generation(0))
+                }
+                None => reply.error(Errno::ENOENT),
+            };
+        }
         let Some(dir) = st.dirs.get(&parent.0) else {
             let err = if st.files.contains_key(&parent.0) {
                 Errno::ENOTDIR
@@ -880,19 +1014,24 @@ impl Filesystem for CaptureFs {
         }
     }
 
-    fn access(&self, req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // access(2) and chdir(2): the same check as every other request (modes are not
-        // enforced here).
-        let _st = lock_allowed!(self, req, ino.0, "access", reply);
+        // enforced here), and `test -w` on an input says what a write would meet.
+        let st = lock_allowed!(self, req, ino.0, "access", reply);
+        if mask.contains(fuser::AccessFlags::W_OK) {
+            refuse_inputs!(st, ino.0, reply);
+        }
         reply.ok();
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let st = lock_allowed!(self, req, ino.0, "getattr", reply);
-        if ino.0 == ROOT || st.dirs.contains_key(&ino.0) {
+        if ino.0 == ROOT || st.dirs.contains_key(&ino.0) || st.input_dirs.contains_key(&ino.0) {
             reply.attr(&TTL, &self.shared.attr_dir(ino.0));
         } else if let Some(node) = st.files.get(&ino.0) {
             reply.attr(&TTL, &self.shared.attr_file(ino.0, node));
+        } else if let Some(node) = st.inputs.get(&ino.0) {
+            reply.attr(&TTL, &self.shared.attr_input(ino.0, node));
         } else {
             reply.error(Errno::ENOENT);
         }
@@ -917,6 +1056,7 @@ impl Filesystem for CaptureFs {
         reply: ReplyAttr,
     ) {
         let mut st = lock_allowed!(self, req, ino.0, "setattr", reply);
+        refuse_inputs!(st, ino.0, reply);
         if ino.0 == ROOT || st.dirs.contains_key(&ino.0) {
             // chmod/touch on the directory: harmless, nothing to keep.
             return reply.attr(&TTL, &self.shared.attr_dir(ino.0));
@@ -953,6 +1093,7 @@ impl Filesystem for CaptureFs {
         reply: ReplyEntry,
     ) {
         let mut st = lock_allowed!(self, req, parent.0, "mknod", reply);
+        refuse_inputs!(st, parent.0, reply);
         if !st.dirs.contains_key(&parent.0) {
             return reply.error(Errno::EPERM);
         }
@@ -996,6 +1137,7 @@ impl Filesystem for CaptureFs {
         reply: ReplyEntry,
     ) {
         let mut st = lock_allowed!(self, req, parent.0, "mkdir", reply);
+        refuse_inputs!(st, parent.0, reply);
         st.refuse(
             parent.0,
             format!(
@@ -1008,6 +1150,7 @@ impl Filesystem for CaptureFs {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut st = lock_allowed!(self, req, parent.0, "unlink", reply);
+        refuse_inputs!(st, parent.0, reply);
         let Some(dir) = st.dirs.get_mut(&parent.0) else {
             return reply.error(if parent.0 == ROOT {
                 Errno::EPERM
@@ -1026,6 +1169,7 @@ impl Filesystem for CaptureFs {
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let st = lock_allowed!(self, req, parent.0, "rmdir", reply);
+        refuse_inputs!(st, parent.0, reply);
         match st.dirs.get(&parent.0) {
             Some(d) if name.to_str().is_some_and(|n| d.entries.contains_key(n)) => {
                 reply.error(Errno::ENOTDIR)
@@ -1045,6 +1189,7 @@ impl Filesystem for CaptureFs {
         reply: ReplyEntry,
     ) {
         let mut st = lock_allowed!(self, req, parent.0, "symlink", reply);
+        refuse_inputs!(st, parent.0, reply);
         st.refuse(
             parent.0,
             format!(
@@ -1067,6 +1212,7 @@ impl Filesystem for CaptureFs {
     ) {
         // Renames never cross task directories (EXDEV below), so the source's check covers both.
         let mut st = lock_allowed!(self, req, parent.0, "rename", reply);
+        refuse_inputs!(st, parent.0, reply);
         if !st.dirs.contains_key(&parent.0) || !st.dirs.contains_key(&newparent.0) {
             return reply.error(Errno::EPERM);
         }
@@ -1132,6 +1278,7 @@ impl Filesystem for CaptureFs {
         reply: ReplyEntry,
     ) {
         let mut st = lock_allowed!(self, req, newparent.0, "link", reply);
+        refuse_inputs!(st, newparent.0, reply);
         st.refuse(
             newparent.0,
             format!(
@@ -1142,8 +1289,22 @@ impl Filesystem for CaptureFs {
         reply.error(Errno::EPERM);
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mut st = lock_allowed!(self, req, ino.0, "open", reply);
+        if let Some(input) = st.inputs.get_mut(&ino.0) {
+            if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+                return reply.error(Errno::EROFS);
+            }
+            if input.file.is_none() {
+                match File::open(&input.path) {
+                    Ok(file) => input.file = Some(file),
+                    Err(e) => return reply.error(Errno::from(e)),
+                }
+            }
+            input.opens += 1;
+            // The bytes never change: the kernel may keep what it cached across opens.
+            return reply.opened(FileHandle(ino.0), FopenFlags::FOPEN_KEEP_CACHE);
+        }
         match st.files.get_mut(&ino.0) {
             Some(node) => {
                 node.opens += 1;
@@ -1166,19 +1327,31 @@ impl Filesystem for CaptureFs {
     ) {
         let mut st = self.shared.lock();
         let State {
-            files, read_buf, ..
+            files,
+            read_buf,
+            inputs,
+            ..
         } = &mut *st;
-        let Some(node) = files.get(&ino.0) else {
-            return reply.error(Errno::EIO);
+        let (file, file_size) = match (files.get(&ino.0), inputs.get(&ino.0)) {
+            (Some(node), _) => (&node.file, node.size),
+            (
+                None,
+                Some(InputNode {
+                    file: Some(file),
+                    size,
+                    ..
+                }),
+            ) => (file, *size),
+            _ => return reply.error(Errno::EIO),
         };
-        let want = (size as u64).min(node.size.saturating_sub(offset)) as usize;
+        let want = (size as u64).min(file_size.saturating_sub(offset)) as usize;
         if read_buf.len() < want {
             read_buf.resize(want, 0);
         }
         let buf = &mut read_buf[..want];
         let mut done = 0;
         while done < want {
-            match node.file.read_at(&mut buf[done..], offset + done as u64) {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -1284,6 +1457,12 @@ impl Filesystem for CaptureFs {
         reply: ReplyEmpty,
     ) {
         let mut st = self.shared.lock();
+        if let Some(input) = st.inputs.get_mut(&ino.0) {
+            input.opens = input.opens.saturating_sub(1);
+            if input.opens == 0 {
+                input.file = None;
+            }
+        }
         if let Some(node) = st.files.get_mut(&ino.0) {
             node.opens = node.opens.saturating_sub(1);
             if node.opens == 0 && node.name.is_none() {
@@ -1303,7 +1482,8 @@ impl Filesystem for CaptureFs {
     ) {
         // Outputs only count once the task succeeds and the store publishes them; durability of
         // the staging copy before that buys nothing, so fsync only confirms the file exists.
-        if self.shared.lock().files.contains_key(&ino.0) {
+        let st = self.shared.lock();
+        if st.files.contains_key(&ino.0) || st.inputs.contains_key(&ino.0) {
             reply.ok();
         } else {
             reply.error(Errno::EIO);
@@ -1338,6 +1518,12 @@ impl Filesystem for CaptureFs {
                     .map(|(k, i)| (*i, FileType::Directory, k.as_str())),
             );
         } else if let Some(d) = st.dirs.get(&ino.0) {
+            entries.extend(
+                d.entries
+                    .iter()
+                    .map(|(n, i)| (*i, FileType::RegularFile, n.as_str())),
+            );
+        } else if let Some(d) = st.input_dirs.get(&ino.0) {
             entries.extend(
                 d.entries
                     .iter()
@@ -1381,6 +1567,7 @@ impl Filesystem for CaptureFs {
         reply: ReplyCreate,
     ) {
         let mut st = lock_allowed!(self, req, parent.0, "create", reply);
+        refuse_inputs!(st, parent.0, reply);
         if !st.dirs.contains_key(&parent.0) {
             // Files directly in the mount root, or in a task directory that is gone.
             return reply.error(if parent.0 == ROOT {

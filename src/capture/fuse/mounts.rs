@@ -16,7 +16,7 @@ pub(super) const FS_TYPE: &str = "fuse.grit";
 const FS_SOURCE: &str = "grit";
 /// Mount point names are `capture.<pid>.<random>`: the pid tells whether the owner is still
 /// alive, the random part (64 bits) keeps the name from being guessed.
-const MOUNT_PREFIX: &str = "capture.";
+pub(super) const MOUNT_PREFIX: &str = "capture.";
 /// Mode of the runtime directory. Only grit's own uid needs to pass: its zygote (mapped to the
 /// same uid) copies a task's directory from here, and plain tasks run as grit's uid; sandboxed
 /// tasks see their directory bind-mounted and never walk this one.

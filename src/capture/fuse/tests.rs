@@ -476,6 +476,89 @@ fn only_the_task_and_grit_reach_a_task_directory() {
 }
 
 #[test]
+fn served_inputs_are_read_only_ordinary_files_for_the_task_alone() {
+    use crate::capture::{Capture, ServedInput};
+    use std::os::unix::fs::PermissionsExt;
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_test_task("reader", None).expect("start");
+    // An object as the store keeps it: read-only on disk.
+    let object = fx.staging.join("object");
+    std::fs::write(&object, b"input-bytes\n").expect("write object");
+    std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    let served = [ServedInput {
+        name: "in.txt".into(),
+        path: object.clone(),
+        size: 12,
+    }];
+    let dir = fx
+        .cap
+        .serve_inputs("reader", &served)
+        .expect("serve")
+        .expect("the FUSE capture serves inputs");
+    assert_eq!(dir, fx.cap.mountpoint().join("reader.in"));
+    assert!(super::is_served_input(&dir.join("in.txt")) && super::is_served_input(&dir));
+    assert!(!super::is_served_input(&out.join("in.txt")));
+    let input = dir.join("in.txt");
+    let copy = std::env::temp_dir().join(format!("grit-served-copy-{}", std::process::id()));
+    let _ = std::fs::remove_file(&copy);
+    sh_ok(
+        &out,
+        &format!(
+            r#"in='{input}'; copy='{copy}'
+               test "$(cat "$in")" = input-bytes
+               test "$(stat -c %a "$in")" = 644
+               test "$(ls "$(dirname "$in")")" = in.txt
+               ! test -w "$in"
+               ! (echo x >> "$in") 2>/dev/null
+               ! (: > "$in") 2>/dev/null
+               ! rm -f "$in" 2>/dev/null
+               ! chmod 666 "$in" 2>/dev/null
+               ! (echo x > "$(dirname "$in")/new") 2>/dev/null
+               ! mv "$in" "$OUTPUT_DIR/moved" 2>/dev/null
+               cp "$in" "$copy"; test -w "$copy"; cp "$in" "$copy"
+               cat "$in" > "$OUTPUT_DIR/echo""#,
+            input = input.display(),
+            copy = copy.display()
+        ),
+    );
+    let copied = std::fs::metadata(&copy).expect("copy").permissions().mode();
+    let _ = std::fs::remove_file(&copy);
+    assert_ne!(copied & 0o200, 0, "the copy has mode {copied:o}");
+    // Nobody else reads it.
+    let o = sh_outsider(
+        &out,
+        &format!(
+            r#"cat '{input}' 2>/dev/null && echo "read allowed"
+               ls '{dir}' 2>/dev/null && echo "list allowed"
+               echo done"#,
+            input = input.display(),
+            dir = dir.display()
+        ),
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "done\n");
+    // The object is untouched, and the inputs go with the task.
+    assert_eq!(std::fs::read(&object).expect("object"), b"input-bytes\n");
+    assert_eq!(
+        std::fs::metadata(&object)
+            .expect("object")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o400
+    );
+    let (files, _) = fx.cap.finish_task("reader").expect("finish");
+    assert_eq!(
+        contents(&files),
+        vec![("echo".to_string(), b"input-bytes\n".to_vec())]
+    );
+    assert!(!input.exists(), "the input outlived its task");
+    assert!(
+        fx.cap.serve_inputs("reader", &served).is_err(),
+        "inputs of a task that is gone"
+    );
+}
+
+#[test]
 fn a_task_not_yet_admitted_waits_and_one_never_admitted_is_refused() {
     use std::os::unix::process::CommandExt;
     let Some(fx) = fixture() else { return };
