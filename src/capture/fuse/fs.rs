@@ -159,12 +159,25 @@ impl Messages {
     }
 }
 
+impl FileNode {
+    /// The open staging file, reopened by its path if every process had closed the node.
+    fn staging_file(&mut self) -> std::io::Result<&File> {
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => File::options().read(true).write(true).open(&self.staged)?,
+        };
+        Ok(self.file.insert(file))
+    }
+}
+
 struct FileNode {
     ino: u64,
     dir: u64,
     /// `None` once unlinked (the node lives on while a process holds it open).
     name: Option<String>,
-    file: File,
+    /// The staging file, open while a process holds the node open (and reopened by path for a
+    /// request on a closed one): a task may write more files than grit may hold descriptors.
+    file: Option<File>,
     staged: PathBuf,
     size: u64,
     hasher: Sha256,
@@ -429,7 +442,7 @@ impl Shared {
                 ino,
                 dir,
                 name: Some(name.to_string()),
-                file,
+                file: Some(file),
                 staged,
                 size: 0,
                 hasher: Sha256::new(),
@@ -614,7 +627,7 @@ fn finalize(node: FileNode, worker: &Hasher) -> std::io::Result<(String, u64, Pa
     let FileNode {
         ino,
         offloaded,
-        mut file,
+        file,
         staged,
         size,
         hasher,
@@ -622,6 +635,10 @@ fn finalize(node: FileNode, worker: &Hasher) -> std::io::Result<(String, u64, Pa
         rehash,
         ..
     } = node;
+    let mut file = match file {
+        Some(file) => file,
+        None => File::open(&staged)?,
+    };
     let disk = file.metadata()?.len();
     if disk != size {
         return Err(std::io::Error::other(format!(
@@ -788,7 +805,7 @@ impl CaptureFs {
         let Some(node) = st.files.get_mut(&ino) else {
             return Err(Errno::EIO);
         };
-        if let Err(e) = node.file.set_len(size) {
+        if let Err(e) = node.staging_file().and_then(|file| file.set_len(size)) {
             let msg = format!(
                 "truncating '{}' failed: {}",
                 node.name.as_deref().unwrap_or("(deleted file)"),
@@ -1168,17 +1185,21 @@ impl Filesystem for CaptureFs {
         let State {
             files, read_buf, ..
         } = &mut *st;
-        let Some(node) = files.get(&ino.0) else {
+        let Some(node) = files.get_mut(&ino.0) else {
             return reply.error(Errno::EIO);
         };
         let want = (size as u64).min(node.size.saturating_sub(offset)) as usize;
+        let file = match node.staging_file() {
+            Ok(file) => file,
+            Err(e) => return reply.error(Errno::from(e)),
+        };
         if read_buf.len() < want {
             read_buf.resize(want, 0);
         }
         let buf = &mut read_buf[..want];
         let mut done = 0;
         while done < want {
-            match node.file.read_at(&mut buf[done..], offset + done as u64) {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -1214,7 +1235,10 @@ impl Filesystem for CaptureFs {
         let Some(node) = files.get_mut(&ino.0) else {
             return reply.error(Errno::EIO);
         };
-        if let Err(e) = stage(&node.file, data, offset) {
+        if let Err(e) = node
+            .staging_file()
+            .and_then(|file| stage(file, data, offset))
+        {
             // Part of the data may be on disk; the task fails anyway, the hash must not be trusted.
             node.rehash = true;
             if node.offloaded {
@@ -1286,8 +1310,13 @@ impl Filesystem for CaptureFs {
         let mut st = self.shared.lock();
         if let Some(node) = st.files.get_mut(&ino.0) {
             node.opens = node.opens.saturating_sub(1);
-            if node.opens == 0 && node.name.is_none() {
-                st.drop_node(ino.0);
+            if node.opens == 0 {
+                if node.name.is_none() {
+                    st.drop_node(ino.0);
+                } else {
+                    // Closed by every process: give the descriptor back (reopened on demand).
+                    node.file = None;
+                }
             }
         }
         reply.ok();
