@@ -423,9 +423,16 @@ pub async fn run(
                 }
                 if slot.queue.is_empty() && !slot.exhausted {
                     let (version_id, cursor) = (slot.version_id, slot.cursor);
+                    let paging = Instant::now();
                     let page = writer
                         .call(move |conn| schedule::next_pending(conn, version_id, cursor, PAGE))
                         .await?;
+                    tracing::trace!(
+                        target: "grit::timing",
+                        tasks = page.len(),
+                        next_pending_us = paging.elapsed().as_micros() as u64,
+                        "fetched pending"
+                    );
                     let slot = &mut slots[index];
                     if page.len() < PAGE {
                         slot.exhausted = true;
@@ -447,9 +454,16 @@ pub async fn run(
         }
         if !to_start.is_empty() {
             let ids: Vec<i64> = to_start.iter().map(|(_, t)| t.id).collect();
+            let marking = Instant::now();
             writer
                 .call(move |conn| schedule::mark_running(conn, run_id, &ids))
                 .await?;
+            tracing::trace!(
+                target: "grit::timing",
+                tasks = to_start.len(),
+                mark_running_us = marking.elapsed().as_micros() as u64,
+                "marked running"
+            );
             for (index, queued) in to_start {
                 let slot = &mut slots[index];
                 slot.running += 1;
@@ -550,13 +564,30 @@ pub async fn run(
         let record = finished.record;
         let outputs_count = record.outputs.len();
         let succeeded = record.succeeded;
+        let publish_started = Instant::now();
         let published = {
             let maps = maps.clone();
             let record = record.clone();
             writer
-                .call(move |conn| publish::publish(conn, &record, &maps))
+                .call(move |conn| {
+                    let started = Instant::now();
+                    let published = publish::publish(conn, &record, &maps);
+                    tracing::trace!(
+                        target: "grit::timing",
+                        task = record.task_id,
+                        transaction_us = started.elapsed().as_micros() as u64,
+                        "publish transaction"
+                    );
+                    published
+                })
                 .await?
         };
+        tracing::trace!(
+            target: "grit::timing",
+            task = record.task_id,
+            publish_us = publish_started.elapsed().as_micros() as u64,
+            "published"
+        );
         let slot = &slots[index];
         let step_name = slot.step.name.as_str();
         for output in &record.outputs {
