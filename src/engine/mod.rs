@@ -646,14 +646,16 @@ impl GroupCommit {
         group: Vec<(usize, Finished)>,
     ) -> GroupCommit {
         let (writer, maps) = (writer.clone(), maps.clone());
-        let records: Vec<publish::TaskRecord> =
-            group.iter().map(|(_, done)| done.record.clone()).collect();
         GroupCommit(tokio::spawn(async move {
             let sent = Instant::now();
-            let (started, finished) = (starting.len(), records.len());
-            let published = writer
+            let (started, finished) = (starting.len(), group.len());
+            // The group travels to the writer and back: a source's thousands of output records
+            // are not copied.
+            let (group, published) = writer
                 .call(move |conn| {
                     let begun = Instant::now();
+                    let records: Vec<&publish::TaskRecord> =
+                        group.iter().map(|(_, done)| &done.record).collect();
                     let published = publish::commit_group(conn, run_id, &starting, &records, &maps);
                     tracing::trace!(
                         target: "grit::timing",
@@ -662,7 +664,7 @@ impl GroupCommit {
                         transaction_us = begun.elapsed().as_micros() as u64,
                         "group commit"
                     );
-                    published
+                    published.map(|published| (group, published))
                 })
                 .await?;
             tracing::trace!(

@@ -73,7 +73,7 @@ pub fn commit_group(
     conn: &mut Connection,
     run_id: i64,
     starting: &[i64],
-    records: &[TaskRecord],
+    records: &[&TaskRecord],
     maps: &[MapStep],
 ) -> Result<Vec<Published>, StoreError> {
     let tx = conn.transaction()?;
@@ -91,7 +91,7 @@ pub fn commit_group(
 /// that publishes tasks appends their ids to `<file>` (one line per group, comma-separated) and
 /// waits 300 ms before it commits, so that `tests/crash.rs` can `kill -9` grit while a group's
 /// rows are written but not committed. Only that test sets it.
-fn crash_test_pause(records: &[TaskRecord]) {
+fn crash_test_pause(records: &[&TaskRecord]) {
     static PAUSE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     let Some(path) =
         PAUSE.get_or_init(|| std::env::var_os("GRIT_TEST_GROUP_COMMIT_PAUSE").map(Into::into))
