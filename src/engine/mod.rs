@@ -1,8 +1,10 @@
 //! The engine: one `grit run` as a dataflow scheduler (DESIGN §2).
 //!
 //! The queue of work lives in SQLite: the engine pulls pending tasks page by page per step, starts
-//! them within the global `-j` and each step's `parallel` cap, and publishes each finished task in
-//! one transaction, which also creates the downstream tasks its outputs trigger. When nothing is
+//! them within the global `-j` and each step's `parallel` cap, and publishes finished tasks by
+//! group commit: one transaction marks the tasks started since the last one running and publishes
+//! every task finished meanwhile (each task's outputs, state, and the downstream tasks its outputs
+//! trigger), one group in flight at a time, so the scheduler never waits for the writer. When nothing is
 //! pending or running, gather steps get their turn on the complete live set; the run ends when that
 //! adds no work either. A gather step upstream of which a task failed in this run is held back
 //! instead (its set is partial) and keeps its previous output, unless it says `gather_partial`.
