@@ -154,6 +154,43 @@ fn thousand_small_files() {
     }
 }
 
+/// A task may write more files than grit may hold descriptors open (`ulimit -n`): the FUSE
+/// capture gives a file's staging descriptor back when the task closes it (it kept all of them
+/// open until the task ended, and a source writing 50,000 files failed with EMFILE).
+#[test]
+fn more_output_files_than_open_descriptors() {
+    let _g = serial();
+    for mode in modes() {
+        let p = Project::new(&source_step(
+            r#"i=1; while [ $i -le 600 ]; do echo "file $i" > "$OUTPUT_DIR/f_$i"; i=$((i+1)); done"#,
+        ));
+        let grit = assert_cmd::cargo::cargo_bin("grit");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(r#"ulimit -n 200 && exec "$0" "$@""#)
+            .arg(&grit)
+            .args(["run", "--json", "--no-sandbox", "--capture", mode, "-m"])
+            .arg(p.manifest())
+            .arg("--db")
+            .arg(p.db())
+            .env_remove("GRIT_DB")
+            .output()
+            .expect("run grit");
+        assert_eq!(out.status.code(), Some(0), "[{mode}] {}", describe(&out));
+        assert_no_grit_mount_left();
+        let live = live(&p);
+        assert_eq!(live.len(), 600, "[{mode}]");
+        for (name, hash, _) in live {
+            let i = name.strip_prefix("f_").expect("name");
+            assert_eq!(
+                hash,
+                sha256_hex(format!("file {i}\n").as_bytes()),
+                "[{mode}] {name}"
+            );
+        }
+    }
+}
+
 #[test]
 fn one_gib_file() {
     let _g = serial();

@@ -178,6 +178,74 @@ fn kill_9_scenario(extra: &[&str]) {
     }
 }
 
+/// `kill -9` while a group commit is open (the group's rows written, the commit not yet made):
+/// none of the group's tasks is published, every earlier group is, and the resumed run ends with
+/// the live set of an uninterrupted run. The crash-test hook (`GRIT_TEST_GROUP_COMMIT_PAUSE`)
+/// names each group's tasks in a file and holds the commit open for 300 ms.
+#[test]
+fn kill_9_inside_a_group_commit_then_resume_equals_a_clean_run() {
+    let clean = Project::new(PIPELINE);
+    clean.run_ok(&[]);
+    let mut expected = clean.live();
+    expected.sort();
+
+    let crashed = Project::new(PIPELINE);
+    let groups_file = crashed.path().join("groups");
+    let mut child = grit_run(&crashed)
+        .env("GRIT_TEST_GROUP_COMMIT_PAUSE", &groups_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Wait for a group of several tasks: the commits before it have landed, it has not.
+    let groups: Vec<Vec<i64>> = loop {
+        let text = std::fs::read_to_string(&groups_file).unwrap_or_default();
+        let groups: Vec<Vec<i64>> = text
+            .lines()
+            .map(|l| l.split(',').map(|id| id.parse().unwrap()).collect())
+            .collect();
+        if groups.last().is_some_and(|g| g.len() >= 2) {
+            break groups;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended without a group commit of several tasks"
+        );
+        assert!(Instant::now() < deadline, "no group of several tasks");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    child.kill().unwrap(); // SIGKILL, inside the 300 ms the open group waits
+    child.wait().unwrap();
+
+    let (open, committed) = groups.split_last().unwrap();
+    let state_of = |id: i64| -> String {
+        let conn = rusqlite::Connection::open(crashed.db().join("grit.sqlite")).unwrap();
+        conn.query_row("SELECT state FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    };
+    for id in open {
+        assert_ne!(state_of(*id), "succeeded", "task {id} of the open group");
+    }
+    for id in committed.iter().flatten() {
+        assert_eq!(state_of(*id), "succeeded", "task {id} of a committed group");
+    }
+
+    let output = grit_run(&crashed).output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let final_run = crashed.run_ok(&[]);
+    assert_eq!(final_run["executed"], 0, "{final_run}");
+    let mut live = crashed.live();
+    live.sort();
+    assert_eq!(
+        live, expected,
+        "the live set after the kill differs from a clean run"
+    );
+    for (_, hash) in &live {
+        assert_eq!(common::sha256_hex(crashed.cat(hash).as_bytes()), *hash);
+    }
+}
+
 /// Wait until the (single) step of `p` has a running task, i.e. a run holds the lock mid-work.
 fn wait_until_running(p: &Project) {
     let deadline = Instant::now() + Duration::from_secs(30);

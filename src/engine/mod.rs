@@ -1,8 +1,10 @@
 //! The engine: one `grit run` as a dataflow scheduler (DESIGN §2).
 //!
 //! The queue of work lives in SQLite: the engine pulls pending tasks page by page per step, starts
-//! them within the global `-j` and each step's `parallel` cap, and publishes each finished task in
-//! one transaction, which also creates the downstream tasks its outputs trigger. When nothing is
+//! them within the global `-j` and each step's `parallel` cap, and publishes finished tasks by
+//! group commit: one transaction marks the tasks started since the last one running and publishes
+//! every task finished meanwhile (each task's outputs, state, and the downstream tasks its outputs
+//! trigger), one group in flight at a time, so the scheduler never waits for the writer. When nothing is
 //! pending or running, gather steps get their turn on the complete live set; the run ends when that
 //! adds no work either. A gather step upstream of which a task failed in this run is held back
 //! instead (its set is partial) and keeps its previous output, unless it says `gather_partial`.
@@ -367,31 +369,41 @@ pub async fn run(
         paths: paths.clone(),
     });
 
-    let mut totals = RunTotals::default();
-    let mut stats: Vec<StepStats> = slots
-        .iter()
-        .map(|s| StepStats {
-            name: s.step.name.clone(),
-            ..StepStats::default()
-        })
-        .collect();
-    let mut failures = Vec::new();
+    let mut tally = Tally {
+        totals: RunTotals::default(),
+        stats: slots
+            .iter()
+            .map(|s| StepStats {
+                name: s.step.name.clone(),
+                ..StepStats::default()
+            })
+            .collect(),
+        failures: Vec::new(),
+        bytes_captured: 0,
+        sources_left,
+        liveness_grew: false,
+        gather_published: false,
+    };
     let mut held: Vec<HeldGather> = Vec::new();
-    let mut bytes_captured = 0u64;
     let mut running: JoinSet<(usize, Finished)> = JoinSet::new();
-    // Tasks whose future has not returned yet (the run is quiescent when there are none), and
-    // scripts still running (what -j and `parallel` limit). A task frees its script slot as soon
-    // as its last attempt's processes are gone, so hashing, storing and publishing its outputs
-    // overlap with the next script.
+    // Tasks not published yet (the run is quiescent when there are none), and scripts still
+    // running (what -j and `parallel` limit). A task frees its script slot as soon as its last
+    // attempt's processes are gone, so hashing, storing and publishing its outputs overlap with
+    // the next script.
     let mut in_flight = 0usize;
     let mut scripts_running = 0usize;
     let (slot_free_tx, mut slot_free_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let mut started_count = 0u64;
     let mut rotation = 0usize;
     let mut interrupted = None;
-    let mut liveness_grew = false;
-    let mut gather_published = false;
     let jobs = options.jobs.max(1);
+    // Group commit: what waits for the next transaction (tasks started since the last one,
+    // tasks finished since), and the one transaction in flight. The loop never waits for the
+    // writer to start a task or to take a finished one: whatever accumulates while a group
+    // commits goes into the next group.
+    let mut starting: Vec<i64> = Vec::new();
+    let mut finished: Vec<(usize, Finished)> = Vec::new();
+    let mut committing: Option<GroupCommit> = None;
 
     loop {
         if let Some(reason) = cancel.reason() {
@@ -417,15 +429,22 @@ pub async fn run(
                 let starting_here = to_start.iter().filter(|(i, _)| *i == index).count();
                 if !slot.allowed
                     || slot.running + starting_here >= slot.cap
-                    || (sources_left > 0 && slot.kind != StepKind::Source)
+                    || (tally.sources_left > 0 && slot.kind != StepKind::Source)
                 {
                     continue;
                 }
                 if slot.queue.is_empty() && !slot.exhausted {
                     let (version_id, cursor) = (slot.version_id, slot.cursor);
+                    let paging = Instant::now();
                     let page = writer
                         .call(move |conn| schedule::next_pending(conn, version_id, cursor, PAGE))
                         .await?;
+                    tracing::trace!(
+                        target: "grit::timing",
+                        tasks = page.len(),
+                        next_pending_us = paging.elapsed().as_micros() as u64,
+                        "fetched pending"
+                    );
                     let slot = &mut slots[index];
                     if page.len() < PAGE {
                         slot.exhausted = true;
@@ -445,49 +464,55 @@ pub async fn run(
             // No step can start another task now.
             break;
         }
-        if !to_start.is_empty() {
-            let ids: Vec<i64> = to_start.iter().map(|(_, t)| t.id).collect();
-            writer
-                .call(move |conn| schedule::mark_running(conn, run_id, &ids))
-                .await?;
-            for (index, queued) in to_start {
-                let slot = &mut slots[index];
-                slot.running += 1;
-                scripts_running += 1;
-                in_flight += 1;
-                started_count += 1;
-                observer.event(&Event::TaskStarted {
-                    step: &slot.step.name,
-                    task_id: queued.id,
-                    input: queued.input.as_ref().map(|i| i.name.as_str()),
-                    input_hash: queued.input.as_ref().map(|i| i.hash.as_str()),
-                });
-                let (ctx, step, gather) = (
-                    ctx.clone(),
-                    slot.step.clone(),
-                    slot.kind == StepKind::Gather,
-                );
-                let script_slot = task::ScriptSlot::new(slot_free_tx.clone(), index);
-                running.spawn(async move {
-                    let finished = task::run_task(ctx, step, queued, gather, script_slot).await;
-                    (index, finished)
-                });
-            }
+        // Marked running by the next group commit, which follows in the writer's order any
+        // commit that could publish them.
+        for (index, queued) in to_start {
+            starting.push(queued.id);
+            let slot = &mut slots[index];
+            slot.running += 1;
+            scripts_running += 1;
+            in_flight += 1;
+            started_count += 1;
+            observer.event(&Event::TaskStarted {
+                step: &slot.step.name,
+                task_id: queued.id,
+                input: queued.input.as_ref().map(|i| i.name.as_str()),
+                input_hash: queued.input.as_ref().map(|i| i.hash.as_str()),
+            });
+            let (ctx, step, gather) = (
+                ctx.clone(),
+                slot.step.clone(),
+                slot.kind == StepKind::Gather,
+            );
+            let script_slot = task::ScriptSlot::new(slot_free_tx.clone(), index);
+            running.spawn(async move {
+                let finished = task::run_task(ctx, step, queued, gather, script_slot).await;
+                (index, finished)
+            });
+        }
+        if committing.is_none() && !(starting.is_empty() && finished.is_empty()) {
+            committing = Some(GroupCommit::start(
+                &writer,
+                run_id,
+                &maps,
+                std::mem::take(&mut starting),
+                std::mem::take(&mut finished),
+            ));
         }
 
-        if in_flight == 0 {
+        if in_flight == 0 && committing.is_none() {
             // Quiescent: settle liveness, then give gather steps the complete live set.
             if options.max_tasks.is_some_and(|max| started_count >= max) {
                 break;
             }
             let holds_changed = settle_holds(&slots, &writer, &mut held).await?;
             if holds_changed
-                || gather_published
-                || (liveness_grew && slots.iter().any(|s| s.kind == StepKind::Gather))
+                || tally.gather_published
+                || (tally.liveness_grew && slots.iter().any(|s| s.kind == StepKind::Gather))
             {
                 writer.call(|conn| liveness::recompute(conn)).await?;
-                gather_published = false;
-                liveness_grew = false;
+                tally.gather_published = false;
+                tally.liveness_grew = false;
             }
             let mut gathered = false;
             for slot in slots.iter_mut().filter(|s| {
@@ -521,115 +546,59 @@ pub async fn run(
             break;
         }
 
-        let joined = tokio::select! {
+        tokio::select! {
             biased;
             Some(index) = slot_free_rx.recv() => {
                 slots[index].running -= 1;
                 scripts_running -= 1;
-                continue;
             }
-            joined = running.join_next() => joined,
-            reason = cancel.cancelled() => { interrupted = Some(reason); None }
-        };
-        if interrupted.is_some() {
-            break;
-        }
-        let Some(joined) = joined else { continue };
-        let (index, finished) =
-            joined.map_err(|e| EngineError::Setup(format!("a task panicked: {e}")))?;
-        in_flight -= 1;
-        if finished.exit == crate::executor::Exit::Cancelled {
-            // The executor saw the cancellation before this loop did: the task publishes
-            // nothing and goes back to pending with the others.
-            interrupted = Some(cancel.reason().unwrap_or(CancelReason::Requested));
-            break;
-        }
-        if slots[index].kind == StepKind::Source {
-            sources_left = sources_left.saturating_sub(1);
-        }
-        let record = finished.record;
-        let outputs_count = record.outputs.len();
-        let succeeded = record.succeeded;
-        let published = {
-            let maps = maps.clone();
-            let record = record.clone();
-            writer
-                .call(move |conn| publish::publish(conn, &record, &maps))
-                .await?
-        };
-        let slot = &slots[index];
-        let step_name = slot.step.name.as_str();
-        for output in &record.outputs {
-            bytes_captured += output.size;
-            observer.event(&Event::Output {
-                step: step_name,
-                task_id: record.task_id,
-                name: &output.name,
-                hash: &output.hash,
-                size: output.size,
-            });
-        }
-        observer.event(&Event::TaskFinished {
-            step: step_name,
-            task_id: record.task_id,
-            succeeded,
-            duration: Duration::from_millis(record.duration_ms),
-            outputs: outputs_count,
-            error: record.error.as_deref(),
-            hints: &finished.hints,
-        });
-        let stat = &mut stats[index];
-        stat.executed += 1;
-        stat.busy_ms += record.duration_ms;
-        totals.executed += 1;
-        if succeeded {
-            stat.succeeded += 1;
-            totals.succeeded += 1;
-        } else {
-            stat.failed += 1;
-            totals.failed += 1;
-            failures.push(Failure {
-                step: step_name.to_string(),
-                task: record.task_id,
-                // A script that exited 0 failed on its outputs (ENOSPC, a rule): say that, not
-                // "exited with status 0".
-                status: match (&record.error, finished.exit.success()) {
-                    (Some(error), true) => error.lines().next().unwrap_or_default().to_string(),
-                    _ => finished.exit.describe(),
-                },
-                error: record.error.clone().unwrap_or_default(),
-                log_tail: finished.log_tail,
-                hints: finished.hints,
-                store_damaged: finished.store_damaged,
-            });
-        }
-        totals.resources_new += published.resources_new;
-        if published.newly_live > 0 {
-            liveness_grew = true;
-        }
-        if slot.kind == StepKind::Gather && succeeded {
-            gather_published = true;
-        }
-        if !succeeded {
-            slots[index].failed = true;
-        }
-        for (version_id, count) in published.created {
-            if let Some(&target) = by_version.get(&version_id) {
-                slots[target].exhausted = false;
-                observer.event(&Event::TasksQueued {
-                    step: &slots[target].step.name,
-                    count,
-                });
+            committed = GroupCommit::wait(&mut committing) => {
+                let (group, published) = committed?;
+                in_flight -= group.len();
+                for ((index, done), published) in group.into_iter().zip(published) {
+                    tally.record(&mut slots, &by_version, observer, index, done, published);
+                }
+            }
+            joined = running.join_next(), if !running.is_empty() => {
+                let Some(joined) = joined else { continue };
+                let (index, done) =
+                    joined.map_err(|e| EngineError::Setup(format!("a task panicked: {e}")))?;
+                if done.exit == crate::executor::Exit::Cancelled {
+                    // The executor saw the cancellation before this loop did: the task publishes
+                    // nothing and goes back to pending with the others.
+                    interrupted = Some(cancel.reason().unwrap_or(CancelReason::Requested));
+                    break;
+                }
+                finished.push((index, done));
+            }
+            reason = cancel.cancelled() => {
+                interrupted = Some(reason);
+                break;
             }
         }
     }
 
     if interrupted.is_some() {
-        // The executor stops every running task on the cancelled token (and starts no more);
-        // they are not failures, so they go back to pending.
+        // The group being committed lands (the writer runs it whatever happens here); tasks
+        // finished after it, and those still running, are not published. The executor stops
+        // every running task on the cancelled token (and starts no more); they are not
+        // failures, so they go back to pending.
+        if committing.is_some() {
+            let (group, published) = GroupCommit::wait(&mut committing).await?;
+            for ((index, done), published) in group.into_iter().zip(published) {
+                tally.record(&mut slots, &by_version, observer, index, done, published);
+            }
+        }
         while running.join_next().await.is_some() {}
         writer.call(|conn| runs::reset_running(conn)).await?;
     }
+    let Tally {
+        totals,
+        stats,
+        failures,
+        bytes_captured,
+        ..
+    } = tally;
     let status = match (interrupted, totals.failed) {
         (Some(_), _) => "interrupted",
         (None, 0) => "ok",
@@ -661,6 +630,165 @@ pub async fn run(
         refused_accesses: ctx.capture.refused_accesses(),
         missing_objects,
     })
+}
+
+/// A group of finished tasks and what publishing each of them changed.
+type Committed = (Vec<(usize, Finished)>, Vec<publish::Published>);
+
+/// One group commit in flight on the writer thread ([`publish::commit_group`]). It is sent at
+/// once and lands whatever the engine does meanwhile (the writer runs every job it was given).
+struct GroupCommit(tokio::task::JoinHandle<Result<Committed, StoreError>>);
+
+impl GroupCommit {
+    fn start(
+        writer: &Writer,
+        run_id: i64,
+        maps: &Arc<Vec<MapStep>>,
+        starting: Vec<i64>,
+        group: Vec<(usize, Finished)>,
+    ) -> GroupCommit {
+        let (writer, maps) = (writer.clone(), maps.clone());
+        GroupCommit(tokio::spawn(async move {
+            let sent = Instant::now();
+            let (started, finished) = (starting.len(), group.len());
+            // The group travels to the writer and back: a source's thousands of output records
+            // are not copied.
+            let (group, published) = writer
+                .call(move |conn| {
+                    let begun = Instant::now();
+                    let records: Vec<&publish::TaskRecord> =
+                        group.iter().map(|(_, done)| &done.record).collect();
+                    let published = publish::commit_group(conn, run_id, &starting, &records, &maps);
+                    tracing::trace!(
+                        target: "grit::timing",
+                        started,
+                        finished,
+                        transaction_us = begun.elapsed().as_micros() as u64,
+                        "group commit"
+                    );
+                    published.map(|published| (group, published))
+                })
+                .await?;
+            tracing::trace!(
+                target: "grit::timing",
+                finished,
+                publish_us = sent.elapsed().as_micros() as u64,
+                "group committed"
+            );
+            Ok((group, published))
+        }))
+    }
+
+    /// The outcome of the group in flight, taking it; never resolves when there is none.
+    async fn wait(slot: &mut Option<GroupCommit>) -> Result<Committed, EngineError> {
+        let Some(commit) = slot.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = (&mut commit.0).await;
+        *slot = None;
+        match outcome {
+            Ok(committed) => Ok(committed?),
+            Err(e) => Err(EngineError::Setup(format!("a group commit panicked: {e}"))),
+        }
+    }
+}
+
+/// What the run has done so far, for its report, and what the scheduler learns from each
+/// published task.
+struct Tally {
+    totals: RunTotals,
+    stats: Vec<StepStats>,
+    failures: Vec<Failure>,
+    bytes_captured: u64,
+    /// Source tasks not published yet: derived work waits for them (a source's new output can
+    /// replace an input, DESIGN §2.3).
+    sources_left: u64,
+    liveness_grew: bool,
+    gather_published: bool,
+}
+
+impl Tally {
+    /// Account for one published task: events, statistics, failures, and the steps it gave work.
+    fn record(
+        &mut self,
+        slots: &mut [StepSlot],
+        by_version: &HashMap<i64, usize>,
+        observer: &dyn Observer,
+        index: usize,
+        finished: Finished,
+        published: publish::Published,
+    ) {
+        if slots[index].kind == StepKind::Source {
+            self.sources_left = self.sources_left.saturating_sub(1);
+        }
+        let record = finished.record;
+        let succeeded = record.succeeded;
+        let slot = &slots[index];
+        let step_name = slot.step.name.as_str();
+        for output in &record.outputs {
+            self.bytes_captured += output.size;
+            observer.event(&Event::Output {
+                step: step_name,
+                task_id: record.task_id,
+                name: &output.name,
+                hash: &output.hash,
+                size: output.size,
+            });
+        }
+        observer.event(&Event::TaskFinished {
+            step: step_name,
+            task_id: record.task_id,
+            succeeded,
+            duration: Duration::from_millis(record.duration_ms),
+            outputs: record.outputs.len(),
+            error: record.error.as_deref(),
+            hints: &finished.hints,
+        });
+        let stat = &mut self.stats[index];
+        stat.executed += 1;
+        stat.busy_ms += record.duration_ms;
+        self.totals.executed += 1;
+        if succeeded {
+            stat.succeeded += 1;
+            self.totals.succeeded += 1;
+        } else {
+            stat.failed += 1;
+            self.totals.failed += 1;
+            self.failures.push(Failure {
+                step: step_name.to_string(),
+                task: record.task_id,
+                // A script that exited 0 failed on its outputs (ENOSPC, a rule): say that, not
+                // "exited with status 0".
+                status: match (&record.error, finished.exit.success()) {
+                    (Some(error), true) => error.lines().next().unwrap_or_default().to_string(),
+                    _ => finished.exit.describe(),
+                },
+                error: record.error.clone().unwrap_or_default(),
+                log_tail: finished.log_tail,
+                hints: finished.hints,
+                store_damaged: finished.store_damaged,
+            });
+        }
+        self.totals.resources_new += published.resources_new;
+        if published.newly_live > 0 {
+            self.liveness_grew = true;
+        }
+        if slot.kind == StepKind::Gather && succeeded {
+            self.gather_published = true;
+        }
+        if !succeeded {
+            slots[index].failed = true;
+        }
+        for (version_id, count) in published.created {
+            if let Some(&target) = by_version.get(&version_id) {
+                slots[target].exhausted = false;
+                observer.event(&Event::TasksQueued {
+                    step: &slots[target].step.name,
+                    count,
+                });
+            }
+        }
+    }
 }
 
 /// Hold back the gather steps upstream of which a task failed in this run (unless they say

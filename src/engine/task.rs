@@ -121,6 +121,7 @@ pub async fn run_task(
             store_damaged: damage.is_damage(),
         };
     }
+    let verified_at = Instant::now();
     let mut attempts = 0;
     let (exit, mut error, files, key, dirs) = loop {
         attempts += 1;
@@ -151,6 +152,7 @@ pub async fn run_task(
     // The script and everything it started are gone: let the next one run while this task's
     // outputs are stored.
     script_slot.release();
+    let ran_at = Instant::now();
 
     let ran_ok = exit.success() && error.is_none();
     if !ran_ok && error.is_none() {
@@ -194,6 +196,15 @@ pub async fn run_task(
         (outputs, error, log_tail, log_hash, hints)
     })
     .await;
+    let stored_at = Instant::now();
+    tracing::trace!(
+        target: "grit::timing",
+        task = task_id,
+        verify_us = (verified_at - started).as_micros() as u64,
+        attempts_us = (ran_at - verified_at).as_micros() as u64,
+        store_us = (stored_at - ran_at).as_micros() as u64,
+        "task phases"
+    );
     let (outputs, error, log_tail, log_hash, hints) = match finished {
         Ok(done) => done,
         Err(e) => (
@@ -290,6 +301,7 @@ async fn attempt(
     log_path: &std::path::Path,
     dirs: &mut Vec<PathBuf>,
 ) -> (Exit, Option<String>, Vec<CapturedFile>) {
+    let begun = Instant::now();
     let scratch_dir = match ctx.workdirs.acquire() {
         Ok(dir) => dir,
         Err(e) => {
@@ -331,7 +343,9 @@ async fn attempt(
             key: key.to_string(),
         }),
     };
+    let prepared = Instant::now();
     let exit = ctx.executor.execute(&spec, &ctx.control).await;
+    let executed = Instant::now();
     if exit == Exit::Cancelled {
         return (exit, None, Vec::new());
     }
@@ -340,6 +354,14 @@ async fn attempt(
     let capture = ctx.capture.clone();
     let key_owned = key.to_string();
     let finished = tokio::task::spawn_blocking(move || capture.finish_task(&key_owned)).await;
+    tracing::trace!(
+        target: "grit::timing",
+        task = queued.id,
+        prepare_us = (prepared - begun).as_micros() as u64,
+        execute_us = (executed - prepared).as_micros() as u64,
+        capture_us = executed.elapsed().as_micros() as u64,
+        "attempt phases"
+    );
     let (files, error) = match finished {
         Ok(Ok((files, refusals))) => {
             for refusal in refusals {

@@ -327,11 +327,18 @@ impl ProcessExecutor {
                 "the step has an `image`, which needs the sandbox: run without --no-sandbox".into(),
             );
         }
+        let spawn_started = std::time::Instant::now();
         let started = if sandboxed {
             self.start_sandboxed(spec, lines, &mut log, program, args)
         } else {
             self.start_plain(spec, lines, &log, program, args)
         };
+        tracing::trace!(
+            target: "grit::timing",
+            task = spec.task_id,
+            spawn_us = spawn_started.elapsed().as_micros() as u64,
+            "spawned"
+        );
         let (mut child, outputs) = match started {
             Ok(started) => started,
             Err(exit) => return exit,

@@ -69,6 +69,11 @@ fn reach_sql(walk: Walk) -> String {
     )
 }
 
+/// The resources a walk reached that are not live yet. Driven by the (small) walk, never by
+/// `resources`: written as a join, SQLite scanned all of `resources` by its (live, name) index on
+/// every publish, which took 8 ms per task at 100,000 resources (BENCHMARKS.md, issue 16).
+const NEWLY_LIVE_SQL: &str = "SELECT r.id, r.name FROM resources r WHERE r.id IN (SELECT id FROM live_reached) AND +r.live = 0";
+
 /// Mark `roots` live together with everything they make live downstream through succeeded tasks
 /// of current step versions. Returns the resources that were not live before, as (id, name).
 pub fn propagate(conn: &Connection, roots: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
@@ -87,9 +92,7 @@ pub fn propagate(conn: &Connection, roots: &[i64]) -> Result<Vec<(i64, String)>,
     conn.prepare_cached(&reach_sql(Walk::StopAtLive))?
         .execute([])?;
     let newly: Vec<(i64, String)> = conn
-        .prepare_cached(
-            "SELECT r.id, r.name FROM live_reached x JOIN resources r ON r.id = x.id WHERE +r.live = 0",
-        )?
+        .prepare_cached(NEWLY_LIVE_SQL)?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
     conn.prepare_cached(
@@ -214,4 +217,39 @@ pub fn gather_members(
         .query_map(rusqlite::params_from_iter(values), |row| row.get(0))?
         .collect::<Result<Vec<i64>, _>>()?;
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    /// The per-publish queries look rows up by key: their cost must not grow with the store
+    /// (a plan that scans `resources` or `tasks` is O(store) on every task).
+    #[test]
+    fn per_publish_queries_never_scan_the_store() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&mut conn).unwrap();
+        super::temp_tables(&conn).unwrap();
+        for sql in [
+            super::NEWLY_LIVE_SQL.to_string(),
+            super::reach_sql(super::Walk::StopAtLive),
+            "UPDATE resources SET live = 1 WHERE id IN (SELECT id FROM live_reached) AND +live = 0"
+                .to_string(),
+        ] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for step in &plan {
+                let scanned = step.strip_prefix("SCAN ").and_then(|s| s.split(' ').next());
+                let scans_store = scanned.is_some_and(|table| {
+                    ["r", "t", "o", "resources", "tasks", "outputs"].contains(&table)
+                });
+                assert!(!scans_store, "{sql}\nscans the store: {plan:?}");
+            }
+        }
+    }
 }

@@ -50,22 +50,87 @@ pub struct Published {
     pub created: Vec<(i64, u64)>,
 }
 
+/// Publish one finished task in a transaction of its own.
 pub fn publish(
     conn: &mut Connection,
     record: &TaskRecord,
     maps: &[MapStep],
 ) -> Result<Published, StoreError> {
     let tx = conn.transaction()?;
+    let published = publish_in(&tx, record, maps)?;
+    tx.commit()?;
+    Ok(published)
+}
+
+/// The engine's group commit: one transaction marks the tasks started since the last one as
+/// running (`starting`) and publishes every task that finished meanwhile, in order. Each task's
+/// outputs and state still land together (the whole group lands or none of it); a crash before
+/// the commit leaves the group's tasks pending or running, which the next run takes up again
+/// (running → pending), and their objects already in `objects/` are found again by content.
+/// One commit per group instead of two per task: the WAL frames of the shared pages (the task
+/// queue's index, the resources' indexes) are written once per group.
+pub fn commit_group(
+    conn: &mut Connection,
+    run_id: i64,
+    starting: &[i64],
+    records: &[&TaskRecord],
+    maps: &[MapStep],
+) -> Result<Vec<Published>, StoreError> {
+    let tx = conn.transaction()?;
+    schedule::mark_running(&tx, run_id, starting)?;
+    let mut published = Vec::with_capacity(records.len());
+    for record in records {
+        published.push(publish_in(&tx, record, maps)?);
+    }
+    crash_test_pause(records);
+    tx.commit()?;
+    Ok(published)
+}
+
+/// Crash-test hook: with `GRIT_TEST_GROUP_COMMIT_PAUSE=<file>` in the environment, a group commit
+/// that publishes tasks appends their ids to `<file>` (one line per group, comma-separated) and
+/// waits 300 ms before it commits, so that `tests/crash.rs` can `kill -9` grit while a group's
+/// rows are written but not committed. Only that test sets it.
+fn crash_test_pause(records: &[&TaskRecord]) {
+    static PAUSE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let Some(path) =
+        PAUSE.get_or_init(|| std::env::var_os("GRIT_TEST_GROUP_COMMIT_PAUSE").map(Into::into))
+    else {
+        return;
+    };
+    if records.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = records.iter().map(|r| r.task_id.to_string()).collect();
+    let line = format!("{}\n", ids.join(","));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("crash-test hook: cannot write {}: {e}", path.display());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
+
+/// Publish one finished task inside the caller's transaction.
+fn publish_in(
+    tx: &Connection,
+    record: &TaskRecord,
+    maps: &[MapStep],
+) -> Result<Published, StoreError> {
     let state = if record.succeeded {
         "succeeded"
     } else {
         "failed"
     };
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE tasks SET state = ?2, attempts = attempts + ?3, exit_code = ?4, error = ?5, log_hash = ?6,
                           finished_at = ?7, duration_ms = ?8, last_run = ?9
          WHERE id = ?1",
-        params![
+    )?
+    .execute(params![
             record.task_id,
             state,
             record.attempts,
@@ -75,8 +140,7 @@ pub fn publish(
             now(),
             record.duration_ms as i64,
             record.run_id
-        ],
-    )?;
+        ])?;
     let mut published = Published::default();
     if record.succeeded {
         let mut ids = Vec::with_capacity(record.outputs.len());
@@ -108,28 +172,27 @@ pub fn publish(
         }
         // A task that ran before (forced, or remaking a deleted output) no longer explains what
         // it wrote then and not now.
-        let replaced = forget_other_outputs(&tx, record.task_id, &ids)?;
+        let replaced = forget_other_outputs(tx, record.task_id, &ids)?;
         let superseded = match &record.source {
             Some(source) => {
-                let seq = facts::next_seq(&tx)?;
-                facts::publish(&tx, &source.name, source.keep, seq, &ids)?
+                let seq = facts::next_seq(tx)?;
+                facts::publish(tx, &source.name, source.keep, seq, &ids)?
             }
             None => 0,
         };
         // A map task whose input stopped being live while it ran (a source superseded it)
         // leaves history only: its outputs must not become live.
-        if record.source.is_some() || input_is_live(&tx, record.task_id)? {
-            let newly = liveness::propagate(&tx, &ids)?;
+        if record.source.is_some() || input_is_live(tx, record.task_id)? {
+            let newly = liveness::propagate(tx, &ids)?;
             published.newly_live = newly.len() as u64;
-            published.created = schedule::tasks_for_new_live(&tx, record.run_id, &newly, maps)?;
+            published.created = schedule::tasks_for_new_live(tx, record.run_id, &newly, maps)?;
         }
         // Growing first, then shrinking: what the new facts made live stays, and what only the
         // superseded ones held up stops being live.
         if superseded + replaced > 0 {
-            liveness::recompute(&tx)?;
+            liveness::recompute(tx)?;
         }
     }
-    tx.commit()?;
     Ok(published)
 }
 

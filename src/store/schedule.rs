@@ -152,19 +152,19 @@ pub fn next_pending(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Mark tasks as running in this run.
-pub fn mark_running(conn: &mut Connection, run_id: i64, ids: &[i64]) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE tasks SET state = 'running', last_run = ?2, started_at = ?3 WHERE id = ?1 AND state = 'pending'",
-        )?;
-        let started = now();
-        for id in ids {
-            stmt.execute(params![id, run_id, started])?;
-        }
+/// Mark tasks as running in this run, inside the caller's transaction (the engine's group
+/// commit, [`super::publish::commit_group`]).
+pub fn mark_running(conn: &Connection, run_id: i64, ids: &[i64]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
     }
-    tx.commit()?;
+    let mut stmt = conn.prepare_cached(
+        "UPDATE tasks SET state = 'running', last_run = ?2, started_at = ?3 WHERE id = ?1 AND state = 'pending'",
+    )?;
+    let started = now();
+    for id in ids {
+        stmt.execute(params![id, run_id, started])?;
+    }
     Ok(())
 }
 

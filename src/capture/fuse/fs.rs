@@ -194,12 +194,25 @@ impl Messages {
     }
 }
 
+impl FileNode {
+    /// The open staging file, reopened by its path if every process had closed the node.
+    fn staging_file(&mut self) -> std::io::Result<&File> {
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => File::options().read(true).write(true).open(&self.staged)?,
+        };
+        Ok(self.file.insert(file))
+    }
+}
+
 struct FileNode {
     ino: u64,
     dir: u64,
     /// `None` once unlinked (the node lives on while a process holds it open).
     name: Option<String>,
-    file: File,
+    /// The staging file, open while a process holds the node open (and reopened by path for a
+    /// request on a closed one): a task may write more files than grit may hold descriptors.
+    file: Option<File>,
     staged: PathBuf,
     size: u64,
     hasher: Sha256,
@@ -522,7 +535,7 @@ impl Shared {
                 ino,
                 dir,
                 name: Some(name.to_string()),
-                file,
+                file: Some(file),
                 staged,
                 size: 0,
                 hasher: Sha256::new(),
@@ -716,7 +729,7 @@ fn finalize(node: FileNode, worker: &Hasher) -> std::io::Result<(String, u64, Pa
     let FileNode {
         ino,
         offloaded,
-        mut file,
+        file,
         staged,
         size,
         hasher,
@@ -724,6 +737,10 @@ fn finalize(node: FileNode, worker: &Hasher) -> std::io::Result<(String, u64, Pa
         rehash,
         ..
     } = node;
+    let mut file = match file {
+        Some(file) => file,
+        None => File::open(&staged)?,
+    };
     let disk = file.metadata()?.len();
     if disk != size {
         return Err(std::io::Error::other(format!(
@@ -899,7 +916,7 @@ impl CaptureFs {
         let Some(node) = st.files.get_mut(&ino) else {
             return Err(Errno::EIO);
         };
-        if let Err(e) = node.file.set_len(size) {
+        if let Err(e) = node.staging_file().and_then(|file| file.set_len(size)) {
             let msg = format!(
                 "truncating '{}' failed: {}",
                 node.name.as_deref().unwrap_or("(deleted file)"),
@@ -1332,8 +1349,14 @@ impl Filesystem for CaptureFs {
             inputs,
             ..
         } = &mut *st;
-        let (file, file_size) = match (files.get(&ino.0), inputs.get(&ino.0)) {
-            (Some(node), _) => (&node.file, node.size),
+        let (file, file_size) = match (files.get_mut(&ino.0), inputs.get(&ino.0)) {
+            (Some(node), _) => {
+                let size = node.size;
+                match node.staging_file() {
+                    Ok(file) => (&*file, size),
+                    Err(e) => return reply.error(Errno::from(e)),
+                }
+            }
             (
                 None,
                 Some(InputNode {
@@ -1387,7 +1410,10 @@ impl Filesystem for CaptureFs {
         let Some(node) = files.get_mut(&ino.0) else {
             return reply.error(Errno::EIO);
         };
-        if let Err(e) = stage(&node.file, data, offset) {
+        if let Err(e) = node
+            .staging_file()
+            .and_then(|file| stage(file, data, offset))
+        {
             // Part of the data may be on disk; the task fails anyway, the hash must not be trusted.
             node.rehash = true;
             if node.offloaded {
@@ -1465,8 +1491,13 @@ impl Filesystem for CaptureFs {
         }
         if let Some(node) = st.files.get_mut(&ino.0) {
             node.opens = node.opens.saturating_sub(1);
-            if node.opens == 0 && node.name.is_none() {
-                st.drop_node(ino.0);
+            if node.opens == 0 {
+                if node.name.is_none() {
+                    st.drop_node(ino.0);
+                } else {
+                    // Closed by every process: give the descriptor back (reopened on demand).
+                    node.file = None;
+                }
             }
         }
         reply.ok();
