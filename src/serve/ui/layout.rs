@@ -33,6 +33,8 @@ fn head(title: &str, scripts: Scripts) -> Markup {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             meta name="color-scheme" content="light dark";
+            // No favicon: say so, or every page asks for /favicon.ico.
+            link rel="icon" href="data:,";
             title { (title) " · grit" }
             link rel="stylesheet" href=(assets::url("style.css"));
             @match scripts {

@@ -327,8 +327,11 @@ pub async fn show(
         ]))
         div hx-ext="sse" sse-connect={ "/ui/events?pipeline=" (run.pipeline) } {
             div #live hx-get={ "/ui/runs/" (view.run_id) "/live?from=" (from) }
-                hx-trigger="sse:run_started, sse:run_finished, sse:task_started throttle:700ms, sse:task_finished throttle:700ms"
-                hx-swap="innerHTML" aria-live="polite" {
+                // Once connected (events before that were missed), and at each change.
+                hx-trigger="htmx:sseOpen from:closest [sse-connect], sse:run_started, sse:run_finished, sse:task_started, sse:task_finished"
+                // Events during a fetch make one more fetch after it: a burst costs two fetches,
+                // and the last event is never lost (htmx's `throttle` would drop it).
+                hx-sync="this:queue last" hx-swap="innerHTML" aria-live="polite" {
                 (live)
             }
         }
