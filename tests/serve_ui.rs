@@ -357,7 +357,8 @@ fn pages_show_runs_failures_logs_graph_and_provenance_without_javascript() {
     assert!(pipeline.contains("<svg"), "{pipeline}");
     assert!(pipeline.contains("class=\"n-failed\""), "{pipeline}");
     assert!(pipeline.contains("What a run would do now"), "{pipeline}");
-    assert!(pipeline.contains("failed before"), "{pipeline}");
+    // The dry run: the form's `bad` run left the default `eu` a new version of `check`.
+    assert!(pipeline.contains("parameter value changed"), "{pipeline}");
 
     let runs = browser.get("/ui/runs?status=failed&pipeline=demo").body;
     assert!(

@@ -216,16 +216,39 @@ pub fn resources_page(
     Ok((page, next))
 }
 
-/// The resources task `id` wrote: (name, hash, size), by name.
-pub fn task_outputs(conn: &Connection, id: i64) -> Result<Vec<(String, String, u64)>, StoreError> {
+/// One resource a task wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskOutput {
+    pub name: String,
+    pub hash: String,
+    pub size: u64,
+}
+
+/// The first `limit` resources task `id` wrote, by name; and how many it wrote in all (a source
+/// can write thousands).
+pub fn task_outputs(
+    conn: &Connection,
+    id: i64,
+    limit: usize,
+) -> Result<(Vec<TaskOutput>, u64), StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT r.name, r.hash, r.size FROM outputs o JOIN resources r ON r.id = o.resource_id
-         WHERE o.task_id = ?1 ORDER BY r.name, r.id",
+         WHERE o.task_id = ?1 ORDER BY r.name, r.id LIMIT ?2",
     )?;
-    let rows = stmt.query_map([id], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+    let rows = stmt.query_map(params![id, limit as i64], |r| {
+        Ok(TaskOutput {
+            name: r.get(0)?,
+            hash: r.get(1)?,
+            size: r.get::<_, i64>(2)? as u64,
+        })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let first = rows.collect::<Result<_, _>>()?;
+    let total: i64 = conn.query_row(
+        "SELECT count(*) FROM outputs WHERE task_id = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    Ok((first, total as u64))
 }
 
 /// Resolve a hash or a unique prefix of at least 8 hex characters to a full object hash known to

@@ -193,6 +193,7 @@ fn live_part(session: &Session, view: &RunView, tasks: &[TaskInfo], from: usize)
             ("Started", layout::when(run.started_at.as_deref())),
             ("Finished", layout::when(run.finished_at.as_deref())),
             ("Took", layout::took(run.started_at.as_deref(), run.finished_at.as_deref())),
+            ("Engine run", html! { @match run.engine_run { Some(n) => (n), None => span.hint { "not started" } } }),
         ]))
         @if let Some(reason) = &run.reason { p.notice { (reason) } }
         @if session.operator() {
@@ -323,7 +324,6 @@ pub async fn show(
                 @if run.params.is_empty() { span.hint { "none" } }
                 @for (k, v) in &run.params { code { (k) "=" (v) } " " }
             }),
-            ("Engine run", html! { @match run.engine_run { Some(n) => (n), None => span.hint { "not started" } } }),
         ]))
         div hx-ext="sse" sse-connect={ "/ui/events?pipeline=" (run.pipeline) } {
             div #live hx-get={ "/ui/runs/" (view.run_id) "/live?from=" (from) }

@@ -8,7 +8,7 @@ use maud::html;
 
 use super::layout::{self, Nav, Scripts};
 use super::session::Session;
-use super::{Page, UiError};
+use super::{PAGE_ROWS, Page, UiError};
 use crate::serve::api::{Shared, read_store, tasks::log_now};
 use crate::serve::queue;
 use crate::store::decide::{VersionStatus, Why};
@@ -59,9 +59,9 @@ pub async fn show(
     };
     let (name, number) = queue::parse_public_id(&id).ok_or_else(not_found)?;
     let pipeline = state.pipeline(name)?.clone();
-    let (task, outputs, kind) = read_store(&pipeline, move |conn| {
+    let (task, (outputs, outputs_total), kind) = read_store(&pipeline, move |conn| {
         let task = queries::task(conn, number)?;
-        let outputs = queries::task_outputs(conn, number)?;
+        let outputs = queries::task_outputs(conn, number, PAGE_ROWS)?;
         let kind = provenance::graph_steps(conn)?
             .into_iter()
             .find(|s| s.name == task.step)
@@ -119,8 +119,14 @@ pub async fn show(
             p.hint { "None." }
         } @else {
             ul {
-                @for (out, hash, size) in &outputs {
-                    li { a href={ "/ui/resources/" (hash) "?pipeline=" (name) } { (out) } " " span.hint { (layout::size(*size)) } }
+                @for o in &outputs {
+                    li { a href={ "/ui/resources/" (o.hash) "?pipeline=" (name) } { (o.name) } " " span.hint { (layout::size(o.size)) } }
+                }
+            }
+            @if outputs_total > outputs.len() as u64 {
+                p.hint {
+                    "The first " (outputs.len()) " of " (outputs_total) " outputs, by name; "
+                    a href={ "/ui/resources?pipeline=" (name) "&show=history" } { "all resources" } "."
                 }
             }
         }
