@@ -7,7 +7,7 @@
 # gives a run record, which is then copied 10,000 times in the server's own table
 # (`serve_runs`, with distinct times), because 10,000 real runs would take most of an hour.
 #
-# Each page is fetched 7 times over loopback with curl; the median of `time_total` is shown
+# KEEP=1 keeps the seeded store (its path is printed). Each page is fetched 7 times over loopback with curl; the median of `time_total` is shown
 # beside the floor measured in the same run: GET /api/v1/healthz (an answer with no work).
 # Times include the HTTP round trip, so the server-side time is at most what is shown.
 #
@@ -21,7 +21,7 @@ work=$(mktemp -d)
 server=
 cleanup() {
   if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "kept: $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
