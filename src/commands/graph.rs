@@ -13,7 +13,7 @@ use crate::store::provenance::{self, Flow, GraphStep};
 use crate::store::{self};
 
 /// Node name of ingested files.
-const INGESTED: &str = "ingested";
+pub(crate) const INGESTED: &str = "ingested";
 
 pub fn graph(db: &Path, format: GraphFormat) -> anyhow::Result<Outcome> {
     let (_, conn) = store::open_read(db)?;
@@ -28,12 +28,12 @@ pub fn graph(db: &Path, format: GraphFormat) -> anyhow::Result<Outcome> {
 }
 
 /// A node: a current step, an old step version that still feeds one, or the ingested files.
-struct Node {
-    name: String,
-    label: String,
+pub(crate) struct Node {
+    pub name: String,
+    pub label: String,
 }
 
-fn nodes(steps: &[GraphStep], flows: &[Flow]) -> Vec<Node> {
+pub(crate) fn nodes(steps: &[GraphStep], flows: &[Flow]) -> Vec<Node> {
     let mut nodes: Vec<Node> = steps
         .iter()
         .map(|s| Node {
@@ -71,7 +71,7 @@ fn nodes(steps: &[GraphStep], flows: &[Flow]) -> Vec<Node> {
 
 /// An edge's label: the resource name when one name flowed, else the consumer's glob that matches
 /// them (or the first and last names), and the number of resources.
-fn flow_label(flow: &Flow, steps: &[GraphStep]) -> String {
+pub(crate) fn flow_label(flow: &Flow, steps: &[GraphStep]) -> String {
     let names = if flow.names == 1 {
         flow.first_name.clone()
     } else if let Some(pattern) = flow

@@ -22,21 +22,21 @@ const MAX_DEPTH: usize = 64;
 #[derive(Debug, serde::Serialize)]
 pub struct Node {
     #[serde(flatten)]
-    resource: ResourceFacts,
-    made_by: Vec<Made>,
+    pub resource: ResourceFacts,
+    pub made_by: Vec<Made>,
     /// Already shown higher up (its provenance is not repeated).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    shown_above: bool,
+    pub shown_above: bool,
 }
 
 /// One task that made a resource, with its inputs.
 #[derive(Debug, serde::Serialize)]
 pub struct Made {
     #[serde(flatten)]
-    task: Producer,
-    inputs: Vec<Node>,
+    pub task: Producer,
+    pub inputs: Vec<Node>,
     /// How many inputs the task had (a gather task's set can be larger than `inputs`).
-    inputs_total: u64,
+    pub inputs_total: u64,
 }
 
 /// The provenance trees of the resources with content `hash` (a unique prefix of 8+ hex

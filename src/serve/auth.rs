@@ -136,6 +136,20 @@ impl Secret {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
     }
 
+    /// HMAC-SHA256 of `data` under this secret, for the purpose `context` (so that a tag made
+    /// for one use is never valid for another), in hex. The web UI's CSRF tokens are these.
+    pub fn tag(&self, context: &str, data: &[u8]) -> String {
+        use hmac::{KeyInit, Mac};
+        // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0) else {
+            return String::new();
+        };
+        mac.update(context.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// The claims of a token signed with this secret that has not expired.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);

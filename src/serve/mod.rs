@@ -22,6 +22,7 @@ pub mod listen;
 pub mod metrics;
 pub mod queue;
 pub mod schedule;
+pub mod ui;
 pub mod watch;
 pub mod worker;
 
@@ -109,7 +110,8 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
         let bound = listen::bind(&config.listen).await?;
         // On stderr as it is, so scripts and tests can find the address (port 0 picks one).
         eprintln!("grit serve: listening on {}", bound.describe());
-        let app = api::router(state.clone());
+        // The web UI (issue 14) shares the API's state and read models.
+        let app = api::router(state.clone()).merge(ui::router(state.clone()));
         let shutdown = wait_for_stop(config.clone(), state.clone(), stop.clone());
         match bound {
             listen::Bound::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,

@@ -63,6 +63,25 @@ fn last_fires(conn: &Connection, pipeline: &str) -> Result<BTreeMap<String, i64>
         .collect::<Result<_, _>>()?)
 }
 
+/// When the schedule `specs` of `pipeline` fires next (unix ms), as [`tick`] will see it: each
+/// entry's next tick after its last fire (or after `now_ms` when it never fired); `None` when
+/// nothing is scheduled. A time already past means the next look queues a run.
+pub fn next_fire(
+    conn: &Connection,
+    pipeline: &str,
+    specs: &[String],
+    now_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    let fires = last_fires(conn, pipeline)?;
+    Ok(specs
+        .iter()
+        .filter_map(|spec| {
+            let every = Every::parse(spec).ok()?;
+            every.next_after(fires.get(spec).copied().unwrap_or(now_ms))
+        })
+        .min())
+}
+
 fn set_last_fires(
     conn: &mut Connection,
     pipeline: &str,

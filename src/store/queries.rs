@@ -115,32 +115,140 @@ fn stream_resources(
     all: bool,
     mut each: impl FnMut(ResourceRow) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare(
-        // The first producer, else (when `delete` or `prune` removed that task) the latest one
-        // left: a derived resource is never shown as ingested while a step explains it.
-        "SELECT r.name, r.hash, r.size,
-                COALESCE(v.name, (SELECT pv.name FROM outputs o
-                                    JOIN tasks pt ON pt.id = o.task_id
-                                    JOIN step_versions pv ON pv.id = pt.step_version_id
-                                  WHERE o.resource_id = r.id ORDER BY pt.id DESC LIMIT 1)),
-                r.live, r.created_at FROM resources r
-           LEFT JOIN tasks t ON t.id = r.task_id
-           LEFT JOIN step_versions v ON v.id = t.step_version_id
+    let mut stmt = conn.prepare(&format!(
+        "{RESOURCE_SELECT}
          WHERE (?1 IS NULL OR r.name = ?1 OR (?3 AND r.name GLOB ?1)) AND (?2 OR r.live = 1)
-         ORDER BY r.name, r.id",
-    )?;
+         ORDER BY r.name, r.id"
+    ))?;
     let mut rows = stmt.query(params![name, all, glob])?;
     while let Some(row) = rows.next()? {
-        each(ResourceRow {
-            name: row.get(0)?,
-            hash: row.get(1)?,
-            size: row.get::<_, i64>(2)? as u64,
-            step: row.get(3)?,
-            live: row.get(4)?,
-            created_at: row.get(5)?,
-        })?;
+        each(resource_row(row)?)?;
     }
     Ok(())
+}
+
+/// The columns of a [`ResourceRow`], from `resources r`: the first producer, else (when `delete`
+/// or `prune` removed that task) the latest one left: a derived resource is never shown as
+/// ingested while a step explains it.
+const RESOURCE_SELECT: &str = "SELECT r.name, r.hash, r.size,
+        COALESCE(v.name, (SELECT pv.name FROM outputs o
+                            JOIN tasks pt ON pt.id = o.task_id
+                            JOIN step_versions pv ON pv.id = pt.step_version_id
+                          WHERE o.resource_id = r.id ORDER BY pt.id DESC LIMIT 1)),
+        r.live, r.created_at, r.id FROM resources r
+   LEFT JOIN tasks t ON t.id = r.task_id
+   LEFT JOIN step_versions v ON v.id = t.step_version_id";
+
+fn resource_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
+    Ok(ResourceRow {
+        name: row.get(0)?,
+        hash: row.get(1)?,
+        size: row.get::<_, i64>(2)? as u64,
+        step: row.get(3)?,
+        live: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+/// Which resources a page of [`resources_page`] lists.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceFilter {
+    /// Names starting with this, or matching it as a glob when it has `*`, `?` or `[`.
+    pub name: Option<String>,
+    /// Every resource the store holds (newest first), not only the live ones (by name).
+    pub all: bool,
+}
+
+/// Where a page of [`resources_page`] starts: strictly after this row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceCursor {
+    pub name: String,
+    pub id: i64,
+}
+
+/// Up to `limit` resources after `after`, with the cursor of the next page when there is one:
+/// live resources by name, or with `all` every resource newest first. Keyed on indexes, so a
+/// page costs the same at any depth of a large store.
+pub fn resources_page(
+    conn: &Connection,
+    filter: &ResourceFilter,
+    after: Option<&ResourceCursor>,
+    limit: usize,
+) -> Result<(Vec<ResourceRow>, Option<ResourceCursor>), StoreError> {
+    let pattern = filter.name.as_deref().map(|n| {
+        if n.contains(['*', '?', '[']) {
+            n.to_string()
+        } else {
+            // A prefix; GLOB's own characters cannot occur in it (checked just above).
+            format!("{n}*")
+        }
+    });
+    let order = if filter.all {
+        "AND (?2 IS NULL OR r.id < ?3) ORDER BY r.id DESC"
+    } else {
+        "AND r.live = 1 AND (?2 IS NULL OR r.name > ?2 OR (r.name = ?2 AND r.id > ?3))
+         ORDER BY r.name, r.id"
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "{RESOURCE_SELECT} WHERE (?1 IS NULL OR r.name GLOB ?1) {order} LIMIT ?4"
+    ))?;
+    let mut rows = stmt.query(params![
+        pattern,
+        after.map(|c| c.name.as_str()),
+        after.map(|c| c.id),
+        limit as i64 + 1
+    ])?;
+    let mut page = Vec::with_capacity(limit);
+    let mut next = None;
+    let mut last_id = 0i64;
+    while let Some(row) = rows.next()? {
+        if page.len() == limit {
+            let last: &ResourceRow = &page[limit - 1];
+            next = Some(ResourceCursor {
+                name: last.name.clone(),
+                id: last_id,
+            });
+            break;
+        }
+        last_id = row.get(6)?;
+        page.push(resource_row(row)?);
+    }
+    Ok((page, next))
+}
+
+/// One resource a task wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskOutput {
+    pub name: String,
+    pub hash: String,
+    pub size: u64,
+}
+
+/// The first `limit` resources task `id` wrote, by name; and how many it wrote in all (a source
+/// can write thousands).
+pub fn task_outputs(
+    conn: &Connection,
+    id: i64,
+    limit: usize,
+) -> Result<(Vec<TaskOutput>, u64), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.name, r.hash, r.size FROM outputs o JOIN resources r ON r.id = o.resource_id
+         WHERE o.task_id = ?1 ORDER BY r.name, r.id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![id, limit as i64], |r| {
+        Ok(TaskOutput {
+            name: r.get(0)?,
+            hash: r.get(1)?,
+            size: r.get::<_, i64>(2)? as u64,
+        })
+    })?;
+    let first = rows.collect::<Result<_, _>>()?;
+    let total: i64 = conn.query_row(
+        "SELECT count(*) FROM outputs WHERE task_id = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    Ok((first, total as u64))
 }
 
 /// Resolve a hash or a unique prefix of at least 8 hex characters to a full object hash known to

@@ -2,11 +2,12 @@
 //! (`{"error": {"code", "message"}}`), bearer-token authentication, the body limit and request
 //! timeouts. The handlers live in one file per resource.
 
-mod events;
+// The web UI ([`super::ui`]) serves some of these handlers again behind its session cookie.
+pub(crate) mod events;
 mod pipelines;
-mod resources;
-mod runs;
-mod tasks;
+pub(crate) mod resources;
+pub(crate) mod runs;
+pub(crate) mod tasks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,7 +62,7 @@ impl AppState {
         }
     }
 
-    fn pipeline(&self, name: &str) -> Result<&Arc<Pipeline>, ApiError> {
+    pub(crate) fn pipeline(&self, name: &str) -> Result<&Arc<Pipeline>, ApiError> {
         self.pipelines.get(name).ok_or_else(|| {
             ApiError::not_found(format!(
                 "no pipeline `{name}` on this server (it serves: {})",

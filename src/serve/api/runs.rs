@@ -19,31 +19,31 @@ const MAX_LIMIT: usize = 500;
 /// One step's task counts in a run.
 #[derive(Debug, Serialize, Deserialize, Default)]
 pub struct StepView {
-    name: String,
+    pub name: String,
     /// Tasks executed (finished) in this run.
     #[serde(default)]
-    executed: u64,
+    pub executed: u64,
     #[serde(default)]
-    succeeded: u64,
+    pub succeeded: u64,
     #[serde(default)]
-    failed: u64,
+    pub failed: u64,
     /// Tasks started and not finished yet (live runs only).
     #[serde(default)]
-    running: u64,
+    pub running: u64,
     /// Tasks waiting to start (live runs only).
     #[serde(default)]
-    pending: u64,
+    pub pending: u64,
 }
 
 /// A run as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct RunView {
-    run_id: String,
+    pub run_id: String,
     #[serde(flatten)]
-    record: RunRecord,
+    pub record: RunRecord,
     /// Runs ahead of it in the wait list (queued runs only; 0 = next).
-    position: Option<usize>,
-    steps: Vec<StepView>,
+    pub position: Option<usize>,
+    pub steps: Vec<StepView>,
 }
 
 /// The view of `record`; `live` are the counts of a running run.
@@ -75,7 +75,11 @@ pub fn view(record: RunRecord, position: Option<usize>, live: Option<Vec<StepCou
 }
 
 /// The full view of record `id`, with live counts while it runs.
-async fn load(state: &Shared, pipeline_name: &str, id: i64) -> Result<RunView, ApiError> {
+pub(crate) async fn load(
+    state: &Shared,
+    pipeline_name: &str,
+    id: i64,
+) -> Result<RunView, ApiError> {
     let pipeline = state.pipeline(pipeline_name)?;
     let current = pipeline.current().filter(|c| c.id == id);
     let (record, position, live) = read_store(pipeline, move |conn| {
@@ -119,10 +123,10 @@ pub struct TriggerBody {
 
 #[derive(Serialize)]
 pub struct Triggered {
-    run_id: String,
-    position: usize,
+    pub run_id: String,
+    pub position: usize,
     /// The trigger merged into a run still waiting out its start delay.
-    merged: bool,
+    pub merged: bool,
 }
 
 /// `POST /pipelines/{name}/runs` `{"params": {...}}` → 202 `{"run_id", "position"}`.
@@ -131,13 +135,26 @@ pub async fn trigger(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<TriggerBody>,
 ) -> Result<(StatusCode, Json<Triggered>), ApiError> {
+    let triggered = enqueue_run(&state, &name, body.params, "api").await?;
+    Ok((StatusCode::ACCEPTED, Json(triggered)))
+}
+
+/// Queue a run of pipeline `name` with `given` params over its configured ones (what a trigger
+/// from the API or the web UI, named by `source`, does).
+pub(crate) async fn enqueue_run(
+    state: &Shared,
+    name: &str,
+    given: BTreeMap<String, String>,
+    source: &'static str,
+) -> Result<Triggered, ApiError> {
+    let name = name.to_string();
     let pipeline = state.pipeline(&name)?;
     let config = pipeline.config();
     // The pipeline's configured values, overridden by the trigger's, checked against the
     // manifest's `[pipeline.params]` now, so that a wrong name is this request's 400 and not a
     // failed run later.
     let mut params = config.params.clone();
-    params.extend(body.params);
+    params.extend(given);
     let manifest = crate::manifest::load(&config.manifest)
         .map_err(|e| ApiError::internal(format!("pipeline {name}: {e}")))?
         .manifest;
@@ -150,7 +167,7 @@ pub async fn trigger(
     }
     let trigger = Trigger {
         pipeline: name.clone(),
-        source: "api",
+        source,
         params,
         strategy: config.queue_strategy,
         limit: config.queue_limit,
@@ -179,18 +196,15 @@ pub async fn trigger(
             "run_queued",
             serde_json::json!({
                 "pipeline": name, "run_id": queue::public_id(&name, id), "position": position,
-                "trigger": "api",
+                "trigger": source,
             }),
         );
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Triggered {
-            run_id: queue::public_id(&name, id),
-            position,
-            merged,
-        }),
-    ))
+    Ok(Triggered {
+        run_id: queue::public_id(&name, id),
+        position,
+        merged,
+    })
 }
 
 #[derive(Deserialize)]
@@ -204,9 +218,9 @@ pub struct ListQuery {
 
 #[derive(Serialize)]
 pub struct RunPage {
-    runs: Vec<RunView>,
+    pub runs: Vec<RunView>,
     /// Pass as `cursor` for the next page; absent on the last page.
-    next_cursor: Option<String>,
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /runs?pipeline=&status=&limit=&cursor=`: newest first.
@@ -216,22 +230,40 @@ pub async fn list(
 ) -> Result<Json<RunPage>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    let page = page_of_runs(
+        &state,
+        query.pipeline.as_deref(),
+        query.status.as_deref(),
+        query.cursor.as_deref(),
+        limit,
+    )
+    .await?;
+    Ok(Json(page))
+}
+
+/// One page of runs, newest first across the pipelines (or of `pipeline`), in state `status`,
+/// after `cursor` (a `next_cursor` given out before): `GET /runs` and the web UI's Runs page.
+pub(crate) async fn page_of_runs(
+    state: &Shared,
+    pipeline: Option<&str>,
+    status: Option<&str>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<RunPage, ApiError> {
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(format!(
             "limit: {limit} is out of range: give 1 to {MAX_LIMIT}"
         )));
     }
-    if let Some(status) = &query.status
-        && !queue::STATES.contains(&status.as_str())
+    if let Some(status) = status
+        && !queue::STATES.contains(&status)
     {
         return Err(ApiError::bad_request(format!(
             "status: `{status}` is not a run state: use one of {}",
             queue::STATES.join(", ")
         )));
     }
-    let cursor = query
-        .cursor
-        .as_deref()
+    let cursor = cursor
         .map(|text| {
             hex::decode(text)
                 .ok()
@@ -239,7 +271,7 @@ pub async fn list(
                 .ok_or_else(|| ApiError::bad_request("cursor: not a cursor this server gave out"))
         })
         .transpose()?;
-    let pipelines: Vec<_> = match &query.pipeline {
+    let pipelines: Vec<_> = match pipeline {
         Some(name) => vec![state.pipeline(name)?.clone()],
         None => state.pipelines.values().cloned().collect(),
     };
@@ -248,7 +280,7 @@ pub async fn list(
     let mut all = Vec::new();
     for pipeline in pipelines {
         let name = pipeline.config().name.clone();
-        let status = query.status.clone();
+        let status = status.map(str::to_string);
         let cursor = cursor.clone();
         let mut rows = read_store(&pipeline, move |conn| {
             queue::page(conn, &name, status.as_deref(), cursor.as_ref(), limit + 1)
@@ -276,12 +308,12 @@ pub async fn list(
     for record in all {
         let view = match record.status.as_str() {
             // Live counts and positions need more reads; only for the few unfinished runs.
-            "queued" | "running" => load(&state, &record.pipeline.clone(), record.id).await?,
+            "queued" | "running" => load(state, &record.pipeline.clone(), record.id).await?,
             _ => view(record, None, None),
         };
         runs.push(view);
     }
-    Ok(Json(RunPage { runs, next_cursor }))
+    Ok(RunPage { runs, next_cursor })
 }
 
 /// `GET /runs/{id}`
@@ -299,14 +331,24 @@ pub async fn cancel(
     State(state): State<Shared>,
     Path(public): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let (name, id) = parse_id(&state, &public)?;
+    let status = cancel_run(&state, &public).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "run_id": public, "status": status })),
+    ))
+}
+
+/// Cancel run `public`: `"cancelled"` when it was queued, `"cancelling"` when it runs (it stops
+/// soon); 409 when it has ended.
+pub(crate) async fn cancel_run(state: &Shared, public: &str) -> Result<&'static str, ApiError> {
+    let (name, id) = parse_id(state, public)?;
     let pipeline = state.pipeline(name)?;
     let found = pipeline
         .writer
         .call(move |conn| queue::cancel_queued(conn, id, "cancelled by a client"))
         .await?;
     let status = match found {
-        CancelQueued::NotFound => return Err(no_run(&public)),
+        CancelQueued::NotFound => return Err(no_run(public)),
         CancelQueued::Cancelled => {
             pipeline.wake.notify_one();
             "cancelled"
@@ -326,10 +368,7 @@ pub async fn cancel(
             )));
         }
     };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "run_id": public, "status": status })),
-    ))
+    Ok(status)
 }
 
 /// `DELETE /runs/{id}`: removes a queued run from the wait list (or a finished run's record);

@@ -145,15 +145,15 @@ pub async fn log(
 }
 
 /// The part of a task's log from byte `offset` on, as it is now.
-struct LogChunk {
-    content: Vec<u8>,
+pub(crate) struct LogChunk {
+    pub content: Vec<u8>,
     /// The task has ended: this was the stored log and nothing more will come.
-    finished: bool,
+    pub finished: bool,
 }
 
 /// While the task runs, its live log in the store's staging area; once it ended, its stored log
 /// (verified whole before any of it is returned).
-fn log_now(pipeline: &Pipeline, task: i64, offset: u64) -> Result<LogChunk, ApiError> {
+pub(crate) fn log_now(pipeline: &Pipeline, task: i64, offset: u64) -> Result<LogChunk, ApiError> {
     let (_, conn) = crate::store::open_read(&pipeline.paths.root)?;
     let progress = queries::task_progress(&conn, task)?;
     let Some((last_run, state)) = progress else {

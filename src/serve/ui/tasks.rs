@@ -1,0 +1,156 @@
+//! One task's page: its facts (step, version, state, attempts, exit code, error), why it ran,
+//! its input and outputs as links, and its log, followed live while it runs.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use maud::html;
+
+use super::layout::{self, Nav, Scripts};
+use super::session::Session;
+use super::{PAGE_ROWS, Page, UiError};
+use crate::serve::api::{Shared, read_store, tasks::log_now};
+use crate::serve::queue;
+use crate::store::decide::{VersionStatus, Why};
+use crate::store::provenance;
+use crate::store::queries::{self, TaskInfo};
+use crate::store::runs::StepKind;
+
+/// The end of a log shown on the page; the whole is a link away (keeps pages small).
+const LOG_TAIL: usize = 48 * 1024;
+
+/// Why this task ran, in the dry run's words ([`Why::text`]), from what the store recorded.
+fn why_it_ran(task: &TaskInfo, kind: Option<&str>) -> String {
+    let kind = match kind {
+        Some("source") => StepKind::Source,
+        Some("gather") => StepKind::Gather,
+        _ => StepKind::Map,
+    };
+    let why = if task.state == "pending" {
+        Why::Pending
+    } else if task.attempts > 1 {
+        Why::FailedBefore
+    } else if kind == StepKind::Source && task.input_name.is_none() && task.attempts <= 1 {
+        // A source's task per run, or its only one when `once`: both read "runs every run" or
+        // "never ran"; the store does not say which, so name the common case.
+        Why::EveryRun
+    } else {
+        Why::Fresh
+    };
+    let text = why.text(kind, VersionStatus::Known);
+    if task.attempts > 1 {
+        format!("{text} (attempt {})", task.attempts)
+    } else {
+        text.to_string()
+    }
+}
+
+/// `GET /ui/tasks/{id}`
+pub async fn show(
+    State(state): State<Shared>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Page {
+    let not_found = || {
+        UiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no task `{id}`: task ids are PIPELINE.N"),
+        )
+    };
+    let (name, number) = queue::parse_public_id(&id).ok_or_else(not_found)?;
+    let pipeline = state.pipeline(name)?.clone();
+    let (task, (outputs, outputs_total), kind) = read_store(&pipeline, move |conn| {
+        let task = queries::task(conn, number)?;
+        let outputs = queries::task_outputs(conn, number, PAGE_ROWS)?;
+        let kind = provenance::graph_steps(conn)?
+            .into_iter()
+            .find(|s| s.name == task.step)
+            .map(|s| s.kind);
+        Ok((task, outputs, kind))
+    })
+    .await?;
+    let log = {
+        let pipeline = pipeline.clone();
+        tokio::task::spawn_blocking(move || log_now(&pipeline, number, 0))
+            .await
+            .map_err(|e| UiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    };
+    let (log_text, cut, log_error) = match log {
+        Ok(chunk) => {
+            let start = chunk.content.len().saturating_sub(LOG_TAIL);
+            (
+                String::from_utf8_lossy(&chunk.content[start..]).into_owned(),
+                start > 0,
+                None,
+            )
+        }
+        Err(e) => (String::new(), false, Some(e.message)),
+    };
+    let running = task.state == "running";
+    let log_url = format!("/ui/tasks/{id}/log");
+    let body = html! {
+        h1 { "Task " (id) }
+        (layout::facts([
+            ("Step", html! { a href={ "/ui/pipelines/" (name) } { (task.step) } }),
+            ("Version", html! { code { (task.version) } }),
+            ("State", layout::state(&task.state)),
+            ("Why it ran", html! { (why_it_ran(&task, kind.as_deref())) }),
+            ("Attempt", html! { (task.attempts) }),
+            ("Exit code", html! { @match task.exit_code { Some(c) => (c), None => span.hint { "—" } } }),
+            ("Started", layout::when(task.started_at.as_deref())),
+            ("Took", html! {
+                @match task.duration_ms {
+                    Some(ms) => (layout::rough(std::time::Duration::from_millis(ms.max(0) as u64))),
+                    None => (layout::took(task.started_at.as_deref(), task.finished_at.as_deref())),
+                }
+            }),
+            ("Input", html! {
+                @match (&task.input_name, &task.input_hash) {
+                    (Some(n), Some(h)) => a href={ "/ui/resources/" (h) "?pipeline=" (name) } { (n) },
+                    _ => span.hint { "none (a source or a gather task)" },
+                }
+            }),
+        ]))
+        @if let Some(error) = &task.error {
+            p.notice role="alert" { span.error-line { (error) } }
+        }
+        h2 { "Outputs" }
+        @if outputs.is_empty() {
+            p.hint { "None." }
+        } @else {
+            ul {
+                @for o in &outputs {
+                    li { a href={ "/ui/resources/" (o.hash) "?pipeline=" (name) } { (o.name) } " " span.hint { (layout::size(o.size)) } }
+                }
+            }
+            @if outputs_total > outputs.len() as u64 {
+                p.hint {
+                    "The first " (outputs.len()) " of " (outputs_total) " outputs, by name; "
+                    a href={ "/ui/resources?pipeline=" (name) "&show=history" } { "all resources" } "."
+                }
+            }
+        }
+        h2 #log-heading { "Log" }
+        @if let Some(e) = log_error { p.notice { (e) } }
+        @if cut { p.hint { "The last " (LOG_TAIL / 1024) " KiB; " a href=(log_url) { "the whole log" } "." } }
+        @if running {
+            p.hint { "The task is running: the log follows as it grows (reload without JavaScript)." }
+            pre.log #log aria-labelledby="log-heading" tabindex="0" data-follow={ (log_url) "?follow=1" } { (log_text) }
+        } @else {
+            pre.log #log aria-labelledby="log-heading" tabindex="0" { (log_text) }
+            p { a href=(log_url) { "Plain text" } }
+        }
+    };
+    let scripts = if running {
+        Scripts::FollowLog
+    } else {
+        Scripts::None
+    };
+    Ok(layout::page(
+        &session,
+        &format!("Task {id}"),
+        Nav::Runs,
+        scripts,
+        body,
+    ))
+}
