@@ -1026,3 +1026,137 @@ script = 'echo "region=$GRIT_PARAM_REGION" > "$OUTPUT_DIR/where"'
     );
     server.stop();
 }
+
+/// The routes of `fn v1` in `src/serve/api/mod.rs` (every route under `/api/v1`), as
+/// `(METHOD, /api/v1/PATH)`: read from the router's source so that a route added there without
+/// documentation fails [`the_openapi_document_lists_every_route_and_is_the_committed_copy`].
+fn router_routes() -> Vec<(String, String)> {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/serve/api/mod.rs"))
+            .expect("read the router's source");
+    let start = source
+        .find("fn v1(")
+        .expect("fn v1 in src/serve/api/mod.rs");
+    let body = &source[start..];
+    let body = &body[..body.find("\n}\n").expect("the end of fn v1")];
+    let mut routes = Vec::new();
+    for call in body.split(".route(").skip(1) {
+        let path = call.split('"').nth(1).expect("a route's path literal");
+        // The method router: up to the `)` closing `.route(`.
+        let mut depth = 1;
+        let end = call
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map(|(i, _)| i)
+            .expect("a closed .route(");
+        let methods = &call[..end];
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let called = methods.match_indices(&format!("{method}(")).any(|(i, _)| {
+                i == 0
+                    || !methods.as_bytes()[i - 1].is_ascii_alphanumeric()
+                        && methods.as_bytes()[i - 1] != b'_'
+            });
+            if called {
+                routes.push((method.to_uppercase(), format!("/api/v1{path}")));
+            }
+        }
+    }
+    routes.sort();
+    routes
+}
+
+#[test]
+fn the_openapi_document_lists_every_route_and_is_the_committed_copy() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let server = Server::single(&project.manifest(), &project.db());
+    // Served without a token, like /healthz.
+    let mut response = ureq::get(format!("{}/api/v1/openapi.json", server.url))
+        .call()
+        .expect("GET /openapi.json");
+    assert_eq!(response.status(), 200);
+    let text = response.body_mut().read_to_string().unwrap();
+    let doc: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    let routes = router_routes();
+    assert!(routes.len() >= 17, "{routes:?}");
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    assert_eq!(
+        documented, routes,
+        "the OpenAPI document (left) must list exactly the router's routes (right)"
+    );
+
+    // Each documented operation: the error shape for its errors, a bearer requirement unless
+    // public, and the route really answers (not the 404 of an unknown endpoint).
+    let operator = store_token("operator", &project.db());
+    for (method, path) in &documented {
+        let operation = &doc["paths"][path][method.to_lowercase()];
+        let public = path.ends_with("/healthz") || path.ends_with("/openapi.json");
+        assert_eq!(
+            operation["security"].is_null(),
+            public,
+            "{method} {path}: security {}",
+            operation["security"]
+        );
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+        if !public {
+            assert!(operation["responses"]["401"].is_object(), "{method} {path}");
+        }
+        let concrete = path
+            .replace("{name}", "pipeline")
+            .replace("{id}", "pipeline.1")
+            .replace("{hash}", "00000000")
+            .replace("/api/v1", "");
+        if path.ends_with("/events") {
+            continue; // A stream: answered with 200 and never ends.
+        }
+        let body = (method == "POST").then_some(b"{}".as_slice());
+        let (status, body) = server.request(method, &concrete, Some(&operator), body);
+        let unknown_endpoint = status == 404 && body.contains("no such endpoint");
+        assert!(
+            !unknown_endpoint && status != 405,
+            "{method} {path}: {status} {body}"
+        );
+        assert!(
+            operation["responses"][status.to_string()].is_object(),
+            "{method} {path}: {status} is not documented: {body}"
+        );
+    }
+    let schema = &doc["components"]["schemas"]["ErrorBody"];
+    assert_eq!(
+        schema["properties"]["error"]["$ref"],
+        "#/components/schemas/ErrorDetail"
+    );
+
+    // docs/openapi.json is what the server serves.
+    let committed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json"))
+            .expect("docs/openapi.json");
+    assert!(
+        committed.trim_end() == text.trim_end(),
+        "docs/openapi.json is not what the server serves: regenerate it with\n  \
+         curl -s http://127.0.0.1:9009/api/v1/openapi.json > docs/openapi.json"
+    );
+}

@@ -24,20 +24,60 @@ pub const STATES: &[&str] = &[
     "interrupted",
 ];
 
+/// A run's state, for the API's schema; the same names as [`STATES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// States a run never leaves.
 pub fn is_final(status: &str) -> bool {
     !matches!(status, "queued" | "running")
 }
 
 /// One row of `serve_runs`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunRecord {
     #[serde(skip)]
     pub id: i64,
     pub pipeline: String,
+    #[schema(value_type = RunStatus)]
     pub status: String,
+    /// What queued it: `api`, `schedule` or `watch`.
+    #[schema(example = "api")]
     pub trigger: String,
+    /// The run's parameter values.
     pub params: BTreeMap<String, String>,
+    /// RFC 3339, UTC, milliseconds.
+    #[schema(example = "2026-12-05T10:39:22.061Z")]
     pub queued_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -47,6 +87,7 @@ pub struct RunRecord {
     pub first_engine_run: Option<i64>,
     /// A crash or a stop of the server interrupted it, and it was resumed.
     pub resumed: bool,
+    /// Why it failed or was cancelled.
     pub reason: Option<String>,
     #[serde(skip)]
     pub steps: Option<String>,
@@ -527,6 +568,17 @@ mod tests {
             strategy,
             limit,
             start_delay: Duration::from_millis(delay_ms),
+        }
+    }
+
+    #[test]
+    fn the_schema_states_are_the_states() {
+        assert_eq!(RunStatus::ALL.map(RunStatus::as_str).as_slice(), STATES);
+        for status in RunStatus::ALL {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::Value::from(status.as_str())
+            );
         }
     }
 

@@ -125,6 +125,34 @@ impl Server {
         (status, value)
     }
 
+    /// `METHOD /api/v1PATH` with an optional token and body; the status and the body as text.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> (u16, String) {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}/api/v1{path}", self.url));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .body(body.unwrap_or_default().to_vec())
+            .expect("a request");
+        let mut response = self
+            .agent
+            .run(request)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.stderr()));
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
     pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self.agent.get(format!("{}/api/v1{path}", self.url));
         if let Some(token) = token {

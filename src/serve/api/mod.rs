@@ -1,8 +1,9 @@
 //! The HTTP API under `/api/v1`: the router, the error shape every endpoint shares
 //! (`{"error": {"code", "message"}}`), bearer-token authentication, the body limit and request
-//! timeouts. The handlers live in one file per resource.
+//! timeouts. The handlers live in one file per resource; [`openapi`] describes them all.
 
 mod events;
+pub mod openapi;
 mod pipelines;
 mod resources;
 mod runs;
@@ -14,13 +15,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rusqlite::Connection;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
 
 use super::auth::{Claims, Role, Secret, TokenError};
 use super::worker::{Hub, Pipeline};
@@ -79,6 +83,20 @@ pub type Shared = Arc<AppState>;
 
 /// The router of the whole API.
 pub fn router(state: Shared) -> Router {
+    Router::new()
+        .nest("/api/v1", v1(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Every route under `/api/v1`. Each one is described in [`openapi`]; `tests/serve.rs` reads the
+/// `.route(` calls of this function and checks that `/api/v1/openapi.json` lists them all.
+fn v1(state: Shared) -> Router<Shared> {
+    let public = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::document));
     let authenticated = Router::new()
         .route("/pipelines", get(pipelines::list))
         .route("/pipelines/{name}", get(pipelines::show))
@@ -98,18 +116,23 @@ pub fn router(state: Shared) -> Router {
         .route("/tasks/{id}/log", get(tasks::log))
         .route("/resources/{hash}/content", get(resources::content))
         .route("/events", get(events::stream))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .route("/api/v1/healthz", get(healthz))
-        .nest("/api/v1", authenticated.merge(streaming))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(state, authenticate));
+    public.merge(authenticated).merge(streaming)
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// The answer of `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` while the server answers.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// `GET /healthz`: the server is up (no token needed).
+#[utoipa::path(get, path = "/api/v1/healthz", operation_id = "healthz", tag = "server",
+    responses((status = 200, description = "The server answers", body = Health)))]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -188,11 +211,32 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `bad_request`, `bad_params`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `request_timeout`, `conflict`, `payload_too_large`,
+    /// `range_not_satisfiable`, `queue_full`, `internal`, `store_damaged`.
+    #[schema(example = "not_found")]
+    code: String,
+    /// For people: what happened and what to do.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -315,6 +359,21 @@ where
         json.end()
             .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
         Ok(JsonBody(value))
+    }
+}
+
+/// One path segment (`{name}`, `{id}`, `{hash}`) as text; a segment that is not UTF-8 once
+/// percent-decoded is a 400 with the error shape (axum's own rejection is plain text).
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(segment)| Segment(segment))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
     }
 }
 
