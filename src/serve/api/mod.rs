@@ -305,7 +305,7 @@ async fn time_limit(State(state): State<Shared>, request: Request, next: Next) -
     }
 }
 
-/// A JSON body: at most [`MAX_BODY`] bytes (413), any content type, empty meaning `{}`; a
+/// A JSON body: at most [`MAX_BODY`] bytes (413), any content type, empty or `null` meaning `{}`; a
 /// malformed body is a 400 naming the field (`params.region: invalid type ...`).
 pub struct JsonBody<T>(pub T);
 
@@ -341,11 +341,13 @@ where
                 ApiError::bad_request(format!("cannot read the request body: {e}"))
             }
         })?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
+        // No body, or a JSON `null` (what the document's optional body allows), is `{}`.
+        let text: &[u8] =
+            if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
+                b"{}"
+            } else {
+                &bytes
+            };
         let mut json = serde_json::Deserializer::from_slice(text);
         let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
             let path = e.path().to_string();

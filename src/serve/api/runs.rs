@@ -138,7 +138,7 @@ pub struct Triggered {
 /// `POST /pipelines/{name}/runs` `{"params": {...}}` → 202 `{"run_id", "position"}`.
 #[utoipa::path(post, path = "/api/v1/pipelines/{name}/runs", operation_id = "triggerRun",
     tag = "runs", security(("bearer" = [])), params(super::openapi::PipelineName),
-    request_body(content = TriggerBody, content_type = "application/json",
+    request_body(content = Option<TriggerBody>, content_type = "application/json",
         description = "The run's parameters; an empty body is `{}`"),
     responses(
         (status = 202, description = "Queued (or merged into a run waiting out its `start_delay`)",
@@ -229,7 +229,8 @@ pub struct ListQuery {
     /// Runs per page.
     #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<usize>,
-    /// Where the page starts: the `next_cursor` of the page before.
+    /// Where the page starts: the `next_cursor` of the page before (empty: the first page).
+    #[param(pattern = "^[0-9a-f]*$")]
     cursor: Option<String>,
 }
 
@@ -268,9 +269,12 @@ pub async fn list(
             queue::STATES.join(", ")
         )));
     }
+    // An empty cursor (`cursor=` from a client that passes on an absent `next_cursor`): the
+    // first page.
     let cursor = query
         .cursor
         .as_deref()
+        .filter(|text| !text.is_empty())
         .map(|text| {
             hex::decode(text)
                 .ok()
