@@ -35,9 +35,15 @@ pub struct Server {
 impl Server {
     /// `grit serve ARGS` (ARGS must make it listen on 127.0.0.1:0).
     pub fn start(args: &[&std::ffi::OsStr]) -> Server {
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin("grit"))
-            .arg("serve")
-            .args(args)
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin("grit"));
+        command.arg("serve").args(args);
+        Server::spawn(command)
+    }
+
+    /// Start `command` (a `grit serve`, perhaps through a wrapper) and wait until it says where
+    /// it listens: `url` is `http://HOST:PORT`, or `unix:/PATH` for a unix socket.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command
             .env_remove("GRIT_DB")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -79,7 +85,7 @@ impl Server {
                 );
             }
             let text = server.stderr();
-            let line = text.lines().find(|l| l.contains("listening on http://"))?;
+            let line = text.lines().find(|l| l.contains("listening on "))?;
             Some(line.rsplit(' ').next()?.to_string())
         });
         server.url = url;

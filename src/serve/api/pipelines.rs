@@ -128,7 +128,13 @@ pub async fn show(
     let pipeline = state.pipeline(&name)?;
     let config = pipeline.config();
     let (summary, queue) = summary(pipeline).await?;
-    let (steps, edges, manifest_error) = match crate::manifest::load(&config.manifest) {
+    // The manifest is read on a blocking thread: a slow or hung filesystem delays this answer
+    // (up to request_timeout), never the server's async threads.
+    let path = config.manifest.clone();
+    let loaded = tokio::task::spawn_blocking(move || crate::manifest::load(&path))
+        .await
+        .map_err(ApiError::internal)?;
+    let (steps, edges, manifest_error) = match loaded {
         Ok(loaded) => {
             let m = loaded.manifest;
             let steps = m

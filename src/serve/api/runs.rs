@@ -161,7 +161,11 @@ pub async fn trigger(
     // failed run later.
     let mut params = config.params.clone();
     params.extend(body.params);
-    let manifest = crate::manifest::load(&config.manifest)
+    // Read on a blocking thread, as in `GET /pipelines/{name}`.
+    let path = config.manifest.clone();
+    let manifest = tokio::task::spawn_blocking(move || crate::manifest::load(&path))
+        .await
+        .map_err(ApiError::internal)?
         .map_err(|e| ApiError::internal(format!("pipeline {name}: {e}")))?
         .manifest;
     if let Err(e) = manifest.effective_params(&params) {
