@@ -379,20 +379,44 @@ impl<S: Send + Sync> FromRequestParts<S> for Segment {
     }
 }
 
-/// Run `read` on a fresh read-only connection to `pipeline`'s store, off the async threads.
+/// Idle read-only connections kept per pipeline (requests beyond open their own).
+const IDLE_READERS: usize = 4;
+
+/// Run `read` on a read-only connection to `pipeline`'s store, off the async threads. The
+/// connection is a kept one when one is idle (each read is its own transaction, so it sees the
+/// store as it is now), else a new one; it is kept again unless SQLite failed on it.
 pub async fn read_store<T, F>(pipeline: &Pipeline, read: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
+    let idle = pipeline
+        .readers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop();
     let root = pipeline.paths.root.clone();
-    tokio::task::spawn_blocking(move || {
-        let (_, conn) = store::open_read(&root)?;
-        read(&conn)
+    let (result, conn) = tokio::task::spawn_blocking(move || {
+        let conn = match idle {
+            Some(conn) => conn,
+            None => store::open_read(&root)?.1,
+        };
+        let result = read(&conn);
+        Ok::<_, StoreError>((result, conn))
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::from)
+    .map_err(ApiError::internal)??;
+    // A connection whose read failed in SQLite is not trusted again.
+    if !matches!(result, Err(StoreError::Sqlite(_))) {
+        let mut readers = pipeline
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if readers.len() < IDLE_READERS {
+            readers.push(conn);
+        }
+    }
+    result.map_err(ApiError::from)
 }
 
 /// Bytes sent on the returned channel become a streamed response body; an error sent ends the
