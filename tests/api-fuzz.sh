@@ -78,12 +78,13 @@ echo "api-fuzz: schemathesis $SCHEMATHESIS_VERSION against $url (grit serve on e
 status=0
 # /events is a stream that ends only when the server stops: its schema is checked by
 # tests/serve.rs, not here.
-timeout $((seconds + 30)) "$venv/bin/schemathesis" run "$url/api/v1/openapi.json" \
+# Run from the scratch directory: schemathesis keeps a cache (.schemathesis/) where it runs.
+(cd "$work" && timeout $((seconds + 30)) "$venv/bin/schemathesis" run "$url/api/v1/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks "${FUZZ_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance}" \
   --exclude-path /api/v1/events \
   --max-examples "$examples" --max-time "$seconds" --request-timeout 20 \
-  --workers 2 --suppress-health-check too_slow --no-color "${seed_args[@]}" || status=$?
+  --workers 2 --suppress-health-check too_slow --no-color "${seed_args[@]}") || status=$?
 if [ "$status" -ne 0 ]; then
   echo "api-fuzz: schemathesis failed (exit $status); the server's log:" >&2
   tail -50 "$work/server.log" >&2
