@@ -1026,3 +1026,391 @@ script = 'echo "region=$GRIT_PARAM_REGION" > "$OUTPUT_DIR/where"'
     );
     server.stop();
 }
+
+/// The routes of `fn v1` in `src/serve/api/mod.rs` (every route under `/api/v1`), as
+/// `(METHOD, /api/v1/PATH)`: read from the router's source so that a route added there without
+/// documentation fails [`the_openapi_document_lists_every_route_and_is_the_committed_copy`].
+fn router_routes() -> Vec<(String, String)> {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/serve/api/mod.rs"))
+            .expect("read the router's source");
+    let start = source
+        .find("fn v1(")
+        .expect("fn v1 in src/serve/api/mod.rs");
+    let body = &source[start..];
+    let body = &body[..body.find("\n}\n").expect("the end of fn v1")];
+    let mut routes = Vec::new();
+    for call in body.split(".route(").skip(1) {
+        let path = call.split('"').nth(1).expect("a route's path literal");
+        // The method router: up to the `)` closing `.route(`.
+        let mut depth = 1;
+        let end = call
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map(|(i, _)| i)
+            .expect("a closed .route(");
+        let methods = &call[..end];
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let called = methods.match_indices(&format!("{method}(")).any(|(i, _)| {
+                i == 0
+                    || !methods.as_bytes()[i - 1].is_ascii_alphanumeric()
+                        && methods.as_bytes()[i - 1] != b'_'
+            });
+            if called {
+                routes.push((method.to_uppercase(), format!("/api/v1{path}")));
+            }
+        }
+    }
+    routes.sort();
+    routes
+}
+
+#[test]
+fn the_openapi_document_lists_every_route_and_is_the_committed_copy() {
+    let (project, gate) = gated_project();
+    gate.open();
+    let server = Server::single(&project.manifest(), &project.db());
+    // Served without a token, like /healthz.
+    let mut response = ureq::get(format!("{}/api/v1/openapi.json", server.url))
+        .call()
+        .expect("GET /openapi.json");
+    assert_eq!(response.status(), 200);
+    let text = response.body_mut().read_to_string().unwrap();
+    let doc: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    let routes = router_routes();
+    assert!(routes.len() >= 17, "{routes:?}");
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    assert_eq!(
+        documented, routes,
+        "the OpenAPI document (left) must list exactly the router's routes (right)"
+    );
+
+    // Each documented operation: the error shape for its errors, a bearer requirement unless
+    // public, and the route really answers (not the 404 of an unknown endpoint).
+    let operator = store_token("operator", &project.db());
+    for (method, path) in &documented {
+        let operation = &doc["paths"][path][method.to_lowercase()];
+        let public = path.ends_with("/healthz") || path.ends_with("/openapi.json");
+        assert_eq!(
+            operation["security"].is_null(),
+            public,
+            "{method} {path}: security {}",
+            operation["security"]
+        );
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+        if !public {
+            assert!(operation["responses"]["401"].is_object(), "{method} {path}");
+        }
+        let concrete = path
+            .replace("{name}", "pipeline")
+            .replace("{id}", "pipeline.1")
+            .replace("{hash}", "00000000")
+            .replace("/api/v1", "");
+        if path.ends_with("/events") {
+            continue; // A stream: answered with 200 and never ends.
+        }
+        let body = (method == "POST").then_some(b"{}".as_slice());
+        let (status, body) = server.request(method, &concrete, Some(&operator), body);
+        let unknown_endpoint = status == 404 && body.contains("no such endpoint");
+        assert!(
+            !unknown_endpoint && status != 405,
+            "{method} {path}: {status} {body}"
+        );
+        assert!(
+            operation["responses"][status.to_string()].is_object(),
+            "{method} {path}: {status} is not documented: {body}"
+        );
+    }
+    let schema = &doc["components"]["schemas"]["ErrorBody"];
+    assert_eq!(
+        schema["properties"]["error"]["$ref"],
+        "#/components/schemas/ErrorDetail"
+    );
+
+    // docs/openapi.json is what the server serves.
+    let committed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json"))
+            .expect("docs/openapi.json");
+    assert!(
+        committed.trim_end() == text.trim_end(),
+        "docs/openapi.json is not what the server serves: regenerate it with\n  \
+         curl -s http://127.0.0.1:9009/api/v1/openapi.json > docs/openapi.json"
+    );
+}
+
+/// Status line and body of a raw HTTP/1.1 answer read to its end (`Connection: close`).
+fn raw_answer(mut stream: impl std::io::Read) -> (u16, String) {
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // A chunked answer: the JSON is the first chunk.
+    let body = match body.split_once("\r\n") {
+        Some((size, rest))
+            if u64::from_str_radix(size.trim(), 16).is_ok() && !body.starts_with('{') =>
+        {
+            rest.split("\r\n").next().unwrap_or("").to_string()
+        }
+        _ => body.to_string(),
+    };
+    (status, body)
+}
+
+#[test]
+fn a_slow_request_times_out_with_the_error_shape_and_streams_are_exempt() {
+    let (project, gate) = gated_project();
+    gate.open();
+    // The manifest is a FIFO: reading it blocks until the test writes it, like a manifest on a
+    // hung network filesystem, so `GET /pipelines/{name}` (which reads it) is slow for real.
+    let fifo = project.path().join("slow.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:0\"\nrequest_timeout = \"300ms\"\n\
+         [pipelines.slow]\nmanifest = \"slow.toml\"\ndb = \"db\"\nno_sandbox = true\n",
+    );
+    let server = Server::config(&config);
+    let viewer = token("viewer", &["--config".as_ref(), config.as_os_str()]);
+
+    // A stream outlives the timeout: subscribe now, see an event only after it passed.
+    let events = server.raw_get("/events", &viewer, &[]);
+    assert_eq!(events.status(), 200);
+    let mut events = SseReader::new(events);
+
+    let started = std::time::Instant::now();
+    let (status, body) = server.get("/pipelines/slow", Some(&viewer));
+    assert_eq!(
+        (status, error_code(&body)),
+        (408, "request_timeout"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request_timeout (300ms)"),
+        "{body}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    // The server still answers others meanwhile.
+    let (status, _) = server.get("/runs", Some(&viewer));
+    assert_eq!(status, 200);
+
+    // Unblock the reader, and put a plain manifest in the FIFO's place.
+    let manifest = "[[step]]\nname = \"a\"\nonce = true\nscript = 'true'\n";
+    std::fs::write(&fifo, manifest).unwrap();
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::write(&fifo, manifest).unwrap();
+    // The stream opened before the timeout still runs: it sees the next run queued.
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let id = server.trigger("slow", &operator);
+    let event = events.next_event().expect("an event after the timeout");
+    assert_eq!(event.kind, "run_queued", "{event:?}");
+    assert_eq!(event.data["run_id"], id);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    let run = server.wait_finished(&id, &operator);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    drop(events);
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn a_chunked_body_over_1_mib_is_refused_with_413_and_the_error_shape() {
+    let (project, _gate) = gated_project();
+    let server = Server::single(&project.manifest(), &project.db());
+    let operator = store_token("operator", &project.db());
+    let mut stream =
+        std::net::TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/pipelines/pipeline/runs HTTP/1.1\r\nHost: test\r\n\
+         Authorization: Bearer {operator}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    // 2 MiB of a JSON string in 64 KiB chunks, no Content-Length: the server learns the size
+    // only by reading. It may answer and close before all is sent.
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    for _ in 0..32 {
+        if write!(stream, "{:x}\r\n", chunk.len()).is_err()
+            || stream.write_all(&chunk).is_err()
+            || stream.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let (status, body) = raw_answer(&stream);
+    assert_eq!(status, 413, "after {sent} bytes: {body}");
+    let body: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body:?}"));
+    assert_eq!(error_code(&body), "payload_too_large");
+    // Nothing was queued.
+    let (_, page) = server.get("/runs", Some(&operator));
+    assert_eq!(page["runs"].as_array().unwrap().len(), 0, "{page}");
+}
+
+#[test]
+fn a_unix_socket_serves_requests_and_only_its_owner_and_group_may_connect() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let (project, gate) = gated_project();
+    gate.open();
+    let socket = project.path().join("api.sock");
+    let config = write_config(
+        project.path(),
+        &format!(
+            "listen = \"unix:{}\"\n[pipelines.p]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\n",
+            socket.display()
+        ),
+    );
+    let server = Server::config(&config);
+    assert_eq!(server.url, format!("unix:{}", socket.display()));
+    let meta = std::fs::metadata(&socket).expect("the socket file");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o660,
+        "{:o}",
+        meta.permissions().mode()
+    );
+
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let ask = |request: String| {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        stream.write_all(request.as_bytes()).unwrap();
+        raw_answer(stream)
+    };
+    let (status, body) = ask(format!(
+        "POST /api/v1/pipelines/p/runs HTTP/1.1\r\nHost: grit\r\nAuthorization: Bearer {operator}\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    ));
+    assert_eq!(status, 202, "{body}");
+    let run: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(run["run_id"], "p.1");
+    let finished = poll("the run over the unix socket", || {
+        let (status, body) = ask(format!(
+            "GET /api/v1/runs/p.1 HTTP/1.1\r\nHost: grit\r\nAuthorization: Bearer {operator}\r\n\
+             Connection: close\r\n\r\n"
+        ));
+        assert_eq!(status, 200, "{body}");
+        let run: Value = serde_json::from_str(&body).unwrap();
+        (run["status"] == "succeeded").then_some(run)
+    });
+    assert_eq!(finished["run_id"], "p.1");
+    let (status, body) =
+        ask("GET /api/v1/runs HTTP/1.1\r\nHost: grit\r\nConnection: close\r\n\r\n".into());
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn a_socket_passed_by_systemd_is_used_instead_of_listen() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (project, gate) = gated_project();
+    gate.open();
+    // `listen` names a port the server must not use: the passed socket wins.
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:1\"\n[pipelines.p]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\n",
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    // As systemd does: the socket is fd 3 of the server, LISTEN_FDS=1, and LISTEN_PID its own
+    // pid, which only the child knows: `sh` exports its own pid and execs grit in its place.
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --config \"$1\"")
+        .arg(assert_cmd::cargo::cargo_bin("grit"))
+        .arg(&config);
+    // SAFETY: only dup2 and fcntl, which are async-signal-safe, run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if fd == 3 {
+                let flags = nix::libc::fcntl(3, nix::libc::F_GETFD);
+                nix::libc::fcntl(3, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC);
+            } else if nix::libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let server = Server::spawn(command);
+    assert_eq!(
+        server.url,
+        format!("http://{address}"),
+        "{}",
+        server.stderr()
+    );
+    drop(listener); // The server holds its own copy.
+    let (status, body) = server.get("/healthz", None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let id = server.trigger("p", &operator);
+    let run = server.wait_finished(&id, &operator);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn a_token_secret_that_is_too_short_is_a_usage_error() {
+    let (project, _gate) = gated_project();
+    std::fs::write(project.path().join("secret"), "short").unwrap();
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:0\"\ntoken_secret_file = \"secret\"\n\
+         [pipelines.p]\nmanifest = \"pipeline.toml\"\ndb = \"db\"\n",
+    );
+    for args in [
+        vec!["serve", "--config"],
+        vec!["token", "--role", "viewer", "--config"],
+    ] {
+        let output = Command::new(assert_cmd::cargo::cargo_bin("grit"))
+            .args(&args)
+            .arg(&config)
+            .output()
+            .expect("grit");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("holds 5 bytes, fewer than 16") && stderr.contains("delete it"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

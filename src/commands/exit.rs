@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | 0 | ok (also when stdout's reader went away, as in `grit status \| head -1`) |
 //! | 1 | a task failed |
-//! | 2 | usage or manifest error (also a run parameter that is unknown or lacks a value); a directory that is not a grit store, or a newer schema |
+//! | 2 | usage or manifest error (also a run parameter that is unknown or lacks a value, a server config error, a token secret file that is too short); a directory that is not a grit store, or a newer schema |
 //! | 3 | the store is locked by another run |
 //! | 4 | the store is damaged: an object is corrupt or missing |
 //! | 5 | environment error: the store or a file cannot be opened or written (permissions, I/O, disk full) |
@@ -12,6 +12,7 @@
 
 use crate::engine::EngineError;
 use crate::manifest::{ManifestError, ParamError};
+use crate::serve::auth::SecretError;
 use crate::store::{ObjectError, StoreError};
 
 /// Exit code when the store is damaged: an object is missing or corrupt, or `grit verify` found
@@ -80,6 +81,10 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
             if sqlite_environment_error(e) {
                 return ENVIRONMENT;
             }
+        }
+        // A token secret too short to be safe is the user's to fix, like a bad config.
+        if matches!(cause.downcast_ref(), Some(SecretError::TooShort { .. })) {
+            return USAGE;
         }
         let bad_params = cause.is::<ParamError>()
             || matches!(cause.downcast_ref(), Some(EngineError::Params(_)));

@@ -61,7 +61,7 @@ impl std::fmt::Display for Listen {
 }
 
 /// What a trigger does when runs are already waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueStrategy {
     /// Wait behind them (up to `queue_limit`).

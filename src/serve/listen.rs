@@ -8,6 +8,9 @@ use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname
 
 use super::config::Listen;
 
+/// The mode of a unix socket the server creates: its owner and group may connect, no one else.
+pub const UNIX_SOCKET_MODE: u32 = 0o660;
+
 /// The first descriptor systemd passes.
 const SD_LISTEN_FDS_START: i32 = 3;
 
@@ -54,10 +57,13 @@ pub async fn bind(listen: &Listen) -> anyhow::Result<Bound> {
                         .with_context(|| format!("removing the stale socket {}", path.display()))?;
                 }
             }
-            Ok(Bound::Unix(
-                tokio::net::UnixListener::bind(path)
-                    .with_context(|| format!("listening on unix:{}", path.display()))?,
-            ))
+            let listener = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("listening on unix:{}", path.display()))?;
+            // Connecting needs write access to the socket file: its owner and group only.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))
+                .with_context(|| format!("setting the mode of unix:{}", path.display()))?;
+            Ok(Bound::Unix(listener))
         }
     }
 }

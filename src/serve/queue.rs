@@ -24,20 +24,60 @@ pub const STATES: &[&str] = &[
     "interrupted",
 ];
 
+/// A run's state, for the API's schema; the same names as [`STATES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// States a run never leaves.
 pub fn is_final(status: &str) -> bool {
     !matches!(status, "queued" | "running")
 }
 
 /// One row of `serve_runs`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunRecord {
     #[serde(skip)]
     pub id: i64,
     pub pipeline: String,
+    #[schema(value_type = RunStatus)]
     pub status: String,
+    /// What queued it: `api`, `schedule` or `watch`.
+    #[schema(example = "api")]
     pub trigger: String,
+    /// The run's parameter values.
     pub params: BTreeMap<String, String>,
+    /// RFC 3339, UTC, milliseconds.
+    #[schema(example = "2026-12-05T10:39:22.061Z")]
     pub queued_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -47,6 +87,7 @@ pub struct RunRecord {
     pub first_engine_run: Option<i64>,
     /// A crash or a stop of the server interrupted it, and it was resumed.
     pub resumed: bool,
+    /// Why it failed or was cancelled.
     pub reason: Option<String>,
     #[serde(skip)]
     pub steps: Option<String>,
@@ -159,10 +200,12 @@ pub fn enqueue(conn: &mut Connection, trigger: &Trigger) -> Result<Enqueued, Sto
             limit: trigger.limit,
         });
     }
+    let id = next_id(&tx)?;
     tx.execute(
-        "INSERT INTO serve_runs (pipeline, status, trigger, params, queued_at, not_before_ms)
-         VALUES (?1, 'queued', ?2, ?3, ?4, ?5)",
+        "INSERT INTO serve_runs (id, pipeline, status, trigger, params, queued_at, not_before_ms)
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6)",
         params![
+            id,
             trigger.pipeline,
             trigger.source,
             to_json(&trigger.params),
@@ -170,7 +213,6 @@ pub fn enqueue(conn: &mut Connection, trigger: &Trigger) -> Result<Enqueued, Sto
             not_before
         ],
     )?;
-    let id = tx.last_insert_rowid();
     if trigger.strategy == QueueStrategy::Replace {
         tx.execute(
             "UPDATE serve_runs SET status = 'cancelled', finished_at = ?2, reason = ?3
@@ -188,6 +230,28 @@ pub fn enqueue(conn: &mut Connection, trigger: &Trigger) -> Result<Enqueued, Sto
     let position = position_in(&tx, id)?.unwrap_or(0);
     tx.commit()?;
     Ok(Enqueued::Queued { id, position })
+}
+
+/// The `meta` key that remembers the highest run id ever given.
+const LAST_ID_KEY: &str = "serve_last_run_id";
+
+/// The id of a new run: above every id this store ever gave, so that a client's `PIPELINE.N` never
+/// names another run later, even after the newest record was deleted (`DELETE /runs/{id}`,
+/// retention): a bare rowid would be given again.
+fn next_id(tx: &Connection) -> Result<i64, StoreError> {
+    let last: i64 = tx.query_row(
+        "SELECT max(COALESCE((SELECT max(id) FROM serve_runs), 0),
+                    COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1), 0))",
+        [LAST_ID_KEY],
+        |r| r.get(0),
+    )?;
+    let id = last + 1;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![LAST_ID_KEY, id.to_string()],
+    )?;
+    Ok(id)
 }
 
 fn to_json(params: &BTreeMap<String, String>) -> String {
@@ -527,6 +591,31 @@ mod tests {
             strategy,
             limit,
             start_delay: Duration::from_millis(delay_ms),
+        }
+    }
+
+    #[test]
+    fn a_deleted_newest_run_id_is_not_given_again() {
+        let mut conn = store();
+        let t = trigger(QueueStrategy::Append, 10, 0);
+        let Enqueued::Queued { id: first, .. } = enqueue(&mut conn, &t).unwrap() else {
+            panic!("queued")
+        };
+        assert_eq!(delete(&conn, first).unwrap().as_deref(), Some("queued"));
+        let Enqueued::Queued { id: second, .. } = enqueue(&mut conn, &t).unwrap() else {
+            panic!("queued")
+        };
+        assert!(second > first, "{second} reuses {first}");
+    }
+
+    #[test]
+    fn the_schema_states_are_the_states() {
+        assert_eq!(RunStatus::ALL.map(RunStatus::as_str).as_slice(), STATES);
+        for status in RunStatus::ALL {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::Value::from(status.as_str())
+            );
         }
     }
 

@@ -62,6 +62,9 @@ pub struct Pipeline {
     /// Watched files that changed and are not ingested yet ([`super::watch`]).
     pub changes: Mutex<super::watch::Changes>,
     current: Mutex<Option<Current>>,
+    /// Read-only connections to the store, kept between API requests ([`super::api::read_store`]):
+    /// opening and identifying the store each time was most of a small request's cost.
+    pub readers: Mutex<Vec<rusqlite::Connection>>,
 }
 
 impl Pipeline {
@@ -82,6 +85,7 @@ impl Pipeline {
             reloaded: Notify::new(),
             changes: Mutex::new(super::watch::Changes::default()),
             current: Mutex::new(None),
+            readers: Mutex::new(Vec::new()),
         }
     }
 

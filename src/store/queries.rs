@@ -76,7 +76,7 @@ pub fn status(conn: &Connection) -> Result<Vec<StepStatus>, StoreError> {
 }
 
 /// One resource, as `grit resources` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ResourceRow {
     pub name: String,
     pub hash: String,
@@ -312,7 +312,7 @@ pub fn object_identity(conn: &Connection, hash: &str) -> Result<(String, Option<
 }
 
 /// Everything stored about one task.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TaskInfo {
     pub id: i64,
     pub step: String,

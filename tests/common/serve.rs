@@ -35,9 +35,15 @@ pub struct Server {
 impl Server {
     /// `grit serve ARGS` (ARGS must make it listen on 127.0.0.1:0).
     pub fn start(args: &[&std::ffi::OsStr]) -> Server {
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin("grit"))
-            .arg("serve")
-            .args(args)
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin("grit"));
+        command.arg("serve").args(args);
+        Server::spawn(command)
+    }
+
+    /// Start `command` (a `grit serve`, perhaps through a wrapper) and wait until it says where
+    /// it listens: `url` is `http://HOST:PORT`, or `unix:/PATH` for a unix socket.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command
             .env_remove("GRIT_DB")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -79,7 +85,7 @@ impl Server {
                 );
             }
             let text = server.stderr();
-            let line = text.lines().find(|l| l.contains("listening on http://"))?;
+            let line = text.lines().find(|l| l.contains("listening on "))?;
             Some(line.rsplit(' ').next()?.to_string())
         });
         server.url = url;
@@ -123,6 +129,34 @@ impl Server {
         let value = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("status {status}: not JSON: {text:?}"));
         (status, value)
+    }
+
+    /// `METHOD /api/v1PATH` with an optional token and body; the status and the body as text.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> (u16, String) {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}/api/v1{path}", self.url));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .body(body.unwrap_or_default().to_vec())
+            .expect("a request");
+        let mut response = self
+            .agent
+            .run(request)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.stderr()));
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
     }
 
     pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {

@@ -12,16 +12,19 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
+use utoipa::IntoParams;
 
 use super::{ApiError, Shared, read_store};
 use crate::serve::events::ServerEvent;
 use crate::serve::metrics::Gauges;
 use crate::serve::queue;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only this pipeline's events.
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pipeline: Option<String>,
 }
 
@@ -48,6 +51,18 @@ fn sse(event: &ServerEvent) -> Event {
 }
 
 /// `GET /events[?pipeline=]`; a `Last-Event-ID` header resumes after that event.
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "streamEvents", tag = "server",
+    security(("bearer" = [])),
+    params(EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")),
+    responses(
+        (status = 200, description = "Server-Sent Events `run_queued`, `run_started`, \
+            `run_finished`, `task_started`, `task_finished`, each with an `id` and JSON `data`; \
+            the stream ends when the server stops", body = String,
+            content_type = "text/event-stream"),
+        (status = 400, description = "A bad query value or `Last-Event-ID`", body = super::ErrorBody),
+        (status = 404, description = "No such pipeline", body = super::ErrorBody),
+    ))]
 pub async fn stream(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -106,7 +121,11 @@ pub async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// `GET /metrics`
+/// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/api/v1/metrics", operation_id = "metrics", tag = "server",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text exposition format", body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8")))]
 pub async fn metrics(State(state): State<Shared>) -> Result<Response, ApiError> {
     let mut gauges = Vec::new();
     for (name, pipeline) in &state.pipelines {

@@ -1,9 +1,10 @@
 //! The HTTP API under `/api/v1`: the router, the error shape every endpoint shares
 //! (`{"error": {"code", "message"}}`), bearer-token authentication, the body limit and request
-//! timeouts. The handlers live in one file per resource.
+//! timeouts. The handlers live in one file per resource; [`openapi`] describes them all.
 
 // The web UI ([`super::ui`]) serves some of these handlers again behind its session cookie.
 pub(crate) mod events;
+pub mod openapi;
 mod pipelines;
 pub(crate) mod resources;
 pub(crate) mod runs;
@@ -15,13 +16,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rusqlite::Connection;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
 
 use super::auth::{Claims, Role, Secret, TokenError};
 use super::worker::{Hub, Pipeline};
@@ -80,6 +84,20 @@ pub type Shared = Arc<AppState>;
 
 /// The router of the whole API.
 pub fn router(state: Shared) -> Router {
+    Router::new()
+        .nest("/api/v1", v1(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Every route under `/api/v1`. Each one is described in [`openapi`]; `tests/serve.rs` reads the
+/// `.route(` calls of this function and checks that `/api/v1/openapi.json` lists them all.
+fn v1(state: Shared) -> Router<Shared> {
+    let public = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::document));
     let authenticated = Router::new()
         .route("/pipelines", get(pipelines::list))
         .route("/pipelines/{name}", get(pipelines::show))
@@ -99,18 +117,23 @@ pub fn router(state: Shared) -> Router {
         .route("/tasks/{id}/log", get(tasks::log))
         .route("/resources/{hash}/content", get(resources::content))
         .route("/events", get(events::stream))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .route("/api/v1/healthz", get(healthz))
-        .nest("/api/v1", authenticated.merge(streaming))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(state, authenticate));
+    public.merge(authenticated).merge(streaming)
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// The answer of `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` while the server answers.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// `GET /healthz`: the server is up (no token needed).
+#[utoipa::path(get, path = "/api/v1/healthz", operation_id = "healthz", tag = "server",
+    responses((status = 200, description = "The server answers", body = Health)))]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -189,11 +212,32 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `bad_request`, `bad_params`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `request_timeout`, `conflict`, `payload_too_large`,
+    /// `range_not_satisfiable`, `queue_full`, `internal`, `store_damaged`.
+    #[schema(example = "not_found")]
+    code: String,
+    /// For people: what happened and what to do.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -262,7 +306,7 @@ async fn time_limit(State(state): State<Shared>, request: Request, next: Next) -
     }
 }
 
-/// A JSON body: at most [`MAX_BODY`] bytes (413), any content type, empty meaning `{}`; a
+/// A JSON body: at most [`MAX_BODY`] bytes (413), any content type, empty or `null` meaning `{}`; a
 /// malformed body is a 400 naming the field (`params.region: invalid type ...`).
 pub struct JsonBody<T>(pub T);
 
@@ -298,11 +342,13 @@ where
                 ApiError::bad_request(format!("cannot read the request body: {e}"))
             }
         })?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
+        // No body, or a JSON `null` (what the document's optional body allows), is `{}`.
+        let text: &[u8] =
+            if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
+                b"{}"
+            } else {
+                &bytes
+            };
         let mut json = serde_json::Deserializer::from_slice(text);
         let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
             let path = e.path().to_string();
@@ -319,20 +365,59 @@ where
     }
 }
 
-/// Run `read` on a fresh read-only connection to `pipeline`'s store, off the async threads.
+/// One path segment (`{name}`, `{id}`, `{hash}`) as text; a segment that is not UTF-8 once
+/// percent-decoded is a 400 with the error shape (axum's own rejection is plain text).
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(segment)| Segment(segment))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// Idle read-only connections kept per pipeline (requests beyond open their own).
+const IDLE_READERS: usize = 4;
+
+/// Run `read` on a read-only connection to `pipeline`'s store, off the async threads. The
+/// connection is a kept one when one is idle (each read is its own transaction, so it sees the
+/// store as it is now), else a new one; it is kept again unless SQLite failed on it.
 pub async fn read_store<T, F>(pipeline: &Pipeline, read: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
+    let idle = pipeline
+        .readers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop();
     let root = pipeline.paths.root.clone();
-    tokio::task::spawn_blocking(move || {
-        let (_, conn) = store::open_read(&root)?;
-        read(&conn)
+    let (result, conn) = tokio::task::spawn_blocking(move || {
+        let conn = match idle {
+            Some(conn) => conn,
+            None => store::open_read(&root)?.1,
+        };
+        let result = read(&conn);
+        Ok::<_, StoreError>((result, conn))
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::from)
+    .map_err(ApiError::internal)??;
+    // A connection whose read failed in SQLite is not trusted again.
+    if !matches!(result, Err(StoreError::Sqlite(_))) {
+        let mut readers = pipeline
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if readers.len() < IDLE_READERS {
+            readers.push(conn);
+        }
+    }
+    result.map_err(ApiError::from)
 }
 
 /// Bytes sent on the returned channel become a streamed response body; an error sent ends the

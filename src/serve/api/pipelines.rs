@@ -4,46 +4,64 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::runs::{RunView, view};
-use super::{ApiError, Shared, read_store};
+use super::{ApiError, Segment, Shared, read_store};
 use crate::serve::config::QueueStrategy;
 use crate::serve::queue;
 use crate::serve::worker::Pipeline;
 use crate::store::runs::StepKind;
 
-#[derive(Serialize)]
+/// A pipeline the server runs, with its settings and the state of its wait list.
+#[derive(Serialize, ToSchema)]
 pub struct PipelineSummary {
     name: String,
+    /// The manifest's path on the server.
     manifest: String,
+    /// The store's path on the server.
     db: String,
+    /// Runs that may wait; a trigger past it gets 429.
     queue_limit: usize,
     queue_strategy: QueueStrategy,
+    /// The debounce delay (`start_delay`) in seconds.
     start_delay_s: f64,
+    /// Default parameter values of this pipeline's runs.
     params: BTreeMap<String, String>,
     /// Runs waiting to start.
     queued: usize,
-    /// The run executing now, if any.
+    /// The run executing now (`PIPELINE.N`), if any.
     running: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The answer of `GET /pipelines`.
+#[derive(Serialize, ToSchema)]
+pub struct PipelineList {
+    pipelines: Vec<PipelineSummary>,
+}
+
+/// A step of the manifest.
+#[derive(Serialize, ToSchema)]
 pub struct StepInfo {
     name: String,
+    /// How the step takes its inputs (`once`, `each`, `gather`, …, as `grit status` shows).
     kind: &'static str,
+    /// The input patterns it reads.
     inputs: Vec<String>,
 }
 
-#[derive(Serialize)]
+/// Step `to` reads what step `from` writes, through the input pattern `via`.
+#[derive(Serialize, ToSchema)]
 pub struct EdgeInfo {
     from: String,
     to: String,
     via: String,
 }
 
-#[derive(Serialize)]
+/// One pipeline in full: its settings, steps, edges and wait list.
+#[derive(Serialize, ToSchema)]
 pub struct PipelineDetail {
     #[serde(flatten)]
     summary: PipelineSummary,
@@ -84,26 +102,39 @@ async fn summary(pipeline: &Pipeline) -> Result<(PipelineSummary, Vec<RunView>),
     ))
 }
 
-/// `GET /pipelines`
-pub async fn list(
-    State(state): State<Shared>,
-) -> Result<Json<BTreeMap<&'static str, Vec<PipelineSummary>>>, ApiError> {
-    let mut out = Vec::new();
+/// `GET /pipelines`: the pipelines this server runs.
+#[utoipa::path(get, path = "/api/v1/pipelines", operation_id = "listPipelines", tag = "pipelines",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every pipeline of the server", body = PipelineList)))]
+pub async fn list(State(state): State<Shared>) -> Result<Json<PipelineList>, ApiError> {
+    let mut pipelines = Vec::new();
     for pipeline in state.pipelines.values() {
-        out.push(summary(pipeline).await?.0);
+        pipelines.push(summary(pipeline).await?.0);
     }
-    Ok(Json(BTreeMap::from([("pipelines", out)])))
+    Ok(Json(PipelineList { pipelines }))
 }
 
-/// `GET /pipelines/{name}`
+/// `GET /pipelines/{name}`: one pipeline with its steps, edges, schedule and wait list.
+#[utoipa::path(get, path = "/api/v1/pipelines/{name}", operation_id = "getPipeline",
+    tag = "pipelines", security(("bearer" = [])), params(super::openapi::PipelineName),
+    responses(
+        (status = 200, description = "The pipeline", body = PipelineDetail),
+        (status = 404, description = "No such pipeline", body = super::ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<Shared>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<Json<PipelineDetail>, ApiError> {
     let pipeline = state.pipeline(&name)?;
     let config = pipeline.config();
     let (summary, queue) = summary(pipeline).await?;
-    let (steps, edges, manifest_error) = match crate::manifest::load(&config.manifest) {
+    // The manifest is read on a blocking thread: a slow or hung filesystem delays this answer
+    // (up to request_timeout), never the server's async threads.
+    let path = config.manifest.clone();
+    let loaded = tokio::task::spawn_blocking(move || crate::manifest::load(&path))
+        .await
+        .map_err(ApiError::internal)?;
+    let (steps, edges, manifest_error) = match loaded {
         Ok(loaded) => {
             let m = loaded.manifest;
             let steps = m

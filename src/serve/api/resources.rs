@@ -12,12 +12,13 @@ use std::io::{Read, Seek, SeekFrom};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, Shared, channel_body, read_store};
+use super::{ApiError, Segment, Shared, channel_body, read_store};
 use crate::store::queries::{self, ResourceRow};
 use crate::store::{Objects, StoreError, VerifiedReader};
 
@@ -27,22 +28,45 @@ const MAX_LIMIT: usize = 100_000;
 /// Bytes per chunk of a streamed object.
 const CHUNK: usize = 64 * 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// The pipeline whose store is listed (may be left out when the server has one).
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pipeline: Option<String>,
     /// A name, or a glob (`loud_*`).
     name: Option<String>,
     /// Only live resources (default), or with `live=false` every one the store holds.
+    #[param(default = true)]
     live: Option<bool>,
+    /// The most resources listed.
+    #[param(minimum = 1, maximum = 100000, default = 1000)]
     limit: Option<usize>,
 }
 
+/// The answer of `GET /resources`.
+#[derive(Serialize, ToSchema)]
+pub struct ResourceList {
+    pipeline: String,
+    resources: Vec<ResourceRow>,
+    /// More resources matched than `limit`.
+    truncated: bool,
+}
+
 /// `GET /resources?pipeline=&name=&live=&limit=`
+#[utoipa::path(get, path = "/api/v1/resources", operation_id = "listResources", tag = "resources",
+    security(("bearer" = [])), params(ListQuery),
+    responses(
+        (status = 200, description = "The resources, by name then age", body = ResourceList),
+        (status = 400, description = "A bad query value, or no `pipeline` on a server with several",
+            body = super::ErrorBody),
+        (status = 404, description = "No such pipeline", body = super::ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<Shared>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ResourceList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let pipeline = state.pipeline_or_only(query.pipeline.as_deref())?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
@@ -71,25 +95,47 @@ pub async fn list(
         Ok((rows, truncated))
     })
     .await?;
-    Ok(Json(serde_json::json!({
-        "pipeline": pipeline.config().name,
-        "resources": rows,
-        "truncated": truncated,
-    })))
+    Ok(Json(ResourceList {
+        pipeline: pipeline.config().name.clone(),
+        resources: rows,
+        truncated,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OneQuery {
+    /// The pipeline whose store holds it (may be left out when the server has one).
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pipeline: Option<String>,
 }
 
+/// The answer of `GET /resources/{hash}`: what `grit why --json` prints.
+#[derive(Serialize, ToSchema)]
+pub struct Provenance {
+    /// One tree per resource with that content: the resource (`name`, `hash`, `size`, …),
+    /// `made_by` (the tasks that made it, each with its `inputs`, recursively) and
+    /// `shown_above` when its provenance appears higher up.
+    #[schema(value_type = Vec<Object>)]
+    resources: serde_json::Value,
+}
+
 /// `GET /resources/{hash}?pipeline=`: provenance, as `grit why --json` prints it.
+#[utoipa::path(get, path = "/api/v1/resources/{hash}", operation_id = "getResource",
+    tag = "resources", security(("bearer" = [])), params(super::openapi::Hash, OneQuery),
+    responses(
+        (status = 200, description = "The provenance trees", body = Provenance),
+        (status = 400, description = "A bad query value, or no `pipeline` on a server with several",
+            body = super::ErrorBody),
+        (status = 404, description = "No resource with that hash, or no such pipeline",
+            body = super::ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<Shared>,
-    Path(hash): Path<String>,
+    Segment(hash): Segment,
     query: Result<Query<OneQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Provenance>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let pipeline = state.pipeline_or_only(query.pipeline.as_deref())?;
     let trees = read_store(pipeline, move |conn| {
@@ -97,7 +143,7 @@ pub async fn show(
         serde_json::to_value(trees).map_err(|e| StoreError::NotFound(e.to_string()))
     })
     .await?;
-    Ok(Json(serde_json::json!({ "resources": trees })))
+    Ok(Json(Provenance { resources: trees }))
 }
 
 /// A single byte range of an object of `size` bytes, from a `Range` header. `Ok(None)`: serve
@@ -143,9 +189,26 @@ fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
 }
 
 /// `GET /resources/{hash}/content?pipeline=`: the bytes, `application/octet-stream`.
+#[utoipa::path(get, path = "/api/v1/resources/{hash}/content", operation_id = "getResourceContent",
+    tag = "resources", security(("bearer" = [])),
+    params(super::openapi::Hash, OneQuery,
+        ("Range" = Option<String>, Header, description = "One byte range: `bytes=a-b`, `bytes=a-` \
+            or `bytes=-n`")),
+    responses(
+        (status = 200, description = "The whole object, verified", body = Vec<u8>,
+            content_type = "application/octet-stream"),
+        (status = 206, description = "The range asked for (`Content-Range` says which)",
+            body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 400, description = "A bad query value, or no `pipeline` on a server with several",
+            body = super::ErrorBody),
+        (status = 404, description = "No resource with that hash, or no such pipeline",
+            body = super::ErrorBody),
+        (status = 416, description = "The range is beyond the end (`range_not_satisfiable`)",
+            body = super::ErrorBody),
+    ))]
 pub async fn content(
     State(state): State<Shared>,
-    Path(hash): Path<String>,
+    Segment(hash): Segment,
     query: Result<Query<OneQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

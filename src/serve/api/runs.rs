@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, JsonBody, Shared, read_store};
+use super::{ApiError, JsonBody, Segment, Shared, read_store};
 use crate::serve::queue::{self, CancelQueued, Cursor, Enqueued, RunRecord, StepCounts, Trigger};
 
 /// Runs per page when `limit` is not given, and the most a page holds.
@@ -17,7 +18,7 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
 /// One step's task counts in a run.
-#[derive(Debug, Serialize, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default, ToSchema)]
 pub struct StepView {
     pub name: String,
     /// Tasks executed (finished) in this run.
@@ -36,13 +37,16 @@ pub struct StepView {
 }
 
 /// A run as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RunView {
+    /// `PIPELINE.N`
+    #[schema(example = "quickstart.1")]
     pub run_id: String,
     #[serde(flatten)]
     pub record: RunRecord,
     /// Runs ahead of it in the wait list (queued runs only; 0 = next).
     pub position: Option<usize>,
+    /// Per-step task counts (empty until the run started).
     pub steps: Vec<StepView>,
 }
 
@@ -114,25 +118,44 @@ fn parse_id<'a>(state: &Shared, id: &'a str) -> Result<(&'a str, i64), ApiError>
         .ok_or_else(|| no_run(id))
 }
 
-#[derive(Deserialize, Default)]
+/// The body of a trigger; empty means `{}`.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerBody {
+    /// Parameter values of this run, over the pipeline's configured `params`; each must be
+    /// declared in the manifest's `[pipeline.params]`.
     #[serde(default)]
     params: BTreeMap<String, String>,
 }
 
-#[derive(Serialize)]
+/// A queued run.
+#[derive(Serialize, ToSchema)]
 pub struct Triggered {
+    /// `PIPELINE.N`
     pub run_id: String,
+    /// Runs ahead of it in the wait list (0 = next to start).
     pub position: usize,
     /// The trigger merged into a run still waiting out its start delay.
     pub merged: bool,
 }
 
 /// `POST /pipelines/{name}/runs` `{"params": {...}}` → 202 `{"run_id", "position"}`.
+#[utoipa::path(post, path = "/api/v1/pipelines/{name}/runs", operation_id = "triggerRun",
+    tag = "runs", security(("bearer" = [])), params(super::openapi::PipelineName),
+    request_body(content = Option<TriggerBody>, content_type = "application/json",
+        description = "The run's parameters; an empty body is `{}`"),
+    responses(
+        (status = 202, description = "Queued (or merged into a run waiting out its `start_delay`)",
+            body = Triggered),
+        (status = 400, description = "Malformed JSON (`bad_request`, naming the field) or a \
+            parameter the manifest does not declare or a required one left out (`bad_params`)",
+            body = super::ErrorBody),
+        (status = 404, description = "No such pipeline", body = super::ErrorBody),
+        (status = 429, description = "The wait list is full (`queue_full`)", body = super::ErrorBody),
+    ))]
 pub async fn trigger(
     State(state): State<Shared>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
     JsonBody(body): JsonBody<TriggerBody>,
 ) -> Result<(StatusCode, Json<Triggered>), ApiError> {
     let triggered = enqueue_run(&state, &name, body.params, "api").await?;
@@ -155,7 +178,11 @@ pub(crate) async fn enqueue_run(
     // failed run later.
     let mut params = config.params.clone();
     params.extend(given);
-    let manifest = crate::manifest::load(&config.manifest)
+    // Read on a blocking thread, as in `GET /pipelines/{name}`.
+    let path = config.manifest.clone();
+    let manifest = tokio::task::spawn_blocking(move || crate::manifest::load(&path))
+        .await
+        .map_err(ApiError::internal)?
         .map_err(|e| ApiError::internal(format!("pipeline {name}: {e}")))?
         .manifest;
     if let Err(e) = manifest.effective_params(&params) {
@@ -207,16 +234,26 @@ pub(crate) async fn enqueue_run(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only this pipeline's runs.
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pipeline: Option<String>,
+    /// Only runs in this state.
+    #[param(value_type = Option<queue::RunStatus>)]
     status: Option<String>,
+    /// Runs per page.
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<usize>,
+    /// Where the page starts: the `next_cursor` of the page before (empty: the first page).
+    #[param(pattern = "^[0-9a-f]*$")]
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A page of runs, newest first.
+#[derive(Serialize, ToSchema)]
 pub struct RunPage {
     pub runs: Vec<RunView>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -224,6 +261,13 @@ pub struct RunPage {
 }
 
 /// `GET /runs?pipeline=&status=&limit=&cursor=`: newest first.
+#[utoipa::path(get, path = "/api/v1/runs", operation_id = "listRuns", tag = "runs",
+    security(("bearer" = [])), params(ListQuery),
+    responses(
+        (status = 200, description = "A page of runs, newest first", body = RunPage),
+        (status = 400, description = "A query value out of range or unknown", body = super::ErrorBody),
+        (status = 404, description = "No such pipeline", body = super::ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<Shared>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -263,7 +307,10 @@ pub(crate) async fn page_of_runs(
             queue::STATES.join(", ")
         )));
     }
+    // An empty cursor (`cursor=` from a client that passes on an absent `next_cursor`): the
+    // first page.
     let cursor = cursor
+        .filter(|text| !text.is_empty())
         .map(|text| {
             hex::decode(text)
                 .ok()
@@ -316,31 +363,65 @@ pub(crate) async fn page_of_runs(
     Ok(RunPage { runs, next_cursor })
 }
 
-/// `GET /runs/{id}`
+/// `GET /runs/{id}`: one run.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", operation_id = "getRun", tag = "runs",
+    security(("bearer" = [])), params(super::openapi::RunId),
+    responses(
+        (status = 200, description = "The run", body = RunView),
+        (status = 404, description = "No such run", body = super::ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<RunView>, ApiError> {
     let (pipeline, id) = parse_id(&state, &id)?;
     Ok(Json(load(&state, pipeline, id).await?))
 }
 
+/// What became of a cancelled run.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CancelStatus {
+    /// It was queued and is now cancelled.
+    Cancelled,
+    /// It is running and being stopped.
+    Cancelling,
+}
+
+/// The answer of a cancel.
+#[derive(Serialize, ToSchema)]
+pub struct CancelAnswer {
+    run_id: String,
+    status: CancelStatus,
+}
+
 /// `POST /runs/{id}/cancel`: a queued run is cancelled at once; a running one is stopped (its
 /// running tasks are killed and publish nothing; the store stays resumable).
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", operation_id = "cancelRun", tag = "runs",
+    security(("bearer" = [])), params(super::openapi::RunId),
+    responses(
+        (status = 202, description = "Cancelled (queued) or being stopped (running)",
+            body = CancelAnswer),
+        (status = 404, description = "No such run", body = super::ErrorBody),
+        (status = 409, description = "The run has already ended", body = super::ErrorBody),
+    ))]
 pub async fn cancel(
     State(state): State<Shared>,
-    Path(public): Path<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    Segment(public): Segment,
+) -> Result<(StatusCode, Json<CancelAnswer>), ApiError> {
     let status = cancel_run(&state, &public).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "run_id": public, "status": status })),
+        Json(CancelAnswer {
+            run_id: public,
+            status,
+        }),
     ))
 }
 
-/// Cancel run `public`: `"cancelled"` when it was queued, `"cancelling"` when it runs (it stops
-/// soon); 409 when it has ended.
-pub(crate) async fn cancel_run(state: &Shared, public: &str) -> Result<&'static str, ApiError> {
+/// Cancel run `public`: cancelled at once when it was queued, being stopped when it runs; 409
+/// when it has ended. The API's cancel and the web UI's Cancel button.
+pub(crate) async fn cancel_run(state: &Shared, public: &str) -> Result<CancelStatus, ApiError> {
     let (name, id) = parse_id(state, public)?;
     let pipeline = state.pipeline(name)?;
     let found = pipeline
@@ -351,7 +432,7 @@ pub(crate) async fn cancel_run(state: &Shared, public: &str) -> Result<&'static 
         CancelQueued::NotFound => return Err(no_run(public)),
         CancelQueued::Cancelled => {
             pipeline.wake.notify_one();
-            "cancelled"
+            CancelStatus::Cancelled
         }
         CancelQueued::Running => {
             if !pipeline.cancel_running(id) {
@@ -360,7 +441,7 @@ pub(crate) async fn cancel_run(state: &Shared, public: &str) -> Result<&'static 
                     "run {public} has already ended"
                 )));
             }
-            "cancelling"
+            CancelStatus::Cancelling
         }
         CancelQueued::Finished(status) => {
             return Err(ApiError::conflict(format!(
@@ -371,12 +452,30 @@ pub(crate) async fn cancel_run(state: &Shared, public: &str) -> Result<&'static 
     Ok(status)
 }
 
+/// The answer of a delete.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    run_id: String,
+    /// Always true.
+    deleted: bool,
+    /// The run's state when it was deleted.
+    #[schema(value_type = queue::RunStatus)]
+    status: String,
+}
+
 /// `DELETE /runs/{id}`: removes a queued run from the wait list (or a finished run's record);
 /// a running run must be cancelled first.
+#[utoipa::path(delete, path = "/api/v1/runs/{id}", operation_id = "deleteRun", tag = "runs",
+    security(("bearer" = [])), params(super::openapi::RunId),
+    responses(
+        (status = 200, description = "The record is gone", body = Deleted),
+        (status = 404, description = "No such run", body = super::ErrorBody),
+        (status = 409, description = "The run is running: cancel it first", body = super::ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<Shared>,
-    Path(public): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Segment(public): Segment,
+) -> Result<Json<Deleted>, ApiError> {
     let (name, id) = parse_id(&state, &public)?;
     let pipeline = state.pipeline(name)?;
     let before = pipeline
@@ -390,9 +489,11 @@ pub async fn delete(
         ))),
         Some(status) => {
             pipeline.wake.notify_one();
-            Ok(Json(
-                serde_json::json!({ "run_id": public, "deleted": true, "status": status }),
-            ))
+            Ok(Json(Deleted {
+                run_id: public,
+                deleted: true,
+                status: status.to_string(),
+            }))
         }
     }
 }

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, Shared, channel_body, read_store};
+use super::{ApiError, Segment, Shared, channel_body, read_store};
 use crate::serve::queue;
 use crate::serve::worker::Pipeline;
 use crate::store::queries::{self, TaskInfo};
@@ -22,8 +23,11 @@ use crate::store::{Objects, VerifiedReader};
 /// How often a followed log is looked at again.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
-#[derive(Serialize)]
+/// A task.
+#[derive(Serialize, ToSchema)]
 pub struct TaskView {
+    /// `PIPELINE.N`
+    #[schema(example = "quickstart.3")]
     task_id: String,
     pipeline: String,
     #[serde(flatten)]
@@ -44,12 +48,25 @@ fn parse<'a>(state: &'a Shared, id: &str) -> Result<(&'a Arc<Pipeline>, String, 
     Ok((state.pipeline(name)?, name.to_string(), number))
 }
 
+/// The answer of `GET /runs/{id}/tasks`.
+#[derive(Serialize, ToSchema)]
+pub struct RunTasks {
+    run_id: String,
+    tasks: Vec<TaskView>,
+}
+
 /// `GET /runs/{id}/tasks`: the tasks this run started, in order (a task a later run executed
 /// again is listed with that run).
+#[utoipa::path(get, path = "/api/v1/runs/{id}/tasks", operation_id = "listRunTasks", tag = "tasks",
+    security(("bearer" = [])), params(super::openapi::RunId),
+    responses(
+        (status = 200, description = "The tasks the run started", body = RunTasks),
+        (status = 404, description = "No such run", body = super::ErrorBody),
+    ))]
 pub async fn of_run(
     State(state): State<Shared>,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Segment(id): Segment,
+) -> Result<Json<RunTasks>, ApiError> {
     let (pipeline, name, number) = parse(&state, &id)?;
     let live = pipeline
         .current()
@@ -71,30 +88,45 @@ pub async fn of_run(
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no run `{id}` on this server")))?;
     let tasks: Vec<TaskView> = tasks.into_iter().map(|t| view(&name, t)).collect();
-    Ok(Json(serde_json::json!({ "run_id": id, "tasks": tasks })))
+    Ok(Json(RunTasks { run_id: id, tasks }))
 }
 
-/// `GET /tasks/{id}`
+/// `GET /tasks/{id}`: one task.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", operation_id = "getTask", tag = "tasks",
+    security(("bearer" = [])), params(super::openapi::TaskId),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 404, description = "No such task", body = super::ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<TaskView>, ApiError> {
     let (pipeline, name, number) = parse(&state, &id)?;
     let info = read_store(pipeline, move |conn| queries::task(conn, number)).await?;
     Ok(Json(view(&name, info)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
+    /// `1` (or `true`, `yes`): follow a running task's log as it grows, until the task ends.
     #[serde(default)]
     follow: Option<String>,
 }
 
 /// `GET /tasks/{id}/log[?follow=1]`: text/plain.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/log", operation_id = "getTaskLog", tag = "tasks",
+    security(("bearer" = [])), params(super::openapi::TaskId, LogQuery),
+    responses(
+        (status = 200, description = "The log, verified before it is sent; with `follow`, \
+            streamed as it grows", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such task", body = super::ErrorBody),
+    ))]
 pub async fn log(
     State(state): State<Shared>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
