@@ -1353,7 +1353,7 @@ impl Filesystem for CaptureFs {
             (Some(node), _) => {
                 let size = node.size;
                 match node.staging_file() {
-                    Ok(file) => (&*file, size),
+                    Ok(file) => (file, size),
                     Err(e) => return reply.error(Errno::from(e)),
                 }
             }
