@@ -50,7 +50,10 @@ impl SlurmResources {
     /// `self` where set, else `defaults`.
     pub fn or(&self, defaults: &SlurmResources) -> SlurmResources {
         SlurmResources {
-            partition: self.partition.clone().or_else(|| defaults.partition.clone()),
+            partition: self
+                .partition
+                .clone()
+                .or_else(|| defaults.partition.clone()),
             account: self.account.clone().or_else(|| defaults.account.clone()),
             time: self.time.or(defaults.time),
             mem: self.mem.or(defaults.mem),
@@ -103,7 +106,12 @@ const EXECUTOR_KEYS: &[&str] = &[
     "sbatch_args",
 ];
 
-fn not_a_table(ctx: &Ctx<'_>, what: &str, example: &str, v: &Spanned<DeValue<'_>>) -> ManifestError {
+fn not_a_table(
+    ctx: &Ctx<'_>,
+    what: &str,
+    example: &str,
+    v: &Spanned<DeValue<'_>>,
+) -> ManifestError {
     ctx.err(
         v.span().start,
         format!("`{what}` must be a table, not {}", type_name(v.get_ref())),
@@ -143,10 +151,7 @@ fn resource(
 }
 
 /// A step's `slurm = { partition = "…", time = "10m", mem = "2G", cpus = 2 }` (or `[step.slurm]`).
-pub(super) fn parse_step_resources(
-    ctx: &Ctx<'_>,
-    v: &Spanned<DeValue<'_>>,
-) -> Res<SlurmResources> {
+pub(super) fn parse_step_resources(ctx: &Ctx<'_>, v: &Spanned<DeValue<'_>>) -> Res<SlurmResources> {
     let DeValue::Table(table) = v.get_ref() else {
         return Err(not_a_table(
             ctx,
@@ -160,7 +165,10 @@ pub(super) fn parse_step_resources(
         let k: &str = key.get_ref();
         if !resource(ctx, &mut out, k, value)? {
             let help = if EXECUTOR_KEYS.contains(&k) {
-                format!("`{k}` belongs in [executor]; a step's `slurm` accepts: {}", RESOURCE_KEYS.join(", "))
+                format!(
+                    "`{k}` belongs in [executor]; a step's `slurm` accepts: {}",
+                    RESOURCE_KEYS.join(", ")
+                )
             } else {
                 match closest(k, RESOURCE_KEYS) {
                     Some(c) => format!("did you mean `{c}`?"),
@@ -212,7 +220,10 @@ pub(super) fn parse_executor(ctx: &Ctx<'_>, v: &Spanned<DeValue<'_>>) -> Res<Exe
                     return Err(ctx.err(
                         span.start,
                         format!("`sbatch_args` entry \"{arg}\" is not an option"),
-                        Some("each entry is one sbatch option, e.g. sbatch_args = [\"--qos=short\"]".into()),
+                        Some(
+                            "each entry is one sbatch option, e.g. sbatch_args = [\"--qos=short\"]"
+                                .into(),
+                        ),
                     ));
                 }
                 out.sbatch_args = list.into_iter().map(|(a, _)| a).collect();
@@ -288,9 +299,14 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_located() {
-        let (line, column, message) = located(&format!("[executor]\nkind = \"slurm\"\nmax_job = 3\n{STEP}"));
+        let (line, column, message) = located(&format!(
+            "[executor]\nkind = \"slurm\"\nmax_job = 3\n{STEP}"
+        ));
         assert_eq!((line, column), (3, 1));
-        assert!(message.contains("unknown key `max_job` in [executor]"), "{message}");
+        assert!(
+            message.contains("unknown key `max_job` in [executor]"),
+            "{message}"
+        );
         let (line, column, message) = located(&format!("{STEP}slurm = {{ memory = \"1G\" }}\n"));
         assert_eq!((line, column), (4, 11));
         assert!(message.contains("unknown key `memory`"), "{message}");

@@ -933,7 +933,11 @@ fn type_error(ctx: &Ctx<'_>, key: &str, want: &str, v: &Spanned<DeValue<'_>>) ->
     )
 }
 
-pub(super) fn expect_str<'v>(ctx: &Ctx<'_>, key: &str, v: &'v Spanned<DeValue<'_>>) -> Res<&'v str> {
+pub(super) fn expect_str<'v>(
+    ctx: &Ctx<'_>,
+    key: &str,
+    v: &'v Spanned<DeValue<'_>>,
+) -> Res<&'v str> {
     match v.get_ref() {
         DeValue::String(s) => Ok(s),
         _ => Err(type_error(ctx, key, "a string", v)),

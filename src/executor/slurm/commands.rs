@@ -112,9 +112,12 @@ pub async fn why_ended(job: &str) -> Option<String> {
     {
         return Some(reason);
     }
-    let text = output("scontrol", &["show".into(), "job".into(), "--oneliner".into(), job.into()])
-        .await
-        .ok()?;
+    let text = output(
+        "scontrol",
+        &["show".into(), "job".into(), "--oneliner".into(), job.into()],
+    )
+    .await
+    .ok()?;
     parse_scontrol(&text)
 }
 
@@ -170,7 +173,10 @@ mod tests {
 
     #[test]
     fn reasons_from_sacct_and_scontrol() {
-        assert_eq!(parse_sacct("TIMEOUT|0:0\n").as_deref(), Some("TIMEOUT (exit code 0:0)"));
+        assert_eq!(
+            parse_sacct("TIMEOUT|0:0\n").as_deref(),
+            Some("TIMEOUT (exit code 0:0)")
+        );
         assert_eq!(parse_sacct("\n"), None);
         let line = "JobId=2 ArrayJobId=1 JobState=TIMEOUT Reason=TimeLimit Dependency=(null)";
         assert_eq!(parse_scontrol(line).as_deref(), Some("TIMEOUT (TimeLimit)"));

@@ -366,9 +366,7 @@ impl Shared {
         let Some(oldest) = oldest else {
             return Vec::new();
         };
-        let quiet = state
-            .last_arrival
-            .is_none_or(|t| t.elapsed() >= LINGER);
+        let quiet = state.last_arrival.is_none_or(|t| t.elapsed() >= LINGER);
         if !quiet && oldest.elapsed() < MAX_WAIT {
             return Vec::new();
         }
@@ -446,7 +444,10 @@ impl Shared {
                     .await
                     .map_err(|e| e.to_string())
             }
-            Err(e) => Err(format!("preparing the batch in {}: {e}", batch_dir.display())),
+            Err(e) => Err(format!(
+                "preparing the batch in {}: {e}",
+                batch_dir.display()
+            )),
         };
         let array = match submitted {
             Ok(array) => array,
@@ -520,7 +521,12 @@ impl Shared {
         }
     }
 
-    fn sbatch_args(&self, step: &crate::manifest::Step, elements: usize, batch_dir: &Path) -> Vec<String> {
+    fn sbatch_args(
+        &self,
+        step: &crate::manifest::Step,
+        elements: usize,
+        batch_dir: &Path,
+    ) -> Vec<String> {
         let config = &self.settings.config;
         let resources = step.slurm.or(&config.resources);
         let mut args = vec![
@@ -699,9 +705,9 @@ impl Shared {
         for (job, keys, batch_dir, index) in gone {
             // A result that arrived meanwhile is taken first.
             self.collect_results().await;
-            let reason = commands::why_ended(&job)
-                .await
-                .unwrap_or_else(|| "the job left the queue without a result (no accounting record of why)".into());
+            let reason = commands::why_ended(&job).await.unwrap_or_else(|| {
+                "the job left the queue without a result (no accounting record of why)".into()
+            });
             let job_output = batch_dir.map(|d| d.join(format!("slurm-{index}.out")));
             let mut state = self.lock();
             let Some(element) = state.elements.remove(&job) else {
@@ -748,7 +754,9 @@ impl Shared {
                 }
                 let _ = std::fs::remove_dir_all(&running.work);
                 state.abandoned.push(task_id);
-                let _ = running.done.send(Exit::Scheduler(format!("job {job} ended {reason}")));
+                let _ = running
+                    .done
+                    .send(Exit::Scheduler(format!("job {job} ended {reason}")));
             }
         }
     }
@@ -847,9 +855,8 @@ fn shell_quote(s: &str) -> String {
 /// and copy the node's log into the task's log. Returns the exit and the task's duration.
 fn take_result(spec: &TaskSpec, work: &Path) -> (Exit, Option<u64>) {
     let outcome = (|| -> Result<(Exit, u64), String> {
-        let result: TaskResult = wire::read(&wire::result_path(work)).map_err(|e| {
-            format!("the task's result record cannot be read: {e}")
-        })?;
+        let result: TaskResult = wire::read(&wire::result_path(work))
+            .map_err(|e| format!("the task's result record cannot be read: {e}"))?;
         append_node_log(work, &spec.log_path);
         let exit = result.exit.to_exit();
         if exit.success() {
@@ -858,8 +865,9 @@ fn take_result(spec: &TaskSpec, work: &Path) -> (Exit, Option<u64>) {
             for entry in std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))? {
                 let entry = entry.map_err(|e| format!("{}: {e}", out.display()))?;
                 let target = spec.output_dir.join(entry.file_name());
-                std::fs::rename(entry.path(), &target)
-                    .map_err(|e| format!("moving {} into OUTPUT_DIR: {e}", entry.path().display()))?;
+                std::fs::rename(entry.path(), &target).map_err(|e| {
+                    format!("moving {} into OUTPUT_DIR: {e}", entry.path().display())
+                })?;
             }
         }
         Ok((exit, result.duration_ms))
@@ -879,8 +887,11 @@ fn take_result(spec: &TaskSpec, work: &Path) -> (Exit, Option<u64>) {
 /// missing. Anything else is refused before the engine's capture sees it.
 fn verify_staged(work: &Path, result: &TaskResult) -> Result<(), String> {
     let out = work.join("out");
-    let mut recorded: HashMap<&str, &wire::WireOutput> =
-        result.outputs.iter().map(|o| (o.name.as_str(), o)).collect();
+    let mut recorded: HashMap<&str, &wire::WireOutput> = result
+        .outputs
+        .iter()
+        .map(|o| (o.name.as_str(), o))
+        .collect();
     let entries = std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", out.display()))?;
@@ -895,7 +906,8 @@ fn verify_staged(work: &Path, result: &TaskResult) -> Result<(), String> {
                 result.job_id
             ));
         };
-        let (hash, size) = hash_file(&entry.path()).map_err(|e| format!("hashing output `{name}`: {e}"))?;
+        let (hash, size) =
+            hash_file(&entry.path()).map_err(|e| format!("hashing output `{name}`: {e}"))?;
         if hash != record.hash || size != record.size {
             return Err(format!(
                 "output `{name}` does not match what job {} on {} recorded (sha256 {} of {} bytes, found {} of {size}): the shared filesystem returned other bytes; not published",
@@ -1002,7 +1014,10 @@ mod tests {
         assert_eq!(verify_staged(work, &result), Ok(()));
         std::fs::write(work.join("out/a"), b"HELLO").expect("change");
         let err = verify_staged(work, &result).expect_err("changed bytes");
-        assert!(err.contains("does not match what job 7_0 on n1 recorded"), "{err}");
+        assert!(
+            err.contains("does not match what job 7_0 on n1 recorded"),
+            "{err}"
+        );
         std::fs::write(work.join("out/a"), b"hello").expect("restore");
         std::fs::write(work.join("out/late"), b"x").expect("late");
         let err = verify_staged(work, &result).expect_err("late file");
@@ -1014,6 +1029,9 @@ mod tests {
             size,
         });
         let err = verify_staged(work, &result).expect_err("missing file");
-        assert!(err.contains("`gone` recorded by job 7_0 is missing"), "{err}");
+        assert!(
+            err.contains("`gone` recorded by job 7_0 is missing"),
+            "{err}"
+        );
     }
 }

@@ -23,6 +23,9 @@ use crate::executor::{Executor, Exit, TaskControl, TaskInput, TaskSpec};
 use crate::manifest::{self, Step};
 use crate::store::objects::hash_file;
 
+/// How long a failed task's end waits for a stop signal that may have killed it.
+const SIGNAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Run element `element` of the batch in `batch_file`; the process's exit status is 0 unless
 /// the batch itself cannot be read (a task's failure is in its result).
 pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
@@ -157,6 +160,15 @@ async fn run_one(
     };
     let started = Instant::now();
     let exit = executor.execute(&spec, control).await;
+    if !exit.success() {
+        // Slurm signals every process of a job at once: the script may die of the SIGTERM
+        // before this process has seen its own. A job being stopped writes no result; Slurm's
+        // reason is the task's.
+        tokio::time::sleep(SIGNAL_SETTLE).await;
+        if control.cancel.reason().is_some() {
+            return Ok(None);
+        }
+    }
     let Some(exit_wire) = WireExit::from_exit(&exit) else {
         return Ok(None);
     };
