@@ -144,6 +144,25 @@ fn parse_scontrol(text: &str) -> Option<String> {
     })
 }
 
+/// The CPUs of a partition (the default one when `None`), from `sinfo`; `None` if unknown.
+pub async fn partition_cpus(partition: Option<&str>) -> Option<usize> {
+    let mut args = vec!["--noheader".to_string(), "--format=%C".to_string()];
+    if let Some(p) = partition {
+        args.push(format!("--partition={p}"));
+    }
+    let text = output("sinfo", &args).await.ok()?;
+    parse_cpus(&text)
+}
+
+/// `A/I/O/T` (allocated, idle, other, total) per line → the total over the lines.
+fn parse_cpus(text: &str) -> Option<usize> {
+    let totals: Vec<usize> = text
+        .lines()
+        .filter_map(|l| l.trim().rsplit('/').next()?.parse().ok())
+        .collect();
+    (!totals.is_empty()).then(|| totals.iter().sum())
+}
+
 /// `--time` in whole minutes (Slurm's smallest unit), at least 1.
 pub fn minutes(d: std::time::Duration) -> u64 {
     d.as_secs().div_ceil(60).max(1)
@@ -182,6 +201,13 @@ mod tests {
         assert_eq!(parse_scontrol(line).as_deref(), Some("TIMEOUT (TimeLimit)"));
         let line = "JobId=3 JobState=CANCELLED Reason=None ExitCode=0:15";
         assert_eq!(parse_scontrol(line).as_deref(), Some("CANCELLED"));
+    }
+
+    #[test]
+    fn partition_cpus_from_sinfo() {
+        assert_eq!(parse_cpus("0/2/0/2\n"), Some(2));
+        assert_eq!(parse_cpus("4/60/0/64\n0/8/0/8\n"), Some(72));
+        assert_eq!(parse_cpus(""), None);
     }
 
     #[test]

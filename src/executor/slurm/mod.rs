@@ -49,8 +49,8 @@ const SQUEUE_EVERY: Duration = Duration::from_millis(500);
 /// A job that left the queue may have written results the shared filesystem shows a little
 /// later (NFS attribute caches): look again for this long before calling them missing.
 const GONE_GRACE: Duration = Duration::from_secs(2);
-/// Tasks per element while a step's duration is unknown (its first submission).
-const UNKNOWN_GROUP: usize = 8;
+/// Tasks in the first element of a step whose duration is unknown (the probe).
+const PROBE_GROUP: usize = 4;
 /// A task that never started goes back to the queue at most this often.
 const MAX_REQUEUES: u32 = 3;
 
@@ -100,6 +100,8 @@ struct State {
     /// Tasks given up (cancelled, dropped) whose rows go at the end of the run.
     abandoned: Vec<i64>,
     driver_running: bool,
+    /// CPUs of the partition (from sinfo) per task's `cpus`: how many elements can run at once.
+    capacity: Option<usize>,
     /// squeue failed: said once.
     squeue_warned: bool,
 }
@@ -115,6 +117,7 @@ struct Running {
     done: oneshot::Sender<Exit>,
     job: String,
     work: PathBuf,
+    submitted: Instant,
 }
 
 struct Element {
@@ -251,6 +254,7 @@ impl SlurmExecutor {
                             done,
                             job: row.job_id,
                             work,
+                            submitted: Instant::now(),
                         },
                     );
                 }
@@ -334,6 +338,12 @@ impl Shared {
     }
 
     async fn drive(self: Arc<Self>) {
+        if self.lock().capacity.is_none() {
+            let resources = &self.settings.config.resources;
+            let cpus = commands::partition_cpus(resources.partition.as_deref()).await;
+            let per_task = resources.cpus.unwrap_or(1).max(1) as usize;
+            self.lock().capacity = Some(cpus.map_or(usize::MAX, |c| (c / per_task).max(1)));
+        }
         let mut last_squeue: Option<Instant> = None;
         loop {
             tokio::time::sleep(TICK).await;
@@ -370,25 +380,54 @@ impl Shared {
         if !quiet && oldest.elapsed() < MAX_WAIT {
             return Vec::new();
         }
-        let mut free = config.max_jobs.saturating_sub(state.elements.len());
+        // More elements than the partition can run at once only fix tasks into small groups.
+        let parallel = config
+            .max_jobs
+            .min(state.capacity.unwrap_or(usize::MAX))
+            .max(1);
+        let mut free = parallel.saturating_sub(state.elements.len());
+        // Steps with tasks on the cluster, and since when (for the duration probe below).
+        let mut in_flight: HashMap<String, Instant> = HashMap::new();
+        for running in state.running.values() {
+            let since = in_flight
+                .entry(running.spec.step.name.clone())
+                .or_insert(running.submitted);
+            *since = (*since).min(running.submitted);
+        }
         let steps: Vec<String> = state.waiting.keys().cloned().collect();
         let mut plans = Vec::new();
         for step in steps {
             if free == 0 {
                 break;
             }
-            let estimate = state
+            let observed = state
                 .observed
                 .get(&step)
                 .map(|(total, count)| (total / (*count).max(1)).max(1));
+            let target_ms = u64::try_from(config.group_target.as_millis()).unwrap_or(u64::MAX);
+            let estimate = match (observed, in_flight.get(&step)) {
+                (Some(ms), _) => Some(ms),
+                // Tasks of this step ran for a whole target without one finishing: long ones.
+                (None, Some(since)) if since.elapsed() >= config.group_target => Some(target_ms),
+                // A probe is out: its first result sizes the groups.
+                (None, Some(_)) => continue,
+                (None, None) => None,
+            };
             let Some(queue) = state.waiting.get_mut(&step) else {
                 continue;
             };
             if queue.is_empty() {
                 continue;
             }
-            let size = group_size(queue.len(), estimate, config);
-            let elements = queue.len().div_ceil(size).min(free);
+            let (size, elements) = match estimate {
+                Some(ms) => {
+                    let size = group_size(queue.len(), ms, config.group_target, parallel);
+                    (size, queue.len().div_ceil(size).min(free))
+                }
+                // Nothing known about the step yet: one small group first, to learn how long its
+                // tasks take, rather than fix thousands of tasks into groups sized blindly.
+                None => (PROBE_GROUP.min(queue.len()), 1),
+            };
             free -= elements;
             let mut groups = Vec::with_capacity(elements);
             for _ in 0..elements {
@@ -497,6 +536,7 @@ impl Shared {
                             done: w.done,
                             job: job.clone(),
                             work: wire::work_dir(&store, key),
+                            submitted: Instant::now(),
                         },
                     );
                 }
@@ -767,18 +807,13 @@ struct Plan {
     groups: Vec<Vec<Waiting>>,
 }
 
-/// Tasks per array element: enough to last about `group_target` by the step's mean duration
-/// (8 while it is unknown), but no more than it takes to spread the queue over `max_jobs`
-/// elements, so a short queue still runs in parallel.
-fn group_size(waiting: usize, estimate_ms: Option<u64>, config: &ExecutorConfig) -> usize {
-    let by_target = match estimate_ms {
-        Some(ms) => {
-            let target = u64::try_from(config.group_target.as_millis()).unwrap_or(u64::MAX);
-            usize::try_from(target / ms.max(1)).unwrap_or(usize::MAX)
-        }
-        None => UNKNOWN_GROUP,
-    };
-    let spread = waiting.div_ceil(config.max_jobs.max(1));
+/// Tasks per array element: enough to last about `target` at the step's mean duration
+/// `estimate_ms`, but no more than it takes to spread the queue over `parallel` elements, so a
+/// short queue still runs in parallel.
+fn group_size(waiting: usize, estimate_ms: u64, target: Duration, parallel: usize) -> usize {
+    let target = u64::try_from(target.as_millis()).unwrap_or(u64::MAX);
+    let by_target = usize::try_from(target / estimate_ms.max(1)).unwrap_or(usize::MAX);
+    let spread = waiting.div_ceil(parallel.max(1));
     by_target.min(spread).max(1)
 }
 
@@ -971,26 +1006,19 @@ fn scancel_now(jobs: &[String]) {
 mod tests {
     use super::*;
 
-    fn config(max_jobs: usize, target: u64) -> ExecutorConfig {
-        ExecutorConfig {
-            max_jobs,
-            group_target: Duration::from_secs(target),
-            ..ExecutorConfig::default()
-        }
-    }
-
     #[test]
-    fn groups_follow_the_target_and_spread_over_max_jobs() {
+    fn groups_follow_the_target_and_spread_over_the_parallel_elements() {
+        let target = Duration::from_secs(30);
         // 10,000 tasks of 1 ms with a 30 s target: limited by spreading over 100 elements.
-        assert_eq!(group_size(10_000, Some(1), &config(100, 30)), 100);
+        assert_eq!(group_size(10_000, 1, target, 100), 100);
+        // On a 2-CPU partition: two elements of 5,000.
+        assert_eq!(group_size(10_000, 1, target, 2), 5_000);
         // 10-second tasks: three per element.
-        assert_eq!(group_size(10_000, Some(10_000), &config(100, 30)), 3);
+        assert_eq!(group_size(10_000, 10_000, target, 100), 3);
         // Longer than the target: one per element.
-        assert_eq!(group_size(50, Some(60_000), &config(100, 30)), 1);
+        assert_eq!(group_size(50, 60_000, target, 100), 1);
         // A short queue is spread out, not packed into one element.
-        assert_eq!(group_size(4, Some(1), &config(100, 30)), 1);
-        // Unknown duration: small groups until one is observed.
-        assert_eq!(group_size(10_000, None, &config(100, 30)), UNKNOWN_GROUP);
+        assert_eq!(group_size(4, 1, target, 100), 1);
     }
 
     #[test]
