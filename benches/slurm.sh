@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The Slurm executor (issue 17) on the one-node cluster of tests/slurm-cluster.sh: N tiny tasks
 # (one per input, `echo $((x * 2))` into OUTPUT_DIR) through `grit run --executor slurm`, against
-#   - the floor: ONE `sbatch --array --wait` job with as many elements as grit used, each element
-#     running the same per-item script (`bash -ec`, same INPUT_FILE/OUTPUT_DIR contract) over its
-#     share of the items, into a directory, with no grit at all;
+#   - the floor: ONE `sbatch --array --wait` job with the elements grit used, each running as many
+#     items as grit's element of the same index did, with the same per-item script (`bash -ec`,
+#     same INPUT_FILE/OUTPUT_DIR contract), into a directory, with no grit and no sandbox;
 #   - grit's local mode (`grit run`, the process executor) on a copy of the same store.
 # Every mode starts from the same store, where the inputs are already live (a `once` source ran).
 #
@@ -49,7 +49,10 @@ for run in $(seq 1 "$RUNS"); do
   "$GRIT" run -m "$work/pipeline.toml" --db "$work/db" --executor slurm >"$work/grit.out" 2>"$work/grit.err"
   t1=$(now)
   grit_times+=("$(elapsed "$t0" "$t1")")
-  elements=$(grep -o 'submitted Slurm job [0-9]* ([0-9]* array element' "$work/grit.err" | awk '{s += substr($5, 2)} END {print s}')
+  # grit's groups: per submission, E elements of T/E tasks (the last ones one task fewer).
+  sizes=$(grep -o 'submitted Slurm job [0-9]* ([0-9]* array elements*, [0-9]* tasks*' "$work/grit.err" |
+    awk '{e = substr($5, 2); t = $8; for (i = 0; i < e; i++) printf "%d ", int(t / e) + (i < t % e)}')
+  elements=$(echo $sizes | wc -w)
   elements_used+=("$elements")
 
   # The floor: one array job, the same number of elements, the same per-item work.
@@ -57,8 +60,9 @@ for run in $(seq 1 "$RUNS"); do
   cat >"$work/floor/job.sh" <<EOF
 #!/bin/bash
 set -e
-n=$N; groups=$elements; g=\$SLURM_ARRAY_TASK_ID
-for ((i = g + 1; i <= n; i += groups)); do
+sizes=($sizes); g=\$SLURM_ARRAY_TASK_ID; first=1
+for ((k = 0; k < g; k++)); do first=\$((first + sizes[k])); done
+for ((i = first; i < first + sizes[g]; i++)); do
   INPUT_FILE=$work/in/n_\$i GRIT_INPUT_NAME=n_\$i OUTPUT_DIR=$work/floor/out bash -ec '$SCRIPT'
 done
 EOF
