@@ -221,8 +221,29 @@ let
     else
       "${tomlFormat.generate "grit-${name}.toml" (
         # settings = null only with a failed assertion; render {} then.
-        lib.recursiveUpdate { pipeline.name = name; } (removeNulls (lib.optionalAttrs (p.settings != null) p.settings))
+        lib.recursiveUpdate { pipeline.name = name; } (
+          removeNulls (lib.optionalAttrs (p.settings != null) p.settings) // slurmExecutorTable p
+        )
       )}";
+
+  # The generated manifest's [executor] table for executor.slurm.
+  slurmSettingsOf =
+    p:
+    removeNulls (
+      builtins.removeAttrs p.executor.slurm [
+        "slurmConf"
+        "sbatch_args"
+      ]
+    )
+    // lib.optionalAttrs (p.executor.slurm.sbatch_args != [ ]) { inherit (p.executor.slurm) sbatch_args; };
+  slurmExecutorTable =
+    p:
+    lib.optionalAttrs (p.executor.slurm != null) {
+      executor = {
+        kind = "slurm";
+      }
+      // slurmSettingsOf p;
+    };
 
   # dataDir relative to /var/lib, or null when it lies elsewhere.
   stateDirOf =
@@ -269,6 +290,10 @@ let
     ++ lib.optionals (p.parallel != null) [
       "--parallel"
       (toString p.parallel)
+    ]
+    ++ lib.optionals (p.executor.slurm != null) [
+      "--executor"
+      "slurm"
     ]
     ++ p.extraArgs;
 
@@ -544,6 +569,75 @@ let
             Values end up in the world-readable Nix store: use
             `environmentFile` for secrets.
           '';
+        };
+
+        executor.slurm = mkOption {
+          default = null;
+          description = ''
+            Run this pipeline's tasks as jobs of a Slurm cluster (`grit run
+            --executor slurm`). The store (`dataDir`), the manifest and the grit
+            binary must be on a filesystem every node mounts at the same path;
+            this host stays the store's single writer (see the README, "Running
+            on a Slurm cluster"). The job settings are written into the
+            generated manifest's `[executor]` table; with a `manifest` file, put
+            them in its `[executor]` table instead.
+          '';
+          type = types.nullOr (
+            types.submodule {
+              options = {
+                slurmConf = mkOption {
+                  type = types.nullOr types.str;
+                  default = null;
+                  example = "/etc/slurm/slurm.conf";
+                  description = "SLURM_CONF for the Slurm clients grit runs (sbatch, squeue, sacct, scancel); null: the clients' default.";
+                };
+                partition = mkOption {
+                  type = types.nullOr types.str;
+                  default = null;
+                  description = "Slurm partition of every step's jobs.";
+                };
+                account = mkOption {
+                  type = types.nullOr types.str;
+                  default = null;
+                  description = "Slurm account of every step's jobs.";
+                };
+                time = mkOption {
+                  type = types.nullOr types.str;
+                  default = null;
+                  example = "2h";
+                  description = "Wall-clock limit of one job (a group of tasks).";
+                };
+                mem = mkOption {
+                  type = types.nullOr types.str;
+                  default = null;
+                  example = "4G";
+                  description = "Memory of one job.";
+                };
+                cpus = mkOption {
+                  type = types.nullOr types.ints.positive;
+                  default = null;
+                  description = "CPUs per job (--cpus-per-task).";
+                };
+                max_jobs = mkOption {
+                  type = types.nullOr types.ints.positive;
+                  default = null;
+                  description = "At most this many jobs (array elements) queued or running (grit's default: 100).";
+                };
+                group_target = mkOption {
+                  type = types.nullOr types.str;
+                  default = null;
+                  example = "30s";
+                  description = "Tasks are grouped until one job lasts about this long (grit's default: 30s).";
+                };
+                sbatch_args = mkOption {
+                  type = types.listOf types.str;
+                  default = [ ];
+                  example = [ "--qos=short" ];
+                  description = "More sbatch arguments.";
+                };
+              };
+            }
+          );
         };
 
         environmentFile = mkOption {
@@ -838,6 +932,12 @@ in
               + (if p.manifest == null then "neither is set." else "both are set.");
           }
           {
+            assertion = p.executor.slurm == null || p.manifest == null || slurmSettingsOf p == { };
+            message =
+              "services.grit.pipelines.${name}.executor.slurm: job settings go into a generated manifest only; "
+              + "with `manifest` set, write them in its [executor] table and keep only slurmConf here.";
+          }
+          {
             assertion = builtins.match "[A-Za-z0-9_.:-]+" name != null;
             message = "services.grit.pipelines.\"${name}\": the name becomes the unit grit-${name}.service, so it may only contain letters, digits and _ . : -";
           }
@@ -900,7 +1000,11 @@ in
           wants = [ "network-online.target" ];
           after = [ "network-online.target" ];
           path = scriptPath p;
-          environment = p.environment;
+          environment =
+            p.environment
+            // lib.optionalAttrs (p.executor.slurm != null && p.executor.slurm.slurmConf != null) {
+              SLURM_CONF = p.executor.slurm.slurmConf;
+            };
           # A rebuild must not start (or restart) a run; the timer does that.
           restartIfChanged = false;
           unitConfig.RequiresMountsFor = [ p.dataDir ];

@@ -51,6 +51,14 @@ pub enum CaptureMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorArg {
+    /// Processes on this machine, in the sandbox
+    Local,
+    /// Jobs of a Slurm cluster (sbatch); the store must be on a filesystem all nodes share
+    Slurm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// journald under systemd (JOURNAL_STREAM), else text
     Auto,
@@ -86,7 +94,7 @@ pub struct Verbosity {
 pub enum Command {
     /// Run the pipeline: execute every task that is new, and nothing else
     #[command(
-        after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --force-step parse   # re-run every current task of parse\n  grit run -m pipeline.toml --param region=us --param year=2024   # values for [pipeline.params]\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged (an input or live object is missing or corrupt), 5 environment error, 130/143 interrupted."
+        after_help = "Examples:\n  grit run                      # grit.toml here or above; store .grit/ beside it\n  grit run -m pipeline.toml\n  grit run -m pipeline.toml --db /var/lib/grit/x -j 4 --json\n  grit run -m pipeline.toml --step fetch --step parse --max-tasks 100\n  grit run -m pipeline.toml --force-step parse   # re-run every current task of parse\n  grit run -m pipeline.toml --param region=us --param year=2024   # values for [pipeline.params]\n  grit run -m pipeline.toml --db /srv/grit/db --group analysts   # a new store the group may read\n  grit run -m pipeline.toml --db /shared/grit/db --executor slurm   # tasks as Slurm jobs (see [executor])\n\nA new store is readable by its owner only (0700, objects 0400, database 0600) unless --group is given.\n\nExit status: 0 all tasks that ran succeeded, 1 a task failed, 2 usage or manifest error, 3 store locked, 4 store damaged (an input or live object is missing or corrupt), 5 environment error, 130/143 interrupted."
     )]
     Run(RunArgs),
     /// Print a task-pipeline manifest rewritten in grit's form (explicit `inputs`, `once`)
@@ -356,6 +364,14 @@ lost source or ingested data is listed with the steps that depend on it.\n\nExit
     /// Print the man page (roff)
     #[command(after_help = "Example:\n  grit man > grit.1 && man ./grit.1")]
     Man,
+    /// The job side of `--executor slurm`: run one array element's group of tasks
+    #[command(name = "slurm-worker", hide = true)]
+    SlurmWorker {
+        /// The batch file the submitting grit wrote under <db>/slurm/batch/
+        batch: PathBuf,
+        /// The array element (SLURM_ARRAY_TASK_ID)
+        element: usize,
+    },
     /// GRIT compatibility: print the live hashes of NAME, one a line
     #[command(hide = true)]
     LegacyExport {
@@ -394,6 +410,9 @@ pub struct RunArgs {
     /// How outputs are captured
     #[arg(long, value_enum, default_value = "auto")]
     pub capture: CaptureMode,
+    /// Where tasks run [default: the manifest's `[executor] kind`, else local]
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub executor: Option<ExecutorArg>,
     /// Log output format
     #[arg(long, value_enum, default_value = "auto")]
     pub log_format: LogFormat,

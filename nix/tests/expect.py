@@ -139,6 +139,20 @@ def t_settings(r):
     wrapper(r, "report")
 
 
+def t_slurm(r):
+    svc, argv = run_unit(r, "cluster", db="/shared/grit/cluster")
+    check(flag(argv, "--executor") == "slurm", f"--executor slurm expected: {argv}")
+    check(svc["environment"].get("SLURM_CONF") == "/etc/slurm/slurm.conf",
+          f"SLURM_CONF on the unit: {svc['environment']}")
+    _, text = manifest_text(argv)
+    check(text is not None, "the rendered TOML is on disk")
+    import tomllib
+    ex = tomllib.loads(text).get("executor")
+    check(ex == {"kind": "slurm", "partition": "batch", "time": "2h", "max_jobs": 50,
+                 "group_target": "1m", "sbatch_args": ["--qos=short"]},
+          f"[executor] of the generated manifest: {ex}")
+
+
 def t_custom_user(r):
     svc, argv = run_unit(r, "etl", db="/srv/grit/etl", user="etl", group="etl")
     sc = svc["serviceConfig"]
@@ -362,6 +376,10 @@ def t_server_tcp_socket(r):
     so = r["sockets"]["grit-server"]
     check(so["listenStreams"] == ["[::]:80"] and so["socketConfig"] == {}, f"socket {so}")
     check(firewall_ports(r) == [80], f"firewall {firewall_ports(r)}")
+
+
+def t_bad_slurm_file(r):
+    only_assertions(r, "pipelines.filed.executor.slurm: job settings go into a generated manifest only")
 
 
 def t_bad_server_empty(r):

@@ -140,6 +140,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Token(args) => token::token(args),
         Command::Trigger(args) => trigger::trigger(args),
         Command::Runs(args) => runs::runs(args),
+        Command::SlurmWorker { batch, element } => {
+            crate::executor::slurm::worker::run(&batch, element)?;
+            Ok(Outcome::Success)
+        }
         Command::LegacyExport { name, db } => resources::legacy_export(&store(&db)?, &name),
     }
 }

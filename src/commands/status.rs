@@ -43,6 +43,7 @@ pub fn status(
     let last = provenance::last_run(&conn)?;
     let missing = verify::missing_live(&conn, &Objects::new(paths.objects))?;
     let last_params = store::params::last_run(&conn)?;
+    let slurm = store::slurm_jobs::all_if_any(&conn);
     let mut loaded = manifest_path.map(manifest::load).transpose()?;
     if let Some(l) = &mut loaded {
         // What `grit run -m` with the same --param would do: declared defaults fill the rest. A
@@ -79,6 +80,7 @@ pub fn status(
                 "missing_objects": missing,
                 "changes": changes,
                 "gated": gates,
+                "slurm_jobs": slurm,
             })
         )?;
         return Ok(Outcome::Success);
@@ -156,6 +158,9 @@ pub fn status(
             db.display()
         )?;
     }
+    if !slurm.is_empty() {
+        write!(out, "\n{}", render_slurm(&slurm))?;
+    }
     if let Some(changes) = &changes {
         write!(out, "\n{}", render_changes(changes))?;
     }
@@ -163,6 +168,44 @@ pub fn status(
         write!(out, "\n{}", manifest::params::render(&l.manifest))?;
     }
     Ok(Outcome::Success)
+}
+
+/// Jobs shown by name in `grit status`; more are counted.
+const SLURM_JOBS_SHOWN: usize = 20;
+
+/// The tasks on a Slurm cluster: one line per job with its state, step and tasks.
+fn render_slurm(jobs: &[store::slurm_jobs::SlurmJob]) -> String {
+    let mut by_job: std::collections::BTreeMap<(&str, &str), (&str, Vec<i64>)> =
+        std::collections::BTreeMap::new();
+    for job in jobs {
+        by_job
+            .entry((job.job_id.as_str(), job.step.as_str()))
+            .or_insert((job.state.as_str(), Vec::new()))
+            .1
+            .push(job.task_id);
+    }
+    let mut text = format!(
+        "{} task{} on Slurm, in {} job{}:\n",
+        jobs.len(),
+        if jobs.len() == 1 { "" } else { "s" },
+        by_job.len(),
+        if by_job.len() == 1 { "" } else { "s" }
+    );
+    for ((job, step), (state, tasks)) in by_job.iter().take(SLURM_JOBS_SHOWN) {
+        let ids: Vec<String> = tasks.iter().map(i64::to_string).collect();
+        text.push_str(&format!(
+            "  job {job:<12} {state:<10} step {step}, task{} {}\n",
+            if tasks.len() == 1 { "" } else { "s" },
+            ids.join(" ")
+        ));
+    }
+    if by_job.len() > SLURM_JOBS_SHOWN {
+        text.push_str(&format!(
+            "  ... and {} more jobs\n",
+            by_job.len() - SLURM_JOBS_SHOWN
+        ));
+    }
+    text
 }
 
 /// A source that `min_interval` keeps from running until `until`.

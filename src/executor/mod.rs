@@ -13,6 +13,7 @@
 //! [`TaskControl`], so one executor may serve runs one after the other or at once.
 
 pub mod process;
+pub mod slurm;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -108,6 +109,9 @@ pub enum Exit {
     /// The run was cancelled (a signal, a client) and the attempt was stopped: not a failure of
     /// the task.
     Cancelled,
+    /// The cluster's scheduler ended the attempt (a time limit, out of memory, preemption, a
+    /// node failure, `scancel`): its reason, as Slurm gives it.
+    Scheduler(String),
 }
 
 impl Exit {
@@ -132,6 +136,7 @@ impl Exit {
             Exit::TimedOut(d) => format!("timed out after {}", humantime::format_duration(*d)),
             Exit::SpawnFailed(e) => format!("could not start: {e}"),
             Exit::Cancelled => "cancelled".into(),
+            Exit::Scheduler(reason) => format!("stopped by Slurm: {reason}"),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! reads durations and sizes; `glob` matches and compares name patterns; `writes` reads what a
 //! script writes; `graph` builds edges, cycles and warnings; `version` hashes a step.
 
+pub mod cluster;
 mod dialect;
 mod error;
 mod files;
@@ -63,6 +64,8 @@ pub struct Manifest {
     /// The values of this run's parameters (every declared one), once bound with
     /// [`Manifest::bind_params`]; empty before.
     pub param_values: BTreeMap<String, String>,
+    /// `[executor]`: where the tasks run (this machine, or a Slurm cluster) and how.
+    pub executor: cluster::ExecutorConfig,
 }
 
 /// One `[[step]]`, with `[pipeline]` defaults already applied.
@@ -105,6 +108,8 @@ pub struct Step {
     pub policy: Policy,
     /// `image = "…"`: the root filesystem the script runs in, identified at load time.
     pub image: Option<crate::image::Image>,
+    /// `slurm = { … }`: the resources of its Slurm jobs (not part of the version).
+    pub slurm: cluster::SlurmResources,
     /// 1-based line of this step's `[[step]]` header.
     pub line: usize,
 }
@@ -132,6 +137,7 @@ impl Default for Step {
             shell: default_shell(),
             policy: Policy::default(),
             image: None,
+            slurm: cluster::SlurmResources::default(),
             line: 0,
         }
     }

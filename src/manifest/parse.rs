@@ -18,7 +18,7 @@ use super::{Keep, Manifest, Policy, SandboxMode, Step, default_shell};
 
 type Res<T> = Result<T, ManifestError>;
 
-const TOP_KEYS: &[&str] = &["step", "pipeline", "task"];
+const TOP_KEYS: &[&str] = &["step", "pipeline", "task", "executor"];
 const STEP_ONLY_KEYS: &[&str] = &[
     "script",
     "inputs",
@@ -31,6 +31,7 @@ const STEP_ONLY_KEYS: &[&str] = &[
     "min_interval",
     "params",
     "image",
+    "slurm",
 ];
 /// Keys valid both in `[[step]]` and as `[pipeline]` defaults.
 const SHARED_KEYS: &[&str] = &[
@@ -149,6 +150,14 @@ fn example(key: &str) -> &'static str {
         "open_files" => "open_files = 1024",
         "cpu" => "cpu = \"10m\"",
         "max_output" => "max_output = \"1G\"",
+        "time" => "time = \"30m\"",
+        "mem" => "mem = \"2G\"",
+        "cpus" => "cpus = 2",
+        "max_jobs" => "max_jobs = 100",
+        "group_target" => "group_target = \"30s\"",
+        "sbatch_args" => "sbatch_args = [\"--qos=short\"]",
+        "partition" => "partition = \"batch\"",
+        "account" => "account = \"lab\"",
         _ => "",
     }
 }
@@ -203,6 +212,7 @@ pub(crate) fn parse_manifest(
     let mut pipeline_name = None;
     let mut declared = Vec::new();
     let mut raw_steps: Vec<RawStep> = Vec::new();
+    let mut executor = super::cluster::ExecutorConfig::default();
     let mut tables = Tables {
         step_at: None,
         task_at: None,
@@ -233,6 +243,10 @@ pub(crate) fn parse_manifest(
                         }
                     }
                 }
+                Err(e) => errors.push(e),
+            },
+            "executor" => match super::cluster::parse_executor(&ctx, value) {
+                Ok(config) => executor = config,
                 Err(e) => errors.push(e),
             },
             _ => errors.push(unknown_top_key(&ctx, k, key.span().start)),
@@ -284,6 +298,7 @@ pub(crate) fn parse_manifest(
         layout,
         params: declared,
         param_values: BTreeMap::new(),
+        executor,
     })
 }
 
@@ -453,6 +468,8 @@ pub(super) struct RawStep {
     /// `image` as written with its offset, and the image it names.
     image: Option<(String, usize)>,
     image_ref: Option<crate::image::Image>,
+    /// `slurm = { … }`: the step's Slurm job resources.
+    slurm: super::cluster::SlurmResources,
     settings: Settings,
 }
 
@@ -493,6 +510,7 @@ impl RawStep {
                 (None, None) => default_shell(),
             },
             image,
+            slurm: self.slurm,
             policy: Policy {
                 sandbox: s.sandbox.or(p.sandbox).unwrap_or_default(),
                 network: s.network.or(p.network).unwrap_or(false),
@@ -529,6 +547,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>, table_kind: &st
     let mut image: Option<(String, usize)> = None;
     let mut files: Vec<(String, usize)> = Vec::new();
     let mut step_params: Vec<(String, usize)> = Vec::new();
+    let mut slurm = super::cluster::SlurmResources::default();
     let mut settings = Settings::default();
     for (key, v) in entries_in_order(table) {
         let k: &str = key.get_ref();
@@ -585,6 +604,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>, table_kind: &st
             "files" => files = parse_files(ctx, v)?,
             "params" => step_params = params::parse_step_list(ctx, v)?,
             "image" => image = Some((expect_str(ctx, k, v)?.to_string(), v.span().start)),
+            "slurm" => slurm = super::cluster::parse_step_resources(ctx, v)?,
             "gather_partial" => {
                 gather_partial = Some((expect_bool(ctx, k, v)?, key.span().start));
             }
@@ -696,6 +716,7 @@ fn parse_step(ctx: &Ctx<'_>, header: usize, table: &DeTable<'_>, table_kind: &st
         params: step_params,
         image,
         image_ref: None,
+        slurm,
         settings,
     })
 }
@@ -936,7 +957,11 @@ fn type_error(ctx: &Ctx<'_>, key: &str, want: &str, v: &Spanned<DeValue<'_>>) ->
     )
 }
 
-fn expect_str<'v>(ctx: &Ctx<'_>, key: &str, v: &'v Spanned<DeValue<'_>>) -> Res<&'v str> {
+pub(super) fn expect_str<'v>(
+    ctx: &Ctx<'_>,
+    key: &str,
+    v: &'v Spanned<DeValue<'_>>,
+) -> Res<&'v str> {
     match v.get_ref() {
         DeValue::String(s) => Ok(s),
         _ => Err(type_error(ctx, key, "a string", v)),
@@ -964,7 +989,7 @@ fn expect_int(ctx: &Ctx<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Res<i128> {
 }
 
 /// An integer within `min..=max`.
-fn int_in<T: TryFrom<i128>>(
+pub(super) fn int_in<T: TryFrom<i128>>(
     ctx: &Ctx<'_>,
     key: &str,
     v: &Spanned<DeValue<'_>>,
@@ -990,7 +1015,7 @@ fn int_in<T: TryFrom<i128>>(
     T::try_from(n).map_err(|_| ctx.err(v.span().start, format!("`{key}` is out of range"), None))
 }
 
-fn duration(ctx: &Ctx<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Res<Duration> {
+pub(super) fn duration(ctx: &Ctx<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Res<Duration> {
     let at = v.span().start;
     let s = match v.get_ref() {
         DeValue::String(s) => s,
@@ -1026,7 +1051,7 @@ fn duration(ctx: &Ctx<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Res<Duration>
     Ok(d)
 }
 
-fn size(ctx: &Ctx<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Res<u64> {
+pub(super) fn size(ctx: &Ctx<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Res<u64> {
     let at = v.span().start;
     let n = match v.get_ref() {
         DeValue::String(s) => parse_size(s).map_err(|why| {
@@ -1052,7 +1077,7 @@ fn size(ctx: &Ctx<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Res<u64> {
     Ok(n)
 }
 
-fn string_list(
+pub(super) fn string_list(
     ctx: &Ctx<'_>,
     key: &str,
     v: &Spanned<DeValue<'_>>,

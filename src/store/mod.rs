@@ -30,6 +30,7 @@ pub mod repair;
 pub mod runs;
 pub mod schedule;
 pub mod schema;
+pub mod slurm_jobs;
 pub mod staging;
 pub mod verify;
 pub mod writer;

@@ -189,6 +189,23 @@ pub const MIGRATIONS: &[Migration] = &[
     ) WITHOUT ROWID;
     "#,
     },
+    Migration {
+        data: None,
+        sql: r#"
+    -- Tasks handed to a Slurm cluster and not yet published (executor::slurm): a `grit run`
+    -- after a crash adopts the jobs still running instead of starting the tasks again, and
+    -- `grit status` shows each task's job and its state.
+    CREATE TABLE slurm_jobs (
+        task_id    INTEGER PRIMARY KEY REFERENCES tasks (id) ON DELETE CASCADE,
+        run_id     INTEGER NOT NULL,
+        job_id     TEXT NOT NULL,  -- as squeue names it: `123` or `123_4` (an array element)
+        work       TEXT NOT NULL,  -- the task's directory under <db>/slurm/work
+        step       TEXT NOT NULL,
+        state      TEXT NOT NULL,  -- Slurm's job state: PENDING, RUNNING, ...
+        updated_at TEXT NOT NULL
+    );
+    "#,
+    },
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The Slurm executor (issue 17) on the one-node cluster of tests/slurm-cluster.sh: N tiny tasks
+# (one per input, `echo $((x * 2))` into OUTPUT_DIR) through `grit run --executor slurm`, against
+#   - the floor: ONE `sbatch --array --wait` job with the elements grit used, each running as many
+#     items as grit's element of the same index did, with the same per-item script (`bash -ec`,
+#     same INPUT_FILE/OUTPUT_DIR contract), into a directory, with no grit and no sandbox;
+#   - grit's local mode (`grit run`, the process executor) on a copy of the same store.
+# Every mode starts from the same store, where the inputs are already live (a `once` source ran).
+#
+#   benches/slurm.sh              # N=10000, 3 runs of each, medians
+#   N=1000 RUNS=1 benches/slurm.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q
+GRIT=$PWD/target/release/grit
+N=${N:-10000}
+RUNS=${RUNS:-3}
+eval "$(tests/slurm-cluster.sh start)"
+export SLURM_CONF
+work=$(mktemp -d /var/tmp/grit-slurm-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+SCRIPT='echo $(( $(cat "$INPUT_FILE") * 2 )) > "$OUTPUT_DIR/d_${GRIT_INPUT_NAME#n_}"'
+cat >"$work/pipeline.toml" <<TOML
+[[step]]
+name = "items"
+once = true
+script = 'for i in \$(seq 1 $N); do echo \$i > \$OUTPUT_DIR/n_\$i; done'
+
+[[step]]
+name = "double"
+inputs = ["n_*"]
+script = '$SCRIPT'
+TOML
+"$GRIT" run -m "$work/pipeline.toml" --db "$work/base" --step items -q >/dev/null
+# The inputs, as files, for the floor.
+mkdir -p "$work/in"
+(cd "$work/in" && for i in $(seq 1 "$N"); do echo "$i" >"n_$i"; done)
+
+grit_times=() floor_times=() local_times=() elements_used=()
+for run in $(seq 1 "$RUNS"); do
+  # grit through Slurm.
+  rm -rf "$work/db" && cp -a "$work/base" "$work/db"
+  t0=$(now)
+  "$GRIT" run -m "$work/pipeline.toml" --db "$work/db" --executor slurm >"$work/grit.out" 2>"$work/grit.err"
+  t1=$(now)
+  grit_times+=("$(elapsed "$t0" "$t1")")
+  # grit's groups: per submission, E elements of T/E tasks (the last ones one task fewer).
+  sizes=$(grep -o 'submitted Slurm job [0-9]* ([0-9]* array elements*, [0-9]* tasks*' "$work/grit.err" |
+    awk '{e = substr($5, 2); t = $8; for (i = 0; i < e; i++) printf "%d ", int(t / e) + (i < t % e)}')
+  elements=$(echo $sizes | wc -w)
+  elements_used+=("$elements")
+
+  # The floor: one array job, the same number of elements, the same per-item work.
+  rm -rf "$work/floor" && mkdir -p "$work/floor/out"
+  cat >"$work/floor/job.sh" <<EOF
+#!/bin/bash
+set -e
+sizes=($sizes); g=\$SLURM_ARRAY_TASK_ID; first=1
+for ((k = 0; k < g; k++)); do first=\$((first + sizes[k])); done
+for ((i = first; i < first + sizes[g]; i++)); do
+  INPUT_FILE=$work/in/n_\$i GRIT_INPUT_NAME=n_\$i OUTPUT_DIR=$work/floor/out bash -ec '$SCRIPT'
+done
+EOF
+  t0=$(now)
+  sbatch --wait --quiet --array=0-$((elements - 1)) --output=/dev/null "$work/floor/job.sh"
+  t1=$(now)
+  floor_times+=("$(elapsed "$t0" "$t1")")
+  [ "$(ls "$work/floor/out" | wc -l)" = "$N" ] || { echo "floor wrote $(ls "$work/floor/out" | wc -l) files" >&2; exit 1; }
+
+  # grit's local mode.
+  rm -rf "$work/db" && cp -a "$work/base" "$work/db"
+  t0=$(now)
+  "$GRIT" run -m "$work/pipeline.toml" --db "$work/db" -q >/dev/null
+  t1=$(now)
+  local_times+=("$(elapsed "$t0" "$t1")")
+  echo "run $run: slurm ${grit_times[-1]} s ($elements elements), floor ${floor_times[-1]} s, local ${local_times[-1]} s" >&2
+done
+
+g=$(echo "${grit_times[*]}" | median)
+f=$(echo "${floor_times[*]}" | median)
+l=$(echo "${local_times[*]}" | median)
+printf '%-44s %10s\n' "mode ($N tiny tasks, median of $RUNS)" "seconds"
+printf '%-44s %10s\n' "floor: one sbatch --array, same groups" "$f"
+printf '%-44s %10s\n' "grit --executor slurm" "$g"
+printf '%-44s %10s\n' "grit local (process executor)" "$l"
+python3 -c "print(f'slurm / floor = {$g / $f:.2f}x, slurm / local = {$g / $l:.2f}x; array elements used: ${elements_used[*]}')"

@@ -1,0 +1,1065 @@
+//! The Slurm executor: tasks run as jobs of a Slurm cluster, the store on a shared filesystem
+//! (same path on every node).
+//!
+//! The engine hands over tasks one by one through [`Executor::execute`], as it does locally.
+//! Here each task waits briefly in a per-step queue; a driver task groups the waiting tasks of a
+//! step into array jobs (one `sbatch --array` per submission, each element running a group of
+//! tasks sized so it takes about `group_target`, from the step's observed durations), keeps at
+//! most `max_jobs` elements queued or running, polls `squeue` and the tasks' result files, and
+//! completes each task's future with its exit. The job on the node (`worker`) runs the tasks in
+//! the local sandbox and writes outputs and a result record into `<db>/slurm/work/<key>/`
+//! ([`wire`]); this side verifies the staged outputs against the record (names, sizes, SHA-256)
+//! and moves them into the engine's `OUTPUT_DIR`, so the engine's capture and publishing, and
+//! the single SQLite writer, are those of a local run.
+//!
+//! Each submitted task's job is recorded in the store (`slurm_jobs`): after a `kill -9` of grit
+//! the next run adopts the jobs still running, and results already written, instead of running
+//! the tasks again. A job Slurm ends before its task finished (time limit, out of memory,
+//! preemption, node failure, `scancel`) fails the task with Slurm's reason, and the engine retries
+//! it per `retries`; tasks of that job that had not started go back to the queue. Cancelling the
+//! run, or dropping a task's future, cancels its job once no task of the run is left in it.
+
+mod commands;
+pub mod wire;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::{ExecFuture, Executor, Exit, TaskControl, TaskInput, TaskSpec};
+use crate::manifest::cluster::ExecutorConfig;
+use crate::store::Writer;
+use crate::store::objects::hash_file;
+use crate::store::slurm_jobs::{self, SlurmJob};
+use wire::{Batch, TaskResult, WireInput, WireTask};
+
+/// How often the driver looks at the queue and the result files.
+const TICK: Duration = Duration::from_millis(50);
+/// Tasks keep arriving while the engine starts them: submit once none came for this long...
+const LINGER: Duration = Duration::from_millis(150);
+/// ...or once the oldest has waited this long.
+const MAX_WAIT: Duration = Duration::from_secs(2);
+/// How often `squeue` is asked.
+const SQUEUE_EVERY: Duration = Duration::from_millis(500);
+/// A job that left the queue may have written results the shared filesystem shows a little
+/// later (NFS attribute caches): look again for this long before calling them missing.
+const GONE_GRACE: Duration = Duration::from_secs(2);
+/// Tasks in the first element of a step whose duration is unknown (the probe).
+const PROBE_GROUP: usize = 4;
+/// A task that never started goes back to the queue at most this often.
+const MAX_REQUEUES: u32 = 3;
+
+/// What the Slurm executor needs besides the manifest's `[executor]` settings.
+pub struct SlurmSettings {
+    pub config: ExecutorConfig,
+    /// The manifest as the run loaded it (its path is read again on the nodes).
+    pub manifest: PathBuf,
+    pub start: Option<String>,
+    pub params: BTreeMap<String, String>,
+    /// The store's directory: on the shared filesystem, the same path on every node.
+    pub store: PathBuf,
+    /// The grit binary the jobs run (the same path on every node).
+    pub grit: PathBuf,
+}
+
+/// Runs tasks as Slurm jobs; see the module documentation.
+pub struct SlurmExecutor {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: SlurmSettings,
+    writer: Writer,
+    state: Mutex<State>,
+    /// The recorded jobs of earlier runs have been read (once, at the first task).
+    adoption_loaded: tokio::sync::OnceCell<()>,
+    batches: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Tasks not yet submitted, per step.
+    waiting: BTreeMap<String, VecDeque<Waiting>>,
+    /// Submitted tasks by key.
+    running: HashMap<String, Running>,
+    /// Live jobs (array elements) by job id.
+    elements: HashMap<String, Element>,
+    /// Observed task durations per step: (total ms, count).
+    observed: HashMap<String, (u64, u64)>,
+    /// Recorded jobs of earlier runs not yet claimed, by task.
+    adoptable: HashMap<i64, SlurmJob>,
+    /// When the last task arrived.
+    last_arrival: Option<Instant>,
+    /// How often each task went back to the queue without running.
+    requeues: HashMap<i64, u32>,
+    /// Tasks given up (cancelled, dropped) whose rows go at the end of the run.
+    abandoned: Vec<i64>,
+    driver_running: bool,
+    /// CPUs of the partition (from sinfo) per task's `cpus`: how many elements can run at once.
+    capacity: Option<usize>,
+    /// squeue failed: said once.
+    squeue_warned: bool,
+}
+
+struct Waiting {
+    spec: TaskSpec,
+    done: oneshot::Sender<Exit>,
+    since: Instant,
+}
+
+struct Running {
+    spec: TaskSpec,
+    done: oneshot::Sender<Exit>,
+    job: String,
+    work: PathBuf,
+    submitted: Instant,
+}
+
+struct Element {
+    keys: Vec<String>,
+    state: String,
+    /// When squeue stopped listing it.
+    gone_since: Option<Instant>,
+    /// The submission's directory (for the job's own output, if it failed early).
+    batch_dir: Option<PathBuf>,
+    index: usize,
+}
+
+impl Element {
+    fn base(id: &str) -> &str {
+        id.split('_').next().unwrap_or(id)
+    }
+}
+
+impl SlurmExecutor {
+    pub fn new(settings: SlurmSettings, writer: Writer) -> SlurmExecutor {
+        SlurmExecutor {
+            shared: Arc::new(Shared {
+                settings,
+                writer,
+                state: Mutex::new(State::default()),
+                adoption_loaded: tokio::sync::OnceCell::new(),
+                batches: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl Executor for SlurmExecutor {
+    fn execute<'a>(&'a self, spec: &'a TaskSpec, control: &'a TaskControl) -> ExecFuture<'a> {
+        Box::pin(self.run(spec, control))
+    }
+
+    fn run_ended(&self) {
+        let (jobs, abandoned) = {
+            let mut state = self.shared.lock();
+            let jobs: Vec<String> = state.elements.drain().map(|(id, _)| id).collect();
+            state.running.clear();
+            state.waiting.clear();
+            (jobs, std::mem::take(&mut state.abandoned))
+        };
+        // Nothing of a run outlives it: jobs still listed belong to tasks nobody waits for.
+        if !jobs.is_empty() {
+            tracing::info!("cancelling Slurm jobs {}", jobs.join(" "));
+            scancel_now(&jobs);
+        }
+        let remaining = self.shared.writer.call_blocking(move |conn| {
+            slurm_jobs::forget(conn, &abandoned)?;
+            slurm_jobs::all(conn)
+        });
+        // Submissions no recorded job needs any more (a job of a crashed run that nobody has
+        // claimed yet still reads its batch file when it starts).
+        if let Ok(remaining) = remaining {
+            let needed: HashSet<&str> = remaining
+                .iter()
+                .filter_map(|r| r.work.split_once('-').map(|(_, batch)| batch))
+                .collect();
+            remove_unneeded_batches(&self.shared.settings.store, &needed);
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "slurm"
+    }
+}
+
+/// Gives a task up when its future is dropped or cancelled before its result came.
+struct Abandon<'a> {
+    shared: &'a Shared,
+    task_id: i64,
+    finished: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.abandon(self.task_id);
+        }
+    }
+}
+
+impl SlurmExecutor {
+    async fn run(&self, spec: &TaskSpec, control: &TaskControl) -> Exit {
+        if control.cancel.reason().is_some() {
+            return Exit::Cancelled;
+        }
+        let shared = &self.shared;
+        shared
+            .adoption_loaded
+            .get_or_init(|| async {
+                match shared.writer.call(|conn| slurm_jobs::all(conn)).await {
+                    Ok(rows) => {
+                        let mut state = shared.lock();
+                        state.adoptable = rows.into_iter().map(|r| (r.task_id, r)).collect();
+                    }
+                    Err(e) => tracing::warn!("cannot read the recorded Slurm jobs: {e}"),
+                }
+            })
+            .await;
+        let (done, result) = oneshot::channel();
+        {
+            let mut state = shared.lock();
+            state.last_arrival = Some(Instant::now());
+            match state.adoptable.remove(&spec.task_id) {
+                Some(row) => {
+                    tracing::info!(
+                        "task {} of step {}: adopting Slurm job {} of run {}",
+                        spec.task_id,
+                        spec.step.name,
+                        row.job_id,
+                        row.run_id
+                    );
+                    let work = wire::work_dir(&shared.settings.store, &row.work);
+                    state
+                        .elements
+                        .entry(row.job_id.clone())
+                        .or_insert_with(|| Element {
+                            keys: Vec::new(),
+                            state: "UNKNOWN".into(),
+                            gone_since: None,
+                            batch_dir: None,
+                            index: 0,
+                        })
+                        .keys
+                        .push(row.work.clone());
+                    state.running.insert(
+                        row.work,
+                        Running {
+                            spec: spec.clone(),
+                            done,
+                            job: row.job_id,
+                            work,
+                            submitted: Instant::now(),
+                        },
+                    );
+                }
+                None => {
+                    state
+                        .waiting
+                        .entry(spec.step.name.clone())
+                        .or_default()
+                        .push_back(Waiting {
+                            spec: spec.clone(),
+                            done,
+                            since: Instant::now(),
+                        });
+                }
+            }
+        }
+        let mut guard = Abandon {
+            shared,
+            task_id: spec.task_id,
+            finished: false,
+        };
+        shared.ensure_driver();
+        let exit = tokio::select! {
+            biased;
+            _ = control.cancel.cancelled() => Exit::Cancelled,
+            exit = result => exit.unwrap_or_else(|_| Exit::SpawnFailed("the Slurm executor stopped watching the task".into())),
+        };
+        guard.finished = exit != Exit::Cancelled;
+        exit
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic elsewhere; the state is still the best there is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ensure_driver(self: &Arc<Self>) {
+        let start = {
+            let mut state = self.lock();
+            !std::mem::replace(&mut state.driver_running, true)
+        };
+        if start {
+            let shared = self.clone();
+            tokio::spawn(async move { shared.drive().await });
+        }
+    }
+
+    /// Forget a task nobody waits for any more; cancel its job once no task of it is left.
+    fn abandon(&self, task_id: i64) {
+        let cancel = {
+            let mut state = self.lock();
+            for queue in state.waiting.values_mut() {
+                queue.retain(|w| w.spec.task_id != task_id);
+            }
+            let key = state
+                .running
+                .iter()
+                .find(|(_, r)| r.spec.task_id == task_id)
+                .map(|(k, _)| k.clone());
+            let mut cancel = None;
+            if let Some(key) = key
+                && let Some(running) = state.running.remove(&key)
+            {
+                state.abandoned.push(task_id);
+                if let Some(element) = state.elements.get_mut(&running.job) {
+                    element.keys.retain(|k| *k != key);
+                    if element.keys.is_empty() {
+                        state.elements.remove(&running.job);
+                        cancel = Some(running.job);
+                    }
+                }
+            }
+            cancel
+        };
+        if let Some(job) = cancel {
+            tracing::info!("cancelling Slurm job {job}: no task of this run is left in it");
+            scancel_now(&[job]);
+        }
+    }
+
+    async fn drive(self: Arc<Self>) {
+        if self.lock().capacity.is_none() {
+            let resources = &self.settings.config.resources;
+            let cpus = commands::partition_cpus(resources.partition.as_deref()).await;
+            let per_task = resources.cpus.unwrap_or(1).max(1) as usize;
+            self.lock().capacity = Some(cpus.map_or(usize::MAX, |c| (c / per_task).max(1)));
+        }
+        let mut last_squeue: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(TICK).await;
+            for plan in self.plan_submissions() {
+                self.submit(plan).await;
+            }
+            if last_squeue.is_none_or(|t| t.elapsed() >= SQUEUE_EVERY) {
+                last_squeue = Some(Instant::now());
+                self.poll_queue().await;
+            }
+            self.collect_results().await;
+            self.settle_gone().await;
+            let mut state = self.lock();
+            if state.waiting.values().all(VecDeque::is_empty) && state.running.is_empty() {
+                state.driver_running = false;
+                return;
+            }
+        }
+    }
+
+    /// Which waiting tasks to submit now, grouped: one plan per step, one group per element.
+    fn plan_submissions(&self) -> Vec<Plan> {
+        let config = &self.settings.config;
+        let mut state = self.lock();
+        let oldest = state
+            .waiting
+            .values()
+            .filter_map(|q| q.front().map(|w| w.since))
+            .min();
+        let Some(oldest) = oldest else {
+            return Vec::new();
+        };
+        let quiet = state.last_arrival.is_none_or(|t| t.elapsed() >= LINGER);
+        if !quiet && oldest.elapsed() < MAX_WAIT {
+            return Vec::new();
+        }
+        // More elements than the partition can run at once only fix tasks into small groups.
+        let parallel = config
+            .max_jobs
+            .min(state.capacity.unwrap_or(usize::MAX))
+            .max(1);
+        let mut free = parallel.saturating_sub(state.elements.len());
+        // Steps with tasks on the cluster, and since when (for the duration probe below).
+        let mut in_flight: HashMap<String, Instant> = HashMap::new();
+        for running in state.running.values() {
+            let since = in_flight
+                .entry(running.spec.step.name.clone())
+                .or_insert(running.submitted);
+            *since = (*since).min(running.submitted);
+        }
+        let steps: Vec<String> = state.waiting.keys().cloned().collect();
+        let mut plans = Vec::new();
+        for step in steps {
+            if free == 0 {
+                break;
+            }
+            let observed = state
+                .observed
+                .get(&step)
+                .map(|(total, count)| (total / (*count).max(1)).max(1));
+            let target_ms = u64::try_from(config.group_target.as_millis()).unwrap_or(u64::MAX);
+            let estimate = match (observed, in_flight.get(&step)) {
+                (Some(ms), _) => Some(ms),
+                // Tasks of this step ran for a whole target without one finishing: long ones.
+                (None, Some(since)) if since.elapsed() >= config.group_target => Some(target_ms),
+                // A probe is out: its first result sizes the groups.
+                (None, Some(_)) => continue,
+                (None, None) => None,
+            };
+            let Some(queue) = state.waiting.get_mut(&step) else {
+                continue;
+            };
+            if queue.is_empty() {
+                continue;
+            }
+            let (size, elements) = match estimate {
+                Some(ms) => {
+                    let size = group_size(queue.len(), ms, config.group_target, parallel);
+                    (size, queue.len().div_ceil(size).min(free))
+                }
+                // Nothing known about the step yet: one small group first, to learn how long its
+                // tasks take, rather than fix thousands of tasks into groups sized blindly.
+                None => (PROBE_GROUP.min(queue.len()), 1),
+            };
+            free -= elements;
+            let mut groups = Vec::with_capacity(elements);
+            for _ in 0..elements {
+                let take = size.min(queue.len());
+                groups.push(queue.drain(..take).collect::<Vec<_>>());
+            }
+            plans.push(Plan { groups });
+        }
+        plans
+    }
+
+    /// Write the batch, submit it, and track its elements. A failed submission fails its tasks.
+    async fn submit(self: &Arc<Self>, plan: Plan) {
+        let seq = self.batches.fetch_add(1, Ordering::Relaxed);
+        let Some(first) = plan.groups.first().and_then(|g| g.first()) else {
+            return;
+        };
+        let run_id = first.spec.run_id;
+        let step = first.spec.step.clone();
+        let id = format!("r{run_id}-p{}-b{seq}", std::process::id());
+        let store = self.settings.store.clone();
+        let batch_dir = wire::batch_dir(&store, &id);
+        let groups: Vec<Vec<(String, TaskSpec)>> = plan
+            .groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|w| (format!("t{}-{id}", w.spec.task_id), w.spec.clone()))
+                    .collect()
+            })
+            .collect();
+        let batch = Batch {
+            store: store.clone(),
+            manifest: self.settings.manifest.clone(),
+            start: self.settings.start.clone(),
+            params: self.settings.params.clone(),
+            step: step.name.clone(),
+            version: step.version_hash(),
+            sandboxed: first.spec.sandboxed,
+            groups: Vec::new(),
+        };
+        let grit = self.settings.grit.clone();
+        let prepared = {
+            let (batch_dir, groups) = (batch_dir.clone(), groups.clone());
+            tokio::task::spawn_blocking(move || prepare_batch(batch, &batch_dir, &groups, &grit))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        };
+        let submitted = match prepared {
+            Ok(script) => {
+                let args = self.sbatch_args(&step, groups.len(), &batch_dir);
+                commands::sbatch(&args, &script)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!(
+                "preparing the batch in {}: {e}",
+                batch_dir.display()
+            )),
+        };
+        let array = match submitted {
+            Ok(array) => array,
+            Err(why) => {
+                tracing::error!("step {}: cannot submit to Slurm: {why}", step.name);
+                for waiting in plan.groups.into_iter().flatten() {
+                    let _ = waiting
+                        .done
+                        .send(Exit::SpawnFailed(format!("submitting to Slurm: {why}")));
+                }
+                return;
+            }
+        };
+        let tasks: usize = groups.iter().map(Vec::len).sum();
+        tracing::info!(
+            "step {}: submitted Slurm job {array} ({} array element{}, {tasks} task{})",
+            step.name,
+            groups.len(),
+            if groups.len() == 1 { "" } else { "s" },
+            if tasks == 1 { "" } else { "s" },
+        );
+        let now = crate::store::now();
+        let mut rows = Vec::with_capacity(tasks);
+        {
+            let mut state = self.lock();
+            for (index, (group, waiting)) in groups.iter().zip(plan.groups).enumerate() {
+                let job = format!("{array}_{index}");
+                let mut keys = Vec::with_capacity(group.len());
+                for ((key, spec), w) in group.iter().zip(waiting) {
+                    if w.done.is_closed() {
+                        continue;
+                    }
+                    rows.push(SlurmJob {
+                        task_id: spec.task_id,
+                        run_id: spec.run_id,
+                        job_id: job.clone(),
+                        work: key.clone(),
+                        step: step.name.clone(),
+                        state: "PENDING".into(),
+                        updated_at: now.clone(),
+                    });
+                    keys.push(key.clone());
+                    state.running.insert(
+                        key.clone(),
+                        Running {
+                            spec: w.spec,
+                            done: w.done,
+                            job: job.clone(),
+                            work: wire::work_dir(&store, key),
+                            submitted: Instant::now(),
+                        },
+                    );
+                }
+                state.elements.insert(
+                    job,
+                    Element {
+                        keys,
+                        state: "PENDING".into(),
+                        gone_since: None,
+                        batch_dir: Some(batch_dir.clone()),
+                        index,
+                    },
+                );
+            }
+        }
+        if let Err(e) = self
+            .writer
+            .call(move |conn| slurm_jobs::record(conn, &rows))
+            .await
+        {
+            tracing::warn!("cannot record Slurm job {array} in the store: {e}");
+        }
+    }
+
+    fn sbatch_args(
+        &self,
+        step: &crate::manifest::Step,
+        elements: usize,
+        batch_dir: &Path,
+    ) -> Vec<String> {
+        let config = &self.settings.config;
+        let resources = step.slurm.or(&config.resources);
+        let mut args = vec![
+            format!("--array=0-{}", elements.saturating_sub(1)),
+            format!("--job-name=grit-{}", step.name),
+            format!("--output={}/slurm-%a.out", batch_dir.display()),
+            format!("--chdir={}", batch_dir.display()),
+        ];
+        if let Some(p) = &resources.partition {
+            args.push(format!("--partition={p}"));
+        }
+        if let Some(a) = &resources.account {
+            args.push(format!("--account={a}"));
+        }
+        if let Some(t) = resources.time {
+            args.push(format!("--time={}", commands::minutes(t)));
+        }
+        if let Some(m) = resources.mem {
+            args.push(format!("--mem={}M", m.div_ceil(1 << 20).max(1)));
+        }
+        if let Some(c) = resources.cpus {
+            args.push(format!("--cpus-per-task={c}"));
+        }
+        args.extend(config.sbatch_args.iter().cloned());
+        args
+    }
+
+    /// Ask squeue where our jobs are; note the ones that left the queue.
+    async fn poll_queue(&self) {
+        let bases: Vec<String> = {
+            let state = self.lock();
+            let set: HashSet<&str> = state.elements.keys().map(|k| Element::base(k)).collect();
+            set.into_iter().map(str::to_string).collect()
+        };
+        if bases.is_empty() {
+            return;
+        }
+        let listed = match commands::squeue(&bases).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                let mut state = self.lock();
+                if !std::mem::replace(&mut state.squeue_warned, true) {
+                    tracing::warn!("cannot ask Slurm about the run's jobs: {e}");
+                }
+                return;
+            }
+        };
+        let mut changed = Vec::new();
+        {
+            let mut state = self.lock();
+            for (id, element) in state.elements.iter_mut() {
+                match listed.get(id) {
+                    Some(now) => {
+                        element.gone_since = None;
+                        if *now != element.state {
+                            tracing::debug!("Slurm job {id}: {now}");
+                            element.state = now.clone();
+                            changed.push((id.clone(), now.clone()));
+                        }
+                    }
+                    None => {
+                        if element.gone_since.is_none() {
+                            element.gone_since = Some(Instant::now());
+                            element.state = "ENDED".into();
+                            changed.push((id.clone(), "ENDED".into()));
+                        }
+                    }
+                }
+            }
+        }
+        if !changed.is_empty() {
+            let _ = self
+                .writer
+                .call(move |conn| slurm_jobs::set_states(conn, &changed))
+                .await;
+        }
+    }
+
+    /// Take the results the jobs have written: verify, move the outputs, complete the tasks.
+    async fn collect_results(&self) {
+        let candidates: Vec<(String, PathBuf)> = {
+            let state = self.lock();
+            state
+                .running
+                .iter()
+                .filter(|(_, r)| {
+                    state
+                        .elements
+                        .get(&r.job)
+                        .is_none_or(|e| e.state != "PENDING")
+                })
+                .map(|(k, r)| (k.clone(), r.work.clone()))
+                .collect()
+        };
+        if candidates.is_empty() {
+            return;
+        }
+        let ready: Vec<String> = tokio::task::spawn_blocking(move || {
+            candidates
+                .into_iter()
+                .filter(|(_, work)| wire::result_path(work).exists())
+                .map(|(k, _)| k)
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        if ready.is_empty() {
+            return;
+        }
+        let taken: Vec<Running> = {
+            let mut state = self.lock();
+            ready
+                .iter()
+                .filter_map(|key| {
+                    let running = state.running.remove(key)?;
+                    if let Some(element) = state.elements.get_mut(&running.job) {
+                        element.keys.retain(|k| k != key);
+                    }
+                    Some(running)
+                })
+                .collect()
+        };
+        let finished: Vec<(Running, Exit, Option<u64>)> = tokio::task::spawn_blocking(move || {
+            taken
+                .into_iter()
+                .map(|running| {
+                    let (exit, duration) = take_result(&running.spec, &running.work);
+                    (running, exit, duration)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        let mut done_ids = Vec::with_capacity(finished.len());
+        {
+            let mut state = self.lock();
+            for (running, exit, duration) in finished {
+                if let Some(ms) = duration {
+                    let entry = state
+                        .observed
+                        .entry(running.spec.step.name.clone())
+                        .or_default();
+                    entry.0 += ms;
+                    entry.1 += 1;
+                }
+                tracing::debug!(
+                    "task {} finished in Slurm job {}: {}",
+                    running.spec.task_id,
+                    running.job,
+                    exit.describe()
+                );
+                done_ids.push(running.spec.task_id);
+                let _ = running.done.send(exit);
+            }
+            // An element none of whose tasks is awaited needs no more watching.
+            state.elements.retain(|_, e| !e.keys.is_empty());
+        }
+        let _ = self
+            .writer
+            .call(move |conn| slurm_jobs::forget(conn, &done_ids))
+            .await;
+    }
+
+    /// Jobs that left the queue a while ago without results for all their tasks: the task that
+    /// was running fails with Slurm's reason; the ones that never started are queued again.
+    async fn settle_gone(&self) {
+        let gone: Vec<(String, Vec<String>, Option<PathBuf>, usize)> = {
+            let state = self.lock();
+            state
+                .elements
+                .iter()
+                .filter(|(_, e)| e.gone_since.is_some_and(|t| t.elapsed() >= GONE_GRACE))
+                .map(|(id, e)| (id.clone(), e.keys.clone(), e.batch_dir.clone(), e.index))
+                .collect()
+        };
+        for (job, keys, batch_dir, index) in gone {
+            // A result that arrived meanwhile is taken first.
+            self.collect_results().await;
+            let reason = commands::why_ended(&job).await.unwrap_or_else(|| {
+                "the job left the queue without a result (no accounting record of why)".into()
+            });
+            let job_output = batch_dir.map(|d| d.join(format!("slurm-{index}.out")));
+            let mut state = self.lock();
+            let Some(element) = state.elements.remove(&job) else {
+                continue;
+            };
+            let started: Vec<bool> = keys
+                .iter()
+                .map(|k| {
+                    state
+                        .running
+                        .get(k)
+                        .is_some_and(|r| wire::started_path(&r.work).exists())
+                })
+                .collect();
+            let any_started = started.iter().any(|s| *s);
+            for (key, was_started) in element.keys.iter().zip(started) {
+                let Some(running) = state.running.remove(key) else {
+                    continue;
+                };
+                let task_id = running.spec.task_id;
+                let requeues = state.requeues.entry(task_id).or_default();
+                if !was_started && any_started && *requeues < MAX_REQUEUES {
+                    // It never ran: not a failed attempt.
+                    *requeues += 1;
+                    state.last_arrival = Some(Instant::now());
+                    state
+                        .waiting
+                        .entry(running.spec.step.name.clone())
+                        .or_default()
+                        .push_back(Waiting {
+                            spec: running.spec,
+                            done: running.done,
+                            since: Instant::now(),
+                        });
+                    continue;
+                }
+                let mut why = format!("Slurm job {job} ended {reason} before the task finished");
+                if !any_started && let Some(tail) = job_output.as_deref().and_then(output_tail) {
+                    why.push_str(&format!("; the job's output: {tail}"));
+                }
+                append_log(&running.spec.log_path, &format!("grit: {why}"));
+                if was_started {
+                    append_node_log(&running.work, &running.spec.log_path);
+                }
+                let _ = std::fs::remove_dir_all(&running.work);
+                state.abandoned.push(task_id);
+                let _ = running
+                    .done
+                    .send(Exit::Scheduler(format!("job {job} ended {reason}")));
+            }
+        }
+    }
+}
+
+/// One submission: groups of waiting tasks of one step.
+struct Plan {
+    groups: Vec<Vec<Waiting>>,
+}
+
+/// Tasks per array element: enough to last about `target` at the step's mean duration
+/// `estimate_ms`, but no more than it takes to spread the queue over `parallel` elements, so a
+/// short queue still runs in parallel.
+fn group_size(waiting: usize, estimate_ms: u64, target: Duration, parallel: usize) -> usize {
+    let target = u64::try_from(target.as_millis()).unwrap_or(u64::MAX);
+    let by_target = usize::try_from(target / estimate_ms.max(1)).unwrap_or(usize::MAX);
+    let spread = waiting.div_ceil(parallel.max(1));
+    by_target.min(spread).max(1)
+}
+
+/// Create the tasks' work directories (a gather task's `INPUT_DIR` is linked into its own, which
+/// outlives the run's staging), write the batch file and the job script; returns the script.
+fn prepare_batch(
+    mut batch: Batch,
+    batch_dir: &Path,
+    groups: &[Vec<(String, TaskSpec)>],
+    grit: &Path,
+) -> std::io::Result<PathBuf> {
+    crate::store::access::create_dir_all(batch_dir, 0o700)?;
+    for group in groups {
+        let mut tasks = Vec::with_capacity(group.len());
+        for (key, spec) in group {
+            let work = wire::work_dir(&batch.store, key);
+            crate::store::access::create_dir_all(&work, 0o700)?;
+            let input = match &spec.input {
+                TaskInput::None => WireInput::None,
+                TaskInput::File { path, name, hash } => WireInput::File {
+                    path: path.clone(),
+                    name: name.clone(),
+                    hash: hash.clone(),
+                },
+                TaskInput::Dir { path } => {
+                    let linked = work.join("in");
+                    crate::store::access::create_dir_all(&linked, 0o700)?;
+                    for entry in std::fs::read_dir(path)? {
+                        let entry = entry?;
+                        std::fs::hard_link(entry.path(), linked.join(entry.file_name()))?;
+                    }
+                    WireInput::Dir { path: linked }
+                }
+            };
+            tasks.push(WireTask {
+                task_id: spec.task_id,
+                run_id: spec.run_id,
+                key: key.clone(),
+                input,
+            });
+        }
+        batch.groups.push(tasks);
+    }
+    wire::write_atomic(&batch_dir.join("batch.json"), &batch)?;
+    let script = batch_dir.join("job.sh");
+    let text = format!(
+        "#!/bin/sh\n# grit: one element of this array job runs its group of tasks\nexec {} slurm-worker {} \"${{SLURM_ARRAY_TASK_ID:-0}}\"\n",
+        shell_quote(&grit.display().to_string()),
+        shell_quote(&batch_dir.join("batch.json").display().to_string()),
+    );
+    std::fs::write(&script, text)?;
+    Ok(script)
+}
+
+/// Remove `<db>/slurm/batch/<id>` for every id not in `needed`.
+fn remove_unneeded_batches(store: &Path, needed: &HashSet<&str>) {
+    let dir = wire::root(store).join("batch");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !needed.contains(name.to_string_lossy().as_ref()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Read a task's result, check its staged outputs, move them into the engine's `OUTPUT_DIR`,
+/// and copy the node's log into the task's log. Returns the exit and the task's duration.
+fn take_result(spec: &TaskSpec, work: &Path) -> (Exit, Option<u64>) {
+    let outcome = (|| -> Result<(Exit, u64), String> {
+        let result: TaskResult = wire::read(&wire::result_path(work))
+            .map_err(|e| format!("the task's result record cannot be read: {e}"))?;
+        append_node_log(work, &spec.log_path);
+        let exit = result.exit.to_exit();
+        if exit.success() {
+            verify_staged(work, &result)?;
+            let out = work.join("out");
+            for entry in std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))? {
+                let entry = entry.map_err(|e| format!("{}: {e}", out.display()))?;
+                let target = spec.output_dir.join(entry.file_name());
+                std::fs::rename(entry.path(), &target).map_err(|e| {
+                    format!("moving {} into OUTPUT_DIR: {e}", entry.path().display())
+                })?;
+            }
+        }
+        Ok((exit, result.duration_ms))
+    })();
+    let _ = std::fs::remove_dir_all(work);
+    match outcome {
+        Ok((exit, ms)) => (exit, Some(ms)),
+        Err(why) => {
+            append_log(&spec.log_path, &format!("grit: {why}"));
+            (Exit::SpawnFailed(why), None)
+        }
+    }
+}
+
+/// The bytes on the shared filesystem are the bytes the node hashed: every regular file in
+/// `out/` is in the record with the same size and SHA-256, and nothing the record names is
+/// missing. Anything else is refused before the engine's capture sees it.
+fn verify_staged(work: &Path, result: &TaskResult) -> Result<(), String> {
+    let out = work.join("out");
+    let mut recorded: HashMap<&str, &wire::WireOutput> = result
+        .outputs
+        .iter()
+        .map(|o| (o.name.as_str(), o))
+        .collect();
+    let entries = std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", out.display()))?;
+        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if !is_file {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(record) = recorded.remove(name.as_str()) else {
+            return Err(format!(
+                "output `{name}` appeared after job {} recorded the task's outputs: not published",
+                result.job_id
+            ));
+        };
+        let (hash, size) =
+            hash_file(&entry.path()).map_err(|e| format!("hashing output `{name}`: {e}"))?;
+        if hash != record.hash || size != record.size {
+            return Err(format!(
+                "output `{name}` does not match what job {} on {} recorded (sha256 {} of {} bytes, found {} of {size}): the shared filesystem returned other bytes; not published",
+                result.job_id,
+                result.node,
+                crate::store::short_hash(&record.hash),
+                record.size,
+                crate::store::short_hash(&hash),
+            ));
+        }
+    }
+    if let Some(name) = recorded.keys().next() {
+        return Err(format!(
+            "output `{name}` recorded by job {} is missing from {}: not published",
+            result.job_id,
+            out.display()
+        ));
+    }
+    Ok(())
+}
+
+fn append_log(path: &Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut file) = crate::store::access::open_append_private(path) {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+/// The task's stdout and stderr, as the node wrote them, into its log.
+fn append_node_log(work: &Path, log_path: &Path) {
+    if let (Ok(mut from), Ok(mut to)) = (
+        std::fs::File::open(work.join("log")),
+        crate::store::access::open_append_private(log_path),
+    ) {
+        let _ = std::io::copy(&mut from, &mut to);
+    }
+}
+
+/// The last lines of a job's own output file, on one line.
+fn output_tail(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+    (!tail.is_empty()).then_some(tail)
+}
+
+/// `scancel` from a synchronous place (a dropped future, the end of a run).
+fn scancel_now(jobs: &[String]) {
+    let status = std::process::Command::new("scancel")
+        .args(jobs)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if let Err(e) = status {
+        tracing::warn!("cannot run scancel for jobs {}: {e}", jobs.join(" "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_follow_the_target_and_spread_over_the_parallel_elements() {
+        let target = Duration::from_secs(30);
+        // 10,000 tasks of 1 ms with a 30 s target: limited by spreading over 100 elements.
+        assert_eq!(group_size(10_000, 1, target, 100), 100);
+        // On a 2-CPU partition: two elements of 5,000.
+        assert_eq!(group_size(10_000, 1, target, 2), 5_000);
+        // 10-second tasks: three per element.
+        assert_eq!(group_size(10_000, 10_000, target, 100), 3);
+        // Longer than the target: one per element.
+        assert_eq!(group_size(50, 60_000, target, 100), 1);
+        // A short queue is spread out, not packed into one element.
+        assert_eq!(group_size(4, 1, target, 100), 1);
+    }
+
+    #[test]
+    fn staged_outputs_are_checked_against_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path();
+        std::fs::create_dir(work.join("out")).expect("out");
+        std::fs::write(work.join("out/a"), b"hello").expect("a");
+        let (hash, size) = hash_file(&work.join("out/a")).expect("hash");
+        let mut result = TaskResult {
+            exit: wire::WireExit::Code { code: 0 },
+            duration_ms: 1,
+            outputs: vec![wire::WireOutput {
+                name: "a".into(),
+                hash: hash.clone(),
+                size,
+            }],
+            node: "n1".into(),
+            job_id: "7_0".into(),
+        };
+        assert_eq!(verify_staged(work, &result), Ok(()));
+        std::fs::write(work.join("out/a"), b"HELLO").expect("change");
+        let err = verify_staged(work, &result).expect_err("changed bytes");
+        assert!(
+            err.contains("does not match what job 7_0 on n1 recorded"),
+            "{err}"
+        );
+        std::fs::write(work.join("out/a"), b"hello").expect("restore");
+        std::fs::write(work.join("out/late"), b"x").expect("late");
+        let err = verify_staged(work, &result).expect_err("late file");
+        assert!(err.contains("`late` appeared after"), "{err}");
+        std::fs::remove_file(work.join("out/late")).expect("rm");
+        result.outputs.push(wire::WireOutput {
+            name: "gone".into(),
+            hash,
+            size,
+        });
+        let err = verify_staged(work, &result).expect_err("missing file");
+        assert!(
+            err.contains("`gone` recorded by job 7_0 is missing"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,488 @@
+//! `--executor slurm` on a real (one-node) Slurm cluster: the same manifests as the local tests
+//! give the same live sets; a failing task, a time limit and `scancel` fail tasks with Slurm's
+//! reason and retry them per `retries`; `kill -9` of grit leaves jobs running that the next run
+//! adopts (each task runs once); SIGINT cancels the run's jobs; `grit status` shows each task's
+//! job.
+//!
+//! The cluster comes from `tests/slurm-cluster.sh start` (`.ci/run` starts it). Without one the
+//! cluster tests print why and return; with `GRIT_REQUIRE_SLURM=1` (set by `.ci/run`) a missing
+//! cluster fails them instead.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use common::{Project, describe, parse_last_json};
+use serde_json::Value;
+
+/// `SLURM_CONF` of a running cluster, or why there is none (then the test is skipped, or fails
+/// under `GRIT_REQUIRE_SLURM=1`).
+fn cluster() -> Option<PathBuf> {
+    let conf = std::env::var_os("SLURM_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let dir =
+                std::env::var_os("GRIT_SLURM_DIR").unwrap_or_else(|| "/tmp/grit-slurm".into());
+            Path::new(&dir).join("slurm.conf")
+        });
+    let why = if !conf.exists() {
+        Some(format!("no Slurm configuration at {}", conf.display()))
+    } else {
+        match StdCommand::new("sinfo")
+            .args(["-h", "-o", "%T"])
+            .env("SLURM_CONF", &conf)
+            .output()
+        {
+            Err(e) => Some(format!("cannot run sinfo: {e}")),
+            Ok(out) => {
+                let states = String::from_utf8_lossy(&out.stdout).to_string();
+                let up = ["idle", "mixed", "allocated"]
+                    .iter()
+                    .any(|s| states.lines().any(|l| l.trim().starts_with(s)));
+                (!up).then(|| format!("no Slurm node is up (sinfo: {:?})", states.trim()))
+            }
+        }
+    };
+    match why {
+        None => Some(conf),
+        Some(why) => {
+            let message = format!(
+                "SKIPPED: no Slurm cluster ({why}); start one with tests/slurm-cluster.sh start"
+            );
+            if std::env::var("GRIT_REQUIRE_SLURM").as_deref() == Ok("1") {
+                panic!("{message} (GRIT_REQUIRE_SLURM=1)");
+            }
+            eprintln!("{message}");
+            None
+        }
+    }
+}
+
+/// `grit run -m MANIFEST --db DB --json EXTRA` in the sandbox (as a user would run it).
+fn run(p: &Project, conf: Option<&Path>, extra: &[&str]) -> (Output, Value) {
+    let output = run_command(p, conf, extra).output().expect("run grit");
+    let json = parse_last_json(&output);
+    (output, json)
+}
+
+fn run_command(p: &Project, conf: Option<&Path>, extra: &[&str]) -> StdCommand {
+    let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("grit"));
+    cmd.arg("run")
+        .arg("-m")
+        .arg(p.manifest())
+        .arg("--db")
+        .arg(p.db())
+        .arg("--json")
+        .args(extra)
+        .env_remove("GRIT_DB")
+        .env("NO_COLOR", "1");
+    if let Some(conf) = conf {
+        cmd.env("SLURM_CONF", conf);
+    }
+    cmd
+}
+
+fn on_slurm(p: &Project, conf: &Path, extra: &[&str]) -> (Output, Value) {
+    let mut all = vec!["--executor", "slurm"];
+    all.extend_from_slice(extra);
+    run(p, Some(conf), &all)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Jobs of this user still queued or running whose name is `grit-STEP`.
+fn queued_jobs(conf: &Path, step: &str) -> Vec<String> {
+    let out = StdCommand::new("squeue")
+        .args(["-h", "-r", "-o", "%i %j"])
+        .env("SLURM_CONF", conf)
+        .output()
+        .expect("squeue");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, name)| *name == format!("grit-{step}"))
+        .map(|(id, _)| id.to_string())
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The stored log of the one task of `step`.
+fn log_of_step(p: &Project, step: &str) -> String {
+    let list = p.grit(&["log", "--step", step]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    let id = list
+        .split_whitespace()
+        .skip_while(|w| *w != "task")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no task of {step} in {list}"))
+        .to_string();
+    let log = p.grit(&["log", &id]);
+    String::from_utf8_lossy(&log.stdout).into_owned()
+}
+
+fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v
+}
+
+fn read_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_same_manifests_give_the_same_live_sets_as_a_local_run() {
+    let Some(conf) = cluster() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifests = [
+        root.join("examples/quickstart.toml"),
+        root.join("tests/fixtures/manifests/grit-demos/Fan-out with shared upstream.toml"),
+        root.join("tests/fixtures/manifests/grit-demos/Minimal linear pipeline.toml"),
+    ];
+    for manifest in manifests {
+        let text = std::fs::read_to_string(&manifest).expect("manifest");
+        let local = Project::new(&text);
+        let slurm = Project::new(&text);
+        let (out, _) = run(&local, None, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "local run of {}:\n{}",
+            manifest.display(),
+            describe(&out)
+        );
+        let (out, summary) = on_slurm(&slurm, &conf, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "Slurm run of {}:\n{}",
+            manifest.display(),
+            describe(&out)
+        );
+        assert!(
+            stderr(&out).contains("submitted Slurm job"),
+            "the tasks went through Slurm:\n{}",
+            describe(&out)
+        );
+        assert_eq!(summary["capture"], "dir", "{summary}");
+        assert_eq!(
+            sorted(slurm.live()),
+            sorted(local.live()),
+            "live sets differ for {}",
+            manifest.display()
+        );
+        // Nothing left behind: no recorded jobs, no work directories.
+        assert_eq!(slurm.status()["slurm_jobs"], serde_json::json!([]));
+        let work = slurm.db().join("slurm/work");
+        let left: Vec<_> = std::fs::read_dir(&work)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "work directories left: {left:?}");
+        // A second run memoises exactly as locally: nothing new runs for derived steps.
+        let (out, again) = on_slurm(&slurm, &conf, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        assert_eq!(again["resources_new"], 0, "{again}");
+    }
+}
+
+#[test]
+fn many_tiny_tasks_are_grouped_into_few_jobs() {
+    let Some(conf) = cluster() else { return };
+    let p = Project::new(
+        r#"
+[executor]
+kind = "slurm"
+max_jobs = 4
+
+[[step]]
+name = "tinysrc"
+script = "for i in $(seq 1 200); do echo $i > $OUTPUT_DIR/n_$i; done"
+
+[[step]]
+name = "tinymap"
+inputs = ["n_*"]
+script = "echo $(( $(cat $INPUT_FILE) * 2 )) > $OUTPUT_DIR/d_${GRIT_INPUT_NAME#n_}"
+"#,
+    );
+    // The manifest's `[executor] kind` alone picks Slurm.
+    let (out, summary) = run(&p, Some(&conf), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(common::executed(&summary, "tinymap"), 200);
+    let text = stderr(&out);
+    let elements: usize = text
+        .lines()
+        .filter(|l| l.contains("step tinymap: submitted Slurm job"))
+        .filter_map(|l| {
+            l.split('(')
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        (1..=50).contains(&elements),
+        "200 tasks ran in {elements} jobs, expected a few groups:\n{text}"
+    );
+    assert_eq!(p.contents("d_7"), vec!["14\n".to_string()]);
+}
+
+#[test]
+fn a_failing_task_fails_with_its_log_and_is_retried_per_retries() {
+    let Some(conf) = cluster() else { return };
+    let p = Project::new("");
+    let marker = p.path().join("flaky-marker");
+    p.write_manifest(&format!(
+        r#"
+[[step]]
+name = "flaky"
+retries = 1
+read_write = ["{dir}"]
+script = '''
+if [ ! -e {marker} ]; then touch {marker}; echo "first attempt fails" >&2; exit 3; fi
+echo fine > $OUTPUT_DIR/flaky_out
+'''
+
+[[step]]
+name = "broken"
+script = "echo 'no luck here' >&2; exit 7"
+"#,
+        dir = p.path().display(),
+        marker = marker.display()
+    ));
+    let (out, summary) = on_slurm(&p, &conf, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(p.contents("flaky_out"), vec!["fine\n".to_string()]);
+    let failures = summary["failures"].as_array().cloned().unwrap_or_default();
+    assert_eq!(failures.len(), 1, "{summary}");
+    assert_eq!(failures[0]["step"], "broken");
+    assert_eq!(failures[0]["status"], "exited with status 7");
+    let tail = failures[0]["log_tail"].to_string();
+    assert!(
+        tail.contains("no luck here"),
+        "the node's log came back: {tail}"
+    );
+    let log = log_of_step(&p, "flaky");
+    assert!(log.contains("first attempt fails"), "{log}");
+    assert!(
+        log.contains("attempt 1 failed (exited with status 3); retrying"),
+        "{log}"
+    );
+}
+
+#[test]
+fn scancel_fails_the_task_with_slurms_reason_and_it_is_retried() {
+    let Some(conf) = cluster() else { return };
+    let p = Project::new("");
+    let marker = p.path().join("cancel-marker");
+    p.write_manifest(&format!(
+        r#"
+[[step]]
+name = "cancelme"
+retries = 1
+read_write = ["{dir}"]
+script = '''
+if [ ! -e {marker} ]; then touch {marker}; sleep 60; fi
+echo second > $OUTPUT_DIR/after_cancel
+'''
+"#,
+        dir = p.path().display(),
+        marker = marker.display()
+    ));
+    let child = run_command(&p, Some(&conf), &["--executor", "slurm"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("grit");
+    wait_for(
+        "the first attempt to start",
+        Duration::from_secs(30),
+        || marker.exists(),
+    );
+    let jobs = queued_jobs(&conf, "cancelme");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let status = StdCommand::new("scancel")
+        .args(&jobs)
+        .env("SLURM_CONF", &conf)
+        .status()
+        .expect("scancel");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("grit");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(p.contents("after_cancel"), vec!["second\n".to_string()]);
+    let log = log_of_step(&p, "cancelme");
+    assert!(
+        log.contains(&format!("Slurm job {} ended CANCELLED", jobs[0])),
+        "the reason is Slurm's: {log}"
+    );
+    assert!(log.contains("attempt 1 failed (stopped by Slurm"), "{log}");
+}
+
+#[test]
+fn a_time_limit_fails_the_task_with_slurms_reason() {
+    let Some(conf) = cluster() else { return };
+    // Slurm's shortest limit is a minute, enforced every 30 s: this test takes about 90 s.
+    let p = Project::new(
+        r#"
+[[step]]
+name = "overtime"
+slurm = { time = "1m" }
+script = "sleep 600; echo never > $OUTPUT_DIR/late"
+"#,
+    );
+    let started = Instant::now();
+    let (out, summary) = on_slurm(&p, &conf, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let failure = &summary["failures"][0];
+    let status = failure["status"].as_str().unwrap_or_default();
+    assert!(
+        status.starts_with("stopped by Slurm: job ") && status.contains("TIMEOUT"),
+        "Slurm's reason: {summary}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(200));
+    assert!(p.live().is_empty());
+}
+
+#[test]
+fn kill_9_of_grit_leaves_jobs_that_the_next_run_adopts() {
+    let Some(conf) = cluster() else { return };
+    let p = Project::new("");
+    let count = p.path().join("runs-count");
+    p.write_manifest(&format!(
+        r#"
+[[step]]
+name = "adoptsrc"
+once = true
+script = "for i in 1 2 3; do echo $i > $OUTPUT_DIR/a_$i; done"
+
+[[step]]
+name = "adoptme"
+inputs = ["a_*"]
+read_write = ["{dir}"]
+script = "sleep 4; echo ran >> {count}; echo x$(cat $INPUT_FILE) > $OUTPUT_DIR/b_${{GRIT_INPUT_NAME#a_}}"
+"#,
+        dir = p.path().display(),
+        count = count.display()
+    ));
+    let mut child = run_command(&p, Some(&conf), &["--executor", "slurm"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("grit");
+    wait_for("the jobs to be queued", Duration::from_secs(30), || {
+        queued_jobs(&conf, "adoptme").len() == 3
+    });
+    // While they run, `grit status` names each task's job and its state.
+    let status = p.status();
+    let rows = status["slurm_jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 3, "{status}");
+    assert!(
+        rows.iter()
+            .all(|r| r["job_id"].as_str().is_some_and(|j| j.contains('_'))),
+        "{status}"
+    );
+    let text = p.grit(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("3 tasks on Slurm"),
+        "{}",
+        describe(&text)
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let jobs = queued_jobs(&conf, "adoptme");
+    assert_eq!(jobs.len(), 3, "the jobs outlive grit: {jobs:?}");
+
+    let (out, _) = on_slurm(&p, &conf, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stderr(&out);
+    assert_eq!(text.matches("adopting Slurm job").count(), 3, "{text}");
+    assert!(
+        !text.contains("step adoptme: submitted"),
+        "nothing resubmitted:\n{text}"
+    );
+    assert_eq!(read_count(&count), 3, "each task ran once");
+    assert_eq!(p.contents("b_2"), vec!["x2\n".to_string()]);
+    assert_eq!(p.status()["slurm_jobs"], serde_json::json!([]));
+}
+
+#[test]
+fn sigint_cancels_the_runs_jobs() {
+    let Some(conf) = cluster() else { return };
+    let p = Project::new(
+        r#"
+[[step]]
+name = "interrupted"
+script = "sleep 120; echo x > $OUTPUT_DIR/never"
+"#,
+    );
+    let child = run_command(&p, Some(&conf), &["--executor", "slurm"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("grit");
+    wait_for("the job to be queued", Duration::from_secs(30), || {
+        !queued_jobs(&conf, "interrupted").is_empty()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("grit");
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    wait_for("the job to be cancelled", Duration::from_secs(20), || {
+        queued_jobs(&conf, "interrupted").is_empty()
+    });
+    assert_eq!(p.status()["slurm_jobs"], serde_json::json!([]));
+}
+
+#[test]
+fn unknown_executor_keys_are_usage_errors_with_their_position() {
+    // No cluster needed: the manifest is checked before anything runs.
+    let p = Project::new(
+        "[executor]\nkind = \"slurm\"\ngroup_tagret = \"30s\"\n\n[[step]]\nname = \"a\"\nscript = \"true\"\n",
+    );
+    let out = Command::cargo_bin("grit")
+        .expect("grit")
+        .args(["validate", "-m"])
+        .arg(p.manifest())
+        .arg("--db")
+        .arg(p.db())
+        .output()
+        .expect("grit");
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let text = stderr(&out);
+    assert!(text.contains("pipeline.toml:3:1"), "{text}");
+    assert!(
+        text.contains("unknown key `group_tagret` in [executor]"),
+        "{text}"
+    );
+    assert!(text.contains("did you mean `group_target`?"), "{text}");
+    let p = Project::new("[[step]]\nname = \"a\"\nscript = \"true\"\n[step.slurm]\ncpu = 2\n");
+    let out = Command::cargo_bin("grit")
+        .expect("grit")
+        .args(["run", "-m"])
+        .arg(p.manifest())
+        .arg("--db")
+        .arg(p.db())
+        .output()
+        .expect("grit");
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let text = stderr(&out);
+    assert!(text.contains("pipeline.toml:5:1"), "{text}");
+    assert!(text.contains("did you mean `cpus`?"), "{text}");
+}
