@@ -383,8 +383,11 @@ script = "sleep 4; echo ran >> {count}; echo x$(cat $INPUT_FILE) > $OUTPUT_DIR/b
         .stderr(Stdio::null())
         .spawn()
         .expect("grit");
-    wait_for("the jobs to be queued", Duration::from_secs(30), || {
-        queued_jobs(&conf, "adoptme").len() == 3
+    // However the executor groups the three tasks into array elements (one probe element of all
+    // three, when the step's duration is unknown), each is recorded with its job.
+    wait_for("the tasks to be submitted", Duration::from_secs(60), || {
+        !queued_jobs(&conf, "adoptme").is_empty()
+            && p.status()["slurm_jobs"].as_array().map_or(0, Vec::len) == 3
     });
     // While they run, `grit status` names each task's job and its state.
     let status = p.status();
@@ -404,7 +407,7 @@ script = "sleep 4; echo ran >> {count}; echo x$(cat $INPUT_FILE) > $OUTPUT_DIR/b
     child.kill().expect("kill -9");
     let _ = child.wait();
     let jobs = queued_jobs(&conf, "adoptme");
-    assert_eq!(jobs.len(), 3, "the jobs outlive grit: {jobs:?}");
+    assert!(!jobs.is_empty(), "the jobs outlive grit");
 
     let (out, _) = on_slurm(&p, &conf, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
