@@ -76,11 +76,17 @@ pub fn backfill(conn: &Connection, run_id: i64, step: &MapStep) -> Result<u64, S
     if step.patterns.is_empty() {
         return Ok(0);
     }
-    let (matches, values) = inputs_sql("name", &step.patterns);
+    let (matches, values) = inputs_sql("r.name", &step.patterns);
+    // Every run backfills every map step, so on a large store this is mostly resources that
+    // already have their task: probing the task index costs a third of an ignored insert
+    // (measured: 13 ms against 42 ms of CPU for 50,000 matching resources).
     let sql = format!(
         "INSERT OR IGNORE INTO tasks (step_version_id, input_resource_id, state, created_run)
-         SELECT {}, id, 'pending', {} FROM resources WHERE live = 1 AND {matches}",
-        step.version_id, run_id
+         SELECT {version}, r.id, 'pending', {run_id} FROM resources r
+         WHERE r.live = 1 AND {matches}
+           AND NOT EXISTS (SELECT 1 FROM tasks t
+                           WHERE t.step_version_id = {version} AND t.input_resource_id = r.id)",
+        version = step.version_id,
     );
     let created = conn.execute(&sql, params_from_iter(values))? as u64;
     let requeued = decide::sql_list(&decide::requeued(StepKind::Map, false, false));
