@@ -102,7 +102,9 @@ struct State {
     /// Task key -> directory inode.
     by_key: HashMap<String, u64>,
     dirs: HashMap<u64, TaskDir>,
-    files: HashMap<u64, FileNode>,
+    /// Boxed: a task may hold hundreds of thousands of files, and a table of 300-byte values
+    /// doubles (and is copied) as it grows; a table of pointers costs 16 bytes a slot.
+    files: HashMap<u64, Box<FileNode>>,
     /// Reused buffer for reads, so reads do not allocate.
     read_buf: Vec<u8>,
     /// Refused requests on the mount's root (listing it).
@@ -229,8 +231,8 @@ struct FileNode {
 
 /// What a task directory held when it was taken out of the filesystem.
 pub(super) struct TakenTask {
-    files: Vec<(String, FileNode)>,
-    orphans: Vec<FileNode>,
+    files: Vec<(String, Box<FileNode>)>,
+    orphans: Vec<Box<FileNode>>,
     pub(super) refusals: Vec<String>,
     pub(super) errors: Vec<String>,
 }
@@ -531,7 +533,7 @@ impl Shared {
         let now = SystemTime::now();
         st.files.insert(
             ino,
-            FileNode {
+            Box::new(FileNode {
                 ino,
                 dir,
                 name: Some(name.to_string()),
@@ -546,7 +548,7 @@ impl Shared {
                 atime: now,
                 mtime: now,
                 ctime: now,
-            },
+            }),
         );
         if let Some(d) = st.dirs.get_mut(&dir) {
             d.entries.insert(name.to_string(), ino);
@@ -725,7 +727,7 @@ fn stage(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-fn finalize(node: FileNode, worker: &Hasher) -> std::io::Result<(String, u64, PathBuf)> {
+fn finalize(node: Box<FileNode>, worker: &Hasher) -> std::io::Result<(String, u64, PathBuf)> {
     let FileNode {
         ino,
         offloaded,
@@ -736,7 +738,7 @@ fn finalize(node: FileNode, worker: &Hasher) -> std::io::Result<(String, u64, Pa
         hashed,
         rehash,
         ..
-    } = node;
+    } = *node;
     let mut file = match file {
         Some(file) => file,
         None => File::open(&staged)?,
