@@ -131,72 +131,76 @@ impl Objects {
     pub fn presence(&self) -> Presence<'_> {
         Presence {
             objects: self,
-            root: None,
-            shards: (0..256).map(|_| None).collect(),
+            shard: None,
         }
     }
 }
 
 /// Answers "is this object's file there?" for many objects, cheaply: it keeps a descriptor of
-/// each first-level fan-out directory it has seen, so each answer is one `fstatat` of two path
-/// components instead of a lookup of every component of the absolute path. The end of every run
-/// asks this for every live resource; at 100,000 live resources in a store seven directories deep
-/// the path walk was most of a no-op run (see BENCHMARKS.md, issue 16).
+/// the first-level fan-out directory it last looked in, so each answer is one `fstatat` of two
+/// path components instead of a lookup of every component of the absolute path. Asked in hash
+/// order, it opens each fan-out directory once. The end of every run asks this for every live
+/// resource; at 100,000 live resources the path walks were most of a no-op run (BENCHMARKS.md,
+/// issue 16).
 pub struct Presence<'a> {
     objects: &'a Objects,
-    /// `objects/` itself: `None` until first needed, then `Some(None)` when it cannot be opened.
-    root: Option<Option<OwnedFd>>,
-    /// One slot per first-level directory `00`..`ff`, filled the same way as `root`.
-    shards: Vec<Option<Option<OwnedFd>>>,
+    /// The fan-out directory last opened: its two-letter name and descriptor, `None` when it
+    /// does not exist.
+    shard: Option<([u8; 2], Option<OwnedFd>)>,
 }
 
 impl Presence<'_> {
     /// Whether an object with this hash exists (as any kind of file: the caller reports a
     /// missing one; a wrong one is `grit verify`'s business).
     pub fn exists(&mut self, hash: &str) -> bool {
-        let shard = match (hash.len() > 4).then(|| &hash[0..2]) {
-            Some(prefix)
-                if prefix
-                    .bytes()
-                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
-            {
-                usize::from_str_radix(prefix, 16).ok()
-            }
-            _ => None,
-        };
-        let Some(shard) = shard else {
+        let bytes = hash.as_bytes();
+        if bytes.len() <= 4
+            || !bytes[..4]
+                .iter()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             // Not the shape of a hash grit writes, so no object of grit's: the plain way, for
             // the record, where the path can be formed at all.
-            return hash.len() > 4 && fs::symlink_metadata(self.objects.path(hash)).is_ok();
-        };
-        let root_path = &self.objects.root;
-        let root = self
-            .root
-            .get_or_insert_with(|| open_dir_path(None, root_path));
-        let Some(root) = root.as_ref() else {
-            return false;
-        };
-        let dir = self.shards[shard].get_or_insert_with(|| open_dir_path(Some(root), &hash[0..2]));
-        let Some(dir) = dir.as_ref() else {
+            return hash.len() > 4 && self.by_path(hash);
+        }
+        let prefix = [bytes[0], bytes[1]];
+        if self.shard.as_ref().map(|(name, _)| *name) != Some(prefix) {
+            let path = self.objects.root.join(&hash[0..2]);
+            match open_dir_path(&path) {
+                Ok(fd) => self.shard = Some((prefix, Some(fd))),
+                Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => {
+                    self.shard = Some((prefix, None))
+                }
+                // Out of descriptors, or anything else: this answer must not depend on it.
+                Err(_) => {
+                    self.shard = None;
+                    return self.by_path(hash);
+                }
+            }
+        }
+        let Some((_, Some(dir))) = &self.shard else {
             return false;
         };
         let rest = format!("{}/{}", &hash[2..4], &hash[4..]);
-        nix::sys::stat::fstatat(dir, rest.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-            .is_ok()
+        match nix::sys::stat::fstatat(dir, rest.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        {
+            Ok(_) => true,
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => false,
+            Err(_) => self.by_path(hash),
+        }
+    }
+
+    fn by_path(&self, hash: &str) -> bool {
+        fs::symlink_metadata(self.objects.path(hash)).is_ok()
     }
 }
 
-/// An `O_PATH` descriptor of a directory (relative to `parent` when given), or `None` when it
-/// cannot be opened: every object under it then counts as missing.
-fn open_dir_path(parent: Option<&OwnedFd>, path: impl AsRef<Path>) -> Option<OwnedFd> {
-    use nix::fcntl::{OFlag, openat};
+/// An `O_PATH` descriptor of a directory.
+fn open_dir_path(path: &Path) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{OFlag, open};
     use nix::sys::stat::Mode;
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let path = path.as_ref();
-    match parent {
-        Some(parent) => openat(parent, path, flags, Mode::empty()).ok(),
-        None => openat(nix::fcntl::AT_FDCWD, path, flags, Mode::empty()).ok(),
-    }
+    open(path, flags, Mode::empty())
 }
 
 /// Why an object cannot be served: it is gone, or its bytes are not the recorded ones.
