@@ -232,7 +232,7 @@ struct FileNode {
 /// What a task directory held when it was taken out of the filesystem.
 pub(super) struct TakenTask {
     files: Vec<(String, Box<FileNode>)>,
-    orphans: Vec<Box<FileNode>>,
+    orphans: Vec<FileNode>,
     pub(super) refusals: Vec<String>,
     pub(super) errors: Vec<String>,
 }
@@ -418,7 +418,7 @@ impl Shared {
         }
         for fino in &dir.nodes {
             if let Some(node) = st.files.remove(fino) {
-                orphans.push(node);
+                orphans.push(*node);
             }
         }
         let intruders = dir.intruders.lines();
