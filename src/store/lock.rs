@@ -2,12 +2,17 @@
 //! commands that delete). The holder writes its pid into the file so that a second run can name it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use super::StoreError;
+
+/// Width of the pid in the lock file, padded with spaces: wider than any Linux pid (at most
+/// 4,194,304) and than what earlier versions wrote (the pid and a newline).
+const PID_WIDTH: usize = 10;
 
 /// How long to wait for the lock when its recorded holder is dead.
 const DEAD_HOLDER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -55,7 +60,7 @@ impl StoreLock {
             .truncate(false)
             .open(path)
             .map_err(|e| StoreError::io(path, e))?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
                 let mut holder = String::new();
@@ -67,14 +72,13 @@ impl StoreLock {
             }
             Err((_, errno)) => return Err(StoreError::io(path, errno.into())),
         };
-        let pid = std::process::id();
-        let write = |f: &mut File| -> std::io::Result<()> {
-            f.set_len(0)?;
-            f.seek(SeekFrom::Start(0))?;
-            writeln!(f, "{pid}")?;
-            f.sync_data()
-        };
-        write(&mut lock).map_err(|e| StoreError::io(path, e))?;
+        // The pid only names the holder in a second run's message (the lock itself is the
+        // flock, which no crash leaves behind), so it is written in place, at a fixed width that
+        // covers any earlier content, and not synced: a truncation and an fsync cost two journal
+        // commits on every run's start (measured: 4-8 ms of a 35 ms no-op run on ext4).
+        let record = format!("{:<width$}\n", std::process::id(), width = PID_WIDTH);
+        lock.write_all_at(record.as_bytes(), 0)
+            .map_err(|e| StoreError::io(path, e))?;
         Ok(StoreLock { _lock: lock })
     }
 }
