@@ -8,6 +8,7 @@
 #   benches/scale.sh                          # SIZES="1000 10000", ROUNDS=3, chain, 1 GiB, no-op
 #   SIZES="100000" ROUNDS=1 PARTS=fanout benches/scale.sh    # the long one, once
 #   SNAKEMAKE=/path/to/venv/bin/snakemake benches/scale.sh   # add Snakemake's columns
+#   KINDS="floor-sh grit-default" benches/scale.sh           # only these fan-out kinds
 #
 # Fan-out: a `once` source writes N files item_1..item_N (run first, untimed); the timed run is
 # the map step, one task per item: `cp "$INPUT_FILE" "$OUTPUT_DIR/out_$GRIT_INPUT_NAME"`, N tasks
@@ -74,14 +75,17 @@ fanout_once() {
       local flags=()
       [ "$kind" = grit-plain ] && flags=(--no-sandbox --capture dir)
       fanout_manifest "$n" > "$dir/pipeline.toml"
-      "$GRIT" run -q "${flags[@]}" -m "$dir/pipeline.toml" --db "$dir/db" --step items >/dev/null
+      # The source (N outputs in one task) is not part of the timed fan-out; its wall and
+      # peak RSS go to stderr, since one task holding N outputs is the run's memory peak.
+      read -r src_secs src_mib < <(timed "$GRIT" run -q "${flags[@]}" -m "$dir/pipeline.toml" --db "$dir/db" --step items)
+      echo "  ($kind, $n: the source task writing $n files took $src_secs s, peak RSS $src_mib MiB)" >&2
       timed "$GRIT" run -q "${flags[@]}" -j "$JOBS" -m "$dir/pipeline.toml" --db "$dir/db" ;;
   esac
   rm -rf "$dir"
 }
 
 if [[ " $PARTS " == *" fanout "* ]]; then
-  kinds="floor-sh floor-bash grit-default grit-plain make"
+  kinds=${KINDS:-"floor-sh floor-bash grit-default grit-plain make"}
   [ -n "${SNAKEMAKE:-}" ] && kinds="$kinds snakemake"
   printf '\n%-14s %8s %10s %10s %9s %9s %14s %12s\n' kind tasks "wall (s)" tasks/s "vs sh" "vs bash" "added ms/task" "peak RSS"
   for n in $SIZES; do
