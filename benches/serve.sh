@@ -103,7 +103,9 @@ measure() { # path, label
   printf '%-28s %10s req/s   p99 %8s   (%s requests)\n' "$2" "$rps" "$p99" "$requests"
   if grep -q 'Non-2xx' <<<"$out"; then echo "  $(grep 'Non-2xx' <<<"$out")"; fi
 }
-curl -fsS -H "Authorization: Bearer $token" "$url/api/v1/runs?limit=50" | head -c 200; echo
+# (Into a file: `curl | head -c` fails the script under pipefail when head closes first.)
+curl -fsS -H "Authorization: Bearer $token" "$url/api/v1/runs?limit=50" -o "$work/sample.json"
+head -c 200 "$work/sample.json"; echo
 for i in $(seq "$repeat"); do
   echo "-- round $i (load $(cut -d' ' -f1 /proc/loadavg))"
   measure /api/v1/healthz "GET /healthz (floor)"
