@@ -275,10 +275,7 @@ pub async fn show(
                         tr {
                             th scope="col" { "Step" }
                             th scope="col" { "State" }
-                            th.num scope="col" { "Pending" }
-                            th.num scope="col" { "Running" }
-                            th.num scope="col" { "Succeeded" }
-                            th.num scope="col" { "Failed" }
+                            (layout::task_count_heads())
                             th.num.wide scope="col" { "Live outputs" }
                         }
                     }
@@ -287,10 +284,12 @@ pub async fn show(
                             tr {
                                 th scope="row" { (s.name) " " span.hint { (s.kind) " " code { (s.version) } } }
                                 td { (layout::state(graph::step_state(Some(s)))) }
-                                td.num { (s.pending) }
-                                td.num { (s.running) }
-                                td.num { (s.succeeded) }
-                                td.num { (s.failed) }
+                                (layout::task_count_cells(&layout::TaskCounts {
+                                    pending: s.pending,
+                                    running: s.running,
+                                    succeeded: s.succeeded,
+                                    failed: s.failed,
+                                }))
                                 td.num.wide { a href={ "/ui/resources?pipeline=" (name) } { (s.live_outputs) } }
                             }
                         }
