@@ -4,7 +4,11 @@
 #      HTTP stack, auth-free, no store) measured in the same run, with wrk;
 #   2. trigger -> first task started, with an empty queue (from the run record's queued_at and
 #      the first task's started_at, both written by the server), repeated;
-#   3. the server's RSS idle, and after 100,000+ requests.
+#   3. the server's RSS idle, and after 100,000+ requests;
+#   4. the server's RSS while it executes runs: RSS_RUNS (default 50) more runs, one after the
+#      other, each with a new parameter value so its task really runs through the FUSE capture,
+#      RSS printed after each 10 (growth here was glibc keeping fuser's 16 MiB buffer of each
+#      run in its malloc arenas; src/serve/memory.rs).
 #
 #   benches/serve.sh [path/to/grit]     (default target/release/grit; needs wrk, sqlite3, curl)
 #
@@ -18,6 +22,7 @@ grit=$(realpath "${1:-target/release/grit}")
 repeat=${REPEAT:-3}
 seconds=${SECONDS_PER_RUN:-10}
 triggers=${TRIGGERS:-25}
+rss_runs=${RSS_RUNS:-50}
 for tool in wrk sqlite3 curl; do
   command -v "$tool" >/dev/null || { echo "serve.sh: needs $tool (apt-get install $tool)" >&2; exit 2; }
 done
@@ -98,7 +103,9 @@ measure() { # path, label
   printf '%-28s %10s req/s   p99 %8s   (%s requests)\n' "$2" "$rps" "$p99" "$requests"
   if grep -q 'Non-2xx' <<<"$out"; then echo "  $(grep 'Non-2xx' <<<"$out")"; fi
 }
-curl -fsS -H "Authorization: Bearer $token" "$url/api/v1/runs?limit=50" | head -c 200; echo
+# (Into a file: `curl | head -c` fails the script under pipefail when head closes first.)
+curl -fsS -H "Authorization: Bearer $token" "$url/api/v1/runs?limit=50" -o "$work/sample.json"
+head -c 200 "$work/sample.json"; echo
 for i in $(seq "$repeat"); do
   echo "-- round $i (load $(cut -d' ' -f1 /proc/loadavg))"
   measure /api/v1/healthz "GET /healthz (floor)"
@@ -133,4 +140,19 @@ n=$(wc -l <"$work/lat")
 median=$(sed -n "$(((n + 1) / 2))p" "$work/lat")
 p95=$(sed -n "$(((n * 95 + 99) / 100))p" "$work/lat")
 echo "trigger -> first task started ($n runs, empty queue): median ${median} ms, p95 ${p95} ms, max $(tail -1 "$work/lat") ms"
+echo "RSS after the triggered runs: $(($(rss) / 1024)) MiB"
+
+# RSS over executed runs: it must level off, not grow with every run.
+echo "RSS while executing runs (before: $(($(rss) / 1024)) MiB):"
+for i in $(seq "$rss_runs"); do
+  id=$(curl -fsS -H "Authorization: Bearer $token" -d "{\"params\":{\"n\":\"rss$i-$RANDOM\"}}" \
+    "$url/api/v1/pipelines/bench/runs" | sed -E 's/.*"run_id":"([^"]+)".*/\1/')
+  for _ in $(seq 1000); do
+    curl -fsS -H "Authorization: Bearer $token" "$url/api/v1/runs/$id" | grep -q '"status":"\(succeeded\|failed\)"' && break
+    sleep 0.02
+  done
+  if [ $((i % 10)) = 0 ]; then
+    echo "  after $i runs: RSS $(($(rss) / 1024)) MiB, $(ls "/proc/$server_pid/task" | wc -l) threads"
+  fi
+done
 echo "final RSS: $(($(rss) / 1024)) MiB"

@@ -445,3 +445,65 @@ fn no_page_or_asset_shows_the_store_path_or_the_secret() {
         );
     }
 }
+
+/// The numbers of step `step`'s row in the Pipeline page's table of tasks by state: pending,
+/// running, succeeded, failed, live outputs.
+fn step_counts(html: &str, step: &str) -> Vec<u64> {
+    let at = html
+        .find(&format!("<th scope=\"row\">{step} "))
+        .unwrap_or_else(|| panic!("no row of {step} in {html}"));
+    let row = &html[at..at + html[at..].find("</tr>").unwrap()];
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in row.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                text.push(' ');
+            }
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words[words.len() - 5..]
+        .iter()
+        .map(|w| w.parse().unwrap_or_else(|_| panic!("{w} in {row}")))
+        .collect()
+}
+
+#[test]
+fn the_pipeline_page_shows_the_counts_of_grit_status_after_every_run() {
+    // The page keeps its step models until the store changes: each run must show at once.
+    let (project, server) = demo();
+    let operator = store_token("operator", &project.db());
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&operator);
+    let empty = browser.get("/ui/pipelines/demo").body;
+    assert!(empty.contains("No step has run yet"), "{empty}");
+    for (region, state) in [("us", "succeeded"), ("bad", "failed"), ("eu", "succeeded")] {
+        let run = run_from_form(&mut browser, region);
+        wait_page(&mut browser, &run, state, |h| run_state(h) == state);
+        let page = browser.get("/ui/pipelines/demo").body;
+        let status = project.status();
+        for step in status["steps"].as_array().unwrap() {
+            let name = step["name"].as_str().unwrap();
+            let expected: Vec<u64> = ["pending", "running", "succeeded", "failed", "live_outputs"]
+                .iter()
+                .map(|k| step[k].as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                step_counts(&page, name),
+                expected,
+                "{name} after the {region} run"
+            );
+        }
+        let failed = status["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["failed"].as_u64() > Some(0));
+        assert_eq!(page.contains("class=\"n-failed\""), failed, "{page}");
+    }
+}

@@ -17,12 +17,14 @@ use super::config::PipelineConfig;
 use super::events::EventBus;
 use super::metrics::Metrics;
 use super::queue::{self, Claim, Finish, RunRecord};
+use super::ui::pipelines::StepModels;
 use crate::cli::CaptureMode;
 use crate::engine::events::{Event, Observer};
 use crate::engine::{self, CancelReason, CancelToken, RunOptions, RunReport};
 use crate::executor::process::ProcessExecutor;
 use crate::launch::{self, Launch};
 use crate::manifest;
+use crate::store::read_cache::ReadCache;
 use crate::store::{StoreLock, StorePaths, Writer};
 
 /// How long a worker waits before it retries after its store failed it.
@@ -65,6 +67,9 @@ pub struct Pipeline {
     /// Read-only connections to the store, kept between API requests ([`super::api::read_store`]):
     /// opening and identifying the store each time was most of a small request's cost.
     pub readers: Mutex<Vec<rusqlite::Connection>>,
+    /// The step graph, flows and counts of the Pipeline page, kept until the store changes:
+    /// computing them costs time in proportion to the whole store.
+    pub step_models: ReadCache<StepModels>,
 }
 
 impl Pipeline {
@@ -86,6 +91,7 @@ impl Pipeline {
             changes: Mutex::new(super::watch::Changes::default()),
             current: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
+            step_models: ReadCache::default(),
         }
     }
 

@@ -26,6 +26,7 @@ pub mod plan;
 pub mod provenance;
 pub mod publish;
 pub mod queries;
+pub mod read_cache;
 pub mod repair;
 pub mod runs;
 pub mod schedule;

@@ -214,25 +214,31 @@ pub struct Flow {
 }
 
 /// What the current steps consumed, by producer; then the live outputs nothing consumes.
+///
+/// Both halves are driven from the current steps' few versions (CROSS JOIN fixes the order):
+/// producers are looked up only for what was consumed, and unconsumed outputs are found from
+/// the current steps' tasks. Starting from every output and every resource instead took 0.23 s
+/// at 100,000 resources.
 pub fn flows(conn: &Connection) -> Result<Vec<Flow>, StoreError> {
     let sql = "
         WITH cur AS (SELECT id, name FROM step_versions WHERE current = 1),
         consumed AS (
             SELECT c.name AS consumer, t.input_resource_id AS rid
-              FROM tasks t JOIN cur c ON c.id = t.step_version_id
+              FROM cur c CROSS JOIN tasks t ON t.step_version_id = c.id
              WHERE t.input_resource_id IS NOT NULL
             UNION
             SELECT c.name, g.resource_id
-              FROM gather_inputs g JOIN tasks t ON t.id = g.task_id
-              JOIN cur c ON c.id = t.step_version_id
+              FROM cur c CROSS JOIN tasks t ON t.step_version_id = c.id
+              CROSS JOIN gather_inputs g ON g.task_id = t.id
         ),
         produced AS (
-            SELECT DISTINCT v.name AS producer, o.resource_id AS rid
-              FROM outputs o JOIN tasks t ON t.id = o.task_id
-              JOIN step_versions v ON v.id = t.step_version_id
+            SELECT DISTINCT v.name AS producer, c.rid AS rid
+              FROM consumed c CROSS JOIN outputs o ON o.resource_id = c.rid
+              CROSS JOIN tasks t ON t.id = o.task_id
+              CROSS JOIN step_versions v ON v.id = t.step_version_id
             UNION
-            SELECT NULL, r.id FROM resources r
-             WHERE NOT EXISTS (SELECT 1 FROM outputs o WHERE o.resource_id = r.id)
+            SELECT NULL, c.rid FROM consumed c
+             WHERE NOT EXISTS (SELECT 1 FROM outputs o WHERE o.resource_id = c.rid)
         )
         SELECT p.producer, c.consumer, COUNT(DISTINCT r.id), COUNT(DISTINCT r.name),
                MIN(r.name), MAX(r.name)
@@ -240,10 +246,10 @@ pub fn flows(conn: &Connection) -> Result<Vec<Flow>, StoreError> {
          GROUP BY p.producer, c.consumer
         UNION ALL
         SELECT v.name, NULL, COUNT(DISTINCT r.id), COUNT(DISTINCT r.name), MIN(r.name), MAX(r.name)
-          FROM outputs o JOIN tasks t ON t.id = o.task_id
-          JOIN step_versions v ON v.id = t.step_version_id AND v.current = 1
-          JOIN resources r ON r.id = o.resource_id AND r.live = 1
-         WHERE r.id NOT IN (SELECT rid FROM consumed)
+          FROM step_versions v CROSS JOIN tasks t ON t.step_version_id = v.id
+          CROSS JOIN outputs o ON o.task_id = t.id
+          CROSS JOIN resources r ON r.id = o.resource_id
+         WHERE v.current = 1 AND r.live = 1 AND r.id NOT IN (SELECT rid FROM consumed)
          GROUP BY v.name";
     let mut stmt = conn.prepare(sql)?;
     let rows = stmt.query_map([], |r| {

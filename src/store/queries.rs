@@ -38,11 +38,15 @@ pub fn status(conn: &Connection) -> Result<Vec<StepStatus>, StoreError> {
                 OR source_run = (SELECT MAX(source_run) FROM tasks WHERE step_version_id = ?1))
          GROUP BY state",
     )?;
+    // Driven from the step's few versions through its tasks to their outputs (CROSS JOIN fixes
+    // that order): left to itself SQLite started from every live resource, once per step, which
+    // took 0.75 s at 100,000 resources; this way the cost is the step's own outputs.
     let mut live = conn.prepare(
-        "SELECT COUNT(DISTINCT o.resource_id) FROM outputs o
-           JOIN tasks t ON t.id = o.task_id
-           JOIN resources r ON r.id = o.resource_id AND r.live = 1
-         WHERE t.step_version_id IN (SELECT id FROM step_versions WHERE name = ?1)",
+        "SELECT COUNT(DISTINCT o.resource_id) FROM step_versions v
+           CROSS JOIN tasks t ON t.step_version_id = v.id
+           CROSS JOIN outputs o ON o.task_id = t.id
+           CROSS JOIN resources r ON r.id = o.resource_id
+         WHERE v.name = ?1 AND r.live = 1",
     )?;
     let mut out = Vec::new();
     for row in rows {

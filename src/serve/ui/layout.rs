@@ -125,6 +125,44 @@ pub fn state(state: &str) -> Markup {
     html! { span class={ "state s-" (state) } { (state) } }
 }
 
+/// A step's tasks by state, as the Pipeline page (the store now) and the Run page (one run)
+/// count them; both tables show the counts with [`task_count_heads`] and [`task_count_cells`].
+pub struct TaskCounts {
+    pub pending: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+impl TaskCounts {
+    /// The counts in the order of a task's life, with their column titles: one list, so the
+    /// heads and the cells cannot disagree.
+    fn columns(&self) -> [(&'static str, u64); 4] {
+        [
+            ("Pending", self.pending),
+            ("Running", self.running),
+            ("Succeeded", self.succeeded),
+            ("Failed", self.failed),
+        ]
+    }
+}
+
+/// The column heads of [`task_count_cells`].
+pub fn task_count_heads() -> Markup {
+    let none = TaskCounts {
+        pending: 0,
+        running: 0,
+        succeeded: 0,
+        failed: 0,
+    };
+    html! { @for (title, _) in none.columns() { th.num scope="col" { (title) } } }
+}
+
+/// One table cell per state, in the order of [`task_count_heads`].
+pub fn task_count_cells(counts: &TaskCounts) -> Markup {
+    html! { @for (_, n) in counts.columns() { td.num { (n) } } }
+}
+
 fn parse_time(time: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(time.trim_end_matches('Z')).ok()
 }
@@ -219,5 +257,26 @@ mod tests {
         );
         assert!(text.contains("2020-01-02 03:04:05 UTC"), "{text}");
         assert!(text.contains(" ago"), "{text}");
+    }
+
+    #[test]
+    fn task_count_cells_follow_their_heads() {
+        let heads = task_count_heads().into_string();
+        let cells = task_count_cells(&TaskCounts {
+            pending: 1,
+            running: 2,
+            succeeded: 3,
+            failed: 4,
+        })
+        .into_string();
+        let titles: Vec<usize> = ["Pending", "Running", "Succeeded", "Failed"]
+            .iter()
+            .map(|t| heads.find(t).unwrap())
+            .collect();
+        assert!(titles.is_sorted(), "{heads}");
+        assert_eq!(
+            cells,
+            "<td class=\"num\">1</td><td class=\"num\">2</td><td class=\"num\">3</td><td class=\"num\">4</td>"
+        );
     }
 }

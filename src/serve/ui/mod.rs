@@ -13,7 +13,7 @@
 mod assets;
 mod graph;
 mod layout;
-mod pipelines;
+pub(crate) mod pipelines;
 mod resources;
 mod runs;
 mod session;

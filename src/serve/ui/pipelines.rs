@@ -2,6 +2,7 @@
 //! (step graph, task counts, the dry run, recent runs) and the Run form with its trigger.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -14,7 +15,7 @@ use super::runs::runs_table;
 use super::session::Session;
 use super::{Page, UiError, graph};
 use crate::manifest::Manifest;
-use crate::serve::api::{self, Shared, read_store};
+use crate::serve::api::{self, ApiError, Shared, read_store};
 use crate::serve::queue::{self, RunRecord};
 use crate::serve::schedule;
 use crate::serve::worker::Pipeline;
@@ -24,6 +25,40 @@ use crate::store::queries;
 
 /// Recent runs on a pipeline's page.
 const RECENT_RUNS: usize = 10;
+
+/// What a pipeline's page shows of its steps, read from the store in one snapshot: the same read
+/// models as `grit graph` and `grit status`. Kept in [`Pipeline::step_models`] until the store
+/// changes.
+pub struct StepModels {
+    steps: Vec<provenance::GraphStep>,
+    flows: Vec<provenance::Flow>,
+    status: Vec<queries::StepStatus>,
+}
+
+impl StepModels {
+    fn read(conn: &rusqlite::Connection) -> Result<Self, crate::store::StoreError> {
+        Ok(StepModels {
+            steps: provenance::graph_steps(conn)?,
+            flows: provenance::flows(conn)?,
+            status: queries::status(conn)?,
+        })
+    }
+}
+
+/// The [`StepModels`] of `pipeline`'s store as it is now, off the async threads.
+async fn step_models(pipeline: &Arc<Pipeline>) -> Result<Arc<StepModels>, UiError> {
+    let pipeline = pipeline.clone();
+    let models = tokio::task::spawn_blocking(move || {
+        pipeline.step_models.get(
+            || Ok(crate::store::open_read(&pipeline.paths.root)?.1),
+            StepModels::read,
+        )
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from)?;
+    Ok(models)
+}
 
 /// What the Pipelines page shows of one pipeline.
 struct Overview {
@@ -198,18 +233,18 @@ pub async fn show(
     let overview = overview(&pipeline).await?;
     let manifest = manifest_now(&pipeline);
     let key = name.clone();
-    let (steps, flows, status, recent, plans) = read_store(&pipeline, move |conn| {
+    let models = step_models(&pipeline).await?;
+    let StepModels {
+        steps,
+        flows,
+        status,
+    } = &*models;
+    let (recent, plans) = read_store(&pipeline, move |conn| {
         let plans = match &manifest {
             Ok(m) => Ok(plan(Some(conn), m, &[], &[])?),
             Err(e) => Err(e.clone()),
         };
-        Ok((
-            provenance::graph_steps(conn)?,
-            provenance::flows(conn)?,
-            queries::status(conn)?,
-            queue::page(conn, &key, None, None, RECENT_RUNS)?,
-            plans,
-        ))
+        Ok((queue::page(conn, &key, None, None, RECENT_RUNS)?, plans))
     })
     .await?;
     let running = pipeline.current().map(|c| queue::public_id(&name, c.id));
@@ -232,7 +267,7 @@ pub async fn show(
         @if steps.is_empty() {
             p.hint { "No step has run yet: the graph appears after the first run." }
         } @else {
-            figure.graph { (graph::svg(&steps, &flows, &status)) }
+            figure.graph { (graph::svg(steps, flows, status)) }
             div.scroll {
                 table {
                     caption.visually-hidden { "Tasks of each step by state" }
@@ -240,22 +275,21 @@ pub async fn show(
                         tr {
                             th scope="col" { "Step" }
                             th scope="col" { "State" }
-                            th.num scope="col" { "Pending" }
-                            th.num scope="col" { "Running" }
-                            th.num scope="col" { "Succeeded" }
-                            th.num scope="col" { "Failed" }
+                            (layout::task_count_heads())
                             th.num.wide scope="col" { "Live outputs" }
                         }
                     }
                     tbody {
-                        @for s in &status {
+                        @for s in status {
                             tr {
                                 th scope="row" { (s.name) " " span.hint { (s.kind) " " code { (s.version) } } }
                                 td { (layout::state(graph::step_state(Some(s)))) }
-                                td.num { (s.pending) }
-                                td.num { (s.running) }
-                                td.num { (s.succeeded) }
-                                td.num { (s.failed) }
+                                (layout::task_count_cells(&layout::TaskCounts {
+                                    pending: s.pending,
+                                    running: s.running,
+                                    succeeded: s.succeeded,
+                                    failed: s.failed,
+                                }))
                                 td.num.wide { a href={ "/ui/resources?pipeline=" (name) } { (s.live_outputs) } }
                             }
                         }

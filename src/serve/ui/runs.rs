@@ -220,10 +220,7 @@ fn live_part(session: &Session, view: &RunView, tasks: &[TaskInfo], from: usize)
                         tr {
                             th scope="col" { "Step" }
                             th scope="col" { "Progress" }
-                            th.num scope="col" { "Succeeded" }
-                            th.num scope="col" { "Failed" }
-                            th.num scope="col" { "Running" }
-                            th.num scope="col" { "Pending" }
+                            (layout::task_count_heads())
                         }
                     }
                     tbody {
@@ -237,10 +234,12 @@ fn live_part(session: &Session, view: &RunView, tasks: &[TaskInfo], from: usize)
                                         aria-label={ (s.name) ": " (done) " of " (total) " tasks done" } {}
                                     " " span.hint { (done) "/" (total) }
                                 }
-                                td.num { (s.succeeded) }
-                                td.num { (s.failed) }
-                                td.num { (s.running) }
-                                td.num { (s.pending) }
+                                (layout::task_count_cells(&layout::TaskCounts {
+                                    pending: s.pending,
+                                    running: s.running,
+                                    succeeded: s.succeeded,
+                                    failed: s.failed,
+                                }))
                             }
                         }
                     }
