@@ -132,4 +132,17 @@ for i in 1 2 3 4 5 6 7; do
 done
 miss=$(printf '%s\n' "${changed[@]}" | median | awk '{ printf "%.1f", $1 * 1000 }')
 printf '%-58s %9s %9s\n' "/ui/pipelines/bench, first view after a store change" "$miss" "-"
+# When a run ends the server computes them ahead of the next view: a real run through the API
+# (nothing to do: the sources are `once`), one second for a person to look, then the page.
+after_run=()
+for i in 1 2 3; do
+  id=$(api -X POST "$url/api/v1/pipelines/bench/runs" | sed 's/.*"run_id":"\([^"]*\)".*/\1/')
+  for _ in $(seq 600); do
+    api "$url/api/v1/runs/$id" | grep -q '"status":"\(succeeded\|failed\)"' && break; sleep 0.05
+  done
+  sleep 1
+  after_run+=("$(curl -s -b "$jar" -o /dev/null -w '%{time_total}' "$url/ui/pipelines/bench")")
+done
+warm=$(printf '%s\n' "${after_run[@]}" | median | awk '{ printf "%.1f", $1 * 1000 }')
+printf '%-58s %9s %9s\n' "/ui/pipelines/bench, a second after a run ended" "$warm" "-"
 echo "slowest page: ${worst} ms (goal <= 20 ms); floor ${floor} ms"

@@ -93,6 +93,10 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
                 .context("starting a worker thread")?,
         );
     }
+    for pipeline in pipelines.values() {
+        let pipeline = pipeline.clone();
+        runtime.spawn_blocking(move || ui::pipelines::warm(&pipeline));
+    }
     let mut watchers = Vec::new();
     for pipeline in pipelines.values() {
         let name = pipeline.config().name.clone();

@@ -267,6 +267,10 @@ async fn execute(
         tracing::error!(pipeline = %name, "recording the end of run {run_id}: {e}");
     }
     pipeline.set_current(None);
+    {
+        let pipeline = pipeline.clone();
+        tokio::task::spawn_blocking(move || super::ui::pipelines::warm(&pipeline));
+    }
     pipeline
         .hub
         .metrics
