@@ -70,6 +70,10 @@ pub struct Pipeline {
     /// The step graph, flows and counts of the Pipeline page, kept until the store changes:
     /// computing them costs time in proportion to the whole store.
     pub step_models: ReadCache<StepModels>,
+    /// True while the engine runs a run of this pipeline: its tasks keep changing the store.
+    /// Cleared as soon as the engine returns, before the run's end is recorded, so that whoever
+    /// sees the run finished also sees the store as it left it.
+    publishing: std::sync::atomic::AtomicBool,
 }
 
 impl Pipeline {
@@ -92,6 +96,7 @@ impl Pipeline {
             current: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
             step_models: ReadCache::default(),
+            publishing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -107,6 +112,11 @@ impl Pipeline {
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
         self.wake.notify_one();
         self.reloaded.notify_one();
+    }
+
+    /// Whether the engine is running a run of this pipeline right now (see `publishing`).
+    pub fn publishing(&self) -> bool {
+        self.publishing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn current(&self) -> Option<Current> {
@@ -248,7 +258,13 @@ async fn execute(
             }
         })
     };
+    pipeline
+        .publishing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let end = run(pipeline, &record, &cancel).await;
+    pipeline
+        .publishing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     guard.abort();
     tracing::info!(pipeline = %name, run = %record.public_id(), status = end.status, "run ended");
     let config = pipeline.config();

@@ -11,6 +11,11 @@
 //!
 //! The version is read as the first statement of a read transaction, and the value is computed
 //! inside that same transaction, so both describe one snapshot.
+//!
+//! While a store keeps changing (a run publishing), a caller that accepts the last value computed
+//! can take it at once ([`ReadCache::latest`]) and leave the new computation to
+//! [`ReadCache::refresh_if_idle`] on another thread: one computation at a time, never one per
+//! caller.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -21,6 +26,8 @@ use super::StoreError;
 /// One cached value of type `T` and the connection whose `data_version` guards it.
 pub struct ReadCache<T> {
     slot: Mutex<Option<Slot<T>>>,
+    /// The last value computed, readable while `slot` is held by a computation.
+    latest: Mutex<Option<Arc<T>>>,
 }
 
 struct Slot<T> {
@@ -33,6 +40,7 @@ impl<T> Default for ReadCache<T> {
     fn default() -> Self {
         ReadCache {
             slot: Mutex::new(None),
+            latest: Mutex::new(None),
         }
     }
 }
@@ -47,7 +55,39 @@ impl<T> ReadCache<T> {
         open: impl FnOnce() -> Result<Connection, StoreError>,
         compute: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<Arc<T>, StoreError> {
-        let mut guard = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        self.read_holding(guard, open, compute)
+    }
+
+    /// The last value computed, whatever has been committed since (`None` before the first).
+    pub fn latest(&self) -> Option<Arc<T>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Bring the value up to date as [`get`](Self::get) does, unless another caller is doing
+    /// so right now: then return at once (`None`), since that caller's value will be as new.
+    pub fn refresh_if_idle(
+        &self,
+        open: impl FnOnce() -> Result<Connection, StoreError>,
+        compute: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Option<Result<Arc<T>, StoreError>> {
+        let guard = match self.slot.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.read_holding(guard, open, compute))
+    }
+
+    fn read_holding(
+        &self,
+        mut guard: std::sync::MutexGuard<'_, Option<Slot<T>>>,
+        open: impl FnOnce() -> Result<Connection, StoreError>,
+        compute: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<Arc<T>, StoreError> {
         let slot = match &mut *guard {
             Some(slot) => slot,
             None => guard.insert(Slot {
@@ -56,9 +96,13 @@ impl<T> ReadCache<T> {
             }),
         };
         let result = slot.read(compute);
-        if matches!(result, Err(StoreError::Sqlite(_))) {
+        match &result {
+            Ok(value) => {
+                *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(value.clone())
+            }
             // A connection SQLite failed on is not trusted again, nor what was read through it.
-            *guard = None;
+            Err(StoreError::Sqlite(_)) => *guard = None,
+            Err(_) => {}
         }
         result
     }
@@ -202,5 +246,52 @@ mod tests {
         );
         assert_eq!(*cache.get(open, sum).unwrap(), 1);
         assert_eq!(opened.get(), 2);
+    }
+
+    #[test]
+    fn the_latest_value_is_served_while_one_refresh_at_a_time_computes_the_next() {
+        let (_dir, path) = store();
+        let writer = Connection::open(&path).unwrap();
+        let cache: std::sync::Arc<ReadCache<i64>> = Default::default();
+        assert!(cache.latest().is_none());
+        assert_eq!(*cache.get(|| reader(&path), sum).unwrap(), 1);
+        writer.execute("INSERT INTO t VALUES (10)", []).unwrap();
+        assert_eq!(
+            *cache.latest().unwrap(),
+            1,
+            "the last computed, not recomputed"
+        );
+
+        // A refresh that is computing holds the cache: a second one returns at once, and the
+        // latest value stays readable meanwhile.
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let slow = {
+            let (cache, path) = (cache.clone(), path.clone());
+            std::thread::spawn(move || {
+                cache.refresh_if_idle(
+                    || reader(&path),
+                    |c| {
+                        entered_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        sum(c)
+                    },
+                )
+            })
+        };
+        entered_rx.recv().unwrap();
+        let computed = Cell::new(false);
+        let second = cache.refresh_if_idle(
+            || reader(&path),
+            |c| {
+                computed.set(true);
+                sum(c)
+            },
+        );
+        assert!(second.is_none() && !computed.get(), "one refresh at a time");
+        assert_eq!(*cache.latest().unwrap(), 1);
+        release_tx.send(()).unwrap();
+        assert_eq!(*slow.join().unwrap().unwrap().unwrap(), 11);
+        assert_eq!(*cache.latest().unwrap(), 11);
     }
 }
