@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{ExecFuture, Executor, Exit, TaskControl, TaskInput, TaskSpec};
+use super::{
+    ExecFuture, Executor, Exit, Placement, PlacementSink, TaskControl, TaskInput, TaskSpec,
+};
 use crate::manifest::cluster::ExecutorConfig;
 use crate::store::Writer;
 use crate::store::objects::hash_file;
@@ -97,8 +99,9 @@ struct State {
     last_arrival: Option<Instant>,
     /// How often each task went back to the queue without running.
     requeues: HashMap<i64, u32>,
-    /// Tasks given up (cancelled, dropped) whose rows go at the end of the run.
-    abandoned: Vec<i64>,
+    /// Tasks given up (cancelled, dropped, ended by Slurm) with their last state: their rows
+    /// end at the end of the run.
+    abandoned: Vec<(i64, String)>,
     driver_running: bool,
     /// CPUs of the partition (from sinfo) per task's `cpus`: how many elements can run at once.
     capacity: Option<usize>,
@@ -109,15 +112,31 @@ struct State {
 struct Waiting {
     spec: TaskSpec,
     done: oneshot::Sender<Exit>,
+    placed: Option<PlacementSink>,
     since: Instant,
 }
 
 struct Running {
     spec: TaskSpec,
     done: oneshot::Sender<Exit>,
+    placed: Option<PlacementSink>,
     job: String,
     work: PathBuf,
     submitted: Instant,
+}
+
+impl Running {
+    /// Tell the run where the task is: its job and the job's state.
+    fn place(&self, state: &str) {
+        if let Some(sink) = &self.placed {
+            let _ = sink.send(Placement {
+                task_id: self.spec.task_id,
+                step: self.spec.step.name.clone(),
+                job: self.job.clone(),
+                state: state.to_string(),
+            });
+        }
+    }
 }
 
 struct Element {
@@ -169,17 +188,15 @@ impl Executor for SlurmExecutor {
             scancel_now(&jobs);
         }
         let remaining = self.shared.writer.call_blocking(move |conn| {
-            slurm_jobs::forget(conn, &abandoned)?;
-            slurm_jobs::all(conn)
+            slurm_jobs::end(conn, &abandoned)?;
+            slurm_jobs::active(conn)
         });
-        // Submissions no recorded job needs any more (a job of a crashed run that nobody has
-        // claimed yet still reads its batch file when it starts).
+        // The work directories and submissions no active job needs any more: those of the
+        // tasks given up (their jobs were just cancelled) and of jobs no row names. A job of a
+        // crashed run that nobody has claimed yet keeps both: it still reads its batch file, and
+        // the next run adopts its results.
         if let Ok(remaining) = remaining {
-            let needed: HashSet<&str> = remaining
-                .iter()
-                .filter_map(|r| r.work.split_once('-').map(|(_, batch)| batch))
-                .collect();
-            remove_unneeded_batches(&self.shared.settings.store, &needed);
+            sweep(&self.shared.settings.store, &remaining);
         }
     }
 
@@ -212,8 +229,13 @@ impl SlurmExecutor {
         shared
             .adoption_loaded
             .get_or_init(|| async {
-                match shared.writer.call(|conn| slurm_jobs::all(conn)).await {
+                match shared.writer.call(|conn| slurm_jobs::active(conn)).await {
                     Ok(rows) => {
+                        // Before this run submits anything: leftovers of jobs that are gone
+                        // (cancelled, or of a run that crashed) go.
+                        let store = shared.settings.store.clone();
+                        let swept = rows.clone();
+                        let _ = tokio::task::spawn_blocking(move || sweep(&store, &swept)).await;
                         let mut state = shared.lock();
                         state.adoptable = rows.into_iter().map(|r| (r.task_id, r)).collect();
                     }
@@ -247,16 +269,16 @@ impl SlurmExecutor {
                         })
                         .keys
                         .push(row.work.clone());
-                    state.running.insert(
-                        row.work,
-                        Running {
-                            spec: spec.clone(),
-                            done,
-                            job: row.job_id,
-                            work,
-                            submitted: Instant::now(),
-                        },
-                    );
+                    let running = Running {
+                        spec: spec.clone(),
+                        done,
+                        placed: control.placed.clone(),
+                        job: row.job_id,
+                        work,
+                        submitted: Instant::now(),
+                    };
+                    running.place(&row.state);
+                    state.running.insert(row.work, running);
                 }
                 None => {
                     state
@@ -266,6 +288,7 @@ impl SlurmExecutor {
                         .push_back(Waiting {
                             spec: spec.clone(),
                             done,
+                            placed: control.placed.clone(),
                             since: Instant::now(),
                         });
                 }
@@ -320,7 +343,7 @@ impl Shared {
             if let Some(key) = key
                 && let Some(running) = state.running.remove(&key)
             {
-                state.abandoned.push(task_id);
+                state.abandoned.push((task_id, "CANCELLED".into()));
                 if let Some(element) = state.elements.get_mut(&running.job) {
                     element.keys.retain(|k| *k != key);
                     if element.keys.is_empty() {
@@ -510,6 +533,8 @@ impl Shared {
         );
         let now = crate::store::now();
         let mut rows = Vec::with_capacity(tasks);
+        // Elements all of whose tasks were given up while the submission was under way.
+        let mut unwanted = Vec::new();
         {
             let mut state = self.lock();
             for (index, (group, waiting)) in groups.iter().zip(plan.groups).enumerate() {
@@ -527,18 +552,23 @@ impl Shared {
                         step: step.name.clone(),
                         state: "PENDING".into(),
                         updated_at: now.clone(),
+                        ended_at: None,
                     });
                     keys.push(key.clone());
-                    state.running.insert(
-                        key.clone(),
-                        Running {
-                            spec: w.spec,
-                            done: w.done,
-                            job: job.clone(),
-                            work: wire::work_dir(&store, key),
-                            submitted: Instant::now(),
-                        },
-                    );
+                    let running = Running {
+                        spec: w.spec,
+                        done: w.done,
+                        placed: w.placed,
+                        job: job.clone(),
+                        work: wire::work_dir(&store, key),
+                        submitted: Instant::now(),
+                    };
+                    running.place("PENDING");
+                    state.running.insert(key.clone(), running);
+                }
+                if keys.is_empty() {
+                    unwanted.push(job);
+                    continue;
                 }
                 state.elements.insert(
                     job,
@@ -551,6 +581,13 @@ impl Shared {
                     },
                 );
             }
+        }
+        if !unwanted.is_empty() {
+            tracing::info!(
+                "cancelling Slurm jobs {}: their tasks were given up",
+                unwanted.join(" ")
+            );
+            scancel_now(&unwanted);
         }
         if let Err(e) = self
             .writer
@@ -637,12 +674,24 @@ impl Shared {
                 }
             }
         }
-        if !changed.is_empty() {
-            let _ = self
-                .writer
-                .call(move |conn| slurm_jobs::set_states(conn, &changed))
-                .await;
+        if changed.is_empty() {
+            return;
         }
+        {
+            let state = self.lock();
+            for (id, now) in &changed {
+                let Some(element) = state.elements.get(id) else {
+                    continue;
+                };
+                for running in element.keys.iter().filter_map(|k| state.running.get(k)) {
+                    running.place(now);
+                }
+            }
+        }
+        let _ = self
+            .writer
+            .call(move |conn| slurm_jobs::set_states(conn, &changed))
+            .await;
     }
 
     /// Take the results the jobs have written: verify, move the outputs, complete the tasks.
@@ -700,7 +749,7 @@ impl Shared {
         })
         .await
         .unwrap_or_default();
-        let mut done_ids = Vec::with_capacity(finished.len());
+        let mut ends = Vec::with_capacity(finished.len());
         {
             let mut state = self.lock();
             for (running, exit, duration) in finished {
@@ -718,7 +767,12 @@ impl Shared {
                     running.job,
                     exit.describe()
                 );
-                done_ids.push(running.spec.task_id);
+                let last = if exit.success() {
+                    "COMPLETED"
+                } else {
+                    "FAILED"
+                };
+                ends.push((running.spec.task_id, last.to_string()));
                 let _ = running.done.send(exit);
             }
             // An element none of whose tasks is awaited needs no more watching.
@@ -726,7 +780,7 @@ impl Shared {
         }
         let _ = self
             .writer
-            .call(move |conn| slurm_jobs::forget(conn, &done_ids))
+            .call(move |conn| slurm_jobs::end(conn, &ends))
             .await;
     }
 
@@ -780,6 +834,7 @@ impl Shared {
                         .push_back(Waiting {
                             spec: running.spec,
                             done: running.done,
+                            placed: running.placed,
                             since: Instant::now(),
                         });
                     continue;
@@ -793,7 +848,7 @@ impl Shared {
                     append_node_log(&running.work, &running.spec.log_path);
                 }
                 let _ = std::fs::remove_dir_all(&running.work);
-                state.abandoned.push(task_id);
+                state.abandoned.push((task_id, reason.clone()));
                 let _ = running
                     .done
                     .send(Exit::Scheduler(format!("job {job} ended {reason}")));
@@ -868,18 +923,37 @@ fn prepare_batch(
     Ok(script)
 }
 
-/// Remove `<db>/slurm/batch/<id>` for every id not in `needed`.
-fn remove_unneeded_batches(store: &Path, needed: &HashSet<&str>) {
-    let dir = wire::root(store).join("batch");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
+/// Remove what no active job (`active`, the rows of tasks still on the cluster) needs under
+/// `<db>/slurm/`: `work/<key>` for every other key, `batch/<id>` for every other submission.
+/// Only the store's one writer runs this, while no submission of its own is under way.
+fn sweep(store: &Path, active: &[SlurmJob]) {
+    let work: HashSet<&str> = active.iter().map(|r| r.work.as_str()).collect();
+    let batches: HashSet<&str> = active
+        .iter()
+        .filter_map(|r| r.work.split_once('-').map(|(_, batch)| batch))
+        .collect();
+    let removed = remove_unneeded(&wire::root(store).join("work"), &work);
+    if removed > 0 {
+        tracing::info!("removed {removed} work director(y/ies) of Slurm jobs that are gone");
+    }
+    remove_unneeded(&wire::root(store).join("batch"), &batches);
+}
+
+/// Remove every entry of `dir` whose name is not in `needed`; how many went.
+fn remove_unneeded(dir: &Path, needed: &HashSet<&str>) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
     };
+    let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !needed.contains(name.to_string_lossy().as_ref()) {
-            let _ = std::fs::remove_dir_all(entry.path());
+        if !needed.contains(name.to_string_lossy().as_ref())
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed += 1;
         }
     }
+    removed
 }
 
 fn shell_quote(s: &str) -> String {

@@ -69,6 +69,7 @@ pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
         let control = TaskControl {
             cancel: cancel.clone(),
             lines: None,
+            placed: None,
         };
         for task in &group {
             if cancel.reason().is_some() {
