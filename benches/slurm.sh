@@ -9,10 +9,14 @@
 #
 #   benches/slurm.sh              # N=10000, 3 runs of each, medians
 #   N=1000 RUNS=1 benches/slurm.sh
+#   GRIT=/path/to/other/grit benches/slurm.sh   # another build (no cargo build), e.g. for before/after
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
-GRIT=$PWD/target/release/grit
+if [ -z "${GRIT:-}" ]; then
+  cargo build --release -q
+  GRIT=$PWD/target/release/grit
+fi
+echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 N=${N:-10000}
 RUNS=${RUNS:-3}
 eval "$(tests/slurm-cluster.sh start)"
@@ -88,4 +92,5 @@ printf '%-44s %10s\n' "mode ($N tiny tasks, median of $RUNS)" "seconds"
 printf '%-44s %10s\n' "floor: one sbatch --array, same groups" "$f"
 printf '%-44s %10s\n' "grit --executor slurm" "$g"
 printf '%-44s %10s\n' "grit local (process executor)" "$l"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 -c "print(f'slurm / floor = {$g / $f:.2f}x, slurm / local = {$g / $l:.2f}x; array elements used: ${elements_used[*]}')"

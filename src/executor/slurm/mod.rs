@@ -5,12 +5,13 @@
 //! Here each task waits briefly in a per-step queue; a driver task groups the waiting tasks of a
 //! step into array jobs (one `sbatch --array` per submission, each element running a group of
 //! tasks sized so it takes about `group_target`, from the step's observed durations), keeps at
-//! most `max_jobs` elements queued or running, polls `squeue` and the tasks' result files, and
+//! most `max_jobs` elements queued or running, polls `squeue` and the elements' logs, and
 //! completes each task's future with its exit. The job on the node (`worker`) runs the tasks in
-//! the local sandbox and writes outputs and a result record into `<db>/slurm/work/<key>/`
-//! ([`wire`]); this side verifies the staged outputs against the record (names, sizes, SHA-256)
-//! and moves them into the engine's `OUTPUT_DIR`, so the engine's capture and publishing, and
-//! the single SQLite writer, are those of a local run.
+//! the local sandbox, writes their outputs into `<db>/slurm/work/<key>/` and appends each
+//! task's start and result to its element's log ([`wire`]); this side verifies the staged
+//! outputs against the result (names, sizes, SHA-256), moves them into the engine's
+//! `OUTPUT_DIR` and vouches for the hashes it computed, so the engine's capture does not hash
+//! them again; capture, publishing and the single SQLite writer are those of a local run.
 //!
 //! Each submitted task's job is recorded in the store (`slurm_jobs`): after a `kill -9` of grit
 //! the next run adopts the jobs still running, and results already written, instead of running
@@ -38,7 +39,7 @@ use crate::manifest::cluster::ExecutorConfig;
 use crate::store::Writer;
 use crate::store::objects::hash_file;
 use crate::store::slurm_jobs::{self, SlurmJob};
-use wire::{Batch, TaskResult, WireInput, WireTask};
+use wire::{Batch, ElementEvent, LogReader, TaskResult, WireInput, WireTask};
 
 /// How often the driver looks at the queue and the result files.
 const TICK: Duration = Duration::from_millis(50);
@@ -144,14 +145,46 @@ struct Element {
     state: String,
     /// When squeue stopped listing it.
     gone_since: Option<Instant>,
-    /// The submission's directory (for the job's own output, if it failed early).
-    batch_dir: Option<PathBuf>,
+    /// The submission's directory: the element's log, and the job's own output.
+    batch_dir: PathBuf,
     index: usize,
+    /// How far its log has been read.
+    reader: LogReader,
+    /// Tasks it said it started, without a result yet.
+    started: HashSet<String>,
+    /// Results of tasks this run has not asked for yet (an adopted job's log names every task
+    /// of its group; the engine hands them over one by one).
+    early: HashMap<String, TaskResult>,
 }
 
 impl Element {
     fn base(id: &str) -> &str {
         id.split('_').next().unwrap_or(id)
+    }
+
+    fn new(batch_dir: PathBuf, index: usize, state: &str) -> Element {
+        Element {
+            keys: Vec::new(),
+            state: state.into(),
+            gone_since: None,
+            batch_dir,
+            index,
+            reader: LogReader::default(),
+            started: HashSet::new(),
+            early: HashMap::new(),
+        }
+    }
+
+    /// The element of a recorded job: its submission is named in the task's work key, its
+    /// index in the job id (`ARRAY_INDEX`).
+    fn of_row(store: &Path, row: &SlurmJob) -> Element {
+        let batch = wire::batch_of_key(&row.work).unwrap_or_default();
+        let index = row
+            .job_id
+            .split_once('_')
+            .and_then(|(_, i)| i.parse().ok())
+            .unwrap_or(0);
+        Element::new(wire::batch_dir(store, batch), index, "UNKNOWN")
     }
 }
 
@@ -260,13 +293,7 @@ impl SlurmExecutor {
                     state
                         .elements
                         .entry(row.job_id.clone())
-                        .or_insert_with(|| Element {
-                            keys: Vec::new(),
-                            state: "UNKNOWN".into(),
-                            gone_since: None,
-                            batch_dir: None,
-                            index: 0,
-                        })
+                        .or_insert_with(|| Element::of_row(&shared.settings.store, &row))
                         .keys
                         .push(row.work.clone());
                     let running = Running {
@@ -570,16 +597,9 @@ impl Shared {
                     unwanted.push(job);
                     continue;
                 }
-                state.elements.insert(
-                    job,
-                    Element {
-                        keys,
-                        state: "PENDING".into(),
-                        gone_since: None,
-                        batch_dir: Some(batch_dir.clone()),
-                        index,
-                    },
-                );
+                let mut element = Element::new(batch_dir.clone(), index, "PENDING");
+                element.keys = keys;
+                state.elements.insert(job, element);
             }
         }
         if !unwanted.is_empty() {
@@ -696,53 +716,88 @@ impl Shared {
 
     /// Take the results the jobs have written: verify, move the outputs, complete the tasks.
     async fn collect_results(&self) {
-        let candidates: Vec<(String, PathBuf)> = {
+        // One log per element that may have started, read from where the last look stopped.
+        let logs: Vec<(String, PathBuf, LogReader)> = {
             let state = self.lock();
             state
-                .running
+                .elements
                 .iter()
-                .filter(|(_, r)| {
-                    state
-                        .elements
-                        .get(&r.job)
-                        .is_none_or(|e| e.state != "PENDING")
+                .filter(|(_, e)| e.state != "PENDING" || !e.early.is_empty())
+                .map(|(id, e)| {
+                    (
+                        id.clone(),
+                        wire::element_log(&e.batch_dir, e.index),
+                        e.reader.clone(),
+                    )
                 })
-                .map(|(k, r)| (k.clone(), r.work.clone()))
                 .collect()
         };
-        if candidates.is_empty() {
+        if logs.is_empty() {
             return;
         }
-        let ready: Vec<String> = tokio::task::spawn_blocking(move || {
-            candidates
-                .into_iter()
-                .filter(|(_, work)| wire::result_path(work).exists())
-                .map(|(k, _)| k)
-                .collect()
-        })
-        .await
-        .unwrap_or_default();
-        if ready.is_empty() {
-            return;
-        }
-        let taken: Vec<Running> = {
-            let mut state = self.lock();
-            ready
-                .iter()
-                .filter_map(|key| {
-                    let running = state.running.remove(key)?;
-                    if let Some(element) = state.elements.get_mut(&running.job) {
-                        element.keys.retain(|k| k != key);
+        let read: Vec<(String, LogReader, Vec<ElementEvent>)> =
+            tokio::task::spawn_blocking(move || {
+                logs.into_iter()
+                    .map(|(id, path, mut reader)| {
+                        let events = reader.read_new(&path).unwrap_or_else(|e| {
+                            tracing::debug!("reading {}: {e}", path.display());
+                            Vec::new()
+                        });
+                        (id, reader, events)
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap_or_default();
+        let taken: Vec<(Running, TaskResult)> = {
+            let mut guard = self.lock();
+            let State {
+                elements, running, ..
+            } = &mut *guard;
+            let mut taken = Vec::new();
+            for (id, reader, events) in read {
+                let Some(element) = elements.get_mut(&id) else {
+                    continue;
+                };
+                element.reader = reader;
+                for event in events {
+                    match event {
+                        ElementEvent::Started { key } => {
+                            element.started.insert(key);
+                        }
+                        ElementEvent::Finished { key, result } => {
+                            element.early.insert(key, result);
+                        }
                     }
-                    Some(running)
-                })
-                .collect()
+                }
+                // Results of the tasks this run waits for; the others wait to be asked for.
+                let mine: Vec<String> = element
+                    .early
+                    .keys()
+                    .filter(|k| running.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for key in mine {
+                    let (Some(result), Some(task)) =
+                        (element.early.remove(&key), running.remove(&key))
+                    else {
+                        continue;
+                    };
+                    element.started.remove(&key);
+                    element.keys.retain(|k| *k != key);
+                    taken.push((task, result));
+                }
+            }
+            taken
         };
+        if taken.is_empty() {
+            return;
+        }
         let finished: Vec<(Running, Exit, Option<u64>)> = tokio::task::spawn_blocking(move || {
             taken
                 .into_iter()
-                .map(|running| {
-                    let (exit, duration) = take_result(&running.spec, &running.work);
+                .map(|(running, result)| {
+                    let (exit, duration) = take_result(&running.spec, &running.work, result);
                     (running, exit, duration)
                 })
                 .collect()
@@ -776,7 +831,9 @@ impl Shared {
                 let _ = running.done.send(exit);
             }
             // An element none of whose tasks is awaited needs no more watching.
-            state.elements.retain(|_, e| !e.keys.is_empty());
+            state
+                .elements
+                .retain(|_, e| !e.keys.is_empty() || !e.early.is_empty());
         }
         let _ = self
             .writer
@@ -787,34 +844,32 @@ impl Shared {
     /// Jobs that left the queue a while ago without results for all their tasks: the task that
     /// was running fails with Slurm's reason; the ones that never started are queued again.
     async fn settle_gone(&self) {
-        let gone: Vec<(String, Vec<String>, Option<PathBuf>, usize)> = {
+        let gone: Vec<String> = {
             let state = self.lock();
             state
                 .elements
                 .iter()
                 .filter(|(_, e)| e.gone_since.is_some_and(|t| t.elapsed() >= GONE_GRACE))
-                .map(|(id, e)| (id.clone(), e.keys.clone(), e.batch_dir.clone(), e.index))
+                .map(|(id, _)| id.clone())
                 .collect()
         };
-        for (job, keys, batch_dir, index) in gone {
+        for job in gone {
             // A result that arrived meanwhile is taken first.
             self.collect_results().await;
             let reason = commands::why_ended(&job).await.unwrap_or_else(|| {
                 "the job left the queue without a result (no accounting record of why)".into()
             });
-            let job_output = batch_dir.map(|d| d.join(format!("slurm-{index}.out")));
             let mut state = self.lock();
             let Some(element) = state.elements.remove(&job) else {
                 continue;
             };
-            let started: Vec<bool> = keys
+            let job_output = element
+                .batch_dir
+                .join(format!("slurm-{}.out", element.index));
+            let started: Vec<bool> = element
+                .keys
                 .iter()
-                .map(|k| {
-                    state
-                        .running
-                        .get(k)
-                        .is_some_and(|r| wire::started_path(&r.work).exists())
-                })
+                .map(|k| element.started.contains(k))
                 .collect();
             let any_started = started.iter().any(|s| *s);
             for (key, was_started) in element.keys.iter().zip(started) {
@@ -840,7 +895,7 @@ impl Shared {
                     continue;
                 }
                 let mut why = format!("Slurm job {job} ended {reason} before the task finished");
-                if !any_started && let Some(tail) = job_output.as_deref().and_then(output_tail) {
+                if !any_started && let Some(tail) = output_tail(&job_output) {
                     why.push_str(&format!("; the job's output: {tail}"));
                 }
                 append_log(&running.spec.log_path, &format!("grit: {why}"));
@@ -885,7 +940,6 @@ fn prepare_batch(
         let mut tasks = Vec::with_capacity(group.len());
         for (key, spec) in group {
             let work = wire::work_dir(&batch.store, key);
-            crate::store::access::create_dir_all(&work, 0o700)?;
             let input = match &spec.input {
                 TaskInput::None => WireInput::None,
                 TaskInput::File { path, name, hash } => WireInput::File {
@@ -894,6 +948,7 @@ fn prepare_batch(
                     hash: hash.clone(),
                 },
                 TaskInput::Dir { path } => {
+                    // The rest of the work directory is the job's to make.
                     let linked = work.join("in");
                     crate::store::access::create_dir_all(&linked, 0o700)?;
                     for entry in std::fs::read_dir(path)? {
@@ -960,16 +1015,15 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// Read a task's result, check its staged outputs, move them into the engine's `OUTPUT_DIR`,
-/// and copy the node's log into the task's log. Returns the exit and the task's duration.
-fn take_result(spec: &TaskSpec, work: &Path) -> (Exit, Option<u64>) {
+/// Check a task's staged outputs against its result, move them into the engine's `OUTPUT_DIR`
+/// (vouching to the capture for the hashes just computed), and copy the node's log into the
+/// task's log. Returns the exit and the task's duration.
+fn take_result(spec: &TaskSpec, work: &Path, result: TaskResult) -> (Exit, Option<u64>) {
     let outcome = (|| -> Result<(Exit, u64), String> {
-        let result: TaskResult = wire::read(&wire::result_path(work))
-            .map_err(|e| format!("the task's result record cannot be read: {e}"))?;
         append_node_log(work, &spec.log_path);
         let exit = result.exit.to_exit();
         if exit.success() {
-            verify_staged(work, &result)?;
+            let verified = verify_staged(work, &result)?;
             let out = work.join("out");
             for entry in std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))? {
                 let entry = entry.map_err(|e| format!("{}: {e}", out.display()))?;
@@ -977,6 +1031,13 @@ fn take_result(spec: &TaskSpec, work: &Path) -> (Exit, Option<u64>) {
                 std::fs::rename(entry.path(), &target).map_err(|e| {
                     format!("moving {} into OUTPUT_DIR: {e}", entry.path().display())
                 })?;
+                let name = entry.file_name();
+                if let (Some(admission), Some(record)) = (
+                    &spec.admission,
+                    verified.get(name.to_string_lossy().as_ref()),
+                ) {
+                    admission.vouch(&target, &record.hash, record.size);
+                }
             }
         }
         Ok((exit, result.duration_ms))
@@ -993,14 +1054,19 @@ fn take_result(spec: &TaskSpec, work: &Path) -> (Exit, Option<u64>) {
 
 /// The bytes on the shared filesystem are the bytes the node hashed: every regular file in
 /// `out/` is in the record with the same size and SHA-256, and nothing the record names is
-/// missing. Anything else is refused before the engine's capture sees it.
-fn verify_staged(work: &Path, result: &TaskResult) -> Result<(), String> {
+/// missing. Anything else is refused before the engine's capture sees it. Returns the records
+/// of the files checked, by name.
+fn verify_staged<'r>(
+    work: &Path,
+    result: &'r TaskResult,
+) -> Result<HashMap<&'r str, &'r wire::WireOutput>, String> {
     let out = work.join("out");
     let mut recorded: HashMap<&str, &wire::WireOutput> = result
         .outputs
         .iter()
         .map(|o| (o.name.as_str(), o))
         .collect();
+    let mut verified = HashMap::with_capacity(recorded.len());
     let entries = std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", out.display()))?;
@@ -1027,6 +1093,7 @@ fn verify_staged(work: &Path, result: &TaskResult) -> Result<(), String> {
                 crate::store::short_hash(&hash),
             ));
         }
+        verified.insert(record.name.as_str(), record);
     }
     if let Some(name) = recorded.keys().next() {
         return Err(format!(
@@ -1035,7 +1102,7 @@ fn verify_staged(work: &Path, result: &TaskResult) -> Result<(), String> {
             out.display()
         ));
     }
-    Ok(())
+    Ok(verified)
 }
 
 fn append_log(path: &Path, line: &str) {
@@ -1113,7 +1180,11 @@ mod tests {
             node: "n1".into(),
             job_id: "7_0".into(),
         };
-        assert_eq!(verify_staged(work, &result), Ok(()));
+        let verified = verify_staged(work, &result).expect("the same bytes");
+        assert_eq!(
+            verified.get("a").map(|o| o.hash.as_str()),
+            Some(hash.as_str())
+        );
         std::fs::write(work.join("out/a"), b"HELLO").expect("change");
         let err = verify_staged(work, &result).expect_err("changed bytes");
         assert!(
