@@ -830,10 +830,10 @@ impl Shared {
                 ends.push((running.spec.task_id, last.to_string()));
                 let _ = running.done.send(exit);
             }
-            // An element none of whose tasks is awaited needs no more watching.
-            state
-                .elements
-                .retain(|_, e| !e.keys.is_empty() || !e.early.is_empty());
+            // An element none of whose tasks is awaited needs no more watching (nor cancelling:
+            // an adopted job may still run tasks this run does not ask for). A task of it asked
+            // for later finds it again, and reads its log from the start.
+            state.elements.retain(|_, e| !e.keys.is_empty());
         }
         let _ = self
             .writer
