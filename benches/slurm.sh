@@ -46,6 +46,10 @@ inputs = ["n_*"]
 script = '$SCRIPT'
 TOML
 "$GRIT" run -m "$work/pipeline.toml" --db "$work/base" --step items -q >/dev/null
+# The other build gets a store of its own making (an older build refuses a newer schema).
+if [ -n "${GRIT_BEFORE:-}" ]; then
+  "$GRIT_BEFORE" run -m "$work/pipeline.toml" --db "$work/base-before" --step items -q >/dev/null
+fi
 # The inputs, as files, for the floor.
 mkdir -p "$work/in"
 (cd "$work/in" && for i in $(seq 1 "$N"); do echo "$i" >"n_$i"; done)
@@ -90,7 +94,7 @@ EOF
   local_times+=("$(elapsed "$t0" "$t1")")
   before=""
   if [ -n "${GRIT_BEFORE:-}" ]; then
-    rm -rf "$work/db" && cp -a "$work/base" "$work/db"
+    rm -rf "$work/db" && cp -a "$work/base-before" "$work/db"
     t0=$(now)
     "$GRIT_BEFORE" run -m "$work/pipeline.toml" --db "$work/db" --executor slurm >/dev/null 2>&1
     t1=$(now)

@@ -430,12 +430,17 @@ impl Shared {
         if !quiet && oldest.elapsed() < MAX_WAIT {
             return Vec::new();
         }
-        // More elements than the partition can run at once only fix tasks into small groups.
+        // Groups are spread over what the partition runs at once: more elements than that
+        // would only cut a short queue into small groups.
         let parallel = config
             .max_jobs
             .min(state.capacity.unwrap_or(usize::MAX))
             .max(1);
-        let mut free = parallel.saturating_sub(state.elements.len());
+        // But once a step's groups are sized, they all go out at once, up to `max_jobs`: Slurm
+        // starts the next element the moment a CPU frees up, where a submission of ours made
+        // then would leave the CPU idle for an `sbatch` and a scheduling pass (measured: waves
+        // of two elements at a time took twice as long as the same groups in one array).
+        let mut free = config.max_jobs.saturating_sub(state.elements.len());
         // Steps with tasks on the cluster, and since when (for the duration probe below).
         let mut in_flight: HashMap<String, Instant> = HashMap::new();
         for running in state.running.values() {
