@@ -9,10 +9,19 @@
 #
 #   benches/slurm.sh              # N=10000, 3 runs of each, medians
 #   N=1000 RUNS=1 benches/slurm.sh
+#   GRIT=/path/to/other/grit benches/slurm.sh   # another build (no cargo build)
+#   GRIT_BEFORE=/path/to/old/grit benches/slurm.sh   # also time that build's Slurm mode each run
+#
+# The floor's time ends when its last element ends (each element notes the time), not when
+# `sbatch --wait` notices: sbatch polls the controller at growing intervals, which made every
+# floor measure 42.0 s whatever the load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
-GRIT=$PWD/target/release/grit
+if [ -z "${GRIT:-}" ]; then
+  cargo build --release -q
+  GRIT=$PWD/target/release/grit
+fi
+echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 N=${N:-10000}
 RUNS=${RUNS:-3}
 eval "$(tests/slurm-cluster.sh start)"
@@ -37,11 +46,15 @@ inputs = ["n_*"]
 script = '$SCRIPT'
 TOML
 "$GRIT" run -m "$work/pipeline.toml" --db "$work/base" --step items -q >/dev/null
+# The other build gets a store of its own making (an older build refuses a newer schema).
+if [ -n "${GRIT_BEFORE:-}" ]; then
+  "$GRIT_BEFORE" run -m "$work/pipeline.toml" --db "$work/base-before" --step items -q >/dev/null
+fi
 # The inputs, as files, for the floor.
 mkdir -p "$work/in"
 (cd "$work/in" && for i in $(seq 1 "$N"); do echo "$i" >"n_$i"; done)
 
-grit_times=() floor_times=() local_times=() elements_used=()
+grit_times=() floor_times=() local_times=() before_times=() elements_used=()
 for run in $(seq 1 "$RUNS"); do
   # grit through Slurm.
   rm -rf "$work/db" && cp -a "$work/base" "$work/db"
@@ -65,10 +78,11 @@ for ((k = 0; k < g; k++)); do first=\$((first + sizes[k])); done
 for ((i = first; i < first + sizes[g]; i++)); do
   INPUT_FILE=$work/in/n_\$i GRIT_INPUT_NAME=n_\$i OUTPUT_DIR=$work/floor/out bash -ec '$SCRIPT'
 done
+date +%s.%N >> $work/floor/ends
 EOF
   t0=$(now)
   sbatch --wait --quiet --array=0-$((elements - 1)) --output=/dev/null "$work/floor/job.sh"
-  t1=$(now)
+  t1=$(sort -g "$work/floor/ends" | tail -1)
   floor_times+=("$(elapsed "$t0" "$t1")")
   [ "$(ls "$work/floor/out" | wc -l)" = "$N" ] || { echo "floor wrote $(ls "$work/floor/out" | wc -l) files" >&2; exit 1; }
 
@@ -78,7 +92,16 @@ EOF
   "$GRIT" run -m "$work/pipeline.toml" --db "$work/db" -q >/dev/null
   t1=$(now)
   local_times+=("$(elapsed "$t0" "$t1")")
-  echo "run $run: slurm ${grit_times[-1]} s ($elements elements), floor ${floor_times[-1]} s, local ${local_times[-1]} s" >&2
+  before=""
+  if [ -n "${GRIT_BEFORE:-}" ]; then
+    rm -rf "$work/db" && cp -a "$work/base-before" "$work/db"
+    t0=$(now)
+    "$GRIT_BEFORE" run -m "$work/pipeline.toml" --db "$work/db" --executor slurm >/dev/null 2>&1
+    t1=$(now)
+    before_times+=("$(elapsed "$t0" "$t1")")
+    before=", before ${before_times[-1]} s"
+  fi
+  echo "run $run: slurm ${grit_times[-1]} s ($elements elements), floor ${floor_times[-1]} s, local ${local_times[-1]} s$before (load $(cut -d' ' -f1 /proc/loadavg))" >&2
 done
 
 g=$(echo "${grit_times[*]}" | median)
@@ -88,4 +111,10 @@ printf '%-44s %10s\n' "mode ($N tiny tasks, median of $RUNS)" "seconds"
 printf '%-44s %10s\n' "floor: one sbatch --array, same groups" "$f"
 printf '%-44s %10s\n' "grit --executor slurm" "$g"
 printf '%-44s %10s\n' "grit local (process executor)" "$l"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ -n "${GRIT_BEFORE:-}" ]; then
+  b=$(echo "${before_times[*]}" | median)
+  printf '%-44s %10s\n' "before: $GRIT_BEFORE --executor slurm" "$b"
+  python3 -c "print(f'before / floor = {$b / $f:.2f}x')"
+fi
 python3 -c "print(f'slurm / floor = {$g / $f:.2f}x, slurm / local = {$g / $l:.2f}x; array elements used: ${elements_used[*]}')"

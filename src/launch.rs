@@ -4,8 +4,11 @@
 //! `grit run` and `grit serve` are both clients of the engine; this is the set-up they share, so
 //! a run started over HTTP behaves exactly like one started from the shell.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use crate::capture::Capture;
 use crate::capture::dir::DirCapture;
@@ -13,8 +16,11 @@ use crate::capture::fuse::FuseCapture;
 use crate::cli::CaptureMode;
 use crate::commands::exit::UsageError;
 use crate::engine::{RunInputs, RunOptions};
+use crate::executor::process::ProcessExecutor;
+use crate::executor::slurm::{SlurmExecutor, SlurmSettings};
 use crate::executor::{Executor, LineSink};
 use crate::manifest::Manifest;
+use crate::manifest::cluster::ExecutorKind;
 use crate::store::{self, StorePaths, Writer};
 
 /// Warn when the store's filesystem is fuller than this (as GRIT did).
@@ -25,6 +31,69 @@ pub fn default_jobs() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// Tasks handed to the Slurm executor at once when no `-j` is given: they wait in Slurm's queue,
+/// not in grit's.
+const SLURM_IN_FLIGHT: usize = 1_000_000;
+
+/// Who runs a run's tasks, how their outputs are captured, and how many may be handed over at
+/// once (`jobs`, or the default of each executor).
+pub struct Placing {
+    pub executor: Arc<dyn Executor>,
+    pub capture: CaptureMode,
+    pub jobs: usize,
+}
+
+/// Where a run's tasks run: [`SlurmExecutor`] when `slurm` says so (`--executor`), or else when
+/// the manifest's `[executor] kind` is `slurm`; the local [`ProcessExecutor`] otherwise. The
+/// Slurm executor gets absolute paths, since its jobs read them on other machines, and the
+/// directory capture, since tasks write on the compute nodes.
+pub struct Where<'a> {
+    pub manifest: &'a Manifest,
+    pub manifest_path: &'a Path,
+    /// task-pipeline's `--start`, to load the manifest on the nodes as the run did.
+    pub start: Option<&'a str>,
+    pub params: &'a BTreeMap<String, String>,
+    pub store: &'a Path,
+    /// `--executor`, when given.
+    pub slurm: Option<bool>,
+    pub capture: CaptureMode,
+    pub jobs: Option<usize>,
+}
+
+impl Where<'_> {
+    /// Whether the tasks go to Slurm.
+    pub fn on_slurm(&self) -> bool {
+        self.slurm
+            .unwrap_or(self.manifest.executor.kind == ExecutorKind::Slurm)
+    }
+
+    pub fn placing(&self, writer: &Writer) -> anyhow::Result<Placing> {
+        if !self.on_slurm() {
+            return Ok(Placing {
+                executor: Arc::new(ProcessExecutor::new()),
+                capture: self.capture,
+                jobs: self.jobs.unwrap_or_else(default_jobs),
+            });
+        }
+        let absolute = |p: &Path| {
+            std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()))
+        };
+        let settings = SlurmSettings {
+            config: self.manifest.executor.clone(),
+            manifest: absolute(self.manifest_path)?,
+            start: self.start.map(str::to_string),
+            params: self.params.clone(),
+            store: absolute(self.store)?,
+            grit: std::env::current_exe().context("finding the grit binary for the Slurm jobs")?,
+        };
+        Ok(Placing {
+            executor: Arc::new(SlurmExecutor::new(settings, writer.clone())),
+            capture: CaptureMode::Dir,
+            jobs: self.jobs.unwrap_or(SLURM_IN_FLIGHT),
+        })
+    }
 }
 
 /// Everything a run needs that is not the store: what to run and how.

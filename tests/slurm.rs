@@ -1,8 +1,10 @@
 //! `--executor slurm` on a real (one-node) Slurm cluster: the same manifests as the local tests
 //! give the same live sets; a failing task, a time limit and `scancel` fail tasks with Slurm's
 //! reason and retry them per `retries`; `kill -9` of grit leaves jobs running that the next run
-//! adopts (each task runs once); SIGINT cancels the run's jobs; `grit status` shows each task's
-//! job.
+//! adopts (each task runs once); SIGINT cancels the run's jobs and leaves no work directory; a
+//! later run removes leftovers of jobs that are gone; `grit status`, journald, the server's task
+//! JSON and its web UI show each task's job and its state; `grit serve` runs a manifest whose
+//! `[executor]` is Slurm on the cluster.
 //!
 //! The cluster comes from `tests/slurm-cluster.sh start` (`.ci/run` starts it). Without one the
 //! cluster tests print why and return; with `GRIT_REQUIRE_SLURM=1` (set by `.ci/run`) a missing
@@ -15,6 +17,8 @@ use std::process::{Command as StdCommand, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use common::journal::{FakeJournal, one};
+use common::serve::{Gate, Server, poll, store_token};
 use common::{Project, describe, parse_last_json};
 use serde_json::Value;
 
@@ -450,6 +454,240 @@ script = "sleep 120; echo x > $OUTPUT_DIR/never"
     wait_for("the job to be cancelled", Duration::from_secs(20), || {
         queued_jobs(&conf, "interrupted").is_empty()
     });
+    assert_eq!(p.status()["slurm_jobs"], serde_json::json!([]));
+    // The cancelled job's work directory and submission are gone with the run.
+    assert_eq!(entries(&p.db().join("slurm/work")), Vec::<String>::new());
+    assert_eq!(entries(&p.db().join("slurm/batch")), Vec::<String>::new());
+}
+
+/// The names in `dir` (none when it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_later_run_removes_the_work_directories_of_jobs_that_are_gone() {
+    let Some(conf) = cluster() else { return };
+    let p = Project::new(
+        r#"
+[[step]]
+name = "sweepsrc"
+script = "echo x > $OUTPUT_DIR/swept"
+"#,
+    );
+    let (out, _) = on_slurm(&p, &conf, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // What a job killed with its grit, or cancelled while its node still wrote, leaves behind:
+    // a work directory and a submission no recorded job names.
+    let work = p.db().join("slurm/work/t999-r7-p1-b0");
+    std::fs::create_dir_all(work.join("out")).expect("work");
+    std::fs::write(work.join("out/half"), "half-written").expect("file");
+    std::fs::write(work.join("log"), "a log").expect("log");
+    let batch = p.db().join("slurm/batch/r7-p1-b0");
+    std::fs::create_dir_all(&batch).expect("batch");
+    std::fs::write(batch.join("batch.json"), "{}").expect("batch file");
+    let (out, _) = on_slurm(&p, &conf, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("removed 1 work director"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(entries(&p.db().join("slurm/work")), Vec::<String>::new());
+    assert_eq!(entries(&p.db().join("slurm/batch")), Vec::<String>::new());
+}
+
+#[test]
+fn journald_records_name_each_tasks_slurm_job_and_its_states() {
+    let Some(conf) = cluster() else { return };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the fake journal needs mount namespaces (root)");
+        return;
+    }
+    let p = Project::new(
+        r#"
+[pipeline]
+name = "journaled"
+
+[[step]]
+name = "jsrc"
+script = "sleep 1; echo x > $OUTPUT_DIR/j_out"
+"#,
+    );
+    let journal = FakeJournal::new();
+    let output = journal.run_grit(
+        &[
+            "run",
+            "-m",
+            p.manifest().to_str().expect("utf-8"),
+            "--db",
+            p.db().to_str().expect("utf-8"),
+            "--executor",
+            "slurm",
+            "--log-format",
+            "journald",
+            "-v",
+        ],
+        &[("SLURM_CONF", conf.display().to_string())],
+        &p.path().join("stderr"),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let records = journal.records();
+    let placed: Vec<(&str, &str)> = records
+        .iter()
+        .filter(|r| one(r, "GRIT_SLURM_STATE").is_some())
+        .map(|r| {
+            (
+                one(r, "GRIT_SLURM_JOB").unwrap_or_default(),
+                one(r, "GRIT_SLURM_STATE").unwrap_or_default(),
+            )
+        })
+        .collect();
+    let job = placed.first().map(|(job, _)| *job).unwrap_or_default();
+    assert!(job.contains('_'), "an array element's id: {placed:?}");
+    let states: Vec<&str> = placed.iter().map(|(_, state)| *state).collect();
+    assert_eq!(states.first(), Some(&"PENDING"), "{placed:?}");
+    assert!(states.contains(&"RUNNING"), "{placed:?}");
+    for record in records
+        .iter()
+        .filter(|r| one(r, "GRIT_SLURM_STATE").is_some())
+    {
+        assert_eq!(one(record, "GRIT_STEP"), Some("jsrc"), "{record:?}");
+        assert!(one(record, "GRIT_TASK").is_some(), "{record:?}");
+    }
+    let done = records
+        .iter()
+        .find(|r| one(r, "MESSAGE").is_some_and(|m| m.contains("of jsrc succeeded")))
+        .unwrap_or_else(|| panic!("no end record: {records:#?}"));
+    assert_eq!(one(done, "GRIT_SLURM_JOB"), Some(job), "{done:?}");
+    assert!(
+        one(done, "MESSAGE").is_some_and(|m| m.contains(&format!("in Slurm job {job}"))),
+        "{done:?}"
+    );
+}
+
+#[test]
+fn grit_serve_runs_a_slurm_manifest_on_the_cluster_and_shows_each_tasks_job() {
+    let Some(conf) = cluster() else { return };
+    let p = Project::new("");
+    let gate = Gate(p.path().join("gate"));
+    p.write_manifest(&format!(
+        r#"
+[pipeline]
+name = "onslurm"
+
+[executor]
+kind = "slurm"
+
+[[step]]
+name = "servesrc"
+once = true
+script = "for i in 1 2; do echo $i > $OUTPUT_DIR/s_$i; done"
+
+[[step]]
+name = "servemap"
+inputs = ["s_*"]
+read_write = ["{dir}"]
+script = '''
+while [ ! -e {gate} ]; do sleep 0.1; done
+echo "doubled $(( $(cat $INPUT_FILE) * 2 ))" > $OUTPUT_DIR/m_${{GRIT_INPUT_NAME#s_}}
+'''
+"#,
+        dir = p.path().display(),
+        gate = gate.0.display()
+    ));
+    let mut command = StdCommand::new(assert_cmd::cargo::cargo_bin("grit"));
+    command
+        .arg("serve")
+        .arg("-m")
+        .arg(p.manifest())
+        .arg("--db")
+        .arg(p.db())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SLURM_CONF", &conf);
+    let server = Server::spawn(command);
+    let token = store_token("operator", &p.db());
+    let run = server.trigger("onslurm", &token);
+
+    // While a task waits at the gate, its job runs: the task JSON and its page say which.
+    let (task_id, job) = poll("a servemap task running in a Slurm job", || {
+        let (status, tasks) = server.get(&format!("/runs/{run}/tasks"), Some(&token));
+        assert_eq!(status, 200, "{tasks}");
+        tasks["tasks"].as_array()?.iter().find_map(|t| {
+            let slurm = &t["slurm"];
+            (t["step"] == "servemap" && slurm["state"] == "RUNNING" && slurm["on_cluster"] == true)
+                .then(|| {
+                    (
+                        t["task_id"].as_str().unwrap_or_default().to_string(),
+                        slurm["job_id"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+        })
+    });
+    assert!(job.contains('_'), "an array element: {job}");
+    let array = job.split('_').next().unwrap_or_default().to_string();
+    assert!(
+        queued_jobs(&conf, "servemap")
+            .iter()
+            .any(|j| j.split('_').next() == Some(array.as_str())),
+        "squeue knows job {job}"
+    );
+    let (status, task) = server.get(&format!("/tasks/{task_id}"), Some(&token));
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["slurm"]["job_id"], job.as_str(), "{task}");
+    let page = ureq::get(format!("{}/ui/tasks/{task_id}", server.url))
+        .header("Cookie", format!("grit_session={token}"))
+        .call()
+        .expect("the task page")
+        .into_body()
+        .read_to_string()
+        .expect("page text");
+    assert!(page.contains("Slurm job"), "{page}");
+    assert!(
+        page.contains(&format!("<code>{job}</code> RUNNING")),
+        "{page}"
+    );
+
+    gate.open();
+    let finished = server.wait_finished(&run, &token);
+    assert_eq!(
+        finished["status"],
+        "succeeded",
+        "{finished}\n{}",
+        server.stderr()
+    );
+    assert!(
+        server
+            .stderr()
+            .contains("step servemap: submitted Slurm job"),
+        "the server's tasks went through Slurm:\n{}",
+        server.stderr()
+    );
+    // Once done, each task keeps the job that ran it, and how it ended there.
+    let (_, tasks) = server.get(&format!("/runs/{run}/tasks"), Some(&token));
+    let tasks = tasks["tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    for t in &tasks {
+        assert_eq!(t["slurm"]["state"], "COMPLETED", "{t}");
+        assert_eq!(t["slurm"]["on_cluster"], false, "{t}");
+        assert!(
+            t["slurm"]["job_id"]
+                .as_str()
+                .is_some_and(|j| j.contains('_')),
+            "{t}"
+        );
+    }
+    server.stop();
+    assert_eq!(p.contents("m_2"), vec!["doubled 4\n".to_string()]);
     assert_eq!(p.status()["slurm_jobs"], serde_json::json!([]));
 }
 

@@ -1,6 +1,7 @@
 //! The plain-directory capture: `OUTPUT_DIR` is a pooled directory in `<db>/tmp`, and after the
 //! task exits its flat regular files are validated and hashed in place (they are already on the
-//! store's filesystem, so publishing is a rename).
+//! store's filesystem, so publishing is a rename). A file the executor vouched for (it hashed it
+//! already, [`Capture::vouch`]) is not hashed again while it is the same file.
 
 use std::collections::HashMap;
 use std::fs;
@@ -16,6 +17,33 @@ pub struct DirCapture {
     pool: DirPool,
     /// Output directory and `max_output` quota of each active task key.
     active: Mutex<HashMap<String, (PathBuf, Option<u64>)>>,
+    /// Hashes the executor vouched for, per task key and file.
+    vouched: Mutex<HashMap<String, HashMap<PathBuf, Vouched>>>,
+}
+
+/// A file's hash as the executor computed it, and which file that was.
+struct Vouched {
+    hash: String,
+    size: u64,
+    identity: FileIdentity,
+}
+
+/// Device, inode and modification time: a file replaced or written to since has another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(meta: &fs::Metadata) -> FileIdentity {
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
 }
 
 impl DirCapture {
@@ -24,6 +52,7 @@ impl DirCapture {
         DirCapture {
             pool: DirPool::new(staging, "out"),
             active: Mutex::new(HashMap::new()),
+            vouched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -52,6 +81,12 @@ impl Capture for DirCapture {
 
     fn finish_task(&self, key: &str) -> Result<(Vec<CapturedFile>, Vec<String>), CaptureError> {
         let (dir, quota) = self.out_dir(key)?;
+        let vouched = self
+            .vouched
+            .lock()
+            .ok()
+            .and_then(|mut v| v.remove(key))
+            .unwrap_or_default();
         let io = |source| CaptureError::Io {
             path: dir.clone(),
             source,
@@ -94,10 +129,16 @@ impl Capture for DirCapture {
                     "OUTPUT_DIR/{name}: is a hard link; outputs must be files written in OUTPUT_DIR (copy the content instead)"
                 )));
             }
-            let (hash, size) = hash_file(&path).map_err(|source| CaptureError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let known = vouched
+                .get(&path)
+                .filter(|v| v.size == meta.len() && v.identity == FileIdentity::of(&meta));
+            let (hash, size) = match known {
+                Some(v) => (v.hash.clone(), v.size),
+                None => hash_file(&path).map_err(|source| CaptureError::Io {
+                    path: path.clone(),
+                    source,
+                })?,
+            };
             files.push(CapturedFile {
                 name: name.to_string(),
                 hash,
@@ -117,7 +158,26 @@ impl Capture for DirCapture {
         Ok((files, Vec::new()))
     }
 
+    fn vouch(&self, key: &str, path: &Path, hash: &str, size: u64) {
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return;
+        };
+        if let Ok(mut vouched) = self.vouched.lock() {
+            vouched.entry(key.to_string()).or_default().insert(
+                path.to_path_buf(),
+                Vouched {
+                    hash: hash.to_string(),
+                    size,
+                    identity: FileIdentity::of(&meta),
+                },
+            );
+        }
+    }
+
     fn discard_task(&self, key: &str) {
+        if let Ok(mut vouched) = self.vouched.lock() {
+            vouched.remove(key);
+        }
         let dir = self
             .active
             .lock()
@@ -130,5 +190,35 @@ impl Capture for DirCapture {
 
     fn kind(&self) -> &'static str {
         "dir"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vouched_file_is_not_hashed_again_unless_it_was_replaced() {
+        let staging = tempfile::tempdir().expect("tempdir");
+        let capture = DirCapture::new(staging.path());
+        let dir = capture.start_task("k", None).expect("start");
+        std::fs::write(dir.join("a"), b"alpha").expect("a");
+        std::fs::write(dir.join("b"), b"beta").expect("b");
+        // A hash no file has, to see which one the capture took.
+        let vouched = "f".repeat(64);
+        capture.vouch("k", &dir.join("a"), &vouched, 5);
+        capture.vouch("k", &dir.join("b"), &vouched, 4);
+        // `b` is replaced after it was vouched for: another file, hashed afresh.
+        std::fs::write(dir.join("b.new"), b"BETA").expect("b.new");
+        std::fs::rename(dir.join("b.new"), dir.join("b")).expect("replace b");
+        let (files, _) = capture.finish_task("k").expect("finish");
+        let by_name: HashMap<&str, &str> = files
+            .iter()
+            .map(|f| (f.name.as_str(), f.hash.as_str()))
+            .collect();
+        assert_eq!(by_name["a"], vouched);
+        assert_eq!(by_name["b"], hash_file(&dir.join("b")).expect("hash").0);
+        capture.discard_task("k");
+        assert!(capture.vouched.lock().expect("lock").is_empty());
     }
 }

@@ -1,18 +1,12 @@
 //! `grit run`: load the manifest, lock the store, run the engine, print the summary.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 
 use super::exit::{Outcome, UsageError};
 use super::locate;
 use crate::cli::{CaptureMode, ExecutorArg, RunArgs};
 use crate::engine::{self, CancelToken, RunOptions};
-use crate::executor::Executor;
-use crate::executor::process::ProcessExecutor;
-use crate::executor::slurm::{SlurmExecutor, SlurmSettings};
 use crate::launch::{self, Launch};
-use crate::manifest::cluster::ExecutorKind;
 use crate::report::logging::{self, Level};
 use crate::report::reporter::Reporter;
 use crate::report::{stdout, summary};
@@ -120,34 +114,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     prepare_images(&manifest, &paths.root)?;
     // What the unrouted-outputs report needs after the engine has taken the manifest.
     let routed = (manifest.dialect != manifest::Dialect::Grit).then(|| manifest.clone());
-    let on_slurm = match args.executor {
-        Some(ExecutorArg::Slurm) => true,
-        Some(ExecutorArg::Local) => false,
-        None => manifest.executor.kind == ExecutorKind::Slurm,
+    let placing = launch::Where {
+        manifest: &manifest,
+        manifest_path: &manifest_path,
+        start: args.start.as_deref(),
+        params: &given,
+        store: &paths.root,
+        slurm: args.executor.map(|e| e == ExecutorArg::Slurm),
+        capture: args.capture,
+        jobs: args.jobs.map(|j| j as usize),
     };
-    let (executor, capture, jobs): (Arc<dyn Executor>, _, _) = if on_slurm {
-        if args.capture == CaptureMode::Fuse {
-            return Err(UsageError(
-                "--capture fuse cannot be used with the Slurm executor: tasks write on the compute nodes, into the store's directory\n  help: leave --capture out (the Slurm executor uses the directory capture)".into(),
-            )
-            .into());
-        }
-        let settings = slurm_settings(&manifest, &manifest_path, &args, &given, &paths.root)?;
-        (
-            Arc::new(SlurmExecutor::new(settings, writer.clone())),
-            CaptureMode::Dir,
-            // Tasks wait in Slurm's queue, not in grit's: hand it everything ready (-j caps it).
-            args.jobs.map_or(SLURM_IN_FLIGHT, |j| j as usize),
+    if placing.on_slurm() && args.capture == CaptureMode::Fuse {
+        return Err(UsageError(
+            "--capture fuse cannot be used with the Slurm executor: tasks write on the compute nodes, into the store's directory\n  help: leave --capture out (the Slurm executor uses the directory capture)".into(),
         )
-    } else {
-        (
-            Arc::new(ProcessExecutor::new()),
-            args.capture,
-            args.jobs
-                .map(|j| j as usize)
-                .unwrap_or_else(launch::default_jobs),
-        )
-    };
+        .into());
+    }
+    let launch::Placing {
+        executor,
+        capture,
+        jobs,
+    } = placing.placing(&writer)?;
     let launch = Launch {
         manifest,
         capture,
@@ -197,30 +184,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         (None, _) if report.store_damaged() => Outcome::Code(super::exit::STORE_DAMAGED),
         (None, 0) => Outcome::Success,
         (None, _) => Outcome::TaskFailed,
-    })
-}
-
-/// Tasks handed to the Slurm executor at once when `-j` is not given.
-const SLURM_IN_FLIGHT: usize = 1_000_000;
-
-/// What the Slurm executor needs: absolute paths, since the jobs read them on other machines.
-fn slurm_settings(
-    manifest: &manifest::Manifest,
-    manifest_path: &std::path::Path,
-    args: &RunArgs,
-    params: &std::collections::BTreeMap<String, String>,
-    store: &std::path::Path,
-) -> anyhow::Result<SlurmSettings> {
-    let absolute = |p: &std::path::Path| {
-        std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()))
-    };
-    Ok(SlurmSettings {
-        config: manifest.executor.clone(),
-        manifest: absolute(manifest_path)?,
-        start: args.start.clone(),
-        params: params.clone(),
-        store: absolute(store)?,
-        grit: std::env::current_exe().context("finding the grit binary for the Slurm jobs")?,
     })
 }
 

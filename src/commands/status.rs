@@ -43,7 +43,7 @@ pub fn status(
     let last = provenance::last_run(&conn)?;
     let missing = verify::missing_live(&conn, &Objects::new(paths.objects))?;
     let last_params = store::params::last_run(&conn)?;
-    let slurm = store::slurm_jobs::all_if_any(&conn);
+    let slurm = store::slurm_jobs::active_if_any(&conn);
     let mut loaded = manifest_path.map(manifest::load).transpose()?;
     if let Some(l) = &mut loaded {
         // What `grit run -m` with the same --param would do: declared defaults fill the rest. A

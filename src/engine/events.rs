@@ -33,6 +33,15 @@ pub enum Event<'a> {
         /// a pipe can hide an error.
         hints: &'a [String],
     },
+    /// The executor placed a running task somewhere, or its place changed state: a cluster's
+    /// job (`job`, e.g. the Slurm job `123_4`) and that job's state (`PENDING`, `RUNNING`, ...).
+    /// Local tasks have none.
+    TaskPlaced {
+        step: &'a str,
+        task_id: i64,
+        job: &'a str,
+        state: &'a str,
+    },
     /// A succeeded task published this output (new, or identical to an existing resource).
     Output {
         step: &'a str,

@@ -352,6 +352,8 @@ pub async fn run(
         }
     }
 
+    // Where the executor places tasks (a cluster's jobs), passed on to the observer below.
+    let (placed_tx, mut placed_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(TaskContext {
         run_id,
         objects: Objects::new(paths.objects.clone()),
@@ -360,6 +362,7 @@ pub async fn run(
         control: TaskControl {
             cancel: cancel.clone(),
             lines,
+            placed: Some(placed_tx),
         },
         capture: capture.clone(),
         writer: writer.clone(),
@@ -409,6 +412,15 @@ pub async fn run(
         if let Some(reason) = cancel.reason() {
             interrupted = Some(reason);
             break;
+        }
+        // Placements first: a task's placements then always reach the observer before its end.
+        while let Ok(placement) = placed_rx.try_recv() {
+            observer.event(&Event::TaskPlaced {
+                step: &placement.step,
+                task_id: placement.task_id,
+                job: &placement.job,
+                state: &placement.state,
+            });
         }
         // Fill free slots, round-robin over steps so that one big step does not starve the others.
         let mut to_start: Vec<(usize, QueuedTask)> = Vec::new();
@@ -574,6 +586,14 @@ pub async fn run(
             reason = cancel.cancelled() => {
                 interrupted = Some(reason);
                 break;
+            }
+            Some(placement) = placed_rx.recv() => {
+                observer.event(&Event::TaskPlaced {
+                    step: &placement.step,
+                    task_id: placement.task_id,
+                    job: &placement.job,
+                    state: &placement.state,
+                });
             }
         }
     }

@@ -59,7 +59,23 @@ pub struct TaskControl {
     pub cancel: CancelToken,
     /// Receives output lines; when `None`, stdout and stderr go straight to the log file.
     pub lines: Option<LineSink>,
+    /// Receives where the executor placed the task, each time that changes (a cluster's job and
+    /// its state); a local executor sends nothing.
+    pub placed: Option<PlacementSink>,
 }
+
+/// Where an executor placed a task, as it learned it: which job of a cluster runs it, and that
+/// job's state (`PENDING`, `RUNNING`, ...), in the scheduler's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub task_id: i64,
+    pub step: String,
+    pub job: String,
+    pub state: String,
+}
+
+/// Where an executor sends [`Placement`]s; the engine turns them into events.
+pub type PlacementSink = tokio::sync::mpsc::UnboundedSender<Placement>;
 
 /// What the script reads.
 #[derive(Debug, Clone)]

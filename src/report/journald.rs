@@ -7,7 +7,9 @@
 //! `GRIT_RUN`; records about a task also carry `GRIT_STEP` and `GRIT_TASK`, and, when the task
 //! reads one resource, `GRIT_RESOURCE` and `GRIT_HASH` (its input). A record about a published
 //! output carries the *output's* `GRIT_RESOURCE` and `GRIT_HASH`, so `journalctl GRIT_HASH=…` finds
-//! both the task that made a resource and the tasks that read it.
+//! both the task that made a resource and the tasks that read it. A task on a Slurm cluster adds
+//! `GRIT_SLURM_JOB` (its job, `123_4`) to its end's record, and each change of its job's state is
+//! a record (at debug level) with `GRIT_SLURM_JOB` and `GRIT_SLURM_STATE`.
 //!
 //! # Priorities
 //!

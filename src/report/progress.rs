@@ -1,8 +1,9 @@
 //! Progress bars on a terminal: one indicatif bar per active step (done/total, rate, ETA) above an
-//! overall line, driven by engine events. Log output goes through [`StderrWriter`], which suspends
+//! overall line, driven by engine events. A step whose tasks an executor placed on a cluster also
+//! names their jobs and the jobs' states (`on Slurm: 41_0 RUNNING (250), 41_1 PENDING (250)`). Log output goes through [`StderrWriter`], which suspends
 //! the bars while it writes, so a log line never tears them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,6 +11,9 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::engine::events::{Event, Observer};
+
+/// Jobs named in a step's line; more are counted.
+const JOBS_SHOWN: usize = 3;
 
 /// How often the bars redraw on their own (elapsed time and ETA move without events).
 const TICK: Duration = Duration::from_millis(200);
@@ -29,6 +33,8 @@ struct State {
     done: u64,
     failed: u64,
     running: u64,
+    /// The job of each placed task still running: (step, job).
+    placed: HashMap<i64, (String, String)>,
 }
 
 struct StepBar {
@@ -38,6 +44,31 @@ struct StepBar {
     done: u64,
     failed: u64,
     running: u64,
+    /// The jobs its running tasks are in: job → (its state, how many of the step's tasks).
+    jobs: BTreeMap<String, (String, u64)>,
+}
+
+impl StepBar {
+    fn new() -> StepBar {
+        StepBar {
+            bar: None,
+            queued: 0,
+            done: 0,
+            failed: 0,
+            running: 0,
+            jobs: BTreeMap::new(),
+        }
+    }
+
+    /// One task less in `job`.
+    fn leave(&mut self, job: &str) {
+        if let Some((_, tasks)) = self.jobs.get_mut(job) {
+            *tasks = tasks.saturating_sub(1);
+            if *tasks == 0 {
+                self.jobs.remove(job);
+            }
+        }
+    }
 }
 
 impl Progress {
@@ -79,6 +110,14 @@ impl Progress {
         let _ = self.multi.clear();
     }
 
+    /// The message of a step's bar.
+    #[cfg(test)]
+    fn step_line(&self, name: &str) -> Option<String> {
+        let state = self.state.lock().ok()?;
+        let step = state.steps.get(name)?;
+        Some(Progress::step_message(step, false))
+    }
+
     /// (done, queued) of a step, and whether it has a bar now.
     #[cfg(test)]
     fn step(&self, name: &str) -> Option<(u64, u64, bool)> {
@@ -114,6 +153,18 @@ impl Progress {
             };
             message.push_str(&format!(", {red}{} failed{reset}", step.failed));
         }
+        if !step.jobs.is_empty() {
+            let shown: Vec<String> = step
+                .jobs
+                .iter()
+                .take(JOBS_SHOWN)
+                .map(|(job, (state, tasks))| format!("{job} {state} ({tasks})"))
+                .collect();
+            message.push_str(&format!(", on Slurm: {}", shown.join(", ")));
+            if step.jobs.len() > JOBS_SHOWN {
+                message.push_str(&format!(" +{} jobs", step.jobs.len() - JOBS_SHOWN));
+            }
+        }
         message
     }
 }
@@ -130,13 +181,7 @@ impl Observer for Progress {
                 let entry = state
                     .steps
                     .entry((*step).to_string())
-                    .or_insert_with(|| StepBar {
-                        bar: None,
-                        queued: 0,
-                        done: 0,
-                        failed: 0,
-                        running: 0,
-                    });
+                    .or_insert_with(StepBar::new);
                 entry.queued += count;
                 let message = Progress::step_message(entry, self.color);
                 let bar = entry.bar.get_or_insert_with(|| {
@@ -160,9 +205,43 @@ impl Observer for Progress {
                     }
                 }
             }
-            Event::TaskFinished {
-                step, succeeded, ..
+            Event::TaskPlaced {
+                step,
+                task_id,
+                job,
+                state: job_state,
             } => {
+                let Some(entry) = state.steps.get_mut(*step) else {
+                    return;
+                };
+                if let Some((_, old)) = state.placed.get(task_id) {
+                    entry.leave(old);
+                }
+                state
+                    .placed
+                    .insert(*task_id, ((*step).to_string(), (*job).to_string()));
+                let slot = entry
+                    .jobs
+                    .entry((*job).to_string())
+                    .or_insert_with(|| ((*job_state).to_string(), 0));
+                slot.0 = (*job_state).to_string();
+                slot.1 += 1;
+                if let Some(bar) = &entry.bar {
+                    bar.set_message(Progress::step_message(entry, self.color));
+                }
+                return;
+            }
+            Event::TaskFinished {
+                step,
+                task_id,
+                succeeded,
+                ..
+            } => {
+                if let Some((placed_step, job)) = state.placed.remove(task_id)
+                    && let Some(entry) = state.steps.get_mut(&placed_step)
+                {
+                    entry.leave(&job);
+                }
                 state.running = state.running.saturating_sub(1);
                 state.done += 1;
                 if !succeeded {
@@ -358,6 +437,58 @@ mod tests {
         assert_eq!(progress.overall.length(), Some(6));
         progress.finish();
         assert!(progress.overall.is_finished());
+    }
+
+    fn placed<'a>(step: &'a str, task_id: i64, job: &'a str, state: &'a str) -> Event<'a> {
+        Event::TaskPlaced {
+            step,
+            task_id,
+            job,
+            state,
+        }
+    }
+
+    #[test]
+    fn a_steps_line_names_its_slurm_jobs_and_their_states() {
+        let progress = Progress::with_target(ProgressDrawTarget::hidden(), false);
+        progress.event(&Event::TasksQueued {
+            step: "double",
+            count: 6,
+        });
+        for id in 1..=6 {
+            progress.event(&started("double", id));
+        }
+        assert_eq!(progress.step_line("double").as_deref(), Some("6 running"));
+        for (id, job) in [
+            (1, "41_0"),
+            (2, "41_0"),
+            (3, "41_1"),
+            (4, "41_2"),
+            (5, "41_3"),
+        ] {
+            progress.event(&placed("double", id, job, "PENDING"));
+        }
+        assert_eq!(
+            progress.step_line("double").as_deref(),
+            Some(
+                "6 running, on Slurm: 41_0 PENDING (2), 41_1 PENDING (1), 41_2 PENDING (1) +1 jobs"
+            )
+        );
+        progress.event(&placed("double", 1, "41_0", "RUNNING"));
+        progress.event(&placed("double", 2, "41_0", "RUNNING"));
+        progress.event(&finished("double", 3, true));
+        progress.event(&finished("double", 4, true));
+        assert_eq!(
+            progress.step_line("double").as_deref(),
+            Some("4 running, on Slurm: 41_0 RUNNING (2), 41_3 PENDING (1)")
+        );
+        // A task placed again (requeued into another job) leaves its old one.
+        progress.event(&placed("double", 5, "42_0", "PENDING"));
+        progress.event(&finished("double", 1, true));
+        assert_eq!(
+            progress.step_line("double").as_deref(),
+            Some("3 running, on Slurm: 41_0 RUNNING (1), 42_0 PENDING (1)")
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Reporter {
     /// Inputs of running tasks (bounded by `-j`), moved to `failed` when a task fails.
     running: Mutex<HashMap<i64, Input>>,
     failed: Mutex<HashMap<i64, Input>>,
+    /// The cluster job of each placed task still running, for its end's record.
+    jobs: Mutex<HashMap<i64, String>>,
 }
 
 impl Reporter {
@@ -33,6 +35,7 @@ impl Reporter {
             progress,
             running: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -99,6 +102,25 @@ impl Observer for Reporter {
                     input.map(|i| format!(" on {i}")).unwrap_or_default()
                 );
             }
+            Event::TaskPlaced {
+                step,
+                task_id,
+                job,
+                state,
+            } => {
+                if let Ok(mut jobs) = self.jobs.lock() {
+                    jobs.insert(*task_id, job.to_string());
+                }
+                tracing::debug!(
+                    target: EVENTS_TARGET,
+                    grit_run = run,
+                    grit_step = step,
+                    grit_task = task_id,
+                    grit_slurm_job = job,
+                    grit_slurm_state = state,
+                    "task {task_id} of {step}: Slurm job {job} {state}"
+                );
+            }
             Event::TaskFinished {
                 step,
                 task_id,
@@ -109,6 +131,11 @@ impl Observer for Reporter {
                 hints,
             } => {
                 let input = self.running.lock().ok().and_then(|mut r| r.remove(task_id));
+                let job = self.jobs.lock().ok().and_then(|mut j| j.remove(task_id));
+                let job = job.as_deref();
+                let on_job = job
+                    .map(|j| format!(" in Slurm job {j}"))
+                    .unwrap_or_default();
                 let (resource, hash) = match &input {
                     Some((name, hash)) => (Some(name.as_str()), Some(hash.as_str())),
                     None => (None, None),
@@ -124,7 +151,8 @@ impl Observer for Reporter {
                         grit_hash = hash,
                         grit_duration_s = seconds,
                         grit_outputs = outputs,
-                        "task {task_id} of {step} succeeded in {seconds:.2}s with {outputs} output(s)"
+                        grit_slurm_job = job,
+                        "task {task_id} of {step} succeeded in {seconds:.2}s with {outputs} output(s){on_job}"
                     );
                     for hint in hints.iter() {
                         tracing::warn!(
@@ -144,7 +172,8 @@ impl Observer for Reporter {
                         grit_resource = resource,
                         grit_hash = hash,
                         grit_duration_s = seconds,
-                        "task {task_id} of {step}{} failed: {error}",
+                        grit_slurm_job = job,
+                        "task {task_id} of {step}{}{on_job} failed: {error}",
                         resource.map(|r| format!(" (input {r})")).unwrap_or_default()
                     );
                     if let (Some(input), Ok(mut failed)) = (input, self.failed.lock()) {

@@ -6,6 +6,10 @@
 //! the server (as `grit run` keeps its run on its main thread). The HTTP side talks to a worker
 //! only through [`Pipeline`]: the store's writer for the queue, `wake` when something was queued,
 //! and the running run's [`CancelToken`].
+//!
+//! A pipeline whose manifest says `[executor] kind = "slurm"` runs its tasks as Slurm jobs, as
+//! `grit run` would ([`launch::Where`]); the server's environment must point at the cluster
+//! (`SLURM_CONF`), and its store must be on the filesystem the nodes share.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
@@ -21,7 +25,6 @@ use super::ui::pipelines::StepModels;
 use crate::cli::CaptureMode;
 use crate::engine::events::{Event, Observer};
 use crate::engine::{self, CancelReason, CancelToken, RunOptions, RunReport};
-use crate::executor::process::ProcessExecutor;
 use crate::launch::{self, Launch};
 use crate::manifest;
 use crate::store::read_cache::ReadCache;
@@ -317,13 +320,28 @@ async fn run(pipeline: &Arc<Pipeline>, record: &RunRecord, cancel: &CancelToken)
     for warning in &loaded.warnings {
         tracing::warn!(pipeline = %config.name, "{warning}");
     }
+    let placing = launch::Where {
+        manifest: &loaded.manifest,
+        manifest_path: &config.manifest,
+        start: None,
+        params: &record.params,
+        store: &pipeline.paths.root,
+        slurm: None,
+        capture: CaptureMode::Auto,
+        jobs: config.jobs,
+    }
+    .placing(&pipeline.writer);
+    let placing = match placing {
+        Ok(placing) => placing,
+        Err(e) => return failed(format!("{e:#}")),
+    };
     let launch = Launch {
         manifest: loaded.manifest,
-        capture: CaptureMode::Auto,
+        capture: placing.capture,
         lines: None,
-        executor: Arc::new(ProcessExecutor::new()),
+        executor: placing.executor,
         options: RunOptions {
-            jobs: config.jobs.unwrap_or_else(launch::default_jobs),
+            jobs: placing.jobs,
             only_steps: Vec::new(),
             force_steps: Vec::new(),
             max_tasks: None,

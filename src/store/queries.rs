@@ -331,6 +331,40 @@ pub struct TaskInfo {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
+    /// The Slurm job that runs the task now, or last ran it; absent for tasks that never ran
+    /// on a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<TaskJob>,
+}
+
+/// The Slurm job of a task that ran on a cluster (kept in the store's `slurm_jobs`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct TaskJob {
+    /// As Slurm names it: `123_4` is element 4 of array job 123.
+    #[schema(example = "123_4")]
+    pub job_id: String,
+    /// While the task is on the cluster, the job's state as Slurm gives it (`PENDING`,
+    /// `RUNNING`, ...; `ENDED` once it left the queue); afterwards the task's end there:
+    /// `COMPLETED` or `FAILED` (its result came back), Slurm's reason (e.g. `TIMEOUT`), or
+    /// `CANCELLED`.
+    #[schema(example = "RUNNING")]
+    pub state: String,
+    /// The task is on the cluster now.
+    pub on_cluster: bool,
+    /// When the state was last seen to change.
+    pub updated_at: String,
+}
+
+impl TaskJob {
+    /// The job of task `id`, if it ever ran on Slurm.
+    pub fn of(conn: &Connection, id: i64) -> Option<TaskJob> {
+        super::slurm_jobs::of_task(conn, id).map(|row| TaskJob {
+            on_cluster: row.ended_at.is_none(),
+            job_id: row.job_id,
+            state: row.state,
+            updated_at: row.updated_at,
+        })
+    }
 }
 
 const TASK_COLUMNS: &str =
@@ -355,6 +389,7 @@ fn task_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo> {
         started_at: row.get(10)?,
         finished_at: row.get(11)?,
         duration_ms: row.get(12)?,
+        slurm: None,
     })
 }
 
@@ -365,6 +400,10 @@ pub fn task(conn: &Connection, id: i64) -> Result<TaskInfo, StoreError> {
         task_row,
     )
     .optional()?
+    .map(|info| TaskInfo {
+        slurm: TaskJob::of(conn, info.id),
+        ..info
+    })
     .ok_or_else(|| {
         StoreError::NotFound(format!(
             "no task {id}\n  help: `grit log --step NAME` lists a step's tasks"
@@ -400,7 +439,11 @@ pub fn tasks_of_runs(
         "SELECT {TASK_COLUMNS} WHERE t.last_run BETWEEN ?1 AND ?2 ORDER BY t.id"
     ))?;
     let rows = stmt.query_map(params![first, last], task_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut tasks: Vec<TaskInfo> = rows.collect::<Result<_, _>>()?;
+    for task in &mut tasks {
+        task.slurm = TaskJob::of(conn, task.id);
+    }
+    Ok(tasks)
 }
 
 /// The run that last started task `id`, and its state: where its live log is while it runs.

@@ -206,6 +206,16 @@ pub const MIGRATIONS: &[Migration] = &[
     );
     "#,
     },
+    // v6: a task's row outlives its result, as the record of the Slurm job that last ran it (the
+    // server's task view shows it); `ended_at` is NULL while the task is on the cluster, set once
+    // the submitting grit took its result or gave it up. Only rows without it are adopted.
+    Migration {
+        data: None,
+        sql: r#"
+    ALTER TABLE slurm_jobs ADD COLUMN ended_at TEXT;
+    CREATE INDEX slurm_jobs_active ON slurm_jobs (task_id) WHERE ended_at IS NULL;
+    "#,
+    },
 ];
 
 /// The schema version this build writes.

@@ -2,6 +2,7 @@
 //! driven through the real `grit` binary.
 #![allow(dead_code)]
 
+pub mod journal;
 pub mod serve;
 
 use std::path::{Path, PathBuf};

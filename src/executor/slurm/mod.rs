@@ -5,12 +5,13 @@
 //! Here each task waits briefly in a per-step queue; a driver task groups the waiting tasks of a
 //! step into array jobs (one `sbatch --array` per submission, each element running a group of
 //! tasks sized so it takes about `group_target`, from the step's observed durations), keeps at
-//! most `max_jobs` elements queued or running, polls `squeue` and the tasks' result files, and
+//! most `max_jobs` elements queued or running, polls `squeue` and the elements' logs, and
 //! completes each task's future with its exit. The job on the node (`worker`) runs the tasks in
-//! the local sandbox and writes outputs and a result record into `<db>/slurm/work/<key>/`
-//! ([`wire`]); this side verifies the staged outputs against the record (names, sizes, SHA-256)
-//! and moves them into the engine's `OUTPUT_DIR`, so the engine's capture and publishing, and
-//! the single SQLite writer, are those of a local run.
+//! the local sandbox, writes their outputs into `<db>/slurm/work/<key>/` and appends each
+//! task's start and result to its element's log ([`wire`]); this side verifies the staged
+//! outputs against the result (names, sizes, SHA-256), moves them into the engine's
+//! `OUTPUT_DIR` and vouches for the hashes it computed, so the engine's capture does not hash
+//! them again; capture, publishing and the single SQLite writer are those of a local run.
 //!
 //! Each submitted task's job is recorded in the store (`slurm_jobs`): after a `kill -9` of grit
 //! the next run adopts the jobs still running, and results already written, instead of running
@@ -31,12 +32,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{ExecFuture, Executor, Exit, TaskControl, TaskInput, TaskSpec};
+use super::{
+    ExecFuture, Executor, Exit, Placement, PlacementSink, TaskControl, TaskInput, TaskSpec,
+};
 use crate::manifest::cluster::ExecutorConfig;
 use crate::store::Writer;
 use crate::store::objects::hash_file;
 use crate::store::slurm_jobs::{self, SlurmJob};
-use wire::{Batch, TaskResult, WireInput, WireTask};
+use wire::{Batch, ElementEvent, LogReader, TaskResult, WireInput, WireTask};
 
 /// How often the driver looks at the queue and the result files.
 const TICK: Duration = Duration::from_millis(50);
@@ -97,8 +100,9 @@ struct State {
     last_arrival: Option<Instant>,
     /// How often each task went back to the queue without running.
     requeues: HashMap<i64, u32>,
-    /// Tasks given up (cancelled, dropped) whose rows go at the end of the run.
-    abandoned: Vec<i64>,
+    /// Tasks given up (cancelled, dropped, ended by Slurm) with their last state: their rows
+    /// end at the end of the run.
+    abandoned: Vec<(i64, String)>,
     driver_running: bool,
     /// CPUs of the partition (from sinfo) per task's `cpus`: how many elements can run at once.
     capacity: Option<usize>,
@@ -109,15 +113,31 @@ struct State {
 struct Waiting {
     spec: TaskSpec,
     done: oneshot::Sender<Exit>,
+    placed: Option<PlacementSink>,
     since: Instant,
 }
 
 struct Running {
     spec: TaskSpec,
     done: oneshot::Sender<Exit>,
+    placed: Option<PlacementSink>,
     job: String,
     work: PathBuf,
     submitted: Instant,
+}
+
+impl Running {
+    /// Tell the run where the task is: its job and the job's state.
+    fn place(&self, state: &str) {
+        if let Some(sink) = &self.placed {
+            let _ = sink.send(Placement {
+                task_id: self.spec.task_id,
+                step: self.spec.step.name.clone(),
+                job: self.job.clone(),
+                state: state.to_string(),
+            });
+        }
+    }
 }
 
 struct Element {
@@ -125,14 +145,46 @@ struct Element {
     state: String,
     /// When squeue stopped listing it.
     gone_since: Option<Instant>,
-    /// The submission's directory (for the job's own output, if it failed early).
-    batch_dir: Option<PathBuf>,
+    /// The submission's directory: the element's log, and the job's own output.
+    batch_dir: PathBuf,
     index: usize,
+    /// How far its log has been read.
+    reader: LogReader,
+    /// Tasks it said it started, without a result yet.
+    started: HashSet<String>,
+    /// Results of tasks this run has not asked for yet (an adopted job's log names every task
+    /// of its group; the engine hands them over one by one).
+    early: HashMap<String, TaskResult>,
 }
 
 impl Element {
     fn base(id: &str) -> &str {
         id.split('_').next().unwrap_or(id)
+    }
+
+    fn new(batch_dir: PathBuf, index: usize, state: &str) -> Element {
+        Element {
+            keys: Vec::new(),
+            state: state.into(),
+            gone_since: None,
+            batch_dir,
+            index,
+            reader: LogReader::default(),
+            started: HashSet::new(),
+            early: HashMap::new(),
+        }
+    }
+
+    /// The element of a recorded job: its submission is named in the task's work key, its
+    /// index in the job id (`ARRAY_INDEX`).
+    fn of_row(store: &Path, row: &SlurmJob) -> Element {
+        let batch = wire::batch_of_key(&row.work).unwrap_or_default();
+        let index = row
+            .job_id
+            .split_once('_')
+            .and_then(|(_, i)| i.parse().ok())
+            .unwrap_or(0);
+        Element::new(wire::batch_dir(store, batch), index, "UNKNOWN")
     }
 }
 
@@ -169,17 +221,15 @@ impl Executor for SlurmExecutor {
             scancel_now(&jobs);
         }
         let remaining = self.shared.writer.call_blocking(move |conn| {
-            slurm_jobs::forget(conn, &abandoned)?;
-            slurm_jobs::all(conn)
+            slurm_jobs::end(conn, &abandoned)?;
+            slurm_jobs::active(conn)
         });
-        // Submissions no recorded job needs any more (a job of a crashed run that nobody has
-        // claimed yet still reads its batch file when it starts).
+        // The work directories and submissions no active job needs any more: those of the
+        // tasks given up (their jobs were just cancelled) and of jobs no row names. A job of a
+        // crashed run that nobody has claimed yet keeps both: it still reads its batch file, and
+        // the next run adopts its results.
         if let Ok(remaining) = remaining {
-            let needed: HashSet<&str> = remaining
-                .iter()
-                .filter_map(|r| r.work.split_once('-').map(|(_, batch)| batch))
-                .collect();
-            remove_unneeded_batches(&self.shared.settings.store, &needed);
+            sweep(&self.shared.settings.store, &remaining);
         }
     }
 
@@ -212,8 +262,13 @@ impl SlurmExecutor {
         shared
             .adoption_loaded
             .get_or_init(|| async {
-                match shared.writer.call(|conn| slurm_jobs::all(conn)).await {
+                match shared.writer.call(|conn| slurm_jobs::active(conn)).await {
                     Ok(rows) => {
+                        // Before this run submits anything: leftovers of jobs that are gone
+                        // (cancelled, or of a run that crashed) go.
+                        let store = shared.settings.store.clone();
+                        let swept = rows.clone();
+                        let _ = tokio::task::spawn_blocking(move || sweep(&store, &swept)).await;
                         let mut state = shared.lock();
                         state.adoptable = rows.into_iter().map(|r| (r.task_id, r)).collect();
                     }
@@ -238,25 +293,19 @@ impl SlurmExecutor {
                     state
                         .elements
                         .entry(row.job_id.clone())
-                        .or_insert_with(|| Element {
-                            keys: Vec::new(),
-                            state: "UNKNOWN".into(),
-                            gone_since: None,
-                            batch_dir: None,
-                            index: 0,
-                        })
+                        .or_insert_with(|| Element::of_row(&shared.settings.store, &row))
                         .keys
                         .push(row.work.clone());
-                    state.running.insert(
-                        row.work,
-                        Running {
-                            spec: spec.clone(),
-                            done,
-                            job: row.job_id,
-                            work,
-                            submitted: Instant::now(),
-                        },
-                    );
+                    let running = Running {
+                        spec: spec.clone(),
+                        done,
+                        placed: control.placed.clone(),
+                        job: row.job_id,
+                        work,
+                        submitted: Instant::now(),
+                    };
+                    running.place(&row.state);
+                    state.running.insert(row.work, running);
                 }
                 None => {
                     state
@@ -266,6 +315,7 @@ impl SlurmExecutor {
                         .push_back(Waiting {
                             spec: spec.clone(),
                             done,
+                            placed: control.placed.clone(),
                             since: Instant::now(),
                         });
                 }
@@ -320,7 +370,7 @@ impl Shared {
             if let Some(key) = key
                 && let Some(running) = state.running.remove(&key)
             {
-                state.abandoned.push(task_id);
+                state.abandoned.push((task_id, "CANCELLED".into()));
                 if let Some(element) = state.elements.get_mut(&running.job) {
                     element.keys.retain(|k| *k != key);
                     if element.keys.is_empty() {
@@ -380,12 +430,17 @@ impl Shared {
         if !quiet && oldest.elapsed() < MAX_WAIT {
             return Vec::new();
         }
-        // More elements than the partition can run at once only fix tasks into small groups.
+        // Groups are spread over what the partition runs at once: more elements than that
+        // would only cut a short queue into small groups.
         let parallel = config
             .max_jobs
             .min(state.capacity.unwrap_or(usize::MAX))
             .max(1);
-        let mut free = parallel.saturating_sub(state.elements.len());
+        // But once a step's groups are sized, they all go out at once, up to `max_jobs`: Slurm
+        // starts the next element the moment a CPU frees up, where a submission of ours made
+        // then would leave the CPU idle for an `sbatch` and a scheduling pass (measured: waves
+        // of two elements at a time took twice as long as the same groups in one array).
+        let mut free = config.max_jobs.saturating_sub(state.elements.len());
         // Steps with tasks on the cluster, and since when (for the duration probe below).
         let mut in_flight: HashMap<String, Instant> = HashMap::new();
         for running in state.running.values() {
@@ -510,6 +565,8 @@ impl Shared {
         );
         let now = crate::store::now();
         let mut rows = Vec::with_capacity(tasks);
+        // Elements all of whose tasks were given up while the submission was under way.
+        let mut unwanted = Vec::new();
         {
             let mut state = self.lock();
             for (index, (group, waiting)) in groups.iter().zip(plan.groups).enumerate() {
@@ -527,30 +584,35 @@ impl Shared {
                         step: step.name.clone(),
                         state: "PENDING".into(),
                         updated_at: now.clone(),
+                        ended_at: None,
                     });
                     keys.push(key.clone());
-                    state.running.insert(
-                        key.clone(),
-                        Running {
-                            spec: w.spec,
-                            done: w.done,
-                            job: job.clone(),
-                            work: wire::work_dir(&store, key),
-                            submitted: Instant::now(),
-                        },
-                    );
+                    let running = Running {
+                        spec: w.spec,
+                        done: w.done,
+                        placed: w.placed,
+                        job: job.clone(),
+                        work: wire::work_dir(&store, key),
+                        submitted: Instant::now(),
+                    };
+                    running.place("PENDING");
+                    state.running.insert(key.clone(), running);
                 }
-                state.elements.insert(
-                    job,
-                    Element {
-                        keys,
-                        state: "PENDING".into(),
-                        gone_since: None,
-                        batch_dir: Some(batch_dir.clone()),
-                        index,
-                    },
-                );
+                if keys.is_empty() {
+                    unwanted.push(job);
+                    continue;
+                }
+                let mut element = Element::new(batch_dir.clone(), index, "PENDING");
+                element.keys = keys;
+                state.elements.insert(job, element);
             }
+        }
+        if !unwanted.is_empty() {
+            tracing::info!(
+                "cancelling Slurm jobs {}: their tasks were given up",
+                unwanted.join(" ")
+            );
+            scancel_now(&unwanted);
         }
         if let Err(e) = self
             .writer
@@ -637,70 +699,117 @@ impl Shared {
                 }
             }
         }
-        if !changed.is_empty() {
-            let _ = self
-                .writer
-                .call(move |conn| slurm_jobs::set_states(conn, &changed))
-                .await;
+        if changed.is_empty() {
+            return;
         }
+        {
+            let state = self.lock();
+            for (id, now) in &changed {
+                let Some(element) = state.elements.get(id) else {
+                    continue;
+                };
+                for running in element.keys.iter().filter_map(|k| state.running.get(k)) {
+                    running.place(now);
+                }
+            }
+        }
+        let _ = self
+            .writer
+            .call(move |conn| slurm_jobs::set_states(conn, &changed))
+            .await;
     }
 
     /// Take the results the jobs have written: verify, move the outputs, complete the tasks.
     async fn collect_results(&self) {
-        let candidates: Vec<(String, PathBuf)> = {
+        // One log per element that may have started, read from where the last look stopped.
+        let logs: Vec<(String, PathBuf, LogReader)> = {
             let state = self.lock();
             state
-                .running
+                .elements
                 .iter()
-                .filter(|(_, r)| {
-                    state
-                        .elements
-                        .get(&r.job)
-                        .is_none_or(|e| e.state != "PENDING")
+                .filter(|(_, e)| e.state != "PENDING" || !e.early.is_empty())
+                .map(|(id, e)| {
+                    (
+                        id.clone(),
+                        wire::element_log(&e.batch_dir, e.index),
+                        e.reader.clone(),
+                    )
                 })
-                .map(|(k, r)| (k.clone(), r.work.clone()))
                 .collect()
         };
-        if candidates.is_empty() {
+        if logs.is_empty() {
             return;
         }
-        let ready: Vec<String> = tokio::task::spawn_blocking(move || {
-            candidates
-                .into_iter()
-                .filter(|(_, work)| wire::result_path(work).exists())
-                .map(|(k, _)| k)
-                .collect()
-        })
-        .await
-        .unwrap_or_default();
-        if ready.is_empty() {
-            return;
-        }
-        let taken: Vec<Running> = {
-            let mut state = self.lock();
-            ready
-                .iter()
-                .filter_map(|key| {
-                    let running = state.running.remove(key)?;
-                    if let Some(element) = state.elements.get_mut(&running.job) {
-                        element.keys.retain(|k| k != key);
+        let read: Vec<(String, LogReader, Vec<ElementEvent>)> =
+            tokio::task::spawn_blocking(move || {
+                logs.into_iter()
+                    .map(|(id, path, mut reader)| {
+                        let events = reader.read_new(&path).unwrap_or_else(|e| {
+                            tracing::debug!("reading {}: {e}", path.display());
+                            Vec::new()
+                        });
+                        (id, reader, events)
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap_or_default();
+        let taken: Vec<(Running, TaskResult)> = {
+            let mut guard = self.lock();
+            let State {
+                elements, running, ..
+            } = &mut *guard;
+            let mut taken = Vec::new();
+            for (id, reader, events) in read {
+                let Some(element) = elements.get_mut(&id) else {
+                    continue;
+                };
+                element.reader = reader;
+                for event in events {
+                    match event {
+                        ElementEvent::Started { key } => {
+                            element.started.insert(key);
+                        }
+                        ElementEvent::Finished { key, result } => {
+                            element.early.insert(key, result);
+                        }
                     }
-                    Some(running)
-                })
-                .collect()
+                }
+                // Results of the tasks this run waits for; the others wait to be asked for.
+                let mine: Vec<String> = element
+                    .early
+                    .keys()
+                    .filter(|k| running.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for key in mine {
+                    let (Some(result), Some(task)) =
+                        (element.early.remove(&key), running.remove(&key))
+                    else {
+                        continue;
+                    };
+                    element.started.remove(&key);
+                    element.keys.retain(|k| *k != key);
+                    taken.push((task, result));
+                }
+            }
+            taken
         };
+        if taken.is_empty() {
+            return;
+        }
         let finished: Vec<(Running, Exit, Option<u64>)> = tokio::task::spawn_blocking(move || {
             taken
                 .into_iter()
-                .map(|running| {
-                    let (exit, duration) = take_result(&running.spec, &running.work);
+                .map(|(running, result)| {
+                    let (exit, duration) = take_result(&running.spec, &running.work, result);
                     (running, exit, duration)
                 })
                 .collect()
         })
         .await
         .unwrap_or_default();
-        let mut done_ids = Vec::with_capacity(finished.len());
+        let mut ends = Vec::with_capacity(finished.len());
         {
             let mut state = self.lock();
             for (running, exit, duration) in finished {
@@ -718,49 +827,54 @@ impl Shared {
                     running.job,
                     exit.describe()
                 );
-                done_ids.push(running.spec.task_id);
+                let last = if exit.success() {
+                    "COMPLETED"
+                } else {
+                    "FAILED"
+                };
+                ends.push((running.spec.task_id, last.to_string()));
                 let _ = running.done.send(exit);
             }
-            // An element none of whose tasks is awaited needs no more watching.
+            // An element none of whose tasks is awaited needs no more watching (nor cancelling:
+            // an adopted job may still run tasks this run does not ask for). A task of it asked
+            // for later finds it again, and reads its log from the start.
             state.elements.retain(|_, e| !e.keys.is_empty());
         }
         let _ = self
             .writer
-            .call(move |conn| slurm_jobs::forget(conn, &done_ids))
+            .call(move |conn| slurm_jobs::end(conn, &ends))
             .await;
     }
 
     /// Jobs that left the queue a while ago without results for all their tasks: the task that
     /// was running fails with Slurm's reason; the ones that never started are queued again.
     async fn settle_gone(&self) {
-        let gone: Vec<(String, Vec<String>, Option<PathBuf>, usize)> = {
+        let gone: Vec<String> = {
             let state = self.lock();
             state
                 .elements
                 .iter()
                 .filter(|(_, e)| e.gone_since.is_some_and(|t| t.elapsed() >= GONE_GRACE))
-                .map(|(id, e)| (id.clone(), e.keys.clone(), e.batch_dir.clone(), e.index))
+                .map(|(id, _)| id.clone())
                 .collect()
         };
-        for (job, keys, batch_dir, index) in gone {
+        for job in gone {
             // A result that arrived meanwhile is taken first.
             self.collect_results().await;
             let reason = commands::why_ended(&job).await.unwrap_or_else(|| {
                 "the job left the queue without a result (no accounting record of why)".into()
             });
-            let job_output = batch_dir.map(|d| d.join(format!("slurm-{index}.out")));
             let mut state = self.lock();
             let Some(element) = state.elements.remove(&job) else {
                 continue;
             };
-            let started: Vec<bool> = keys
+            let job_output = element
+                .batch_dir
+                .join(format!("slurm-{}.out", element.index));
+            let started: Vec<bool> = element
+                .keys
                 .iter()
-                .map(|k| {
-                    state
-                        .running
-                        .get(k)
-                        .is_some_and(|r| wire::started_path(&r.work).exists())
-                })
+                .map(|k| element.started.contains(k))
                 .collect();
             let any_started = started.iter().any(|s| *s);
             for (key, was_started) in element.keys.iter().zip(started) {
@@ -780,12 +894,13 @@ impl Shared {
                         .push_back(Waiting {
                             spec: running.spec,
                             done: running.done,
+                            placed: running.placed,
                             since: Instant::now(),
                         });
                     continue;
                 }
                 let mut why = format!("Slurm job {job} ended {reason} before the task finished");
-                if !any_started && let Some(tail) = job_output.as_deref().and_then(output_tail) {
+                if !any_started && let Some(tail) = output_tail(&job_output) {
                     why.push_str(&format!("; the job's output: {tail}"));
                 }
                 append_log(&running.spec.log_path, &format!("grit: {why}"));
@@ -793,7 +908,7 @@ impl Shared {
                     append_node_log(&running.work, &running.spec.log_path);
                 }
                 let _ = std::fs::remove_dir_all(&running.work);
-                state.abandoned.push(task_id);
+                state.abandoned.push((task_id, reason.clone()));
                 let _ = running
                     .done
                     .send(Exit::Scheduler(format!("job {job} ended {reason}")));
@@ -830,7 +945,6 @@ fn prepare_batch(
         let mut tasks = Vec::with_capacity(group.len());
         for (key, spec) in group {
             let work = wire::work_dir(&batch.store, key);
-            crate::store::access::create_dir_all(&work, 0o700)?;
             let input = match &spec.input {
                 TaskInput::None => WireInput::None,
                 TaskInput::File { path, name, hash } => WireInput::File {
@@ -839,6 +953,7 @@ fn prepare_batch(
                     hash: hash.clone(),
                 },
                 TaskInput::Dir { path } => {
+                    // The rest of the work directory is the job's to make.
                     let linked = work.join("in");
                     crate::store::access::create_dir_all(&linked, 0o700)?;
                     for entry in std::fs::read_dir(path)? {
@@ -868,34 +983,52 @@ fn prepare_batch(
     Ok(script)
 }
 
-/// Remove `<db>/slurm/batch/<id>` for every id not in `needed`.
-fn remove_unneeded_batches(store: &Path, needed: &HashSet<&str>) {
-    let dir = wire::root(store).join("batch");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
+/// Remove what no active job (`active`, the rows of tasks still on the cluster) needs under
+/// `<db>/slurm/`: `work/<key>` for every other key, `batch/<id>` for every other submission.
+/// Only the store's one writer runs this, while no submission of its own is under way.
+fn sweep(store: &Path, active: &[SlurmJob]) {
+    let work: HashSet<&str> = active.iter().map(|r| r.work.as_str()).collect();
+    let batches: HashSet<&str> = active
+        .iter()
+        .filter_map(|r| r.work.split_once('-').map(|(_, batch)| batch))
+        .collect();
+    let removed = remove_unneeded(&wire::root(store).join("work"), &work);
+    if removed > 0 {
+        tracing::info!("removed {removed} work director(y/ies) of Slurm jobs that are gone");
+    }
+    remove_unneeded(&wire::root(store).join("batch"), &batches);
+}
+
+/// Remove every entry of `dir` whose name is not in `needed`; how many went.
+fn remove_unneeded(dir: &Path, needed: &HashSet<&str>) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
     };
+    let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !needed.contains(name.to_string_lossy().as_ref()) {
-            let _ = std::fs::remove_dir_all(entry.path());
+        if !needed.contains(name.to_string_lossy().as_ref())
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed += 1;
         }
     }
+    removed
 }
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// Read a task's result, check its staged outputs, move them into the engine's `OUTPUT_DIR`,
-/// and copy the node's log into the task's log. Returns the exit and the task's duration.
-fn take_result(spec: &TaskSpec, work: &Path) -> (Exit, Option<u64>) {
+/// Check a task's staged outputs against its result, move them into the engine's `OUTPUT_DIR`
+/// (vouching to the capture for the hashes just computed), and copy the node's log into the
+/// task's log. Returns the exit and the task's duration.
+fn take_result(spec: &TaskSpec, work: &Path, result: TaskResult) -> (Exit, Option<u64>) {
     let outcome = (|| -> Result<(Exit, u64), String> {
-        let result: TaskResult = wire::read(&wire::result_path(work))
-            .map_err(|e| format!("the task's result record cannot be read: {e}"))?;
         append_node_log(work, &spec.log_path);
         let exit = result.exit.to_exit();
         if exit.success() {
-            verify_staged(work, &result)?;
+            let verified = verify_staged(work, &result)?;
             let out = work.join("out");
             for entry in std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))? {
                 let entry = entry.map_err(|e| format!("{}: {e}", out.display()))?;
@@ -903,6 +1036,13 @@ fn take_result(spec: &TaskSpec, work: &Path) -> (Exit, Option<u64>) {
                 std::fs::rename(entry.path(), &target).map_err(|e| {
                     format!("moving {} into OUTPUT_DIR: {e}", entry.path().display())
                 })?;
+                let name = entry.file_name();
+                if let (Some(admission), Some(record)) = (
+                    &spec.admission,
+                    verified.get(name.to_string_lossy().as_ref()),
+                ) {
+                    admission.vouch(&target, &record.hash, record.size);
+                }
             }
         }
         Ok((exit, result.duration_ms))
@@ -919,14 +1059,19 @@ fn take_result(spec: &TaskSpec, work: &Path) -> (Exit, Option<u64>) {
 
 /// The bytes on the shared filesystem are the bytes the node hashed: every regular file in
 /// `out/` is in the record with the same size and SHA-256, and nothing the record names is
-/// missing. Anything else is refused before the engine's capture sees it.
-fn verify_staged(work: &Path, result: &TaskResult) -> Result<(), String> {
+/// missing. Anything else is refused before the engine's capture sees it. Returns the records
+/// of the files checked, by name.
+fn verify_staged<'r>(
+    work: &Path,
+    result: &'r TaskResult,
+) -> Result<HashMap<&'r str, &'r wire::WireOutput>, String> {
     let out = work.join("out");
     let mut recorded: HashMap<&str, &wire::WireOutput> = result
         .outputs
         .iter()
         .map(|o| (o.name.as_str(), o))
         .collect();
+    let mut verified = HashMap::with_capacity(recorded.len());
     let entries = std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", out.display()))?;
@@ -953,6 +1098,7 @@ fn verify_staged(work: &Path, result: &TaskResult) -> Result<(), String> {
                 crate::store::short_hash(&hash),
             ));
         }
+        verified.insert(record.name.as_str(), record);
     }
     if let Some(name) = recorded.keys().next() {
         return Err(format!(
@@ -961,7 +1107,7 @@ fn verify_staged(work: &Path, result: &TaskResult) -> Result<(), String> {
             out.display()
         ));
     }
-    Ok(())
+    Ok(verified)
 }
 
 fn append_log(path: &Path, line: &str) {
@@ -1039,7 +1185,11 @@ mod tests {
             node: "n1".into(),
             job_id: "7_0".into(),
         };
-        assert_eq!(verify_staged(work, &result), Ok(()));
+        let verified = verify_staged(work, &result).expect("the same bytes");
+        assert_eq!(
+            verified.get("a").map(|o| o.hash.as_str()),
+            Some(hash.as_str())
+        );
         std::fs::write(work.join("out/a"), b"HELLO").expect("change");
         let err = verify_staged(work, &result).expect_err("changed bytes");
         assert!(

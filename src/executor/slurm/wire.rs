@@ -1,13 +1,19 @@
 //! What the submitting grit and the job on a compute node exchange through the store's directory
 //! on the shared filesystem: the layout under `<db>/slurm/`, the batch file a job reads (which
-//! tasks each array element runs) and the result record it writes per task.
+//! tasks each array element runs) and the events log each element writes as it goes.
 //!
 //! Layout:
-//! - `<db>/slurm/batch/<id>/batch.json`, `job.sh`, `slurm-<element>.out`: one `sbatch` call.
+//! - `<db>/slurm/batch/<id>/batch.json`, `job.sh`, `slurm-<element>.out`: one `sbatch` call;
+//!   `element-<element>.log`: that element's [`ElementEvent`]s, one JSON object a line.
 //! - `<db>/slurm/work/<key>/`: one task's attempt on the cluster: `out/` (its `OUTPUT_DIR`),
-//!   `scratch/`, `in/` (a gather task's `INPUT_DIR`), `log`, `started`, `result.json`.
+//!   `scratch/`, `in/` (a gather task's `INPUT_DIR`), `log`.
 //!
-//! Every file a reader must see whole is written to a temporary name and renamed.
+//! The batch file is written to a temporary name and renamed. An element's log only grows, by
+//! whole lines each written with one `write` and the file closed after it (so an NFS client
+//! sends it to the server); the reader takes only lines that end in a newline and parse, and
+//! reads on from there next time. One log per element, not a file per task, so the submitting
+//! grit looks at a handful of files per poll however many tasks are out, and a node creates and
+//! syncs no file per task.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,14 +38,74 @@ pub fn batch_dir(store: &Path, id: &str) -> PathBuf {
     root(store).join("batch").join(id)
 }
 
-/// The file that says a task has a result.
-pub fn result_path(work: &Path) -> PathBuf {
-    work.join("result.json")
+/// The events log of element `index` of the submission in `batch_dir`.
+pub fn element_log(batch_dir: &Path, index: usize) -> PathBuf {
+    batch_dir.join(format!("element-{index}.log"))
 }
 
-/// Written by the job before it starts a task: the task ran (or was running) when the job ended.
-pub fn started_path(work: &Path) -> PathBuf {
-    work.join("started")
+/// The submission a task's work key belongs to: `t<task>-<batch id>` → `<batch id>`.
+pub fn batch_of_key(key: &str) -> Option<&str> {
+    key.split_once('-').map(|(_, batch)| batch)
+}
+
+/// What an element says as it runs its group, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ElementEvent {
+    /// The task is about to run: if the job ends before its result, it was running then.
+    Started { key: String },
+    /// The task's attempt ended.
+    Finished { key: String, result: TaskResult },
+}
+
+/// Append one event to an element's log (creating it).
+pub fn append_event(path: &Path, event: &ElementEvent) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    // One write: a reader sees the line whole or not at all.
+    file.write_all(&line)
+}
+
+/// Reads an element's log as it grows.
+#[derive(Debug, Default, Clone)]
+pub struct LogReader {
+    /// Bytes of the log already taken.
+    pub offset: u64,
+}
+
+impl LogReader {
+    /// The events appended since the last call; none when the log does not exist yet.
+    pub fn read_new(&mut self, path: &Path) -> std::io::Result<Vec<ElementEvent>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut events = Vec::new();
+        let mut taken = 0;
+        while let Some(end) = bytes[taken..].iter().position(|&b| b == b'\n') {
+            let line = &bytes[taken..taken + end];
+            // A line the shared filesystem shows only in part (or as zeros) is read again next
+            // time, from its start.
+            let Ok(event) = serde_json::from_slice(line) else {
+                break;
+            };
+            events.push(event);
+            taken += end + 1;
+        }
+        self.offset += taken as u64;
+        Ok(events)
+    }
 }
 
 /// What a task reads, with host paths that are the same on every node.
@@ -126,7 +192,7 @@ pub struct WireOutput {
     pub size: u64,
 }
 
-/// A task's result record, `result.json` in its work directory.
+/// A task's result record, in its element's log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskResult {
     pub exit: WireExit,
@@ -181,6 +247,58 @@ mod tests {
             assert_eq!(back.to_exit(), exit);
         }
         assert_eq!(WireExit::from_exit(&Exit::Cancelled), None);
+    }
+
+    #[test]
+    fn an_element_log_is_read_by_whole_lines_as_it_grows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = element_log(dir.path(), 3);
+        let mut reader = LogReader::default();
+        assert!(reader.read_new(&path).expect("missing is empty").is_empty());
+        append_event(&path, &ElementEvent::Started { key: "t1-b".into() }).expect("append");
+        let result = TaskResult {
+            exit: WireExit::Code { code: 0 },
+            duration_ms: 2,
+            outputs: Vec::new(),
+            node: "n".into(),
+            job_id: "5_3".into(),
+        };
+        append_event(
+            &path,
+            &ElementEvent::Finished {
+                key: "t1-b".into(),
+                result,
+            },
+        )
+        .expect("append");
+        // Half a line, as a reader may see one being written: left for later.
+        {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open");
+            file.write_all(b"{\"event\":\"started\",\"ke")
+                .expect("half");
+        }
+        let events = reader.read_new(&path).expect("read");
+        assert_eq!(events.len(), 2);
+        assert!(matches!(&events[0], ElementEvent::Started { key } if key == "t1-b"));
+        assert!(
+            matches!(&events[1], ElementEvent::Finished { result, .. } if result.job_id == "5_3")
+        );
+        {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open");
+            file.write_all(b"y\":\"t2-b\"}\n").expect("rest");
+        }
+        let events = reader.read_new(&path).expect("read");
+        assert!(matches!(&events[..], [ElementEvent::Started { key }] if key == "t2-b"));
+        assert!(reader.read_new(&path).expect("read").is_empty());
+        assert_eq!(batch_of_key("t12-r3-p9-b0"), Some("r3-p9-b0"));
     }
 
     #[test]

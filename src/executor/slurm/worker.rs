@@ -2,9 +2,9 @@
 //! `--help`), which one array element of a submission runs. It loads the manifest as the run did,
 //! refuses a step whose version changed since submission, and runs its group of tasks one after
 //! the other through the local [`ProcessExecutor`] (the same sandbox as a local run), each into
-//! its own work directory on the shared filesystem. Per task it writes `started`, then hashes
-//! what the task left in `out/` and writes `result.json` atomically. It never opens the
-//! database: only the submitting grit publishes.
+//! its own work directory on the shared filesystem. Per task it appends `started` to the
+//! element's log, runs the task, hashes what it left in `out/`, and appends its result
+//! ([`wire::ElementEvent`]). It never opens the database: only the submitting grit publishes.
 //!
 //! Slurm ends a job with SIGTERM (time limit, `scancel`, preemption): the running task is
 //! killed, and no result is written for it or the tasks after it; the submitting grit learns why
@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use super::wire::{self, Batch, TaskResult, WireExit, WireInput, WireOutput, WireTask};
+use super::wire::{
+    self, Batch, ElementEvent, TaskResult, WireExit, WireInput, WireOutput, WireTask,
+};
 use crate::cancel::CancelToken;
 use crate::executor::process::ProcessExecutor;
 use crate::executor::{Executor, Exit, TaskControl, TaskInput, TaskSpec};
@@ -39,12 +41,18 @@ pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
         )
     })?;
     let job_id = job_id();
+    let log = wire::element_log(
+        batch_file.parent().unwrap_or_else(|| Path::new(".")),
+        element,
+    );
+    let tell = |event: &ElementEvent| {
+        wire::append_event(&log, event).with_context(|| format!("writing {}", log.display()))
+    };
     let step = match load_step(&batch) {
         Ok(step) => step,
         Err(why) => {
             // Every task of the group fails with the reason; none runs a step it was not meant to.
             for task in &group {
-                let work = wire::work_dir(&batch.store, &task.key);
                 let result = TaskResult {
                     exit: WireExit::SpawnFailed { error: why.clone() },
                     duration_ms: 0,
@@ -52,8 +60,10 @@ pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
                     node: node_name(),
                     job_id: job_id.clone(),
                 };
-                wire::write_atomic(&wire::result_path(&work), &result)
-                    .with_context(|| format!("writing the result of task {}", task.task_id))?;
+                tell(&ElementEvent::Finished {
+                    key: task.key.clone(),
+                    result,
+                })?;
             }
             return Ok(());
         }
@@ -69,18 +79,23 @@ pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
         let control = TaskControl {
             cancel: cancel.clone(),
             lines: None,
+            placed: None,
         };
         for task in &group {
             if cancel.reason().is_some() {
                 break;
             }
+            tell(&ElementEvent::Started {
+                key: task.key.clone(),
+            })?;
             let Some(result) = run_one(&executor, &control, &batch, &step, task, &job_id).await?
             else {
                 break;
             };
-            let work = wire::work_dir(&batch.store, &task.key);
-            wire::write_atomic(&wire::result_path(&work), &result)
-                .with_context(|| format!("writing the result of task {}", task.task_id))?;
+            tell(&ElementEvent::Finished {
+                key: task.key.clone(),
+                result,
+            })?;
         }
         executor.run_ended();
         anyhow::Ok(())
@@ -129,8 +144,6 @@ async fn run_one(
         crate::store::access::create_dir_all(dir, 0o700)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(wire::started_path(&work), job_id.as_bytes())
-        .with_context(|| format!("marking task {} started", task.task_id))?;
     let input = match &task.input {
         WireInput::None => TaskInput::None,
         WireInput::File { path, name, hash } => TaskInput::File {

@@ -1,5 +1,6 @@
-//! One task's page: its facts (step, version, state, attempts, exit code, error), why it ran,
-//! its input and outputs as links, and its log, followed live while it runs.
+//! One task's page: its facts (step, version, state, attempts, exit code, error, and its Slurm job
+//! when it ran on a cluster), why it ran, its input and outputs as links, and its log, followed
+//! live while it runs.
 
 use axum::Extension;
 use axum::extract::{Path, State};
@@ -88,6 +89,15 @@ pub async fn show(
     };
     let running = task.state == "running";
     let log_url = format!("/ui/tasks/{id}/log");
+    let slurm_row = task.slurm.as_ref().map(|job| {
+        (
+            "Slurm job",
+            html! {
+                code { (job.job_id) } " " (job.state)
+                @if !job.on_cluster { " " span.hint { "(its end there)" } }
+            },
+        )
+    });
     let body = html! {
         h1 { "Task " (id) }
         (layout::facts([
@@ -110,7 +120,7 @@ pub async fn show(
                     _ => span.hint { "none (a source or a gather task)" },
                 }
             }),
-        ]))
+        ].into_iter().chain(slurm_row)))
         @if let Some(error) = &task.error {
             p.notice role="alert" { span.error-line { (error) } }
         }
