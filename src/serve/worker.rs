@@ -117,6 +117,18 @@ impl Pipeline {
         self.reloaded.notify_one();
     }
 
+    /// The server has just written to the store outside a run (a trigger, a cancel, a deleted
+    /// record): compute the Pipeline page's step graph and counts again ahead of the next view,
+    /// on a blocking thread, since any commit makes them stale (see `ReadCache`). During a run
+    /// the page serves the last ones computed instead, so nothing is done then.
+    pub fn store_written(self: &Arc<Self>) {
+        if self.publishing() {
+            return;
+        }
+        let pipeline = self.clone();
+        tokio::task::spawn_blocking(move || super::ui::pipelines::warm(&pipeline));
+    }
+
     /// Whether the engine is running a run of this pipeline right now (see `publishing`).
     pub fn publishing(&self) -> bool {
         self.publishing.load(std::sync::atomic::Ordering::SeqCst)
@@ -286,10 +298,7 @@ async fn execute(
         tracing::error!(pipeline = %name, "recording the end of run {run_id}: {e}");
     }
     pipeline.set_current(None);
-    {
-        let pipeline = pipeline.clone();
-        tokio::task::spawn_blocking(move || super::ui::pipelines::warm(&pipeline));
-    }
+    pipeline.store_written();
     pipeline
         .hub
         .metrics

@@ -204,6 +204,7 @@ pub(crate) async fn enqueue_run(
         .writer
         .call(move |conn| queue::enqueue(conn, &trigger))
         .await?;
+    pipeline.store_written();
     let (id, position, merged) = match outcome {
         Enqueued::Queued { id, position } => (id, position, false),
         Enqueued::Merged { id, position } => (id, position, true),
@@ -428,6 +429,7 @@ pub(crate) async fn cancel_run(state: &Shared, public: &str) -> Result<CancelSta
         .writer
         .call(move |conn| queue::cancel_queued(conn, id, "cancelled by a client"))
         .await?;
+    pipeline.store_written();
     let status = match found {
         CancelQueued::NotFound => return Err(no_run(public)),
         CancelQueued::Cancelled => {
@@ -482,6 +484,7 @@ pub async fn delete(
         .writer
         .call(move |conn| queue::delete(conn, id))
         .await?;
+    pipeline.store_written();
     match before.as_deref() {
         None => Err(no_run(&public)),
         Some("running") => Err(ApiError::conflict(format!(
