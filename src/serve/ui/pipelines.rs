@@ -49,13 +49,15 @@ impl StepModels {
 /// (on a blocking thread) when the server starts and when a run ends, the two moments the store
 /// has just changed and nobody has looked yet. On a store of 100,000 resources the computation
 /// takes about 0.1 s, which would otherwise be the next viewer's wait; a viewer who comes while
-/// it runs waits for it instead of computing it again.
+/// it runs waits for it instead of computing it again. Best effort: while one computation is
+/// under way another is not started (a burst of triggers costs one, not one each), and a view
+/// the burst left stale computes its own.
 pub fn warm(pipeline: &Pipeline) {
-    let warmed = pipeline.step_models.get(
+    let warmed = pipeline.step_models.refresh_if_idle(
         || Ok(crate::store::open_read(&pipeline.paths.root)?.1),
         StepModels::read,
     );
-    if let Err(e) = warmed {
+    if let Some(Err(e)) = warmed {
         // The page computes them itself, and reports the error if it recurs.
         tracing::debug!(pipeline = %pipeline.config().name, "computing the step graph ahead: {e}");
     }
