@@ -37,6 +37,7 @@
 //!   engine, and the API handlers. Clients (`grit trigger`, `grit runs`) speak HTTP to it.
 //! - [`report`]: logging, progress, the run summary and other human and JSON output. It only
 //!   subscribes to engine events; it never drives the engine.
+//! - [`memory`]: the allocator settings the `grit` binary applies to itself before anything runs.
 //! - [`cli`]: the command line (clap), including GRIT's `-manifest x -db y -run` spelling.
 //! - [`commands`]: one file per subcommand, gluing the above together, and [`commands::exit`], the
 //!   mapping from outcomes and errors to exit codes: 0 ok, 1 a task failed, 2 usage or manifest
@@ -51,6 +52,7 @@ pub mod executor;
 pub mod image;
 pub mod launch;
 pub mod manifest;
+pub mod memory;
 pub mod report;
 pub mod sandbox;
 pub mod serve;

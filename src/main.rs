@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    grit::memory::settle_allocator();
     let args = match grit::cli::translate_legacy(std::env::args_os().collect()) {
         Ok(args) => args,
         Err(message) => {

@@ -19,7 +19,6 @@ pub mod client;
 pub mod config;
 pub mod events;
 pub mod listen;
-pub mod memory;
 pub mod metrics;
 pub mod queue;
 pub mod schedule;
@@ -44,7 +43,7 @@ const HTTP_THREADS: usize = 2;
 
 /// Run the server until SIGTERM or SIGINT; returns once every run has ended or was cancelled.
 pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    memory::settle_allocator();
+    crate::memory::settle_allocator();
     let hub = Arc::new(worker::Hub::default());
     let mut pipelines = BTreeMap::new();
     for p in config.pipelines.values() {

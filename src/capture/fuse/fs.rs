@@ -158,6 +158,14 @@ struct TaskDir {
 }
 
 impl TaskDir {
+    /// The name file `ino` is linked under, for messages (nodes do not keep their names).
+    fn name_of(&self, ino: u64) -> String {
+        self.entries
+            .iter()
+            .find(|(_, linked)| **linked == ino)
+            .map_or_else(|| "(deleted file)".to_string(), |(name, _)| name.clone())
+    }
+
     /// Record a failure that makes the task fail. The first one is also logged at once: when it
     /// makes the script exit non-zero, the engine discards the task without asking for it, and
     /// a full disk may keep it out of the task log as well.
@@ -198,26 +206,34 @@ impl Messages {
 
 impl FileNode {
     /// The open staging file, reopened by its path if every process had closed the node.
-    fn staging_file(&mut self) -> std::io::Result<&File> {
+    fn staging_file(&mut self, shared: &Shared) -> std::io::Result<&File> {
         let file = match self.file.take() {
             Some(file) => file,
-            None => File::options().read(true).write(true).open(&self.staged)?,
+            None => File::options()
+                .read(true)
+                .write(true)
+                .open(shared.staged_path(self.ino))?,
         };
         Ok(self.file.insert(file))
     }
 }
 
+///
+/// A task may leave hundreds of thousands of files, and each is held here until the task ends,
+/// so a node keeps only what it cannot derive: its name lives in the task directory's entries,
+/// its staging file's path comes from its inode number ([`Shared::staged_path`]), and the hash
+/// state of a closed file shrinks to its digest ([`StreamingHash::Sealed`]). About 150 bytes a
+/// file, where it was 320 (BENCHMARKS.md, issue 16).
 struct FileNode {
     ino: u64,
     dir: u64,
-    /// `None` once unlinked (the node lives on while a process holds it open).
-    name: Option<String>,
+    /// False once unlinked (the node lives on while a process holds it open).
+    linked: bool,
     /// The staging file, open while a process holds the node open (and reopened by path for a
     /// request on a closed one): a task may write more files than grit may hold descriptors.
     file: Option<File>,
-    staged: PathBuf,
     size: u64,
-    hasher: Sha256,
+    hasher: StreamingHash,
     /// The hash state lives on the hash worker (`hasher` is unused then).
     offloaded: bool,
     /// Bytes fed to the hash, always a prefix of the content while `rehash` is false.
@@ -227,6 +243,29 @@ struct FileNode {
     atime: SystemTime,
     mtime: SystemTime,
     ctime: SystemTime,
+}
+
+/// The hash of a file's first `hashed` bytes, kept while the script writes in order.
+enum StreamingHash {
+    /// Extended by each in-order write (boxed: only a file being written pays for the state).
+    Running(Box<Sha256>),
+    /// Every process closed the file: the digest of its `hashed` bytes. A later write at the
+    /// end cannot extend it, so the file is hashed again by reading it back (`rehash`).
+    Sealed([u8; 32]),
+}
+
+impl StreamingHash {
+    fn new() -> StreamingHash {
+        StreamingHash::Running(Box::new(Sha256::new()))
+    }
+
+    /// The digest, from here on (a closed file keeps 32 bytes instead of the state).
+    fn seal(&mut self) {
+        if let StreamingHash::Running(state) = self {
+            let state = std::mem::take(&mut **state);
+            *self = StreamingHash::Sealed(state.finalize().into());
+        }
+    }
 }
 
 /// What a task directory held when it was taken out of the filesystem.
@@ -243,6 +282,11 @@ pub(super) enum StartError {
 }
 
 impl Shared {
+    /// The staging file of file node `ino` (nodes do not keep the path: see [`FileNode`]).
+    fn staged_path(&self, ino: u64) -> PathBuf {
+        self.staging.join(format!("{}{ino}", self.prefix))
+    }
+
     pub(super) fn new(staging: &Path, prefix: String) -> std::io::Result<Shared> {
         Ok(Shared {
             state: Mutex::new(State {
@@ -409,11 +453,13 @@ impl Shared {
                 st.inputs.remove(input);
             }
         }
+        let mut dir = dir;
         let mut files = Vec::with_capacity(dir.entries.len());
         let mut orphans = Vec::new();
-        for (name, fino) in &dir.entries {
-            if let Some(node) = st.files.remove(fino) {
-                files.push((name.clone(), node));
+        // Moved out, not copied: a task may leave hundreds of thousands of names.
+        for (name, fino) in std::mem::take(&mut dir.entries) {
+            if let Some(node) = st.files.remove(&fino) {
+                files.push((name, node));
             }
         }
         for fino in &dir.nodes {
@@ -498,7 +544,7 @@ impl Shared {
             crtime: node.ctime,
             kind: FileType::RegularFile,
             perm: FILE_MODE,
-            nlink: u32::from(node.name.is_some()),
+            nlink: u32::from(node.linked),
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
@@ -510,7 +556,7 @@ impl Shared {
     /// Create an empty file `name` in task directory `dir`, staged in a new file under `<db>/tmp`.
     fn new_file(&self, st: &mut State, dir: u64, name: &str, opens: u32) -> Result<u64, Errno> {
         let ino = st.alloc_ino();
-        let staged = self.staging.join(format!("{}{ino}", self.prefix));
+        let staged = self.staged_path(ino);
         let file = match File::options()
             .read(true)
             .write(true)
@@ -536,11 +582,10 @@ impl Shared {
             Box::new(FileNode {
                 ino,
                 dir,
-                name: Some(name.to_string()),
+                linked: true,
                 file: Some(file),
-                staged,
                 size: 0,
-                hasher: Sha256::new(),
+                hasher: StreamingHash::new(),
                 offloaded: false,
                 hashed: 0,
                 rehash: false,
@@ -589,15 +634,16 @@ impl State {
         ino
     }
 
-    /// Unlink a file: drop its name, and drop the node itself unless a process holds it open.
-    fn unlink_node(&mut self, ino: u64) {
+    /// Unlink a file (its entry is already gone): drop the node itself unless a process holds
+    /// it open.
+    fn unlink_node(&mut self, ino: u64, shared: &Shared) {
         let Some(node) = self.files.get_mut(&ino) else {
             return;
         };
-        node.name = None;
+        node.linked = false;
         node.ctime = SystemTime::now();
         // The staging file goes now; an open descriptor keeps working on the unlinked inode.
-        let _ = std::fs::remove_file(&node.staged);
+        let _ = std::fs::remove_file(shared.staged_path(ino));
         if node.opens == 0 {
             self.drop_node(ino);
         }
@@ -618,7 +664,7 @@ impl State {
         let Some(node) = self.files.get(&ino) else {
             return false;
         };
-        let (old, dir, name) = (node.size, node.dir, node.name.clone());
+        let (old, dir) = (node.size, node.dir);
         let Some(d) = self.dirs.get_mut(&dir) else {
             return false;
         };
@@ -627,7 +673,7 @@ impl State {
             && let Some(q) = d.quota
             && used > q
         {
-            let name = name.unwrap_or_else(|| "(deleted file)".into());
+            let name = d.name_of(ino);
             let msg = format!(
                 "OUTPUT_DIR/{name}: refused a write beyond the task's output quota (max_output = {q} bytes) (ENOSPC)"
             );
@@ -670,14 +716,14 @@ impl TakenTask {
         let mut out = Vec::with_capacity(files.len());
         let mut staged = Vec::with_capacity(files.len());
         for (name, node) in files {
-            staged.push(node.staged.clone());
+            staged.push(node.ino);
             if !errors.is_empty() {
                 if node.offloaded {
                     shared.hasher.forget(node.ino);
                 }
                 continue;
             }
-            match finalize(node, &shared.hasher) {
+            match finalize(*node, shared) {
                 Ok((hash, size, path)) => out.push(CapturedFile {
                     name,
                     hash,
@@ -693,8 +739,8 @@ impl TakenTask {
         if errors.is_empty() {
             Ok(out)
         } else {
-            for p in staged {
-                let _ = std::fs::remove_file(p);
+            for ino in staged {
+                let _ = std::fs::remove_file(shared.staged_path(ino));
             }
             Err(errors)
         }
@@ -703,7 +749,7 @@ impl TakenTask {
     /// Delete every staging file of the task.
     pub(super) fn delete(self, shared: &Shared) {
         for (_, node) in self.files {
-            let _ = std::fs::remove_file(&node.staged);
+            let _ = std::fs::remove_file(shared.staged_path(node.ino));
             if node.offloaded {
                 shared.hasher.forget(node.ino);
             }
@@ -727,23 +773,24 @@ fn stage(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-fn finalize(node: Box<FileNode>, worker: &Hasher) -> std::io::Result<(String, u64, PathBuf)> {
+fn finalize(node: FileNode, shared: &Shared) -> std::io::Result<(String, u64, PathBuf)> {
     let FileNode {
         ino,
         offloaded,
         file,
-        staged,
         size,
         hasher,
         hashed,
         rehash,
         ..
-    } = *node;
-    let mut file = match file {
-        Some(file) => file,
-        None => File::open(&staged)?,
+    } = node;
+    let worker = &shared.hasher;
+    let staged = shared.staged_path(ino);
+    // A closed file is checked by path: a task may leave more files than are worth opening.
+    let disk = match &file {
+        Some(file) => file.metadata()?.len(),
+        None => std::fs::symlink_metadata(&staged)?.len(),
     };
-    let disk = file.metadata()?.len();
     if disk != size {
         return Err(std::io::Error::other(format!(
             "staging file is {disk} bytes, expected {size}"
@@ -753,6 +800,10 @@ fn finalize(node: Box<FileNode>, worker: &Hasher) -> std::io::Result<(String, u6
         if offloaded {
             worker.forget(ino);
         }
+        let mut file = match file {
+            Some(file) => file,
+            None => File::open(&staged)?,
+        };
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
@@ -775,7 +826,10 @@ fn finalize(node: Box<FileNode>, worker: &Hasher) -> std::io::Result<(String, u6
             .finish(ino)
             .ok_or_else(|| std::io::Error::other("the hash worker stopped"))?
     } else {
-        hex::encode(hasher.finalize())
+        match hasher {
+            StreamingHash::Running(state) => hex::encode(state.finalize()),
+            StreamingHash::Sealed(digest) => hex::encode(digest),
+        }
     };
     Ok((hash, size, staged))
 }
@@ -918,14 +972,17 @@ impl CaptureFs {
         let Some(node) = st.files.get_mut(&ino) else {
             return Err(Errno::EIO);
         };
-        if let Err(e) = node.staging_file().and_then(|file| file.set_len(size)) {
-            let msg = format!(
-                "truncating '{}' failed: {}",
-                node.name.as_deref().unwrap_or("(deleted file)"),
-                describe_io(&e)
-            );
+        if let Err(e) = node
+            .staging_file(&self.shared)
+            .and_then(|file| file.set_len(size))
+        {
             let dir = node.dir;
             if let Some(d) = st.dirs.get_mut(&dir) {
+                let msg = format!(
+                    "truncating '{}' failed: {}",
+                    d.name_of(ino),
+                    describe_io(&e)
+                );
                 d.fail(msg);
             }
             return Err(Errno::from(e));
@@ -936,7 +993,7 @@ impl CaptureFs {
         }
         if size == 0 {
             // `> file` on an existing file: start the streaming hash over.
-            node.hasher = Sha256::new();
+            node.hasher = StreamingHash::new();
             node.hashed = 0;
             node.rehash = false;
         } else {
@@ -1179,7 +1236,7 @@ impl Filesystem for CaptureFs {
         };
         match name.to_str().and_then(|n| dir.entries.remove(n)) {
             Some(ino) => {
-                st.unlink_node(ino);
+                st.unlink_node(ino, &self.shared);
                 reply.ok();
             }
             None => reply.error(Errno::ENOENT),
@@ -1261,13 +1318,7 @@ impl Filesystem for CaptureFs {
                 return reply.error(Errno::ENOENT);
             };
             dir.entries.insert(old.to_string(), dst);
-            dir.entries.insert(new.clone(), src);
-            if let Some(n) = st.files.get_mut(&dst) {
-                n.name = Some(old.to_string());
-            }
-            if let Some(n) = st.files.get_mut(&src) {
-                n.name = Some(new);
-            }
+            dir.entries.insert(new, src);
             return reply.ok();
         }
         if dst == Some(src) {
@@ -1277,12 +1328,11 @@ impl Filesystem for CaptureFs {
             return reply.error(Errno::EEXIST);
         }
         dir.entries.remove(old);
-        dir.entries.insert(new.clone(), src);
+        dir.entries.insert(new, src);
         if let Some(dst) = dst {
-            st.unlink_node(dst);
+            st.unlink_node(dst, &self.shared);
         }
         if let Some(n) = st.files.get_mut(&src) {
-            n.name = Some(new);
             n.ctime = SystemTime::now();
         }
         reply.ok();
@@ -1354,7 +1404,7 @@ impl Filesystem for CaptureFs {
         let (file, file_size) = match (files.get_mut(&ino.0), inputs.get(&ino.0)) {
             (Some(node), _) => {
                 let size = node.size;
-                match node.staging_file() {
+                match node.staging_file(&self.shared) {
                     Ok(file) => (file, size),
                     Err(e) => return reply.error(Errno::from(e)),
                 }
@@ -1413,7 +1463,7 @@ impl Filesystem for CaptureFs {
             return reply.error(Errno::EIO);
         };
         if let Err(e) = node
-            .staging_file()
+            .staging_file(&self.shared)
             .and_then(|file| stage(file, data, offset))
         {
             // Part of the data may be on disk; the task fails anyway, the hash must not be trusted.
@@ -1423,27 +1473,41 @@ impl Filesystem for CaptureFs {
                 node.offloaded = false;
             }
             if let Some(d) = dirs.get_mut(&node.dir) {
-                d.fail(format!(
+                let msg = format!(
                     "writing '{}' failed: {} in the staging area {}",
-                    node.name.as_deref().unwrap_or("(deleted file)"),
+                    d.name_of(node.ino),
                     describe_io(&e),
                     self.shared.staging.display()
-                ));
+                );
+                d.fail(msg);
             }
             return reply.error(Errno::from(e));
         }
-        if !node.rehash && offset == node.hashed && node.hashed == node.size {
+        if let StreamingHash::Sealed(_) = node.hasher
+            && !node.offloaded
+            && node.hashed == 0
+            && offset == 0
+        {
+            // An empty file opened again: nothing to re-read, the hash starts here.
+            node.hasher = StreamingHash::new();
+        }
+        let streaming = matches!(node.hasher, StreamingHash::Running(_)) || node.offloaded;
+        if streaming && !node.rehash && offset == node.hashed && node.hashed == node.size {
             // The fast path: an in-order append extends the streaming hash, on the hash worker
             // once the writes are large.
-            let hashed = if node.offloaded {
-                self.shared.hasher.update(node.ino, data)
-            } else if data.len() >= OFFLOAD_MIN {
-                let state = std::mem::take(&mut node.hasher);
-                node.offloaded = self.shared.hasher.start(node.ino, state);
-                node.offloaded && self.shared.hasher.update(node.ino, data)
-            } else {
-                node.hasher.update(data);
-                true
+            let hashed = match &mut node.hasher {
+                _ if node.offloaded => self.shared.hasher.update(node.ino, data),
+                StreamingHash::Running(state) if data.len() >= OFFLOAD_MIN => {
+                    let state = std::mem::take(&mut **state);
+                    node.offloaded = self.shared.hasher.start(node.ino, state);
+                    node.offloaded && self.shared.hasher.update(node.ino, data)
+                }
+                StreamingHash::Running(state) => {
+                    state.update(data);
+                    true
+                }
+                // Not streaming (checked above).
+                StreamingHash::Sealed(_) => false,
             };
             if hashed {
                 node.hashed = end;
@@ -1494,11 +1558,15 @@ impl Filesystem for CaptureFs {
         if let Some(node) = st.files.get_mut(&ino.0) {
             node.opens = node.opens.saturating_sub(1);
             if node.opens == 0 {
-                if node.name.is_none() {
+                if !node.linked {
                     st.drop_node(ino.0);
                 } else {
-                    // Closed by every process: give the descriptor back (reopened on demand).
+                    // Closed by every process: give the descriptor back (reopened on demand),
+                    // and keep the digest instead of the hash state.
                     node.file = None;
+                    if !node.offloaded {
+                        node.hasher.seal();
+                    }
                 }
             }
         }

@@ -346,6 +346,40 @@ fn append_sort_rename_truncate_unlink() {
     assert_eq!(staged_names(&fx.staging).len(), files.len());
 }
 
+/// A closed file keeps only its digest (its hash state is sealed): every way of opening it again
+/// must still end in the hash of its final content.
+#[test]
+fn files_closed_and_written_again_hash_their_final_content() {
+    let Some(fx) = fixture() else { return };
+    let out = fx.cap.start_test_task("again", None).expect("start");
+    sh_ok(
+        &out,
+        r#"cd "$OUTPUT_DIR"
+           touch e; echo x >> e
+           : > z; : > z
+           printf 12 > a; printf 34 >> a; printf 56 >> a
+           printf abc > w; printf X | dd of=w bs=1 seek=1 conv=notrunc 2>/dev/null
+           printf old > r; mv r moved; printf er >> moved
+           for i in 1 2 3; do echo $i >> loop; done"#,
+    );
+    let (files, refusals) = fx.cap.finish_task("again").expect("finish");
+    assert!(refusals.is_empty(), "{refusals:?}");
+    let got = contents(&files);
+    let got: Vec<(&str, &[u8])> = got
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let want: Vec<(&str, &[u8])> = vec![
+        ("a", b"123456"),
+        ("e", b"x\n"),
+        ("loop", b"1\n2\n3\n"),
+        ("moved", b"older"),
+        ("w", b"aXc"),
+        ("z", b""),
+    ];
+    assert_eq!(got, want);
+}
+
 #[test]
 fn refusals_get_errno_and_message() {
     let Some(fx) = fixture() else { return };
