@@ -9,6 +9,7 @@
 #   SIZES="100000" ROUNDS=1 PARTS=fanout benches/scale.sh    # the long one, once
 #   SNAKEMAKE=/path/to/venv/bin/snakemake benches/scale.sh   # add Snakemake's columns
 #   KINDS="floor-sh grit-default" benches/scale.sh           # only these fan-out kinds
+#   PARTS=source SOURCE_FILES=100000 benches/scale.sh         # one task writing 100,000 files
 #
 # Fan-out: a `once` source writes N files item_1..item_N (run first, untimed); the timed run is
 # the map step, one task per item: `cp "$INPUT_FILE" "$OUTPUT_DIR/out_$GRIT_INPUT_NAME"`, N tasks
@@ -156,6 +157,36 @@ if [[ " $PARTS " == *" big "* ]]; then
   f=$(printf '%s\n' "${floor[@]}" | median); g=$(printf '%s\n' "${grit[@]}" | median)
   printf '%-34s %10s %10s   runs: %s\n' "floor: cat > file && sha256sum" "$f" "-" "${floor[*]}"
   awk -v g="$g" -v f="$f" -v r="$grss" -v all="${grit[*]}" 'BEGIN { printf "%-34s %10s %6s MiB   %.2fx the floor; runs: %s\n", "grit default mode", g, r, g / f, all }'
+  rm -rf "$dir"
+fi
+
+if [[ " $PARTS " == *" source "* ]]; then
+  # One task writing N small files (a fan-out's source), timed, against a floor that does what
+  # grit must: write the files, hash each (sha256sum), and make them durable (`sync -f`: one
+  # syncfs of the filesystem). Peak RSS is the issue's 64 MiB target.
+  n=${SOURCE_FILES:-100000}
+  dir="$work/source"; mkdir -p "$dir"
+  printf '[[step]]\nname = "items"\nonce = true\nscript = %s\n' "'i=1; while [ \$i -le $n ]; do echo \$i > \$OUTPUT_DIR/item_\$i; i=\$((i+1)); done'" > "$dir/pipeline.toml"
+  printf '\n%-34s %10s %10s %s\n' "one task writing $n files" "wall (s)" "peak RSS" "(median of $ROUNDS)"
+  floor=(); gd=(); gp=(); rd=0; rp=0
+  for _ in $(seq "$ROUNDS"); do
+    rm -rf "$dir/out" && mkdir "$dir/out"
+    read -r secs _ < <(timed sh -c 'cd "$1" && i=1; while [ $i -le "$2" ]; do echo $i > item_$i; i=$((i+1)); done; ls | xargs sha256sum > /dev/null; sync -f .' sh "$dir/out" "$n")
+    floor+=("$secs")
+    rm -rf "$dir/db"
+    read -r secs rd < <(timed "$GRIT" run -q -m "$dir/pipeline.toml" --db "$dir/db")
+    gd+=("$secs")
+    rm -rf "$dir/db"
+    read -r secs rp < <(timed "$GRIT" run -q --no-sandbox --capture dir -m "$dir/pipeline.toml" --db "$dir/db")
+    gp+=("$secs")
+  done
+  f=$(printf '%s\n' "${floor[@]}" | median)
+  printf '%-34s %10s %10s   runs: %s\n' "floor: sh + sha256sum + sync -f" "$f" "-" "${floor[*]}"
+  for kind in default plain; do
+    if [ $kind = default ]; then runs=("${gd[@]}"); r=$rd; else runs=("${gp[@]}"); r=$rp; fi
+    g=$(printf '%s\n' "${runs[@]}" | median)
+    awk -v k="grit $kind" -v g="$g" -v f="$f" -v r="$r" -v all="${runs[*]}" 'BEGIN { printf "%-34s %10s %6s MiB   %.2fx the floor; runs: %s\n", k, g, r, g / f, all }'
+  done
   rm -rf "$dir"
 fi
 

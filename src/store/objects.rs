@@ -219,9 +219,12 @@ impl Presence<'_> {
             return false;
         };
         let rest = format!("{}/{}", &hash[2..4], &hash[4..]);
-        match nix::sys::stat::fstatat(dir, rest.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        {
-            Ok(_) => true,
+        // `faccessat(F_OK)` rather than `fstatat`: only the lookup, without filling in a stat
+        // (the kernel's getattr and security hooks were 15 % of a no-op run at 100,000).
+        // AT_EACCESS spares the kernel switching credentials.
+        let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW | nix::fcntl::AtFlags::AT_EACCESS;
+        match nix::unistd::faccessat(dir, rest.as_str(), nix::unistd::AccessFlags::F_OK, flags) {
+            Ok(()) => true,
             Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => false,
             Err(_) => self.by_path(hash),
         }
