@@ -4,12 +4,16 @@
 #
 #   benches/engine.sh            # 1,000 and 10,000 tasks; no-op reruns at 10k and 100k resources
 #   SIZES="1000" BIG=0 benches/engine.sh   # quicker
+#   GRIT=/tmp/grit-main SIZES=10000 BIG=0 benches/engine.sh   # another binary
 #
 # Prints a table; numbers go to BENCHMARKS.md by hand with the machine and date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
-GRIT=$PWD/target/release/grit
+# GRIT=<binary> measures that binary instead of building this tree (e.g. main's, for before/after).
+if [ -z "${GRIT:-}" ]; then
+  cargo build --release -q
+  GRIT=$PWD/target/release/grit
+fi
 JOBS=${JOBS:-$(nproc)}
 SIZES=${SIZES:-"1000 10000"}
 BIG=${BIG:-1}

@@ -352,6 +352,14 @@ fn pages_show_runs_failures_logs_graph_and_provenance_without_javascript() {
         task_page.contains("<dt>Exit code</dt><dd>3</dd>"),
         "{task_page}"
     );
+    // Why it ran, as the run recorded it: only the parameter's value differs from the version
+    // that ran before (the form's `us` run).
+    assert!(
+        task_page.contains(
+            "<dt>Why it ran</dt><dd><span id=\"reason\">parameter value changed</span></dd>"
+        ),
+        "{task_page}"
+    );
 
     let pipeline = browser.get("/ui/pipelines/demo").body;
     assert!(pipeline.contains("<svg"), "{pipeline}");

@@ -44,6 +44,7 @@ pub fn log(
             writeln!(out, "error: {error}")?;
         }
         writeln!(out, "attempts: {}", info.attempts)?;
+        writeln!(out, "reason: {}", info.reason)?;
         if let Some(hash) = &info.log_hash {
             writeln!(out, "--- log ---")?;
             let what = format!("the log of task {}", info.id);

@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use crate::capture::Capture;
 use crate::executor::{Executor, LineSink, TaskControl};
 use crate::manifest::{Manifest, ParamError, Step};
+use crate::store::decide::{VersionStatus, Why};
 use crate::store::runs::{self, RunTotals, StepKind};
 use crate::store::schedule::{self, MapStep, QueuedTask};
 use crate::store::{
@@ -151,6 +152,8 @@ struct StepSlot {
     step: Arc<Step>,
     version_id: i64,
     kind: StepKind,
+    /// How its version related to the store when the run began: the reason its new tasks record.
+    version: VersionStatus,
     allowed: bool,
     cap: usize,
     running: usize,
@@ -165,6 +168,13 @@ struct StepSlot {
     cursor: i64,
     /// No pending task left in SQLite beyond `cursor` (until publishing creates more).
     exhausted: bool,
+}
+
+impl StepSlot {
+    /// The reason recorded for a task of this step that does not exist yet (the dry run's words).
+    fn fresh_reason(&self) -> &'static str {
+        Why::Fresh.text(self.kind, self.version)
+    }
 }
 
 /// Everything a run needs from the outside.
@@ -246,9 +256,9 @@ pub async fn run(
     let mut slots: Vec<StepSlot> = manifest
         .steps
         .iter()
-        .zip(&start.versions)
+        .zip(start.versions.iter().zip(&start.statuses))
         .enumerate()
-        .map(|(index, (step, &version_id))| StepSlot {
+        .map(|(index, (step, (&version_id, &version)))| StepSlot {
             upstream: if step.gather {
                 manifest.upstream_of(index)
             } else {
@@ -261,6 +271,7 @@ pub async fn run(
             step: Arc::new(step.clone()),
             version_id,
             kind: StepKind::of(step),
+            version,
             running: 0,
             queue: VecDeque::new(),
             cursor: 0,
@@ -279,6 +290,7 @@ pub async fn run(
             .map(|s| MapStep {
                 version_id: s.version_id,
                 patterns: s.step.inputs.clone(),
+                fresh: s.fresh_reason(),
             })
             .collect(),
     );
@@ -290,7 +302,7 @@ pub async fn run(
     {
         let (version_id, kind) = (slot.version_id, slot.kind);
         let count = writer
-            .call(move |conn| schedule::force(conn, version_id, kind))
+            .call(move |conn| schedule::force(conn, run_id, version_id, kind))
             .await?;
         tracing::debug!(step = %slot.step.name, tasks = count, "forced");
     }
@@ -302,6 +314,7 @@ pub async fn run(
     for slot in &slots {
         let (version_id, once, kind, allowed) =
             (slot.version_id, slot.step.once, slot.kind, slot.allowed);
+        let fresh = slot.fresh_reason();
         let gate = slot
             .step
             .min_interval
@@ -326,7 +339,7 @@ pub async fn run(
             StepKind::Source if allowed && gated.is_none() => {
                 writer
                     .call(move |conn| {
-                        schedule::source_task(conn, run_id, version_id, once).map(u64::from)
+                        schedule::source_task(conn, run_id, version_id, once, fresh).map(u64::from)
                     })
                     .await?
             }
@@ -334,6 +347,7 @@ pub async fn run(
                 let step = MapStep {
                     version_id,
                     patterns: slot.step.inputs.clone(),
+                    fresh,
                 };
                 writer
                     .call(move |conn| schedule::backfill(conn, run_id, &step))
@@ -532,15 +546,20 @@ pub async fn run(
                     && s.allowed
                     && !held.iter().any(|h| h.step == s.step.name)
             }) {
-                let (version_id, patterns) = (slot.version_id, slot.step.inputs.clone());
+                let (version_id, patterns, version) =
+                    (slot.version_id, slot.step.inputs.clone(), slot.version);
                 if std::mem::take(&mut slot.force_gather) {
                     let patterns = patterns.clone();
                     writer
-                        .call(move |conn| schedule::force_gather(conn, version_id, &patterns))
+                        .call(move |conn| {
+                            schedule::force_gather(conn, run_id, version_id, &patterns)
+                        })
                         .await?;
                 }
                 let pending = writer
-                    .call(move |conn| schedule::gather_task(conn, run_id, version_id, &patterns))
+                    .call(move |conn| {
+                        schedule::gather_task(conn, run_id, version_id, &patterns, version)
+                    })
                     .await?;
                 if pending.is_some() {
                     slot.exhausted = false;

@@ -103,6 +103,16 @@ fn cancelling_the_token_kills_the_running_task_and_publishes_nothing() {
         1,
         "the task goes back to pending, so the next run resumes it"
     );
+    // The task it stopped is pending again, recorded as interrupted by that run, for whichever
+    // run comes next.
+    assert_eq!(
+        sql_count(
+            &db,
+            "SELECT count(*) FROM tasks WHERE state = 'pending' AND reason_run IS NULL
+               AND reason = 'interrupted: a run stopped during it (run 1)'"
+        ),
+        1
+    );
 }
 
 #[test]
@@ -150,6 +160,44 @@ fn a_token_cancelled_before_the_run_records_an_interrupted_run_that_does_no_work
         sql_count(&db, "SELECT count(*) FROM tasks WHERE state = 'running'"),
         0
     );
+}
+
+#[test]
+fn a_run_with_nothing_to_do_leaves_the_dataflow_generation_as_it_was() {
+    // The server's cached step models are kept while the generation stays: a run of the same
+    // steps that runs nothing must not move it, and one that runs a task must.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("grit.toml");
+    let write = |text: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                r#"
+[[step]]
+name = "seed"
+once = true
+script = 'echo {text} > "$OUTPUT_DIR/item_1"'
+
+[[step]]
+name = "copy"
+inputs = ["item_*"]
+script = 'cp "$INPUT_FILE" "$OUTPUT_DIR/out_$GRIT_INPUT_NAME"'
+"#
+            ),
+        )
+        .unwrap()
+    };
+    write("one");
+    let db = dir.path().join("db");
+    let generation = || sql_count(&db, "SELECT n FROM dataflow_generation");
+    run_once(&manifest, &db);
+    let after_first = generation();
+    assert!(after_first > 0);
+    run_once(&manifest, &db);
+    assert_eq!(generation(), after_first, "nothing ran: nothing changed");
+    write("two");
+    run_once(&manifest, &db);
+    assert!(generation() > after_first, "a new version ran");
 }
 
 /// Runs `manifest` once through the engine (no sandbox, dir capture) and returns the tasks each

@@ -70,8 +70,9 @@ pub struct Pipeline {
     /// Read-only connections to the store, kept between API requests ([`super::api::read_store`]):
     /// opening and identifying the store each time was most of a small request's cost.
     pub readers: Mutex<Vec<rusqlite::Connection>>,
-    /// The step graph, flows and counts of the Pipeline page, kept until the store changes:
-    /// computing them costs time in proportion to the whole store.
+    /// The step graph, flows and counts of the Pipeline page, kept until the data they read
+    /// changes (the store's dataflow generation): computing them costs time in proportion to the
+    /// whole store.
     pub step_models: ReadCache<StepModels>,
     /// True while the engine runs a run of this pipeline: its tasks keep changing the store.
     /// Cleared as soon as the engine returns, before the run's end is recorded, so that whoever
@@ -118,9 +119,11 @@ impl Pipeline {
     }
 
     /// The server has just written to the store outside a run (a trigger, a cancel, a deleted
-    /// record): compute the Pipeline page's step graph and counts again ahead of the next view,
-    /// on a blocking thread, since any commit makes them stale (see `ReadCache`). During a run
-    /// the page serves the last ones computed instead, so nothing is done then.
+    /// record, a run's end): bring the Pipeline page's step graph and counts up to date ahead
+    /// of the next view, on a blocking thread. Most such writes touch only the server's own
+    /// records, which leave the dataflow generation as it was (see `ReadCache`): then this
+    /// costs one read of the generation. During a run the page serves the last ones computed
+    /// instead, so nothing is done then.
     pub fn store_written(self: &Arc<Self>) {
         if self.publishing() {
             return;

@@ -9,6 +9,10 @@
 //! - the plan (`plan.rs`: `grit run --dry-run`, `grit status -m`) counts tasks with it and names
 //!   the reasons ([`Why::text`]).
 //!
+//! The engine records each decision with the task (`tasks.reason`, `tasks.reason_run`, written in
+//! the statements that create a task or put it back to pending), and [`recorded`] reads it back,
+//! so a task's page says why it ran without guessing from its state.
+//!
 //! Where the engine's decision needs what only a running run knows (that a gather task already
 //! failed in *this* run), the plan asks as a run that has not started yet does.
 
@@ -99,6 +103,52 @@ impl Why {
             Why::Forced => "forced with --force-step",
         }
     }
+}
+
+/// Shown for a task whose row predates recorded reasons (schema v7).
+pub const NOT_RECORDED: &str = "not recorded (run before grit recorded reasons)";
+/// Recorded by `grit repair` for a task it puts back to pending: its output was damaged.
+pub const REPAIRED: &str = "its output was damaged: reset by grit repair";
+/// Recorded by `grit delete` for a task whose output it deleted.
+pub const DELETED: &str = "its output was deleted: reset by grit delete";
+
+/// A task's recorded reason for people: what the run that decided it recorded, or, when an
+/// earlier run decided it and ended before running it, that reason as "pending from" that run
+/// (the dry run's [`Why::Pending`]). `reason_run` is the run that decided (`None`: a decision
+/// left for whichever run comes next), `last_run` the run that last started the task.
+pub fn recorded(
+    reason: Option<&str>,
+    reason_run: Option<i64>,
+    last_run: Option<i64>,
+    state: &str,
+) -> String {
+    let Some(reason) = reason else {
+        return NOT_RECORDED.to_string();
+    };
+    match (reason_run, last_run) {
+        (Some(decided), Some(ran)) if ran > decided && state != TaskState::Pending.as_str() => {
+            format!("pending from an earlier run (run {decided}): {reason}")
+        }
+        _ => reason.to_string(),
+    }
+}
+
+/// SQL for the reason of a failed task run again: "failed before (attempt N)", N being the
+/// attempt about to run (`tasks.attempts` counts those done).
+pub fn failed_before_sql() -> String {
+    format!(
+        "'{} (attempt ' || (attempts + 1) || ')'",
+        Why::FailedBefore.text(StepKind::Map, VersionStatus::Known)
+    )
+}
+
+/// SQL for the reason of a task a stopped run left behind: "interrupted: … (run N)", N being the
+/// run that stopped during it (`tasks.last_run`).
+pub fn interrupted_sql() -> String {
+    format!(
+        "'{} (run ' || COALESCE(last_run, '?') || ')'",
+        Why::Interrupted.text(StepKind::Map, VersionStatus::Known)
+    )
 }
 
 /// What the rule needs to know besides the task's state.
@@ -215,6 +265,41 @@ mod tests {
             ..every_run
         };
         assert_eq!(runs(once, Some(TaskState::Succeeded)), None);
+    }
+
+    #[test]
+    fn a_recorded_reason_reads_back_with_the_run_that_decided_it() {
+        assert_eq!(recorded(None, None, Some(3), "succeeded"), NOT_RECORDED);
+        assert_eq!(
+            recorded(Some("new input"), Some(3), Some(3), "succeeded"),
+            "new input"
+        );
+        assert_eq!(
+            recorded(Some("new input"), Some(3), Some(4), "failed"),
+            "pending from an earlier run (run 3): new input"
+        );
+        // Still pending, or decided for the next run: the reason as recorded.
+        assert_eq!(
+            recorded(Some("new input"), Some(3), Some(2), "pending"),
+            "new input"
+        );
+        assert_eq!(recorded(Some(DELETED), None, Some(9), "succeeded"), DELETED);
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let text: String = conn
+            .query_row(
+                &format!(
+                    "SELECT {} || ' / ' || {} FROM (SELECT 2 AS attempts, 7 AS last_run)",
+                    failed_before_sql(),
+                    interrupted_sql()
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            text,
+            "failed before (attempt 3) / interrupted: a run stopped during it (run 7)"
+        );
     }
 
     #[test]

@@ -53,12 +53,12 @@ pub fn delete(
     let tx = conn.transaction()?;
     // Chosen before the resources go: their provenance goes with them.
     let rerun = tx.execute(
-        "UPDATE tasks SET state = 'pending'
+        "UPDATE tasks SET state = 'pending', reason = ?3, reason_run = NULL
          WHERE state = 'succeeded' AND COALESCE(source_run, 0) = 0
            AND step_version_id IN (SELECT id FROM step_versions WHERE current = 1)
            AND id IN (SELECT o.task_id FROM outputs o JOIN resources r ON r.id = o.resource_id
                       WHERE (?1 IS NOT NULL AND r.hash = ?1) OR (?2 IS NOT NULL AND r.name = ?2))",
-        params![hash, name],
+        params![hash, name, super::decide::DELETED],
     )? as u64;
     let mut removed = remove_resources(
         &tx,

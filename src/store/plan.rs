@@ -81,25 +81,13 @@ fn plan_step(
     forced: bool,
 ) -> Result<StepPlan, StoreError> {
     let hash = step.version_hash();
-    let versions: Vec<VersionRow> = match conn {
-        Some(conn) => provenance::versions_of(conn, &step.name)?,
-        None => Vec::new(),
-    };
-    let stored = versions.iter().find(|v| v.hash == hash).map(|v| v.id);
-    let replaced = versions.iter().find(|v| v.current && v.hash != hash);
-    let replaces = replaced.map(|v| short(&v.hash));
-    let (params_changed, only_params) = match (conn, replaced) {
-        (Some(conn), Some(old)) => super::params::changes(conn, old.id, step)?,
-        _ => (Vec::new(), false),
-    };
-    // What a task that does not exist yet runs for: the version is new, or only its input.
-    let version = match (&replaces, versions.is_empty(), stored) {
-        (_, true, _) => VersionStatus::NewStep,
-        (Some(_), _, None) if only_params => VersionStatus::ParamsChanged,
-        (Some(_), _, None) => VersionStatus::Changed,
-        (None, _, None) => VersionStatus::NotCurrent,
-        (_, _, Some(_)) => VersionStatus::Known,
-    };
+    let VersionFacts {
+        versions,
+        stored,
+        replaces,
+        params_changed,
+        status: version,
+    } = version_facts(conn, step)?;
     let change = match (&replaces, stored) {
         (Some(_), Some(_)) => Some("earlier version"),
         (Some(_), None) => Some("new version"),
@@ -225,6 +213,50 @@ fn plan_step(
         }
     }
     Ok(plan)
+}
+
+/// How the manifest's version of a step relates to the store (none yet: everything is new).
+pub struct VersionFacts {
+    /// The store's versions of the step, the current one first.
+    pub versions: Vec<VersionRow>,
+    /// The id of this version, when the store has it.
+    pub stored: Option<i64>,
+    /// The current version this one replaces (short hash), when the step changed.
+    pub replaces: Option<String>,
+    pub params_changed: Vec<ParamChange>,
+    /// What a task that does not exist yet runs for: the version is new, or only its input.
+    pub status: VersionStatus,
+}
+
+/// The [`VersionFacts`] of `step`: what the dry run says of it, and what the engine records as
+/// the reason of its new tasks (`store::runs::begin_run`, before it makes the version current).
+pub fn version_facts(conn: Option<&Connection>, step: &Step) -> Result<VersionFacts, StoreError> {
+    let hash = step.version_hash();
+    let versions: Vec<VersionRow> = match conn {
+        Some(conn) => provenance::versions_of(conn, &step.name)?,
+        None => Vec::new(),
+    };
+    let stored = versions.iter().find(|v| v.hash == hash).map(|v| v.id);
+    let replaced = versions.iter().find(|v| v.current && v.hash != hash);
+    let replaces = replaced.map(|v| short(&v.hash));
+    let (params_changed, only_params) = match (conn, replaced) {
+        (Some(conn), Some(old)) => super::params::changes(conn, old.id, step)?,
+        _ => (Vec::new(), false),
+    };
+    let status = match (&replaces, versions.is_empty(), stored) {
+        (_, true, _) => VersionStatus::NewStep,
+        (Some(_), _, None) if only_params => VersionStatus::ParamsChanged,
+        (Some(_), _, None) => VersionStatus::Changed,
+        (None, _, None) => VersionStatus::NotCurrent,
+        (_, _, Some(_)) => VersionStatus::Known,
+    };
+    Ok(VersionFacts {
+        versions,
+        stored,
+        replaces,
+        params_changed,
+        status,
+    })
 }
 
 /// Mark steps that may run after an upstream step runs: a step that would run feeds a consumer

@@ -331,6 +331,13 @@ pub struct TaskInfo {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
+    /// Why the task runs, or ran: what the run that decided to run it recorded, in the dry run's
+    /// words (`new input`, `step changed (new version)`, `failed before (attempt 2)`,
+    /// `forced with --force-step`, ...); `pending from an earlier run (run N): …` when an earlier
+    /// run decided it and ended before running it; `not recorded (run before grit recorded
+    /// reasons)` for tasks from before grit recorded them.
+    #[schema(example = "step changed (new version)")]
+    pub reason: String,
     /// The Slurm job that runs the task now, or last ran it; absent for tasks that never ran
     /// on a cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -369,17 +376,22 @@ impl TaskJob {
 
 const TASK_COLUMNS: &str =
     "t.id, v.name, v.hash, t.state, t.attempts, t.exit_code, t.error, t.log_hash,
-     r.name, r.hash, t.started_at, t.finished_at, t.duration_ms
+     r.name, r.hash, t.started_at, t.finished_at, t.duration_ms, t.reason, t.reason_run,
+     t.last_run
      FROM tasks t JOIN step_versions v ON v.id = t.step_version_id
      LEFT JOIN resources r ON r.id = t.input_resource_id";
 
 fn task_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo> {
     let hash: String = row.get(2)?;
+    let state: String = row.get(3)?;
+    let reason: Option<String> = row.get(13)?;
+    let last_run: Option<i64> = row.get(15)?;
     Ok(TaskInfo {
         id: row.get(0)?,
         step: row.get(1)?,
         version: super::short_hash(&hash).to_string(),
-        state: row.get(3)?,
+        reason: super::decide::recorded(reason.as_deref(), row.get(14)?, last_run, &state),
+        state,
         attempts: row.get(4)?,
         exit_code: row.get(5)?,
         error: row.get(6)?,

@@ -165,9 +165,12 @@ fn dependents(conn: &Connection, resource_id: i64) -> Result<Vec<String>, StoreE
 pub fn reset_tasks(conn: &mut Connection, tasks: &[i64]) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     {
-        let mut reset = tx.prepare("UPDATE tasks SET state = 'pending' WHERE id = ?1")?;
+        // Recorded for whichever run comes next (no run decided it).
+        let mut reset = tx.prepare(
+            "UPDATE tasks SET state = 'pending', reason = ?2, reason_run = NULL WHERE id = ?1",
+        )?;
         for id in tasks {
-            reset.execute([id])?;
+            reset.execute(params![id, super::decide::REPAIRED])?;
         }
     }
     tx.commit()?;

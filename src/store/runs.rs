@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::{StoreError, decide, facts, liveness, now};
+use super::{StoreError, decide, facts, liveness, now, plan};
 use crate::manifest::{Manifest, Step};
 
 /// The scheduling kind of a step, stored with its version.
@@ -40,6 +40,9 @@ pub struct RunStart {
     pub run_id: i64,
     /// Step version ids, in manifest order.
     pub versions: Vec<i64>,
+    /// How each step's version related to the store before this run (manifest order): what
+    /// its new tasks run for ([`decide::Why::Fresh`]).
+    pub statuses: Vec<decide::VersionStatus>,
     /// Tasks a crashed run left running, now pending again.
     pub recovered: u64,
     /// Whether the set of current step versions differs from the previous run's.
@@ -53,13 +56,6 @@ pub struct RunStart {
 /// recompute when the current versions changed (old versions' outputs stop being live).
 pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart, StoreError> {
     let tx = conn.transaction()?;
-    let recovered = tx.execute(
-        &format!(
-            "UPDATE tasks SET state = 'pending' WHERE state IN ({})",
-            decide::sql_list(&decide::recovered())
-        ),
-        [],
-    )? as u64;
     tx.execute(
         "UPDATE runs SET status = 'crashed', finished_at = COALESCE(finished_at, ?1) WHERE status = 'running'",
         [now()],
@@ -77,12 +73,26 @@ pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart,
         ],
     )?;
     let run_id = tx.last_insert_rowid();
+    // Tasks a crashed run left running run again in this one, recorded as interrupted by it.
+    let recovered = tx.execute(
+        &format!(
+            "UPDATE tasks SET state = 'pending', reason = {}, reason_run = ?1 WHERE state IN ({})",
+            decide::interrupted_sql(),
+            decide::sql_list(&decide::recovered())
+        ),
+        [run_id],
+    )? as u64;
+    // Before any version is made current: what the steps' new tasks run for (their reason).
+    let statuses = manifest
+        .steps
+        .iter()
+        .map(|step| Ok(plan::version_facts(Some(&tx), step)?.status))
+        .collect::<Result<Vec<_>, StoreError>>()?;
 
     let before: Vec<i64> = tx
         .prepare("SELECT id FROM step_versions WHERE current = 1 ORDER BY id")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    tx.execute("UPDATE step_versions SET current = 0 WHERE current = 1", [])?;
     let mut versions = Vec::with_capacity(manifest.steps.len());
     for (position, step) in manifest.steps.iter().enumerate() {
         let hash = step.version_hash();
@@ -112,6 +122,17 @@ pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart,
     let mut after = versions.clone();
     after.sort_unstable();
     after.dedup();
+    // Only versions that stop being current are written: a run of the same steps changes none
+    // (which keeps `dataflow_generation`, and the server's cached step models, as they were).
+    let keep = after
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    tx.execute(
+        &format!("UPDATE step_versions SET current = 0 WHERE current = 1 AND id NOT IN ({keep})"),
+        [],
+    )?;
     let versions_changed = before != after;
 
     // Source tasks are per run: ones a crashed run never finished are obsolete (this run polls again).
@@ -139,6 +160,7 @@ pub fn begin_run(conn: &mut Connection, manifest: &Manifest) -> Result<RunStart,
     Ok(RunStart {
         run_id,
         versions,
+        statuses,
         recovered,
         versions_changed,
     })
@@ -192,11 +214,13 @@ pub fn finish_run(
     Ok(())
 }
 
-/// Put tasks of an interrupted run back to pending (SIGINT/SIGTERM).
+/// Put tasks of an interrupted run back to pending (SIGINT/SIGTERM), recorded as interrupted by
+/// it for whichever run comes next.
 pub fn reset_running(conn: &Connection) -> Result<u64, StoreError> {
     Ok(conn.execute(
         &format!(
-            "UPDATE tasks SET state = 'pending' WHERE state IN ({})",
+            "UPDATE tasks SET state = 'pending', reason = {}, reason_run = NULL WHERE state IN ({})",
+            decide::interrupted_sql(),
             decide::sql_list(&decide::recovered())
         ),
         [],

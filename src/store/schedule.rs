@@ -2,11 +2,14 @@
 //! engine page by page (the queue lives in SQLite, so memory does not grow with the store).
 //!
 //! Which stored tasks run again is not decided here but by [`super::decide`], the rule the dry
-//! run's plan counts with; this module only turns that rule into SQL.
+//! run's plan counts with; this module only turns that rule into SQL. Each statement that
+//! creates a task or puts one back to pending also records why (`reason`, in the dry run's
+//! words) and which run decided it (`reason_run`): one more column in a statement that runs
+//! anyway, never a statement of its own.
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use super::decide::{self, Situation, TaskState};
+use super::decide::{self, Situation, TaskState, VersionStatus, Why};
 use super::liveness::{self, LiveSource};
 use super::runs::StepKind;
 use super::{StoreError, now};
@@ -17,6 +20,9 @@ use crate::manifest::{inputs_match, inputs_sql};
 pub struct MapStep {
     pub version_id: i64,
     pub patterns: Vec<String>,
+    /// The reason recorded for its new tasks in this run ([`decide::Why::Fresh`]'s text: a new
+    /// input, or the step's new version).
+    pub fresh: &'static str,
 }
 
 /// The resource a task reads.
@@ -36,24 +42,29 @@ pub struct QueuedTask {
 }
 
 /// Create this run's task for a source step (`once` sources: one task per version, retried while
-/// it has failed). Returns whether a pending task now exists.
+/// it has failed; `fresh` is the reason recorded for a new one). Returns whether a pending task
+/// now exists.
 pub fn source_task(
     conn: &Connection,
     run_id: i64,
     version_id: i64,
     once: bool,
+    fresh: &str,
 ) -> Result<bool, StoreError> {
     if once {
         conn.execute(
-            "INSERT OR IGNORE INTO tasks (step_version_id, source_run, state, created_run) VALUES (?1, 0, 'pending', ?2)",
-            params![version_id, run_id],
+            "INSERT OR IGNORE INTO tasks (step_version_id, source_run, state, created_run, reason, reason_run)
+             VALUES (?1, 0, 'pending', ?2, ?3, ?2)",
+            params![version_id, run_id, fresh],
         )?;
         let requeued = decide::sql_list(&decide::requeued(StepKind::Source, true, false));
         conn.execute(
             &format!(
-                "UPDATE tasks SET state = 'pending' WHERE step_version_id = ?1 AND source_run = 0 AND state IN ({requeued})"
+                "UPDATE tasks SET state = 'pending', reason = {failed}, reason_run = ?2
+                 WHERE step_version_id = ?1 AND source_run = 0 AND state IN ({requeued})",
+                failed = decide::failed_before_sql(),
             ),
-            [version_id],
+            params![version_id, run_id],
         )?;
         let pending: bool = conn.query_row(
             "SELECT state = 'pending' FROM tasks WHERE step_version_id = ?1 AND source_run = 0",
@@ -62,9 +73,11 @@ pub fn source_task(
         )?;
         Ok(pending)
     } else {
+        let every_run = Why::EveryRun.text(StepKind::Source, VersionStatus::Known);
         conn.execute(
-            "INSERT OR IGNORE INTO tasks (step_version_id, source_run, state, created_run) VALUES (?1, ?2, 'pending', ?2)",
-            params![version_id, run_id],
+            "INSERT OR IGNORE INTO tasks (step_version_id, source_run, state, created_run, reason, reason_run)
+             VALUES (?1, ?2, 'pending', ?2, ?3, ?2)",
+            params![version_id, run_id, every_run],
         )?;
         Ok(true)
     }
@@ -81,22 +94,27 @@ pub fn backfill(conn: &Connection, run_id: i64, step: &MapStep) -> Result<u64, S
     // already have their task: probing the task index costs a third of an ignored insert
     // (measured: 13 ms against 42 ms of CPU for 50,000 matching resources).
     let sql = format!(
-        "INSERT OR IGNORE INTO tasks (step_version_id, input_resource_id, state, created_run)
-         SELECT {version}, r.id, 'pending', {run_id} FROM resources r
+        "INSERT OR IGNORE INTO tasks (step_version_id, input_resource_id, state, created_run, reason, reason_run)
+         SELECT {version}, r.id, 'pending', {run_id}, ?1, {run_id} FROM resources r
          WHERE r.live = 1 AND {matches}
            AND NOT EXISTS (SELECT 1 FROM tasks t
                            WHERE t.step_version_id = {version} AND t.input_resource_id = r.id)",
         version = step.version_id,
     );
-    let created = conn.execute(&sql, params_from_iter(values))? as u64;
+    // The reason is `?1`; the patterns' anonymous parameters number on from it.
+    let created = conn.execute(
+        &sql,
+        params_from_iter([step.fresh].into_iter().chain(values)),
+    )? as u64;
     let requeued = decide::sql_list(&decide::requeued(StepKind::Map, false, false));
     let retried = conn.execute(
         &format!(
-            "UPDATE tasks SET state = 'pending'
+            "UPDATE tasks SET state = 'pending', reason = {failed}, reason_run = ?2
              WHERE step_version_id = ?1 AND state IN ({requeued})
-               AND input_resource_id IN (SELECT id FROM resources WHERE live = 1)"
+               AND input_resource_id IN (SELECT id FROM resources WHERE live = 1)",
+            failed = decide::failed_before_sql(),
         ),
-        [step.version_id],
+        params![step.version_id, run_id],
     )? as u64;
     Ok(created + retried)
 }
@@ -110,13 +128,14 @@ pub fn tasks_for_new_live(
 ) -> Result<Vec<(i64, u64)>, StoreError> {
     let mut created: Vec<(i64, u64)> = Vec::new();
     let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO tasks (step_version_id, input_resource_id, state, created_run) VALUES (?1, ?2, 'pending', ?3)",
+        "INSERT OR IGNORE INTO tasks (step_version_id, input_resource_id, state, created_run, reason, reason_run)
+         VALUES (?1, ?2, 'pending', ?3, ?4, ?3)",
     )?;
     for step in steps {
         let mut count = 0;
         for (id, name) in newly_live {
             if inputs_match(&step.patterns, name) {
-                count += insert.execute(params![step.version_id, id, run_id])? as u64;
+                count += insert.execute(params![step.version_id, id, run_id, step.fresh])? as u64;
             }
         }
         if count > 0 {
@@ -175,12 +194,15 @@ pub fn mark_running(conn: &Connection, run_id: i64, ids: &[i64]) -> Result<(), S
 }
 
 /// Make sure the gather step has a pending task for its current live input set, unless that set
-/// is empty, already done, or already failed in this run. Returns the pending task id.
+/// is empty, already done, or already failed in this run. `version` says how the step's version
+/// related to the store when the run began (the reason recorded for a new task). Returns the
+/// pending task id.
 pub fn gather_task(
     conn: &mut Connection,
     run_id: i64,
     version_id: i64,
     patterns: &[String],
+    version: VersionStatus,
 ) -> Result<Option<i64>, StoreError> {
     let tx = conn.transaction()?;
     let Some(key) = liveness::gather_key(&tx, patterns, LiveSource::Column)? else {
@@ -212,10 +234,11 @@ pub fn gather_task(
     };
     let pending = match (existing, verdict) {
         (_, None) => None,
-        (None, Some(_)) => {
+        (None, Some(why)) => {
             tx.execute(
-                "INSERT INTO tasks (step_version_id, input_set, state, created_run) VALUES (?1, ?2, 'pending', ?3)",
-                params![version_id, key, run_id],
+                "INSERT INTO tasks (step_version_id, input_set, state, created_run, reason, reason_run)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?3)",
+                params![version_id, key, run_id, why.text(StepKind::Gather, version)],
             )?;
             let task_id = tx.last_insert_rowid();
             let members = liveness::gather_members(&tx, patterns, LiveSource::Column)?;
@@ -227,10 +250,19 @@ pub fn gather_task(
             }
             Some(task_id)
         }
-        (Some((id, _, _)), Some(_)) => {
+        (Some((id, _, _)), Some(why)) => {
+            // Only a failed task (a succeeded one only when forced, which `force_gather` already
+            // made pending) changes here: pending ones keep the reason they were queued for.
+            let reason = match why {
+                Why::FailedBefore => decide::failed_before_sql(),
+                other => format!("'{}'", other.text(StepKind::Gather, version)),
+            };
             tx.execute(
-                "UPDATE tasks SET state = 'pending' WHERE id = ?1 AND state <> 'pending'",
-                [id],
+                &format!(
+                    "UPDATE tasks SET state = 'pending', reason = {reason}, reason_run = ?2
+                     WHERE id = ?1 AND state <> 'pending'"
+                ),
+                params![id, run_id],
             )?;
             Some(id)
         }
@@ -240,25 +272,43 @@ pub fn gather_task(
 }
 
 /// `--force-step` for a map step or a `once` source: its tasks on live inputs (a `once`
-/// source's one task) that already ran are pending again. Returns how many. (A source that runs
-/// every run has a new task each run anyway.)
-pub fn force(conn: &Connection, version_id: i64, kind: StepKind) -> Result<u64, StoreError> {
+/// source's one task) that already ran are pending again, recorded as forced (a failed one as
+/// failed before, as the dry run says). Returns how many. (A source that runs every run has a new
+/// task each run anyway.)
+pub fn force(
+    conn: &Connection,
+    run_id: i64,
+    version_id: i64,
+    kind: StepKind,
+) -> Result<u64, StoreError> {
     let forced = decide::sql_list(&decide::requeued(kind, true, true));
     Ok(conn.execute(
         &format!(
-            "UPDATE tasks SET state = 'pending'
+            "UPDATE tasks SET state = 'pending', reason = {reason}, reason_run = ?2
              WHERE step_version_id = ?1 AND state IN ({forced})
                AND (source_run = 0
-                    OR input_resource_id IN (SELECT id FROM resources WHERE live = 1))"
+                    OR input_resource_id IN (SELECT id FROM resources WHERE live = 1))",
+            reason = forced_reason_sql(),
         ),
-        [version_id],
+        params![version_id, run_id],
     )? as u64)
+}
+
+/// The reason `--force-step` records for a task it puts back: a failed task would have run
+/// anyway (failed before); a succeeded one runs because it was forced.
+fn forced_reason_sql() -> String {
+    format!(
+        "CASE state WHEN 'failed' THEN {} ELSE '{}' END",
+        decide::failed_before_sql(),
+        Why::Forced.text(StepKind::Map, VersionStatus::Known)
+    )
 }
 
 /// `--force-step` for a gather step: its task for the current live input set, if it already
 /// ran, is pending again. Returns whether there was one.
 pub fn force_gather(
     conn: &Connection,
+    run_id: i64,
     version_id: i64,
     patterns: &[String],
 ) -> Result<bool, StoreError> {
@@ -268,10 +318,11 @@ pub fn force_gather(
     let forced = decide::sql_list(&decide::requeued(StepKind::Gather, false, true));
     Ok(conn.execute(
         &format!(
-            "UPDATE tasks SET state = 'pending'
-             WHERE step_version_id = ?1 AND input_set = ?2 AND state IN ({forced})"
+            "UPDATE tasks SET state = 'pending', reason = {reason}, reason_run = ?3
+             WHERE step_version_id = ?1 AND input_set = ?2 AND state IN ({forced})",
+            reason = forced_reason_sql(),
         ),
-        params![version_id, key],
+        params![version_id, key, run_id],
     )? > 0)
 }
 

@@ -216,6 +216,72 @@ pub const MIGRATIONS: &[Migration] = &[
     CREATE INDEX slurm_jobs_active ON slurm_jobs (task_id) WHERE ended_at IS NULL;
     "#,
     },
+    // v7 (issue 14): why each task runs, recorded when a run decides to run it, and a counter
+    // that changes exactly when the data the step read models read changes.
+    //
+    // `reason` is the decision in the dry run's words (`store::decide::Why::text`, with the
+    // attempt or the interrupted run where it applies); `reason_run` is the run that decided it
+    // (NULL: a cancelled run's task, for whichever run comes next). Rows written before this
+    // version have neither. See `store::decide::RecordedReason`.
+    //
+    // `dataflow_generation` is bumped by the triggers below, in the writer's own transaction,
+    // whoever writes (grit, or sqlite3 beside it): on every row inserted into or deleted from
+    // `step_versions`, `tasks`, `resources`, `outputs` and `gather_inputs`, and on every update
+    // that changes a column the step models read (`store::read_cache`). Other tables (runs, the
+    // server's records) and other columns (a task's log, times, reason) leave it alone.
+    Migration {
+        data: None,
+        sql: r#"
+    ALTER TABLE tasks ADD COLUMN reason TEXT;
+    ALTER TABLE tasks ADD COLUMN reason_run INTEGER;
+    CREATE TABLE dataflow_generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        n  INTEGER NOT NULL
+    );
+    INSERT INTO dataflow_generation (id, n) VALUES (1, 0);
+    CREATE TRIGGER step_versions_insert_generation AFTER INSERT ON step_versions
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER step_versions_delete_generation AFTER DELETE ON step_versions
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER step_versions_update_generation
+        AFTER UPDATE OF id, name, hash, kind, inputs, current, position ON step_versions
+        WHEN OLD.id IS NOT NEW.id OR OLD.name IS NOT NEW.name OR OLD.hash IS NOT NEW.hash
+          OR OLD.kind IS NOT NEW.kind OR OLD.inputs IS NOT NEW.inputs
+          OR OLD.current IS NOT NEW.current OR OLD.position IS NOT NEW.position
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER tasks_insert_generation AFTER INSERT ON tasks
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER tasks_delete_generation AFTER DELETE ON tasks
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER tasks_update_generation
+        AFTER UPDATE OF id, step_version_id, input_resource_id, input_set, source_run, state ON tasks
+        WHEN OLD.id IS NOT NEW.id OR OLD.step_version_id IS NOT NEW.step_version_id
+          OR OLD.input_resource_id IS NOT NEW.input_resource_id
+          OR OLD.input_set IS NOT NEW.input_set OR OLD.source_run IS NOT NEW.source_run
+          OR OLD.state IS NOT NEW.state
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER resources_insert_generation AFTER INSERT ON resources
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER resources_delete_generation AFTER DELETE ON resources
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER resources_update_generation
+        AFTER UPDATE OF id, name, live ON resources
+        WHEN OLD.id IS NOT NEW.id OR OLD.name IS NOT NEW.name OR OLD.live IS NOT NEW.live
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER outputs_insert_generation AFTER INSERT ON outputs
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER outputs_delete_generation AFTER DELETE ON outputs
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER outputs_update_generation AFTER UPDATE ON outputs
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER gather_inputs_insert_generation AFTER INSERT ON gather_inputs
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER gather_inputs_delete_generation AFTER DELETE ON gather_inputs
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER gather_inputs_update_generation AFTER UPDATE ON gather_inputs
+        BEGIN UPDATE dataflow_generation SET n = n + 1 WHERE id = 1; END;
+    "#,
+    },
 ];
 
 /// The schema version this build writes.

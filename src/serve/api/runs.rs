@@ -218,7 +218,8 @@ pub(crate) async fn enqueue_run(
             ));
         }
     };
-    pipeline.wake.notify_one();
+    // Announced before the worker is woken: otherwise its `run_started` can reach the event
+    // stream before `run_queued` (seen on a loaded machine).
     if !merged {
         state.hub.events.publish(
             "run_queued",
@@ -228,6 +229,7 @@ pub(crate) async fn enqueue_run(
             }),
         );
     }
+    pipeline.wake.notify_one();
     Ok(Triggered {
         run_id: queue::public_id(&name, id),
         position,

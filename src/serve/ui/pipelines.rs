@@ -27,8 +27,8 @@ use crate::store::queries;
 const RECENT_RUNS: usize = 10;
 
 /// What a pipeline's page shows of its steps, read from the store in one snapshot: the same read
-/// models as `grit graph` and `grit status`. Kept in [`Pipeline::step_models`] until the store
-/// changes.
+/// models as `grit graph` and `grit status`. Kept in [`Pipeline::step_models`] until the data
+/// they read changes (they read only what the store's dataflow generation guards).
 pub struct StepModels {
     steps: Vec<provenance::GraphStep>,
     flows: Vec<provenance::Flow>,

@@ -1,5 +1,5 @@
 //! One task's page: its facts (step, version, state, attempts, exit code, error, and its Slurm job
-//! when it ran on a cluster), why it ran, its input and outputs as links, and its log, followed
+//! when it ran on a cluster), why it ran (as the run that decided it recorded), its input and outputs as links, and its log, followed
 //! live while it runs.
 
 use axum::Extension;
@@ -12,39 +12,10 @@ use super::session::Session;
 use super::{PAGE_ROWS, Page, UiError};
 use crate::serve::api::{Shared, read_store, tasks::log_now};
 use crate::serve::queue;
-use crate::store::decide::{VersionStatus, Why};
-use crate::store::provenance;
-use crate::store::queries::{self, TaskInfo};
-use crate::store::runs::StepKind;
+use crate::store::queries;
 
 /// The end of a log shown on the page; the whole is a link away (keeps pages small).
 const LOG_TAIL: usize = 48 * 1024;
-
-/// Why this task ran, in the dry run's words ([`Why::text`]), from what the store recorded.
-fn why_it_ran(task: &TaskInfo, kind: Option<&str>) -> String {
-    let kind = match kind {
-        Some("source") => StepKind::Source,
-        Some("gather") => StepKind::Gather,
-        _ => StepKind::Map,
-    };
-    let why = if task.state == "pending" {
-        Why::Pending
-    } else if task.attempts > 1 {
-        Why::FailedBefore
-    } else if kind == StepKind::Source && task.input_name.is_none() && task.attempts <= 1 {
-        // A source's task per run, or its only one when `once`: both read "runs every run" or
-        // "never ran"; the store does not say which, so name the common case.
-        Why::EveryRun
-    } else {
-        Why::Fresh
-    };
-    let text = why.text(kind, VersionStatus::Known);
-    if task.attempts > 1 {
-        format!("{text} (attempt {})", task.attempts)
-    } else {
-        text.to_string()
-    }
-}
 
 /// `GET /ui/tasks/{id}`
 pub async fn show(
@@ -60,14 +31,10 @@ pub async fn show(
     };
     let (name, number) = queue::parse_public_id(&id).ok_or_else(not_found)?;
     let pipeline = state.pipeline(name)?.clone();
-    let (task, (outputs, outputs_total), kind) = read_store(&pipeline, move |conn| {
+    let (task, (outputs, outputs_total)) = read_store(&pipeline, move |conn| {
         let task = queries::task(conn, number)?;
         let outputs = queries::task_outputs(conn, number, PAGE_ROWS)?;
-        let kind = provenance::graph_steps(conn)?
-            .into_iter()
-            .find(|s| s.name == task.step)
-            .map(|s| s.kind);
-        Ok((task, outputs, kind))
+        Ok((task, outputs))
     })
     .await?;
     let log = {
@@ -104,7 +71,7 @@ pub async fn show(
             ("Step", html! { a href={ "/ui/pipelines/" (name) } { (task.step) } }),
             ("Version", html! { code { (task.version) } }),
             ("State", layout::state(&task.state)),
-            ("Why it ran", html! { (why_it_ran(&task, kind.as_deref())) }),
+            ("Why it ran", html! { span #reason { (task.reason) } }),
             ("Attempt", html! { (task.attempts) }),
             ("Exit code", html! { @match task.exit_code { Some(c) => (c), None => span.hint { "—" } } }),
             ("Started", layout::when(task.started_at.as_deref())),
