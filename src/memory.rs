@@ -1,6 +1,6 @@
-//! The allocator settings of a grit process: the `grit` binary applies them first thing, and
-//! `grit serve` again (for library users who embed the server). Both are glibc `mallopt`s; other
-//! C libraries are left alone.
+//! The allocator settings of a grit process: the `grit` binary applies [`settle_allocator`] first
+//! thing, and `grit serve` [`settle_server_allocator`] (also for library users who embed the
+//! server). Both are glibc `mallopt`s; other C libraries are left alone.
 //!
 //! **One malloc arena.** glibc gives threads their own arenas, and memory freed into one arena
 //! serves only the threads that allocate from it. A task's outputs travel across threads: the
@@ -11,7 +11,7 @@
 //! caches still serve most small allocations without the arena's lock; a 3,000-task fan-out used
 //! the same CPU time either way.
 //!
-//! **A fixed mmap threshold.** Every run through the FUSE capture mounts a filesystem served by
+//! **A fixed mmap threshold, in the server.** Every run through the FUSE capture mounts a filesystem served by
 //! a new thread, and that thread's request buffer (fuser's `FuseReadBuf`) is a zeroed 16 MiB
 //! allocation. glibc serves an allocation that big with `mmap` at first, but freeing it raises
 //! its *dynamic* mmap threshold to 16 MiB (and its trim threshold to twice that): from then on
@@ -31,21 +31,30 @@ const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const ARENAS: libc::c_int = 1;
 
-/// Apply the settings. Call once, early, before threads start; a failure only costs memory, so
-/// it is logged and not fatal.
+/// One arena for every thread. Call once, early, before threads start; a failure only costs
+/// memory, so it is logged and not fatal.
 pub fn settle_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallopt only sets malloc's tuning parameters, under malloc's own lock; it
         // takes no pointers and is safe to call at any time from any thread.
-        let (threshold, arenas) = unsafe {
-            (
-                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD),
-                libc::mallopt(libc::M_ARENA_MAX, ARENAS),
-            )
-        };
-        if threshold != 1 || arenas != 1 {
-            tracing::warn!("could not set malloc's options: memory use may be higher");
+        if unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) } != 1 {
+            tracing::warn!("could not limit malloc's arenas: memory use may be higher");
+        }
+    }
+}
+
+/// For a long-lived process that runs many pipelines (`grit serve`): also the fixed mmap
+/// threshold, so that each run's big buffers go back to the kernel. A single run leaves
+/// glibc's dynamic threshold alone: it exits anyway, and mapping every buffer of 128 KiB or
+/// more afresh would cost it page faults.
+pub fn settle_server_allocator() {
+    settle_allocator();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: as above.
+        if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } != 1 {
+            tracing::warn!("could not fix malloc's mmap threshold: RSS may grow with runs");
         }
     }
 }

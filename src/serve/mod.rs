@@ -43,7 +43,7 @@ const HTTP_THREADS: usize = 2;
 
 /// Run the server until SIGTERM or SIGINT; returns once every run has ended or was cancelled.
 pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    crate::memory::settle_allocator();
+    crate::memory::settle_server_allocator();
     let hub = Arc::new(worker::Hub::default());
     let mut pipelines = BTreeMap::new();
     for p in config.pipelines.values() {
