@@ -50,6 +50,13 @@ pub trait Executor: Send + Sync {
 
     /// Short name for messages (`process`, `slurm`, ...).
     fn kind(&self) -> &'static str;
+
+    /// Whether a stopping `grit serve` cancels a run on this executor at once rather than letting
+    /// it finish for `shutdown_timeout`: its tasks are jobs that may wait in a cluster's queue far
+    /// longer than any timeout, and nobody watches them once the server is gone.
+    fn cancel_at_server_stop(&self) -> bool {
+        false
+    }
 }
 
 /// What the run a task belongs to lends the executor for it.

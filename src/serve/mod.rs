@@ -10,8 +10,9 @@
 //! Lifecycle: start-up opens every store, queues again the runs a crash or a stop interrupted
 //! (marked `resumed`), creates the token secret if missing and binds the socket ([`listen`]).
 //! SIGTERM/SIGINT stop accepting requests, let the running runs finish for `shutdown_timeout`,
-//! then cancel them cleanly (they resume at the next start). SIGHUP re-reads the config file; a
-//! bad one is logged with its location and the old config stays.
+//! then cancel them cleanly (they resume at the next start); a run on Slurm is cancelled at once,
+//! with its jobs, since they may wait in the cluster's queue longer than any timeout. SIGHUP
+//! re-reads the config file; a bad one is logged with its location and the old config stays.
 
 pub mod api;
 pub mod auth;

@@ -236,6 +236,10 @@ impl Executor for SlurmExecutor {
     fn kind(&self) -> &'static str {
         "slurm"
     }
+
+    fn cancel_at_server_stop(&self) -> bool {
+        true
+    }
 }
 
 /// Gives a task up when its future is dropped or cancelled before its result came.
