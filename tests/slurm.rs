@@ -566,6 +566,41 @@ fn sigint_of_grit_serve_cancels_its_slurm_runs_jobs_at_once() {
     a_stopped_server_cancels_its_runs_jobs_at_once(Signal::SIGINT);
 }
 
+#[test]
+fn tasks_of_one_element_do_not_see_each_others_scratch() {
+    let Some(conf) = cluster() else { return };
+    // Four inputs: the step's first element (its duration probe) runs all four, one after the
+    // other, in the element's one scratch directory.
+    let p = Project::new(
+        r#"
+[[step]]
+name = "scratchsrc"
+script = "for i in 1 2 3 4; do echo $i > $OUTPUT_DIR/s_$i; done"
+
+[[step]]
+name = "scratchuse"
+inputs = ["s_*"]
+script = 'ls -A "$TMPDIR" > $OUTPUT_DIR/seen_${GRIT_INPUT_NAME#s_}; echo left > "$TMPDIR/left_${GRIT_INPUT_NAME#s_}"'
+"#,
+    );
+    let (out, _) = on_slurm(&p, &conf, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("step scratchuse: submitted Slurm job")
+            && stderr(&out).contains("(1 array element, 4 tasks)"),
+        "the four tasks shared one element:\n{}",
+        describe(&out)
+    );
+    for i in 1..=4 {
+        assert_eq!(
+            p.contents(&format!("seen_{i}")),
+            vec![String::new()],
+            "task {i} saw an earlier task's scratch"
+        );
+    }
+    assert_eq!(entries(&p.db().join("slurm/batch")), Vec::<String>::new());
+}
+
 /// The names in `dir` (none when it does not exist).
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

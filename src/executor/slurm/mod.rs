@@ -240,6 +240,11 @@ impl Executor for SlurmExecutor {
     fn cancel_at_server_stop(&self) -> bool {
         true
     }
+
+    fn needs_scratch_dir(&self) -> bool {
+        // The job makes the task's scratch on the node.
+        false
+    }
 }
 
 /// Gives a task up when its future is dropped or cancelled before its result came.
