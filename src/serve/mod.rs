@@ -128,11 +128,13 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
     });
     // Whatever ended the HTTP side, the workers stop too (after their running run).
     let _ = stop.send(true);
+    // Runs already cancelled (on Slurm, at once) only wait for their jobs to be cancelled.
     let running: Vec<String> = state
         .pipelines
         .values()
         .filter_map(|p| {
             p.current()
+                .filter(|c| c.cancel.reason().is_none())
                 .map(|c| queue::public_id(&p.config().name, c.id))
         })
         .collect();
