@@ -1,8 +1,9 @@
 //! `--executor slurm` on a real (one-node) Slurm cluster: the same manifests as the local tests
 //! give the same live sets; a failing task, a time limit and `scancel` fail tasks with Slurm's
 //! reason and retry them per `retries`; `kill -9` of grit leaves jobs running that the next run
-//! adopts (each task runs once); SIGINT cancels the run's jobs and leaves no work directory; a
-//! later run removes leftovers of jobs that are gone; `grit status`, journald, the server's task
+//! adopts (each task runs once); SIGINT and SIGTERM of `grit run`, and of `grit serve` (at once,
+//! not after its `shutdown_timeout`), cancel the run's jobs and leave no work directory; a later
+//! run removes leftovers of jobs that are gone; `grit status`, journald, the server's task
 //! JSON and its web UI show each task's job and its state; `grit serve` runs a manifest whose
 //! `[executor]` is Slurm on the cluster.
 //!
@@ -18,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use common::journal::{FakeJournal, one};
-use common::serve::{Gate, Server, poll, store_token};
+use common::serve::{Gate, Server, poll, store_token, token};
 use common::{Project, describe, parse_last_json};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// `SLURM_CONF` of a running cluster, or why there is none (then the test is skipped, or fails
@@ -426,37 +428,176 @@ script = "sleep 4; echo ran >> {count}; echo x$(cat $INPUT_FILE) > $OUTPUT_DIR/b
     assert_eq!(p.status()["slurm_jobs"], serde_json::json!([]));
 }
 
-#[test]
-fn sigint_cancels_the_runs_jobs() {
+/// `grit run --executor slurm` stopped by `signal` while its job waits: it exits `code`, its
+/// job is cancelled and nothing of it is left in the store's directory.
+fn a_signal_cancels_the_runs_jobs(signal: Signal, code: i32) {
     let Some(conf) = cluster() else { return };
-    let p = Project::new(
+    let step = format!("interrupted{}", signal as i32);
+    let p = Project::new(&format!(
         r#"
 [[step]]
-name = "interrupted"
+name = "{step}"
 script = "sleep 120; echo x > $OUTPUT_DIR/never"
 "#,
-    );
+    ));
     let child = run_command(&p, Some(&conf), &["--executor", "slurm"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("grit");
     wait_for("the job to be queued", Duration::from_secs(30), || {
-        !queued_jobs(&conf, "interrupted").is_empty()
+        !queued_jobs(&conf, &step).is_empty()
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+        .expect("signal grit");
     let out = child.wait_with_output().expect("grit");
-    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(code), "{}", describe(&out));
     wait_for("the job to be cancelled", Duration::from_secs(20), || {
-        queued_jobs(&conf, "interrupted").is_empty()
+        queued_jobs(&conf, &step).is_empty()
     });
     assert_eq!(p.status()["slurm_jobs"], serde_json::json!([]));
     // The cancelled job's work directory and submission are gone with the run.
     assert_eq!(entries(&p.db().join("slurm/work")), Vec::<String>::new());
+    assert_eq!(entries(&p.db().join("slurm/batch")), Vec::<String>::new());
+}
+
+#[test]
+fn sigint_cancels_the_runs_jobs() {
+    a_signal_cancels_the_runs_jobs(Signal::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_cancels_the_runs_jobs() {
+    a_signal_cancels_the_runs_jobs(Signal::SIGTERM, 143);
+}
+
+/// `grit serve --config FILE` with the cluster's `SLURM_CONF`.
+fn serve_config(config: &Path, conf: &Path) -> Server {
+    let mut command = StdCommand::new(assert_cmd::cargo::cargo_bin("grit"));
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("SLURM_CONF", conf);
+    Server::spawn(command)
+}
+
+/// A server stopped by `signal` while its run's job waits on the cluster cancels the run at
+/// once, not after `shutdown_timeout` (ten minutes here, far beyond the test's patience): the
+/// job goes, the run is recorded interrupted and resumes at the next start, and nothing of it is
+/// left in the store's directory.
+fn a_stopped_server_cancels_its_runs_jobs_at_once(signal: Signal) {
+    let Some(conf) = cluster() else { return };
+    let step = format!("servestop{}", signal as i32);
+    let p = Project::new(&format!(
+        r#"
+[executor]
+kind = "slurm"
+
+[[step]]
+name = "{step}"
+script = "sleep 120; echo x > $OUTPUT_DIR/never"
+"#,
+    ));
+    let config = p.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nshutdown_timeout = \"10m\"\n[pipelines.stopped]\nmanifest = \"{}\"\ndb = \"{}\"\n",
+            p.manifest().display(),
+            p.db().display()
+        ),
+    )
+    .expect("server config");
+    let server = serve_config(&config, &conf);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let run = server.trigger("stopped", &operator);
+    wait_for("the job to be queued", Duration::from_secs(30), || {
+        !queued_jobs(&conf, &step).is_empty()
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.pid()), signal)
+        .expect("signal the server");
+    wait_for(
+        "the server to cancel the job",
+        Duration::from_secs(30),
+        || queued_jobs(&conf, &step).is_empty(),
+    );
+    poll("the run's end in the server's log", || {
+        server
+            .stderr()
+            .lines()
+            .any(|l| l.contains("run ended") && l.contains("interrupted"))
+            .then_some(())
+    });
+    // It exits by itself once the run has ended (the second signal only waits for that).
+    assert_eq!(server.stop_with(signal).code(), Some(0));
+    assert_eq!(p.status()["slurm_jobs"], serde_json::json!([]));
+    assert_eq!(entries(&p.db().join("slurm/work")), Vec::<String>::new());
+    assert_eq!(entries(&p.db().join("slurm/batch")), Vec::<String>::new());
+
+    // The next start resumes the run, on the cluster again.
+    let server = serve_config(&config, &conf);
+    wait_for("the resumed run's job", Duration::from_secs(30), || {
+        !queued_jobs(&conf, &step).is_empty()
+    });
+    assert!(
+        server
+            .stderr()
+            .contains(&format!("run {run} was interrupted")),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(server.stop_with(signal).code(), Some(0));
+    wait_for(
+        "the resumed run's job to go",
+        Duration::from_secs(20),
+        || queued_jobs(&conf, &step).is_empty(),
+    );
+    assert_eq!(entries(&p.db().join("slurm/work")), Vec::<String>::new());
+}
+
+#[test]
+fn sigterm_of_grit_serve_cancels_its_slurm_runs_jobs_at_once() {
+    a_stopped_server_cancels_its_runs_jobs_at_once(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_of_grit_serve_cancels_its_slurm_runs_jobs_at_once() {
+    a_stopped_server_cancels_its_runs_jobs_at_once(Signal::SIGINT);
+}
+
+#[test]
+fn tasks_of_one_element_do_not_see_each_others_scratch() {
+    let Some(conf) = cluster() else { return };
+    // Four inputs: the step's first element (its duration probe) runs all four, one after the
+    // other, in the element's one scratch directory.
+    let p = Project::new(
+        r#"
+[[step]]
+name = "scratchsrc"
+script = "for i in 1 2 3 4; do echo $i > $OUTPUT_DIR/s_$i; done"
+
+[[step]]
+name = "scratchuse"
+inputs = ["s_*"]
+script = 'ls -A "$TMPDIR" > $OUTPUT_DIR/seen_${GRIT_INPUT_NAME#s_}; echo left > "$TMPDIR/left_${GRIT_INPUT_NAME#s_}"'
+"#,
+    );
+    let (out, _) = on_slurm(&p, &conf, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("step scratchuse: submitted Slurm job")
+            && stderr(&out).contains("(1 array element, 4 tasks)"),
+        "the four tasks shared one element:\n{}",
+        describe(&out)
+    );
+    for i in 1..=4 {
+        assert_eq!(
+            p.contents(&format!("seen_{i}")),
+            vec![String::new()],
+            "task {i} saw an earlier task's scratch"
+        );
+    }
     assert_eq!(entries(&p.db().join("slurm/batch")), Vec::<String>::new());
 }
 

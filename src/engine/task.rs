@@ -302,17 +302,23 @@ async fn attempt(
     dirs: &mut Vec<PathBuf>,
 ) -> (Exit, Option<String>, Vec<CapturedFile>) {
     let begun = Instant::now();
-    let scratch_dir = match ctx.workdirs.acquire() {
-        Ok(dir) => dir,
-        Err(e) => {
-            return (
-                Exit::SpawnFailed(format!("scratch directory: {e}")),
-                None,
-                Vec::new(),
-            );
+    let scratch_dir = if ctx.executor.needs_scratch_dir() {
+        match ctx.workdirs.acquire() {
+            Ok(dir) => {
+                dirs.push(dir.clone());
+                dir
+            }
+            Err(e) => {
+                return (
+                    Exit::SpawnFailed(format!("scratch directory: {e}")),
+                    None,
+                    Vec::new(),
+                );
+            }
         }
+    } else {
+        PathBuf::new()
     };
-    dirs.push(scratch_dir.clone());
     let output_dir = match ctx.capture.start_task(key, step.policy.max_output) {
         Ok(dir) => dir,
         Err(e) => {

@@ -50,6 +50,21 @@ pub trait Executor: Send + Sync {
 
     /// Short name for messages (`process`, `slurm`, ...).
     fn kind(&self) -> &'static str;
+
+    /// Whether a stopping `grit serve` cancels a run on this executor at once rather than letting
+    /// it finish for `shutdown_timeout`: its tasks are jobs that may wait in a cluster's queue far
+    /// longer than any timeout, and nobody watches them once the server is gone.
+    fn cancel_at_server_stop(&self) -> bool {
+        false
+    }
+
+    /// Whether a task's `scratch_dir` must be made on this machine. An executor that runs tasks
+    /// elsewhere and makes their scratch there (Slurm) says no: it has every task of a big step
+    /// in flight at once, and a directory each here would be thousands of `mkdir`s, and as many
+    /// `rmdir`s at the end of the run (each waiting for the device under `discard`).
+    fn needs_scratch_dir(&self) -> bool {
+        true
+    }
 }
 
 /// What the run a task belongs to lends the executor for it.
@@ -102,7 +117,8 @@ pub struct TaskSpec {
     pub workdir: PathBuf,
     pub input: TaskInput,
     pub output_dir: PathBuf,
-    /// Private writable scratch: `TMPDIR` and `HOME`.
+    /// Private writable scratch: `TMPDIR` and `HOME`. Empty for an executor that makes its own
+    /// where the task runs ([`Executor::needs_scratch_dir`]).
     pub scratch_dir: PathBuf,
     /// The store directory, which a sandbox hides.
     pub store_dir: PathBuf,

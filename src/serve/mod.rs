@@ -10,8 +10,9 @@
 //! Lifecycle: start-up opens every store, queues again the runs a crash or a stop interrupted
 //! (marked `resumed`), creates the token secret if missing and binds the socket ([`listen`]).
 //! SIGTERM/SIGINT stop accepting requests, let the running runs finish for `shutdown_timeout`,
-//! then cancel them cleanly (they resume at the next start). SIGHUP re-reads the config file; a
-//! bad one is logged with its location and the old config stays.
+//! then cancel them cleanly (they resume at the next start); a run on Slurm is cancelled at once,
+//! with its jobs, since they may wait in the cluster's queue longer than any timeout. SIGHUP
+//! re-reads the config file; a bad one is logged with its location and the old config stays.
 
 pub mod api;
 pub mod auth;
@@ -126,11 +127,13 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
     });
     // Whatever ended the HTTP side, the workers stop too (after their running run).
     let _ = stop.send(true);
+    // Runs already cancelled (on Slurm, at once) only wait for their jobs to be cancelled.
     let running: Vec<String> = state
         .pipelines
         .values()
         .filter_map(|p| {
             p.current()
+                .filter(|c| c.cancel.reason().is_none())
                 .map(|c| queue::public_id(&p.config().name, c.id))
         })
         .collect();

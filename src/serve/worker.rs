@@ -265,13 +265,19 @@ async fn execute(
         "run_started",
         serde_json::json!({ "pipeline": name, "run_id": run_id, "resumed": record.resumed }),
     );
-    // A stop of the server lets the run finish for `shutdown_timeout`, then cancels it.
+    // A stop of the server lets the run finish for `shutdown_timeout`, then cancels it; a run
+    // on an executor that asks for it (Slurm: its jobs may wait in the queue for hours) is
+    // cancelled at once, so its jobs are cancelled while the server is still there to do it.
+    let (at_once, mut at_once_seen) = watch::channel(false);
     let guard = {
         let cancel = cancel.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             if shutdown.wait_for(|stop| *stop).await.is_ok() {
-                tokio::time::sleep(shutdown_timeout).await;
+                tokio::select! {
+                    () = tokio::time::sleep(shutdown_timeout) => {}
+                    Ok(_) = at_once_seen.wait_for(|now| *now) => {}
+                }
                 cancel.cancel(CancelReason::Signal(libc::SIGTERM));
             }
         })
@@ -279,7 +285,7 @@ async fn execute(
     pipeline
         .publishing
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let end = run(pipeline, &record, &cancel).await;
+    let end = run(pipeline, &record, &cancel, &at_once).await;
     pipeline
         .publishing
         .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -323,7 +329,14 @@ fn failed(reason: String) -> Finish {
     }
 }
 
-async fn run(pipeline: &Arc<Pipeline>, record: &RunRecord, cancel: &CancelToken) -> Finish {
+/// Runs the record's pipeline; tells `at_once` whether a stop of the server cancels the run at
+/// once (see [`crate::executor::Executor::cancel_at_server_stop`]).
+async fn run(
+    pipeline: &Arc<Pipeline>,
+    record: &RunRecord,
+    cancel: &CancelToken,
+    at_once: &watch::Sender<bool>,
+) -> Finish {
     let config = pipeline.config();
     let loaded = match manifest::load(&config.manifest) {
         Ok(loaded) => loaded,
@@ -347,6 +360,8 @@ async fn run(pipeline: &Arc<Pipeline>, record: &RunRecord, cancel: &CancelToken)
         Ok(placing) => placing,
         Err(e) => return failed(format!("{e:#}")),
     };
+    let cancel_at_stop = placing.executor.cancel_at_server_stop();
+    at_once.send_replace(cancel_at_stop);
     let launch = Launch {
         manifest: loaded.manifest,
         capture: placing.capture,
@@ -377,13 +392,14 @@ async fn run(pipeline: &Arc<Pipeline>, record: &RunRecord, cancel: &CancelToken)
         run_id: record.public_id(),
     };
     match engine::run(inputs, &observer, cancel).await {
-        Ok(report) => ended(&report, cancel.reason()),
+        Ok(report) => ended(&report, cancel.reason(), cancel_at_stop),
         Err(e) => failed(e.to_string()),
     }
 }
 
-/// The record's end for an engine report.
-fn ended(report: &RunReport, cancelled: Option<CancelReason>) -> Finish {
+/// The record's end for an engine report; `at_once`: a stop of the server cancelled the run
+/// without waiting for `shutdown_timeout`.
+fn ended(report: &RunReport, cancelled: Option<CancelReason>, at_once: bool) -> Finish {
     let steps = serde_json::to_string(&report.steps).ok();
     let (status, reason, resume) = match (report.cancelled, cancelled) {
         (true, Some(CancelReason::Requested)) => {
@@ -392,8 +408,12 @@ fn ended(report: &RunReport, cancelled: Option<CancelReason>) -> Finish {
         (true, _) => (
             "interrupted",
             Some(
-                "the server stopped during the run (after shutdown_timeout); it resumes when the server starts again"
-                    .to_string(),
+                if at_once {
+                    "the server stopped during the run (its Slurm jobs were cancelled); it resumes when the server starts again"
+                } else {
+                    "the server stopped during the run (after shutdown_timeout); it resumes when the server starts again"
+                }
+                .to_string(),
             ),
             true,
         ),

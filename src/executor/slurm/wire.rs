@@ -4,9 +4,10 @@
 //!
 //! Layout:
 //! - `<db>/slurm/batch/<id>/batch.json`, `job.sh`, `slurm-<element>.out`: one `sbatch` call;
-//!   `element-<element>.log`: that element's [`ElementEvent`]s, one JSON object a line.
+//!   `element-<element>.log`: that element's [`ElementEvent`]s, one JSON object a line;
+//!   `scratch-<element>/`: the scratch directory of that element's tasks, emptied after each.
 //! - `<db>/slurm/work/<key>/`: one task's attempt on the cluster: `out/` (its `OUTPUT_DIR`),
-//!   `scratch/`, `in/` (a gather task's `INPUT_DIR`), `log`.
+//!   `in/` (a gather task's `INPUT_DIR`), `log`.
 //!
 //! The batch file is written to a temporary name and renamed. An element's log only grows, by
 //! whole lines each written with one `write` and the file closed after it (so an NFS client
@@ -41,6 +42,12 @@ pub fn batch_dir(store: &Path, id: &str) -> PathBuf {
 /// The events log of element `index` of the submission in `batch_dir`.
 pub fn element_log(batch_dir: &Path, index: usize) -> PathBuf {
     batch_dir.join(format!("element-{index}.log"))
+}
+
+/// The scratch directory (`TMPDIR`, `HOME`) element `index` of the submission in `batch_dir`
+/// gives each of its tasks in turn.
+pub fn element_scratch(batch_dir: &Path, index: usize) -> PathBuf {
+    batch_dir.join(format!("scratch-{index}"))
 }
 
 /// The submission a task's work key belongs to: `t<task>-<batch id>` → `<batch id>`.

@@ -2,7 +2,8 @@
 //! `--help`), which one array element of a submission runs. It loads the manifest as the run did,
 //! refuses a step whose version changed since submission, and runs its group of tasks one after
 //! the other through the local [`ProcessExecutor`] (the same sandbox as a local run), each into
-//! its own work directory on the shared filesystem. Per task it appends `started` to the
+//! its own work directory on the shared filesystem, with the element's one scratch directory
+//! (emptied after each task). Per task it appends `started` to the
 //! element's log, runs the task, hashes what it left in `out/`, and appends its result
 //! ([`wire::ElementEvent`]). It never opens the database: only the submitting grit publishes.
 //!
@@ -41,10 +42,8 @@ pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
         )
     })?;
     let job_id = job_id();
-    let log = wire::element_log(
-        batch_file.parent().unwrap_or_else(|| Path::new(".")),
-        element,
-    );
+    let batch_dir = batch_file.parent().unwrap_or_else(|| Path::new("."));
+    let log = wire::element_log(batch_dir, element);
     let tell = |event: &ElementEvent| {
         wire::append_event(&log, event).with_context(|| format!("writing {}", log.display()))
     };
@@ -72,6 +71,13 @@ pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // One scratch directory for the element, emptied after each task: a directory made on the
+    // shared filesystem per task, and removed again by the submitting grit, cost more than the
+    // tiny tasks themselves. Emptied first too, in case Slurm runs the element again.
+    let scratch = wire::element_scratch(batch_dir, element);
+    crate::store::access::create_dir_all(&scratch, 0o700)
+        .and_then(|()| crate::store::staging::clear(&scratch))
+        .with_context(|| format!("preparing {}", scratch.display()))?;
     runtime.block_on(async {
         let cancel = CancelToken::new();
         let _signals = crate::commands::interrupt::cancel_on_signals(cancel.clone())?;
@@ -88,7 +94,8 @@ pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
             tell(&ElementEvent::Started {
                 key: task.key.clone(),
             })?;
-            let Some(result) = run_one(&executor, &control, &batch, &step, task, &job_id).await?
+            let Some(result) =
+                run_one(&executor, &control, &batch, &step, task, &scratch, &job_id).await?
             else {
                 break;
             };
@@ -135,15 +142,14 @@ async fn run_one(
     batch: &Batch,
     step: &Arc<Step>,
     task: &WireTask,
+    scratch_dir: &Path,
     job_id: &str,
 ) -> anyhow::Result<Option<TaskResult>> {
     let work = wire::work_dir(&batch.store, &task.key);
     let output_dir = work.join("out");
-    let scratch_dir = work.join("scratch");
-    for dir in [&output_dir, &scratch_dir] {
-        crate::store::access::create_dir_all(dir, 0o700)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
+    crate::store::access::create_dir_all(&output_dir, 0o700)
+        .with_context(|| format!("creating {}", output_dir.display()))?;
+
     let input = match &task.input {
         WireInput::None => TaskInput::None,
         WireInput::File { path, name, hash } => TaskInput::File {
@@ -165,7 +171,7 @@ async fn run_one(
         workdir: manifest_dir,
         input,
         output_dir: output_dir.clone(),
-        scratch_dir,
+        scratch_dir: scratch_dir.to_path_buf(),
         store_dir: batch.store.clone(),
         log_path: work.join("log"),
         sandboxed: batch.sandboxed,
@@ -173,6 +179,9 @@ async fn run_one(
     };
     let started = Instant::now();
     let exit = executor.execute(&spec, control).await;
+    // What the task left in scratch goes with it; the element's next task starts clean.
+    crate::store::staging::clear(scratch_dir)
+        .with_context(|| format!("emptying {}", scratch_dir.display()))?;
     if !exit.success() {
         // Slurm signals every process of a job at once: the script may die of the SIGTERM
         // before this process has seen its own. A job being stopped writes no result; Slurm's
