@@ -222,8 +222,8 @@ impl FileNode {
 /// A task may leave hundreds of thousands of files, and each is held here until the task ends,
 /// so a node keeps only what it cannot derive: its name lives in the task directory's entries,
 /// its staging file's path comes from its inode number ([`Shared::staged_path`]), and the hash
-/// state of a closed file shrinks to its digest ([`StreamingHash::Sealed`]). About 150 bytes a
-/// file, where it was 320 (BENCHMARKS.md, issue 16).
+/// state of a closed file shrinks to its digest ([`StreamingHash::Sealed`]). About 170 bytes a
+/// file, where it was 320 (heaptrack; BENCHMARKS.md, issue 16).
 struct FileNode {
     ino: u64,
     dir: u64,
