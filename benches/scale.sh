@@ -101,8 +101,10 @@ if [[ " $PARTS " == *" fanout "* ]]; then
     declare -A med=()
     for kind in $kinds; do med[$kind]=$(printf '%s\n' ${walls[$kind]} | median); done
     for kind in $kinds; do
-      awk -v k="$kind" -v n="$n" -v w="${med[$kind]}" -v sh="${med[floor-sh]}" -v b="${med[floor-bash]}" -v r="${rss[$kind]}" -v all="${walls[$kind]}" 'BEGIN {
-        printf "%-14s %8d %10.2f %10.0f %8.2fx %8.2fx %+14.3f %9s MiB   runs: %s\n", k, n, w, n / w, w / sh, w / b, (w - sh) * 1000 / n, r, all }'
+      awk -v k="$kind" -v n="$n" -v w="${med[$kind]}" -v sh="${med[floor-sh]:-0}" -v b="${med[floor-bash]:-0}" -v r="${rss[$kind]}" -v all="${walls[$kind]}" 'BEGIN {
+        printf "%-14s %8d %10.2f %10.0f %8s %8s %14s %9s MiB   runs: %s\n", k, n, w, n / w,
+          (sh > 0 ? sprintf("%.2fx", w / sh) : "-"), (b > 0 ? sprintf("%.2fx", w / b) : "-"),
+          (sh > 0 ? sprintf("%+.3f", (w - sh) * 1000 / n) : "-"), r, all }'
     done
     unset walls rss med
   done

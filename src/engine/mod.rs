@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use crate::capture::Capture;
-use crate::executor::{Executor, LineSink, TaskControl};
+use crate::executor::{Executor, LineSink, ScriptGate, TaskControl};
 use crate::manifest::{Manifest, ParamError, Step};
 use crate::store::decide::{VersionStatus, Why};
 use crate::store::runs::{self, RunTotals, StepKind};
@@ -148,6 +148,27 @@ pub enum EngineError {
 }
 
 /// Scheduling state of one current step.
+/// A task started ahead may run its script now (or ended without): it is running from here on,
+/// for the observer and, with the next group commit, in the store.
+fn turn_came(
+    awaiting_turn: &mut HashMap<i64, (usize, Option<crate::store::schedule::InputRef>)>,
+    task_id: i64,
+    slots: &[StepSlot],
+    starting: &mut Vec<i64>,
+    observer: &dyn Observer,
+) {
+    let Some((index, input)) = awaiting_turn.remove(&task_id) else {
+        return;
+    };
+    starting.push(task_id);
+    observer.event(&Event::TaskStarted {
+        step: &slots[index].step.name,
+        task_id,
+        input: input.as_ref().map(|i| i.name.as_str()),
+        input_hash: input.as_ref().map(|i| i.hash.as_str()),
+    });
+}
+
 struct StepSlot {
     step: Arc<Step>,
     version_id: i64,
@@ -156,7 +177,11 @@ struct StepSlot {
     version: VersionStatus,
     allowed: bool,
     cap: usize,
+    /// Tasks started and not yet past their script: running, or set up and waiting for their
+    /// turn (see `lookahead` in [`run`]).
     running: usize,
+    /// The step's `parallel` as a semaphore, for tasks started ahead (see [`ScriptGate`]).
+    gate: Option<Arc<tokio::sync::Semaphore>>,
     queue: VecDeque<QueuedTask>,
     /// Gather steps: which steps may feed this one (by slot index).
     upstream: Vec<bool>,
@@ -273,6 +298,7 @@ pub async fn run(
             kind: StepKind::of(step),
             version,
             running: 0,
+            gate: None,
             queue: VecDeque::new(),
             cursor: 0,
             exhausted: false,
@@ -377,6 +403,7 @@ pub async fn run(
             cancel: cancel.clone(),
             lines,
             placed: Some(placed_tx),
+            gate: None,
         },
         capture: capture.clone(),
         writer: writer.clone(),
@@ -414,6 +441,28 @@ pub async fn run(
     let mut rotation = 0usize;
     let mut interrupted = None;
     let jobs = options.jobs.max(1);
+    // Lookahead: an executor that sets a task up before its script runs (the sandbox) gets up to
+    // `jobs` more tasks than may run scripts, so that when a script ends the next task's sandbox
+    // is ready. `-j` and `parallel` still bound the scripts, through semaphores the tasks wait
+    // on (`ScriptGate`); such a task counts as running (event, store) only once its script may
+    // start, so a run interrupted before then leaves it pending.
+    let lookahead = if ctx.executor.prepares_ahead() {
+        jobs
+    } else {
+        0
+    };
+    let run_gate = Arc::new(tokio::sync::Semaphore::new(jobs));
+    if lookahead > 0 {
+        for slot in slots.iter_mut().filter(|s| s.cap < usize::MAX) {
+            slot.gate = Some(Arc::new(tokio::sync::Semaphore::new(
+                slot.cap.min(tokio::sync::Semaphore::MAX_PERMITS),
+            )));
+        }
+    }
+    let (script_started_tx, mut script_started_rx) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    // Tasks started ahead whose script has not started yet: what their start event needs.
+    let mut awaiting_turn: HashMap<i64, (usize, Option<crate::store::schedule::InputRef>)> =
+        HashMap::new();
     // Group commit: what waits for the next transaction (tasks started since the last one,
     // tasks finished since), and the one transaction in flight. The loop never waits for the
     // writer to start a task or to take a finished one: whatever accumulates while a group
@@ -436,13 +485,16 @@ pub async fn run(
                 state: &placement.state,
             });
         }
+        while let Ok(task_id) = script_started_rx.try_recv() {
+            turn_came(&mut awaiting_turn, task_id, &slots, &mut starting, observer);
+        }
         // Fill free slots, round-robin over steps so that one big step does not starve the others.
         let mut to_start: Vec<(usize, QueuedTask)> = Vec::new();
         while let Ok(index) = slot_free_rx.try_recv() {
             slots[index].running -= 1;
             scripts_running -= 1;
         }
-        'fill: while scripts_running + to_start.len() < jobs {
+        'fill: while scripts_running + to_start.len() < jobs + lookahead {
             if options
                 .max_tasks
                 .is_some_and(|max| started_count + to_start.len() as u64 >= max)
@@ -454,7 +506,8 @@ pub async fn run(
                 let slot = &mut slots[index];
                 let starting_here = to_start.iter().filter(|(i, _)| *i == index).count();
                 if !slot.allowed
-                    || slot.running + starting_here >= slot.cap
+                    || slot.running + starting_here
+                        >= slot.cap.saturating_add(lookahead.min(slot.cap))
                     || (tally.sources_left > 0 && slot.kind != StepKind::Source)
                 {
                     continue;
@@ -493,18 +546,29 @@ pub async fn run(
         // Marked running by the next group commit, which follows in the writer's order any
         // commit that could publish them.
         for (index, queued) in to_start {
-            starting.push(queued.id);
             let slot = &mut slots[index];
             slot.running += 1;
             scripts_running += 1;
             in_flight += 1;
             started_count += 1;
-            observer.event(&Event::TaskStarted {
-                step: &slot.step.name,
+            let gate = (lookahead > 0).then(|| ScriptGate {
+                run: run_gate.clone(),
+                step: slot.gate.clone(),
                 task_id: queued.id,
-                input: queued.input.as_ref().map(|i| i.name.as_str()),
-                input_hash: queued.input.as_ref().map(|i| i.hash.as_str()),
+                started: script_started_tx.clone(),
+                waited_us: Default::default(),
             });
+            if gate.is_some() {
+                awaiting_turn.insert(queued.id, (index, queued.input.clone()));
+            } else {
+                starting.push(queued.id);
+                observer.event(&Event::TaskStarted {
+                    step: &slot.step.name,
+                    task_id: queued.id,
+                    input: queued.input.as_ref().map(|i| i.name.as_str()),
+                    input_hash: queued.input.as_ref().map(|i| i.hash.as_str()),
+                });
+            }
             let (ctx, step, gather) = (
                 ctx.clone(),
                 slot.step.clone(),
@@ -512,7 +576,7 @@ pub async fn run(
             );
             let script_slot = task::ScriptSlot::new(slot_free_tx.clone(), index);
             running.spawn(async move {
-                let finished = task::run_task(ctx, step, queued, gather, script_slot).await;
+                let finished = task::run_task(ctx, step, queued, gather, script_slot, gate).await;
                 (index, finished)
             });
         }
@@ -596,15 +660,22 @@ pub async fn run(
                     joined.map_err(|e| EngineError::Setup(format!("a task panicked: {e}")))?;
                 if done.exit == crate::executor::Exit::Cancelled {
                     // The executor saw the cancellation before this loop did: the task publishes
-                    // nothing and goes back to pending with the others.
+                    // nothing and goes back to pending with the others. (One cancelled while it
+                    // waited for its turn never ran: it stays pending as it was.)
+                    awaiting_turn.remove(&done.record.task_id);
                     interrupted = Some(cancel.reason().unwrap_or(CancelReason::Requested));
                     break;
                 }
+                // A task that ended before its turn (it could not be set up) started all the same.
+                turn_came(&mut awaiting_turn, done.record.task_id, &slots, &mut starting, observer);
                 finished.push((index, done));
             }
             reason = cancel.cancelled() => {
                 interrupted = Some(reason);
                 break;
+            }
+            Some(task_id) = script_started_rx.recv() => {
+                turn_came(&mut awaiting_turn, task_id, &slots, &mut starting, observer);
             }
             Some(placement) = placed_rx.recv() => {
                 observer.event(&Event::TaskPlaced {
@@ -629,6 +700,21 @@ pub async fn run(
             }
         }
         while running.join_next().await.is_some() {}
+        // Tasks whose scripts started since the last commit are recorded running first, so
+        // that `reset_running` records this run as having interrupted them.
+        while let Ok(task_id) = script_started_rx.try_recv() {
+            turn_came(&mut awaiting_turn, task_id, &slots, &mut starting, observer);
+        }
+        if !starting.is_empty() {
+            committing = Some(GroupCommit::start(
+                &writer,
+                run_id,
+                &maps,
+                std::mem::take(&mut starting),
+                Vec::new(),
+            ));
+            GroupCommit::wait(&mut committing).await?;
+        }
         writer.call(|conn| runs::reset_running(conn)).await?;
     }
     let Tally {

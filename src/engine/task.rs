@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::capture::{Capture, CaptureError, CapturedFile, ServedInput};
-use crate::executor::{Executor, Exit, TaskControl, TaskInput, TaskSpec};
+use crate::executor::{Executor, Exit, ScriptGate, TaskControl, TaskInput, TaskSpec};
 use crate::manifest::Step;
 use crate::sandbox::hints;
 use crate::store::objects::{ObjectError, Objects, VerifiedCache, hash_file};
@@ -86,6 +86,7 @@ pub async fn run_task(
     queued: QueuedTask,
     gather: bool,
     mut script_slot: ScriptSlot,
+    gate: Option<ScriptGate>,
 ) -> Finished {
     let started = Instant::now();
     let task_id = queued.id;
@@ -128,8 +129,10 @@ pub async fn run_task(
         // Unique per run and attempt: a capture never mixes two attempts' files.
         let key = format!("t{task_id}-r{}-a{attempts}", ctx.run_id);
         let mut dirs = Vec::new();
-        let (exit, error, files) =
-            attempt(&ctx, &step, &queued, gather, &key, &log_path, &mut dirs).await;
+        let (exit, error, files) = attempt(
+            &ctx, &step, &queued, gather, &key, &log_path, &mut dirs, &gate,
+        )
+        .await;
         let succeeded = exit.success() && error.is_none();
         if succeeded || exit == Exit::Cancelled || attempts > step.retries {
             break (exit, error, files, key, dirs);
@@ -224,7 +227,15 @@ pub async fn run_task(
             exit_code: exit.code(),
             error,
             log_hash,
-            duration_ms: started.elapsed().as_millis() as u64,
+            // Its wait for a turn to run its script is not part of it.
+            duration_ms: started
+                .elapsed()
+                .saturating_sub(std::time::Duration::from_micros(
+                    gate.as_ref().map_or(0, |g| {
+                        g.waited_us.load(std::sync::atomic::Ordering::Relaxed)
+                    }),
+                ))
+                .as_millis() as u64,
             source: step.is_source().then(|| FactSource {
                 name: step.name.clone(),
                 keep: step.keep,
@@ -300,6 +311,7 @@ async fn attempt(
     key: &str,
     log_path: &std::path::Path,
     dirs: &mut Vec<PathBuf>,
+    gate: &Option<ScriptGate>,
 ) -> (Exit, Option<String>, Vec<CapturedFile>) {
     let begun = Instant::now();
     let scratch_dir = if ctx.executor.needs_scratch_dir() {
@@ -350,7 +362,18 @@ async fn attempt(
         }),
     };
     let prepared = Instant::now();
-    let exit = ctx.executor.execute(&spec, &ctx.control).await;
+    let with_gate;
+    let control = match gate {
+        Some(gate) => {
+            with_gate = TaskControl {
+                gate: Some(gate.clone()),
+                ..ctx.control.clone()
+            };
+            &with_gate
+        }
+        None => &ctx.control,
+    };
+    let exit = ctx.executor.execute(&spec, control).await;
     let executed = Instant::now();
     if exit == Exit::Cancelled {
         return (exit, None, Vec::new());

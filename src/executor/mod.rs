@@ -65,6 +65,39 @@ pub trait Executor: Send + Sync {
     fn needs_scratch_dir(&self) -> bool {
         true
     }
+
+    /// Whether this executor can set a task up before its script may run, and waits for
+    /// [`TaskControl::script_may_start`] in between. The engine then starts up to `-j` more tasks
+    /// than scripts may run, so the next task's sandbox is ready when a script ends: a
+    /// sandbox's set-up takes about a millisecond, mostly waiting (the zygote, the kernel), and
+    /// at `-j` equal to the CPUs that wait would leave a CPU idle between every two tasks.
+    fn prepares_ahead(&self) -> bool {
+        false
+    }
+}
+
+/// The right to start a task's script, under `-j` and the step's `parallel`, for a task the
+/// engine started ahead (see [`Executor::prepares_ahead`]). The limits are semaphores, so tasks
+/// get their turn in the order they asked; the task counts as running from then on.
+#[derive(Clone)]
+pub struct ScriptGate {
+    /// `-j`.
+    pub run: Arc<tokio::sync::Semaphore>,
+    /// The step's `parallel`, if it has one.
+    pub step: Option<Arc<tokio::sync::Semaphore>>,
+    pub task_id: i64,
+    /// Told the task's id once its script may start: from then on it is running.
+    pub started: tokio::sync::mpsc::UnboundedSender<i64>,
+    /// Microseconds the task waited for its turn (added over its attempts), which are not part
+    /// of its duration.
+    pub waited_us: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Held while a task's script runs; dropping it lets the next one start.
+#[derive(Default)]
+pub struct ScriptPermit {
+    _step: Option<tokio::sync::OwnedSemaphorePermit>,
+    _run: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What the run a task belongs to lends the executor for it.
@@ -77,6 +110,45 @@ pub struct TaskControl {
     /// Receives where the executor placed the task, each time that changes (a cluster's job and
     /// its state); a local executor sends nothing.
     pub placed: Option<PlacementSink>,
+    /// The task's turn to run its script, when the engine started it ahead.
+    pub gate: Option<ScriptGate>,
+}
+
+impl TaskControl {
+    /// Waits until the task's script may start (at once when the task was not started ahead).
+    /// The executor calls it after it set the task up and before the script runs, and holds
+    /// the permit until the script's processes are gone. Returns `None` once the run is
+    /// cancelled.
+    pub async fn script_may_start(&self) -> Option<ScriptPermit> {
+        let Some(gate) = &self.gate else {
+            return Some(ScriptPermit::default());
+        };
+        let asked = std::time::Instant::now();
+        let acquire = async {
+            let step = match &gate.step {
+                Some(step) => Some(step.clone().acquire_owned().await.ok()?),
+                None => None,
+            };
+            // Step first, then the run: a task holding a run permit always holds its step's.
+            let run = gate.run.clone().acquire_owned().await.ok()?;
+            Some(ScriptPermit {
+                _step: step,
+                _run: Some(run),
+            })
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => None,
+            permit = acquire => permit,
+        }?;
+        gate.waited_us.fetch_add(
+            asked.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        // The receiver lives as long as the run.
+        let _ = gate.started.send(gate.task_id);
+        Some(permit)
+    }
 }
 
 /// Where an executor placed a task, as it learned it: which job of a cluster runs it, and that

@@ -54,6 +54,10 @@ impl Executor for ProcessExecutor {
         self.sandbox.shutdown();
     }
 
+    fn prepares_ahead(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "process"
     }
@@ -276,7 +280,7 @@ impl ProcessExecutor {
                 admission.admit(who.ok());
             }
         };
-        let started = self.sandbox.spawn_admitting(
+        let started = self.sandbox.prepare(
             &request,
             &crate::sandbox::Program {
                 name: OsStr::new(program),
@@ -327,6 +331,15 @@ impl ProcessExecutor {
                 "the step has an `image`, which needs the sandbox: run without --no-sandbox".into(),
             );
         }
+        // A plain script starts with its spawn, so it waits for its turn first; a sandboxed one
+        // is set up first and waits for its turn just before its script (below).
+        let mut permit = None;
+        if !sandboxed {
+            match control.script_may_start().await {
+                Some(turn) => permit = Some(turn),
+                None => return Exit::Cancelled,
+            }
+        }
         let spawn_started = std::time::Instant::now();
         let started = if sandboxed {
             self.start_sandboxed(spec, lines, &mut log, program, args)
@@ -343,6 +356,16 @@ impl ProcessExecutor {
             Ok(started) => started,
             Err(exit) => return exit,
         };
+        if let Started::Sandboxed(task) = &mut child {
+            match control.script_may_start().await {
+                Some(turn) => permit = Some(turn),
+                // Dropping the task kills its init, which never ran the script.
+                None => return Exit::Cancelled,
+            }
+            task.start();
+        }
+        // Held until the script's processes are gone, when this attempt returns.
+        let _turn = permit;
         let Some(pid) = child.id().map(|p| p as i32) else {
             return Exit::SpawnFailed("the child exited before it could be tracked".into());
         };

@@ -76,6 +76,11 @@ pub(crate) struct ChildSetup {
     /// byte to: a task whose zygote died before answering (so grit starts it again), or whose
     /// grit died, gets end-of-file instead and never runs its script.
     pub go: RawFd,
+    /// Write end of a pipe grit holds the read end of: once the script has exited and nothing
+    /// of the task is left, init writes the exit code here (4 bytes) before it exits, so grit
+    /// can go on while the kernel tears the namespaces down (about 0.3 ms, an RCU grace period
+    /// among it). Close-on-exec: the script never holds it.
+    pub done: RawFd,
     pub cwd: CString,
     /// The landlock ruleset, without rules yet.
     pub ruleset: Option<OwnedFd>,
@@ -97,14 +102,19 @@ pub(crate) struct ChildSetup {
     pub _args: Vec<CString>,
     pub _env: Vec<CString>,
     /// Stack of the vfork'd script until it execs.
-    pub script_stack: Box<[AtomicU64]>,
+    pub script_stack: &'static [AtomicU64],
     /// The script's `execve` errno, or 0.
     pub exec_errno: AtomicI32,
 }
 
 /// Size of [`ChildSetup::script_stack`] in 8-byte words (32 KiB): `execve` and a failure path.
-/// (It is allocated per spawn, and every page touched is a page fault.)
-pub(crate) const SCRIPT_STACK_WORDS: usize = 4 * 1024;
+const SCRIPT_STACK_WORDS: usize = 4 * 1024;
+
+/// The vfork'd script's stack. One for every task: each init is a copy of the zygote, so each
+/// writes its own copy of these pages, and the zygote, which never touches them, neither
+/// allocates nor clears a stack per task.
+pub(crate) static SCRIPT_STACK: [AtomicU64; SCRIPT_STACK_WORDS] =
+    [const { AtomicU64::new(0) }; SCRIPT_STACK_WORDS];
 
 fn errno() -> i32 {
     // SAFETY: __errno_location returns this thread's errno slot; reading it is always valid.
@@ -595,8 +605,9 @@ impl ChildSetup {
                 libc::_exit(SETUP_FAILED_EXIT);
             }
             drop_privileges(self);
-            // Nothing but stdio reaches the script (the ruleset and any attach leftovers).
-            close_from(3, libc::c_uint::MAX, 0);
+            // Nothing but stdio reaches the script (the ruleset and any attach leftovers); init
+            // keeps `done`, which is close-on-exec.
+            close_all_but(&[0, 1, 2, self.done]);
             // Last, so a low open-files limit cannot break the setup above.
             for (resource, limit) in &self.rlimits {
                 check(
@@ -638,6 +649,9 @@ impl ChildSetup {
                     break;
                 }
             }
+            // Nothing of the task is left but init: report now, not at the end of the exit.
+            let report = code.to_le_bytes();
+            libc::write(self.done, report.as_ptr().cast(), report.len());
             libc::_exit(code);
         }
     }

@@ -103,6 +103,17 @@ impl ZygotePids {
     }
 }
 
+/// A task's init as the zygote answered for it.
+pub(crate) struct Spawned {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    /// Write end of the go pipe: init runs the script once a byte arrives there.
+    pub go: OwnedFd,
+    /// Read end of the done pipe: the script's exit code arrives there once nothing of the
+    /// task is left but init (see `ChildSetup::done`).
+    pub done: OwnedFd,
+}
+
 /// At most one running zygote (and its twin), started at the first spawn and replaced when it
 /// can no longer serve.
 #[derive(Default)]
@@ -126,14 +137,13 @@ impl ZygoteSlot {
             .unwrap_or_default()
     }
 
-    /// Asks the zygote to start a task; returns its init's pid and pidfd, and the write end of
-    /// the go pipe: init runs the script once a byte arrives there. `fds` are the task's stdin,
-    /// stdout and stderr, then its cgroup descriptor if `order.cgroup` names one.
+    /// Asks the zygote to start a task (see [`Spawned`]). `fds` are the task's stdin, stdout
+    /// and stderr, then its cgroup descriptor if `order.cgroup` names one.
     pub(crate) fn spawn(
         &self,
         order: &Order,
         fds: &[BorrowedFd<'_>],
-    ) -> Result<(i32, OwnedFd, OwnedFd), SandboxError> {
+    ) -> Result<Spawned, SandboxError> {
         let pids = &*self.pids;
         let mut slot = self.zygote.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_some_and(Zygote::outdated)
@@ -158,11 +168,17 @@ impl ZygoteSlot {
             match answer {
                 Ok(Some((Reply::Spawned { pid }, fds))) => {
                     let mut fds = fds.into_iter();
-                    let (Some(pidfd), Some(go)) = (fds.next(), fds.next()) else {
+                    let (Some(pidfd), Some(go), Some(done)) = (fds.next(), fds.next(), fds.next())
+                    else {
                         failure = "the zygote's answer lacked the task's descriptors".into();
                         break;
                     };
-                    return Ok((pid, pidfd, go));
+                    return Ok(Spawned {
+                        pid,
+                        pidfd,
+                        go,
+                        done,
+                    });
                 }
                 Ok(Some((Reply::Refused { message }, _))) => {
                     return Err(SandboxError::Refused(message));

@@ -399,6 +399,19 @@ impl Sandbox {
         program: &Program<'_>,
         admit: &mut dyn FnMut(i32),
     ) -> Result<Sandboxed, SandboxError> {
+        let mut task = self.prepare(req, program, admit)?;
+        task.start();
+        Ok(task)
+    }
+
+    /// [`Sandbox::spawn_admitting`] up to the script: the task's sandbox is set up, and its
+    /// script runs at [`Sandboxed::start`] (never, if the task is dropped before).
+    pub fn prepare(
+        &self,
+        req: &SandboxRequest<'_>,
+        program: &Program<'_>,
+        admit: &mut dyn FnMut(i32),
+    ) -> Result<Sandboxed, SandboxError> {
         preflight()?;
         let policy = req.policy;
         let os = |p: &Path| p.as_os_str().to_os_string();
@@ -442,14 +455,20 @@ impl Sandbox {
         if let Some(cgroup::Join::Clone(fd) | cgroup::Join::Procs(fd)) = &cgroup {
             fds.push(fd.as_fd());
         }
-        let (pid, pidfd, go) = self.zygote.spawn(&order, &fds)?;
-        admit(pid);
-        // grit holds the pidfd and the task is admitted: the script may run. (Init may already be
-        // gone; then the write fails and the exit status tells what happened.)
-        let _ = nix::unistd::write(&go, b"1");
+        let spawned = self.zygote.spawn(&order, &fds)?;
+        admit(spawned.pid);
+        // Non-blocking, for `Sandboxed::wait`'s readiness loop.
+        let done = nix::fcntl::fcntl(
+            &spawned.done,
+            nix::fcntl::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .is_ok()
+        .then_some(spawned.done);
         Ok(Sandboxed {
-            pid,
-            pidfd,
+            pid: spawned.pid,
+            pidfd: Some(spawned.pidfd),
+            go: Some(spawned.go),
+            done,
             status: None,
         })
     }
@@ -482,11 +501,41 @@ impl Drop for Sandbox {
 
 /// A running sandboxed task: its init, a direct child of grit, held through a pidfd (so it is
 /// never confused with a later process of the same pid).
+///
+/// Its end is known at the first of two signs: init's report on the done pipe, written once the
+/// script has exited and nothing else of the task is left (init then exits, and the reaper
+/// thread collects it), or, if init ended any other way (killed, or a failed setup), its exit.
 #[derive(Debug)]
 pub struct Sandboxed {
     pid: i32,
-    pidfd: OwnedFd,
+    /// `None` once handed to the reaper thread.
+    pidfd: Option<OwnedFd>,
+    /// The go pipe's write end, until [`Sandboxed::start`].
+    go: Option<OwnedFd>,
+    /// The done pipe's read end (non-blocking), until a wait takes it.
+    done: Option<OwnedFd>,
     status: Option<ExitStatus>,
+}
+
+/// What one read of the done pipe found.
+enum Report {
+    /// The script's exit code: nothing of the task is left but init.
+    Code(i32),
+    /// Nothing yet.
+    Pending,
+    /// End of file or an error: init ended without reporting; its exit status tells.
+    None,
+}
+
+fn read_report(done: &OwnedFd) -> Report {
+    let mut bytes = [0u8; 4];
+    match nix::unistd::read(done, &mut bytes) {
+        // A 4-byte write to a pipe is atomic: it arrives whole or not at all.
+        Ok(4) => Report::Code(i32::from_le_bytes(bytes)),
+        Err(nix::errno::Errno::EAGAIN) => Report::Pending,
+        Err(nix::errno::Errno::EINTR) => Report::Pending,
+        Ok(_) | Err(_) => Report::None,
+    }
 }
 
 impl Sandboxed {
@@ -495,15 +544,50 @@ impl Sandboxed {
         self.pid as u32
     }
 
+    /// Lets the script run. grit holds the pidfd and the task is admitted by now. (Init may
+    /// already be gone; then the write fails and the exit status tells what happened.)
+    pub fn start(&mut self) {
+        if let Some(go) = self.go.take() {
+            let _ = nix::unistd::write(&go, b"1");
+        }
+    }
+
     /// Waits for the task to end without blocking the runtime.
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         if let Some(status) = self.status {
             return Ok(status);
         }
+        // Taken: a wait dropped half-way (a timeout) leaves the next one to the pidfd.
+        if let Some(done) = self.done.take() {
+            // SAFETY: `done` is owned here and outlives `registered`, which is dropped first.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    done.as_raw_fd(),
+                    tokio::io::Interest::READABLE,
+                )?
+            };
+            let code = loop {
+                let mut ready = registered.readable().await?;
+                match read_report(&done) {
+                    Report::Code(code) => break Some(code),
+                    Report::Pending => ready.clear_ready(),
+                    Report::None => break None,
+                }
+            };
+            drop(registered);
+            if let Some(code) = code {
+                return Ok(self.reported(code));
+            }
+        }
+        let Some(pidfd) = &self.pidfd else {
+            return Err(std::io::Error::other(
+                "the task's init was already handed on",
+            ));
+        };
         // SAFETY: the pidfd is owned by `self` and outlives `ready`, which is dropped below.
         let ready = unsafe {
             tokio::io::unix::AsyncFd::register_with_interest(
-                self.pidfd.as_raw_fd(),
+                pidfd.as_raw_fd(),
                 tokio::io::Interest::READABLE,
             )?
         };
@@ -515,20 +599,47 @@ impl Sandboxed {
 
     /// Waits for the task to end, blocking this thread.
     pub fn wait_blocking(&mut self) -> std::io::Result<ExitStatus> {
-        match self.status {
-            Some(status) => Ok(status),
-            None => self.reap(),
+        if let Some(status) = self.status {
+            return Ok(status);
         }
+        if let Some(done) = self.done.take() {
+            loop {
+                let mut p = libc::pollfd {
+                    fd: done.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll on one valid descriptor.
+                unsafe { libc::poll(&mut p, 1, -1) };
+                match read_report(&done) {
+                    Report::Code(code) => return Ok(self.reported(code)),
+                    Report::Pending => continue,
+                    Report::None => break,
+                }
+            }
+        }
+        self.reap()
+    }
+
+    /// Records init's report and hands init to the reaper thread, which collects it once the
+    /// kernel has torn its namespaces down.
+    fn reported(&mut self, code: i32) -> ExitStatus {
+        let status = ExitStatus::from_raw((code & 0xff) << 8);
+        self.status = Some(status);
+        if let Some(pidfd) = self.pidfd.take() {
+            reap_later(pidfd);
+        }
+        status
     }
 
     /// SIGKILLs init, which ends every process of the task.
     pub fn kill(&self) {
-        if self.status.is_none() {
+        if let (None, Some(pidfd)) = (self.status, &self.pidfd) {
             // SAFETY: pidfd_send_signal on our own pidfd; an exited process only returns ESRCH.
             unsafe {
                 libc::syscall(
                     libc::SYS_pidfd_send_signal,
-                    self.pidfd.as_raw_fd(),
+                    pidfd.as_raw_fd(),
                     libc::SIGKILL,
                     std::ptr::null::<libc::siginfo_t>(),
                     0,
@@ -538,25 +649,12 @@ impl Sandboxed {
     }
 
     fn reap(&mut self) -> std::io::Result<ExitStatus> {
-        // SAFETY: waitid on our own child's pidfd with a zeroed siginfo to fill in.
-        let info = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            loop {
-                if libc::waitid(
-                    P_PIDFD,
-                    self.pidfd.as_raw_fd() as libc::id_t,
-                    &mut info,
-                    libc::WEXITED,
-                ) == 0
-                {
-                    break info;
-                }
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+        let Some(pidfd) = &self.pidfd else {
+            return Err(std::io::Error::other(
+                "the task's init was already handed on",
+            ));
         };
+        let info = wait_exited(pidfd)?;
         // SAFETY: waitid filled in a SIGCHLD siginfo, whose status field is valid.
         let (code, value) = unsafe { (info.si_code, info.si_status()) };
         let raw = match code {
@@ -567,6 +665,56 @@ impl Sandboxed {
         let status = ExitStatus::from_raw(raw);
         self.status = Some(status);
         Ok(status)
+    }
+}
+
+/// Blocks until the child behind `pidfd` has exited, and collects it.
+fn wait_exited(pidfd: &OwnedFd) -> std::io::Result<libc::siginfo_t> {
+    // SAFETY: waitid on our own child's pidfd with a zeroed siginfo to fill in.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        loop {
+            if libc::waitid(
+                P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            ) == 0
+            {
+                return Ok(info);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Collects inits that reported their task's end, on one thread for the whole process: their
+/// exits (the namespaces' teardown) take a few hundred microseconds that no task needs to wait
+/// for. Inits report in about the order they exit, so one blocking wait after another keeps up.
+fn reap_later(pidfd: OwnedFd) {
+    static REAPER: OnceLock<Option<std::sync::mpsc::Sender<OwnedFd>>> = OnceLock::new();
+    let reaper = REAPER.get_or_init(|| {
+        let (send, receive) = std::sync::mpsc::channel::<OwnedFd>();
+        std::thread::Builder::new()
+            .name("grit-reaper".into())
+            .spawn(move || {
+                for pidfd in receive {
+                    let _ = wait_exited(&pidfd);
+                }
+            })
+            .ok()
+            .map(|_| send)
+    });
+    // Without the thread (it could not start), collect it here.
+    let unsent = match reaper {
+        Some(send) => send.send(pidfd).err().map(|e| e.0),
+        None => Some(pidfd),
+    };
+    if let Some(pidfd) = unsent {
+        let _ = wait_exited(&pidfd);
     }
 }
 

@@ -31,7 +31,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, AtomicU64};
+use std::sync::atomic::AtomicI32;
 
 use super::child::{self, ChildSetup};
 use super::netpool::{NetPool, write_file};
@@ -267,6 +267,14 @@ fn enter(ns: &OwnedFd, kind: libc::c_int) -> bool {
     unsafe { libc::setns(ns.as_raw_fd(), kind) == 0 }
 }
 
+/// What a spawn has done with, freed only after the reply is sent: each page the zygote writes
+/// while a fresh init still shares it is copied, and grit waits for the reply.
+struct Leftovers {
+    _setup: ChildSetup,
+    _trees: Vec<OwnedFd>,
+    _stdio: Vec<OwnedFd>,
+}
+
 impl Zygote {
     /// Answers orders on `sock` until grit closes it.
     fn serve(&mut self, sock: &UnixStream) -> i32 {
@@ -277,10 +285,17 @@ impl Zygote {
                 Err(_) => return 1,
             };
             // grit gets the go pipe's write end along with the pidfd and lets the script run
-            // once it holds both (see `ChildSetup::go`); the zygote keeps no copy.
+            // once it holds both (see `ChildSetup::go`), and the read end of the done pipe
+            // (`ChildSetup::done`); the zygote keeps no copy.
             let sent = match self.spawn(&order, fds) {
-                Ok((pid, pidfd, go)) => {
-                    wire::send(sock, &Reply::Spawned { pid }, &[pidfd.as_fd(), go.as_fd()])
+                Ok((pid, pidfd, go, done, leftovers)) => {
+                    let sent = wire::send(
+                        sock,
+                        &Reply::Spawned { pid },
+                        &[pidfd.as_fd(), go.as_fd(), done.as_fd()],
+                    );
+                    drop(leftovers);
+                    sent
                 }
                 Err(message) => wire::send(sock, &Reply::Refused { message }, &[]),
             };
@@ -381,7 +396,7 @@ impl Zygote {
         &mut self,
         order: &Order,
         fds: Vec<OwnedFd>,
-    ) -> Result<(i32, OwnedFd, OwnedFd), String> {
+    ) -> Result<(i32, OwnedFd, OwnedFd, OwnedFd, Leftovers), String> {
         let expected = if order.cgroup == CgroupJoin::None {
             3
         } else {
@@ -469,7 +484,11 @@ impl Zygote {
         let (argv, envp) = (pointers(&args), pointers(&env));
         let (go_read, go_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|_| failed("pipe"))?;
-        let mut keep_fds: Vec<RawFd> = vec![0, 1, 2, go_read.as_raw_fd()];
+        // Only init keeps the write end (dropped here when this function returns), so grit
+        // reads end-of-file instead of a report if init dies any other way.
+        let (done_read, done_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|_| failed("pipe"))?;
+        let mut keep_fds: Vec<RawFd> = vec![0, 1, 2, go_read.as_raw_fd(), done_write.as_raw_fd()];
         keep_fds.extend(ruleset.as_ref().map(|r| r.as_raw_fd()));
         keep_fds.extend(cgroup_procs.as_ref().map(|c| c.as_raw_fd()));
         keep_fds.extend(trees.iter().map(|t| t.as_raw_fd()));
@@ -481,6 +500,7 @@ impl Zygote {
             ops,
             keep_fds,
             go: go_read.as_raw_fd(),
+            done: done_write.as_raw_fd(),
             cwd: cstring(order.cwd.as_bytes()),
             ruleset,
             rules,
@@ -509,9 +529,7 @@ impl Zygote {
             envp,
             _args: args,
             _env: env,
-            script_stack: (0..child::SCRIPT_STACK_WORDS)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            script_stack: &child::SCRIPT_STACK,
             exec_errno: AtomicI32::new(0),
         };
 
@@ -571,7 +589,13 @@ impl Zygote {
         if let (Some(index), Some(pool)) = (lent, &mut self.pool) {
             pool.lend(index, &pidfd);
         }
-        Ok((pid as i32, pidfd, go_write))
+        drop(done_write);
+        let leftovers = Leftovers {
+            _setup: setup,
+            _trees: trees,
+            _stdio: stdio,
+        };
+        Ok((pid as i32, pidfd, go_write, done_read, leftovers))
     }
 
     /// Puts back a mask the host removed. Tools such as `passwd` or `visudo` replace a file by

@@ -86,6 +86,7 @@ pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
             cancel: cancel.clone(),
             lines: None,
             placed: None,
+            gate: None,
         };
         for task in &group {
             if cancel.reason().is_some() {
