@@ -267,6 +267,15 @@ pub async fn run(
             .await?
     };
     let run_id = start.run_id;
+    // The end-of-run check that every live resource's object exists, started now beside the
+    // run's own work on a connection of its own; `None` if it cannot be (the end checks all).
+    let early_check = {
+        let (root, objects) = (paths.root.clone(), Objects::new(paths.objects.clone()));
+        tokio::task::spawn_blocking(move || {
+            let (_, conn) = crate::store::open_read(&root).ok()?;
+            verify::absent_live_objects_at(&conn, &objects).ok()
+        })
+    };
     observer.event(&Event::RunStarted {
         run_id,
         recovered: start.recovered,
@@ -733,10 +742,13 @@ pub async fn run(
     writer
         .call(move |conn| runs::finish_run(conn, run_id, status, &final_totals))
         .await?;
-    // A deleted object must not hide behind "nothing to do": a stat per live resource.
+    // A deleted object must not hide behind "nothing to do": a stat per live resource, made
+    // beside the run's work from its start (`early_check`), and made again here if the run
+    // changed the live set.
     let objects = ctx.objects.clone();
+    let early = early_check.await.ok().flatten();
     let missing_objects = writer
-        .call(move |conn| verify::missing_live(conn, &objects))
+        .call(move |conn| verify::missing_live_after(conn, &objects, early))
         .await?;
     clear_staging(&paths)?;
     Ok(RunReport {

@@ -31,18 +31,65 @@ pub struct MissingObject {
 }
 
 /// Live resources whose object file is gone (one `stat` each, no hashing).
-///
-/// Every run ends with this, so a no-op run over a large store is mostly this: the distinct
-/// hashes are read without sorting in SQLite, and the checks are split over the CPUs (a no-op run
-/// has nothing else to do with them; each check is a path lookup in the kernel).
 pub fn missing_live(
     conn: &Connection,
     objects: &Objects,
 ) -> Result<Vec<MissingObject>, StoreError> {
-    let mut hashes = conn
+    let gone = absent_live_objects(conn, objects)?;
+    name_missing(conn, objects, &gone)
+}
+
+/// The hashes of live resources (as `conn` sees them) whose object file is gone.
+///
+/// Every run checks this, so a no-op run over a large store is mostly this: the distinct hashes
+/// are read without sorting in SQLite, and the checks are split over the CPUs (each check is a
+/// path lookup in the kernel). A run starts it at its beginning, beside its own work, on a
+/// connection of its own (see [`name_missing`] for its end).
+pub fn absent_live_objects(
+    conn: &Connection,
+    objects: &Objects,
+) -> Result<Vec<String>, StoreError> {
+    Ok(absent(objects, live_hashes(conn)?))
+}
+
+/// [`absent_live_objects`] as of one snapshot of the database, with the `dataflow_generation`
+/// of that snapshot: at a run's end, the same generation means the same live set.
+pub fn absent_live_objects_at(
+    conn: &Connection,
+    objects: &Objects,
+) -> Result<(i64, Vec<String>), StoreError> {
+    let snapshot = conn.unchecked_transaction()?;
+    let generation = super::read_cache::dataflow_generation(&snapshot)?;
+    let hashes = live_hashes(&snapshot)?;
+    drop(snapshot);
+    Ok((generation, absent(objects, hashes)))
+}
+
+/// What a run's end reports missing, given what its start found (`early`, from
+/// [`absent_live_objects_at`] on a connection of its own): only those again when the live set is
+/// the one it saw, and every live resource checked anew when the run changed it.
+pub fn missing_live_after(
+    conn: &Connection,
+    objects: &Objects,
+    early: Option<(i64, Vec<String>)>,
+) -> Result<Vec<MissingObject>, StoreError> {
+    match early {
+        Some((generation, gone)) if super::read_cache::dataflow_generation(conn)? == generation => {
+            name_missing(conn, objects, &gone)
+        }
+        _ => missing_live(conn, objects),
+    }
+}
+
+fn live_hashes(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    Ok(conn
         .prepare_cached("SELECT hash FROM resources WHERE live = 1")?
         .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The hashes among `hashes` whose object file is gone, checked on up to 4 threads.
+fn absent(objects: &Objects, mut hashes: Vec<String>) -> Vec<String> {
     // Sorted, the checks walk the fan-out directories in order and each thread keeps to its own.
     hashes.sort_unstable();
     hashes.dedup();
@@ -52,12 +99,12 @@ pub fn missing_live(
     // Below this many objects a thread costs more than it saves.
     const PER_THREAD_MIN: usize = 4096;
     let chunk = hashes.len().div_ceil(threads).max(PER_THREAD_MIN);
-    let gone: Vec<&str> = std::thread::scope(|scope| {
-        fn absent<'h>(objects: &Objects, part: &'h [String]) -> Vec<&'h str> {
+    std::thread::scope(|scope| {
+        fn absent(objects: &Objects, part: &[String]) -> Vec<String> {
             let mut presence = objects.presence();
             part.iter()
                 .filter(|hash| !presence.exists(hash))
-                .map(String::as_str)
+                .cloned()
                 .collect()
         }
         let check = |part| absent(objects, part);
@@ -71,15 +118,26 @@ pub fn missing_live(
             // here rather than reported whole.
             .flat_map(|(part, worker)| worker.join().unwrap_or_else(|_| check(part)))
             .collect()
-    });
+    })
+}
+
+/// The live resources (now) of the hashes in `gone` whose object is still missing: what
+/// [`absent_live_objects`] found, checked again at the end of a run (the run may have made the
+/// object again, or the resource may be live no more).
+pub fn name_missing(
+    conn: &Connection,
+    objects: &Objects,
+    gone: &[String],
+) -> Result<Vec<MissingObject>, StoreError> {
+    let mut presence = objects.presence();
     let mut names = conn
         .prepare_cached("SELECT name FROM resources WHERE live = 1 AND hash = ?1 ORDER BY name")?;
     let mut missing = Vec::new();
-    for hash in gone {
+    for hash in gone.iter().filter(|hash| !presence.exists(hash)) {
         for name in names.query_map([hash], |r| r.get::<_, String>(0))? {
             missing.push(MissingObject {
                 name: name?,
-                hash: hash.to_owned(),
+                hash: hash.clone(),
                 path: objects.path(hash),
             });
         }
@@ -513,5 +571,49 @@ mod tests {
             private_mode_problem(0o755, group).as_deref(),
             Some("open to others")
         );
+    }
+
+    /// A store with one live resource whose object is missing, read through a connection of
+    /// its own like a run's early check.
+    fn store_missing_one() -> (tempfile::TempDir, Connection, Objects, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("db");
+        let (paths, _lock, writer) = crate::store::open_for_write(&root).unwrap();
+        drop(writer);
+        let conn = Connection::open(&paths.database).unwrap();
+        let hash = "ab".repeat(32);
+        conn.execute(
+            "INSERT INTO resources (name, hash, size, created_at, live) VALUES ('gone', ?1, 1, '', 1)",
+            [&hash],
+        )
+        .unwrap();
+        (dir, conn, Objects::new(paths.objects), hash)
+    }
+
+    #[test]
+    fn a_runs_end_trusts_its_start_only_while_the_live_set_is_unchanged() {
+        let (_dir, conn, objects, hash) = store_missing_one();
+        let early = absent_live_objects_at(&conn, &objects).unwrap();
+        assert_eq!(early.1, vec![hash.clone()]);
+
+        // Unchanged: the start's finding is what the end reports.
+        let same = missing_live_after(&conn, &objects, Some(early.clone())).unwrap();
+        assert_eq!(same.len(), 1);
+        assert_eq!(same[0].name, "gone");
+
+        // A resource made live after the start, also without its object: the generation moved,
+        // so the end checks everything and finds both, not only what the start saw.
+        let other = "cd".repeat(32);
+        conn.execute(
+            "INSERT INTO resources (name, hash, size, created_at, live) VALUES ('later', ?1, 1, '', 1)",
+            [&other],
+        )
+        .unwrap();
+        let after = missing_live_after(&conn, &objects, Some(early.clone())).unwrap();
+        let names: Vec<_> = after.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["gone", "later"]);
+
+        // No early finding (it could not be made): the end checks everything.
+        assert_eq!(missing_live_after(&conn, &objects, None).unwrap().len(), 2);
     }
 }
