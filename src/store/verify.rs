@@ -58,11 +58,20 @@ pub fn absent_live_objects_at(
     conn: &Connection,
     objects: &Objects,
 ) -> Result<(i64, Vec<String>), StoreError> {
+    let began = std::time::Instant::now();
     let snapshot = conn.unchecked_transaction()?;
     let generation = super::read_cache::dataflow_generation(&snapshot)?;
     let hashes = live_hashes(&snapshot)?;
     drop(snapshot);
-    Ok((generation, absent(objects, hashes)))
+    let read = began.elapsed();
+    let gone = absent(objects, hashes);
+    tracing::trace!(
+        target: "grit::timing",
+        read_us = read.as_micros() as u64,
+        check_us = (began.elapsed() - read).as_micros() as u64,
+        "live objects checked"
+    );
+    Ok((generation, gone))
 }
 
 /// What a run's end reports missing, given what its start found (`early`, from
