@@ -147,7 +147,6 @@ pub enum EngineError {
     Params(#[from] ParamError),
 }
 
-/// Scheduling state of one current step.
 /// A task started ahead may run its script now (or ended without): it is running from here on,
 /// for the observer and, with the next group commit, in the store.
 fn turn_came(
@@ -169,6 +168,7 @@ fn turn_came(
     });
 }
 
+/// Scheduling state of one current step.
 struct StepSlot {
     step: Arc<Step>,
     version_id: i64,
