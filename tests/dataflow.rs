@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Project, describe, executed};
+use common::{Project, describe, executed, highest_observed};
 
 fn fan(items: usize) -> String {
     format!(
@@ -175,21 +175,6 @@ script = 'echo $(( $(cat $INPUT_FILE) + 1 )) > $OUTPUT_DIR/num'
     let again = p.run_ok(&["--max-tasks", "3"]);
     assert_eq!(again["executed"], 3);
     assert_eq!(p.contents("num").len(), 8);
-}
-
-/// The highest number of running tasks any task recorded in the probe directory's
-/// `observed.*` files (the `running.*` markers are gone by then).
-fn highest_observed(probe: &std::path::Path) -> u32 {
-    let mut highest = 0;
-    for entry in std::fs::read_dir(probe).unwrap() {
-        for line in std::fs::read_to_string(entry.unwrap().path())
-            .unwrap()
-            .lines()
-        {
-            highest = highest.max(line.trim().parse::<u32>().unwrap());
-        }
-    }
-    highest
 }
 
 #[test]

@@ -6,43 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Project, describe, parse_last_json};
-
-/// `grit run` in the default mode (sandbox and FUSE capture), with `extra` arguments.
-fn sandboxed_run(p: &Project, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("grit"));
-    cmd.arg("run")
-        .arg("-m")
-        .arg(p.manifest())
-        .arg("--db")
-        .arg(p.db())
-        .arg("--json")
-        .args(extra)
-        .env_remove("GRIT_DB")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-/// The highest count any task wrote into the probe directory's `observed.*` files.
-fn highest_observed(probe: &Path) -> u32 {
-    let mut highest = 0;
-    for entry in std::fs::read_dir(probe).unwrap() {
-        let path = entry.unwrap().path();
-        if !path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("observed."))
-        {
-            continue;
-        }
-        for line in std::fs::read_to_string(&path).unwrap().lines() {
-            highest = highest.max(line.trim().parse::<u32>().unwrap());
-        }
-    }
-    highest
-}
+use common::{Project, describe, highest_observed, parse_last_json};
 
 /// A manifest whose `work` step (over `items` inputs) records, at its start and after a pause,
 /// how many of its scripts run at once, in `probe` (writable from the sandbox).
@@ -78,7 +45,7 @@ fn sandboxed_scripts_stay_within_jobs_while_the_next_tasks_are_set_up() {
     let probe = p.path().join("probe");
     std::fs::create_dir(&probe).unwrap();
     p.write_manifest(&counting_manifest(10, &probe, None));
-    let output = sandboxed_run(&p, &["-j", "3"]).output().unwrap();
+    let output = p.run_command(&["-j", "3"]).output().unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let summary = parse_last_json(&output);
     assert_eq!(summary["executed"], 11, "{summary}");
@@ -96,7 +63,7 @@ fn sandboxed_scripts_stay_within_the_steps_parallel() {
     let probe = p.path().join("probe");
     std::fs::create_dir(&probe).unwrap();
     p.write_manifest(&counting_manifest(8, &probe, Some(1)));
-    let output = sandboxed_run(&p, &["-j", "4"]).output().unwrap();
+    let output = p.run_command(&["-j", "4"]).output().unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(
         highest_observed(&probe),
@@ -128,7 +95,8 @@ inputs = ["item_*"]
 script = 'sleep 1; cp "$INPUT_FILE" "$OUTPUT_DIR/out_$GRIT_INPUT_NAME"'
 "#,
     );
-    let mut run = sandboxed_run(&p, &["-j", "1"])
+    let mut run = p
+        .run_command(&["-j", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -183,7 +151,8 @@ inputs = ["item_*"]
 script = 'sleep 2; cp "$INPUT_FILE" "$OUTPUT_DIR/out_$GRIT_INPUT_NAME"'
 "#,
     );
-    let run = sandboxed_run(&p, &["-j", "1"])
+    let run = p
+        .run_command(&["-j", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -218,7 +187,7 @@ script = 'sleep 2; cp "$INPUT_FILE" "$OUTPUT_DIR/out_$GRIT_INPUT_NAME"'
     assert_eq!(slow["succeeded"], 0, "{slow}");
     assert_eq!(slow["pending"], 3, "{slow}");
 
-    let output = sandboxed_run(&p, &["-j", "2"]).output().unwrap();
+    let output = p.run_command(&["-j", "2"]).output().unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let outs: Vec<String> = p
         .live()

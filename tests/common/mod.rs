@@ -61,21 +61,29 @@ impl Project {
         extra: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> (Output, Value) {
-        let mut cmd = Command::cargo_bin("grit").expect("grit binary");
+        let mut cmd = self.run_command(&[]);
+        cmd.arg("--no-sandbox")
+            .args(extra)
+            .envs(env.iter().copied());
+        let output = cmd.output().expect("run grit");
+        let json = parse_last_json(&output);
+        (output, json)
+    }
+
+    /// `grit run -m MANIFEST --db DB --json EXTRA` as a user would type it (the sandbox on), to
+    /// spawn or run.
+    pub fn run_command(&self, extra: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("grit"));
         cmd.arg("run")
             .arg("-m")
             .arg(self.manifest())
             .arg("--db")
             .arg(self.db())
             .arg("--json")
-            .arg("--no-sandbox")
             .args(extra)
             .env_remove("GRIT_DB")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied());
-        let output = cmd.output().expect("run grit");
-        let json = parse_last_json(&output);
-        (output, json)
+            .env("NO_COLOR", "1");
+        cmd
     }
 
     /// Run and assert success; returns the summary.
@@ -158,6 +166,25 @@ impl Project {
             .and_then(|steps| steps.iter().find(|s| s["name"] == name).cloned())
             .unwrap_or_else(|| panic!("no step {name} in status"))
     }
+}
+
+/// The highest number of running tasks any task recorded in the probe directory's
+/// `observed.*` files (the `running.*` markers are gone by then).
+pub fn highest_observed(probe: &Path) -> u32 {
+    let mut highest = 0;
+    for entry in std::fs::read_dir(probe).expect("read the probe directory") {
+        let path = entry.expect("probe entry").path();
+        if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("observed."))
+        {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).expect("probe file").lines() {
+            highest = highest.max(line.trim().parse::<u32>().expect("a count"));
+        }
+    }
+    highest
 }
 
 /// Executed task count per step from a run summary.
