@@ -269,11 +269,17 @@ pub async fn run(
     let run_id = start.run_id;
     // The end-of-run check that every live resource's object exists, started now beside the
     // run's own work on a connection of its own; `None` if it cannot be (the end checks all).
+    // It stops once a task finishes: the run then changes the live set, and its end checks
+    // every live object anyway.
+    let early_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let early_check = {
         let (root, objects) = (paths.root.clone(), Objects::new(paths.objects.clone()));
+        let stop = early_stop.clone();
         tokio::task::spawn_blocking(move || {
             let (_, conn) = crate::store::open_read(&root).ok()?;
-            verify::absent_live_objects_at(&conn, &objects).ok()
+            verify::absent_live_objects_at(&conn, &objects, &stop)
+                .ok()
+                .flatten()
         })
     };
     observer.event(&Event::RunStarted {
@@ -675,6 +681,7 @@ pub async fn run(
                     interrupted = Some(cancel.reason().unwrap_or(CancelReason::Requested));
                     break;
                 }
+                early_stop.store(true, std::sync::atomic::Ordering::Relaxed);
                 // A task that ended before its turn (it could not be set up) started all the same.
                 turn_came(&mut awaiting_turn, done.record.task_id, &slots, &mut starting, observer);
                 finished.push((index, done));

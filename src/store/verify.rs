@@ -15,7 +15,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rusqlite::Connection;
 
@@ -49,29 +49,34 @@ pub fn absent_live_objects(
     conn: &Connection,
     objects: &Objects,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(absent(objects, live_hashes(conn)?))
+    Ok(absent(objects, live_hashes(conn)?, &AtomicBool::new(false)))
 }
 
 /// [`absent_live_objects`] as of one snapshot of the database, with the `dataflow_generation`
-/// of that snapshot: at a run's end, the same generation means the same live set.
+/// of that snapshot: at a run's end, the same generation means the same live set. `None` when
+/// `stop` was set meanwhile (the run published a task, so its end checks everything anyway).
 pub fn absent_live_objects_at(
     conn: &Connection,
     objects: &Objects,
-) -> Result<(i64, Vec<String>), StoreError> {
+    stop: &AtomicBool,
+) -> Result<Option<(i64, Vec<String>)>, StoreError> {
     let began = std::time::Instant::now();
     let snapshot = conn.unchecked_transaction()?;
     let generation = super::read_cache::dataflow_generation(&snapshot)?;
     let hashes = live_hashes(&snapshot)?;
     drop(snapshot);
     let read = began.elapsed();
-    let gone = absent(objects, hashes);
+    let gone = absent(objects, hashes, stop);
+    if stop.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
     tracing::trace!(
         target: "grit::timing",
         read_us = read.as_micros() as u64,
         check_us = (began.elapsed() - read).as_micros() as u64,
         "live objects checked"
     );
-    Ok((generation, gone))
+    Ok(Some((generation, gone)))
 }
 
 /// What a run's end reports missing, given what its start found (`early`, from
@@ -97,8 +102,9 @@ fn live_hashes(conn: &Connection) -> Result<Vec<String>, StoreError> {
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The hashes among `hashes` whose object file is gone, checked on up to 4 threads.
-fn absent(objects: &Objects, mut hashes: Vec<String>) -> Vec<String> {
+/// The hashes among `hashes` whose object file is gone, checked on up to 4 threads; the checks
+/// end early (the answer is then incomplete) once `stop` is set.
+fn absent(objects: &Objects, mut hashes: Vec<String>, stop: &AtomicBool) -> Vec<String> {
     // Sorted, the checks walk the fan-out directories in order and each thread keeps to its own.
     hashes.sort_unstable();
     hashes.dedup();
@@ -109,14 +115,15 @@ fn absent(objects: &Objects, mut hashes: Vec<String>) -> Vec<String> {
     const PER_THREAD_MIN: usize = 4096;
     let chunk = hashes.len().div_ceil(threads).max(PER_THREAD_MIN);
     std::thread::scope(|scope| {
-        fn absent(objects: &Objects, part: &[String]) -> Vec<String> {
+        fn absent(objects: &Objects, part: &[String], stop: &AtomicBool) -> Vec<String> {
             let mut presence = objects.presence();
             part.iter()
+                .take_while(|_| !stop.load(Ordering::Relaxed))
                 .filter(|hash| !presence.exists(hash))
                 .cloned()
                 .collect()
         }
-        let check = |part| absent(objects, part);
+        let check = |part| absent(objects, part, stop);
         let workers: Vec<_> = hashes
             .chunks(chunk)
             .map(|part| (part, scope.spawn(move || check(part))))
@@ -602,8 +609,17 @@ mod tests {
     #[test]
     fn a_runs_end_trusts_its_start_only_while_the_live_set_is_unchanged() {
         let (_dir, conn, objects, hash) = store_missing_one();
-        let early = absent_live_objects_at(&conn, &objects).unwrap();
+        let stop = AtomicBool::new(false);
+        let early = absent_live_objects_at(&conn, &objects, &stop)
+            .unwrap()
+            .unwrap();
         assert_eq!(early.1, vec![hash.clone()]);
+        // Stopped (the run published a task), the start's answer is none at all.
+        assert!(
+            absent_live_objects_at(&conn, &objects, &AtomicBool::new(true))
+                .unwrap()
+                .is_none()
+        );
 
         // Unchanged: the start's finding is what the end reports.
         let same = missing_live_after(&conn, &objects, Some(early.clone())).unwrap();
