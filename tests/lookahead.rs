@@ -81,7 +81,9 @@ fn sandboxed_scripts_stay_within_the_steps_parallel() {
 #[test]
 fn a_task_set_up_ahead_is_running_only_once_its_script_may_start() {
     // -j 1 and four one-second tasks: grit sets up the next task while one runs, and `grit
-    // status` must never show more than one running.
+    // status` must never show more than one running. Each task's output is 32 MiB, so storing
+    // it (after the script ended and the next script started) takes a while: the next task must
+    // not show as running before the previous one is published.
     let p = Project::new(
         r#"
 [[step]]
@@ -92,7 +94,7 @@ script = 'for i in 1 2 3 4; do echo $i > $OUTPUT_DIR/item_$i; done'
 [[step]]
 name = "slow"
 inputs = ["item_*"]
-script = 'sleep 1; cp "$INPUT_FILE" "$OUTPUT_DIR/out_$GRIT_INPUT_NAME"'
+script = 'sleep 1; head -c 32M /dev/urandom > "$OUTPUT_DIR/out_$GRIT_INPUT_NAME"'
 "#,
     );
     let mut run = p
@@ -122,7 +124,7 @@ script = 'sleep 1; cp "$INPUT_FILE" "$OUTPUT_DIR/out_$GRIT_INPUT_NAME"'
                 seen_pending_beside_one_running = true;
             }
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(10));
     }
     let output = run.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", describe(&output));

@@ -16,6 +16,7 @@
 //! plan follows too.
 
 pub mod events;
+mod marks;
 #[cfg(test)]
 mod seam_tests;
 pub mod task;
@@ -37,6 +38,7 @@ use crate::store::schedule::{self, MapStep, QueuedTask};
 use crate::store::{
     StoreError, StorePaths, Writer, liveness, objects::Objects, provenance, publish, verify,
 };
+use marks::RunningMarks;
 // Cancellation is shared with the executor (which stops a task's processes), so it lives beside
 // both; `engine::cancel` stays its embedding path.
 pub use crate::cancel;
@@ -148,18 +150,18 @@ pub enum EngineError {
 }
 
 /// A task started ahead may run its script now (or ended without): it is running from here on,
-/// for the observer and, with the next group commit, in the store.
+/// for the observer and, once a group commit has room for it ([`marks`]), in the store.
 fn turn_came(
     awaiting_turn: &mut HashMap<i64, (usize, Option<crate::store::schedule::InputRef>)>,
     task_id: i64,
     slots: &[StepSlot],
-    starting: &mut Vec<i64>,
+    marks: &mut RunningMarks,
     observer: &dyn Observer,
 ) {
     let Some((index, input)) = awaiting_turn.remove(&task_id) else {
         return;
     };
-    starting.push(task_id);
+    marks.started(index, task_id);
     observer.event(&Event::TaskStarted {
         step: &slots[index].step.name,
         task_id,
@@ -478,11 +480,11 @@ pub async fn run(
     // Tasks started ahead whose script has not started yet: what their start event needs.
     let mut awaiting_turn: HashMap<i64, (usize, Option<crate::store::schedule::InputRef>)> =
         HashMap::new();
-    // Group commit: what waits for the next transaction (tasks started since the last one,
-    // tasks finished since), and the one transaction in flight. The loop never waits for the
-    // writer to start a task or to take a finished one: whatever accumulates while a group
-    // commits goes into the next group.
-    let mut starting: Vec<i64> = Vec::new();
+    // Group commit: what waits for the next transaction (tasks started and not yet marked
+    // running, tasks finished since the last one), and the one transaction in flight. The loop
+    // never waits for the writer to start a task or to take a finished one: whatever
+    // accumulates while a group commits goes into the next group.
+    let mut marks = RunningMarks::new(jobs, slots.iter().map(|s| s.cap).collect());
     let mut finished: Vec<(usize, Finished)> = Vec::new();
     let mut committing: Option<GroupCommit> = None;
 
@@ -501,7 +503,7 @@ pub async fn run(
             });
         }
         while let Ok(task_id) = script_started_rx.try_recv() {
-            turn_came(&mut awaiting_turn, task_id, &slots, &mut starting, observer);
+            turn_came(&mut awaiting_turn, task_id, &slots, &mut marks, observer);
         }
         // Fill free slots, round-robin over steps so that one big step does not starve the others.
         let mut to_start: Vec<(usize, QueuedTask)> = Vec::new();
@@ -576,7 +578,7 @@ pub async fn run(
             if gate.is_some() {
                 awaiting_turn.insert(queued.id, (index, queued.input.clone()));
             } else {
-                starting.push(queued.id);
+                marks.started(index, queued.id);
                 observer.event(&Event::TaskStarted {
                     step: &slot.step.name,
                     task_id: queued.id,
@@ -595,12 +597,14 @@ pub async fn run(
                 (index, finished)
             });
         }
-        if committing.is_none() && !(starting.is_empty() && finished.is_empty()) {
+        if committing.is_none() && (!finished.is_empty() || marks.any_fits()) {
+            let starting =
+                marks.for_group(finished.iter().map(|(i, done)| (*i, done.record.task_id)));
             committing = Some(GroupCommit::start(
                 &writer,
                 run_id,
                 &maps,
-                std::mem::take(&mut starting),
+                starting,
                 std::mem::take(&mut finished),
             ));
         }
@@ -683,7 +687,7 @@ pub async fn run(
                 }
                 early_stop.store(true, std::sync::atomic::Ordering::Relaxed);
                 // A task that ended before its turn (it could not be set up) started all the same.
-                turn_came(&mut awaiting_turn, done.record.task_id, &slots, &mut starting, observer);
+                turn_came(&mut awaiting_turn, done.record.task_id, &slots, &mut marks, observer);
                 finished.push((index, done));
             }
             reason = cancel.cancelled() => {
@@ -691,7 +695,7 @@ pub async fn run(
                 break;
             }
             Some(task_id) = script_started_rx.recv() => {
-                turn_came(&mut awaiting_turn, task_id, &slots, &mut starting, observer);
+                turn_came(&mut awaiting_turn, task_id, &slots, &mut marks, observer);
             }
             Some(placement) = placed_rx.recv() => {
                 observer.event(&Event::TaskPlaced {
@@ -719,14 +723,15 @@ pub async fn run(
         // Tasks whose scripts started since the last commit are recorded running first, so
         // that `reset_running` records this run as having interrupted them.
         while let Ok(task_id) = script_started_rx.try_recv() {
-            turn_came(&mut awaiting_turn, task_id, &slots, &mut starting, observer);
+            turn_came(&mut awaiting_turn, task_id, &slots, &mut marks, observer);
         }
+        let starting = marks.all_waiting();
         if !starting.is_empty() {
             committing = Some(GroupCommit::start(
                 &writer,
                 run_id,
                 &maps,
-                std::mem::take(&mut starting),
+                starting,
                 Vec::new(),
             ));
             GroupCommit::wait(&mut committing).await?;
@@ -788,7 +793,7 @@ impl GroupCommit {
         writer: &Writer,
         run_id: i64,
         maps: &Arc<Vec<MapStep>>,
-        starting: Vec<i64>,
+        starting: Vec<(i64, std::time::SystemTime)>,
         group: Vec<(usize, Finished)>,
     ) -> GroupCommit {
         let (writer, maps) = (writer.clone(), maps.clone());

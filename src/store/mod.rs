@@ -245,5 +245,10 @@ pub fn short_hash(hash: &str) -> &str {
 
 /// Timestamps are stored as RFC 3339 UTC text with milliseconds.
 pub fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    timestamp(SystemTime::now())
+}
+
+/// A moment as the store writes it (RFC 3339, milliseconds).
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
 }

@@ -72,7 +72,7 @@ pub fn publish(
 pub fn commit_group(
     conn: &mut Connection,
     run_id: i64,
-    starting: &[i64],
+    starting: &[(i64, std::time::SystemTime)],
     records: &[&TaskRecord],
     maps: &[MapStep],
 ) -> Result<Vec<Published>, StoreError> {

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::decide::{self, Situation, TaskState, VersionStatus, Why};
 use super::liveness::{self, LiveSource};
 use super::runs::StepKind;
-use super::{StoreError, now};
+use super::{StoreError, timestamp};
 use crate::manifest::{inputs_match, inputs_sql};
 
 /// A current non-gather, non-source step version and the patterns it consumes.
@@ -177,18 +177,21 @@ pub fn next_pending(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Mark tasks as running in this run, inside the caller's transaction (the engine's group
-/// commit, [`super::publish::commit_group`]).
-pub fn mark_running(conn: &Connection, run_id: i64, ids: &[i64]) -> Result<(), StoreError> {
-    if ids.is_empty() {
+/// Mark tasks as running in this run, each with the time its script was let start, inside the
+/// caller's transaction (the engine's group commit, [`super::publish::commit_group`]).
+pub fn mark_running(
+    conn: &Connection,
+    run_id: i64,
+    tasks: &[(i64, std::time::SystemTime)],
+) -> Result<(), StoreError> {
+    if tasks.is_empty() {
         return Ok(());
     }
     let mut stmt = conn.prepare_cached(
         "UPDATE tasks SET state = 'running', last_run = ?2, started_at = ?3 WHERE id = ?1 AND state = 'pending'",
     )?;
-    let started = now();
-    for id in ids {
-        stmt.execute(params![id, run_id, started])?;
+    for &(id, when) in tasks {
+        stmt.execute(params![id, run_id, timestamp(when)])?;
     }
     Ok(())
 }
