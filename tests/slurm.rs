@@ -3,7 +3,9 @@
 //! reason and retry them per `retries`; `kill -9` of grit leaves jobs running that the next run
 //! adopts (each task runs once); SIGINT and SIGTERM of `grit run`, and of `grit serve` (at once,
 //! not after its `shutdown_timeout`), cancel the run's jobs and leave no work directory; a later
-//! run removes leftovers of jobs that are gone; `grit status`, journald, the server's task
+//! run removes leftovers of jobs that are gone; an element's scripts run one at a time while
+//! the next task is set up, and a job stopped mid-element fails only its running task;
+//! `grit status`, journald, the server's task
 //! JSON and its web UI show each task's job and its state; `grit serve` runs a manifest whose
 //! `[executor]` is Slurm on the cluster.
 //!
@@ -599,6 +601,121 @@ script = 'ls -A "$TMPDIR" > $OUTPUT_DIR/seen_${GRIT_INPUT_NAME#s_}; echo left > 
         );
     }
     assert_eq!(entries(&p.db().join("slurm/batch")), Vec::<String>::new());
+}
+
+#[test]
+fn an_elements_scripts_run_one_at_a_time_while_the_next_task_is_set_up() {
+    let Some(conf) = cluster() else { return };
+    // The step's first element (its duration probe) runs all four tasks; the node sets the
+    // next one up while a script runs, and its scripts must still never overlap.
+    let p = Project::new("");
+    let probe = p.path().join("probe");
+    std::fs::create_dir(&probe).expect("probe");
+    p.write_manifest(&format!(
+        r#"
+[[step]]
+name = "onesrc"
+once = true
+script = "for i in 1 2 3 4; do echo $i > $OUTPUT_DIR/o_$i; done"
+
+[[step]]
+name = "oneatatime"
+inputs = ["o_*"]
+read_write = ["{probe}"]
+script = '''
+touch "{probe}/running.$GRIT_TASK"
+ls "{probe}" | grep -c '^running\.' >> "{probe}/observed.$GRIT_TASK"
+sleep 0.3
+ls "{probe}" | grep -c '^running\.' >> "{probe}/observed.$GRIT_TASK"
+rm "{probe}/running.$GRIT_TASK"
+echo done > $OUTPUT_DIR/done_$GRIT_INPUT_NAME
+'''
+"#,
+        probe = probe.display()
+    ));
+    let (out, summary) = on_slurm(&p, &conf, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("(1 array element, 4 tasks)"),
+        "the four tasks shared one element:\n{}",
+        describe(&out)
+    );
+    assert_eq!(common::executed(&summary, "oneatatime"), 4);
+    assert_eq!(
+        common::highest_observed(&probe),
+        1,
+        "two scripts of one element ran at once"
+    );
+    assert_eq!(p.contents("done_o_4"), vec!["done\n".to_string()]);
+}
+
+#[test]
+fn a_job_stopped_mid_element_fails_its_running_task_and_runs_the_next_ones_again() {
+    let Some(conf) = cluster() else { return };
+    // One element of four tasks; the job is cancelled while task 2's script runs and task 3 is
+    // set up, waiting for its turn. Task 2 fails with Slurm's reason (no retries); 3 and 4 never
+    // started, so they are submitted again and succeed; each script that finished ran once.
+    let p = Project::new("");
+    let marker = p.path().join("stop-marker");
+    let ran = p.path().join("ran");
+    p.write_manifest(&format!(
+        r#"
+[[step]]
+name = "stopsrc"
+once = true
+script = "for i in 1 2 3 4; do echo $i > $OUTPUT_DIR/m_$i; done"
+
+[[step]]
+name = "stopmid"
+inputs = ["m_*"]
+read_write = ["{dir}"]
+script = '''
+if [ "$GRIT_INPUT_NAME" = m_2 ] && [ ! -e {marker} ]; then touch {marker}; sleep 60; fi
+echo "$GRIT_INPUT_NAME" >> {ran}
+echo ok > $OUTPUT_DIR/ok_$GRIT_INPUT_NAME
+'''
+"#,
+        dir = p.path().display(),
+        marker = marker.display(),
+        ran = ran.display()
+    ));
+    let child = run_command(&p, Some(&conf), &["--executor", "slurm"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("grit");
+    wait_for("task 2's script", Duration::from_secs(60), || {
+        marker.exists()
+    });
+    // Task 3's sandbox is set up by now (it takes milliseconds); give it a moment all the same.
+    std::thread::sleep(Duration::from_millis(300));
+    let jobs = queued_jobs(&conf, "stopmid");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let status = StdCommand::new("scancel")
+        .args(&jobs)
+        .env("SLURM_CONF", &conf)
+        .status()
+        .expect("scancel");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("grit");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let summary = parse_last_json(&out);
+    assert_eq!(summary["failed"], 1, "only task 2 failed: {summary}");
+    for name in ["m_1", "m_3", "m_4"] {
+        assert_eq!(
+            p.contents(&format!("ok_{name}")),
+            vec!["ok\n".to_string()],
+            "{name} succeeded"
+        );
+    }
+    assert!(p.contents("ok_m_2").is_empty(), "task 2 failed");
+    let mut runs: Vec<String> = std::fs::read_to_string(&ran)
+        .expect("ran")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    runs.sort();
+    assert_eq!(runs, ["m_1", "m_3", "m_4"], "each finished script ran once");
 }
 
 /// The names in `dir` (none when it does not exist).
