@@ -3,8 +3,8 @@
 //! reason and retry them per `retries`; `kill -9` of grit leaves jobs running that the next run
 //! adopts (each task runs once); SIGINT and SIGTERM of `grit run`, and of `grit serve` (at once,
 //! not after its `shutdown_timeout`), cancel the run's jobs and leave no work directory; a later
-//! run removes leftovers of jobs that are gone; an element's scripts run one at a time while
-//! the next task is set up, and a job stopped mid-element fails only its running task;
+//! run removes leftovers of jobs that are gone; an element's scripts run one at a time, and a
+//! job stopped mid-element fails only its running task;
 //! `grit status`, journald, the server's task
 //! JSON and its web UI show each task's job and its state; `grit serve` runs a manifest whose
 //! `[executor]` is Slurm on the cluster.
@@ -604,10 +604,10 @@ script = 'ls -A "$TMPDIR" > $OUTPUT_DIR/seen_${GRIT_INPUT_NAME#s_}; echo left > 
 }
 
 #[test]
-fn an_elements_scripts_run_one_at_a_time_while_the_next_task_is_set_up() {
+fn an_elements_scripts_run_one_at_a_time() {
     let Some(conf) = cluster() else { return };
-    // The step's first element (its duration probe) runs all four tasks; the node sets the
-    // next one up while a script runs, and its scripts must still never overlap.
+    // The step's first element (its duration probe) runs all four tasks, whose scripts must
+    // never overlap: an element holds one CPU's worth of Slurm's allocation.
     let p = Project::new("");
     let probe = p.path().join("probe");
     std::fs::create_dir(&probe).expect("probe");
@@ -652,9 +652,9 @@ echo done > $OUTPUT_DIR/done_$GRIT_INPUT_NAME
 #[test]
 fn a_job_stopped_mid_element_fails_its_running_task_and_runs_the_next_ones_again() {
     let Some(conf) = cluster() else { return };
-    // One element of four tasks; the job is cancelled while task 2's script runs and task 3 is
-    // set up, waiting for its turn. Task 2 fails with Slurm's reason (no retries); 3 and 4 never
-    // started, so they are submitted again and succeed; each script that finished ran once.
+    // One element of four tasks; the job is cancelled while task 2's script runs. Task 2 fails
+    // with Slurm's reason (no retries); 3 and 4 never started, so they are submitted again and
+    // succeed; each script that finished ran once.
     let p = Project::new("");
     let marker = p.path().join("stop-marker");
     let ran = p.path().join("ran");
@@ -687,8 +687,6 @@ echo ok > $OUTPUT_DIR/ok_$GRIT_INPUT_NAME
     wait_for("task 2's script", Duration::from_secs(60), || {
         marker.exists()
     });
-    // Task 3's sandbox is set up by now (it takes milliseconds); give it a moment all the same.
-    std::thread::sleep(Duration::from_millis(300));
     let jobs = queued_jobs(&conf, "stopmid");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let status = StdCommand::new("scancel")

@@ -5,8 +5,7 @@
 //! Layout:
 //! - `<db>/slurm/batch/<id>/batch.json`, `job.sh`, `slurm-<element>.out`: one `sbatch` call;
 //!   `element-<element>.log`: that element's [`ElementEvent`]s, one JSON object a line;
-//!   `scratch-<element>-<lane>/`: the scratch directories of that element's tasks (two lanes,
-//!   taken in turn, as the next task is set up while one runs), emptied after each task.
+//!   `scratch-<element>/`: the scratch directory of that element's tasks, emptied after each.
 //! - `<db>/slurm/work/<key>/`: one task's attempt on the cluster: `out/` (its `OUTPUT_DIR`),
 //!   `in/` (a gather task's `INPUT_DIR`), `log`.
 //!
@@ -45,10 +44,10 @@ pub fn element_log(batch_dir: &Path, index: usize) -> PathBuf {
     batch_dir.join(format!("element-{index}.log"))
 }
 
-/// Scratch directory (`TMPDIR`, `HOME`) `lane` (0 or 1) of element `index` of the submission
-/// in `batch_dir`: the element's tasks take the two lanes in turn.
-pub fn element_scratch(batch_dir: &Path, index: usize, lane: usize) -> PathBuf {
-    batch_dir.join(format!("scratch-{index}-{lane}"))
+/// The scratch directory (`TMPDIR`, `HOME`) element `index` of the submission in `batch_dir`
+/// gives each of its tasks in turn.
+pub fn element_scratch(batch_dir: &Path, index: usize) -> PathBuf {
+    batch_dir.join(format!("scratch-{index}"))
 }
 
 /// The submission a task's work key belongs to: `t<task>-<batch id>` → `<batch id>`.

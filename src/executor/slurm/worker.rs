@@ -1,12 +1,11 @@
 //! The compute-node side of the Slurm executor: `grit slurm-worker BATCH ELEMENT` (hidden from
 //! `--help`), which one array element of a submission runs. It loads the manifest as the run did,
-//! refuses a step whose version changed since submission, and runs its group of tasks' scripts
-//! one after the other through the local [`ProcessExecutor`] (the same sandbox as a local run),
-//! each into its own work directory on the shared filesystem. The next task is set up while a
-//! script runs, so the element has two scratch directories, taken in turn and emptied after each
-//! task. Per task it appends `started` to the element's log when the script may start, runs it,
-//! hashes what it left in `out/`, and appends its result ([`wire::ElementEvent`]). It never
-//! opens the database: only the submitting grit publishes.
+//! refuses a step whose version changed since submission, and runs its group of tasks one after
+//! the other through the local [`ProcessExecutor`] (the same sandbox as a local run), each into
+//! its own work directory on the shared filesystem, with the element's one scratch directory
+//! (emptied after each task). Per task it appends `started` to the
+//! element's log, runs the task, hashes what it left in `out/`, and appends its result
+//! ([`wire::ElementEvent`]). It never opens the database: only the submitting grit publishes.
 //!
 //! Slurm ends a job with SIGTERM (time limit, `scancel`, preemption): the running task is
 //! killed, and no result is written for it or the tasks after it; the submitting grit learns why
@@ -23,7 +22,7 @@ use super::wire::{
 };
 use crate::cancel::CancelToken;
 use crate::executor::process::ProcessExecutor;
-use crate::executor::{Executor, Exit, ScriptGate, TaskControl, TaskInput, TaskSpec};
+use crate::executor::{Executor, Exit, TaskControl, TaskInput, TaskSpec};
 use crate::manifest::{self, Step};
 use crate::store::objects::hash_file;
 
@@ -68,131 +67,47 @@ pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    // Two threads: one task's outputs are hashed and its scratch emptied while the next one's
-    // script runs and the one after is set up.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    // Two scratch directories for the element, taken in turn and emptied after each task: a
-    // directory made on the shared filesystem per task, and removed again by the submitting
-    // grit, cost more than the tiny tasks themselves. Two, because the next task is set up
-    // while one runs. Emptied first too, in case Slurm runs the element again.
-    let scratches = [0, 1].map(|lane| wire::element_scratch(batch_dir, element, lane));
-    for scratch in &scratches {
-        crate::store::access::create_dir_all(scratch, 0o700)
-            .and_then(|()| crate::store::staging::clear(scratch))
-            .with_context(|| format!("preparing {}", scratch.display()))?;
-    }
-    let element = Arc::new(Element {
-        executor: ProcessExecutor::new(),
-        batch,
-        step,
-        scratches,
-        job_id,
-    });
+    // One scratch directory for the element, emptied after each task: a directory made on the
+    // shared filesystem per task, and removed again by the submitting grit, cost more than the
+    // tiny tasks themselves. Emptied first too, in case Slurm runs the element again.
+    let scratch = wire::element_scratch(batch_dir, element);
+    crate::store::access::create_dir_all(&scratch, 0o700)
+        .and_then(|()| crate::store::staging::clear(&scratch))
+        .with_context(|| format!("preparing {}", scratch.display()))?;
     runtime.block_on(async {
         let cancel = CancelToken::new();
         let _signals = crate::commands::interrupt::cancel_on_signals(cancel.clone())?;
-        let outcome = run_group(&element, &cancel, &group, &tell).await;
-        element.executor.run_ended();
-        outcome
-    })
-}
-
-/// What every task of the element shares.
-struct Element {
-    executor: ProcessExecutor,
-    batch: Batch,
-    step: Arc<Step>,
-    /// The two scratch lanes, taken in turn.
-    scratches: [PathBuf; 2],
-    job_id: String,
-}
-
-/// Runs the element's tasks in order, one script at a time, with the next task set up while a
-/// script runs (the sandbox's set-up is mostly waiting; see
-/// [`crate::executor::Executor::prepares_ahead`]). A task is `started` in the element's log when
-/// its script may start, so a job stopped before then leaves it to be run again.
-async fn run_group(
-    element: &Arc<Element>,
-    cancel: &CancelToken,
-    group: &[WireTask],
-    tell: &impl Fn(&ElementEvent) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let one_script = Arc::new(tokio::sync::Semaphore::new(1));
-    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<i64>();
-    let mut told_started = std::collections::HashSet::new();
-    let mut tell_started = |task: &WireTask| -> anyhow::Result<()> {
-        if told_started.insert(task.task_id) {
+        let executor = ProcessExecutor::new();
+        let control = TaskControl {
+            cancel: cancel.clone(),
+            lines: None,
+            placed: None,
+            gate: None,
+        };
+        for task in &group {
+            if cancel.reason().is_some() {
+                break;
+            }
             tell(&ElementEvent::Started {
                 key: task.key.clone(),
             })?;
-        }
-        Ok(())
-    };
-    let mut next = group.iter().enumerate();
-    // At most two in flight, in order: the one whose script may run, and the next, set up. The
-    // one after waits for the first to end, which empties its scratch lane.
-    let mut in_flight = std::collections::VecDeque::new();
-    let mut stopped = false;
-    loop {
-        while !stopped && in_flight.len() < 2 && cancel.reason().is_none() {
-            let Some((index, task)) = next.next() else {
+            let Some(result) =
+                run_one(&executor, &control, &batch, &step, task, &scratch, &job_id).await?
+            else {
                 break;
             };
-            let control = TaskControl {
-                cancel: cancel.clone(),
-                lines: None,
-                placed: None,
-                gate: Some(ScriptGate {
-                    run: one_script.clone(),
-                    step: None,
-                    task_id: task.task_id,
-                    started: started_tx.clone(),
-                    waited_us: Default::default(),
-                }),
-            };
-            let (element, wire_task) = (element.clone(), task.clone());
-            let handle = tokio::spawn(async move {
-                let scratch = &element.scratches[index % 2];
-                run_one(&element, &control, &wire_task, scratch).await
-            });
-            in_flight.push_back((task, handle));
+            tell(&ElementEvent::Finished {
+                key: task.key.clone(),
+                result,
+            })?;
         }
-        let Some((_, handle)) = in_flight.front_mut() else {
-            break;
-        };
-        let joined = tokio::select! {
-            biased;
-            Some(task_id) = started_rx.recv() => {
-                if let Some(&(task, _)) = in_flight.iter().find(|(t, _)| t.task_id == task_id) {
-                    tell_started(task)?;
-                }
-                continue;
-            }
-            joined = handle => joined,
-        };
-        let Some((task, _)) = in_flight.pop_front() else {
-            break;
-        };
-        let outcome = joined.context("a task of the element panicked")??;
-        // The job is being stopped: no result for this task, nor for those not begun (the
-        // next one is cancelled by the same signal); Slurm's reason covers them.
-        let Some(result) = outcome else {
-            stopped = true;
-            continue;
-        };
-        // A task that could not be set up ended without its turn: it started all the same, as
-        // far as the log says.
-        tell_started(task)?;
-        tell(&ElementEvent::Finished {
-            key: task.key.clone(),
-            result,
-        })?;
-    }
-    Ok(())
+        executor.run_ended();
+        anyhow::Ok(())
+    })
 }
 
 /// The batch's step from the manifest, as the run bound it; an error message if it is gone or
@@ -223,18 +138,14 @@ fn load_step(batch: &Batch) -> Result<Arc<Step>, String> {
 
 /// Runs one task; `None` when the job is being stopped (no result: Slurm says why).
 async fn run_one(
-    element: &Element,
+    executor: &ProcessExecutor,
     control: &TaskControl,
+    batch: &Batch,
+    step: &Arc<Step>,
     task: &WireTask,
     scratch_dir: &Path,
+    job_id: &str,
 ) -> anyhow::Result<Option<TaskResult>> {
-    let Element {
-        executor,
-        batch,
-        step,
-        job_id,
-        ..
-    } = element;
     let work = wire::work_dir(&batch.store, &task.key);
     let output_dir = work.join("out");
     crate::store::access::create_dir_all(&output_dir, 0o700)
