@@ -607,7 +607,9 @@ script = 'ls -A "$TMPDIR" > $OUTPUT_DIR/seen_${GRIT_INPUT_NAME#s_}; echo left > 
 fn an_elements_scripts_run_one_at_a_time() {
     let Some(conf) = cluster() else { return };
     // The step's first element (its duration probe) runs all four tasks, whose scripts must
-    // never overlap: an element holds one CPU's worth of Slurm's allocation.
+    // never overlap: an element holds one CPU's worth of Slurm's allocation. Each task's
+    // duration is its time on the node (about a second), not the time since it was submitted
+    // (up to four seconds and the queue for the last one).
     let p = Project::new("");
     let probe = p.path().join("probe");
     std::fs::create_dir(&probe).expect("probe");
@@ -625,7 +627,7 @@ read_write = ["{probe}"]
 script = '''
 touch "{probe}/running.$GRIT_TASK"
 ls "{probe}" | grep -c '^running\.' >> "{probe}/observed.$GRIT_TASK"
-sleep 0.3
+sleep 1
 ls "{probe}" | grep -c '^running\.' >> "{probe}/observed.$GRIT_TASK"
 rm "{probe}/running.$GRIT_TASK"
 echo done > $OUTPUT_DIR/done_$GRIT_INPUT_NAME
@@ -641,6 +643,15 @@ echo done > $OUTPUT_DIR/done_$GRIT_INPUT_NAME
         describe(&out)
     );
     assert_eq!(common::executed(&summary, "oneatatime"), 4);
+    let busy_ms = summary["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "oneatatime"))
+        .and_then(|s| s["busy_ms"].as_u64())
+        .expect("busy_ms");
+    assert!(
+        (4000..8000).contains(&busy_ms),
+        "four one-second scripts were busy {busy_ms} ms: {summary}"
+    );
     assert_eq!(
         common::highest_observed(&probe),
         1,

@@ -421,6 +421,7 @@ pub async fn run(
             lines,
             placed: Some(placed_tx),
             gate: None,
+            ran_for: None,
         },
         capture: capture.clone(),
         writer: writer.clone(),

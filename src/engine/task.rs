@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::capture::{Capture, CaptureError, CapturedFile, ServedInput};
-use crate::executor::{Executor, Exit, ScriptGate, TaskControl, TaskInput, TaskSpec};
+use crate::executor::{Executor, Exit, RanFor, ScriptGate, TaskControl, TaskInput, TaskSpec};
 use crate::manifest::Step;
 use crate::sandbox::hints;
 use crate::store::objects::{ObjectError, Objects, VerifiedCache, hash_file};
@@ -123,14 +123,21 @@ pub async fn run_task(
         };
     }
     let verified_at = Instant::now();
+    // What an executor running tasks elsewhere measured there (see `RanFor`).
+    let ran_for = RanFor::default();
     let mut attempts = 0;
     let (exit, mut error, files, key, dirs) = loop {
         attempts += 1;
         // Unique per run and attempt: a capture never mixes two attempts' files.
         let key = format!("t{task_id}-r{}-a{attempts}", ctx.run_id);
         let mut dirs = Vec::new();
+        let control = TaskControl {
+            gate: gate.clone(),
+            ran_for: Some(ran_for.clone()),
+            ..ctx.control.clone()
+        };
         let (exit, error, files) = attempt(
-            &ctx, &step, &queued, gather, &key, &log_path, &mut dirs, &gate,
+            &ctx, &step, &queued, gather, &key, &log_path, &mut dirs, &control,
         )
         .await;
         let succeeded = exit.success() && error.is_none();
@@ -227,15 +234,20 @@ pub async fn run_task(
             exit_code: exit.code(),
             error,
             log_hash,
-            // Its wait for a turn to run its script is not part of it.
-            duration_ms: started
-                .elapsed()
-                .saturating_sub(std::time::Duration::from_micros(
-                    gate.as_ref().map_or(0, |g| {
-                        g.waited_us.load(std::sync::atomic::Ordering::Relaxed)
-                    }),
-                ))
-                .as_millis() as u64,
+            // Its wait for a turn to run its script is not part of it. An executor that timed
+            // the attempts where they ran (a cluster's node) gives the duration: every task of
+            // a big step is in flight here at once, so the time here is mostly queueing.
+            duration_ms: match ran_for.total() {
+                Some(ran) => ran,
+                None => started
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_micros(
+                        gate.as_ref().map_or(0, |g| {
+                            g.waited_us.load(std::sync::atomic::Ordering::Relaxed)
+                        }),
+                    )),
+            }
+            .as_millis() as u64,
             source: step.is_source().then(|| FactSource {
                 name: step.name.clone(),
                 keep: step.keep,
@@ -311,7 +323,7 @@ async fn attempt(
     key: &str,
     log_path: &std::path::Path,
     dirs: &mut Vec<PathBuf>,
-    gate: &Option<ScriptGate>,
+    control: &TaskControl,
 ) -> (Exit, Option<String>, Vec<CapturedFile>) {
     let begun = Instant::now();
     let scratch_dir = if ctx.executor.needs_scratch_dir() {
@@ -362,17 +374,6 @@ async fn attempt(
         }),
     };
     let prepared = Instant::now();
-    let with_gate;
-    let control = match gate {
-        Some(gate) => {
-            with_gate = TaskControl {
-                gate: Some(gate.clone()),
-                ..ctx.control.clone()
-            };
-            &with_gate
-        }
-        None => &ctx.control,
-    };
     let exit = ctx.executor.execute(&spec, control).await;
     let executed = Instant::now();
     if exit == Exit::Cancelled {

@@ -112,6 +112,26 @@ pub struct TaskControl {
     pub placed: Option<PlacementSink>,
     /// The task's turn to run its script, when the engine started it ahead.
     pub gate: Option<ScriptGate>,
+    /// Where an executor that times attempts where they ran (a cluster's node) reports it.
+    pub ran_for: Option<RanFor>,
+}
+
+/// The time a task's attempts took where they ran, as the executor measured it there (added
+/// over attempts). It is then the task's duration: the time the attempt was away from the
+/// engine includes, on a cluster, the queue and the tasks before it in its job.
+#[derive(Clone, Default)]
+pub struct RanFor(Arc<std::sync::Mutex<Option<std::time::Duration>>>);
+
+impl RanFor {
+    pub fn add(&self, time: std::time::Duration) {
+        let mut total = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *total = Some(total.unwrap_or_default() + time);
+    }
+
+    /// What the executor reported, if it reported anything.
+    pub fn total(&self) -> Option<std::time::Duration> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl TaskControl {

@@ -112,14 +112,15 @@ struct State {
 
 struct Waiting {
     spec: TaskSpec,
-    done: oneshot::Sender<Exit>,
+    /// The attempt's end, with its time on the node when a result came from there.
+    done: oneshot::Sender<(Exit, Option<Duration>)>,
     placed: Option<PlacementSink>,
     since: Instant,
 }
 
 struct Running {
     spec: TaskSpec,
-    done: oneshot::Sender<Exit>,
+    done: oneshot::Sender<(Exit, Option<Duration>)>,
     placed: Option<PlacementSink>,
     job: String,
     work: PathBuf,
@@ -339,7 +340,15 @@ impl SlurmExecutor {
         let exit = tokio::select! {
             biased;
             _ = control.cancel.cancelled() => Exit::Cancelled,
-            exit = result => exit.unwrap_or_else(|_| Exit::SpawnFailed("the Slurm executor stopped watching the task".into())),
+            ended = result => match ended {
+                Ok((exit, ran)) => {
+                    if let (Some(ran), Some(ran_for)) = (ran, &control.ran_for) {
+                        ran_for.add(ran);
+                    }
+                    exit
+                }
+                Err(_) => Exit::SpawnFailed("the Slurm executor stopped watching the task".into()),
+            },
         };
         guard.finished = exit != Exit::Cancelled;
         exit
@@ -555,9 +564,10 @@ impl Shared {
             Err(why) => {
                 tracing::error!("step {}: cannot submit to Slurm: {why}", step.name);
                 for waiting in plan.groups.into_iter().flatten() {
-                    let _ = waiting
-                        .done
-                        .send(Exit::SpawnFailed(format!("submitting to Slurm: {why}")));
+                    let _ = waiting.done.send((
+                        Exit::SpawnFailed(format!("submitting to Slurm: {why}")),
+                        None,
+                    ));
                 }
                 return;
             }
@@ -840,7 +850,9 @@ impl Shared {
                     "FAILED"
                 };
                 ends.push((running.spec.task_id, last.to_string()));
-                let _ = running.done.send(exit);
+                let _ = running
+                    .done
+                    .send((exit, duration.map(Duration::from_millis)));
             }
             // An element none of whose tasks is awaited needs no more watching (nor cancelling:
             // an adopted job may still run tasks this run does not ask for). A task of it asked
@@ -918,7 +930,7 @@ impl Shared {
                 state.abandoned.push((task_id, reason.clone()));
                 let _ = running
                     .done
-                    .send(Exit::Scheduler(format!("job {job} ended {reason}")));
+                    .send((Exit::Scheduler(format!("job {job} ended {reason}")), None));
             }
         }
     }

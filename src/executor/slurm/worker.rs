@@ -87,6 +87,7 @@ pub fn run(batch_file: &Path, element: usize) -> anyhow::Result<()> {
             lines: None,
             placed: None,
             gate: None,
+            ran_for: None,
         };
         for task in &group {
             if cancel.reason().is_some() {
