@@ -365,7 +365,7 @@ impl VerifiedReader {
 
     /// Read to the end, discarding the bytes: the object is intact when this returns Ok.
     pub fn verify(mut self) -> Result<(), ObjectError> {
-        let mut buffer = vec![0u8; HASH_BUFFER];
+        let mut buffer = hash_buffer(self.expected_size);
         loop {
             match self.read(&mut buffer) {
                 Ok(0) => return Ok(()),
@@ -495,11 +495,21 @@ impl VerifiedCache {
     }
 }
 
+/// A zeroed buffer for streaming a file of about `size` bytes through SHA-256: no bigger than the
+/// file (plus the byte that finds its end), so a tiny object (the common case, one per task)
+/// does not cost a 256 KiB allocation and clearing it.
+fn hash_buffer(size: Option<u64>) -> Vec<u8> {
+    let len = size.map_or(HASH_BUFFER, |size| {
+        usize::try_from(size.saturating_add(1)).map_or(HASH_BUFFER, |len| len.min(HASH_BUFFER))
+    });
+    vec![0u8; len]
+}
+
 /// SHA-256 (lowercase hex) and size of a file's content, streamed.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; HASH_BUFFER];
+    let mut buffer = hash_buffer(file.metadata().ok().map(|m| m.len()));
     let mut size = 0u64;
     loop {
         let n = file.read(&mut buffer)?;
@@ -710,6 +720,13 @@ mod tests {
             "{long}"
         );
 
+        // `verify` sizes its buffer by the recorded size; a wrong size is still caught.
+        let verify = |size| VerifiedReader::open(&objects, &hash, size, "greeting")?.verify();
+        assert!(verify(Some(6)).is_ok() && verify(None).is_ok());
+        for wrong in [0, 1, 5, 7, 1 << 20] {
+            assert!(verify(Some(wrong)).unwrap_err().is_damage(), "size {wrong}");
+        }
+
         damage(&objects, &hash, b"hellO\n");
         let flipped = read(Some(6)).unwrap_err();
         assert!(flipped.is_damage());
@@ -727,6 +744,18 @@ mod tests {
 
         fs::remove_file(objects.path(&hash)).unwrap();
         assert!(matches!(read(Some(6)), Err(ObjectError::Missing { .. })));
+    }
+
+    #[test]
+    fn hash_file_hashes_files_smaller_and_larger_than_its_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 3, HASH_BUFFER - 1, HASH_BUFFER, 3 * HASH_BUFFER + 7] {
+            let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let path = dir.path().join(format!("f{len}"));
+            fs::write(&path, &content).unwrap();
+            let expected = hex::encode(Sha256::digest(&content));
+            assert_eq!(hash_file(&path).unwrap(), (expected, len as u64), "{len}");
+        }
     }
 
     #[test]
