@@ -2,7 +2,8 @@
 //!
 //! The queue of work lives in SQLite: the engine pulls pending tasks page by page per step, starts
 //! them within the global `-j` and each step's `parallel` cap, and publishes finished tasks by
-//! group commit: one transaction marks the tasks started since the last one running and publishes
+//! group commit: one transaction marks tasks started since the last one running (as many as
+//! `-j` and `parallel` leave room for, counting the tasks it publishes: [`marks`]) and publishes
 //! every task finished meanwhile (each task's outputs, state, and the downstream tasks its outputs
 //! trigger), one group in flight at a time, so the scheduler never waits for the writer. When nothing is
 //! pending or running, gather steps get their turn on the complete live set; the run ends when that
@@ -561,8 +562,8 @@ pub async fn run(
             // No step can start another task now.
             break;
         }
-        // Marked running by the next group commit, which follows in the writer's order any
-        // commit that could publish them.
+        // Marked running by a later group commit ([`marks`]), which follows in the writer's order
+        // any commit that could publish them.
         for (index, queued) in to_start {
             let slot = &mut slots[index];
             slot.running += 1;

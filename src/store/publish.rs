@@ -62,8 +62,8 @@ pub fn publish(
     Ok(published)
 }
 
-/// The engine's group commit: one transaction marks the tasks started since the last one as
-/// running (`starting`) and publishes every task that finished meanwhile, in order. Each task's
+/// The engine's group commit: one transaction marks tasks whose scripts started as running
+/// (`starting`, each with the time it started) and publishes every task that finished meanwhile, in order. Each task's
 /// outputs and state still land together (the whole group lands or none of it); a crash before
 /// the commit leaves the group's tasks pending or running, which the next run takes up again
 /// (running → pending), and their objects already in `objects/` are found again by content.
