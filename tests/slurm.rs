@@ -47,7 +47,9 @@ fn cluster() -> Option<PathBuf> {
             Err(e) => Some(format!("cannot run sinfo: {e}")),
             Ok(out) => {
                 let states = String::from_utf8_lossy(&out.stdout).to_string();
-                let up = ["idle", "mixed", "allocated"]
+                // A node finishing the last test's job is "completing" for a few seconds: it is
+                // up, and the next job waits for it.
+                let up = ["idle", "mixed", "allocated", "completing"]
                     .iter()
                     .any(|s| states.lines().any(|l| l.trim().starts_with(s)));
                 (!up).then(|| format!("no Slurm node is up (sinfo: {:?})", states.trim()))
