@@ -9,11 +9,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Project, describe, highest_observed, parse_last_json};
+use common::{Project, concurrency_probe_script, describe, highest_observed, parse_last_json};
 
 /// A manifest whose `work` step (over `items` inputs) records, at its start and after a pause,
 /// how many of its scripts run at once, in `probe` (writable from the sandbox).
 fn counting_manifest(items: u32, probe: &Path, parallel: Option<u32>) -> String {
+    let script = concurrency_probe_script(probe, "0.2");
     let probe = probe.display();
     let parallel = parallel.map_or(String::new(), |n| format!("parallel = {n}\n"));
     format!(
@@ -28,12 +29,7 @@ name = "work"
 inputs = ["item_*"]
 read_write = ["{probe}"]
 {parallel}script = '''
-touch "{probe}/running.$GRIT_TASK"
-ls "{probe}" | grep -c '^running\.' >> "{probe}/observed.$GRIT_TASK"
-sleep 0.2
-ls "{probe}" | grep -c '^running\.' >> "{probe}/observed.$GRIT_TASK"
-rm "{probe}/running.$GRIT_TASK"
-echo done > $OUTPUT_DIR/done_$GRIT_INPUT_NAME
+{script}
 '''
 "#
     )

@@ -120,6 +120,19 @@ fn queued_jobs(conf: &Path, step: &str) -> Vec<String> {
         .collect()
 }
 
+/// `scancel` the one job of `step` in the queue; returns its id (as a one-element list).
+fn scancel_the_steps_job(conf: &Path, step: &str) -> Vec<String> {
+    let jobs = queued_jobs(conf, step);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let status = StdCommand::new("scancel")
+        .args(&jobs)
+        .env("SLURM_CONF", conf)
+        .status()
+        .expect("scancel");
+    assert!(status.success());
+    jobs
+}
+
 fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
@@ -323,14 +336,7 @@ echo second > $OUTPUT_DIR/after_cancel
         Duration::from_secs(30),
         || marker.exists(),
     );
-    let jobs = queued_jobs(&conf, "cancelme");
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    let status = StdCommand::new("scancel")
-        .args(&jobs)
-        .env("SLURM_CONF", &conf)
-        .status()
-        .expect("scancel");
-    assert!(status.success());
+    let jobs = scancel_the_steps_job(&conf, "cancelme");
     let out = child.wait_with_output().expect("grit");
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(p.contents("after_cancel"), vec!["second\n".to_string()]);
@@ -627,15 +633,11 @@ name = "oneatatime"
 inputs = ["o_*"]
 read_write = ["{probe}"]
 script = '''
-touch "{probe}/running.$GRIT_TASK"
-ls "{probe}" | grep -c '^running\.' >> "{probe}/observed.$GRIT_TASK"
-sleep 1
-ls "{probe}" | grep -c '^running\.' >> "{probe}/observed.$GRIT_TASK"
-rm "{probe}/running.$GRIT_TASK"
-echo done > $OUTPUT_DIR/done_$GRIT_INPUT_NAME
+{script}
 '''
 "#,
-        probe = probe.display()
+        probe = probe.display(),
+        script = common::concurrency_probe_script(&probe, "1")
     ));
     let (out, summary) = on_slurm(&p, &conf, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -700,14 +702,7 @@ echo ok > $OUTPUT_DIR/ok_$GRIT_INPUT_NAME
     wait_for("task 2's script", Duration::from_secs(60), || {
         marker.exists()
     });
-    let jobs = queued_jobs(&conf, "stopmid");
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    let status = StdCommand::new("scancel")
-        .args(&jobs)
-        .env("SLURM_CONF", &conf)
-        .status()
-        .expect("scancel");
-    assert!(status.success());
+    scancel_the_steps_job(&conf, "stopmid");
     let out = child.wait_with_output().expect("grit");
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let summary = parse_last_json(&out);

@@ -168,6 +168,21 @@ impl Project {
     }
 }
 
+/// A step script that records how many of the step's scripts run at once, at its start and
+/// after `pause` seconds, in `probe` (which the step must list in `read_write`), then writes
+/// `done_<input name>`. [`highest_observed`] reads the most seen.
+pub fn concurrency_probe_script(probe: &Path, pause: &str) -> String {
+    let probe = probe.display();
+    format!(
+        r#"touch "{probe}/running.$GRIT_TASK"
+ls "{probe}" | grep -c '^running\.' >> "{probe}/observed.$GRIT_TASK"
+sleep {pause}
+ls "{probe}" | grep -c '^running\.' >> "{probe}/observed.$GRIT_TASK"
+rm "{probe}/running.$GRIT_TASK"
+echo done > $OUTPUT_DIR/done_$GRIT_INPUT_NAME"#
+    )
+}
+
 /// The highest number of running tasks any task recorded in the probe directory's
 /// `observed.*` files (the `running.*` markers are gone by then).
 pub fn highest_observed(probe: &Path) -> u32 {
