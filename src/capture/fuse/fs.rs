@@ -322,7 +322,14 @@ impl Shared {
     /// Is `pid` grit itself or a helper of its executor? Asked only where a request names a task
     /// directory, never on the write path.
     fn is_grit(&self, pid: u32) -> bool {
-        access::is_grit(pid)
+        self.is_grit_or_helper_known(pid) || access::is_grit(pid)
+    }
+
+    /// The part of [`Shared::is_grit`] that needs no look at `/proc`: grit's main thread, and the
+    /// executor's helpers (the zygotes, whose pids the executor keeps). The zygote names three new
+    /// paths on the mount for every sandboxed task, so this goes before any path lookup.
+    fn is_grit_or_helper_known(&self, pid: u32) -> bool {
+        pid == std::process::id()
             || self
                 .helpers
                 .read()
@@ -917,7 +924,12 @@ impl CaptureFs {
             let Some(d) = st.dirs.get(&dir) else {
                 return Ok(st);
             };
-            if d.who.is_some_and(|who| access::belongs(who, pid)) || self.shared.is_grit(pid) {
+            // The same question as `belongs || is_grit`, cheapest answers first: the in-memory
+            // ones, then one `/proc` lookup for the task's own processes, then grit's threads.
+            if self.shared.is_grit_or_helper_known(pid)
+                || d.who.is_some_and(|who| access::belongs(who, pid))
+                || access::is_grit(pid)
+            {
                 return Ok(st);
             }
             let now = Instant::now();
