@@ -213,29 +213,46 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Is this grit mount abandoned? Its owner is gone, or its FUSE connection is dead (the pid was
-/// reused by another process). A live grit answers `stat` on its mount root at once.
+/// Is this grit mount abandoned? Told from its owner alone, never by looking at the mount: a
+/// mount whose server died while one of its threads could not (see [`owner_gone`]) answers no
+/// request, and a `stat` of it would wait for ever. A mount whose name carries no pid is left
+/// alone.
 fn is_stale(m: &GritMount) -> bool {
-    let me = std::process::id() as i32;
     match m.pid {
-        Some(pid) if pid == me => false,
-        Some(pid) => {
-            let alive = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-                Ok(()) => true,
-                Err(e) => e != nix::errno::Errno::ESRCH,
-            };
-            !alive || connection_dead(&m.mountpoint)
-        }
-        // Not named by grit: only touch it when it is certainly dead.
-        None => connection_dead(&m.mountpoint),
+        Some(pid) if pid == std::process::id() as i32 => false,
+        Some(pid) => owner_gone(pid),
+        None => false,
     }
 }
 
-fn connection_dead(mountpoint: &Path) -> bool {
-    matches!(
-        std::fs::metadata(mountpoint),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN)
-    )
+/// Whether the process that mounted a capture is gone: no process has its pid, or the process is
+/// exiting (a zombie: `kill -9` of grit while a thread of it was inside a FUSE notification that
+/// waits for a directory lock, held by a lookup that waits for grit's dead FUSE thread, leaves
+/// grit a zombie for good), or the pid now belongs to a process that serves no FUSE connection.
+fn owner_gone(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state is the first field after the parenthesised command name (which may hold ") ").
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    if matches!(state, Some('Z' | 'X' | 'x')) {
+        return true;
+    }
+    !holds_dev_fuse(pid)
+}
+
+/// Whether process `pid` has `/dev/fuse` open. Its descriptors are readable only for a process
+/// of one's own user (or as root); the mounts looked at are in this user's runtime directory, so
+/// a process that cannot be looked at is not their owner.
+fn holds_dev_fuse(pid: i32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| target == Path::new("/dev/fuse"))
+    })
 }
 
 /// Detach every `fuse.grit` mount whose grit process died (e.g. `kill -9`), and remove its mount
@@ -248,16 +265,14 @@ pub(super) fn cleanup_stale() -> io::Result<Vec<PathBuf>> {
         if !is_stale(&m) {
             continue;
         }
-        // A dead connection cannot be unmounted without MNT_DETACH if anything still holds it.
-        match nix::mount::umount2(&m.mountpoint, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
-            Err(e) => {
-                return Err(io::Error::from_raw_os_error(e as i32).with_context(format!(
-                    "detaching the stale capture mount {}",
-                    m.mountpoint.display()
-                )));
-            }
-        }
+        // MNT_FORCE aborts the connection, which frees every process still waiting on it (the
+        // dying owner's stuck thread among them); a mount still held is then detached.
+        unmount(&m.mountpoint).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("the stale capture mount {}: {e}", m.mountpoint.display()),
+            )
+        })?;
         let _ = std::fs::remove_dir(&m.mountpoint);
         cleaned.push(m.mountpoint);
     }
@@ -306,6 +321,62 @@ mod tests {
         assert_eq!(got[0].pid, Some(std::process::id() as i32));
         let random = a.rsplit('.').next().unwrap();
         assert_eq!(random.len(), 16, "{a}");
+    }
+
+    /// A mount owned by `pid`, at a path that does not exist: `is_stale` must decide without it.
+    fn owned_by(pid: u32) -> GritMount {
+        GritMount {
+            mountpoint: "/nonexistent/grit/capture".into(),
+            pid: Some(pid as i32),
+        }
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_mount_whose_owner_is_a_zombie_or_gone_is_stale() {
+        use std::process::Command;
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie, as grit stays when a thread of it cannot die.
+        wait_until("the zombie", || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        });
+        assert!(is_stale(&owned_by(pid)), "zombie owner");
+        child.wait().unwrap();
+        assert!(is_stale(&owned_by(pid)), "reaped owner");
+    }
+
+    #[test]
+    fn a_mount_is_stale_when_its_pid_serves_no_fuse_connection_and_kept_when_it_does() {
+        use std::process::Command;
+        let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(
+            is_stale(&owned_by(other.id())),
+            "a process that took the owner's pid"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
+
+        let mut server = Command::new("sh")
+            .args(["-c", "exec 3<>/dev/fuse; exec sleep 30"])
+            .spawn()
+            .unwrap();
+        let pid = server.id() as i32;
+        wait_until("/dev/fuse to be open", || holds_dev_fuse(pid));
+        assert!(!is_stale(&owned_by(server.id())), "a live FUSE server");
+        server.kill().unwrap();
+        server.wait().unwrap();
     }
 
     #[test]
