@@ -354,23 +354,28 @@ pub async fn run(
     // Initial work: this run's source tasks, and map tasks for every live input not yet done.
     // Derived work waits until the sources have polled: a source's new output can replace an
     // input (DESIGN §2.3), and work on the replaced one, or its failure, would be for nothing.
+    // One call to the writer and one transaction for every step: a call each cost a round trip
+    // to the writer's thread and a commit, about 0.2 ms a step before the first task started.
+    let initial: Vec<InitialWork> = slots
+        .iter()
+        .map(|slot| InitialWork {
+            version_id: slot.version_id,
+            once: slot.step.once,
+            kind: slot.kind,
+            allowed: slot.allowed,
+            fresh: slot.fresh_reason(),
+            patterns: slot.step.inputs.clone(),
+            gate: slot
+                .step
+                .min_interval
+                .filter(|_| !options.force_steps.contains(&slot.step.name)),
+        })
+        .collect();
+    let scheduled = writer
+        .call(move |conn| schedule_initial_work(conn, run_id, &initial))
+        .await?;
     let mut sources_left = 0u64;
-    for slot in &slots {
-        let (version_id, once, kind, allowed) =
-            (slot.version_id, slot.step.once, slot.kind, slot.allowed);
-        let fresh = slot.fresh_reason();
-        let gate = slot
-            .step
-            .min_interval
-            .filter(|_| !options.force_steps.contains(&slot.step.name));
-        let gated = match (kind, gate) {
-            (StepKind::Source, Some(interval)) if allowed => {
-                writer
-                    .call(move |conn| provenance::gated_until(conn, version_id, interval))
-                    .await?
-            }
-            _ => None,
-        };
+    for (slot, (gated, queued)) in slots.iter().zip(scheduled) {
         if let Some(until) = gated {
             tracing::info!(
                 "step `{}` is gated by min_interval until {}: not run now (`--force-step {}` runs it)",
@@ -379,27 +384,7 @@ pub async fn run(
                 slot.step.name
             );
         }
-        let queued = match kind {
-            StepKind::Source if allowed && gated.is_none() => {
-                writer
-                    .call(move |conn| {
-                        schedule::source_task(conn, run_id, version_id, once, fresh).map(u64::from)
-                    })
-                    .await?
-            }
-            StepKind::Map => {
-                let step = MapStep {
-                    version_id,
-                    patterns: slot.step.inputs.clone(),
-                    fresh,
-                };
-                writer
-                    .call(move |conn| schedule::backfill(conn, run_id, &step))
-                    .await?
-            }
-            _ => 0,
-        };
-        if kind == StepKind::Source {
+        if slot.kind == StepKind::Source {
             sources_left += queued;
         }
         if queued > 0 {
@@ -989,6 +974,56 @@ async fn settle_holds(
         }
     }
     Ok(changed)
+}
+
+/// What the start of a run schedules for one step (see [`schedule_initial_work`]).
+struct InitialWork {
+    version_id: i64,
+    once: bool,
+    kind: StepKind,
+    allowed: bool,
+    fresh: &'static str,
+    patterns: Vec<String>,
+    /// The step's `min_interval`, unless `--force-step` names it.
+    gate: Option<Duration>,
+}
+
+/// The start of a run's work, in one transaction: for each step in order, whether `min_interval`
+/// holds its source back (until when) and how many tasks were queued: its source task, or map
+/// tasks for every live input that has none yet.
+fn schedule_initial_work(
+    conn: &mut rusqlite::Connection,
+    run_id: i64,
+    steps: &[InitialWork],
+) -> Result<Vec<(Option<std::time::SystemTime>, u64)>, crate::store::StoreError> {
+    let tx = conn.transaction()?;
+    let mut scheduled = Vec::with_capacity(steps.len());
+    for work in steps {
+        let gated = match (work.kind, work.gate) {
+            (StepKind::Source, Some(interval)) if work.allowed => {
+                provenance::gated_until(&tx, work.version_id, interval)?
+            }
+            _ => None,
+        };
+        let queued = match work.kind {
+            StepKind::Source if work.allowed && gated.is_none() => u64::from(
+                schedule::source_task(&tx, run_id, work.version_id, work.once, work.fresh)?,
+            ),
+            StepKind::Map => schedule::backfill(
+                &tx,
+                run_id,
+                &MapStep {
+                    version_id: work.version_id,
+                    patterns: work.patterns.clone(),
+                    fresh: work.fresh,
+                },
+            )?,
+            _ => 0,
+        };
+        scheduled.push((gated, queued));
+    }
+    tx.commit()?;
+    Ok(scheduled)
 }
 
 /// Empty `<db>/tmp`: whatever is there belongs to no running task (we hold the store lock), such
