@@ -162,6 +162,9 @@ pub(super) struct GritMount {
     pub(super) mountpoint: PathBuf,
     /// The pid encoded in the mount point name, when it follows grit's naming.
     pub(super) pid: Option<i32>,
+    /// The mount's device (`major:minor` in mountinfo), which names its FUSE connection in
+    /// `/sys/fs/fuse/connections`.
+    pub(super) device: Option<String>,
 }
 
 /// grit's capture mounts in a mountinfo text.
@@ -175,9 +178,11 @@ pub(super) fn parse_mountinfo(text: &str) -> Vec<GritMount> {
         if right.split(' ').next() != Some(FS_TYPE) {
             continue;
         }
-        let Some(mp) = left.split(' ').nth(4) else {
+        let fields: Vec<&str> = left.split(' ').collect();
+        let Some(mp) = fields.get(4) else {
             continue;
         };
+        let device = fields.get(2).map(|d| d.to_string());
         let mountpoint = PathBuf::from(unescape(mp));
         let pid = mountpoint
             .file_name()
@@ -185,7 +190,11 @@ pub(super) fn parse_mountinfo(text: &str) -> Vec<GritMount> {
             .and_then(|n| n.strip_prefix(MOUNT_PREFIX))
             .and_then(|rest| rest.split('.').next())
             .and_then(|p| p.parse().ok());
-        out.push(GritMount { mountpoint, pid });
+        out.push(GritMount {
+            mountpoint,
+            pid,
+            device,
+        });
     }
     out
 }
@@ -229,6 +238,14 @@ fn is_stale(m: &GritMount) -> bool {
 /// exiting (a zombie: `kill -9` of grit while a thread of it was inside a FUSE notification that
 /// waits for a directory lock, held by a lookup that waits for grit's dead FUSE thread, leaves
 /// grit a zombie for good), or the pid now belongs to a process that serves no FUSE connection.
+/// The FUSE connection number of a mount's device (`0:<minor>`, an anonymous device).
+fn fuse_connection(device: &str) -> Option<u32> {
+    match device.split_once(':') {
+        Some(("0", minor)) => minor.parse().ok(),
+        _ => None,
+    }
+}
+
 fn owner_gone(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return true;
@@ -265,8 +282,18 @@ pub(super) fn cleanup_stale() -> io::Result<Vec<PathBuf>> {
         if !is_stale(&m) {
             continue;
         }
-        // MNT_FORCE aborts the connection, which frees every process still waiting on it (the
-        // dying owner's stuck thread among them); a mount still held is then detached.
+        // Aborting the connection frees every process still waiting on it (the dying owner's
+        // stuck thread among them). MNT_FORCE does it where grit may (root); else the
+        // connection's `abort` file does, where fusectl is mounted (it belongs to the mount's
+        // owner). A mount still held is then detached.
+        if let Some(connection) = m.device.as_deref().and_then(fuse_connection) {
+            let _ = std::fs::write(
+                Path::new("/sys/fs/fuse/connections")
+                    .join(connection.to_string())
+                    .join("abort"),
+                "1",
+            );
+        }
         unmount(&m.mountpoint).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -298,15 +325,18 @@ mod tests {
             vec![
                 GritMount {
                     mountpoint: "/run/grit/capture.4242.3".into(),
-                    pid: Some(4242)
+                    pid: Some(4242),
+                    device: Some("0:52".into()),
                 },
                 GritMount {
                     mountpoint: "/tmp/with space/capture.7.0".into(),
-                    pid: Some(7)
+                    pid: Some(7),
+                    device: Some("0:54".into()),
                 },
                 GritMount {
                     mountpoint: "/mnt/x".into(),
-                    pid: None
+                    pid: None,
+                    device: Some("0:55".into()),
                 },
             ]
         );
@@ -328,6 +358,7 @@ mod tests {
         GritMount {
             mountpoint: "/nonexistent/grit/capture".into(),
             pid: Some(pid as i32),
+            device: None,
         }
     }
 
@@ -380,10 +411,18 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_is_named_by_its_anonymous_device() {
+        assert_eq!(fuse_connection("0:52"), Some(52));
+        assert_eq!(fuse_connection("254:0"), None);
+        assert_eq!(fuse_connection("0:x"), None);
+    }
+
+    #[test]
     fn own_mounts_are_never_stale() {
         let m = GritMount {
             mountpoint: "/nonexistent/capture".into(),
             pid: Some(std::process::id() as i32),
+            device: None,
         };
         assert!(!is_stale(&m));
     }
