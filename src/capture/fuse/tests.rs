@@ -900,6 +900,121 @@ fn stale_mount_of_killed_process_is_detached() {
     assert!(!mp.exists());
 }
 
+/// Not a test by itself: mounts a capture with a task `victim` whose processes are being spawned
+/// (requests from unknown processes wait for admission) and a task `other`, prints its mount
+/// point, then on a line on stdin discards `other`, which invalidates its entry in the mount's
+/// root: the kernel takes the root's lock for that, and waits while a lookup holds it.
+#[test]
+#[ignore]
+fn helper_notify_while_a_lookup_waits() {
+    let Ok(staging) = std::env::var("GRIT_TEST_STAGING") else {
+        return;
+    };
+    let cap = FuseCapture::mount(Path::new(&staging)).expect("mount");
+    cap.start_task("victim", None).expect("start victim");
+    Capture::expect(&cap, "victim");
+    cap.start_test_task("other", None).expect("start other");
+    println!("MOUNTPOINT={}", cap.mountpoint().display());
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).expect("stdin");
+    cap.discard_task("other");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// The deadlock a `kill -9` of grit can leave (seen in a crash test), made on purpose: a lookup in
+/// the mount's root waits for grit's FUSE thread, grit's other thread waits for the root's lock
+/// to invalidate an entry, and grit is killed. Its FUSE thread dies, the waiting thread cannot,
+/// so grit stays a zombie holding the connection, and the lookup never returns. The next sweep
+/// of stale mounts must not hang on that mount, and must free everything stuck on it.
+#[test]
+// The helper stays unreaped on purpose while it is a zombie (its pid must stay its own); the
+// loop at the end reaps it with `try_wait`.
+#[allow(clippy::zombie_processes)]
+fn a_mount_left_by_a_grit_killed_in_a_notification_is_cleaned_without_hanging() {
+    if let Err(why) = FuseCapture::available() {
+        eprintln!("skipping FUSE test: {why}");
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: freeing a stuck FUSE connection needs root here (umount -f)");
+        return;
+    }
+    use std::io::{BufRead, Write};
+    let db = tempfile::tempdir().expect("tempdir");
+    let mut grit = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "capture::fuse::tests::helper_notify_while_a_lookup_waits",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("GRIT_TEST_STAGING", db.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn helper");
+    let stdout = grit.stdout.take().expect("stdout");
+    let mut mp = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        if let Some(p) = line.expect("line").strip_prefix("MOUNTPOINT=") {
+            mp = Some(PathBuf::from(p));
+            break;
+        }
+    }
+    let mp = mp.expect("helper printed its mount point");
+    // An outsider's lookup of `victim`: the FUSE thread holds it for up to 2 s (admission).
+    let mut looker = Command::new("stat")
+        .arg(mp.join("victim"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("stat");
+    std::thread::sleep(Duration::from_millis(300));
+    writeln!(grit.stdin.as_mut().expect("stdin")).expect("tell the helper");
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(grit.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    // The next run comes after the killed one is dead: a zombie, whose stuck thread holds the
+    // connection (it is not reaped here, so its pid stays its own).
+    let pid = grit.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the killed helper never became a zombie"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // The sweep runs on a thread of its own: if it hung, the test fails instead of waiting.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cleanup_stale_mounts());
+    });
+    let cleaned = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the sweep of stale mounts hung on the dead mount")
+        .expect("cleanup");
+    assert!(
+        !mounted(&mp),
+        "stale mount still there (cleaned {cleaned:?})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut looker_done, mut grit_done) = (false, false);
+    while !(looker_done && grit_done) && Instant::now() < deadline {
+        looker_done = looker_done || looker.try_wait().expect("looker").is_some();
+        grit_done = grit_done || grit.try_wait().expect("helper").is_some();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(looker_done, "the lookup is still stuck on the dead mount");
+    assert!(grit_done, "the killed helper never finished dying");
+}
+
 /// CPU seconds (user + system) used so far by this process's threads, by thread name, for the
 /// benchmark's profile line: `grit-hash:0.61,fuser-0:0.45,...`.
 fn thread_cpu() -> String {
