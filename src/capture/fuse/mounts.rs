@@ -229,7 +229,7 @@ fn unescape(s: &str) -> String {
 fn is_stale(m: &GritMount) -> bool {
     match m.pid {
         Some(pid) if pid == std::process::id() as i32 => false,
-        Some(pid) => owner_gone(pid),
+        Some(pid) => u32::try_from(pid).is_ok_and(owner_gone),
         None => false,
     }
 }
@@ -238,6 +238,22 @@ fn is_stale(m: &GritMount) -> bool {
 /// exiting (a zombie: `kill -9` of grit while a thread of it was inside a FUSE notification that
 /// waits for a directory lock, held by a lookup that waits for grit's dead FUSE thread, leaves
 /// grit a zombie for good), or the pid now belongs to a process that serves no FUSE connection.
+fn owner_gone(pid: u32) -> bool {
+    match process_state(pid) {
+        None | Some('Z' | 'X' | 'x') => true,
+        Some(_) => !holds_dev_fuse(pid),
+    }
+}
+
+/// The state letter of process `pid` (`R`, `S`, `D`, `Z` for a zombie, ...), `None` when no
+/// process has that pid.
+pub(super) fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state is the first field after the parenthesised command name (which may hold ") ").
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+}
+
 /// The FUSE connection number of a mount's device (`0:<minor>`, an anonymous device).
 fn fuse_connection(device: &str) -> Option<u32> {
     match device.split_once(':') {
@@ -246,24 +262,10 @@ fn fuse_connection(device: &str) -> Option<u32> {
     }
 }
 
-fn owner_gone(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    // The state is the first field after the parenthesised command name (which may hold ") ").
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    if matches!(state, Some('Z' | 'X' | 'x')) {
-        return true;
-    }
-    !holds_dev_fuse(pid)
-}
-
 /// Whether process `pid` has `/dev/fuse` open. Its descriptors are readable only for a process
 /// of one's own user (or as root); the mounts looked at are in this user's runtime directory, so
 /// a process that cannot be looked at is not their owner.
-fn holds_dev_fuse(pid: i32) -> bool {
+fn holds_dev_fuse(pid: u32) -> bool {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return false;
     };
@@ -379,10 +381,7 @@ mod tests {
         let mut child = Command::new("true").spawn().unwrap();
         let pid = child.id();
         // Not reaped yet: a zombie, as grit stays when a thread of it cannot die.
-        wait_until("the zombie", || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-        });
+        wait_until("the zombie", || process_state(pid) == Some('Z'));
         assert!(is_stale(&owned_by(pid)), "zombie owner");
         child.wait().unwrap();
         assert!(is_stale(&owned_by(pid)), "reaped owner");
@@ -403,7 +402,7 @@ mod tests {
             .args(["-c", "exec 3<>/dev/fuse; exec sleep 30"])
             .spawn()
             .unwrap();
-        let pid = server.id() as i32;
+        let pid = server.id();
         wait_until("/dev/fuse to be open", || holds_dev_fuse(pid));
         assert!(!is_stale(&owned_by(server.id())), "a live FUSE server");
         server.kill().unwrap();
