@@ -855,35 +855,41 @@ fn helper_mount_and_sleep() {
     std::thread::sleep(Duration::from_secs(120));
 }
 
+/// Runs the ignored test `helper` of this binary as a separate process with its staging in
+/// `staging` (stdin and stdout piped), and returns it with the mount point it printed.
+fn spawn_mount_helper(helper: &str, staging: &Path) -> (std::process::Child, PathBuf) {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            &format!("capture::fuse::tests::{helper}"),
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("GRIT_TEST_STAGING", staging)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn helper");
+    let stdout = child.stdout.take().expect("stdout");
+    for line in std::io::BufReader::new(stdout).lines() {
+        if let Some(p) = line.expect("line").strip_prefix("MOUNTPOINT=") {
+            return (child, PathBuf::from(p));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("helper {helper} printed no mount point");
+}
+
 #[test]
 fn stale_mount_of_killed_process_is_detached() {
     if let Err(why) = FuseCapture::available() {
         eprintln!("skipping FUSE test: {why}");
         return;
     }
-    use std::io::BufRead;
     let db = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .args([
-            "capture::fuse::tests::helper_mount_and_sleep",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("GRIT_TEST_STAGING", db.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn helper");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut mp = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.expect("line");
-        if let Some(p) = line.strip_prefix("MOUNTPOINT=") {
-            mp = Some(PathBuf::from(p));
-            break;
-        }
-    }
-    let mp = mp.expect("helper printed its mount point");
+    let (mut child, mp) = spawn_mount_helper("helper_mount_and_sleep", db.path());
     assert!(mounted(&mp));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -927,8 +933,8 @@ fn helper_notify_while_a_lookup_waits() {
 /// so grit stays a zombie holding the connection, and the lookup never returns. The next sweep
 /// of stale mounts must not hang on that mount, and must free everything stuck on it.
 #[test]
-// The helper stays unreaped on purpose while it is a zombie (its pid must stay its own); the
-// loop at the end reaps it with `try_wait`.
+// The helper and the lookup stay unreaped while they are stuck (the helper's pid must stay its
+// own); the loop at the end reaps both with `try_wait`.
 #[allow(clippy::zombie_processes)]
 fn a_mount_left_by_a_grit_killed_in_a_notification_is_cleaned_without_hanging() {
     if let Err(why) = FuseCapture::available() {
@@ -939,29 +945,9 @@ fn a_mount_left_by_a_grit_killed_in_a_notification_is_cleaned_without_hanging() 
         eprintln!("skipping: freeing a stuck FUSE connection needs root here (umount -f)");
         return;
     }
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let db = tempfile::tempdir().expect("tempdir");
-    let mut grit = Command::new(std::env::current_exe().expect("exe"))
-        .args([
-            "capture::fuse::tests::helper_notify_while_a_lookup_waits",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("GRIT_TEST_STAGING", db.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn helper");
-    let stdout = grit.stdout.take().expect("stdout");
-    let mut mp = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        if let Some(p) = line.expect("line").strip_prefix("MOUNTPOINT=") {
-            mp = Some(PathBuf::from(p));
-            break;
-        }
-    }
-    let mp = mp.expect("helper printed its mount point");
+    let (mut grit, mp) = spawn_mount_helper("helper_notify_while_a_lookup_waits", db.path());
     // An outsider's lookup of `victim`: the FUSE thread holds it for up to 2 s (admission).
     let mut looker = Command::new("stat")
         .arg(mp.join("victim"))
@@ -981,9 +967,7 @@ fn a_mount_left_by_a_grit_killed_in_a_notification_is_cleaned_without_hanging() 
     // connection (it is not reaped here, so its pid stays its own).
     let pid = grit.id();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-    {
+    while mounts::process_state(pid) != Some('Z') {
         assert!(
             Instant::now() < deadline,
             "the killed helper never became a zombie"
