@@ -359,12 +359,14 @@ pub async fn run(
     let initial: Vec<InitialWork> = slots
         .iter()
         .map(|slot| InitialWork {
-            version_id: slot.version_id,
+            step: MapStep {
+                version_id: slot.version_id,
+                patterns: slot.step.inputs.clone(),
+                fresh: slot.fresh_reason(),
+            },
             once: slot.step.once,
             kind: slot.kind,
             allowed: slot.allowed,
-            fresh: slot.fresh_reason(),
-            patterns: slot.step.inputs.clone(),
             gate: slot
                 .step
                 .min_interval
@@ -978,12 +980,11 @@ async fn settle_holds(
 
 /// What the start of a run schedules for one step (see [`schedule_initial_work`]).
 struct InitialWork {
-    version_id: i64,
+    /// The step's version, input patterns and reason for new tasks (what a backfill needs).
+    step: MapStep,
     once: bool,
     kind: StepKind,
     allowed: bool,
-    fresh: &'static str,
-    patterns: Vec<String>,
     /// The step's `min_interval`, unless `--force-step` names it.
     gate: Option<Duration>,
 }
@@ -1001,23 +1002,22 @@ fn schedule_initial_work(
     for work in steps {
         let gated = match (work.kind, work.gate) {
             (StepKind::Source, Some(interval)) if work.allowed => {
-                provenance::gated_until(&tx, work.version_id, interval)?
+                provenance::gated_until(&tx, work.step.version_id, interval)?
             }
             _ => None,
         };
         let queued = match work.kind {
-            StepKind::Source if work.allowed && gated.is_none() => u64::from(
-                schedule::source_task(&tx, run_id, work.version_id, work.once, work.fresh)?,
-            ),
-            StepKind::Map => schedule::backfill(
-                &tx,
-                run_id,
-                &MapStep {
-                    version_id: work.version_id,
-                    patterns: work.patterns.clone(),
-                    fresh: work.fresh,
-                },
-            )?,
+            StepKind::Source if work.allowed && gated.is_none() => {
+                let step = &work.step;
+                u64::from(schedule::source_task(
+                    &tx,
+                    run_id,
+                    step.version_id,
+                    work.once,
+                    step.fresh,
+                )?)
+            }
+            StepKind::Map => schedule::backfill(&tx, run_id, &work.step)?,
             _ => 0,
         };
         scheduled.push((gated, queued));
