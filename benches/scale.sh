@@ -27,6 +27,21 @@ ROUNDS=${ROUNDS:-3}
 PARTS=${PARTS:-"fanout chain big noop"}
 work=$(mktemp -d /var/tmp/grit-scale.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+# Nothing is deleted between timed runs: a finished run's files are moved aside and deleted at
+# the end. On ext4 without a journal (these machines), every file created in the minutes after a
+# large deletion is slowed by the inode allocator, which skips each recently freed inode after
+# reading its deletion time: measured here, 128 µs to 580 µs per creation after deleting 20,000
+# files, against about 15 µs otherwise (BENCHMARKS.md, issue 16, seventh pass). A run timed right
+# after `rm -rf` of the previous run's store paid that on every output, log and staging file. For
+# the same reason, do not start this script within about 6 minutes of deleting a large tree.
+mkdir "$work/trash"
+discard() { # paths... -> moved into $work/trash (a rename frees no inode)
+  local path
+  for path in "$@"; do
+    [ -e "$path" ] && mv "$path" "$(mktemp -u "$work/trash/XXXXXXXX")"
+  done
+  return 0
+}
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg), cores: $(nproc), jobs: $JOBS, grit: $GRIT"
 # "<wall seconds> <peak RSS MiB>" of a command (its output is discarded).
@@ -53,7 +68,7 @@ TOML
 # One timed fan-out of kind $1 over $2 items; prints "<seconds> <peak RSS MiB>".
 fanout_once() {
   local kind=$1 n=$2 dir="$work/fan-$1-$2"
-  rm -rf "$dir"
+  discard "$dir"
   mkdir -p "$dir/in" "$dir/out"
   case $kind in
     floor-sh|floor-bash|make|snakemake)
@@ -82,7 +97,7 @@ fanout_once() {
       echo "  ($kind, $n: the source task writing $n files took $src_secs s, peak RSS $src_mib MiB)" >&2
       timed "$GRIT" run -q "${flags[@]}" -j "$JOBS" -m "$dir/pipeline.toml" --db "$dir/db" ;;
   esac
-  rm -rf "$dir"
+  discard "$dir"
 }
 
 if [[ " $PARTS " == *" fanout "* ]]; then
@@ -127,7 +142,7 @@ if [[ " $PARTS " == *" chain "* ]]; then
   for kind in grit-default grit-plain make; do
     runs=()
     for _ in $(seq "$ROUNDS"); do
-      rm -rf "$dir/db" "$dir"/o[0-9]*
+      discard "$dir/db" "$dir"/o[0-9]*
       case $kind in
         grit-default) read -r secs _ < <(timed "$GRIT" run -q -m "$dir/pipeline.toml" --db "$dir/db") ;;
         grit-plain) read -r secs _ < <(timed "$GRIT" run -q --no-sandbox --capture dir -m "$dir/pipeline.toml" --db "$dir/db") ;;
@@ -137,7 +152,7 @@ if [[ " $PARTS " == *" chain "* ]]; then
     done
     printf '%-34s %s   runs: %s\n' "$kind" "$(printf '%s\n' "${runs[@]}" | median)" "${runs[*]}"
   done
-  rm -rf "$dir"
+  discard "$dir"
 fi
 
 if [[ " $PARTS " == *" big "* ]]; then
@@ -148,7 +163,7 @@ if [[ " $PARTS " == *" big "* ]]; then
   printf '\n%-34s %10s %10s %s\n' "1 GiB through a cat step" "wall (s)" "peak RSS" "(median of $ROUNDS)"
   floor=(); grit=(); grss=0
   for _ in $(seq "$ROUNDS"); do
-    rm -rf "$dir/db" "$dir/out"
+    discard "$dir/db" "$dir/out"
     "$GRIT" ingest --db "$dir/db" "$dir/in/big" >/dev/null 2>&1
     cat "$dir/in/big" > /dev/null # warm, like the object grit reads
     read -r secs _ < <(timed sh -c 'cat "$1" > "$2" && sha256sum "$2"' sh "$dir/in/big" "$dir/out")
@@ -159,7 +174,7 @@ if [[ " $PARTS " == *" big "* ]]; then
   f=$(printf '%s\n' "${floor[@]}" | median); g=$(printf '%s\n' "${grit[@]}" | median)
   printf '%-34s %10s %10s   runs: %s\n' "floor: cat > file && sha256sum" "$f" "-" "${floor[*]}"
   awk -v g="$g" -v f="$f" -v r="$grss" -v all="${grit[*]}" 'BEGIN { printf "%-34s %10s %6s MiB   %.2fx the floor; runs: %s\n", "grit default mode", g, r, g / f, all }'
-  rm -rf "$dir"
+  discard "$dir"
 fi
 
 if [[ " $PARTS " == *" source "* ]]; then
@@ -172,13 +187,13 @@ if [[ " $PARTS " == *" source "* ]]; then
   printf '\n%-34s %10s %10s %s\n' "one task writing $n files" "wall (s)" "peak RSS" "(median of $ROUNDS)"
   floor=(); gd=(); gp=(); rd=0; rp=0
   for _ in $(seq "$ROUNDS"); do
-    rm -rf "$dir/out" && mkdir "$dir/out"
+    discard "$dir/out" && mkdir "$dir/out"
     read -r secs _ < <(timed sh -c 'cd "$1" && i=1; while [ $i -le "$2" ]; do echo $i > item_$i; i=$((i+1)); done; ls | xargs sha256sum > /dev/null; sync -f .' sh "$dir/out" "$n")
     floor+=("$secs")
-    rm -rf "$dir/db"
+    discard "$dir/db"
     read -r secs rd < <(timed "$GRIT" run -q -m "$dir/pipeline.toml" --db "$dir/db")
     gd+=("$secs")
-    rm -rf "$dir/db"
+    discard "$dir/db"
     read -r secs rp < <(timed "$GRIT" run -q --no-sandbox --capture dir -m "$dir/pipeline.toml" --db "$dir/db")
     gp+=("$secs")
   done
@@ -189,7 +204,7 @@ if [[ " $PARTS " == *" source "* ]]; then
     g=$(printf '%s\n' "${runs[@]}" | median)
     awk -v k="grit $kind" -v g="$g" -v f="$f" -v r="$r" -v all="${runs[*]}" 'BEGIN { printf "%-34s %10s %6s MiB   %.2fx the floor; runs: %s\n", k, g, r, g / f, all }'
   done
-  rm -rf "$dir"
+  discard "$dir"
 fi
 
 if [[ " $PARTS " == *" noop "* ]]; then
@@ -204,6 +219,6 @@ if [[ " $PARTS " == *" noop "* ]]; then
     read -r secs mib < <(timed "$GRIT" run -q -m "$dir/pipeline.toml" --db "$dir/db")
     printf '%-34s %10s %6s MiB\n' "default mode, run $attempt" "$secs" "$mib"
   done
-  rm -rf "$dir"
+  discard "$dir"
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

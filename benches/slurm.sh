@@ -28,6 +28,18 @@ eval "$(tests/slurm-cluster.sh start)"
 export SLURM_CONF
 work=$(mktemp -d /var/tmp/grit-slurm-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+# Nothing is deleted between timed runs (a run's files are moved aside and deleted at the end):
+# on ext4 without a journal, files created in the minutes after a large deletion are slowed by
+# the inode allocator (benches/scale.sh says more). Do not start this right after deleting a
+# large tree either.
+mkdir "$work/trash"
+discard() { # paths... -> moved into $work/trash (a rename frees no inode)
+  local path
+  for path in "$@"; do
+    [ -e "$path" ] && mv "$path" "$(mktemp -u "$work/trash/XXXXXXXX")"
+  done
+  return 0
+}
 
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
@@ -57,7 +69,7 @@ mkdir -p "$work/in"
 grit_times=() floor_times=() local_times=() before_times=() elements_used=()
 for run in $(seq 1 "$RUNS"); do
   # grit through Slurm.
-  rm -rf "$work/db" && cp -a "$work/base" "$work/db"
+  discard "$work/db" && cp -a "$work/base" "$work/db"
   t0=$(now)
   "$GRIT" run -m "$work/pipeline.toml" --db "$work/db" --executor slurm >"$work/grit.out" 2>"$work/grit.err"
   t1=$(now)
@@ -69,7 +81,7 @@ for run in $(seq 1 "$RUNS"); do
   elements_used+=("$elements")
 
   # The floor: one array job, the same number of elements, the same per-item work.
-  rm -rf "$work/floor" && mkdir -p "$work/floor/out"
+  discard "$work/floor" && mkdir -p "$work/floor/out"
   cat >"$work/floor/job.sh" <<EOF
 #!/bin/bash
 set -e
@@ -87,14 +99,14 @@ EOF
   [ "$(ls "$work/floor/out" | wc -l)" = "$N" ] || { echo "floor wrote $(ls "$work/floor/out" | wc -l) files" >&2; exit 1; }
 
   # grit's local mode.
-  rm -rf "$work/db" && cp -a "$work/base" "$work/db"
+  discard "$work/db" && cp -a "$work/base" "$work/db"
   t0=$(now)
   "$GRIT" run -m "$work/pipeline.toml" --db "$work/db" -q >/dev/null
   t1=$(now)
   local_times+=("$(elapsed "$t0" "$t1")")
   before=""
   if [ -n "${GRIT_BEFORE:-}" ]; then
-    rm -rf "$work/db" && cp -a "$work/base-before" "$work/db"
+    discard "$work/db" && cp -a "$work/base-before" "$work/db"
     t0=$(now)
     "$GRIT_BEFORE" run -m "$work/pipeline.toml" --db "$work/db" --executor slurm >/dev/null 2>&1
     t1=$(now)
