@@ -16,6 +16,7 @@ cargo build --release -q
 grit=$PWD/target/release/grit
 work=$(mktemp -d /var/tmp/grit-image-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+source benches/discard.sh # nothing is deleted between timed runs
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
@@ -59,7 +60,7 @@ inputs = ["item_*"]
 $line
 script = 'wc -c < \$INPUT_FILE > \$OUTPUT_DIR/n_\$GRIT_INPUT_NAME'
 EOF
-    rm -rf "$work/t/db-$kind"
+    discard "$work/t/db-$kind"
     t0=$(now)
     "$grit" run -q -m "$work/t/$kind.toml" --db "$work/t/db-$kind" >/dev/null 2>&1
     t1=$(now)

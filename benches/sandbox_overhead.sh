@@ -31,6 +31,7 @@ GRIT_BENCH_N="$N" cargo test --release --quiet --bin grit overhead_benchmark -- 
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+source benches/discard.sh # nothing is deleted between timed runs
 cat > "$work/pipeline.toml" <<TOML
 [[step]]
 name = "fan"
@@ -44,7 +45,7 @@ TOML
 grit=target/release/grit
 ROUNDS="${ROUNDS:-3}"
 once() { # extra args -> ms per task of one run of the tiny step
-    rm -rf "$work/db"
+    discard "$work/db"
     "$grit" run -q -m "$work/pipeline.toml" --db "$work/db" --step fan "$@" > /dev/null
     local start end
     start=$(date +%s%N)

@@ -27,21 +27,8 @@ ROUNDS=${ROUNDS:-3}
 PARTS=${PARTS:-"fanout chain big noop"}
 work=$(mktemp -d /var/tmp/grit-scale.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-# Nothing is deleted between timed runs: a finished run's files are moved aside and deleted at
-# the end. On ext4 without a journal (these machines), every file created in the minutes after a
-# large deletion is slowed by the inode allocator, which skips each recently freed inode after
-# reading its deletion time: measured here, 128 µs to 580 µs per creation after deleting 20,000
-# files, against about 15 µs otherwise (BENCHMARKS.md, issue 16, seventh pass). A run timed right
-# after `rm -rf` of the previous run's store paid that on every output, log and staging file. For
-# the same reason, do not start this script within about 6 minutes of deleting a large tree.
-mkdir "$work/trash"
-discard() { # paths... -> moved into $work/trash (a rename frees no inode)
-  local path
-  for path in "$@"; do
-    [ -e "$path" ] && mv "$path" "$(mktemp -u "$work/trash/XXXXXXXX")"
-  done
-  return 0
-}
+# Nothing is deleted between timed runs: see benches/discard.sh.
+source benches/discard.sh
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg), cores: $(nproc), jobs: $JOBS, grit: $GRIT"
 # "<wall seconds> <peak RSS MiB>" of a command (its output is discarded).

@@ -28,18 +28,8 @@ eval "$(tests/slurm-cluster.sh start)"
 export SLURM_CONF
 work=$(mktemp -d /var/tmp/grit-slurm-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-# Nothing is deleted between timed runs (a run's files are moved aside and deleted at the end):
-# on ext4 without a journal, files created in the minutes after a large deletion are slowed by
-# the inode allocator (benches/scale.sh says more). Do not start this right after deleting a
-# large tree either.
-mkdir "$work/trash"
-discard() { # paths... -> moved into $work/trash (a rename frees no inode)
-  local path
-  for path in "$@"; do
-    [ -e "$path" ] && mv "$path" "$(mktemp -u "$work/trash/XXXXXXXX")"
-  done
-  return 0
-}
+# Nothing is deleted between timed runs: see benches/discard.sh.
+source benches/discard.sh
 
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
