@@ -476,6 +476,70 @@ fn fork_bomb_is_stopped_by_the_process_limit() {
     assert_eq!(survivors(&format!("sleep {m}")), Vec::<u32>::new());
 }
 
+/// The directory under which a grit running as root makes its tasks' pids cgroups (the cgroup
+/// v1 pids hierarchy, or a cgroup v2 subtree with the pids controller), as grit finds it.
+fn pids_cgroup_base() -> Option<std::path::PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let rel = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "pids") {
+            let dir = Path::new("/sys/fs/cgroup/pids").join(rel);
+            if dir.is_dir() {
+                return Some(dir);
+            }
+        }
+    }
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+    let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).ok()?;
+    enabled
+        .split_whitespace()
+        .any(|c| c == "pids")
+        .then_some(dir)
+}
+
+#[test]
+fn task_cgroups_left_by_grits_that_are_gone_are_swept() {
+    if !is_root() {
+        eprintln!("skipped: per-task pids cgroups are made only by a grit running as root");
+        return;
+    }
+    let Some(base) = pids_cgroup_base() else {
+        eprintln!("skipped: no pids cgroup hierarchy here");
+        return;
+    };
+    // What a grit killed with `kill -9`, or the last task of an earlier run, leaves: an empty
+    // task cgroup named after a pid no process has (above any pid_max), here an hour old.
+    let departed = base.join("grit-4194399-0");
+    let _ = std::fs::remove_dir(&departed);
+    std::fs::create_dir(&departed).unwrap();
+    let aged = std::process::Command::new("touch")
+        .args(["-m", "-d", "1 hour ago"])
+        .arg(&departed)
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    // A fresh one may belong to a grit of another pid namespace between creating it and
+    // cloning its task into it: it stays.
+    let fresh = base.join("grit-4194398-0");
+    let _ = std::fs::remove_dir(&fresh);
+    std::fs::create_dir(&fresh).unwrap();
+
+    let obs = observe("echo limited", "processes = 16");
+    let departed_left = departed.exists();
+    let fresh_left = fresh.exists();
+    let _ = std::fs::remove_dir(&departed);
+    let _ = std::fs::remove_dir(&fresh);
+    assert!(obs.starts_with("ALLOWED"), "{obs}");
+    assert!(!departed_left, "the departed grit's cgroup was not swept");
+    assert!(
+        fresh_left,
+        "a cgroup younger than the sweep's age limit was removed"
+    );
+}
+
 #[test]
 fn real_fork_bomb_is_contained_and_killed_by_the_timeout() {
     let m = marker(2);

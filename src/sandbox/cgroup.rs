@@ -4,8 +4,12 @@
 //! (`CLONE_INTO_CGROUP`); with the cgroup v1 pids hierarchy init joins it through `cgroup.procs`
 //! (opened here, written by init) as its first step, before it creates any process.
 //!
-//! A task's cgroup can only be removed once it is empty, after the task ended; each new one
-//! sweeps the empty leftovers of this grit process, and the last one stays until the next run.
+//! A task's cgroup can only be removed once it is empty, after the task ended. Each new one
+//! sweeps the empty leftovers of this grit process and of grit processes that are gone (a
+//! previous run's last cgroup, or those of a grit killed with `kill -9`), and the end of a run
+//! sweeps this process's own (one whose init is still exiting then is left to a later sweep).
+//! Without the sweep of the departed, every run as root with a `processes` limit left one empty
+//! cgroup behind for good.
 //!
 //! The names (`grit-<pid>-<n>`) and the sweep belong to the process, not to one sandbox, so two
 //! runs at once in one process share them: a cgroup is also empty between its creation and its
@@ -17,8 +21,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{OnceLock, RwLock, RwLockReadGuard};
+use std::time::{Duration, SystemTime};
 
 use super::SandboxError;
 
@@ -110,23 +115,14 @@ pub(crate) fn create(max: u64) -> Result<(Join, Window), SandboxError> {
         )
     })?;
     let prefix = format!("grit-{}-", std::process::id());
-    // Only while no other spawn of this process has a cgroup whose init is not born yet.
-    if let Ok(_sweeping) = CREATING.try_write()
-        && let Ok(entries) = std::fs::read_dir(&base.dir)
-    {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                // Fails with EBUSY while that task still runs; it is swept next time.
-                let _ = std::fs::remove_dir(e.path());
-            }
-        }
-    }
+    sweep(base, SystemTime::now());
     // The lock guards no data: a panic elsewhere cannot leave anything half-done behind it.
     let window = CREATING.read().unwrap_or_else(|e| e.into_inner());
     let dir = base
         .dir
         .join(format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir(&dir).map_err(|e| unsupported(format!("{}: {e}", dir.display())))?;
+    CREATED.store(true, Ordering::Relaxed);
     std::fs::write(dir.join("pids.max"), max.to_string())
         .map_err(|e| unsupported(format!("{}/pids.max: {e}", dir.display())))?;
     if !base.v2 {
@@ -143,4 +139,73 @@ pub(crate) fn create(max: u64) -> Result<(Join, Window), SandboxError> {
         .open(&dir)
         .map_err(|e| unsupported(format!("{}: {e}", dir.display())))?;
     Ok((Join::Clone(OwnedFd::from(opened)), window))
+}
+
+/// How old the empty cgroup of a grit process that is not running must be before another grit
+/// removes it. A process of another pid namespace sharing this cgroup could look gone from here;
+/// its cgroups are empty only in the milliseconds between their creation and their init's clone.
+const DEPARTED_AFTER: Duration = Duration::from_secs(10);
+
+/// Whose leftover a cgroup name is, if it is one of grit's (`grit-<pid>-<n>`).
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("grit-")?;
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes the empty task cgroups of this process and those, older than [`DEPARTED_AFTER`], of
+/// grit processes that are not running, while no spawn of this process is between creating a
+/// cgroup and cloning its init (else a later sweep does it).
+fn sweep(base: &Base, now: SystemTime) {
+    let Ok(_sweeping) = CREATING.try_write() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(&base.dir) else {
+        return;
+    };
+    let own = std::process::id();
+    for e in entries.flatten() {
+        let Some(pid) = owner_pid(&e.file_name().to_string_lossy()) else {
+            continue;
+        };
+        let departed = || {
+            !Path::new("/proc").join(pid.to_string()).exists()
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age >= DEPARTED_AFTER))
+        };
+        // Either fails with EBUSY while a task's init is still in it.
+        if pid == own || departed() {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
+/// The end of a run: removes this process's empty task cgroups, if it ever made one.
+pub(crate) fn sweep_own() {
+    if !CREATED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Some(base) = base() {
+        sweep(base, SystemTime::now());
+    }
+}
+
+/// Whether this process made a task cgroup (then the end of a run sweeps).
+static CREATED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(test)]
+mod tests {
+    use super::owner_pid;
+
+    #[test]
+    fn only_grit_task_cgroup_names_have_an_owner() {
+        assert_eq!(owner_pid("grit-1234-0"), Some(1234));
+        assert_eq!(owner_pid("grit-1234-17"), Some(1234));
+        assert_eq!(owner_pid("grit-1234"), None);
+        assert_eq!(owner_pid("grit-x-1"), None);
+        assert_eq!(owner_pid("grit-12-x"), None);
+        assert_eq!(owner_pid("user.slice"), None);
+    }
 }

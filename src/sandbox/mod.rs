@@ -478,6 +478,7 @@ impl Sandbox {
     /// would otherwise keep a FUSE capture referenced.
     pub fn shutdown(&self) {
         self.zygote.shutdown();
+        cgroup::sweep_own();
     }
 
     /// The pids of this sandbox's zygote and its twin while they run, for the output capture:
