@@ -541,6 +541,41 @@ fn task_cgroups_left_by_grits_that_are_gone_are_swept() {
 }
 
 #[test]
+fn a_slow_admission_of_the_task_still_lets_it_write_its_outputs() {
+    // grit tells its FUSE capture which processes are the task's by the pid namespace of the
+    // task's init, read from /proc after the zygote answered. A process that made itself
+    // non-dumpable hides that from a reader without CAP_SYS_PTRACE (a root service whose
+    // bounding set lacks it, as hardened units do), so init must stay dumpable until grit has
+    // read it, however late (here 300 ms, as on a loaded machine), or the task loses its own
+    // OUTPUT_DIR.
+    if !is_root() {
+        eprintln!("skipped: the FUSE capture, which this is about, needs root here");
+        return;
+    }
+    let p = Sandboxed::new(
+        "[[step]]\nname = \"late\"\nscript = 'echo written > \"$OUTPUT_DIR/late\"'\n",
+    );
+    let run = p.command(&[]);
+    let mut hardened = std::process::Command::new("setpriv");
+    hardened
+        .args(["--bounding-set", "-sys_ptrace", "--"])
+        .arg(run.get_program())
+        .args(run.get_args())
+        .env_remove("GRIT_DB")
+        .env("NO_COLOR", "1")
+        .env("GRIT_TEST_ADMIT_DELAY_MS", "300");
+    let out = hardened.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\nlog: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        p.log_of_step("late")
+    );
+    assert_eq!(p.cat("late").as_deref(), Some("written\n"));
+}
+
+#[test]
 fn real_fork_bomb_is_contained_and_killed_by_the_timeout() {
     let m = marker(2);
     let p = Sandboxed::new(&format!(

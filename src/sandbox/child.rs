@@ -593,17 +593,20 @@ impl ChildSetup {
                 b"",
             );
             check(libc::setsid().into(), b"start a new session", b"");
-            // The script must not ptrace init (its reaper); exec makes the script dumpable again.
-            check(
-                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0).into(),
-                b"make init non-dumpable",
-                b"",
-            );
             let mut byte = 0u8;
             if libc::read(self.go, (&mut byte as *mut u8).cast(), 1) != 1 {
                 put(b"grit sandbox: grit or its zygote ended before the task was confirmed; not run\n");
                 libc::_exit(SETUP_FAILED_EXIT);
             }
+            // The script must not ptrace init (its reaper); exec makes the script dumpable again.
+            // Only after the go: grit reads init's pid namespace from /proc (to admit the task's
+            // processes to OUTPUT_DIR) before it sends the go, and a non-dumpable process hides
+            // that from a grit without CAP_SYS_PTRACE, so done earlier it raced with grit.
+            check(
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0).into(),
+                b"make init non-dumpable",
+                b"",
+            );
             drop_privileges(self);
             // Nothing but stdio reaches the script (the ruleset and any attach leftovers); init
             // keeps `done`, which is close-on-exec.

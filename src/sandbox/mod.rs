@@ -308,6 +308,22 @@ fn rlimits(policy: &Policy) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
     v
 }
 
+/// Test hook: with `GRIT_TEST_ADMIT_DELAY_MS=<n>` in the environment, grit waits `n` ms between
+/// the zygote's answer and the admission of the task's init, as a loaded machine may, so that
+/// `tests/sandbox_escape.rs` can check that the admission never depends on winning a race with
+/// init's setup. Only that test sets it.
+fn admission_test_delay() {
+    static DELAY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("GRIT_TEST_ADMIT_DELAY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+    });
+    if let Some(ms) = delay {
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
+    }
+}
+
 /// The program a sandboxed task runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Program<'a> {
@@ -456,6 +472,7 @@ impl Sandbox {
             fds.push(fd.as_fd());
         }
         let spawned = self.zygote.spawn(&order, &fds)?;
+        admission_test_delay();
         admit(spawned.pid);
         // Non-blocking, for `Sandboxed::wait`'s readiness loop.
         let done = nix::fcntl::fcntl(
