@@ -265,6 +265,40 @@ echo gone > del; rm del"#,
     }
 }
 
+/// A file removed (or renamed over) while a descriptor holds it open stays readable and writable
+/// through that descriptor, as on any filesystem: the temporary-file idiom `exec 3< f; rm f`.
+#[test]
+fn an_open_file_outlives_its_name() {
+    let _g = serial();
+    for mode in modes() {
+        let p = Project::new(&source_step(
+            r#"cd "$OUTPUT_DIR"
+seq 1 5 > scratch
+exec 3< scratch
+rm scratch
+sum=$(awk '{s+=$1} END {print s}' <&3)
+echo "$sum" > total
+echo old > over
+exec 4<> over
+echo new > replacement
+mv replacement over
+echo late >&4
+cat <&4 > /dev/null
+echo "$(cat over)" > seen"#,
+        ));
+        run_ok(&p, mode);
+        let want: Vec<(String, String, u64)> = [
+            ("over", &b"new\n"[..]),
+            ("seen", b"new\n"),
+            ("total", b"15\n"),
+        ]
+        .iter()
+        .map(|(n, c)| (n.to_string(), sha256_hex(c), c.len() as u64))
+        .collect();
+        assert_eq!(live(&p), want, "[{mode}]");
+    }
+}
+
 #[test]
 fn two_tasks_write_the_same_name_at_the_same_time() {
     let _g = serial();

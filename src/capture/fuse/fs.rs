@@ -650,6 +650,12 @@ impl State {
         node.linked = false;
         node.ctime = SystemTime::now();
         // The staging file goes now; an open descriptor keeps working on the unlinked inode.
+        // A node opened but not yet read or written has no descriptor of grit's yet (it opens
+        // the staging file at the first request): open it before the path goes, or that first
+        // read or write would find nothing (`exec 3< f; rm f; cat <&3` failed with ENOENT).
+        if node.opens > 0 {
+            let _ = node.staging_file(shared);
+        }
         let _ = std::fs::remove_file(shared.staged_path(ino));
         if node.opens == 0 {
             self.drop_node(ino);
