@@ -576,6 +576,27 @@ fn a_slow_admission_of_the_task_still_lets_it_write_its_outputs() {
 }
 
 #[test]
+fn many_process_limited_tasks_at_once_all_get_their_cgroup() {
+    // As root on the cgroup v1 pids hierarchy, a task's init joined its cgroup by a write of its
+    // own, which could come after the next spawn's sweep had removed the still-empty cgroup: the
+    // task then failed with "cannot join the pids cgroup" (every run of this manifest did, on
+    // this machine). Runs elsewhere use other paths and must pass too.
+    let p = Sandboxed::new(
+        "[[step]]\nname = \"src\"\nscript = 'for i in $(seq 1 60); do echo $i > $OUTPUT_DIR/item_$i; done'\n\n\
+         [[step]]\nname = \"work\"\ninputs = [\"item_*\"]\nparallel = 8\nprocesses = 16\n\
+         script = 'cat $INPUT_FILE > $OUTPUT_DIR/out_$GRIT_INPUT_NAME'\n",
+    );
+    let (out, json) = p.run(&["-j", "8"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{json}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json["succeeded"], 61, "{json}");
+}
+
+#[test]
 fn real_fork_bomb_is_contained_and_killed_by_the_timeout() {
     let m = marker(2);
     let p = Sandboxed::new(&format!(

@@ -1,8 +1,10 @@
 //! The process limit for tasks of a grit that runs as root. `RLIMIT_NPROC` exempts the host's
 //! root user, and a task of root runs as uid 0, so there the limit comes from a pids cgroup
 //! instead: one child cgroup per task. With cgroup v2 the task's init is born into it
-//! (`CLONE_INTO_CGROUP`); with the cgroup v1 pids hierarchy init joins it through `cgroup.procs`
-//! (opened here, written by init) as its first step, before it creates any process.
+//! (`CLONE_INTO_CGROUP`); with the cgroup v1 pids hierarchy grit writes init's pid into
+//! `cgroup.procs` (opened here) as soon as the zygote has answered, before the cgroup's window
+//! closes and before init may create any process (it waits for grit's go); init also joins by
+//! itself as its first step, which is then a no-op.
 //!
 //! A task's cgroup can only be removed once it is empty, after the task ended. Each new one
 //! sweeps the empty leftovers of this grit process and of grit processes that are gone (a
@@ -96,8 +98,9 @@ fn base() -> Option<&'static Base> {
 /// not born yet.
 static CREATING: RwLock<()> = RwLock::new(());
 
-/// A cgroup's window between its creation and its init's clone: the sweep waits until it closes.
-/// Held by the spawn until the zygote has cloned init.
+/// A cgroup's window between its creation and its init's arrival in it: the sweep waits until it
+/// closes. Held by the spawn until the zygote has cloned init (v2) and grit has written init's
+/// pid into the cgroup (v1).
 pub(crate) type Window = RwLockReadGuard<'static, ()>;
 
 /// Creates a pids cgroup allowing `max` tasks and says how init joins it.

@@ -472,6 +472,24 @@ impl Sandbox {
             fds.push(fd.as_fd());
         }
         let spawned = self.zygote.spawn(&order, &fds)?;
+        // cgroup v1: init joins by a write of its own, which may come after this spawn's window
+        // closes and a sweep removed the still-empty cgroup. Put init in it now, inside the
+        // window (init creates no process before the go byte).
+        if let Some(cgroup::Join::Procs(procs)) = &cgroup
+            && let Err(e) = nix::unistd::write(procs, spawned.pid.to_string().as_bytes())
+        {
+            drop(Sandboxed {
+                pid: spawned.pid,
+                pidfd: Some(spawned.pidfd),
+                go: None,
+                done: None,
+                status: None,
+            });
+            return Err(SandboxError::Failed {
+                step: "put the task's init in its pids cgroup".into(),
+                detail: e.to_string(),
+            });
+        }
         admission_test_delay();
         admit(spawned.pid);
         // Non-blocking, for `Sandboxed::wait`'s readiness loop.
