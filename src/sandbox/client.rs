@@ -293,14 +293,17 @@ fn start(pids: &ZygotePids) -> Result<Zygote, SandboxError> {
         reap(twin);
         Err(unsupported(detail))
     };
+    // The zygote's start reads the host's system paths too: a hung mount there (a dead NFS
+    // server behind /nix/store) must end in an error, not hang grit.
+    if let Err(e) = ours.set_read_timeout(Some(ANSWER_TIMEOUT)) {
+        return fail(process, 0, format!("socket timeout: {e}"));
+    }
     match wire::receive::<Reply>(&ours) {
         Ok(Some((Reply::Ready { twin }, fds))) => match fds.into_iter().next() {
             Some(twin_sock) => {
                 let twin_sock = UnixStream::from(twin_sock);
-                for sock in [&ours, &twin_sock] {
-                    if let Err(e) = sock.set_read_timeout(Some(ANSWER_TIMEOUT)) {
-                        return fail(process, twin, format!("socket timeout: {e}"));
-                    }
+                if let Err(e) = twin_sock.set_read_timeout(Some(ANSWER_TIMEOUT)) {
+                    return fail(process, twin, format!("socket timeout: {e}"));
                 }
                 pids.publish(process.id() as i32, twin);
                 Ok(Zygote {
