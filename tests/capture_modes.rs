@@ -299,6 +299,25 @@ echo "$(cat over)" > seen"#,
     }
 }
 
+/// A listing that removes files as it goes sees every file once. glibc's `readdir` reads up to
+/// 1 MiB of entries per `getdents` here, about 32,000 names, so 40,000 files take two reads, and
+/// the second one must go on after the removals made since the first.
+#[test]
+fn removing_files_while_listing_them_misses_none() {
+    let _g = serial();
+    for mode in modes() {
+        let p = Project::new(&source_step(
+            r#"cd "$OUTPUT_DIR"
+i=0; while [ $i -lt 40000 ]; do : > tmp_$i; i=$((i+1)); done
+echo keep > result
+perl -e 'opendir(my $d, ".") or die; while (defined(my $f = readdir($d))) { unlink($f) or die "$f: $!" if $f =~ /^tmp_/ }'"#,
+        ));
+        run_ok(&p, mode);
+        let names: Vec<String> = live(&p).into_iter().map(|(n, _, _)| n).collect();
+        assert_eq!(names, ["result"], "[{mode}]");
+    }
+}
+
 #[test]
 fn two_tasks_write_the_same_name_at_the_same_time() {
     let _g = serial();

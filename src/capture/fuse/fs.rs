@@ -115,6 +115,30 @@ struct State {
     input_dirs: HashMap<u64, InputDir>,
     /// Served input files by inode.
     inputs: HashMap<u64, InputNode>,
+    /// Open directory handles (`opendir`) and where each one's listing goes on.
+    listings: HashMap<u64, Listing>,
+    next_listing: u64,
+}
+
+/// Where an open directory's listing stands. Offsets are this handle's own numbers for the
+/// entries it returned, and a listing goes on after the *name* an offset stands for: a position
+/// in the directory would move when a file before it is removed, and the next call would skip
+/// files that are still there (`find -delete` left files behind, which were then published).
+/// Files added during a listing appear in it when their name sorts after the current one, which
+/// POSIX allows.
+#[derive(Default)]
+struct Listing {
+    /// The offsets of the latest reply's entries and what each stands for: the kernel asks
+    /// again from the last entry its caller took, which is one of them.
+    latest: Vec<(u64, ListingPosition)>,
+    next_offset: u64,
+}
+
+#[derive(Clone)]
+enum ListingPosition {
+    Dot,
+    DotDot,
+    Name(String),
 }
 
 /// The read-only directory serving one task's inputs.
@@ -137,7 +161,8 @@ struct InputNode {
 
 struct TaskDir {
     key: String,
-    /// Linked files by name; a BTreeMap keeps readdir offsets stable and results sorted.
+    /// Linked files by name, sorted: a listing goes on after the last name it returned (see
+    /// [`Listing`]).
     entries: BTreeMap<String, u64>,
     /// Every file inode of this task, including unlinked files that are still open.
     nodes: HashSet<u64>,
@@ -299,6 +324,8 @@ impl Shared {
                 refused_log: Vec::new(),
                 input_dirs: HashMap::new(),
                 inputs: HashMap::new(),
+                listings: HashMap::new(),
+                next_listing: 1,
             }),
             admitted: Condvar::new(),
             staging: staging.to_path_buf(),
@@ -1617,7 +1644,7 @@ impl Filesystem for CaptureFs {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
@@ -1629,37 +1656,120 @@ impl Filesystem for CaptureFs {
                 .record(req.pid(), req.uid(), "readdir");
             return reply.error(Errno::EACCES);
         }
-        let st = lock_allowed!(self, req, ino.0, "readdir", reply);
-        let mut entries: Vec<(u64, FileType, &str)> = vec![
-            (ino.0, FileType::Directory, "."),
-            (ROOT, FileType::Directory, ".."),
-        ];
-        if ino.0 == ROOT {
-            entries.extend(
-                st.by_key
-                    .iter()
-                    .map(|(k, i)| (*i, FileType::Directory, k.as_str())),
-            );
-        } else if let Some(d) = st.dirs.get(&ino.0) {
-            entries.extend(
-                d.entries
-                    .iter()
-                    .map(|(n, i)| (*i, FileType::RegularFile, n.as_str())),
-            );
-        } else if let Some(d) = st.input_dirs.get(&ino.0) {
-            entries.extend(
-                d.entries
-                    .iter()
-                    .map(|(n, i)| (*i, FileType::RegularFile, n.as_str())),
-            );
+        let mut st = lock_allowed!(self, req, ino.0, "readdir", reply);
+        let State {
+            by_key,
+            dirs,
+            input_dirs,
+            listings,
+            ..
+        } = &mut *st;
+        let names = if ino.0 == ROOT {
+            None
+        } else if let Some(d) = dirs.get(&ino.0) {
+            Some(&d.entries)
+        } else if let Some(d) = input_dirs.get(&ino.0) {
+            Some(&d.entries)
         } else {
             return reply.error(Errno::ENOENT);
-        }
-        for (i, (e_ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(e_ino), (i + 1) as u64, kind, name) {
+        };
+        let (Some(names), Some(listing)) = (names, listings.get_mut(&fh.0)) else {
+            // The root (grit's alone, never changed while listed) or a handle this filesystem
+            // did not open: offsets are positions.
+            let mut entries: Vec<(u64, FileType, &str)> = vec![
+                (ino.0, FileType::Directory, "."),
+                (ROOT, FileType::Directory, ".."),
+            ];
+            match names {
+                Some(names) => entries.extend(
+                    names
+                        .iter()
+                        .map(|(n, i)| (*i, FileType::RegularFile, n.as_str())),
+                ),
+                None => entries.extend(
+                    by_key
+                        .iter()
+                        .map(|(k, i)| (*i, FileType::Directory, k.as_str())),
+                ),
+            }
+            for (i, (e_ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(e_ino), (i + 1) as u64, kind, name) {
+                    break;
+                }
+            }
+            return reply.ok();
+        };
+        // An offset from an older reply (seekdir) is not kept: the listing starts again
+        // rather than guess.
+        let resume = listing
+            .latest
+            .iter()
+            .find(|(o, _)| offset != 0 && *o == offset)
+            .map(|(_, position)| position.clone());
+        let dots = [
+            (ListingPosition::Dot, ino.0, "."),
+            (ListingPosition::DotDot, ROOT, ".."),
+        ];
+        let skip_dots = match &resume {
+            None => 0,
+            Some(ListingPosition::Dot) => 1,
+            Some(_) => 2,
+        };
+        let after = match &resume {
+            Some(ListingPosition::Name(name)) => std::ops::Bound::Excluded(name.as_str()),
+            _ => std::ops::Bound::Unbounded,
+        };
+        listing.latest.clear();
+        let mut full = false;
+        for (position, e_ino, name) in dots.into_iter().skip(skip_dots) {
+            listing.next_offset += 1;
+            if reply.add(
+                INodeNo(e_ino),
+                listing.next_offset,
+                FileType::Directory,
+                name,
+            ) {
+                full = true;
                 break;
             }
+            listing.latest.push((listing.next_offset, position));
         }
+        if !full {
+            for (name, e_ino) in names.range::<str, _>((after, std::ops::Bound::Unbounded)) {
+                listing.next_offset += 1;
+                if reply.add(
+                    INodeNo(*e_ino),
+                    listing.next_offset,
+                    FileType::RegularFile,
+                    name,
+                ) {
+                    break;
+                }
+                listing
+                    .latest
+                    .push((listing.next_offset, ListingPosition::Name(name.clone())));
+            }
+        }
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let mut st = self.shared.lock();
+        let handle = st.next_listing;
+        st.next_listing += 1;
+        st.listings.insert(handle, Listing::default());
+        reply.opened(FileHandle(handle), FopenFlags::empty());
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.shared.lock().listings.remove(&fh.0);
         reply.ok();
     }
 
