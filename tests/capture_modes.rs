@@ -318,6 +318,32 @@ perl -e 'opendir(my $d, ".") or die; while (defined(my $f = readdir($d))) { unli
     }
 }
 
+/// Without the sandbox a process can leave the task's process group (`setsid`) and outlive it.
+/// One that still holds an output open must not be able to change the stored object afterwards.
+#[test]
+fn a_process_left_behind_cannot_change_a_stored_output() {
+    let _g = serial();
+    for mode in modes() {
+        let p = Project::new(&source_step(
+            r#"echo good > "$OUTPUT_DIR/x"
+setsid sh -c 'exec 3>>"$0"; sleep 1; echo late >&3' "$OUTPUT_DIR/x" </dev/null >/dev/null 2>&1 &
+sleep 0.3"#,
+        ));
+        let (out, _) = p.run(&["--capture", mode]);
+        assert_eq!(out.status.code(), Some(0), "[{mode}] {}", describe(&out));
+        std::thread::sleep(Duration::from_millis(1500));
+        let verify = p.grit(&["verify"]);
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "[{mode}] {}",
+            describe(&verify)
+        );
+        let cat = p.grit(&["cat", "x"]);
+        assert_eq!(cat.stdout, b"good\n", "[{mode}] {}", describe(&cat));
+    }
+}
+
 #[test]
 fn two_tasks_write_the_same_name_at_the_same_time() {
     let _g = serial();

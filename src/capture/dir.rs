@@ -15,6 +15,8 @@ use crate::store::staging::DirPool;
 
 pub struct DirCapture {
     pool: DirPool,
+    /// Names for private copies of outputs another process still holds open.
+    copies: CopyNames,
     /// Output directory and `max_output` quota of each active task key.
     active: Mutex<HashMap<String, (PathBuf, Option<u64>)>>,
     /// Hashes the executor vouched for, per task key and file.
@@ -46,11 +48,83 @@ impl FileIdentity {
     }
 }
 
+/// Unique paths in `<db>/tmp` for private copies (`copy-<pid>-<n>`); the store's end-of-run
+/// cleanup removes any that were not published.
+struct CopyNames {
+    staging: PathBuf,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl CopyNames {
+    fn new(staging: &Path) -> CopyNames {
+        CopyNames {
+            staging: staging.to_path_buf(),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn acquire_path(&self) -> PathBuf {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.staging
+            .join(format!("copy-{:x}-{n}", std::process::id()))
+    }
+}
+
+/// Whether a process other than grit has `path` open. A write lease is granted only when no
+/// other descriptor of the file exists; where leases are not available (disabled, or a
+/// filesystem without them, such as NFS) this says no, and the file is published as it is.
+fn held_open_elsewhere(path: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    else {
+        return false;
+    };
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns, with integer arguments.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) } == 0 {
+        // SAFETY: as above; the lease goes with the descriptor anyway.
+        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+        return false;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
+}
+
+/// Copy `from` into a new private file `to`, hashing the bytes copied.
+fn copy_and_hash(from: &Path, to: &Path) -> std::io::Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut source = fs::File::open(from)?;
+    let mut copy = fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = source.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        copy.write_all(&buffer[..n])?;
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
 impl DirCapture {
     /// `staging` is `<db>/tmp`.
     pub fn new(staging: &Path) -> Self {
         DirCapture {
             pool: DirPool::new(staging, "out"),
+            copies: CopyNames::new(staging),
             active: Mutex::new(HashMap::new()),
             vouched: Mutex::new(HashMap::new()),
         }
@@ -129,15 +203,31 @@ impl Capture for DirCapture {
                     "OUTPUT_DIR/{name}: is a hard link; outputs must be files written in OUTPUT_DIR (copy the content instead)"
                 )));
             }
+            let file_io = |source| CaptureError::Io {
+                path: path.clone(),
+                source,
+            };
+            // A process that left the task (a daemon started with `setsid` under
+            // `--no-sandbox`) may still hold the file open and write to it later; renamed into
+            // the store, its late writes would change a stored object. Such a file is copied
+            // into a staging file of grit's own, hashed on the way, and the copy is published.
+            if held_open_elsewhere(&path) {
+                let copy = self.copies.acquire_path();
+                let (hash, size) = copy_and_hash(&path, &copy).map_err(file_io)?;
+                files.push(CapturedFile {
+                    name: name.to_string(),
+                    hash,
+                    size,
+                    staged: copy,
+                });
+                continue;
+            }
             let known = vouched
                 .get(&path)
                 .filter(|v| v.size == meta.len() && v.identity == FileIdentity::of(&meta));
             let (hash, size) = match known {
                 Some(v) => (v.hash.clone(), v.size),
-                None => hash_file(&path).map_err(|source| CaptureError::Io {
-                    path: path.clone(),
-                    source,
-                })?,
+                None => hash_file(&path).map_err(file_io)?,
             };
             files.push(CapturedFile {
                 name: name.to_string(),
