@@ -395,6 +395,16 @@ pub(crate) fn masks(layout: &HostLayout) -> Vec<MountOp> {
     ops
 }
 
+/// The operations that mask one root-only path (see [`masks`]), for one that appeared on the
+/// host after the template was built.
+pub(crate) fn mask(path: &Path, is_dir: bool) -> Vec<MountOp> {
+    masks(&HostLayout {
+        system: Vec::new(),
+        dev_nodes: Vec::new(),
+        masks: vec![(path.to_path_buf(), is_dir)],
+    })
+}
+
 /// /dev entries that are symlinks into the task's own proc and tmp.
 pub(super) const DEV_LINKS: [(&str, &str); 5] = [
     ("/dev/fd", "/proc/self/fd"),

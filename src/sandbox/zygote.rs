@@ -30,7 +30,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicI32;
 
 use super::child::{self, ChildSetup};
@@ -200,6 +200,9 @@ struct Zygote {
     template: Template,
     /// The template's masks over root-only files, as the task sees them (see `remask`).
     masks: Vec<MountOp>,
+    /// Root-only paths (root's zygote only) that did not exist when the template was built:
+    /// masked as soon as one appears (see `remask`).
+    unmasked: Vec<PathBuf>,
     /// H: the host's view, where task directories are copied from.
     host_mnt: OwnedFd,
     /// P: the template every task's tree is a copy of.
@@ -376,9 +379,19 @@ impl Zygote {
             }
         }
         let masks = plan::masks(&layout);
+        let unmasked = if uid == 0 {
+            plan::ROOT_SECRETS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| !layout.masks.iter().any(|(masked, _)| masked == p))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Zygote {
             template: Template::new(layout),
             masks,
+            unmasked,
             host_mnt,
             template_mnt,
             uid_map,
@@ -602,7 +615,31 @@ impl Zygote {
     /// renaming a new one over it, and the kernel then drops every mount on the old file, in
     /// every namespace: the template's mask too. So before each clone the zygote checks that
     /// each mask is still a mount root and mounts it again if not (in P, which it owns).
-    fn remask(&self) -> Result<(), String> {
+    ///
+    /// A root-only path that appeared since the template was built (`/etc/credstore` made by a
+    /// service, a package's `/etc/sudoers.d`) is masked here too, from the next task on: the
+    /// template's `/etc` is the host's, live.
+    fn remask(&mut self) -> Result<(), String> {
+        let mut appeared = Vec::new();
+        self.unmasked.retain(|path| match std::fs::metadata(path) {
+            Ok(meta) => {
+                appeared.push((path.clone(), meta.is_dir()));
+                false
+            }
+            Err(_) => true,
+        });
+        for (path, is_dir) in appeared {
+            let ops = plan::mask(&path, is_dir);
+            for op in &ops {
+                child::apply(op).map_err(|e| {
+                    failed_with(
+                        &format!("cover the root-only {}", String::from_utf8_lossy(e.path)),
+                        std::io::Error::from_raw_os_error(e.errno),
+                    )
+                })?;
+            }
+            self.masks.extend(ops);
+        }
         for op in &self.masks {
             let (MountOp::BindDev { dst, .. } | MountOp::Tmpfs { dst, .. }) = op else {
                 continue;
