@@ -344,6 +344,38 @@ sleep 0.3"#,
     }
 }
 
+/// Every run cleans the capture mounts of grits that are gone. A grit run as root without
+/// `CAP_SYS_PTRACE` (a hardened service) may not look into another root grit's descriptors, and
+/// took a running grit's mount for abandoned: it aborted that run's capture.
+#[test]
+fn a_run_without_cap_sys_ptrace_leaves_a_running_captures_mount_alone() {
+    let _g = serial();
+    if !modes().contains(&"fuse") {
+        return;
+    }
+    let running = Project::new(&source_step(r#"sleep 2; echo done > "$OUTPUT_DIR/x""#));
+    let mut long = running
+        .run_command(&["--capture", "fuse"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let hardened = Project::new(&source_step(r#"echo q > "$OUTPUT_DIR/q""#));
+    let run = hardened.run_command(&["--capture", "fuse"]);
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-sys_ptrace", "--"])
+        .arg(run.get_program())
+        .args(run.get_args())
+        .env_remove("GRIT_DB")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let long_out = long.wait_with_output().unwrap();
+    assert_eq!(long_out.status.code(), Some(0), "{}", describe(&long_out));
+    assert_eq!(hash_of(&running, "x"), [sha256_hex(b"done\n")]);
+}
+
 #[test]
 fn two_tasks_write_the_same_name_at_the_same_time() {
     let _g = serial();

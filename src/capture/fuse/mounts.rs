@@ -262,16 +262,26 @@ fn fuse_connection(device: &str) -> Option<u32> {
     }
 }
 
-/// Whether process `pid` has `/dev/fuse` open. Its descriptors are readable only for a process
-/// of one's own user (or as root); the mounts looked at are in this user's runtime directory, so
-/// a process that cannot be looked at is not their owner.
+/// Whether process `pid` has `/dev/fuse` open, or may have. A process whose descriptors this
+/// grit may not look at counts as holding it: that is not only another user's process, but
+/// also one of the same user with capabilities this grit lacks (a grit run as root without
+/// `CAP_SYS_PTRACE` may not read the descriptors of one with it), and taking such a live grit's
+/// mount for abandoned aborted its run's capture.
 fn holds_dev_fuse(pid: u32) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
+    let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(fds) => fds,
+        Err(e) => return e.kind() != io::ErrorKind::NotFound,
     };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path()).is_ok_and(|target| target == Path::new("/dev/fuse"))
-    })
+    let mut hidden = false;
+    for fd in fds.flatten() {
+        match std::fs::read_link(fd.path()) {
+            Ok(target) if target == Path::new("/dev/fuse") => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => hidden = true,
+            Err(_) => {}
+        }
+    }
+    hidden
 }
 
 /// Detach every `fuse.grit` mount whose grit process died (e.g. `kill -9`), and remove its mount
