@@ -354,7 +354,7 @@ fn a_run_without_cap_sys_ptrace_leaves_a_running_captures_mount_alone() {
         return;
     }
     let running = Project::new(&source_step(r#"sleep 2; echo done > "$OUTPUT_DIR/x""#));
-    let mut long = running
+    let long = running
         .run_command(&["--capture", "fuse"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
