@@ -678,8 +678,9 @@ fn refused_outputs_fail_the_task_and_are_named_in_its_log() {
             (r#"ln -s /etc/passwd "$OUTPUT_DIR/link""#, "OUTPUT_DIR/link"),
             (r#"echo x > "$OUTPUT_DIR/.hidden""#, "OUTPUT_DIR/.hidden"),
         ] {
+            // The script goes on after the refusal and ends well: the task fails all the same.
             let p = Project::new(&format!(
-                "[[step]]\nname = \"bad\"\nonce = true\nscript = '''\necho ok > \"$OUTPUT_DIR/fine\"\n{script}\n'''\n"
+                "[[step]]\nname = \"bad\"\nonce = true\nscript = '''\necho ok > \"$OUTPUT_DIR/fine\"\n{script} || true\necho more > \"$OUTPUT_DIR/more\"\n'''\n"
             ));
             let (out, json) = p.run(&["--capture", mode]);
             assert_eq!(

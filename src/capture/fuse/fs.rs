@@ -725,9 +725,12 @@ impl State {
         true
     }
 
+    /// Refuse an operation that breaks an output rule (DESIGN §2.9): the operation fails, and so
+    /// does the task, as with the plain-directory capture, even when the script goes on.
     fn refuse(&mut self, dir: u64, msg: String) {
         if let Some(d) = self.dirs.get_mut(&dir) {
-            d.refusals.push(msg);
+            d.refusals.push(msg.clone());
+            d.fail(msg);
         }
     }
 }
