@@ -93,6 +93,48 @@ script = 'echo seed v2 > $OUTPUT_DIR/seeded'
     assert_eq!(p.contents("seeded"), ["seed v2\n"]);
 }
 
+/// What a source published stops being live when the source leaves the manifest (removed,
+/// renamed, or made a derived step), as on a fresh run of the new manifest; it comes back with
+/// the source. Before, a gather counted a removed source's output next to its successor's, with
+/// exit 0, for good.
+#[test]
+fn a_source_removed_or_renamed_no_longer_feeds_the_pipeline() {
+    let sum = r#"
+[[step]]
+name = "sum"
+inputs = ["num"]
+gather = true
+script = '''
+cat $INPUT_DIR/* | awk '{ s += $1 } END { print s }' > $OUTPUT_DIR/total
+'''
+"#;
+    let old = "[[step]]\nname = \"old_feed\"\nscript = 'echo 5 > $OUTPUT_DIR/num'\n";
+    let new = "[[step]]\nname = \"new_feed\"\nscript = 'echo 7 > $OUTPUT_DIR/num'\n";
+    let p = Project::new(&format!("{old}\n{new}\n{sum}"));
+    p.run_ok(&[]);
+    assert_eq!(p.contents("total"), ["12\n"]);
+    // Removed.
+    p.write_manifest(&format!("{new}\n{sum}"));
+    p.run_ok(&[]);
+    assert_eq!(p.contents("total"), ["7\n"]);
+    assert_eq!(p.contents("num"), ["7\n"]);
+    // Back again.
+    p.write_manifest(&format!("{old}\n{new}\n{sum}"));
+    p.run_ok(&[]);
+    assert_eq!(p.contents("total"), ["12\n"]);
+    // Renamed, with new content: only the new name's output is live.
+    let renamed = "[[step]]\nname = \"feed\"\nscript = 'echo 6 > $OUTPUT_DIR/num'\n";
+    p.write_manifest(&format!("{renamed}\n{new}\n{sum}"));
+    p.run_ok(&[]);
+    assert_eq!(p.contents("total"), ["13\n"]);
+    let live_nums = p
+        .resources(false)
+        .into_iter()
+        .filter(|r| r["name"] == "num" && r["live"].as_bool() == Some(true))
+        .count();
+    assert_eq!(live_nums, 2, "one num per current source");
+}
+
 #[test]
 fn identical_output_from_a_changed_step_stops_early() {
     let p = Project::new(LINEAR);
