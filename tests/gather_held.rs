@@ -134,3 +134,43 @@ fn gather_partial_runs_on_the_partial_set() {
     );
     assert_eq!(p.contents("report"), ["3 rows, total 20\n"]);
 }
+
+/// The held output is the one live when the upstream task failed, which need not be the last the
+/// gather made: a mirrored directory went {a} → {a, b} → {a}, so the live summary is the first
+/// one again, and a failing new file must keep it, not bring back the summary that had b.
+#[test]
+fn a_held_gather_keeps_the_output_that_was_live_not_the_last_one_made() {
+    let p = Project::new(
+        r#"
+[[step]]
+name = "src"
+keep = "run"
+script = 'for f in in/*; do cp "$f" "$OUTPUT_DIR/item_$(basename "$f")"; done'
+
+[[step]]
+name = "chk"
+inputs = ["item_*"]
+script = 'if grep -q FAIL "$INPUT_FILE"; then exit 1; fi; cp "$INPUT_FILE" "$OUTPUT_DIR/ok_${GRIT_INPUT_NAME#item_}"'
+
+[[step]]
+name = "total"
+inputs = ["ok_*"]
+gather = true
+script = 'cat "$INPUT_DIR"/* > "$OUTPUT_DIR/summary"'
+"#,
+    );
+    let dir = p.path().join("in");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a"), "1\n").unwrap();
+    p.run_ok(&[]);
+    std::fs::write(dir.join("b"), "2\n").unwrap();
+    p.run_ok(&[]);
+    assert_eq!(p.contents("summary"), ["1\n2\n"]);
+    std::fs::remove_file(dir.join("b")).unwrap();
+    p.run_ok(&[]);
+    assert_eq!(p.contents("summary"), ["1\n"]);
+    std::fs::write(dir.join("c"), "FAIL\n").unwrap();
+    let (out, _) = p.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(p.contents("summary"), ["1\n"]);
+}

@@ -329,15 +329,20 @@ pub fn force_gather(
     )? > 0)
 }
 
-/// Hold a gather step back (a task upstream of it failed in this run): its last succeeded
-/// task's outputs stay live instead of following the partial input set. Keeps an existing hold.
-/// Returns whether the step has such an output.
+/// Hold a gather step back (a task upstream of it failed in this run): the outputs that are
+/// live now stay live instead of following the partial input set. The held task is the one whose
+/// outputs are live, which need not be the last one to finish (an input set that went S1, S2,
+/// then S1 again has the first task's outputs live); the last succeeded one when none is.
+/// Keeps an existing hold. Returns whether the step has such a task.
 pub fn hold_gather(conn: &Connection, version_id: i64) -> Result<bool, StoreError> {
     conn.execute(
         "INSERT OR IGNORE INTO gather_holds (step_version_id, task_id)
-         SELECT step_version_id, id FROM tasks
+         SELECT step_version_id, id FROM tasks t
          WHERE step_version_id = ?1 AND state = 'succeeded' AND input_set IS NOT NULL
-         ORDER BY finished_at DESC, id DESC LIMIT 1",
+         ORDER BY EXISTS (SELECT 1 FROM outputs o JOIN resources r ON r.id = o.resource_id
+                          WHERE o.task_id = t.id AND r.live = 1) DESC,
+                  finished_at DESC, id DESC
+         LIMIT 1",
         [version_id],
     )?;
     let held: bool = conn.query_row(
