@@ -123,7 +123,8 @@ struct State {
 /// Where an open directory's listing stands. Offsets are this handle's own numbers for the
 /// entries it returned, and a listing goes on after the *name* an offset stands for: a position
 /// in the directory would move when a file before it is removed, and the next call would skip
-/// files that are still there (`find -delete` left files behind, which were then published).
+/// files that are still there (a program removing files as it listed them left some behind,
+/// which were then published).
 /// Files added during a listing appear in it when their name sorts after the current one, which
 /// POSIX allows.
 #[derive(Default)]
