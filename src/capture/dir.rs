@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::{Capture, CaptureError, CapturedFile, invalid_name_reason};
-use crate::store::objects::hash_file;
+use crate::store::objects::hash_open_file;
 use crate::store::staging::DirPool;
 
 pub struct DirCapture {
@@ -70,21 +70,14 @@ impl CopyNames {
     }
 }
 
-/// Whether a process other than grit has `path` open. A write lease is granted only when no
-/// other descriptor of the file exists; where leases are not available (disabled, or a
-/// filesystem without them, such as NFS) this says no, and the file is published as it is.
-fn held_open_elsewhere(path: &Path) -> bool {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(file) = fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    else {
-        return false;
-    };
+/// Whether a process other than grit has `file` open (grit's own descriptor aside). A write
+/// lease is granted only when no other descriptor of the file exists; where leases are not
+/// available (disabled, or a filesystem without them, such as NFS) this says no, and the file is
+/// published as it is.
+fn held_open_elsewhere(file: &fs::File) -> bool {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this function owns, with integer arguments.
+    // SAFETY: fcntl on a descriptor the caller owns, with integer arguments.
     if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) } == 0 {
         // SAFETY: as above; the lease goes with the descriptor anyway.
         unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
@@ -93,30 +86,16 @@ fn held_open_elsewhere(path: &Path) -> bool {
     std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
 }
 
-/// Copy `from` into a new private file `to`, hashing the bytes copied.
-fn copy_and_hash(from: &Path, to: &Path) -> std::io::Result<(String, u64)> {
-    use sha2::{Digest, Sha256};
-    use std::io::{Read, Write};
+/// Hash `source` while copying it into a new private file `to`.
+fn copy_and_hash(source: &mut fs::File, to: &Path) -> std::io::Result<(String, u64)> {
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut source = fs::File::open(from)?;
     let mut copy = fs::File::options()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(to)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = source.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        copy.write_all(&buffer[..n])?;
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
+    hash_open_file(source, |chunk| copy.write_all(chunk))
 }
 
 impl DirCapture {
@@ -207,13 +186,19 @@ impl Capture for DirCapture {
                 path: path.clone(),
                 source,
             };
+            // Opened once: for the lease check, then for the hash.
+            let mut file = fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(file_io)?;
             // A process that left the task (a daemon started with `setsid` under
             // `--no-sandbox`) may still hold the file open and write to it later; renamed into
             // the store, its late writes would change a stored object. Such a file is copied
             // into a staging file of grit's own, hashed on the way, and the copy is published.
-            if held_open_elsewhere(&path) {
+            if held_open_elsewhere(&file) {
                 let copy = self.copies.acquire_path();
-                let (hash, size) = copy_and_hash(&path, &copy).map_err(file_io)?;
+                let (hash, size) = copy_and_hash(&mut file, &copy).map_err(file_io)?;
                 files.push(CapturedFile {
                     name: name.to_string(),
                     hash,
@@ -227,7 +212,7 @@ impl Capture for DirCapture {
                 .filter(|v| v.size == meta.len() && v.identity == FileIdentity::of(&meta));
             let (hash, size) = match known {
                 Some(v) => (v.hash.clone(), v.size),
-                None => hash_file(&path).map_err(file_io)?,
+                None => hash_open_file(&mut file, |_| Ok(())).map_err(file_io)?,
             };
             files.push(CapturedFile {
                 name: name.to_string(),
@@ -286,6 +271,7 @@ impl Capture for DirCapture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::objects::hash_file;
 
     #[test]
     fn a_vouched_file_is_not_hashed_again_unless_it_was_replaced() {

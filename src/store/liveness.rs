@@ -108,14 +108,15 @@ pub fn recompute(conn: &Connection) -> Result<u64, StoreError> {
     // A claim counts while its source is a source step of the current manifest (or `grit
     // ingest`, ''): a source removed from the manifest, renamed, or turned into a derived step
     // no longer vouches for what it published, as on a fresh run of the manifest. The claims
-    // stay, so the outputs come back if the source does.
+    // stay, so the outputs come back if the source does. (`IN` over an uncorrelated subquery:
+    // SQLite builds the list of current sources once, not once per claim.)
     conn.execute(
         "INSERT OR IGNORE INTO live_roots (id)
          SELECT c.resource_id FROM fact_claims c
          WHERE c.live = 1
            AND (c.source = ''
-                OR EXISTS (SELECT 1 FROM step_versions v
-                           WHERE v.name = c.source AND v.current = 1 AND v.kind = 'source'))",
+                OR c.source IN (SELECT name FROM step_versions
+                                WHERE current = 1 AND kind = 'source'))",
         [],
     )?;
     // A held gather's live output is its held task's, whatever its current input set is.

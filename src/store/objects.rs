@@ -507,7 +507,15 @@ fn hash_buffer(size: Option<u64>) -> Vec<u8> {
 
 /// SHA-256 (lowercase hex) and size of a file's content, streamed.
 pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
+    hash_open_file(&mut File::open(path)?, |_| Ok(()))
+}
+
+/// [`hash_file`] of a file already open (from its current offset); `also` sees every chunk
+/// hashed, as a copy being written does.
+pub fn hash_open_file(
+    file: &mut File,
+    mut also: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buffer = hash_buffer(file.metadata().ok().map(|m| m.len()));
     let mut size = 0u64;
@@ -517,6 +525,7 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
             break;
         }
         hasher.update(&buffer[..n]);
+        also(&buffer[..n])?;
         size += n as u64;
     }
     Ok((hex::encode(hasher.finalize()), size))

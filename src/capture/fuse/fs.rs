@@ -718,16 +718,16 @@ impl State {
             let msg = format!(
                 "OUTPUT_DIR/{name}: refused a write beyond the task's output quota (max_output = {q} bytes) (ENOSPC)"
             );
-            d.refusals.push(msg.clone());
-            d.fail(msg);
+            self.refuse(dir, msg);
             return false;
         }
         d.used = used;
         true
     }
 
-    /// Refuse an operation that breaks an output rule (DESIGN §2.9): the operation fails, and so
-    /// does the task, as with the plain-directory capture, even when the script goes on.
+    /// Refuse an operation that breaks an output rule (DESIGN §2.9) or the task's quota: the
+    /// operation fails, and so does the task, as with the plain-directory capture, even when the
+    /// script goes on.
     fn refuse(&mut self, dir: u64, msg: String) {
         if let Some(d) = self.dirs.get_mut(&dir) {
             d.refusals.push(msg.clone());
