@@ -319,7 +319,8 @@ pub async fn run(
             gate: None,
             queue: VecDeque::new(),
             cursor: 0,
-            exhausted: false,
+            // A gather step runs only the task quiescence picks for the current input set.
+            exhausted: step.gather,
         })
         .collect();
     let by_version: HashMap<i64, usize> = slots
@@ -604,11 +605,30 @@ pub async fn run(
                 break;
             }
             let holds_changed = settle_holds(&slots, &writer, &mut held).await?;
+            let mut gathered_more = false;
             if holds_changed
                 || tally.gather_published
                 || (tally.liveness_grew && slots.iter().any(|s| s.kind == StepKind::Gather))
             {
-                writer.call(|conn| liveness::recompute(conn)).await?;
+                let maps_now = maps.clone();
+                let created = writer
+                    .call(move |conn| {
+                        let recomputed = liveness::recompute(conn)?;
+                        schedule::tasks_for_new_live(conn, run_id, &recomputed.raised, &maps_now)
+                    })
+                    .await?;
+                // Resources a recompute brought back (an earlier gather result whose input set
+                // returned) get the tasks their consumers lack; new ids lie past every cursor.
+                for (version_id, count) in created {
+                    if let Some(&target) = by_version.get(&version_id) {
+                        slots[target].exhausted = false;
+                        observer.event(&Event::TasksQueued {
+                            step: &slots[target].step.name,
+                            count,
+                        });
+                        gathered_more = true;
+                    }
+                }
                 tally.gather_published = false;
                 tally.liveness_grew = false;
             }
@@ -633,9 +653,13 @@ pub async fn run(
                         schedule::gather_task(conn, run_id, version_id, &patterns, version)
                     })
                     .await?;
-                if pending.is_some() {
-                    slot.exhausted = false;
-                    slot.cursor = 0;
+                if let Some(task_id) = pending {
+                    // Exactly this task: a gather step's other pending tasks are for input sets
+                    // that are no longer current (left by an interrupted run), and must not run.
+                    let queued = writer
+                        .call(move |conn| schedule::pending_task(conn, task_id))
+                        .await?;
+                    slot.queue.extend(queued);
                     gathered = true;
                     observer.event(&Event::TasksQueued {
                         step: &slot.step.name,
@@ -643,7 +667,7 @@ pub async fn run(
                     });
                 }
             }
-            if gathered {
+            if gathered || gathered_more {
                 continue;
             }
             break;

@@ -102,8 +102,19 @@ pub fn propagate(conn: &Connection, roots: &[i64]) -> Result<Vec<(i64, String)>,
     Ok(newly)
 }
 
-/// Rebuild `resources.live` from the facts. Returns how many resources changed state.
-pub fn recompute(conn: &Connection) -> Result<u64, StoreError> {
+/// What a full recompute changed.
+#[derive(Debug, Default)]
+pub struct Recomputed {
+    /// Resources that stopped being live.
+    pub dropped: u64,
+    /// Resources that became live again, as (id, name): a superseded fact's successor set can
+    /// bring back an earlier gather result, whose consumers may need tasks they never had (a step
+    /// changed since), so the caller creates them ([`super::schedule::tasks_for_new_live`]).
+    pub raised: Vec<(i64, String)>,
+}
+
+/// Rebuild `resources.live` from the facts.
+pub fn recompute(conn: &Connection) -> Result<Recomputed, StoreError> {
     temp_tables(conn)?;
     // A claim counts while its source is a source step of the current manifest (or `grit
     // ingest`, ''): a source removed from the manifest, renamed, or turned into a derived step
@@ -155,11 +166,18 @@ pub fn recompute(conn: &Connection) -> Result<u64, StoreError> {
         "UPDATE resources SET live = 0 WHERE live = 1 AND id NOT IN (SELECT id FROM live_reached)",
         [],
     )?;
-    let raised = conn.execute(
+    let raised: Vec<(i64, String)> = conn
+        .prepare_cached(NEWLY_LIVE_SQL)?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    conn.execute(
         "UPDATE resources SET live = 1 WHERE live = 0 AND id IN (SELECT id FROM live_reached)",
         [],
     )?;
-    Ok((dropped + raised) as u64)
+    Ok(Recomputed {
+        dropped: dropped as u64,
+        raised,
+    })
 }
 
 /// Current gather step versions with their input patterns.

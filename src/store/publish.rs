@@ -190,10 +190,22 @@ fn publish_in(
         // Growing first, then shrinking: what the new facts made live stays, and what only the
         // superseded ones held up stops being live.
         if superseded + replaced > 0 {
-            liveness::recompute(tx)?;
+            let recomputed = liveness::recompute(tx)?;
+            let more = schedule::tasks_for_new_live(tx, record.run_id, &recomputed.raised, maps)?;
+            merge_created(&mut published.created, more);
         }
     }
     Ok(published)
+}
+
+/// Add `more` (step version id, tasks created) to `into`, one entry per version.
+pub fn merge_created(into: &mut Vec<(i64, u64)>, more: Vec<(i64, u64)>) {
+    for (version, count) in more {
+        match into.iter_mut().find(|(v, _)| *v == version) {
+            Some((_, total)) => *total += count,
+            None => into.push((version, count)),
+        }
+    }
 }
 
 /// Drop the provenance links of `task_id` to resources other than `keep`. Returns how many.

@@ -177,6 +177,19 @@ pub fn next_pending(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// One task, if it is pending (a gather step's task for the current input set).
+pub fn pending_task(conn: &Connection, task_id: i64) -> Result<Option<QueuedTask>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM tasks WHERE id = ?1 AND state = 'pending'")?
+        .query_row([task_id], |row| {
+            Ok(QueuedTask {
+                id: row.get(0)?,
+                input: None,
+            })
+        })
+        .optional()?)
+}
+
 /// Mark tasks as running in this run, each with the time its script was let start, inside the
 /// caller's transaction (the engine's group commit, [`super::publish::commit_group`]).
 pub fn mark_running(
