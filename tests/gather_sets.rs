@@ -140,3 +140,46 @@ fn interrupt(pid: u32) {
         .expect("run kill");
     assert!(status.success(), "kill -INT {pid} failed");
 }
+
+/// `in/*` → `item_*` (only the last run's live) → `ok_*`, failing on BAD → gathered `summary`.
+const HELD: &str = r#"
+[[step]]
+name = "src"
+keep = "run"
+script = 'for f in in/*; do cp "$f" "$OUTPUT_DIR/item_$(basename "$f")"; done'
+
+[[step]]
+name = "check"
+inputs = ["item_*"]
+script = '''
+if grep -q BAD "$INPUT_FILE"; then echo "bad item" >&2; exit 3; fi
+cp "$INPUT_FILE" "$OUTPUT_DIR/ok_$GRIT_INPUT_NAME"
+'''
+
+[[step]]
+name = "all"
+inputs = ["ok_*"]
+gather = true
+script = 'cat "$INPUT_DIR"/* > "$OUTPUT_DIR/summary"'
+"#;
+
+#[test]
+fn a_gather_held_after_its_inputs_changed_keeps_the_output_live_when_the_run_began() {
+    let p = Project::new(HELD);
+    // The input set goes S1, S2, S1: the first task's summary is live, the second's is the
+    // last one made.
+    for text in ["1\n", "2\n", "1\n"] {
+        write_input(&p, text);
+        p.run_ok(&[]);
+        assert_eq!(p.contents("summary"), [text]);
+    }
+    // The source replaces its items (a's changes, so no summary matches the new set) and a bad
+    // item fails its check: the gather is held, and the summary live before the run stays live,
+    // not the last one made.
+    write_input(&p, "3\n");
+    std::fs::write(p.path().join("in/b"), "BAD\n").expect("write in/b");
+    let (output, summary) = p.run(&[]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_eq!(summary["held"][0]["step"], "all", "{summary}");
+    assert_eq!(p.contents("summary"), ["1\n"]);
+}

@@ -190,6 +190,9 @@ struct StepSlot {
     upstream: Vec<bool>,
     /// A task of this step failed in this run.
     failed: bool,
+    /// Gather steps: the task whose outputs were live when the run began, which a hold keeps
+    /// when the run has already replaced its inputs ([`schedule::hold_gather`]).
+    live_at_start: Option<i64>,
     /// `--force-step` asks for this gather step to run again; cleared once it has been queued.
     force_gather: bool,
     /// Highest task id fetched so far: the next page starts after it.
@@ -308,6 +311,7 @@ pub async fn run(
                 Vec::new()
             },
             failed: false,
+            live_at_start: None,
             force_gather: step.gather && options.force_steps.contains(&step.name),
             allowed: options.only_steps.is_empty() || options.only_steps.contains(&step.name),
             cap: step.parallel.unwrap_or(usize::MAX).max(1),
@@ -377,6 +381,12 @@ pub async fn run(
     let scheduled = writer
         .call(move |conn| schedule_initial_work(conn, run_id, &initial))
         .await?;
+    for slot in slots.iter_mut().filter(|s| s.kind == StepKind::Gather) {
+        let version_id = slot.version_id;
+        slot.live_at_start = writer
+            .call(move |conn| schedule::live_gather_task(conn, version_id))
+            .await?;
+    }
     let mut sources_left = 0u64;
     for (slot, (gated, queued)) in slots.iter().zip(scheduled) {
         if let Some(until) = gated {
@@ -972,14 +982,14 @@ async fn settle_holds(
             .filter(|(s, feeds)| **feeds && s.failed)
             .map(|(s, _)| s.step.name.clone())
             .collect();
-        let version_id = slot.version_id;
+        let (version_id, live_at_start) = (slot.version_id, slot.live_at_start);
         if failed_upstream.is_empty() || slot.step.gather_partial {
             changed |= writer
                 .call(move |conn| schedule::release_gather(conn, version_id))
                 .await?;
         } else if !held.iter().any(|h| h.step == slot.step.name) {
             let previous_output = writer
-                .call(move |conn| schedule::hold_gather(conn, version_id))
+                .call(move |conn| schedule::hold_gather(conn, version_id, live_at_start))
                 .await?;
             tracing::warn!(
                 "step {} does not run on a partial set: {} failed in this run{}",

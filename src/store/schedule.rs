@@ -342,21 +342,42 @@ pub fn force_gather(
     )? > 0)
 }
 
+/// The task of a gather step version whose outputs are live, if any (the newest such).
+pub fn live_gather_task(conn: &Connection, version_id: i64) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM tasks t
+             WHERE step_version_id = ?1 AND state = 'succeeded' AND input_set IS NOT NULL
+               AND EXISTS (SELECT 1 FROM outputs o JOIN resources r ON r.id = o.resource_id
+                           WHERE o.task_id = t.id AND r.live = 1)
+             ORDER BY finished_at DESC, id DESC LIMIT 1",
+            [version_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
 /// Hold a gather step back (a task upstream of it failed in this run): the outputs that are
 /// live now stay live instead of following the partial input set. The held task is the one whose
 /// outputs are live, which need not be the last one to finish (an input set that went S1, S2,
-/// then S1 again has the first task's outputs live); the last succeeded one when none is.
+/// then S1 again has the first task's outputs live). When none is (the run already replaced the
+/// gather's inputs before the failure), it is `live_at_start`, the task whose outputs were live
+/// when the run began ([`live_gather_task`]); failing that, the last one that succeeded.
 /// Keeps an existing hold. Returns whether the step has such a task.
-pub fn hold_gather(conn: &Connection, version_id: i64) -> Result<bool, StoreError> {
+pub fn hold_gather(
+    conn: &Connection,
+    version_id: i64,
+    live_at_start: Option<i64>,
+) -> Result<bool, StoreError> {
     conn.execute(
         "INSERT OR IGNORE INTO gather_holds (step_version_id, task_id)
          SELECT step_version_id, id FROM tasks t
          WHERE step_version_id = ?1 AND state = 'succeeded' AND input_set IS NOT NULL
          ORDER BY EXISTS (SELECT 1 FROM outputs o JOIN resources r ON r.id = o.resource_id
                           WHERE o.task_id = t.id AND r.live = 1) DESC,
-                  finished_at DESC, id DESC
+                  id IS ?2 DESC, finished_at DESC, id DESC
          LIMIT 1",
-        [version_id],
+        params![version_id, live_at_start],
     )?;
     let held: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM gather_holds WHERE step_version_id = ?1)",
