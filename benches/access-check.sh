@@ -8,7 +8,7 @@
 # Builds the release test binary and runs its ignored `bench_access_check` test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${GRIT_BENCH_BIN:-$(cargo test --release --bin grit --no-run --message-format=json 2>/dev/null |
+bin=${GRIT_BENCH_BIN:-$(cargo test --release --lib --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)}
 [ -x "$bin" ] || { echo "could not build the test binary" >&2; exit 1; }
 echo "access check: $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -16,7 +16,7 @@ RUNS=${2:-3}
 SIZE=$((1024 * 1024 * 1024))
 NSMALL=10000
 
-bin=${GRIT_BENCH_BIN:-$(cargo test --release --bin grit --no-run --message-format=json 2>/dev/null |
+bin=${GRIT_BENCH_BIN:-$(cargo test --release --lib --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)}
 [ -x "$bin" ] || { echo "could not build the test binary" >&2; exit 1; }
 

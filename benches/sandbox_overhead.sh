@@ -25,8 +25,8 @@ floor_bin="$(mktemp)"
 cc -O2 -o "$floor_bin" benches/ns_floor.c && "$floor_bin" "$N"
 rm -f "$floor_bin"
 cargo build --release --quiet
-cargo test --release --quiet --bin grit --no-run 2>/dev/null
-GRIT_BENCH_N="$N" cargo test --release --quiet --bin grit overhead_benchmark -- --ignored --nocapture 2>/dev/null \
+cargo test --release --quiet --lib --no-run 2>/dev/null
+GRIT_BENCH_N="$N" cargo test --release --quiet --lib overhead_benchmark -- --ignored --nocapture 2>/dev/null \
     | grep -E "^(spawns|added|in_spawn)"
 
 work="$(mktemp -d)"
