@@ -119,11 +119,29 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
         // The web UI (issue 14) shares the API's state and read models.
         let app = api::router(state.clone()).merge(ui::router(state.clone()));
         let shutdown = wait_for_stop(config.clone(), state.clone(), stop.clone());
-        match bound {
-            listen::Bound::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
-            listen::Bound::Unix(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+        let served = async {
+            match bound {
+                listen::Bound::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+                listen::Bound::Unix(l) => {
+                    axum::serve(l, app).with_graceful_shutdown(shutdown).await
+                }
+            }
+        };
+        // Streamed bodies end when the server stops, but a client that reads nothing more is
+        // never polled: past this grace its connections are dropped.
+        let mut stopping = stopped.clone();
+        let grace = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(CONNECTION_GRACE).await;
+            tracing::warn!(
+                "stopping: connections still open after {}s are dropped",
+                CONNECTION_GRACE.as_secs()
+            );
+        };
+        tokio::select! {
+            served = served => served.context("serving HTTP"),
+            () = grace => Ok(()),
         }
-        .context("serving HTTP")
     });
     // Whatever ended the HTTP side, the workers stop too (after their running run).
     let _ = stop.send(true);
@@ -181,6 +199,10 @@ async fn wait_for_stop(
     // counting shutdown_timeout.
     let _ = stop.send(true);
 }
+
+/// How long a stopping server waits for open HTTP connections once their streams were told to
+/// end (a download to a client that stopped reading would otherwise keep it alive for good).
+const CONNECTION_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// SIGHUP: read the config file again. Settings of existing pipelines change at once (the running
 /// run keeps its own); pipelines added, removed or moved to another store need a restart. A bad

@@ -422,14 +422,36 @@ where
 
 /// Bytes sent on the returned channel become a streamed response body; an error sent ends the
 /// body without a clean end (the connection is cut), so a client never takes bad data for all
-/// of it.
-pub fn channel_body() -> (
+/// of it. When the server stops, the body is cut the same way: a slow client must not keep a
+/// stopping server alive (the graceful shutdown waits for every open response).
+pub fn channel_body(
+    stopping: watch::Receiver<bool>,
+) -> (
     tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     axum::body::Body,
 ) {
     let (sender, receiver) = tokio::sync::mpsc::channel(8);
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    });
+    let stream = futures_util::stream::unfold(
+        (receiver, stopping, false),
+        |(mut receiver, mut stopping, cut)| async move {
+            if cut {
+                return None;
+            }
+            // `None`: the server stops first.
+            let next = tokio::select! {
+                // The stop first: a body whose channel is always full would never see it.
+                biased;
+                _ = stopping.wait_for(|stop| *stop) => None,
+                item = receiver.recv() => Some(item),
+            };
+            match next {
+                Some(item) => item.map(|item| (item, (receiver, stopping, false))),
+                None => Some((
+                    Err(std::io::Error::other("the server is stopping")),
+                    (receiver, stopping, true),
+                )),
+            }
+        },
+    );
     (sender, axum::body::Body::from_stream(stream))
 }

@@ -7,7 +7,7 @@
 //! way out and cut, never ended cleanly, if the object changed in between. A damaged object gets
 //! a 500 `store_damaged` and not one byte of it.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -258,7 +258,7 @@ pub async fn content(
             return Ok(response);
         }
     };
-    let (sender, body) = channel_body();
+    let (sender, body) = channel_body(state.stopping.clone());
     let (start, length) = match range {
         Some((a, b)) => (a, b - a + 1),
         None => (0, size),
@@ -267,43 +267,14 @@ pub async fn content(
         let full = full.clone();
         tokio::task::spawn_blocking(move || {
             let send = |item| sender.blocking_send(item).is_ok();
-            let mut reader = match VerifiedReader::open(&objects, &full, Some(size), &what) {
+            let reader = match VerifiedReader::open(&objects, &full, Some(size), &what) {
                 Ok(reader) => reader,
                 Err(e) => {
                     send(Err(std::io::Error::other(e)));
                     return;
                 }
             };
-            if range.is_some() {
-                // A part: read from the file at its offset (the whole was verified just now).
-                let path = objects.path(&full);
-                let opened = std::fs::File::open(&path)
-                    .and_then(|mut f| f.seek(SeekFrom::Start(start)).map(|_| f));
-                match opened {
-                    Ok(file) => stream(file.take(length), length, &send),
-                    Err(e) => {
-                        send(Err(e));
-                    }
-                }
-            } else {
-                // The whole: through the verified reader again, which fails instead of ending
-                // if the bytes changed since.
-                let mut buffer = vec![0u8; CHUNK];
-                loop {
-                    match reader.read(&mut buffer) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            if !send(Ok(Bytes::copy_from_slice(&buffer[..n]))) {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            send(Err(e));
-                            return;
-                        }
-                    }
-                }
-            }
+            stream_verified(reader, start, length, &send);
         });
     }
     let mut response = body.into_response();
@@ -326,29 +297,47 @@ pub async fn content(
     Ok(response)
 }
 
-/// Send exactly `length` bytes of `reader` in chunks; fewer is an error (the object shrank).
-fn stream(
-    mut reader: impl Read,
+/// Send bytes `start..start + length` of the object in chunks, reading it whole through
+/// `reader`, which checks the size and hash at its end. The last chunk is held back until that
+/// check has passed: the response's `Content-Length` is already out, so a body that stops short
+/// is the only way to tell a client the bytes changed since the check before the headers, and
+/// every byte it did get is then still followed by the cut. (A range costs a read of the whole
+/// object: its hash covers all of it.)
+fn stream_verified(
+    mut reader: VerifiedReader,
+    start: u64,
     length: u64,
     send: &dyn Fn(Result<Bytes, std::io::Error>) -> bool,
 ) {
+    let end = start.saturating_add(length);
     let mut buffer = vec![0u8; CHUNK];
-    let mut sent = 0u64;
+    let mut offset = 0u64;
+    let mut held: Option<Bytes> = None;
     loop {
         match reader.read(&mut buffer) {
-            Ok(0) if sent == length => return,
             Ok(0) => {
-                send(Err(std::io::Error::other(
-                    "the object changed while it was served",
-                )));
+                // Verified to the end: what is held may go.
+                if let Some(last) = held.take() {
+                    send(Ok(last));
+                }
                 return;
             }
             Ok(n) => {
-                sent += n as u64;
-                if !send(Ok(Bytes::copy_from_slice(&buffer[..n]))) {
+                let (from, to) = (offset, offset + n as u64);
+                offset = to;
+                let (a, b) = (from.max(start), to.min(end));
+                if a >= b {
+                    continue;
+                }
+                let part =
+                    Bytes::copy_from_slice(&buffer[(a - from) as usize..(b - from) as usize]);
+                if let Some(previous) = held.replace(part)
+                    && !send(Ok(previous))
+                {
                     return;
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 send(Err(e));
                 return;

@@ -142,7 +142,7 @@ pub async fn log(
             .map_err(ApiError::internal)??;
         return Ok((text_plain, Body::from(bytes.content)).into_response());
     }
-    let (sender, body) = channel_body();
+    let (sender, body) = channel_body(state.stopping.clone());
     let pipeline = pipeline.clone();
     let mut stopping = state.stopping.clone();
     tokio::spawn(async move {
