@@ -1503,3 +1503,36 @@ fn sigterm_ends_the_server_while_a_client_is_slow_to_read_a_download() {
     );
     drop(response);
 }
+
+#[test]
+fn a_cancel_that_comes_as_the_run_starts_cancels_it() {
+    let (project, gate) = gated_project();
+    gate.open();
+    // The worker waits between claiming the run (its record says `running`) and starting it.
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("grit"));
+    command
+        .arg("serve")
+        .arg("-m")
+        .arg(project.manifest())
+        .arg("--db")
+        .arg(project.db())
+        .args(["--listen", "127.0.0.1:0", "--no-sandbox"])
+        .env("GRIT_TEST_CLAIM_DELAY_MS", "1500");
+    let server = Server::spawn(command);
+    let operator = store_token("operator", &project.db());
+    let run = server.trigger("pipeline", &operator);
+    server.wait_run(&run, &operator, "claimed", |r| r["status"] == "running");
+    let (status, body) = server.post(&format!("/runs/{run}/cancel"), Some(&operator), "");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("cancelling")),
+        "{body}"
+    );
+    let ended = server.wait_finished(&run, &operator);
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    assert!(
+        !project.resources(true).iter().any(|r| r["name"] == "total"),
+        "the cancelled run published"
+    );
+    server.stop();
+}

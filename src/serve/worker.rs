@@ -67,6 +67,9 @@ pub struct Pipeline {
     /// Watched files that changed and are not ingested yet ([`super::watch`]).
     pub changes: Mutex<super::watch::Changes>,
     current: Mutex<Option<Current>>,
+    /// A client's cancel of a run that was claimed but is not `current` yet: [`execute`] applies
+    /// it as the run starts. Locked inside `current`'s lock.
+    cancel_at_start: Mutex<Option<i64>>,
     /// Read-only connections to the store, kept between API requests ([`super::api::read_store`]):
     /// opening and identifying the store each time was most of a small request's cost.
     pub readers: Mutex<Vec<rusqlite::Connection>>,
@@ -98,6 +101,7 @@ impl Pipeline {
             reloaded: Notify::new(),
             changes: Mutex::new(super::watch::Changes::default()),
             current: Mutex::new(None),
+            cancel_at_start: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
             step_models: ReadCache::default(),
             publishing: std::sync::atomic::AtomicBool::new(false),
@@ -144,18 +148,54 @@ impl Pipeline {
             .clone()
     }
 
+    /// Make `current` the running run (`None`: no run). A cancel that came for it between its
+    /// claim and now ([`Pipeline::cancel_running`]) takes effect here.
     fn set_current(&self, current: Option<Current>) {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = current;
+        let mut slot = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut early = self
+            .cancel_at_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = &current
+            && *early == Some(current.id)
+        {
+            current.cancel.cancel(CancelReason::Requested);
+        }
+        *early = None;
+        *slot = current;
     }
 
-    /// Stop the running run `id` on a client's request. False when `id` is not running here.
+    /// Stop the running run `id` on a client's request. False when `id` is not the current
+    /// run: then the cancel is kept for the moment it becomes current, since the record of a
+    /// run that is starting says `running` before the worker has made it current. The caller
+    /// looks at the record again to tell that from a run that has ended, and then calls
+    /// [`Pipeline::forget_cancel`].
     pub fn cancel_running(&self, id: i64) -> bool {
-        match self.current() {
+        let slot = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        match slot.as_ref() {
             Some(current) if current.id == id => {
                 current.cancel.cancel(CancelReason::Requested);
                 true
             }
-            _ => false,
+            _ => {
+                *self
+                    .cancel_at_start
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(id);
+                false
+            }
+        }
+    }
+
+    /// Drop a cancel kept by [`Pipeline::cancel_running`] for run `id`, which has ended.
+    pub fn forget_cancel(&self, id: i64) {
+        let _slot = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut early = self
+            .cancel_at_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *early == Some(id) {
+            *early = None;
         }
     }
 }
@@ -213,6 +253,7 @@ async fn work(
         let claim = pipeline.writer.call(queue::claim).await;
         let wait = match claim {
             Ok(Claim::Run(record)) => {
+                claim_test_delay().await;
                 execute(&pipeline, *record, &shutdown, shutdown_timeout).await;
                 continue;
             }
@@ -240,6 +281,21 @@ async fn work(
             () = pipeline.wake.notified() => {}
             changed = shutdown.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// Test hook: with `GRIT_TEST_CLAIM_DELAY_MS=<n>` in the environment, the worker waits `n` ms
+/// between claiming a run and starting it, as a loaded machine may, so that `tests/serve.rs` can
+/// cancel a run in that gap. Only that test sets it.
+async fn claim_test_delay() {
+    static DELAY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("GRIT_TEST_CLAIM_DELAY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+    });
+    if let Some(ms) = delay {
+        tokio::time::sleep(Duration::from_millis(*ms)).await;
     }
 }
 

@@ -440,10 +440,18 @@ pub(crate) async fn cancel_run(state: &Shared, public: &str) -> Result<CancelSta
         }
         CancelQueued::Running => {
             if !pipeline.cancel_running(id) {
-                // It ended between the two looks.
-                return Err(ApiError::conflict(format!(
-                    "run {public} has already ended"
-                )));
+                // Either it is starting (claimed, not current yet: the cancel is kept for its
+                // start) or it ended between the two looks.
+                let again = pipeline
+                    .writer
+                    .call(move |conn| queue::cancel_queued(conn, id, "cancelled by a client"))
+                    .await?;
+                if let CancelQueued::Finished(status) = again {
+                    pipeline.forget_cancel(id);
+                    return Err(ApiError::conflict(format!(
+                        "run {public} has already ended ({status})"
+                    )));
+                }
             }
             CancelStatus::Cancelling
         }
