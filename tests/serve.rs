@@ -666,6 +666,62 @@ fn events_show_every_task_start_and_finish_in_order_and_resume_after_last_event_
 }
 
 #[test]
+fn after_a_restart_an_earlier_start_s_last_event_id_resumes_from_now() {
+    let (project, gate) = gated_project();
+    gate.open();
+    // The first start: one run, and the id of its last event.
+    let earlier = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let operator = store_token("operator", &project.db());
+    let mut events = SseReader::new(earlier.raw_get("/events", &viewer, &[]));
+    let run = earlier.trigger("pipeline", &operator);
+    earlier.wait_finished(&run, &operator);
+    let mut last = None;
+    while let Some(event) = events.next_event() {
+        let done = event.kind == "run_finished";
+        last = Some(event.id);
+        if done {
+            break;
+        }
+    }
+    let last = last.expect("the first start's events");
+    drop(events);
+    assert!(earlier.stop().success());
+
+    // The second start: clients that come back with that id, or with a small one, or one
+    // from the future, see the same events as a new client, from the first.
+    let server = Server::single(&project.manifest(), &project.db());
+    let fresh = SseReader::new(server.raw_get("/events", &viewer, &[]));
+    let mut resumed: Vec<SseReader> = [last.to_string(), "9".into(), u64::MAX.to_string()]
+        .iter()
+        .map(|id| SseReader::new(server.raw_get("/events", &viewer, &[("Last-Event-ID", id)])))
+        .collect();
+    resumed.insert(0, fresh);
+    // Two runs, so that a stream that wrongly skips a run's worth of events still gets one.
+    for _ in 0..2 {
+        let run = server.trigger("pipeline", &operator);
+        server.wait_finished(&run, &operator);
+    }
+    let firsts: Vec<(u64, String)> = resumed
+        .iter_mut()
+        .map(|events| {
+            let event = events.next_event().expect("an event");
+            (event.id, event.kind)
+        })
+        .collect();
+    assert_eq!(firsts[0].1, "run_queued", "{firsts:?}");
+    assert!(
+        firsts[0].0 > last,
+        "ids grow across restarts: {firsts:?} after {last}"
+    );
+    assert!(firsts.iter().all(|f| *f == firsts[0]), "{firsts:?}");
+
+    // An id that is not a number is still refused.
+    let bad = server.raw_get("/events", &viewer, &[("Last-Event-ID", "nine")]);
+    assert_eq!(bad.status().as_u16(), 400);
+}
+
+#[test]
 fn a_running_task_log_is_followed_until_it_ends() {
     let (project, gate) = gated_project();
     let server = Server::single(&project.manifest(), &project.db());
