@@ -964,6 +964,56 @@ fn watch_ingests_a_changed_file_and_an_unchanged_touch_queues_nothing() {
     });
 }
 
+/// The content of the live resource `name` of the server's only pipeline, if there is one.
+fn live_content(server: &Server, token: &str, name: &str) -> Option<String> {
+    let (_, found) = server.get(&format!("/resources?name={name}"), Some(token));
+    let hash = found["resources"].as_array()?.first()?["hash"].as_str()?;
+    let mut content = server.raw_get(&format!("/resources/{hash}/content"), token, &[]);
+    content.body_mut().read_to_string().ok()
+}
+
+#[test]
+fn a_watched_file_replaced_by_a_rename_stays_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, wdir) = (dir.path().join("wfile.txt"), dir.path().join("wdir"));
+    std::fs::write(&file, "v1\n").unwrap();
+    std::fs::create_dir(&wdir).unwrap();
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "[[step]]\nname = \"shout\"\ninputs = [\"*.txt\"]\n\
+         script = 'tr a-z A-Z < \"$INPUT_FILE\" > \"$OUTPUT_DIR/loud_${GRIT_INPUT_NAME%.txt}\"'\n",
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        "listen = \"127.0.0.1:0\"\n[pipelines.w]\nmanifest = \"m.toml\"\ndb = \"db\"\n\
+         no_sandbox = true\nwatch = [\"wfile.txt\", \"wdir\"]\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let ingested = |name: &str, content: &str| {
+        poll(&format!("{name} ingested with {content:?}"), || {
+            (live_content(&server, &operator, name).as_deref() == Some(content)).then_some(())
+        })
+    };
+    // Replaced the way editors and `sed -i` do: a new file renamed over the old one.
+    std::fs::write(dir.path().join("wfile.txt.tmp"), "v3\n").unwrap();
+    std::fs::rename(dir.path().join("wfile.txt.tmp"), &file).unwrap();
+    ingested("wfile.txt", "v3\n");
+    // The new file is watched as well.
+    std::fs::write(&file, "v4\n").unwrap();
+    ingested("wfile.txt", "v4\n");
+    // The directory is watched as before; the file's neighbours are not.
+    std::fs::write(dir.path().join("neighbour.txt"), "no\n").unwrap();
+    std::fs::write(wdir.join("inner.txt"), "in\n").unwrap();
+    ingested("inner.txt", "in\n");
+    std::fs::write(&file, "v5\n").unwrap();
+    ingested("wfile.txt", "v5\n");
+    for name in ["neighbour.txt", "wfile.txt.tmp"] {
+        assert_eq!(live_content(&server, &operator, name), None, "{name}");
+    }
+}
+
 #[test]
 fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_bad() {
     let (project, _gate) = gated_project();
