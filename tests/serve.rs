@@ -666,6 +666,31 @@ fn events_show_every_task_start_and_finish_in_order_and_resume_after_last_event_
 }
 
 #[test]
+fn the_bearer_scheme_name_is_case_insensitive() {
+    let (project, _gate) = gated_project();
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let status = |authorization: String| {
+        agent
+            .get(format!("{}/api/v1/pipelines", server.url))
+            .header("Authorization", authorization)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        assert_eq!(status(format!("{scheme} {viewer}")), 200, "{scheme}");
+    }
+    assert_eq!(status(format!("Basic {viewer}")), 401);
+    assert_eq!(status(format!("Bearer{viewer}")), 401);
+}
+
+#[test]
 fn after_a_restart_an_earlier_start_s_last_event_id_resumes_from_now() {
     let (project, gate) = gated_project();
     gate.open();

@@ -264,10 +264,12 @@ async fn authenticate(
                     .into(),
             )
         })?;
+    // The scheme's name is case-insensitive (RFC 7235): `bearer` and `BEARER` are `Bearer`.
     let token = header
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|h| h.split_once(' '))
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token))
         .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
     let claims: Claims = state.secret.verify(token.trim()).map_err(|e| match e {
         TokenError::Expired => unauthorized("the token has expired: mint a new one".into()),
