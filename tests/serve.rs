@@ -844,6 +844,13 @@ fn resource_content_is_served_verified_with_ranges_and_never_when_damaged() {
         "{body}"
     );
     assert!(!body.to_string().contains("X\\nY"));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(
+        message.matches("grit verify").count(),
+        1,
+        "the help comes once: {message}"
+    );
+    assert!(message.contains("grit verify --repair"), "{message}");
 }
 
 #[test]

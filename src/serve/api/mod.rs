@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 
 use super::auth::{Claims, Role, Secret, TokenError};
 use super::worker::{Hub, Pipeline};
-use crate::store::{self, StoreError};
+use crate::store::{self, ObjectError, StoreError};
 use tokio::sync::watch;
 
 /// Largest request body accepted (413 beyond).
@@ -181,13 +181,14 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
-    /// An object the answer needs is missing or corrupt: nothing of it is served.
-    pub fn damaged(error: impl std::fmt::Display) -> ApiError {
+    /// An object the answer needs is missing or corrupt: nothing of it is served. The error's
+    /// own text already says to run `grit verify --repair`.
+    pub fn damaged(error: ObjectError) -> ApiError {
         tracing::error!("{error}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_damaged",
-            format!("{error}; run `grit verify` on the store"),
+            error.to_string(),
         )
     }
 
