@@ -666,6 +666,87 @@ fn events_show_every_task_start_and_finish_in_order_and_resume_after_last_event_
 }
 
 #[test]
+fn the_bearer_scheme_name_is_case_insensitive() {
+    let (project, _gate) = gated_project();
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let status = |authorization: String| {
+        agent
+            .get(format!("{}/api/v1/pipelines", server.url))
+            .header("Authorization", authorization)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        assert_eq!(status(format!("{scheme} {viewer}")), 200, "{scheme}");
+    }
+    assert_eq!(status(format!("Basic {viewer}")), 401);
+    assert_eq!(status(format!("Bearer{viewer}")), 401);
+}
+
+#[test]
+fn after_a_restart_an_earlier_start_s_last_event_id_resumes_from_now() {
+    let (project, gate) = gated_project();
+    gate.open();
+    // The first start: one run, and the id of its last event.
+    let earlier = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let operator = store_token("operator", &project.db());
+    let mut events = SseReader::new(earlier.raw_get("/events", &viewer, &[]));
+    let run = earlier.trigger("pipeline", &operator);
+    earlier.wait_finished(&run, &operator);
+    let mut last = None;
+    while let Some(event) = events.next_event() {
+        let done = event.kind == "run_finished";
+        last = Some(event.id);
+        if done {
+            break;
+        }
+    }
+    let last = last.expect("the first start's events");
+    drop(events);
+    assert!(earlier.stop().success());
+
+    // The second start: clients that come back with that id, or with a small one, or one
+    // from the future, see the same events as a new client, from the first.
+    let server = Server::single(&project.manifest(), &project.db());
+    let fresh = SseReader::new(server.raw_get("/events", &viewer, &[]));
+    let mut resumed: Vec<SseReader> = [last.to_string(), "9".into(), u64::MAX.to_string()]
+        .iter()
+        .map(|id| SseReader::new(server.raw_get("/events", &viewer, &[("Last-Event-ID", id)])))
+        .collect();
+    resumed.insert(0, fresh);
+    // Two runs, so that a stream that wrongly skips a run's worth of events still gets one.
+    for _ in 0..2 {
+        let run = server.trigger("pipeline", &operator);
+        server.wait_finished(&run, &operator);
+    }
+    let firsts: Vec<(u64, String)> = resumed
+        .iter_mut()
+        .map(|events| {
+            let event = events.next_event().expect("an event");
+            (event.id, event.kind)
+        })
+        .collect();
+    assert_eq!(firsts[0].1, "run_queued", "{firsts:?}");
+    assert!(
+        firsts[0].0 > last,
+        "ids grow across restarts: {firsts:?} after {last}"
+    );
+    assert!(firsts.iter().all(|f| *f == firsts[0]), "{firsts:?}");
+
+    // An id that is not a number is still refused.
+    let bad = server.raw_get("/events", &viewer, &[("Last-Event-ID", "nine")]);
+    assert_eq!(bad.status().as_u16(), 400);
+}
+
+#[test]
 fn a_running_task_log_is_followed_until_it_ends() {
     let (project, gate) = gated_project();
     let server = Server::single(&project.manifest(), &project.db());
@@ -763,6 +844,13 @@ fn resource_content_is_served_verified_with_ranges_and_never_when_damaged() {
         "{body}"
     );
     assert!(!body.to_string().contains("X\\nY"));
+    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(
+        message.matches("grit verify").count(),
+        1,
+        "the help comes once: {message}"
+    );
+    assert!(message.contains("grit verify --repair"), "{message}");
 }
 
 #[test]
@@ -906,6 +994,56 @@ fn watch_ingests_a_changed_file_and_an_unchanged_touch_queues_nothing() {
     poll("a second run queued by the watch", || {
         (runs_by(&server, &operator, "w", "watch").len() == 2).then_some(())
     });
+}
+
+/// The content of the live resource `name` of the server's only pipeline, if there is one.
+fn live_content(server: &Server, token: &str, name: &str) -> Option<String> {
+    let (_, found) = server.get(&format!("/resources?name={name}"), Some(token));
+    let hash = found["resources"].as_array()?.first()?["hash"].as_str()?;
+    let mut content = server.raw_get(&format!("/resources/{hash}/content"), token, &[]);
+    content.body_mut().read_to_string().ok()
+}
+
+#[test]
+fn a_watched_file_replaced_by_a_rename_stays_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, wdir) = (dir.path().join("wfile.txt"), dir.path().join("wdir"));
+    std::fs::write(&file, "v1\n").unwrap();
+    std::fs::create_dir(&wdir).unwrap();
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "[[step]]\nname = \"shout\"\ninputs = [\"*.txt\"]\n\
+         script = 'tr a-z A-Z < \"$INPUT_FILE\" > \"$OUTPUT_DIR/loud_${GRIT_INPUT_NAME%.txt}\"'\n",
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        "listen = \"127.0.0.1:0\"\n[pipelines.w]\nmanifest = \"m.toml\"\ndb = \"db\"\n\
+         no_sandbox = true\nwatch = [\"wfile.txt\", \"wdir\"]\n",
+    );
+    let server = Server::config(&config);
+    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let ingested = |name: &str, content: &str| {
+        poll(&format!("{name} ingested with {content:?}"), || {
+            (live_content(&server, &operator, name).as_deref() == Some(content)).then_some(())
+        })
+    };
+    // Replaced the way editors and `sed -i` do: a new file renamed over the old one.
+    std::fs::write(dir.path().join("wfile.txt.tmp"), "v3\n").unwrap();
+    std::fs::rename(dir.path().join("wfile.txt.tmp"), &file).unwrap();
+    ingested("wfile.txt", "v3\n");
+    // The new file is watched as well.
+    std::fs::write(&file, "v4\n").unwrap();
+    ingested("wfile.txt", "v4\n");
+    // The directory is watched as before; the file's neighbours are not.
+    std::fs::write(dir.path().join("neighbour.txt"), "no\n").unwrap();
+    std::fs::write(wdir.join("inner.txt"), "in\n").unwrap();
+    ingested("inner.txt", "in\n");
+    std::fs::write(&file, "v5\n").unwrap();
+    ingested("wfile.txt", "v5\n");
+    for name in ["neighbour.txt", "wfile.txt.tmp"] {
+        assert_eq!(live_content(&server, &operator, name), None, "{name}");
+    }
 }
 
 #[test]

@@ -249,6 +249,27 @@ fn signing_in_sets_a_strict_http_only_cookie_and_signing_out_clears_it() {
 }
 
 #[test]
+fn a_next_with_control_characters_signs_in_to_the_home_page() {
+    let (project, server) = demo();
+    let mut browser = Browser::new(&server);
+    let operator = store_token("operator", &project.db());
+    // The form does not carry such a `next` on.
+    let form = browser.get("/ui/login?next=%2Fui%2Fruns%0D%0ASet-Cookie%3A%20x%3D1");
+    assert_eq!(form.status, 200, "{}", form.body);
+    assert_eq!(field(&form.body, "next"), "/ui/");
+    // Nor does the login redirect to it.
+    for next in ["/ui/runs\r\nSet-Cookie: x=1", "/ui/runs\n", "/ui/\t"] {
+        let nonce = field(&browser.get("/ui/login").body, "csrf");
+        let signed_in = browser.post(
+            "/ui/login",
+            &[("token", &operator), ("csrf", &nonce), ("next", next)],
+        );
+        assert_eq!(signed_in.status, 303, "{next:?}: {}", signed_in.body);
+        assert_eq!(signed_in.location.as_deref(), Some("/ui/"), "{next:?}");
+    }
+}
+
+#[test]
 fn a_viewer_sees_no_run_or_cancel_controls_and_a_forged_post_is_403() {
     let (project, server) = demo();
     let operator = store_token("operator", &project.db());

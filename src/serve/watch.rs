@@ -31,16 +31,58 @@ pub struct Changes {
     pub last_ms: i64,
 }
 
-/// Start watching `pipeline`'s `watch` paths (directories recursively). The watcher stops when
-/// the returned value is dropped.
+/// What is watched: directories (recursively), and single files through their parent
+/// directories. A file is watched by name, not by inode: `mv new file` (and editors, `sed -i`)
+/// replaces the inode, and a watch on the old one would see nothing more.
+#[derive(Debug, Default)]
+struct Watched {
+    dirs: Vec<PathBuf>,
+    /// Each file as `parent.join(name)` with the parent as it is watched: the paths events name.
+    files: BTreeSet<PathBuf>,
+    /// The files' parents not inside a watched directory (that watch covers them already).
+    parents: BTreeSet<PathBuf>,
+}
+
+impl Watched {
+    fn new(paths: &[PathBuf]) -> Watched {
+        let mut watched = Watched::default();
+        let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) = paths.iter().partition(|p| p.is_dir());
+        watched.dirs = dirs.into_iter().cloned().collect();
+        for file in files {
+            let Some(name) = file.file_name() else {
+                continue;
+            };
+            let parent = match file.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            watched.files.insert(parent.join(name));
+            if !watched.dirs.iter().any(|d| parent.starts_with(d)) {
+                watched.parents.insert(parent);
+            }
+        }
+        watched
+    }
+
+    /// Whether a change of `path` concerns a watched path (a parent's other files do not).
+    fn covers(&self, path: &Path) -> bool {
+        self.files.contains(path) || self.dirs.iter().any(|d| path.starts_with(d))
+    }
+}
+
+/// Start watching `pipeline`'s `watch` paths (directories recursively, files through their
+/// directories). The watcher stops when the returned value is dropped.
 pub fn start(pipeline: &Arc<Pipeline>) -> notify::Result<Option<notify::RecommendedWatcher>> {
     let config = pipeline.config();
     if config.watch.is_empty() {
         return Ok(None);
     }
+    let watched = Arc::new(Watched::new(&config.watch));
+    let filter = watched.clone();
     let target = Arc::downgrade(pipeline);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
+        let Ok(mut event) = event else { return };
+        event.paths.retain(|p| filter.covers(p));
         let relevant = matches!(
             event.kind,
             EventKind::Create(_)
@@ -63,13 +105,13 @@ pub fn start(pipeline: &Arc<Pipeline>) -> notify::Result<Option<notify::Recommen
             pipeline.wake.notify_one();
         }
     })?;
+    for dir in &watched.dirs {
+        watcher.watch(dir, RecursiveMode::Recursive)?;
+    }
+    for parent in &watched.parents {
+        watcher.watch(parent, RecursiveMode::NonRecursive)?;
+    }
     for path in &config.watch {
-        let mode = if path.is_dir() {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
-        };
-        watcher.watch(path, mode)?;
         tracing::info!(pipeline = %config.name, "watching {}", path.display());
     }
     Ok(Some(watcher))
@@ -161,5 +203,30 @@ fn stage(tmp: &Path, objects: &Objects, file: &Path, pipeline: &str) -> Option<O
             tracing::warn!(pipeline, "watch: {} not ingested: {e}", file.display());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_watched_through_its_directory_and_filtered_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, sub) = (dir.path().join("wfile"), dir.path().join("wdir"));
+        std::fs::write(&file, "v1").unwrap();
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("inner"), "x").unwrap();
+        let watched = Watched::new(&[file.clone(), sub.clone(), sub.join("inner")]);
+        assert_eq!(watched.dirs, std::slice::from_ref(&sub));
+        // The file inside the watched directory needs no watch of its own.
+        assert_eq!(
+            watched.parents.iter().collect::<Vec<_>>(),
+            [&dir.path().to_path_buf()]
+        );
+        assert!(watched.covers(&file));
+        assert!(watched.covers(&sub.join("new/deeper")));
+        assert!(!watched.covers(&dir.path().join("wfile.tmp")));
+        assert!(!watched.covers(&dir.path().join("other")));
     }
 }

@@ -54,13 +54,17 @@ fn sse(event: &ServerEvent) -> Event {
 #[utoipa::path(get, path = "/api/v1/events", operation_id = "streamEvents", tag = "server",
     security(("bearer" = [])),
     params(EventsQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event; an id \
+            this start of the server never gave out (one from before a restart) resumes with the \
+            next event")),
     responses(
         (status = 200, description = "Server-Sent Events `run_queued`, `run_started`, \
-            `run_finished`, `task_started`, `task_finished`, each with an `id` and JSON `data`; \
-            the stream ends when the server stops", body = String,
+            `run_finished`, `task_started`, `task_finished`, each with an `id` (counting up by one \
+            from the unix time in milliseconds of the server's start) and JSON `data`; the stream \
+            ends when the server stops", body = String,
             content_type = "text/event-stream"),
-        (status = 400, description = "A bad query value or `Last-Event-ID`", body = super::ErrorBody),
+        (status = 400, description = "A bad query value, or a `Last-Event-ID` that is not a number",
+            body = super::ErrorBody),
         (status = 404, description = "No such pipeline", body = super::ErrorBody),
     ))]
 pub async fn stream(
@@ -80,7 +84,7 @@ pub async fn stream(
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .ok_or_else(|| {
-                    ApiError::bad_request("Last-Event-ID: not an event id this server gave out")
+                    ApiError::bad_request("Last-Event-ID: not an event id (a whole number)")
                 })?,
         ),
     };
@@ -88,7 +92,9 @@ pub async fn stream(
     let subscription = Subscription {
         backlog: backlog.into(),
         live,
-        last: last_id.unwrap_or(0),
+        // The backlog and the live events were taken under one lock: every live event comes
+        // after the backlog, whatever `Last-Event-ID` said.
+        last: 0,
         pipeline: query.pipeline,
         stopping: state.stopping.clone(),
     };

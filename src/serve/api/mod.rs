@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 
 use super::auth::{Claims, Role, Secret, TokenError};
 use super::worker::{Hub, Pipeline};
-use crate::store::{self, StoreError};
+use crate::store::{self, ObjectError, StoreError};
 use tokio::sync::watch;
 
 /// Largest request body accepted (413 beyond).
@@ -181,13 +181,14 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
-    /// An object the answer needs is missing or corrupt: nothing of it is served.
-    pub fn damaged(error: impl std::fmt::Display) -> ApiError {
+    /// An object the answer needs is missing or corrupt: nothing of it is served. The error's
+    /// own text already says to run `grit verify --repair`.
+    pub fn damaged(error: ObjectError) -> ApiError {
         tracing::error!("{error}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_damaged",
-            format!("{error}; run `grit verify` on the store"),
+            error.to_string(),
         )
     }
 
@@ -264,10 +265,12 @@ async fn authenticate(
                     .into(),
             )
         })?;
+    // The scheme's name is case-insensitive (RFC 7235): `bearer` and `BEARER` are `Bearer`.
     let token = header
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|h| h.split_once(' '))
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token))
         .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
     let claims: Claims = state.secret.verify(token.trim()).map_err(|e| match e {
         TokenError::Expired => unauthorized("the token has expired: mint a new one".into()),

@@ -175,10 +175,18 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// Where to go after login: a path of the UI only (never another site).
+/// Where to go after login: a path of the UI only (never another site), without control
+/// characters (CR/LF cannot go into the `Location` header).
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with("/ui/") && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with("/ui/")
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
+        {
+            n
+        }
         _ => "/ui/",
     }
 }
@@ -334,6 +342,8 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/ui/")), "/ui/");
         assert_eq!(safe_next(Some("/api/v1/runs")), "/ui/");
         assert_eq!(safe_next(None), "/ui/");
+        assert_eq!(safe_next(Some("/ui/runs\r\nSet-Cookie: x=1")), "/ui/");
+        assert_eq!(safe_next(Some("/ui/\t")), "/ui/");
     }
 
     #[test]
