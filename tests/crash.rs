@@ -327,3 +327,57 @@ script = 'sleep 30; echo x > $OUTPUT_DIR/x'
     assert_eq!(row["running"], 0);
     assert_eq!(row["failed"], 0, "an interrupted task is not a failure");
 }
+
+/// A first run killed while SQLite still journals the old way (before or during its switch to
+/// WAL) leaves a hot rollback journal beside a database that is otherwise new. A second process
+/// that dies in the middle of a write transaction leaves the same state, which this test makes
+/// on purpose: with python3's sqlite3, as any SQLite program would.
+fn interrupted_first_write(db: &std::path::Path) {
+    // The modes a first run gives a new store (0700, files 0600).
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(db)
+        .expect("create the store directory");
+    let script = r#"
+import os, sqlite3, sys
+os.umask(0o077)
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size = 1")
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("CREATE TABLE spill (x BLOB)")
+for _ in range(200):
+    conn.execute("INSERT INTO spill VALUES (zeroblob(4000))")
+os._exit(0)
+"#;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(db.join("grit.sqlite"))
+        .status()
+        .expect("python3 (apt-get install python3) to write the interrupted transaction");
+    assert!(status.success());
+    assert!(
+        db.join("grit.sqlite-journal").exists(),
+        "the interrupted write left no journal"
+    );
+}
+
+#[test]
+fn a_store_whose_first_write_was_interrupted_is_completed_by_the_next_run() {
+    let p = Project::new(PIPELINE);
+    interrupted_first_write(&p.db());
+    // A read first: it must not call the store foreign (it rolls the write back and finds a
+    // store that was never completed, which is no store yet).
+    let status = p.grit(&["status"]);
+    let said = String::from_utf8_lossy(&status.stderr).to_string();
+    assert!(!said.contains("not a grit store"), "{}", describe(&status));
+    assert!(said.contains("no grit store"), "{}", describe(&status));
+    p.run_ok(&[]);
+    assert!(!p.db().join("grit.sqlite-journal").exists());
+    assert_eq!(
+        p.live().len(),
+        3 * 150 + 1,
+        "items, doubles, labels and the sum"
+    );
+    let verify = p.grit(&["verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", describe(&verify));
+}

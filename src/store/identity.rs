@@ -33,6 +33,18 @@ pub fn identify(conn: &Connection, root: &Path) -> Result<Database, StoreError> 
         match (read("PRAGMA application_id"), read("PRAGMA user_version")) {
             (Ok(a), Ok(v)) => (a as i32, v),
             (Err(e), _) | (_, Err(e)) => {
+                if root.join("grit.sqlite-journal").exists()
+                    && e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly)
+                {
+                    // A write was interrupted, and this process may not roll it back.
+                    return Err(StoreError::DatabaseDamaged {
+                        path: root.join("grit.sqlite"),
+                        problem: "a write to it was interrupted (grit.sqlite-journal is left), \
+                                  and only a process that may write to the store can roll it \
+                                  back: run grit once as a user with write access"
+                            .into(),
+                    });
+                }
                 return Err(not_a_store(
                     root,
                     format!("grit.sqlite cannot be read as an SQLite database ({e})"),

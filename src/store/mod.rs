@@ -199,6 +199,7 @@ fn open_connection(root: &Path) -> Result<(StorePaths, Connection), StoreError> 
         }
         Err(e) => return Err(StoreError::io(&paths.database, e)),
     }
+    roll_back_interrupted_write(&paths.database);
     let conn = Connection::open_with_flags(
         &paths.database,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -207,6 +208,28 @@ fn open_connection(root: &Path) -> Result<(StorePaths, Connection), StoreError> 
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok((paths, conn))
+}
+
+/// A first run killed before its switch to WAL (or during it) leaves a hot rollback journal
+/// beside the database, which a read-only connection cannot roll back: every later open, even to
+/// identify the store, would fail with "attempt to write a readonly database". A read-write
+/// connection (never creating anything) rolls it back on its first read, as SQLite does for any
+/// writer; SQLite's own locks keep that from touching a journal a live writer still holds. Done
+/// only when the journal is there (a store in WAL mode has none); a failure (no write access)
+/// is left to the read-only open, whose error [`identity::identify`] explains.
+fn roll_back_interrupted_write(database: &Path) {
+    let mut journal = database.as_os_str().to_os_string();
+    journal.push("-journal");
+    if !Path::new(&journal).exists() {
+        return;
+    }
+    if let Ok(conn) = Connection::open_with_flags(
+        database,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
+        let _ = conn.busy_timeout(Duration::from_secs(5));
+        let _ = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+    }
 }
 
 fn warn_if_not_shared_with(root: &Path, sharing: access::Sharing, group: &access::Group) {
