@@ -24,7 +24,7 @@ pub mod task;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -199,6 +199,46 @@ struct StepSlot {
     cursor: i64,
     /// No pending task left in SQLite beyond `cursor` (until publishing creates more).
     exhausted: bool,
+    /// Ids of the tasks fetched in this run (by page or revived): a task made pending again
+    /// behind the cursor is queued unless it is among them ([`take_new_work`]).
+    fetched: HashSet<i64>,
+}
+
+/// Hand the engine the tasks that new live resources created or made pending again
+/// ([`schedule::NewWork`]): new tasks are paged past the cursor; revived ones, which may lie
+/// behind it, are queued here unless this run fetched them already. Returns whether any task
+/// was added.
+fn take_new_work(
+    slots: &mut [StepSlot],
+    by_version: &HashMap<i64, usize>,
+    observer: &dyn Observer,
+    work: schedule::NewWork,
+) -> bool {
+    let mut added = false;
+    for (version_id, count) in work.created {
+        if let Some(&target) = by_version.get(&version_id) {
+            slots[target].exhausted = false;
+            observer.event(&Event::TasksQueued {
+                step: &slots[target].step.name,
+                count,
+            });
+            added = true;
+        }
+    }
+    for (version_id, task) in work.revived {
+        if let Some(&target) = by_version.get(&version_id) {
+            let slot = &mut slots[target];
+            if slot.fetched.insert(task.id) {
+                slot.queue.push_back(task);
+                observer.event(&Event::TasksQueued {
+                    step: &slot.step.name,
+                    count: 1,
+                });
+                added = true;
+            }
+        }
+    }
+    added
 }
 
 impl StepSlot {
@@ -325,6 +365,7 @@ pub async fn run(
             cursor: 0,
             // A gather step runs only the task quiescence picks for the current input set.
             exhausted: step.gather,
+            fetched: HashSet::new(),
         })
         .collect();
     let by_version: HashMap<i64, usize> = slots
@@ -548,6 +589,9 @@ pub async fn run(
                     if let Some(last) = page.last() {
                         slot.cursor = last.id;
                     }
+                    // A task revived ahead of the cursor was queued already.
+                    let mut page = page;
+                    page.retain(|task| slot.fetched.insert(task.id));
                     slot.queue.extend(page);
                 }
                 let slot = &mut slots[index];
@@ -621,24 +665,15 @@ pub async fn run(
                 || (tally.liveness_grew && slots.iter().any(|s| s.kind == StepKind::Gather))
             {
                 let maps_now = maps.clone();
-                let created = writer
+                let work = writer
                     .call(move |conn| {
                         let recomputed = liveness::recompute(conn)?;
                         schedule::tasks_for_new_live(conn, run_id, &recomputed.raised, &maps_now)
                     })
                     .await?;
                 // Resources a recompute brought back (an earlier gather result whose input set
-                // returned) get the tasks their consumers lack; new ids lie past every cursor.
-                for (version_id, count) in created {
-                    if let Some(&target) = by_version.get(&version_id) {
-                        slots[target].exhausted = false;
-                        observer.event(&Event::TasksQueued {
-                            step: &slots[target].step.name,
-                            count,
-                        });
-                        gathered_more = true;
-                    }
-                }
+                // returned) get the tasks their consumers lack.
+                gathered_more = take_new_work(&mut slots, &by_version, observer, work);
                 tally.gather_published = false;
                 tally.liveness_grew = false;
             }
@@ -669,6 +704,7 @@ pub async fn run(
                     let queued = writer
                         .call(move |conn| schedule::pending_task(conn, task_id))
                         .await?;
+                    slot.fetched.extend(queued.iter().map(|task| task.id));
                     slot.queue.extend(queued);
                     gathered = true;
                     observer.event(&Event::TasksQueued {
@@ -951,15 +987,7 @@ impl Tally {
         if !succeeded {
             slots[index].failed = true;
         }
-        for (version_id, count) in published.created {
-            if let Some(&target) = by_version.get(&version_id) {
-                slots[target].exhausted = false;
-                observer.event(&Event::TasksQueued {
-                    step: &slots[target].step.name,
-                    count,
-                });
-            }
-        }
+        take_new_work(slots, by_version, observer, published.work);
     }
 }
 

@@ -46,8 +46,8 @@ pub struct FactSource {
 pub struct Published {
     pub resources_new: u64,
     pub newly_live: u64,
-    /// (step version id, tasks created) for steps that got new work.
-    pub created: Vec<(i64, u64)>,
+    /// The tasks its new live resources created or made pending again.
+    pub work: schedule::NewWork,
 }
 
 /// Publish one finished task in a transaction of its own.
@@ -185,27 +185,17 @@ fn publish_in(
         if record.source.is_some() || input_is_live(tx, record.task_id)? {
             let newly = liveness::propagate(tx, &ids)?;
             published.newly_live = newly.len() as u64;
-            published.created = schedule::tasks_for_new_live(tx, record.run_id, &newly, maps)?;
+            published.work = schedule::tasks_for_new_live(tx, record.run_id, &newly, maps)?;
         }
         // Growing first, then shrinking: what the new facts made live stays, and what only the
         // superseded ones held up stops being live.
         if superseded + replaced > 0 {
             let recomputed = liveness::recompute(tx)?;
             let more = schedule::tasks_for_new_live(tx, record.run_id, &recomputed.raised, maps)?;
-            merge_created(&mut published.created, more);
+            published.work.extend(more);
         }
     }
     Ok(published)
-}
-
-/// Add `more` (step version id, tasks created) to `into`, one entry per version.
-pub fn merge_created(into: &mut Vec<(i64, u64)>, more: Vec<(i64, u64)>) {
-    for (version, count) in more {
-        match into.iter_mut().find(|(v, _)| *v == version) {
-            Some((_, total)) => *total += count,
-            None => into.push((version, count)),
-        }
-    }
 }
 
 /// Drop the provenance links of `task_id` to resources other than `keep`. Returns how many.

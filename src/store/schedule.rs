@@ -119,30 +119,88 @@ pub fn backfill(conn: &Connection, run_id: i64, step: &MapStep) -> Result<u64, S
     Ok(created + retried)
 }
 
-/// Create tasks for resources that just became live. Returns (version id, tasks created) pairs.
+/// What making resources live asks of the engine ([`tasks_for_new_live`]).
+#[derive(Debug, Default, Clone)]
+pub struct NewWork {
+    /// (step version id, tasks created): new tasks, whose ids lie past every cursor the engine
+    /// pages with.
+    pub created: Vec<(i64, u64)>,
+    /// (step version id, task) for tasks that existed and are pending now: left pending by an
+    /// interrupted run, or failed in an earlier run and put back. Their ids may lie behind the
+    /// engine's cursor, so it queues them itself (unless it already fetched them in this run).
+    pub revived: Vec<(i64, QueuedTask)>,
+}
+
+impl NewWork {
+    /// Add `more` to this.
+    pub fn extend(&mut self, more: NewWork) {
+        for (version, count) in more.created {
+            match self.created.iter_mut().find(|(v, _)| *v == version) {
+                Some((_, total)) => *total += count,
+                None => self.created.push((version, count)),
+            }
+        }
+        self.revived.extend(more.revived);
+    }
+}
+
+/// Create tasks for resources that just became live, and find the consumers' tasks that exist
+/// already: a task an interrupted run left pending, or one that failed in an earlier run, which
+/// this run retries (as [`backfill`] does at its start for inputs live then).
 pub fn tasks_for_new_live(
     conn: &Connection,
     run_id: i64,
     newly_live: &[(i64, String)],
     steps: &[MapStep],
-) -> Result<Vec<(i64, u64)>, StoreError> {
-    let mut created: Vec<(i64, u64)> = Vec::new();
+) -> Result<NewWork, StoreError> {
+    let mut work = NewWork::default();
     let mut insert = conn.prepare_cached(
         "INSERT OR IGNORE INTO tasks (step_version_id, input_resource_id, state, created_run, reason, reason_run)
          VALUES (?1, ?2, 'pending', ?3, ?4, ?3)",
     )?;
+    let requeued = decide::sql_list(&decide::requeued(StepKind::Map, false, false));
+    let mut retry = conn.prepare_cached(&format!(
+        "UPDATE tasks SET state = 'pending', reason = {failed}, reason_run = ?3
+         WHERE step_version_id = ?1 AND input_resource_id = ?2 AND state IN ({requeued})
+           AND last_run IS NOT ?3",
+        failed = decide::failed_before_sql(),
+    ))?;
+    let mut pending = conn.prepare_cached(
+        "SELECT t.id, r.name, r.hash, r.size FROM tasks t JOIN resources r ON r.id = t.input_resource_id
+         WHERE t.step_version_id = ?1 AND t.input_resource_id = ?2 AND t.state = 'pending'",
+    )?;
     for step in steps {
         let mut count = 0;
         for (id, name) in newly_live {
-            if inputs_match(&step.patterns, name) {
-                count += insert.execute(params![step.version_id, id, run_id, step.fresh])? as u64;
+            if !inputs_match(&step.patterns, name) {
+                continue;
             }
+            if insert.execute(params![step.version_id, id, run_id, step.fresh])? > 0 {
+                count += 1;
+                continue;
+            }
+            // The task exists: retried if it failed before this run, queued if pending.
+            retry.execute(params![step.version_id, id, run_id])?;
+            let found = pending
+                .query_row(params![step.version_id, id], |row| {
+                    Ok(QueuedTask {
+                        id: row.get(0)?,
+                        input: Some(InputRef {
+                            name: row.get(1)?,
+                            hash: row.get(2)?,
+                            size: row.get::<_, i64>(3)? as u64,
+                        }),
+                    })
+                })
+                .optional()?;
+            work.revived
+                .extend(found.map(|task| (step.version_id, task)));
         }
         if count > 0 {
-            created.push((step.version_id, count));
+            work.created.push((step.version_id, count));
         }
     }
-    Ok(created)
+    Ok(work)
 }
 
 /// Up to `limit` pending tasks of a version with id greater than `after`, whose input is live.
