@@ -254,6 +254,15 @@ fn bad_requests_get_the_error_shape() {
 
     let (status, body) = server.post("/pipelines/pipeline/runs", op, r#"{"params": "#);
     assert_eq!((status, error_code(&body)), (400, "bad_request"));
+    // An array is not an object, even an empty one that serde would take for no fields.
+    for array in ["[]", r#"[{"region": "us"}]"#] {
+        let (status, body) = server.post("/pipelines/pipeline/runs", op, array);
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "bad_request"),
+            "{array}: {body}"
+        );
+    }
 
     let (status, body) = server.post("/pipelines/nope/runs", op, "{}");
     assert_eq!((status, error_code(&body)), (404, "not_found"));
@@ -1671,6 +1680,112 @@ fn a_cancel_that_comes_as_the_run_starts_cancels_it() {
     assert!(
         !project.resources(true).iter().any(|r| r["name"] == "total"),
         "the cancelled run published"
+    );
+    server.stop();
+}
+
+#[test]
+fn a_trigger_merged_into_a_waiting_run_keeps_an_earlier_trigger_s_params() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("p");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("m.toml"),
+        r#"
+[pipeline.params]
+region = { default = "eu" }
+size = { default = "s" }
+
+[[step]]
+name = "where"
+once = true
+params = ["region", "size"]
+script = 'echo "$GRIT_PARAM_REGION $GRIT_PARAM_SIZE" > "$OUTPUT_DIR/where"'
+"#,
+    )
+    .unwrap();
+    let file = write_config(
+        root.path(),
+        "listen = \"127.0.0.1:0\"\n[pipelines.p]\nmanifest = \"p/m.toml\"\ndb = \"p/db\"\n\
+         no_sandbox = true\nstart_delay = \"2s\"\nparams = { region = \"eu\", size = \"m\" }\n",
+    );
+    let server = Server::config(&file);
+    let operator = token("operator", &["--config".as_ref(), file.as_os_str()]);
+    let op = Some(operator.as_str());
+    let (status, first) = server.post("/pipelines/p/runs", op, r#"{"params": {"region": "us"}}"#);
+    assert_eq!(status, 202, "{first}");
+    // A later trigger without `region` (a schedule's, or a client's without params) merges in:
+    // the configured default must not undo the first trigger's value, while its own `size` wins.
+    let (status, second) = server.post("/pipelines/p/runs", op, r#"{"params": {"size": "l"}}"#);
+    assert_eq!(
+        (status, second["merged"].as_bool()),
+        (202, Some(true)),
+        "{second}"
+    );
+    let run = first["run_id"].as_str().unwrap();
+    let ended = server.wait_finished(run, &operator);
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    assert_eq!(ended["params"]["region"], "us", "{ended}");
+    assert_eq!(ended["params"]["size"], "l", "{ended}");
+    let (_, resources) = server.get("/resources?name=where&pipeline=p", op);
+    let hash = resources["resources"][0]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut content = server.raw_get(
+        &format!("/resources/{hash}/content?pipeline=p"),
+        &operator,
+        &[],
+    );
+    assert_eq!(content.body_mut().read_to_string().unwrap(), "us l\n");
+}
+
+#[test]
+fn a_run_cancelled_while_it_waits_is_announced_finished_and_counted() {
+    let (project, gate) = gated_project();
+    let server = Server::single(&project.manifest(), &project.db());
+    let operator = store_token("operator", &project.db());
+    let op = Some(operator.as_str());
+    let mut events = SseReader::new(server.raw_get("/events", &operator, &[]));
+    let running = server.trigger("pipeline", &operator);
+    poll("the run to hold on item_b", || {
+        started(&project, "item_b").then_some(())
+    });
+    let waiting = server.trigger("pipeline", &operator);
+    let (status, body) = server.post(&format!("/runs/{waiting}/cancel"), op, "");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("cancelled")),
+        "{body}"
+    );
+    let deleted = server.trigger("pipeline", &operator);
+    let (status, body) = server.delete(&format!("/runs/{deleted}"), op);
+    assert_eq!(status, 200, "{body}");
+    let mut finished = Vec::new();
+    while finished.len() < 2 {
+        let event = events.next_event().expect("the event stream ended");
+        if event.kind == "run_finished" {
+            assert_eq!(event.data["status"], "cancelled", "{:?}", event.data);
+            finished.push(
+                event.data["run_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+    }
+    assert_eq!(finished, [waiting, deleted]);
+    let mut response = server.raw_get("/metrics", &operator, &[]);
+    assert_eq!(response.status().as_u16(), 200);
+    let metrics = response.body_mut().read_to_string().unwrap();
+    assert!(
+        metrics.contains("grit_serve_runs_total{pipeline=\"pipeline\",status=\"cancelled\"} 2"),
+        "{metrics}"
+    );
+    gate.open();
+    assert_eq!(
+        server.wait_finished(&running, &operator)["status"],
+        "succeeded"
     );
     server.stop();
 }

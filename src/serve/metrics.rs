@@ -41,6 +41,13 @@ impl Metrics {
         d.1 += 1;
     }
 
+    /// A run that ended without starting (cancelled while it waited): counted, with no
+    /// duration.
+    pub fn run_ended_unstarted(&self, pipeline: &str, status: &'static str) {
+        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        *c.runs.entry((pipeline.to_string(), status)).or_default() += 1;
+    }
+
     pub fn task_ended(&self, pipeline: &str, succeeded: bool, took: Duration) {
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let result = if succeeded { "succeeded" } else { "failed" };

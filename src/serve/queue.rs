@@ -148,7 +148,11 @@ pub struct Trigger {
     pub pipeline: String,
     /// `api`, `schedule` or `watch`.
     pub source: &'static str,
+    /// The run's params: the pipeline's configured values, overridden by `given`.
     pub params: BTreeMap<String, String>,
+    /// The params the trigger itself gave (none for a schedule or a watch): all that a trigger
+    /// merged into a waiting run changes, so a default never undoes an earlier trigger's value.
+    pub given: BTreeMap<String, String>,
     pub strategy: QueueStrategy,
     pub limit: usize,
     pub start_delay: Duration,
@@ -157,8 +161,13 @@ pub struct Trigger {
 /// What became of a trigger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {
-    /// A new queued run, `position` runs ahead of it in the wait list.
-    Queued { id: i64, position: usize },
+    /// A new queued run, `position` runs ahead of it in the wait list; `replaced` are the
+    /// waiting runs it cancelled (`queue_strategy = "replace"`).
+    Queued {
+        id: i64,
+        position: usize,
+        replaced: Vec<i64>,
+    },
     /// Merged into a run still waiting out its `start_delay`.
     Merged { id: i64, position: usize },
     /// The wait list is full (`queue_limit`).
@@ -181,10 +190,10 @@ pub fn enqueue(conn: &mut Connection, trigger: &Trigger) -> Result<Enqueued, Sto
             )
             .optional()?;
         if let Some((id, params)) = waiting {
-            // The later trigger's values win, key by key.
+            // The later trigger's own values win, key by key.
             let mut merged: BTreeMap<String, String> =
                 serde_json::from_str(&params).unwrap_or_default();
-            merged.extend(trigger.params.clone());
+            merged.extend(trigger.given.clone());
             tx.execute(
                 "UPDATE serve_runs SET not_before_ms = ?2, params = ?3 WHERE id = ?1",
                 params![id, not_before, to_json(&merged)],
@@ -213,23 +222,33 @@ pub fn enqueue(conn: &mut Connection, trigger: &Trigger) -> Result<Enqueued, Sto
             not_before
         ],
     )?;
+    let mut replaced = Vec::new();
     if trigger.strategy == QueueStrategy::Replace {
+        replaced = tx
+            .prepare("SELECT id FROM serve_runs WHERE status = 'queued' AND id <> ?1 ORDER BY id")?
+            .query_map([id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         tx.execute(
             "UPDATE serve_runs SET status = 'cancelled', finished_at = ?2, reason = ?3
              WHERE status = 'queued' AND id <> ?1",
-            params![
-                id,
-                now(),
-                format!(
-                    "replaced by run {} (queue_strategy = \"replace\")",
-                    public_id(&trigger.pipeline, id)
-                )
-            ],
+            params![id, now(), replaced_reason(&trigger.pipeline, id)],
         )?;
     }
     let position = position_in(&tx, id)?.unwrap_or(0);
     tx.commit()?;
-    Ok(Enqueued::Queued { id, position })
+    Ok(Enqueued::Queued {
+        id,
+        position,
+        replaced,
+    })
+}
+
+/// Why a waiting run was cancelled by the newer run `id` (`queue_strategy = "replace"`).
+pub fn replaced_reason(pipeline: &str, id: i64) -> String {
+    format!(
+        "replaced by run {} (queue_strategy = \"replace\")",
+        public_id(pipeline, id)
+    )
 }
 
 /// The `meta` key that remembers the highest run id ever given.
@@ -588,6 +607,7 @@ mod tests {
             pipeline: "p".into(),
             source: "api",
             params: BTreeMap::new(),
+            given: BTreeMap::new(),
             strategy,
             limit,
             start_delay: Duration::from_millis(delay_ms),
@@ -625,11 +645,19 @@ mod tests {
         let t = trigger(QueueStrategy::Append, 2, 0);
         assert_eq!(
             enqueue(&mut conn, &t).unwrap(),
-            Enqueued::Queued { id: 1, position: 0 }
+            Enqueued::Queued {
+                id: 1,
+                position: 0,
+                replaced: vec![]
+            }
         );
         assert_eq!(
             enqueue(&mut conn, &t).unwrap(),
-            Enqueued::Queued { id: 2, position: 1 }
+            Enqueued::Queued {
+                id: 2,
+                position: 1,
+                replaced: vec![]
+            }
         );
         assert_eq!(enqueue(&mut conn, &t).unwrap(), Enqueued::Full { limit: 2 });
         let Claim::Run(first) = claim(&mut conn).unwrap() else {
@@ -639,7 +667,11 @@ mod tests {
         let r = trigger(QueueStrategy::Replace, 2, 0);
         assert_eq!(
             enqueue(&mut conn, &r).unwrap(),
-            Enqueued::Queued { id: 3, position: 0 }
+            Enqueued::Queued {
+                id: 3,
+                position: 0,
+                replaced: vec![2]
+            }
         );
         assert_eq!(get(&conn, 2).unwrap().unwrap().status, "cancelled");
         assert_eq!(get(&conn, 1).unwrap().unwrap().status, "running");
@@ -650,11 +682,13 @@ mod tests {
         let mut conn = store();
         let mut t = trigger(QueueStrategy::Append, 5, 3_600_000);
         t.params.insert("a".into(), "1".into());
+        t.given.insert("a".into(), "1".into());
         assert!(matches!(
             enqueue(&mut conn, &t).unwrap(),
             Enqueued::Queued { id: 1, .. }
         ));
         t.params.insert("a".into(), "2".into());
+        t.given.insert("a".into(), "2".into());
         assert!(matches!(
             enqueue(&mut conn, &t).unwrap(),
             Enqueued::Merged { id: 1, .. }

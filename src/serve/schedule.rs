@@ -186,6 +186,7 @@ pub async fn enqueue(pipeline: &Pipeline, source: &'static str) {
         pipeline: config.name.clone(),
         source,
         params: config.params.clone(),
+        given: BTreeMap::new(),
         strategy: config.queue_strategy,
         limit: config.queue_limit,
         start_delay: config.start_delay,
@@ -196,7 +197,11 @@ pub async fn enqueue(pipeline: &Pipeline, source: &'static str) {
         .call(move |conn| queue::enqueue(conn, &trigger))
         .await
     {
-        Ok(Enqueued::Queued { id, position }) => {
+        Ok(Enqueued::Queued {
+            id,
+            position,
+            replaced,
+        }) => {
             tracing::info!(pipeline = %name, run = %queue::public_id(&name, id), "queued by {source}");
             pipeline.hub.events.publish(
                 "run_queued",
@@ -205,6 +210,9 @@ pub async fn enqueue(pipeline: &Pipeline, source: &'static str) {
                     "position": position, "trigger": source,
                 }),
             );
+            for old in replaced {
+                pipeline.ended_waiting(old, &queue::replaced_reason(&name, id));
+            }
             pipeline.wake.notify_one();
         }
         Ok(Enqueued::Merged { .. }) => pipeline.wake.notify_one(),

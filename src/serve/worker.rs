@@ -187,6 +187,21 @@ impl Pipeline {
         }
     }
 
+    /// Announce a run that ended while it waited (cancelled by a client, replaced by a newer
+    /// trigger, or its record deleted): its `run_finished` event and its count in the metrics,
+    /// as for a run that ran.
+    pub fn ended_waiting(&self, id: i64, reason: &str) {
+        let name = self.config().name.clone();
+        self.hub.metrics.run_ended_unstarted(&name, "cancelled");
+        self.hub.events.publish(
+            "run_finished",
+            serde_json::json!({
+                "pipeline": name, "run_id": queue::public_id(&name, id), "status": "cancelled",
+                "reason": reason,
+            }),
+        );
+    }
+
     /// Drop a cancel kept by [`Pipeline::cancel_running`] for run `id`, which has ended.
     pub fn forget_cancel(&self, id: i64) {
         let _slot = self.current.lock().unwrap_or_else(PoisonError::into_inner);

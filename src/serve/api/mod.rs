@@ -352,6 +352,13 @@ where
             } else {
                 &bytes
             };
+        // Every body of this API is an object: serde would take an array for a struct's
+        // fields in order (`[]` a trigger with no params).
+        if !text.trim_ascii_start().starts_with(b"{") {
+            return Err(ApiError::bad_request(
+                "malformed JSON body: expected an object (`{...}`)",
+            ));
+        }
         let mut json = serde_json::Deserializer::from_slice(text);
         let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
             let path = e.path().to_string();

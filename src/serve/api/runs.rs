@@ -177,7 +177,7 @@ pub(crate) async fn enqueue_run(
     // manifest's `[pipeline.params]` now, so that a wrong name is this request's 400 and not a
     // failed run later.
     let mut params = config.params.clone();
-    params.extend(given);
+    params.extend(given.clone());
     // Read on a blocking thread, as in `GET /pipelines/{name}`.
     let path = config.manifest.clone();
     let manifest = tokio::task::spawn_blocking(move || crate::manifest::load(&path))
@@ -196,6 +196,7 @@ pub(crate) async fn enqueue_run(
         pipeline: name.clone(),
         source,
         params,
+        given,
         strategy: config.queue_strategy,
         limit: config.queue_limit,
         start_delay: config.start_delay,
@@ -205,9 +206,13 @@ pub(crate) async fn enqueue_run(
         .call(move |conn| queue::enqueue(conn, &trigger))
         .await?;
     pipeline.store_written();
-    let (id, position, merged) = match outcome {
-        Enqueued::Queued { id, position } => (id, position, false),
-        Enqueued::Merged { id, position } => (id, position, true),
+    let (id, position, merged, replaced) = match outcome {
+        Enqueued::Queued {
+            id,
+            position,
+            replaced,
+        } => (id, position, false, replaced),
+        Enqueued::Merged { id, position } => (id, position, true, Vec::new()),
         Enqueued::Full { limit } => {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -228,6 +233,9 @@ pub(crate) async fn enqueue_run(
                 "trigger": source,
             }),
         );
+    }
+    for old in replaced {
+        pipeline.ended_waiting(old, &queue::replaced_reason(&name, id));
     }
     pipeline.wake.notify_one();
     Ok(Triggered {
@@ -435,6 +443,7 @@ pub(crate) async fn cancel_run(state: &Shared, public: &str) -> Result<CancelSta
     let status = match found {
         CancelQueued::NotFound => return Err(no_run(public)),
         CancelQueued::Cancelled => {
+            pipeline.ended_waiting(id, "cancelled by a client");
             pipeline.wake.notify_one();
             CancelStatus::Cancelled
         }
@@ -501,6 +510,9 @@ pub async fn delete(
             "run {public} is running: cancel it first (POST /api/v1/runs/{public}/cancel)"
         ))),
         Some(status) => {
+            if status == "queued" {
+                pipeline.ended_waiting(id, "deleted by a client");
+            }
             pipeline.wake.notify_one();
             Ok(Json(Deleted {
                 run_id: public,
