@@ -62,13 +62,28 @@ pub(super) fn runtime_dir() -> io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// A fresh mount point name for this process: `capture.<pid>.<16 random hex digits>`.
+/// A fresh mount point name for this process: `capture.<pid>.<start>.<16 random hex digits>`,
+/// `<start>` being the process's start time (see [`start_time`]): pids are reused (within
+/// minutes where `pid_max` is 32768), and a later run must not take a process that got a dead
+/// grit's pid for that grit.
 pub(super) fn mount_name() -> io::Result<String> {
+    let pid = std::process::id();
+    let start =
+        start_time(pid).ok_or_else(|| io::Error::other("no start time in /proc/self/stat"))?;
     Ok(format!(
-        "{MOUNT_PREFIX}{}.{:016x}",
-        std::process::id(),
+        "{MOUNT_PREFIX}{pid}.{start}.{:016x}",
         random_u64()?
     ))
+}
+
+/// When process `pid` started, in clock ticks after boot (`/proc/<pid>/stat`, field 22): with
+/// the pid, it names one process for the machine's uptime. `None` when no process has that pid.
+pub(super) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name (which may hold ") "): the state is field 3,
+    // so the start time (field 22) is the 20th.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split(' ').nth(19)?.parse().ok()
 }
 
 /// 64 bits from the kernel's random pool.
@@ -162,6 +177,9 @@ pub(super) struct GritMount {
     pub(super) mountpoint: PathBuf,
     /// The pid encoded in the mount point name, when it follows grit's naming.
     pub(super) pid: Option<i32>,
+    /// The owner's start time encoded in the name (see [`mount_name`]); `None` in the names of
+    /// earlier versions (`capture.<pid>.<random>`).
+    pub(super) started: Option<u64>,
     /// The mount's device (`major:minor` in mountinfo), which names its FUSE connection in
     /// `/sys/fs/fuse/connections`.
     pub(super) device: Option<String>,
@@ -184,15 +202,21 @@ pub(super) fn parse_mountinfo(text: &str) -> Vec<GritMount> {
         };
         let device = fields.get(2).map(|d| d.to_string());
         let mountpoint = PathBuf::from(unescape(mp));
-        let pid = mountpoint
+        let parts: Vec<&str> = mountpoint
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_prefix(MOUNT_PREFIX))
-            .and_then(|rest| rest.split('.').next())
-            .and_then(|p| p.parse().ok());
+            .map(|rest| rest.split('.').collect())
+            .unwrap_or_default();
+        let pid = parts.first().and_then(|p| p.parse().ok());
+        let started = match parts.as_slice() {
+            [_, start, _] => start.parse().ok(),
+            _ => None,
+        };
         out.push(GritMount {
             mountpoint,
             pid,
+            started,
             device,
         });
     }
@@ -227,10 +251,14 @@ fn unescape(s: &str) -> String {
 /// request, and a `stat` of it would wait for ever. A mount whose name carries no pid is left
 /// alone.
 fn is_stale(m: &GritMount) -> bool {
-    match m.pid {
-        Some(pid) if pid == std::process::id() as i32 => false,
-        Some(pid) => u32::try_from(pid).is_ok_and(owner_gone),
-        None => false,
+    match (m.pid, m.started) {
+        (Some(pid), _) if pid == std::process::id() as i32 => false,
+        // The owner is the process with that pid and start time, unless it is exiting.
+        (Some(pid), Some(started)) => u32::try_from(pid).is_ok_and(|pid| {
+            start_time(pid) != Some(started) || matches!(process_state(pid), Some('Z' | 'X' | 'x'))
+        }),
+        (Some(pid), None) => u32::try_from(pid).is_ok_and(owner_gone),
+        (None, _) => false,
     }
 }
 
@@ -338,16 +366,19 @@ mod tests {
                 GritMount {
                     mountpoint: "/run/grit/capture.4242.3".into(),
                     pid: Some(4242),
+                    started: None,
                     device: Some("0:52".into()),
                 },
                 GritMount {
                     mountpoint: "/tmp/with space/capture.7.0".into(),
                     pid: Some(7),
+                    started: None,
                     device: Some("0:54".into()),
                 },
                 GritMount {
                     mountpoint: "/mnt/x".into(),
                     pid: None,
+                    started: None,
                     device: Some("0:55".into()),
                 },
             ]
@@ -361,6 +392,8 @@ mod tests {
         let line = format!("1 1 0:1 / /run/grit/{a} rw - fuse.grit grit rw");
         let got = parse_mountinfo(&line);
         assert_eq!(got[0].pid, Some(std::process::id() as i32));
+        assert_eq!(got[0].started, start_time(std::process::id()));
+        assert!(got[0].started.is_some());
         let random = a.rsplit('.').next().unwrap();
         assert_eq!(random.len(), 16, "{a}");
     }
@@ -370,8 +403,35 @@ mod tests {
         GritMount {
             mountpoint: "/nonexistent/grit/capture".into(),
             pid: Some(pid as i32),
+            started: None,
             device: None,
         }
+    }
+
+    #[test]
+    fn a_mount_whose_pid_was_taken_by_a_later_process_is_stale() {
+        use std::process::Command;
+        // A live process that holds /dev/fuse, as another grit would: by pid alone it is the
+        // owner; by its start time it is not.
+        let mut server = Command::new("sh")
+            .args(["-c", "exec 3<>/dev/fuse; exec sleep 30"])
+            .spawn()
+            .unwrap();
+        let pid = server.id();
+        wait_until("/dev/fuse to be open", || holds_dev_fuse(pid));
+        let started = start_time(pid).unwrap();
+        let mount = |started| GritMount {
+            started: Some(started),
+            ..owned_by(pid)
+        };
+        assert!(!is_stale(&mount(started)), "the owner itself");
+        assert!(
+            is_stale(&mount(started - 1)),
+            "a process that took the owner's pid"
+        );
+        server.kill().unwrap();
+        server.wait().unwrap();
+        assert!(is_stale(&mount(started)), "the owner is gone");
     }
 
     fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -431,6 +491,7 @@ mod tests {
         let m = GritMount {
             mountpoint: "/nonexistent/capture".into(),
             pid: Some(std::process::id() as i32),
+            started: None,
             device: None,
         };
         assert!(!is_stale(&m));
