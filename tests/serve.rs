@@ -957,23 +957,33 @@ fn schedules_fire_and_ticks_missed_while_down_run_once_at_start() {
     assert_eq!(runs_by(&server, &operator, "hourly", "schedule").len(), 1);
 }
 
-#[test]
-fn watch_ingests_a_changed_file_and_an_unchanged_touch_queues_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let incoming = dir.path().join("incoming");
-    std::fs::create_dir(&incoming).unwrap();
+/// A server with one pipeline `w` in `dir` whose step `shout` upper-cases every `*.txt` input
+/// into `loud_<name>`, watching `watch` (TOML array items), and an operator's token for it.
+fn watching(dir: &Path, watch: &str) -> (Server, String) {
     std::fs::write(
-        dir.path().join("m.toml"),
+        dir.join("m.toml"),
         "[[step]]\nname = \"shout\"\ninputs = [\"*.txt\"]\n\
          script = 'tr a-z A-Z < \"$INPUT_FILE\" > \"$OUTPUT_DIR/loud_${GRIT_INPUT_NAME%.txt}\"'\n",
     )
     .unwrap();
     let config = write_config(
-        dir.path(),
-        "listen = \"127.0.0.1:0\"\n[pipelines.w]\nmanifest = \"m.toml\"\ndb = \"db\"\nno_sandbox = true\nwatch = [\"incoming\"]\n",
+        dir,
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[pipelines.w]\nmanifest = \"m.toml\"\ndb = \"db\"\n\
+             no_sandbox = true\nwatch = [{watch}]\n"
+        ),
     );
     let server = Server::config(&config);
     let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    (server, operator)
+}
+
+#[test]
+fn watch_ingests_a_changed_file_and_an_unchanged_touch_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    let (server, operator) = watching(dir.path(), "\"incoming\"");
     let op = Some(operator.as_str());
     std::fs::write(incoming.join("a.txt"), "hello\n").unwrap();
     let run = poll("a run queued by the watch", || {
@@ -1019,19 +1029,7 @@ fn a_watched_file_replaced_by_a_rename_stays_watched() {
     let (file, wdir) = (dir.path().join("wfile.txt"), dir.path().join("wdir"));
     std::fs::write(&file, "v1\n").unwrap();
     std::fs::create_dir(&wdir).unwrap();
-    std::fs::write(
-        dir.path().join("m.toml"),
-        "[[step]]\nname = \"shout\"\ninputs = [\"*.txt\"]\n\
-         script = 'tr a-z A-Z < \"$INPUT_FILE\" > \"$OUTPUT_DIR/loud_${GRIT_INPUT_NAME%.txt}\"'\n",
-    )
-    .unwrap();
-    let config = write_config(
-        dir.path(),
-        "listen = \"127.0.0.1:0\"\n[pipelines.w]\nmanifest = \"m.toml\"\ndb = \"db\"\n\
-         no_sandbox = true\nwatch = [\"wfile.txt\", \"wdir\"]\n",
-    );
-    let server = Server::config(&config);
-    let operator = token("operator", &["--config".as_ref(), config.as_os_str()]);
+    let (server, operator) = watching(dir.path(), "\"wfile.txt\", \"wdir\"");
     let ingested = |name: &str, content: &str| {
         poll(&format!("{name} ingested with {content:?}"), || {
             (live_content(&server, &operator, name).as_deref() == Some(content)).then_some(())

@@ -158,13 +158,18 @@ pub fn tasks_for_new_live(
         "INSERT OR IGNORE INTO tasks (step_version_id, input_resource_id, state, created_run, reason, reason_run)
          VALUES (?1, ?2, 'pending', ?3, ?4, ?3)",
     )?;
-    let requeued = decide::sql_list(&decide::requeued(StepKind::Map, false, false));
-    let mut retry = conn.prepare_cached(&format!(
-        "UPDATE tasks SET state = 'pending', reason = {failed}, reason_run = ?3
-         WHERE step_version_id = ?1 AND input_resource_id = ?2 AND state IN ({requeued})
-           AND last_run IS NOT ?3",
-        failed = decide::failed_before_sql(),
-    ))?;
+    // Built once: this runs on every publish, and the text never changes.
+    static RETRY_SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let retry_sql = RETRY_SQL.get_or_init(|| {
+        format!(
+            "UPDATE tasks SET state = 'pending', reason = {failed}, reason_run = ?3
+             WHERE step_version_id = ?1 AND input_resource_id = ?2 AND state IN ({requeued})
+               AND last_run IS NOT ?3",
+            failed = decide::failed_before_sql(),
+            requeued = decide::sql_list(&decide::requeued(StepKind::Map, false, false)),
+        )
+    });
+    let mut retry = conn.prepare_cached(retry_sql)?;
     let mut pending = conn.prepare_cached(
         "SELECT t.id, r.name, r.hash, r.size FROM tasks t JOIN resources r ON r.id = t.input_resource_id
          WHERE t.step_version_id = ?1 AND t.input_resource_id = ?2 AND t.state = 'pending'",

@@ -79,11 +79,34 @@ pub(super) fn mount_name() -> io::Result<String> {
 /// When process `pid` started, in clock ticks after boot (`/proc/<pid>/stat`, field 22): with
 /// the pid, it names one process for the machine's uptime. `None` when no process has that pid.
 pub(super) fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|stat| stat.started)
+}
+
+/// What `/proc/<pid>/stat` says of a process, read once.
+struct ProcStat {
+    /// The state letter (`R`, `S`, `D`, `Z` for a zombie, ...).
+    state: char,
+    /// The start time, in clock ticks since boot (field 22).
+    started: u64,
+}
+
+impl ProcStat {
+    /// Whether the process is exiting (a zombie, or dead and not yet gone).
+    fn exiting(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// `/proc/<pid>/stat` parsed, `None` when no process has that pid.
+fn proc_stat(pid: u32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name (which may hold ") "): the state is field 3,
-    // so the start time (field 22) is the 20th.
+    // the first here, and the start time (field 22) the 20th.
     let (_, rest) = stat.rsplit_once(") ")?;
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let started = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, started })
 }
 
 /// 64 bits from the kernel's random pool.
@@ -255,7 +278,7 @@ fn is_stale(m: &GritMount) -> bool {
         (Some(pid), _) if pid == std::process::id() as i32 => false,
         // The owner is the process with that pid and start time, unless it is exiting.
         (Some(pid), Some(started)) => u32::try_from(pid).is_ok_and(|pid| {
-            start_time(pid) != Some(started) || matches!(process_state(pid), Some('Z' | 'X' | 'x'))
+            proc_stat(pid).is_none_or(|stat| stat.started != started || stat.exiting())
         }),
         (Some(pid), None) => u32::try_from(pid).is_ok_and(owner_gone),
         (None, _) => false,
@@ -267,19 +290,17 @@ fn is_stale(m: &GritMount) -> bool {
 /// waits for a directory lock, held by a lookup that waits for grit's dead FUSE thread, leaves
 /// grit a zombie for good), or the pid now belongs to a process that serves no FUSE connection.
 fn owner_gone(pid: u32) -> bool {
-    match process_state(pid) {
-        None | Some('Z' | 'X' | 'x') => true,
-        Some(_) => !holds_dev_fuse(pid),
+    match proc_stat(pid) {
+        None => true,
+        Some(stat) => stat.exiting() || !holds_dev_fuse(pid),
     }
 }
 
 /// The state letter of process `pid` (`R`, `S`, `D`, `Z` for a zombie, ...), `None` when no
 /// process has that pid.
+#[cfg(test)]
 pub(super) fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state is the first field after the parenthesised command name (which may hold ") ").
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next())
+    proc_stat(pid).map(|stat| stat.state)
 }
 
 /// The FUSE connection number of a mount's device (`0:<minor>`, an anonymous device).
@@ -410,15 +431,10 @@ mod tests {
 
     #[test]
     fn a_mount_whose_pid_was_taken_by_a_later_process_is_stale() {
-        use std::process::Command;
         // A live process that holds /dev/fuse, as another grit would: by pid alone it is the
         // owner; by its start time it is not.
-        let mut server = Command::new("sh")
-            .args(["-c", "exec 3<>/dev/fuse; exec sleep 30"])
-            .spawn()
-            .unwrap();
+        let mut server = fuse_holder();
         let pid = server.id();
-        wait_until("/dev/fuse to be open", || holds_dev_fuse(pid));
         let started = start_time(pid).unwrap();
         let mount = |started| GritMount {
             started: Some(started),
@@ -432,6 +448,17 @@ mod tests {
         server.kill().unwrap();
         server.wait().unwrap();
         assert!(is_stale(&mount(started)), "the owner is gone");
+    }
+
+    /// A live process holding `/dev/fuse` open, as another grit's FUSE server would.
+    fn fuse_holder() -> std::process::Child {
+        let server = std::process::Command::new("sh")
+            .args(["-c", "exec 3<>/dev/fuse; exec sleep 30"])
+            .spawn()
+            .unwrap();
+        let pid = server.id();
+        wait_until("/dev/fuse to be open", || holds_dev_fuse(pid));
+        server
     }
 
     fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -468,13 +495,9 @@ mod tests {
         other.kill().unwrap();
         other.wait().unwrap();
 
-        let mut server = Command::new("sh")
-            .args(["-c", "exec 3<>/dev/fuse; exec sleep 30"])
-            .spawn()
-            .unwrap();
+        let mut server = fuse_holder();
         let pid = server.id();
-        wait_until("/dev/fuse to be open", || holds_dev_fuse(pid));
-        assert!(!is_stale(&owned_by(server.id())), "a live FUSE server");
+        assert!(!is_stale(&owned_by(pid)), "a live FUSE server");
         server.kill().unwrap();
         server.wait().unwrap();
     }
