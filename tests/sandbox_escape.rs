@@ -487,10 +487,110 @@ fn setuid_binaries_gain_nothing() {
     assert!(obs.contains("nosuid"), "{obs}");
 }
 
+/// The task's uid is grit's: a set-user-ID file it made in a writable place would run as grit's
+/// user (or root) for anyone who can reach it, after the task, outside the sandbox.
+#[test]
+fn no_set_user_or_group_id_file_can_be_made_in_a_writable_place() {
+    let extra = tempfile::tempdir().unwrap();
+    open_up(extra.path());
+    let rw = extra.path().join("shared");
+    std::fs::create_dir(&rw).unwrap();
+    open_up(&rw);
+    let attempts = [
+        ("chmod", "cp /bin/true {rw}/a && chmod 4755 {rw}/a"),
+        ("chmod g+s", "cp /bin/true {rw}/b && chmod g+s {rw}/b"),
+        ("install -m", "install -m 4755 /bin/true {rw}/c"),
+        ("mkdir -m", "mkdir -m 2775 {rw}/d"),
+        (
+            "open with a mode",
+            "perl -e 'use Fcntl; sysopen(my $f, \"{rw}/e\", O_CREAT|O_WRONLY, 04755) or die \"$!\\n\"'",
+        ),
+        (
+            "scratch",
+            "cp /bin/true \"$TMPDIR/f\" && chmod 4755 \"$TMPDIR/f\"",
+        ),
+    ];
+    for (what, attempt) in attempts {
+        let rw_path = rw.display().to_string();
+        let obs = observe(
+            &attempt.replace("{rw}", &rw_path),
+            &format!("read_write = [\"{rw_path}\"]"),
+        );
+        assert_denied(&obs, &["Operation not permitted"]);
+        assert!(!obs.contains("{rw}"), "{what}: {obs}");
+    }
+    for entry in std::fs::read_dir(&rw).unwrap() {
+        let entry = entry.unwrap();
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&entry.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o6000, 0, "{:?} has mode {mode:o}", entry.path());
+    }
+    // Ordinary modes still work.
+    let rw_path = rw.display().to_string();
+    let obs = observe(
+        &format!(
+            "cp /bin/true {rw_path}/ok && chmod 755 {rw_path}/ok && mkdir -m 775 {rw_path}/dir"
+        ),
+        &format!("read_write = [\"{rw_path}\"]"),
+    );
+    assert!(obs.starts_with("ALLOWED"), "{obs}");
+}
+
+/// Keyrings are not namespaced: a task must neither read grit's session keyring nor leave keys
+/// in it for other tasks; io_uring would bypass the filter that guards the rest.
+#[test]
+fn kernel_keyrings_and_io_uring_are_unavailable() {
+    // keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0), add_key and io_uring_setup.
+    #[cfg(target_arch = "x86_64")]
+    let (keyctl, add_key, io_uring_setup) = (250, 248, 425);
+    #[cfg(target_arch = "aarch64")]
+    let (keyctl, add_key, io_uring_setup) = (219, 217, 425);
+    let obs = observe(
+        &format!(
+            "perl -e 'for my $c ([{keyctl}, 0, -3, 0], [{add_key}, \"user\", \"k\", \"v\", 1, -3], [{io_uring_setup}, 1, 0]) {{ \
+               my $n = shift @$c; my $r = syscall($n, @$c); print \"$n: $r $!\\n\"; }}'; exit 1"
+        ),
+        "",
+    );
+    for call in [keyctl, add_key, io_uring_setup] {
+        assert!(
+            obs.contains(&format!("{call}: -1 Function not implemented")),
+            "{call}: {obs}"
+        );
+    }
+}
+
 #[test]
 fn device_nodes_cannot_be_created() {
     let obs = observe("mknod \"$TMPDIR/mem\" c 1 1 || mknod /tmp/mem c 1 1", "");
     assert_denied(&obs, &["Operation not permitted", "Permission denied"]);
+}
+
+/// The device nodes are the host's own inodes: a task running as their owner (root) must not
+/// change their mode or times host-wide, through them or through a mask over a secret.
+#[test]
+fn device_nodes_and_masks_cannot_be_changed() {
+    use std::os::unix::fs::MetadataExt;
+    let before = std::fs::metadata("/dev/full").unwrap();
+    for attempt in [
+        "chmod 600 /dev/full",
+        "touch -d 2001-01-01 /dev/full",
+        "chmod 600 /dev/null",
+    ] {
+        let obs = observe(&format!("echo x > /dev/null && {attempt}"), "");
+        assert_denied(&obs, &["Read-only file system", "Operation not permitted"]);
+    }
+    if is_root() {
+        let obs = observe("chmod 666 /etc/shadow", "");
+        assert_denied(&obs, &["Read-only file system"]);
+    }
+    let after = std::fs::metadata("/dev/full").unwrap();
+    assert_eq!(before.mode(), after.mode());
+    assert_eq!(before.mtime(), after.mtime());
+    assert_eq!(
+        std::fs::metadata("/dev/null").unwrap().mode() & 0o777,
+        0o666
+    );
 }
 
 #[test]

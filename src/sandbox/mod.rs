@@ -11,6 +11,7 @@
 //! - `rootfs`: the plan of a task in an image (`image = "…"`), whose root replaces the host's.
 //! - `child`: the raw-syscall code of the task's init, which finishes the sandbox and runs the
 //!   script.
+//! - `seccomp`: the filter against set-user-ID files, kernel keyrings and io_uring.
 //! - `netpool`: the private network namespaces, lent one task at a time.
 //! - `cgroup`: the per-task pids cgroup that enforces `processes` for root.
 //! - [`probe`]: what this machine offers, for `grit doctor`.
@@ -63,6 +64,7 @@ mod plan;
 pub mod policy;
 pub mod probe;
 mod rootfs;
+mod seccomp;
 mod wire;
 mod zygote;
 

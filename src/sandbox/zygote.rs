@@ -544,6 +544,7 @@ impl Zygote {
             _env: env,
             script_stack: &child::SCRIPT_STACK,
             exec_errno: AtomicI32::new(0),
+            seccomp: super::seccomp::program(),
         };
 
         let lent = match (&mut self.pool, order.network) {
