@@ -177,3 +177,33 @@ fn a_task_log_is_escaped_on_a_terminal_and_raw_when_piped() {
         "{shown:?}"
     );
 }
+
+#[test]
+fn a_damaged_objects_error_escapes_its_name() {
+    let p = Project::new(PIPELINE);
+    run(&p, &[]);
+    let hash = p
+        .live()
+        .into_iter()
+        .find(|(name, _)| name == FORGED)
+        .expect("the forged name is live")
+        .1;
+    let object = p
+        .db()
+        .join("objects")
+        .join(&hash[..2])
+        .join(&hash[2..4])
+        .join(&hash[4..]);
+    let mut permissions = std::fs::metadata(&object).expect("object").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+    std::fs::set_permissions(&object, permissions).expect("chmod the object");
+    std::fs::write(&object, "damaged").expect("damage the object");
+    let cat = p.grit(&["cat", &hash]);
+    assert_eq!(cat.status.code(), Some(4), "{}", describe(&cat));
+    let error = text(&cat.stderr);
+    assert_clean("grit cat's damage error", &error);
+    assert!(
+        error.contains(&format!("resource {FORGED_SHOWN} (object")),
+        "{error}"
+    );
+}
