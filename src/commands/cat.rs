@@ -14,6 +14,7 @@ use anyhow::Context;
 
 use super::exit::Outcome;
 use super::select;
+use crate::report::escape::printable;
 use crate::report::stdout;
 use crate::store::{self, Objects, VerifiedReader, queries};
 
@@ -24,6 +25,8 @@ pub fn cat(db: &Path, hash: &str) -> anyhow::Result<Outcome> {
     let (paths, conn) = store::open_read(db)?;
     let full = select::one(&conn, hash)?;
     let (what, size) = queries::object_identity(&conn, &full)?;
+    // `resource <name>`, quoted by the error should the object be damaged.
+    let what = printable(&what);
     let objects = Objects::new(paths.objects);
     let open = || VerifiedReader::open(&objects, &full, size, &what);
     let mut stdout = stdout::stdout();

@@ -11,6 +11,7 @@ use std::path::Path;
 use super::exit::Outcome;
 use crate::cli::RunArgs;
 use crate::manifest::Manifest;
+use crate::report::escape::printable;
 use crate::report::stdout;
 use crate::store::plan::{StepPlan, plan};
 use crate::store::{self, StoreError};
@@ -108,7 +109,12 @@ fn render(plans: &[StepPlan], now: u64, total: u64, missing_store: Option<&Path>
                 let more = reason.count.saturating_sub(reason.examples.len() as u64);
                 format!(
                     ": {}{}",
-                    reason.examples.join(", "),
+                    reason
+                        .examples
+                        .iter()
+                        .map(|example| printable(example))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     if more > 0 && !reason.examples[0].ends_with("input(s)") {
                         format!(", … {more} more")
                     } else {

@@ -12,6 +12,7 @@ use anyhow::Context;
 
 use super::exit::{Outcome, UsageError};
 use super::select;
+use crate::report::escape::printable;
 use crate::store::queries::ResourceRow;
 use crate::store::{self, ObjectError, Objects, StoreError, VerifiedReader};
 
@@ -41,7 +42,7 @@ pub fn export(
         } else {
             Path::new(&row.name).join(&row.hash)
         };
-        let what = format!("resource {}", row.name);
+        let what = format!("resource {}", printable(&row.name));
         let mut reader = VerifiedReader::open(&objects, &row.hash, Some(row.size), &what)?;
         match (&mut builder, to) {
             (Some(builder), _) => {
@@ -76,10 +77,10 @@ pub fn export(
 
 /// `--flat` writes one file per name, so two live resources of one name cannot both be exported.
 fn refuse_name_clashes(rows: &[ResourceRow]) -> Result<(), UsageError> {
-    let mut clashes: Vec<&str> = rows
+    let mut clashes: Vec<_> = rows
         .windows(2)
         .filter(|pair| pair[0].name == pair[1].name)
-        .map(|pair| pair[0].name.as_str())
+        .map(|pair| printable(&pair[0].name))
         .collect();
     clashes.dedup();
     if clashes.is_empty() {

@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use super::exit::{Outcome, UsageError};
 use crate::capture::invalid_name_reason;
+use crate::report::escape::printable;
 use crate::report::stdout;
 use crate::store::objects::hash_file;
 use crate::store::publish::{self, OutputRecord};
@@ -48,7 +49,11 @@ pub fn ingest(
         }
         superseded += ingested.superseded;
         total += 1;
-        stdout::println(&format!("{hash}  {name}  {}", file.display()))?;
+        stdout::println(&format!(
+            "{hash}  {}  {}",
+            printable(&name),
+            printable(&file.display().to_string())
+        ))?;
     }
     match name {
         Some(name) => eprintln!("ingested {total} file(s) as '{name}' ({new} new)"),

@@ -1,13 +1,17 @@
 //! `grit log`: a task's stored output, exit status and error; or a list of a step's (failed) tasks.
 //!
-//! Logs are objects, read (and verified) whole before any of their lines are printed.
+//! Logs are objects, read (and verified) whole before any of their lines are printed. On a
+//! terminal a task's log is shown with its control characters escaped (`\x1b[31m`, `\r`), as
+//! `journalctl` does, so a script's output cannot drive the terminal or overwrite lines; piped or
+//! redirected, it is written byte for byte. Log tails in listings and names are always escaped.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Context;
 
 use super::exit::Outcome;
+use crate::report::escape::{printable, printable_text};
 use crate::report::stdout;
 use crate::store::{self, Objects, StoreError, VerifiedReader, provenance, queries};
 
@@ -33,7 +37,8 @@ pub fn log(
         if let Some(input) = &info.input_name {
             writeln!(
                 out,
-                "input: {input} {}",
+                "input: {} {}",
+                printable(input),
                 info.input_hash.as_deref().unwrap_or("")
             )?;
         }
@@ -41,7 +46,7 @@ pub fn log(
             writeln!(out, "exit status: {code}")?;
         }
         if let Some(error) = &info.error {
-            writeln!(out, "error: {error}")?;
+            writeln!(out, "error: {}", printable(error))?;
         }
         writeln!(out, "attempts: {}", info.attempts)?;
         writeln!(out, "reason: {}", info.reason)?;
@@ -49,7 +54,13 @@ pub fn log(
             writeln!(out, "--- log ---")?;
             let what = format!("the log of task {}", info.id);
             let content = VerifiedReader::open(&objects, hash, None, &what)?.read_verified()?;
-            out.write_all(&content).context("writing to stdout")?;
+            if std::io::stdout().is_terminal() {
+                let text = String::from_utf8_lossy(&content);
+                out.write_all(printable_text(&text).as_bytes())
+            } else {
+                out.write_all(&content)
+            }
+            .context("writing to stdout")?;
         }
         return Ok(Outcome::Success);
     }
@@ -70,12 +81,16 @@ pub fn log(
         count += 1;
         let input = match (&info.input_name, &info.input_hash) {
             (Some(name), Some(hash)) => {
-                format!(" input {name} ({})", crate::store::short_hash(hash))
+                format!(
+                    " input {} ({})",
+                    printable(name),
+                    crate::store::short_hash(hash)
+                )
             }
             _ => String::new(),
         };
         let outcome = match (&info.error, info.state.as_str()) {
-            (Some(error), "failed") => format!(": {error}"),
+            (Some(error), "failed") => format!(": {}", printable(error)),
             _ => String::new(),
         };
         let attempts = if info.attempts > 1 {
@@ -93,7 +108,7 @@ pub fn log(
             if let Some(hash) = &info.log_hash {
                 let what = format!("the log of task {}", info.id);
                 for line in tail_lines(&objects, hash, &what, LIST_TAIL)? {
-                    writeln!(out, "    | {line}").map_err(io)?;
+                    writeln!(out, "    | {}", printable_text(&line)).map_err(io)?;
                 }
             }
             writeln!(

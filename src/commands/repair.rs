@@ -3,6 +3,7 @@
 //! and verify again. Rounds repeat while they make progress, so a chain of lost derived objects
 //! (A lost, and B computed from A lost too) comes back in order.
 
+use crate::report::escape::printable;
 use crate::report::stdout::outln;
 use std::path::Path;
 use std::sync::Arc;
@@ -186,6 +187,7 @@ fn print_repair(done: &Repaired, report: &Report, db: &Path) {
     }
     let still_lost = |hash: &str| report.missing.iter().any(|m| m.hash == hash);
     for (name, hash) in done.history_lost.iter().filter(|(_, h)| still_lost(h)) {
+        let name = printable(name);
         outln!(
             "  history lost: {name} {hash} is no longer live; `grit gc --db {}` removes its record",
             db.display()
@@ -195,7 +197,7 @@ fn print_repair(done: &Repaired, report: &Report, db: &Path) {
         let restore = if lost.origin == "ingested" {
             format!(
                 "restore it from a backup, or ingest the file again (`grit ingest --name {} FILE`)",
-                lost.name
+                printable(&lost.name)
             )
         } else {
             "restore it from a backup".to_string()
@@ -208,7 +210,7 @@ fn print_repair(done: &Repaired, report: &Report, db: &Path) {
             } else {
                 format!("steps {}", lost.dependents.join(", "))
             },
-            name = lost.name,
+            name = printable(&lost.name),
             hash = lost.hash,
         );
     }

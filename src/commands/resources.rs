@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use super::exit::Outcome;
 use super::select;
+use crate::report::escape::printable;
 use crate::report::stdout;
 use crate::report::summary::human_bytes;
 use crate::store::queries::ResourceRow;
@@ -45,7 +46,7 @@ pub fn resources(db: &Path, name: Option<&str>, all: bool, json: bool) -> anyhow
             writeln!(
                 out,
                 "{:<24}  {:<16}  {:>10}  {:<16}  {:<5}  {}",
-                row.name,
+                printable(&row.name),
                 &row.hash[..16],
                 human_bytes(row.size),
                 row.step.as_deref().unwrap_or("(ingested)"),

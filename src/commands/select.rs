@@ -5,6 +5,7 @@
 use rusqlite::Connection;
 
 use super::exit::UsageError;
+use crate::report::escape::printable;
 use crate::store::queries::{self, ResourceRow};
 use crate::store::{StoreError, short_hash};
 
@@ -104,7 +105,7 @@ fn describe(row: &ResourceRow) -> String {
     format!(
         "{}  {}  {}  {}  {}",
         short_hash(&row.hash),
-        row.name,
+        printable(&row.name),
         row.step.as_deref().unwrap_or("(ingested)"),
         crate::report::summary::human_bytes(row.size),
         row.created_at

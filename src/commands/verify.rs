@@ -11,6 +11,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::exit::{Outcome, STORE_DAMAGED};
+use crate::report::escape::printable;
 use crate::report::summary::human_bytes;
 use crate::store::verify::{self, Report};
 use crate::store::{self, StoreError, StorePaths};
@@ -110,7 +111,7 @@ pub fn print_report(report: &Report, db: &Path, seconds: f64) {
             .map(|b| {
                 format!(
                     "{} {}: {} ({})",
-                    b.what,
+                    printable(&b.what),
                     b.hash,
                     b.problem,
                     b.path.display()

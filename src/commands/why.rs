@@ -8,6 +8,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::exit::Outcome;
+use crate::report::escape::printable;
 use crate::report::stdout;
 use crate::report::summary::human_bytes;
 use crate::store::provenance::{self, Producer, ResourceFacts};
@@ -120,7 +121,7 @@ fn render(out: &mut String, node: &Node, depth: usize) {
     let _ = writeln!(
         out,
         "{pad}{} {} ({})",
-        r.name,
+        printable(&r.name),
         &r.hash[..16.min(r.hash.len())],
         flags.join(", ")
     );

@@ -17,6 +17,7 @@
 //! plan follows too.
 
 pub mod events;
+mod input_dir;
 mod marks;
 #[cfg(test)]
 mod seam_tests;

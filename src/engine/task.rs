@@ -18,6 +18,8 @@ use crate::store::schedule::{InputRef, QueuedTask};
 use crate::store::staging::DirPool;
 use crate::store::{StorePaths, Writer};
 
+use super::input_dir::input_dir_names;
+
 /// What every task of a run shares.
 pub struct TaskContext {
     pub run_id: i64,
@@ -443,8 +445,6 @@ fn store_filesystem_full(staging: &std::path::Path, refused: bool) -> Option<Str
     })
 }
 
-/// Build a gather task's `INPUT_DIR` in `target`: hard links to the objects, named `<name>`, or
-/// `<name>.<short hash>` where a name repeats (DESIGN §2.10).
 /// The task's input as the script will see it: served by the capture where it can (ordinary
 /// file modes, read-only; see [`Capture::serve_inputs`]), else the objects themselves (a hard-link
 /// directory for a gather). Errors are the reason the attempt cannot start.
@@ -504,33 +504,18 @@ async fn task_input(
     })
 }
 
-/// A gather task's `INPUT_DIR` entries: each member under its name, or `name.<short hash>` where
-/// several live resources share a name.
+/// A gather task's `INPUT_DIR` entries: each member under a name of its own (see
+/// [`input_dir_names`]).
 fn gather_listing(objects: &Objects, members: &[InputRef]) -> Vec<ServedInput> {
-    let mut out = Vec::with_capacity(members.len());
-    let mut index = 0;
-    while index < members.len() {
-        let name = &members[index].name;
-        let mut end = index + 1;
-        while end < members.len() && &members[end].name == name {
-            end += 1;
-        }
-        let repeated = end - index > 1;
-        for member in &members[index..end] {
-            let file = if repeated {
-                format!("{}.{}", member.name, crate::store::short_hash(&member.hash))
-            } else {
-                member.name.clone()
-            };
-            out.push(ServedInput {
-                name: file,
-                path: objects.path(&member.hash),
-                size: member.size,
-            });
-        }
-        index = end;
-    }
-    out
+    members
+        .iter()
+        .zip(input_dir_names(members))
+        .map(|(member, name)| ServedInput {
+            name,
+            path: objects.path(&member.hash),
+            size: member.size,
+        })
+        .collect()
 }
 
 /// `INPUT_DIR` as hard links to the objects, where the capture does not serve inputs.

@@ -1,7 +1,7 @@
 //! Logging through `tracing`: human text on stderr (coloured on a terminal unless `NO_COLOR`), JSON
 //! lines for machines, or journald with structured fields under systemd. `-v` shows task-level
-//! detail and the scripts' output, `-q` only errors. `GRIT_LOG` (an `EnvFilter` directive)
-//! overrides the level.
+//! detail and the scripts' output (its control characters escaped, see [`super::escape`]), `-q`
+//! only errors. `GRIT_LOG` (an `EnvFilter` directive) overrides the level.
 //!
 //! Targets: `grit::events` carries the per-task records the run's observer emits (shown on a
 //! terminal only with `-v`, except failures), `grit::script` the scripts' output lines.
@@ -13,6 +13,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+use super::escape::printable_text;
 use super::journald;
 use super::progress::{Progress, StderrWriter};
 use super::summary::QuietLine;
@@ -171,8 +172,10 @@ impl Logging {
                             Stream::Stderr => format!("{red}!{reset}"),
                         };
                         writer.write_str(&format!(
-                            "  {dim}{}#{}{reset}{bar} {line}\n",
-                            spec.step.name, spec.task_id
+                            "  {dim}{}#{}{reset}{bar} {}\n",
+                            spec.step.name,
+                            spec.task_id,
+                            printable_text(line)
                         ));
                     }) as LineSink,
                 )

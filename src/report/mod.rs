@@ -1,7 +1,8 @@
 //! Reporting: logging setup (text, JSON, journald), progress bars, the end-of-run summary, the
-//! run's engine observer, and error printing. It subscribes to engine events and formats results;
-//! it never drives the engine.
+//! run's engine observer, error printing, and escaping for people what scripts named or printed
+//! ([`escape`]). It subscribes to engine events and formats results; it never drives the engine.
 
+pub mod escape;
 pub mod journald;
 pub mod logging;
 pub mod progress;
@@ -26,5 +27,7 @@ pub fn print_error(error: &anyhow::Error) {
         }
         previous = cause;
     }
-    eprintln!("{text}");
+    // An error may quote a resource name or a script's words: no escape sequence reaches the
+    // terminal (its own line breaks stay).
+    eprintln!("{}", escape::printable_text(&text));
 }

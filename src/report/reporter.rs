@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::escape::printable;
 use super::progress::Progress;
 use super::summary::human_bytes;
 use crate::engine::events::{Event, Observer};
@@ -99,7 +100,9 @@ impl Observer for Reporter {
                     grit_resource = input,
                     grit_hash = input_hash,
                     "task {task_id} of {step} started{}",
-                    input.map(|i| format!(" on {i}")).unwrap_or_default()
+                    input
+                        .map(|i| format!(" on {}", printable(i)))
+                        .unwrap_or_default()
                 );
             }
             Event::TaskPlaced {
@@ -173,8 +176,11 @@ impl Observer for Reporter {
                         grit_hash = hash,
                         grit_duration_s = seconds,
                         grit_slurm_job = job,
-                        "task {task_id} of {step}{}{on_job} failed: {error}",
-                        resource.map(|r| format!(" (input {r})")).unwrap_or_default()
+                        "task {task_id} of {step}{}{on_job} failed: {}",
+                        resource
+                            .map(|r| format!(" (input {})", printable(r)))
+                            .unwrap_or_default(),
+                        printable(error)
                     );
                     if let (Some(input), Ok(mut failed)) = (input, self.failed.lock()) {
                         failed.insert(*task_id, input);
@@ -196,7 +202,8 @@ impl Observer for Reporter {
                     grit_resource = name,
                     grit_hash = hash,
                     grit_size = size,
-                    "task {task_id} of {step} wrote {name} {} ({})",
+                    "task {task_id} of {step} wrote {} {} ({})",
+                    printable(name),
                     crate::store::short_hash(hash),
                     human_bytes(*size)
                 );

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use super::escape::{printable, printable_text};
 use crate::engine::{Failure, RunReport};
 
 /// Steps listed in the summary, slowest first.
@@ -48,7 +49,7 @@ pub fn render(
             "  {red}refused{reset} access to running tasks' OUTPUT_DIR from processes outside them:"
         );
         for line in &report.refused_accesses {
-            let _ = writeln!(out, "    {line}");
+            let _ = writeln!(out, "    {}", printable(line));
         }
     }
     if !report.missing_objects.is_empty() {
@@ -63,7 +64,7 @@ pub fn render(
             let _ = writeln!(
                 out,
                 "  missing: {} {} ({})",
-                missing.name,
+                printable(&missing.name),
                 missing.hash,
                 missing.path.display()
             );
@@ -108,10 +109,10 @@ pub fn render(
             failure_line(failure, input_of(failure.task), color)
         );
         if !failure.error.is_empty() && failure.error != failure.status {
-            let _ = writeln!(out, "  error: {}", failure.error);
+            let _ = writeln!(out, "  error: {}", printable(&failure.error));
         }
         for line in &failure.log_tail {
-            let _ = writeln!(out, "  {dim}|{reset} {line}");
+            let _ = writeln!(out, "  {dim}|{reset} {}", printable_text(line));
         }
         for hint in &failure.hints {
             let _ = writeln!(out, "  hint: {hint}");
@@ -191,7 +192,7 @@ pub fn quiet_lines(
         task: None,
         text: format!(
             "store damaged: live object {} {} is missing ({}) — run `grit verify --db {}`",
-            missing.name,
+            printable(&missing.name),
             missing.hash,
             missing.path.display(),
             db.display()
@@ -254,11 +255,13 @@ fn failure_line(failure: &Failure, input: Option<String>, color: bool) -> String
         ("", "")
     };
     let input = input
-        .map(|name| format!(" (input {name})"))
+        .map(|name| format!(" (input {})", printable(&name)))
         .unwrap_or_default();
     format!(
         "{red}failed{reset}: step {}, task {}{input}: {}",
-        failure.step, failure.task, failure.status
+        failure.step,
+        failure.task,
+        printable(&failure.status)
     )
 }
 

@@ -17,6 +17,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use super::queue;
 use super::worker::Pipeline;
 use crate::capture::invalid_name_reason;
+use crate::report::escape::printable;
 use crate::store::objects::hash_file;
 use crate::store::publish::{self, Ingestion, OutputRecord};
 use crate::store::{Objects, StoreError};
@@ -159,7 +160,7 @@ pub async fn ingest(pipeline: &Pipeline, files: Vec<PathBuf>) -> Result<bool, St
         };
         let what = format!(
             "{} ({})",
-            record.name,
+            printable(&record.name),
             crate::store::short_hash(&record.hash)
         );
         let ingested = pipeline
@@ -167,7 +168,11 @@ pub async fn ingest(pipeline: &Pipeline, files: Vec<PathBuf>) -> Result<bool, St
             .call(move |conn| publish::ingest(conn, &record, ingestion))
             .await?;
         if ingested.new || ingested.superseded > 0 {
-            tracing::info!(pipeline = %name, "watch: ingested {what} from {}", file.display());
+            tracing::info!(
+                pipeline = %name,
+                "watch: ingested {what} from {}",
+                printable(&file.display().to_string())
+            );
             changed = true;
         }
     }
