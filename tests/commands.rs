@@ -402,6 +402,73 @@ fn doctor_reports_each_feature_as_a_table_and_json() {
     assert_eq!(v["landlock"]["ok"].as_bool(), Some(abi > 0), "{v}");
 }
 
+/// The pid the kernel hands out next (roughly: other processes may take some first), and the
+/// highest one.
+fn next_pid() -> (u32, u32) {
+    let read = |f: &str| -> u32 { std::fs::read_to_string(f).unwrap().trim().parse().unwrap() };
+    (
+        read("/proc/sys/kernel/ns_last_pid") + 1,
+        read("/proc/sys/kernel/pid_max"),
+    )
+}
+
+#[test]
+fn doctor_uses_a_private_directory_whose_name_is_not_its_pid() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let p = Project::new(TWO);
+    // A world-writable sticky temp directory, as /tmp, and a directory the links point at.
+    let shared = p.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = p.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    // Another user sprays `grit-doctor-<pid>/db -> victim` over the pids to come, in the temp
+    // directory doctor uses.
+    let (first, pid_max) = next_pid();
+    let pids: Vec<u32> = (0..2000).map(|i| (first + i - 1) % pid_max + 1).collect();
+    for pid in &pids {
+        let planted = shared.join(format!("grit-doctor-{pid}"));
+        std::fs::create_dir(&planted).unwrap();
+        symlink(&victim, planted.join("db")).unwrap();
+        symlink(&victim, planted.join("manifest")).unwrap();
+    }
+    let mut doctor = std::process::Command::new(assert_cmd::cargo::cargo_bin("grit"));
+    doctor
+        .args(["doctor", "--json"])
+        .env("TMPDIR", &shared)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = doctor.spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        pids.contains(&pid),
+        "doctor's pid {pid} is not among those planted (from {first}): too many processes started meanwhile"
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    assert!(v["sandbox"]["ok"].is_boolean(), "{v}");
+    let detail = v["sandbox"]["detail"].as_str().unwrap();
+    assert!(!detail.contains("grit-doctor-"), "{detail}");
+
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "nothing created where the planted links point"
+    );
+    // The planted directories are as they were, and doctor left nothing of its own behind.
+    for entry in std::fs::read_dir(&shared).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let planted: u32 = name
+            .strip_prefix("grit-doctor-")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("doctor left {name} behind"));
+        assert!(pids.contains(&planted), "{name}");
+        assert_eq!(std::fs::read_dir(&path).unwrap().count(), 2, "{name}");
+    }
+}
+
 /// Every directory of the store with its mode, objects and other files apart.
 fn modes(db: &std::path::Path) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
     use std::os::unix::fs::MetadataExt;

@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | 0 | ok (also when stdout's reader went away, as in `grit status \| head -1`) |
 //! | 1 | a task failed |
-//! | 2 | usage or manifest error (also a run parameter that is unknown or lacks a value, a server config error, a token secret file that is too short); a directory that is not a grit store, or a newer schema |
+//! | 2 | usage or manifest error (also a run parameter that is unknown or lacks a value, a server config error, a token secret file that is too short); a directory that is not a grit store, or a newer schema; an export or backup destination that is a symbolic link |
 //! | 3 | the store is locked by another run |
 //! | 4 | the store is damaged: an object is corrupt or missing |
 //! | 5 | environment error: the store or a file cannot be opened or written (permissions, I/O, disk full) |
@@ -13,6 +13,7 @@
 use crate::engine::EngineError;
 use crate::manifest::{ManifestError, ParamError};
 use crate::serve::auth::SecretError;
+use crate::store::dest_dir::DestError;
 use crate::store::{ObjectError, StoreError};
 
 /// Exit code when the store is damaged: an object is missing or corrupt, or `grit verify` found
@@ -68,6 +69,8 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
                 | StoreError::NotFound(_)
                 | StoreError::SchemaTooNew { .. } => return USAGE,
                 StoreError::Io { .. } => return ENVIRONMENT,
+                StoreError::Dest(DestError::Symlink { .. }) => return USAGE,
+                StoreError::Dest(DestError::Io { .. }) => return ENVIRONMENT,
                 StoreError::Sqlite(e) if sqlite_environment_error(e) => return ENVIRONMENT,
                 // The chain may go on to a cause that says more.
                 _ => {}
@@ -84,6 +87,10 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
         }
         // A token secret too short to be safe is the user's to fix, like a bad config.
         if matches!(cause.downcast_ref(), Some(SecretError::TooShort { .. })) {
+            return USAGE;
+        }
+        // A destination that is a symbolic link: the user names another one.
+        if matches!(cause.downcast_ref(), Some(DestError::Symlink { .. })) {
             return USAGE;
         }
         let bad_params = cause.is::<ParamError>()

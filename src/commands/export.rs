@@ -1,10 +1,15 @@
 //! `grit export`: write resources as `<name>/<hash>` files (or `<name>` with `--flat`) into a
 //! directory or a tar file.
 //!
-//! Every object is read through a [`VerifiedReader`]: a damaged one stops the export with exit 4,
-//! its partial copy is removed (a directory export writes `<name>.partial` and renames it only
-//! once verified), and a tar file being written is deleted rather than left with bad bytes.
+//! Every object is read through a [`VerifiedReader`]: a damaged one stops the export with exit 4.
+//! Each file (the tar file too) is written under a temporary name created exclusively and renamed
+//! into place only once complete and verified, so a damaged export leaves no file behind.
 //! Exported files are ordinary files (0666 under the umask), not the store's read-only objects.
+//!
+//! The destination may be a shared directory: nothing is written through a symbolic link planted
+//! there (see [`DestDir`]). A `--to` directory, a `--tar` file or a `<name>` directory below the
+//! destination that is a link is refused with exit 2; a link where an exported file goes is
+//! replaced by the file.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +18,7 @@ use anyhow::Context;
 use super::exit::{Outcome, UsageError};
 use super::select;
 use crate::report::escape::printable;
+use crate::store::dest_dir::{DestDir, DestError};
 use crate::store::queries::ResourceRow;
 use crate::store::{self, ObjectError, Objects, StoreError, VerifiedReader};
 
@@ -30,49 +36,72 @@ pub fn export(
     if flat {
         refuse_name_clashes(&rows)?;
     }
-    let mut builder = match tar {
-        Some(file) => Some(tar::Builder::new(
-            std::fs::File::create(file).map_err(|e| StoreError::io(file, e))?,
-        )),
-        None => None,
-    };
-    let exported = rows.iter().try_for_each(|row| -> Result<(), StoreError> {
-        let entry = if flat {
+    let entry = |row: &ResourceRow| {
+        if flat {
             PathBuf::from(&row.name)
         } else {
             Path::new(&row.name).join(&row.hash)
-        };
+        }
+    };
+    let open = |row: &ResourceRow| {
         let what = format!("resource {}", printable(&row.name));
-        let mut reader = VerifiedReader::open(&objects, &row.hash, Some(row.size), &what)?;
-        match (&mut builder, to) {
-            (Some(builder), _) => {
-                let mut header = tar::Header::new_gnu();
-                header.set_size(row.size);
-                header.set_mode(0o644);
-                header.set_mtime(0);
-                let target = tar.unwrap_or(Path::new("tar"));
-                builder
-                    .append_data(&mut header, &entry, &mut reader)
-                    .map_err(|e| damage_or_io(e, target))?;
+        VerifiedReader::open(&objects, &row.hash, Some(row.size), &what)
+    };
+    match (tar, to) {
+        (Some(file), _) => write_tar(file, &rows, entry, open)?,
+        (None, Some(dir)) => {
+            let dir = DestDir::create(dir, None)?;
+            for row in &rows {
+                copy_out(&mut open(row)?, &dir, &entry(row))?;
             }
-            (None, Some(dir)) => copy_out(&mut reader, &dir.join(&entry))?,
-            (None, None) => {}
         }
-        Ok(())
-    });
-    if let Err(e) = exported {
-        if let Some(file) = tar {
-            // A tar with a damaged member must not look like a finished export.
-            drop(builder);
-            let _ = std::fs::remove_file(file);
+        (None, None) => {
+            for row in &rows {
+                open(row)?;
+            }
         }
-        return Err(e.into());
-    }
-    if let Some(builder) = builder {
-        builder.into_inner().context("finishing the tar file")?;
     }
     eprintln!("exported {} resource(s)", rows.len());
     Ok(Outcome::Success)
+}
+
+/// Write the resources into the tar file `file`, under a temporary name renamed over `file` once
+/// every member checked out: a tar with a damaged member never looks like a finished export.
+fn write_tar(
+    file: &Path,
+    rows: &[ResourceRow],
+    entry: impl Fn(&ResourceRow) -> PathBuf,
+    open: impl Fn(&ResourceRow) -> Result<VerifiedReader, ObjectError>,
+) -> anyhow::Result<()> {
+    let Some(name) = file.file_name() else {
+        return Err(UsageError(format!(
+            "--tar {}: not a file name\n  help: name the tar file to write, e.g. --tar out.tar",
+            file.display()
+        ))
+        .into());
+    };
+    let dir = DestDir::open(file.parent().unwrap_or(Path::new("")))?;
+    if dir.is_symlink(name) {
+        return Err(DestError::Symlink {
+            path: file.to_path_buf(),
+        }
+        .into());
+    }
+    let mut new = dir.new_file(name, 0o666)?;
+    let mut builder = tar::Builder::new(new.file());
+    for row in rows {
+        let mut reader = open(row)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(row.size);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        builder
+            .append_data(&mut header, entry(row), &mut reader)
+            .map_err(|e| damage_or_io(e, file))?;
+    }
+    builder.into_inner().context("finishing the tar file")?;
+    new.commit()?;
+    Ok(())
 }
 
 /// `--flat` writes one file per name, so two live resources of one name cannot both be exported.
@@ -92,29 +121,18 @@ fn refuse_name_clashes(rows: &[ResourceRow]) -> Result<(), UsageError> {
     )))
 }
 
-/// Copy a verified object out of the store as an ordinary file: mode 0666 under the umask
-/// (usually 0644), not the store's read-only mode, so exporting again or editing the copy just
-/// works. It goes through `<target>.partial`, renamed over the target only once the whole object
-/// checked out; renaming replaces rather than writes through an earlier export, which may be
-/// read-only or a symlink pointing somewhere else.
-fn copy_out(reader: &mut VerifiedReader, target: &Path) -> Result<(), StoreError> {
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
-    }
-    let mut partial = target.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let _ = std::fs::remove_file(&partial);
-    let copied = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&partial)
-        .and_then(|mut file| std::io::copy(reader, &mut file).map(|_| ()))
-        .and_then(|()| std::fs::rename(&partial, target));
-    copied.map_err(|e| {
-        let _ = std::fs::remove_file(&partial);
-        damage_or_io(e, target)
-    })
+/// Copy a verified object out of the store as the ordinary file `entry` under `dir`: mode 0666
+/// under the umask (usually 0644), not the store's read-only mode, so exporting again or editing
+/// the copy just works. It is written under a temporary name and renamed over the target only once
+/// the whole object checked out; renaming replaces rather than writes through an earlier export,
+/// which may be read-only or a symlink pointing somewhere else.
+fn copy_out(reader: &mut VerifiedReader, dir: &DestDir, entry: &Path) -> anyhow::Result<()> {
+    let (dir, name) = dir.parent_of(entry, None)?;
+    let mut new = dir.new_file(name, 0o666)?;
+    let target = new.path();
+    std::io::copy(reader, new.file()).map_err(|e| damage_or_io(e, &target))?;
+    new.commit()?;
+    Ok(())
 }
 
 /// The object damage inside an I/O error, or the error as an I/O error on `path`.

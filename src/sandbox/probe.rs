@@ -7,7 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde::Serialize;
@@ -143,11 +143,25 @@ fn probe_cgroup() -> Feature {
 }
 
 /// Runs `sh -c true` in the strict sandbox inside a throwaway directory tree.
+///
+/// The tree lives in a fresh private directory (mode 0700, a random name created exclusively in
+/// the temp dir): a name derived from the pid could be planted beforehand by another user of a
+/// shared `/tmp`, with links that make `grit doctor` (often run as root) create directories where
+/// they point.
 fn probe_sandbox() -> Feature {
-    let base: PathBuf = std::env::temp_dir().join(format!("grit-doctor-{}", std::process::id()));
+    let base = match tempfile::Builder::new().prefix("grit-doctor-").tempdir() {
+        Ok(base) => base,
+        Err(e) => {
+            return Feature::no(format!(
+                "cannot create a temporary directory in {}: {e}",
+                std::env::temp_dir().display()
+            ));
+        }
+    };
     let result = (|| -> Result<Feature, String> {
-        let (cwd, db) = (base.join("manifest"), base.join("db"));
+        let (cwd, db) = (base.path().join("manifest"), base.path().join("db"));
         let (out, scratch) = (db.join("tmp/out"), db.join("tmp/scratch"));
+        // Below a directory only this user can enter, nothing else can plant a link.
         for d in [&cwd, &out, &scratch] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
@@ -191,8 +205,8 @@ fn probe_sandbox() -> Feature {
             )))
         }
     })();
-    // Best effort: a leftover directory in the temp dir is harmless.
-    let _ = std::fs::remove_dir_all(&base);
+    // Best effort: a leftover private directory in the temp dir is harmless.
+    let _ = base.close();
     result.unwrap_or_else(Feature::no)
 }
 

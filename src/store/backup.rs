@@ -5,19 +5,25 @@
 //! snapshot refers to is copied (or hard-linked, when asked and on the same filesystem). Objects
 //! are immutable and only ever added before the commit that refers to them, so each one the
 //! snapshot needs exists. Every object is verified on the way: a backup never carries bad bytes.
+//!
+//! The destination may sit in a directory other users can write to. SQLite opens files by path,
+//! so the database is copied into a private temporary directory first and then, like every
+//! object, written into the destination through a [`DestDir`], never through a planted link.
 
-use std::fs::{self, File, Permissions};
+use std::ffi::OsStr;
+use std::fs::{File, Permissions};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::Connection;
 use rusqlite::backup::{Backup, StepResult};
 
+use super::StoreError;
 use super::access::Sharing;
-use super::objects::{ObjectError, Objects, VerifiedReader, create_store_dirs};
-use super::{StoreError, StorePaths};
+use super::dest_dir::DestDir;
+use super::objects::{ObjectError, Objects, VerifiedReader};
 
 /// What a backup copied.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -29,13 +35,14 @@ pub struct Copied {
     pub damaged: Vec<String>,
 }
 
-/// Copy the database of `source` into `dest` (a new store directory) as one snapshot.
-pub fn copy_database(source: &Connection, dest: &StorePaths) -> Result<(), StoreError> {
-    create_store_dirs(&dest.objects).map_err(|e| StoreError::io(&dest.objects, e))?;
+/// Copy the database of `source` into the new file `database` as one snapshot. `database` is
+/// opened by path, as SQLite does: it belongs in a private directory (a backup writes it into
+/// one of its own, then [installs](install_database) it into the destination).
+pub fn copy_database(source: &Connection, database: &Path) -> Result<(), StoreError> {
     // A backup is a private store: SQLite gives the -wal and -shm files the database's mode.
-    super::access::create_file(&dest.database, Sharing::Private.file_mode())
-        .map_err(|e| StoreError::io(&dest.database, e))?;
-    let mut target = Connection::open(&dest.database)?;
+    super::access::create_file(database, Sharing::Private.file_mode())
+        .map_err(|e| StoreError::io(database, e))?;
+    let mut target = Connection::open(database)?;
     {
         let backup = Backup::new(source, &mut target)?;
         // All pages in one step: one read transaction, one consistent snapshot.
@@ -49,6 +56,22 @@ pub fn copy_database(source: &Connection, dest: &StorePaths) -> Result<(), Store
     }
     // The copy keeps WAL mode from the source's header; leave it as one self-contained file.
     super::writer::checkpoint(&target);
+    Ok(())
+}
+
+/// Copy the finished database file `copy` (no connection open on it) into the destination
+/// directory `dest` as `name`, readable by its owner only. It is written under a temporary name
+/// and renamed into place, through `dest`'s descriptor: never through a planted link.
+pub fn install_database(copy: &Path, dest: &DestDir, name: &OsStr) -> Result<(), StoreError> {
+    let mode = Sharing::Private.file_mode();
+    let mut new = dest.new_file(name, mode)?;
+    let path = new.path();
+    let written = File::open(copy)
+        .and_then(|mut from| io::copy(&mut from, new.file()))
+        .and_then(|_| new.file().set_permissions(Permissions::from_mode(mode)))
+        .and_then(|()| new.file().sync_all());
+    written.map_err(|e| StoreError::io(&path, e))?;
+    new.commit()?;
     Ok(())
 }
 
@@ -93,41 +116,39 @@ pub fn referenced(conn: &Connection) -> Result<Vec<(String, Option<u64>)>, Store
     Ok(out)
 }
 
-/// Copy (or hard-link, with `link`) one verified object from `from` to `to`.
+/// Copy (or hard-link, with `link`) one verified object from `from` into the backup's objects
+/// directory `to`.
 pub fn copy_object(
     from: &Objects,
-    to: &Objects,
+    to: &DestDir,
     hash: &str,
     size: Option<u64>,
     link: bool,
     copied: &mut Copied,
 ) -> Result<(), StoreError> {
-    let target = to.path(hash);
-    if let Some(parent) = target.parent() {
-        create_store_dirs(parent).map_err(|e| StoreError::io(parent, e))?;
-    }
-    let what = "an object of the backup";
+    let relative = Objects::relative(hash);
+    let (dir, name) = to.parent_of(&relative, Some(Sharing::Private.dir_mode()))?;
     let result = if link {
         // Verify, then link: a link shares the file, so it is only as good as the source.
-        VerifiedReader::open(from, hash, size, what)
+        VerifiedReader::open(from, hash, size, WHAT)
             .and_then(VerifiedReader::verify)
-            .and_then(|()| match fs::hard_link(from.path(hash), &target) {
+            .and_then(|()| match dir.link(&from.path(hash), name) {
                 Ok(()) => {
                     copied.linked += 1;
                     Ok(())
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                    stream_copy(from, hash, size, &target)
+                    stream_copy(from, hash, size, &dir, name)
                 }
                 Err(source) => Err(ObjectError::Io {
-                    what: what.into(),
+                    what: WHAT.into(),
                     hash: hash.into(),
-                    path: target.clone(),
+                    path: dir.path().join(name),
                     source,
                 }),
             })
     } else {
-        stream_copy(from, hash, size, &target)
+        stream_copy(from, hash, size, &dir, name)
     };
     match result {
         Ok(()) => {
@@ -143,32 +164,36 @@ pub fn copy_object(
     }
 }
 
-/// Copy through a verified reader into `<target>.partial`, then rename.
+/// What the errors of [`copy_object`] call the object.
+const WHAT: &str = "an object of the backup";
+
+/// Copy through a verified reader into a temporary file in `dir`, then rename it to `name`.
 fn stream_copy(
     from: &Objects,
     hash: &str,
     size: Option<u64>,
-    target: &Path,
+    dir: &DestDir,
+    name: &OsStr,
 ) -> Result<(), ObjectError> {
-    let mut reader = VerifiedReader::open(from, hash, size, "an object of the backup")?;
-    let partial = PathBuf::from(format!("{}.partial", target.display()));
-    let written = File::create(&partial)
-        .and_then(|mut file| {
-            io::copy(&mut reader, &mut file)?;
-            file.set_permissions(Permissions::from_mode(Sharing::Private.object_mode()))?;
-            file.sync_all()
+    let mut reader = VerifiedReader::open(from, hash, size, WHAT)?;
+    let io_error = |source| ObjectError::Io {
+        what: WHAT.into(),
+        hash: hash.into(),
+        path: dir.path().join(name),
+        source,
+    };
+    let mut new = dir
+        .new_file(name, Sharing::Private.file_mode())
+        .map_err(|e| io_error(e.into_source()))?;
+    let written = io::copy(&mut reader, new.file())
+        .and_then(|_| {
+            new.file()
+                .set_permissions(Permissions::from_mode(Sharing::Private.object_mode()))
         })
-        .and_then(|()| fs::rename(&partial, target));
-    written.map_err(|e| {
-        let _ = fs::remove_file(&partial);
-        match e.downcast::<ObjectError>() {
-            Ok(damage) => damage,
-            Err(source) => ObjectError::Io {
-                what: "an object of the backup".into(),
-                hash: hash.into(),
-                path: target.to_path_buf(),
-                source,
-            },
-        }
-    })
+        .and_then(|()| new.file().sync_all());
+    written.map_err(|e| match e.downcast::<ObjectError>() {
+        Ok(damage) => damage,
+        Err(source) => io_error(source),
+    })?;
+    new.commit().map_err(|e| io_error(e.into_source()))
 }

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod backup;
 pub mod decide;
+pub mod dest_dir;
 pub mod facts;
 pub mod gc;
 pub mod identity;
@@ -81,6 +82,9 @@ pub enum StoreError {
     NotFound(String),
     #[error(transparent)]
     Object(#[from] objects::ObjectError),
+    /// Writing under a destination the user named (`grit backup DEST`).
+    #[error(transparent)]
+    Dest(#[from] dest_dir::DestError),
     #[error("the store's writer thread stopped unexpectedly")]
     WriterGone,
 }

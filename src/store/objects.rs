@@ -57,11 +57,13 @@ impl Objects {
 
     /// Where the object with this hex hash lives (whether or not it exists).
     pub fn path(&self, hash: &str) -> PathBuf {
+        self.root.join(Self::relative(hash))
+    }
+
+    /// Where the object with this hex hash lives, relative to the objects directory: `ab/cd/…`.
+    pub fn relative(hash: &str) -> PathBuf {
         debug_assert!(hash.len() > 4 && hash.is_ascii());
-        self.root
-            .join(&hash[0..2])
-            .join(&hash[2..4])
-            .join(&hash[4..])
+        Path::new(&hash[0..2]).join(&hash[2..4]).join(&hash[4..])
     }
 
     /// Move `staged` into the store under `hash`. Returns true when the object is new.
