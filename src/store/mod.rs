@@ -160,6 +160,13 @@ pub fn open_for_write_shared(
     access::create_file(&paths.lock, sharing.file_mode())
         .map_err(|e| StoreError::io(&paths.lock, e))?;
     let lock = StoreLock::acquire(&paths.lock)?;
+    // Under the lock nothing else uses the staging directory: what is there was left by a run
+    // that failed or was killed. Emptied before the database is touched, because on a full disk
+    // those leftovers (a task's big output) are what keeps SQLite from writing, and a store the
+    // next run cannot open because of grit's own garbage is not one it completes.
+    if let Err(e) = staging::clear(&paths.tmp) {
+        tracing::warn!("could not empty {}: {e}", paths.tmp.display());
+    }
     for dir in [&paths.objects, &paths.tmp] {
         access::create_dir(dir, sharing.dir_mode()).map_err(|e| StoreError::io(dir, e))?;
     }
