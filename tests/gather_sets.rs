@@ -183,3 +183,68 @@ fn a_gather_held_after_its_inputs_changed_keeps_the_output_live_when_the_run_beg
     assert_eq!(summary["held"][0]["step"], "all", "{summary}");
     assert_eq!(p.contents("summary"), ["1\n"]);
 }
+
+/// `in/*` → `item_*`; `kc` gathers the items; `ke` gathers the items and `kc`'s result.
+const GATHER_OVER_GATHER: &str = r#"
+[[step]]
+name = "src"
+keep = "run"
+script = 'for f in in/*; do cp "$f" "$OUTPUT_DIR/item_$(basename "$f")"; done'
+
+[[step]]
+name = "ke"
+inputs = ["item_*", "kc_*"]
+gather = true
+script = 'ls "$INPUT_DIR" > "$OUTPUT_DIR/ke_all"'
+
+[[step]]
+name = "kc"
+inputs = ["item_*"]
+gather = true
+script = 'ls "$INPUT_DIR" > "$OUTPUT_DIR/kc_all"'
+"#;
+
+/// A gather fed by another gather runs once, on the set with the other's result, and only that
+/// result is live: it used to run first on the set without it, and both outputs stayed live.
+/// (`ke` comes first in the manifest: the order must not matter.)
+#[test]
+fn a_gather_fed_by_a_gather_runs_once_on_the_settled_set() {
+    let p = Project::new(GATHER_OVER_GATHER);
+    std::fs::create_dir_all(p.path().join("in")).expect("mkdir in");
+    for name in ["a", "b"] {
+        std::fs::write(p.path().join("in").join(name), name).expect("write input");
+    }
+    let summary = p.run_ok(&[]);
+    assert_eq!(executed(&summary, "kc"), 1, "{summary}");
+    assert_eq!(executed(&summary, "ke"), 1, "{summary}");
+    assert_eq!(p.contents("ke_all"), ["item_a\nitem_b\nkc_all\n"]);
+    assert_eq!(p.contents("kc_all"), ["item_a\nitem_b\n"]);
+
+    // A new item: each gather runs once more, and again one result each is live.
+    std::fs::write(p.path().join("in/c"), "c").expect("write input");
+    let summary = p.run_ok(&[]);
+    assert_eq!(executed(&summary, "kc"), 1, "{summary}");
+    assert_eq!(executed(&summary, "ke"), 1, "{summary}");
+    assert_eq!(p.contents("ke_all"), ["item_a\nitem_b\nitem_c\nkc_all\n"]);
+
+    // Nothing changed: nothing runs but the source, and the live set stays.
+    let summary = p.run_ok(&[]);
+    assert_eq!(executed(&summary, "ke"), 0, "{summary}");
+    assert_eq!(executed(&summary, "kc"), 0, "{summary}");
+    assert_eq!(p.contents("ke_all"), ["item_a\nitem_b\nitem_c\nkc_all\n"]);
+}
+
+/// The live result of a gather fed by a gather is the one for the settled set, even when a
+/// result for the set without the other gather's output exists too (here made with `--step`).
+#[test]
+fn only_the_settled_sets_result_of_a_gather_fed_by_a_gather_is_live() {
+    let p = Project::new(GATHER_OVER_GATHER);
+    std::fs::create_dir_all(p.path().join("in")).expect("mkdir in");
+    std::fs::write(p.path().join("in/a"), "a").expect("write input");
+    p.run_ok(&["--step", "src"]);
+    p.run_ok(&["--step", "ke"]);
+    assert_eq!(p.contents("ke_all"), ["item_a\n"]);
+    let summary = p.run_ok(&[]);
+    assert_eq!(executed(&summary, "ke"), 1, "{summary}");
+    assert_eq!(p.contents("ke_all"), ["item_a\nkc_all\n"]);
+}

@@ -679,11 +679,30 @@ pub async fn run(
                 tally.liveness_grew = false;
             }
             let mut gathered = false;
-            for slot in slots.iter_mut().filter(|s| {
-                s.kind == StepKind::Gather
-                    && s.allowed
-                    && !held.iter().any(|h| h.step == s.step.name)
-            }) {
+            // A gather fed by another gather waits for that one: queued in the same round, it
+            // would run on the set without the upstream result, then again with it (DESIGN
+            // §2.10: a gather runs once the rest has settled). Upstream gathers first: one fed by
+            // more gathers cannot be upstream of one fed by fewer (short of a cycle).
+            let mut order: Vec<usize> = (0..slots.len())
+                .filter(|&i| {
+                    let s = &slots[i];
+                    s.kind == StepKind::Gather
+                        && s.allowed
+                        && !held.iter().any(|h| h.step == s.step.name)
+                })
+                .collect();
+            let gathers_upstream = |i: usize| {
+                (0..slots.len())
+                    .filter(|&j| j != i && slots[j].kind == StepKind::Gather && slots[i].upstream[j])
+                    .count()
+            };
+            order.sort_by_key(|&i| (gathers_upstream(i), i));
+            let mut queued_now: Vec<usize> = Vec::new();
+            for index in order {
+                if queued_now.iter().any(|&j| slots[index].upstream[j]) {
+                    continue;
+                }
+                let slot = &mut slots[index];
                 let (version_id, patterns, version) =
                     (slot.version_id, slot.step.inputs.clone(), slot.version);
                 if std::mem::take(&mut slot.force_gather) {
@@ -708,6 +727,7 @@ pub async fn run(
                     slot.fetched.extend(queued.iter().map(|task| task.id));
                     slot.queue.extend(queued);
                     gathered = true;
+                    queued_now.push(index);
                     observer.event(&Event::TasksQueued {
                         step: &slot.step.name,
                         count: 1,

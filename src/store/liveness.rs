@@ -144,23 +144,43 @@ pub fn recompute(conn: &Connection) -> Result<Recomputed, StoreError> {
         .collect::<Result<_, _>>()?;
     let mut gathers = current_gather_versions(conn)?;
     gathers.retain(|(id, _)| !held.contains(id));
-    for _ in 0..MAX_GATHER_ROUNDS {
+    // The roots without any gather's output, kept apart: each round starts from them again.
+    conn.prepare_cached("CREATE TEMP TABLE IF NOT EXISTS live_base (id INTEGER PRIMARY KEY)")?
+        .execute([])?;
+    conn.prepare_cached("DELETE FROM live_base")?.execute([])?;
+    conn.execute("INSERT INTO live_base (id) SELECT id FROM live_roots", [])?;
+    // Each gather's live output is that of its task for the set it sees once everything else is
+    // settled, the outputs of gathers upstream of it included. So the rounds are not cumulative:
+    // a gather fed by another one sees a smaller set in the first round (without the other's
+    // output), and that round's choice must not stay live beside the final one. Each round
+    // walks from the base roots plus the outputs the previous round chose, until the choices
+    // stop changing (one round per level of gathers feeding gathers).
+    let mut chosen: Vec<Option<String>> = vec![None; gathers.len()];
+    for round in 0..MAX_GATHER_ROUNDS {
+        if round > 0 {
+            conn.execute("DELETE FROM live_roots", [])?;
+            conn.execute("INSERT INTO live_roots (id) SELECT id FROM live_base", [])?;
+            for ((version_id, _), key) in gathers.iter().zip(&chosen) {
+                let Some(key) = key else { continue };
+                conn.execute(
+                    "INSERT OR IGNORE INTO live_roots (id)
+                     SELECT o.resource_id FROM tasks t JOIN outputs o ON o.task_id = t.id
+                     WHERE t.step_version_id = ?1 AND t.input_set = ?2 AND t.state = 'succeeded'",
+                    params![version_id, key],
+                )?;
+            }
+        }
         conn.execute("DELETE FROM live_reached", [])?;
         conn.execute(&reach_sql(Walk::Everything), [])?;
-        let mut added = 0;
-        for (version_id, patterns) in &gathers {
-            let key = gather_key(conn, patterns, LiveSource::Reached)?;
-            let Some(key) = key else { continue };
-            added += conn.execute(
-                "INSERT OR IGNORE INTO live_roots (id)
-                 SELECT o.resource_id FROM tasks t JOIN outputs o ON o.task_id = t.id
-                 WHERE t.step_version_id = ?1 AND t.input_set = ?2 AND t.state = 'succeeded'",
-                params![version_id, key],
-            )?;
+        let mut keys = Vec::with_capacity(gathers.len());
+        for (_, patterns) in &gathers {
+            keys.push(gather_key(conn, patterns, LiveSource::Reached)?);
         }
-        if added == 0 {
+        // (In the first round, no gather with a set means nothing to add.)
+        if keys == chosen {
             break;
         }
+        chosen = keys;
     }
     let dropped = conn.execute(
         "UPDATE resources SET live = 0 WHERE live = 1 AND id NOT IN (SELECT id FROM live_reached)",
