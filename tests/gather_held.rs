@@ -174,3 +174,35 @@ script = 'cat "$INPUT_DIR"/* > "$OUTPUT_DIR/summary"'
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_eq!(p.contents("summary"), ["1\n"]);
 }
+
+/// `--step` on the gather alone, while a task upstream of it stays failed from an earlier run:
+/// the gather is held as in a whole run. It used to run on the partial set, and the next whole
+/// run, failing the task again, kept that partial result live where a fresh store has none.
+#[test]
+fn step_on_a_gather_with_an_earlier_failed_upstream_task_is_held() {
+    let p = Project::new(&PIPELINE.replace("PARTIAL", ""));
+    p.write_csv(&format!("{CSV}4,BAD,1,1\n"));
+    let (output, _) = p.run(&[]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(p.contents("report").is_empty());
+
+    let (output, summary) = p.run(&["--step", "report"]);
+    assert_eq!(summary["held"][0]["step"], "report", "{summary}");
+    assert_eq!(
+        summary["held"][0]["failed_earlier"][0], "stats",
+        "{summary}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("a task of stats failed in an earlier run, and `--step` leaves it out"),
+        "{stderr}"
+    );
+    assert!(p.contents("report").is_empty(), "ran on a partial set");
+
+    let (output, _) = p.run(&[]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        p.contents("report").is_empty(),
+        "a partial result stayed live"
+    );
+}

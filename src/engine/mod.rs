@@ -87,6 +87,9 @@ pub struct HeldGather {
     pub step: String,
     /// The steps upstream of it with a failed task in this run.
     pub failed_upstream: Vec<String>,
+    /// The steps upstream of it that this run leaves out (`--step`) and that have a failed task
+    /// from an earlier run.
+    pub failed_earlier: Vec<String>,
     /// Whether an earlier output of the step stays live.
     pub previous_output: bool,
 }
@@ -189,7 +192,8 @@ struct StepSlot {
     queue: VecDeque<QueuedTask>,
     /// Gather steps: which steps may feed this one (by slot index).
     upstream: Vec<bool>,
-    /// A task of this step failed in this run.
+    /// A task of this step failed in this run, or, for a step this run does not run
+    /// (`--step`), in an earlier one and was not retried since.
     failed: bool,
     /// Gather steps: the task whose outputs were live when the run began, which a hold keeps
     /// when the run has already replaced its inputs ([`schedule::hold_gather`]).
@@ -403,6 +407,21 @@ pub async fn run(
     // input (DESIGN §2.3), and work on the replaced one, or its failure, would be for nothing.
     // One call to the writer and one transaction for every step: a call each cost a round trip
     // to the writer's thread and a commit, about 0.2 ms a step before the first task started.
+    // A step left out by `--step` keeps the failures of earlier runs (read before the
+    // initial work puts them back to pending): a gather it feeds would
+    // otherwise run on a partial set, and a later run that fails it again would keep that
+    // result live, where a run of the whole manifest never made one.
+    if slots
+        .iter()
+        .any(|s| s.kind == StepKind::Gather && s.allowed)
+    {
+        for slot in slots.iter_mut().filter(|s| !s.allowed) {
+            let version_id = slot.version_id;
+            slot.failed = writer
+                .call(move |conn| schedule::has_failed_live_task(conn, version_id))
+                .await?;
+        }
+    }
     let initial: Vec<InitialWork> = slots
         .iter()
         .map(|slot| InitialWork {
@@ -693,7 +712,9 @@ pub async fn run(
                 .collect();
             let gathers_upstream = |i: usize| {
                 (0..slots.len())
-                    .filter(|&j| j != i && slots[j].kind == StepKind::Gather && slots[i].upstream[j])
+                    .filter(|&j| {
+                        j != i && slots[j].kind == StepKind::Gather && slots[i].upstream[j]
+                    })
                     .count()
             };
             order.sort_by_key(|&i| (gathers_upstream(i), i));
@@ -1025,14 +1046,17 @@ async fn settle_holds(
         .iter()
         .filter(|s| s.kind == StepKind::Gather && s.allowed)
     {
-        let failed_upstream: Vec<String> = slots
-            .iter()
-            .zip(&slot.upstream)
-            .filter(|(s, feeds)| **feeds && s.failed)
-            .map(|(s, _)| s.step.name.clone())
-            .collect();
+        let failed = |allowed: bool| -> Vec<String> {
+            slots
+                .iter()
+                .zip(&slot.upstream)
+                .filter(|(s, feeds)| **feeds && s.failed && s.allowed == allowed)
+                .map(|(s, _)| s.step.name.clone())
+                .collect()
+        };
+        let (failed_upstream, failed_earlier) = (failed(true), failed(false));
         let (version_id, live_at_start) = (slot.version_id, slot.live_at_start);
-        if failed_upstream.is_empty() || slot.step.gather_partial {
+        if (failed_upstream.is_empty() && failed_earlier.is_empty()) || slot.step.gather_partial {
             changed |= writer
                 .call(move |conn| schedule::release_gather(conn, version_id))
                 .await?;
@@ -1041,9 +1065,18 @@ async fn settle_holds(
                 .call(move |conn| schedule::hold_gather(conn, version_id, live_at_start))
                 .await?;
             tracing::warn!(
-                "step {} does not run on a partial set: {} failed in this run{}",
+                "step {} does not run on a partial set: {} failed{}",
                 slot.step.name,
-                failed_upstream.join(", "),
+                failed_upstream
+                    .iter()
+                    .map(|s| format!("{s} in this run"))
+                    .chain(
+                        failed_earlier
+                            .iter()
+                            .map(|s| format!("{s} in an earlier run"))
+                    )
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 if previous_output {
                     "; its previous output stays live"
                 } else {
@@ -1053,6 +1086,7 @@ async fn settle_holds(
             held.push(HeldGather {
                 step: slot.step.name.clone(),
                 failed_upstream,
+                failed_earlier,
                 previous_output,
             });
             changed = true;

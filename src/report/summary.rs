@@ -131,15 +131,31 @@ pub fn render(
         } else {
             "it has no earlier output"
         };
-        let _ = writeln!(
-            out,
-            "{red}held{reset}: gather step {} did not run on a partial set: {} failed in this run; {kept}\n  help: the next run retries the failed tasks and then runs it; `gather_partial = true` runs it anyway",
-            h.step,
-            h.failed_upstream
+        let tasks_of = |steps: &[String]| {
+            steps
                 .iter()
                 .map(|s| format!("a task of {s}"))
                 .collect::<Vec<_>>()
-                .join(", "),
+                .join(", ")
+        };
+        let mut why = Vec::new();
+        if !h.failed_upstream.is_empty() {
+            why.push(format!(
+                "{} failed in this run",
+                tasks_of(&h.failed_upstream)
+            ));
+        }
+        if !h.failed_earlier.is_empty() {
+            why.push(format!(
+                "{} failed in an earlier run, and `--step` leaves it out",
+                tasks_of(&h.failed_earlier)
+            ));
+        }
+        let _ = writeln!(
+            out,
+            "{red}held{reset}: gather step {} did not run on a partial set: {}; {kept}\n  help: the next run retries the failed tasks and then runs it; `gather_partial = true` runs it anyway",
+            h.step,
+            why.join("; "),
         );
     }
     // --- end held gathers ---
@@ -387,6 +403,7 @@ mod tests {
         r.held.push(crate::engine::HeldGather {
             step: "report".into(),
             failed_upstream: vec!["slow".into()],
+            failed_earlier: Vec::new(),
             previous_output: true,
         });
         let text = render(&r, Path::new("db"), false, &|_| None);

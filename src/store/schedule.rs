@@ -208,6 +208,17 @@ pub fn tasks_for_new_live(
     Ok(work)
 }
 
+/// Whether a version has a failed task whose input is live (or that is a source's): its step's
+/// outputs are incomplete until a run retries it.
+pub fn has_failed_live_task(conn: &Connection, version_id: i64) -> Result<bool, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM tasks t LEFT JOIN resources r ON r.id = t.input_resource_id
+           WHERE t.step_version_id = ?1 AND t.state = 'failed'
+             AND (t.input_resource_id IS NULL OR r.live = 1))",
+    )?;
+    Ok(stmt.query_row(params![version_id], |row| row.get(0))?)
+}
+
 /// Up to `limit` pending tasks of a version with id greater than `after`, whose input is live.
 pub fn next_pending(
     conn: &Connection,
