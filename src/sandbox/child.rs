@@ -105,8 +105,6 @@ pub(crate) struct ChildSetup {
     pub script_stack: &'static [AtomicU64],
     /// The script's `execve` errno, or 0.
     pub exec_errno: AtomicI32,
-    /// The seccomp filter (see `seccomp`), built before any clone.
-    pub seccomp: Option<&'static [libc::sock_filter]>,
 }
 
 /// Size of [`ChildSetup::script_stack`] in 8-byte words (32 KiB): `execve` and a failure path.
@@ -524,32 +522,6 @@ fn drop_privileges(setup: &ChildSetup) {
         }; 2];
         if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) != 0 {
             fail(b"drop capabilities", b"", errno());
-        }
-        if let Some(filter) = setup.seccomp {
-            let program = libc::sock_fprog {
-                len: filter.len() as libc::c_ushort,
-                filter: filter.as_ptr().cast_mut(),
-            };
-            // SPEC_ALLOW: the filter is not there to isolate secrets inside the process, so the
-            // speculative store bypass mitigation that kernels before 5.16 switch on with any
-            // filter would only slow the script down. Kernels before 4.17 lack the flag.
-            let mut rc = libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
-                &program as *const libc::sock_fprog,
-            );
-            if rc != 0 && errno() == libc::EINVAL {
-                rc = libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    0,
-                    &program as *const libc::sock_fprog,
-                );
-            }
-            if rc != 0 {
-                fail(b"install the seccomp filter", b"", errno());
-            }
         }
     }
 }

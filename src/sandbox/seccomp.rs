@@ -18,8 +18,9 @@
 //!   through this filter. Programs fall back to ordinary system calls.
 //!
 //! The filter covers the native ABI and, on x86_64, the i386 one (a 32-bit program calls `chmod`
-//! under another number); x32 calls and, on aarch64, 32-bit calls fail with `ENOSYS`. The program
-//! is built once per process, before any task is cloned, so that init only hands it to the kernel.
+//! under another number); x32 calls and, on aarch64, 32-bit calls fail with `ENOSYS`. The zygote
+//! installs it on itself once ([`install`]), so every task's init is born under it and passes it
+//! on to the script: a filter is never lifted, and init's own set-up calls none of these.
 
 use std::sync::OnceLock;
 
@@ -143,6 +144,41 @@ pub(crate) fn program() -> Option<&'static [sock_filter]> {
     {
         None
     }
+}
+
+/// Put the filter on this process (and so on everything it starts). Needs `CAP_SYS_ADMIN` in its
+/// user namespace or `no_new_privs`; the zygote has the former. A no-op on an architecture with
+/// no table (see [`program`]).
+pub(crate) fn install() -> std::io::Result<()> {
+    let Some(filter) = program() else {
+        return Ok(());
+    };
+    let program = libc::sock_fprog {
+        len: filter.len() as libc::c_ushort,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SPEC_ALLOW: the filter is not there to isolate secrets inside the process, so the
+    // speculative store bypass mitigation that kernels before 5.16 switch on with any filter
+    // would only slow the scripts down. Kernels before 4.17 lack the flag (EINVAL).
+    for flags in [libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW, 0] {
+        // SAFETY: seccomp(SET_MODE_FILTER) with a valid program that outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                &program as *const libc::sock_fprog,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) || flags == 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Offset of `seccomp_data.nr`, `.arch` and the low 32 bits of `.args[i]` (little-endian).
