@@ -18,19 +18,11 @@ inputs = ["word"]
 script = 'tr a-z A-Z < $INPUT_FILE > $OUTPUT_DIR/shout'
 "#;
 
-fn hash_of(p: &Project, name: &str) -> String {
-    p.live()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, h)| h)
-        .expect("live resource")
-}
-
 #[test]
 fn cat_accepts_unique_prefixes_and_rejects_bad_ones() {
     let p = Project::new(TWO);
     p.run_ok(&[]);
-    let hash = hash_of(&p, "shout");
+    let hash = p.hash_of("shout");
     assert_eq!(hash, common::sha256_hex(b"ALPHA\n"));
     assert_eq!(p.cat(&hash[..8]), "ALPHA\n");
     assert_eq!(p.cat(&hash.to_uppercase()), "ALPHA\n");
@@ -71,13 +63,13 @@ fn export_writes_name_slash_hash_to_a_directory_and_a_tar() {
     let out = p.path().join("out");
     let result = p.grit(&["export", "shout", "word", "--to", out.to_str().unwrap()]);
     assert!(result.status.success(), "{}", describe(&result));
-    let shout = hash_of(&p, "shout");
+    let shout = p.hash_of("shout");
     assert_eq!(
         std::fs::read_to_string(out.join("shout").join(&shout)).unwrap(),
         "ALPHA\n"
     );
     assert_eq!(
-        std::fs::read_to_string(out.join("word").join(hash_of(&p, "word"))).unwrap(),
+        std::fs::read_to_string(out.join("word").join(p.hash_of("word"))).unwrap(),
         "alpha\n"
     );
 

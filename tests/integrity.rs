@@ -29,22 +29,6 @@ script = 'wc -c < $INPUT_FILE > $OUTPUT_DIR/n'
 /// Exit code for a damaged store.
 const DAMAGED: i32 = 4;
 
-fn object_path(p: &Project, hash: &str) -> PathBuf {
-    p.db()
-        .join("objects")
-        .join(&hash[0..2])
-        .join(&hash[2..4])
-        .join(&hash[4..])
-}
-
-fn hash_of(p: &Project, name: &str) -> String {
-    p.live()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, h)| h)
-        .unwrap_or_else(|| panic!("no live resource {name}"))
-}
-
 /// Make an object writable and apply `change` to its bytes.
 fn rewrite(path: &Path, change: impl FnOnce(&mut Vec<u8>)) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -77,8 +61,8 @@ fn assert_damage_message(output: &std::process::Output, name: &str, hash: &str) 
 fn cat_and_export_refuse_a_flipped_byte_and_print_nothing() {
     let p = Project::new(PIPELINE);
     p.run_ok(&[]);
-    let hash = hash_of(&p, "shout");
-    let path = object_path(&p, &hash);
+    let hash = p.hash_of("shout");
+    let path = p.object_path(&hash);
     flip_byte(&path);
 
     let cat = p.grit(&["cat", &hash]);
@@ -104,15 +88,15 @@ fn cat_and_export_refuse_a_flipped_byte_and_print_nothing() {
     assert!(!tar.exists(), "no tar file with damaged bytes");
 
     // Healthy objects are still served.
-    assert_eq!(p.cat(&hash_of(&p, "word")), "alpha\nbeta\n");
+    assert_eq!(p.cat(&p.hash_of("word")), "alpha\nbeta\n");
 }
 
 #[test]
 fn truncated_and_deleted_objects_are_reported_not_served() {
     let p = Project::new(PIPELINE);
     p.run_ok(&[]);
-    let hash = hash_of(&p, "word");
-    let path = object_path(&p, &hash);
+    let hash = p.hash_of("word");
+    let path = p.object_path(&hash);
     rewrite(&path, |bytes| bytes.truncate(3));
     let cat = p.grit(&["cat", &hash]);
     assert_damage_message(&cat, "word", &hash);
@@ -129,8 +113,8 @@ fn truncated_and_deleted_objects_are_reported_not_served() {
 fn a_task_never_runs_on_a_damaged_input_and_nothing_downstream_runs() {
     let p = Project::new(PIPELINE);
     p.run_ok(&[]);
-    let word = hash_of(&p, "word");
-    flip_byte(&object_path(&p, &word));
+    let word = p.hash_of("word");
+    flip_byte(&p.object_path(&word));
     // A new version of `upper` must read `word` again; a gather step reads it too.
     let marker = p.path().join("ran");
     let map = PIPELINE.replace(
@@ -182,8 +166,8 @@ fn a_damaged_log_is_not_printed() {
     assert!(info.status.success(), "{}", describe(&info));
     // The log object is the one the store records for the task.
     let log = common::sha256_hex(b"converting\n");
-    assert!(object_path(&p, &log).is_file());
-    flip_byte(&object_path(&p, &log));
+    assert!(p.object_path(&log).is_file());
+    flip_byte(&p.object_path(&log));
     let info = p.grit(&["log", &id]);
     assert_damage_message(&info, &format!("the log of task {id}"), &log);
     assert!(!String::from_utf8_lossy(&info.stdout).contains("converting"));
@@ -193,8 +177,8 @@ fn a_damaged_log_is_not_printed() {
 fn a_deleted_object_fails_the_next_run_and_shows_in_status() {
     let p = Project::new(PIPELINE);
     p.run_ok(&[]);
-    let shout = hash_of(&p, "shout");
-    std::fs::remove_file(object_path(&p, &shout)).unwrap();
+    let shout = p.hash_of("shout");
+    std::fs::remove_file(p.object_path(&shout)).unwrap();
     let (output, summary) = p.run(&[]);
     assert_eq!(output.status.code(), Some(DAMAGED), "{}", describe(&output));
     assert!(
@@ -298,7 +282,7 @@ mod property {
             let hashes: Vec<String> = p.live().into_iter().map(|(_, h)| h).collect();
             for (pick, damage) in &damages {
                 let hash = &hashes[pick % hashes.len()];
-                let path = object_path(&p, hash);
+                let path = p.object_path(hash);
                 if !path.exists() {
                     continue;
                 }
@@ -314,9 +298,9 @@ mod property {
                     Damage::Append(extra) => rewrite(&path, |b| b.extend_from_slice(extra)),
                     Damage::Replace(new) => rewrite(&path, |b| *b = new.clone()),
                     Damage::Swap => {
-                        let other = hashes.iter().find(|h| *h != hash && object_path(&p, h).exists());
+                        let other = hashes.iter().find(|h| *h != hash && p.object_path(h).exists());
                         if let Some(other) = other {
-                            let bytes = std::fs::read(object_path(&p, other)).unwrap();
+                            let bytes = std::fs::read(p.object_path(other)).unwrap();
                             rewrite(&path, |b| *b = bytes);
                         }
                     }
@@ -367,7 +351,7 @@ fn verify_is_clean_after_a_run_and_reports_permissions() {
         "3 resources, 2 logs: {json}"
     );
 
-    let shout = object_path(&p, &hash_of(&p, "shout"));
+    let shout = p.object_path(&p.hash_of("shout"));
     std::fs::set_permissions(&shout, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::set_permissions(p.db(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let (code, json) = verify_json(&p.db());
@@ -390,7 +374,7 @@ fn verify_is_clean_after_a_run_and_reports_permissions() {
     // reported too; repair closes everything to the owner alone, never opening it to the group.
     let database = p.db().join("grit.sqlite");
     std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let word = object_path(&p, &hash_of(&p, "word"));
+    let word = p.object_path(&p.hash_of("word"));
     std::fs::set_permissions(&word, std::fs::Permissions::from_mode(0o440)).unwrap();
     let (_, json) = verify_json(&p.db());
     let modes = json["report"]["modes"].as_array().unwrap();
@@ -419,7 +403,7 @@ fn verify_is_clean_after_a_run_and_reports_permissions() {
 fn verify_reports_a_deleted_row_and_the_object_left_without_one() {
     let p = Project::new(PIPELINE);
     p.run_ok(&[]);
-    let word = hash_of(&p, "word");
+    let word = p.hash_of("word");
     sqlite(&p)
         .execute_batch("PRAGMA foreign_keys = OFF; DELETE FROM resources WHERE name = 'word'")
         .unwrap();
@@ -573,11 +557,11 @@ fn repair_recreates_damaged_derived_objects() {
     let p = Project::new(PIPELINE);
     p.run_ok(&[]);
     let live_before = p.live();
-    let shout = hash_of(&p, "shout");
-    let n = hash_of(&p, "n");
-    flip_byte(&object_path(&p, &shout));
-    std::fs::remove_file(object_path(&p, &n)).unwrap();
-    let word = object_path(&p, &hash_of(&p, "word"));
+    let shout = p.hash_of("shout");
+    let n = p.hash_of("n");
+    flip_byte(&p.object_path(&shout));
+    std::fs::remove_file(p.object_path(&n)).unwrap();
+    let word = p.object_path(&p.hash_of("word"));
     std::fs::set_permissions(&word, std::fs::Permissions::from_mode(0o664)).unwrap();
     assert_eq!(verify_json(&p.db()).0, Some(DAMAGED));
 
@@ -597,8 +581,8 @@ fn repair_recreates_damaged_derived_objects() {
 fn repair_lists_lost_source_data_and_what_depends_on_it() {
     let p = Project::new(PIPELINE);
     p.run_ok(&[]);
-    let word = hash_of(&p, "word");
-    std::fs::remove_file(object_path(&p, &word)).unwrap();
+    let word = p.hash_of("word");
+    std::fs::remove_file(p.object_path(&word)).unwrap();
     let repair = p.grit(&["verify", "--repair", "--no-sandbox"]);
     assert_eq!(repair.status.code(), Some(DAMAGED), "{}", describe(&repair));
     let text = String::from_utf8_lossy(&repair.stdout);
@@ -956,8 +940,8 @@ script = 'sleep 0.3; echo hi > $OUTPUT_DIR/late'
 fn rerunning_a_task_restores_its_truncated_output() {
     let p = Project::new(PIPELINE);
     p.run_ok(&[]);
-    let shout = hash_of(&p, "shout");
-    let path = object_path(&p, &shout);
+    let shout = p.hash_of("shout");
+    let path = p.object_path(&shout);
     let mut perms = std::fs::metadata(&path).unwrap().permissions();
     perms.set_mode(0o600);
     std::fs::set_permissions(&path, perms).unwrap();

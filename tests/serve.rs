@@ -837,12 +837,7 @@ fn resource_content_is_served_verified_with_ranges_and_never_when_damaged() {
     assert_eq!(why["resources"][0]["made_by"][0]["step"], "total", "{why}");
 
     // Same size, other bytes: the object is damaged, and none of it is served.
-    let object = project
-        .db()
-        .join("objects")
-        .join(&hash[0..2])
-        .join(&hash[2..4])
-        .join(&hash[4..]);
+    let object = project.object_path(&hash);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&object, "X\nY\nZ\n").unwrap();
@@ -1567,12 +1562,7 @@ fn big_object(size: u64) -> (Project, String, std::path::PathBuf) {
     ));
     project.run_ok(&[]);
     let hash = project.live()[0].1.clone();
-    let object = project
-        .db()
-        .join("objects")
-        .join(&hash[0..2])
-        .join(&hash[2..4])
-        .join(&hash[4..]);
+    let object = project.object_path(&hash);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o600)).unwrap();
     (project, hash, object)

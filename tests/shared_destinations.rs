@@ -95,14 +95,6 @@ fn assert_refused_link(output: &Output, link: &Path) {
     assert!(said.contains("help: remove the link"), "{said}");
 }
 
-fn hash_of(p: &Project, name: &str) -> String {
-    p.live()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, h)| h)
-        .expect("live resource")
-}
-
 #[test]
 fn export_to_a_directory_never_writes_through_a_planted_link() {
     let p = Project::new(TWO);
@@ -140,7 +132,7 @@ fn export_to_a_directory_never_writes_through_a_planted_link() {
     let fresh = s.at("fresh/nested");
     let out = p.grit(&["export", "shout", "--to", fresh.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
-    let hash = hash_of(&p, "shout");
+    let hash = p.hash_of("shout");
     assert_eq!(
         std::fs::read_to_string(fresh.join("shout").join(hash)).unwrap(),
         "ALPHA\n"
@@ -174,7 +166,7 @@ fn export_to_a_tar_file_refuses_a_planted_link_and_replaces_a_hard_link() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&listing.stdout).trim(),
-        format!("shout/{}", hash_of(&p, "shout"))
+        format!("shout/{}", p.hash_of("shout"))
     );
 
     s.assert_untouched();

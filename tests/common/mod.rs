@@ -127,6 +127,24 @@ impl Project {
         value["resources"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The hash of the live resource `name` (the first listed, if several share the name).
+    pub fn hash_of(&self, name: &str) -> String {
+        self.live()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, h)| h)
+            .unwrap_or_else(|| panic!("no live resource {name}"))
+    }
+
+    /// The object file of `hash` in the store (`<db>/objects/ab/cd/<rest>`).
+    pub fn object_path(&self, hash: &str) -> PathBuf {
+        self.db()
+            .join("objects")
+            .join(&hash[0..2])
+            .join(&hash[2..4])
+            .join(&hash[4..])
+    }
+
     /// Content of the live resource(s) with this name, sorted.
     pub fn contents(&self, name: &str) -> Vec<String> {
         let mut out: Vec<String> = self
