@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -103,15 +103,6 @@ fn hash_of(p: &Project, name: &str) -> Vec<String> {
         .filter(|(n, _, _)| n == name)
         .map(|(_, h, _)| h)
         .collect()
-}
-
-/// The object file of a hash (`<db>/objects/ab/cd/<rest>`).
-fn object(p: &Project, hash: &str) -> PathBuf {
-    p.db()
-        .join("objects")
-        .join(&hash[..2])
-        .join(&hash[2..4])
-        .join(&hash[4..])
 }
 
 fn source_step(script: &str) -> String {
@@ -211,7 +202,7 @@ fn one_gib_file() {
             "[{mode}]"
         );
         // The object really holds that content.
-        let data = std::fs::read(object(&p, &want)).expect("object");
+        let data = std::fs::read(p.object_path(&want)).expect("object");
         assert_eq!(sha256_hex(&data), want, "[{mode}]");
     }
 }

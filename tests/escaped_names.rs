@@ -182,18 +182,8 @@ fn a_task_log_is_escaped_on_a_terminal_and_raw_when_piped() {
 fn a_damaged_objects_error_escapes_its_name() {
     let p = Project::new(PIPELINE);
     run(&p, &[]);
-    let hash = p
-        .live()
-        .into_iter()
-        .find(|(name, _)| name == FORGED)
-        .expect("the forged name is live")
-        .1;
-    let object = p
-        .db()
-        .join("objects")
-        .join(&hash[..2])
-        .join(&hash[2..4])
-        .join(&hash[4..]);
+    let hash = p.hash_of(FORGED);
+    let object = p.object_path(&hash);
     let mut permissions = std::fs::metadata(&object).expect("object").permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
     std::fs::set_permissions(&object, permissions).expect("chmod the object");
