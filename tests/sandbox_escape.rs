@@ -270,6 +270,64 @@ fn root_only_files_are_unreadable() {
 }
 
 #[test]
+fn every_file_only_root_may_read_in_etc_and_opt_is_hidden_from_a_root_task() {
+    // Not only the named secrets (shadow, ssh keys): any file in /etc or /opt that others may
+    // not read, and any directory they may not enter, such as a service's key or a database's
+    // access rules. What any user may read stays readable.
+    if !is_root() {
+        eprintln!("skipped: masks apply to a grit running as root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    /// Removes what the test planted in /etc and /opt whatever happens to it.
+    struct Cleanup(Vec<std::path::PathBuf>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+            }
+        }
+    }
+    let tag = format!("grit-test-{}", std::process::id());
+    let etc_file = Path::new("/etc").join(format!("{tag}.conf"));
+    let etc_dir = Path::new("/etc").join(format!("{tag}.d"));
+    std::fs::create_dir_all("/opt").unwrap();
+    let opt_dir = Path::new("/opt").join(&tag);
+    let _cleanup = Cleanup(vec![etc_file.clone(), etc_dir.clone(), opt_dir.clone()]);
+    let write = |path: &Path, text: &str, mode: u32| {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write(&etc_file, "SECRET-ONE\n", 0o600);
+    // A 0711 directory others may enter: its world-readable file stays, its private one goes.
+    std::fs::create_dir(&etc_dir).unwrap();
+    std::fs::set_permissions(&etc_dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    write(&etc_dir.join("public"), "PUBLIC-TEXT\n", 0o644);
+    write(&etc_dir.join("private"), "SECRET-TWO\n", 0o640);
+    // A directory others may not enter, deep in /opt: hidden whole.
+    std::fs::create_dir_all(opt_dir.join("app/conf")).unwrap();
+    write(&opt_dir.join("app/conf/token"), "SECRET-THREE\n", 0o644);
+    std::fs::set_permissions(opt_dir.join("app"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let obs = observe(
+        &format!(
+            "cat {} {}/private {}/app/conf/token; cat {}/public",
+            etc_file.display(),
+            etc_dir.display(),
+            opt_dir.display(),
+            etc_dir.display()
+        ),
+        "",
+    );
+    for secret in ["SECRET-ONE", "SECRET-TWO", "SECRET-THREE"] {
+        assert!(!obs.contains(secret), "{secret} leaked: {obs}");
+    }
+    assert!(
+        obs.contains("PUBLIC-TEXT"),
+        "a world-readable file was hidden: {obs}"
+    );
+}
+
+#[test]
 fn a_root_only_file_made_during_a_run_is_masked_from_the_next_task_on() {
     // The sandbox masks the root-only paths it knows (/etc/credstore, …) where they exist when
     // its template is built; one a service creates during a run must be masked too. Root only:

@@ -299,8 +299,11 @@ fn start(pids: &ZygotePids) -> Result<Zygote, SandboxError> {
         return fail(process, 0, format!("socket timeout: {e}"));
     }
     match wire::receive::<Reply>(&ours) {
-        Ok(Some((Reply::Ready { twin }, fds))) => match fds.into_iter().next() {
+        Ok(Some((Reply::Ready { twin, unmasked }, fds))) => match fds.into_iter().next() {
             Some(twin_sock) => {
+                if let Some(warning) = unmasked {
+                    tracing::warn!("sandbox: {warning}");
+                }
                 let twin_sock = UnixStream::from(twin_sock);
                 if let Err(e) = twin_sock.set_read_timeout(Some(ANSWER_TIMEOUT)) {
                     return fail(process, twin, format!("socket timeout: {e}"));

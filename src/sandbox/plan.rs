@@ -57,6 +57,18 @@ pub(crate) const ROOT_SECRETS: &[&str] = &[
     "/etc/NetworkManager/system-connections",
 ];
 
+/// System directories searched, as root, for every other entry only root may read: a file that
+/// others may not read, a directory they may not enter (a configuration's password, the munge
+/// key, a database's access rules). Secrets live here by convention; `/usr` and `/nix/store` are
+/// readable by everyone and too large to search at each run's start.
+pub(crate) const SEARCHED_FOR_SECRETS: &[&str] = &["/etc", "/opt"];
+/// Most entries [`SEARCHED_FOR_SECRETS`] looks at. `/etc` holds a few thousand.
+const SEARCH_BUDGET: usize = 200_000;
+/// Most root-only entries masked beyond [`ROOT_SECRETS`]: every mask is a mount that the zygote
+/// checks before each task, so a host with thousands of them is told to run as another user
+/// instead.
+const MAX_FOUND_MASKS: usize = 64;
+
 /// One step of building a mount tree. Template steps use paths prefixed with [`STAGING`]; a
 /// task's steps use the paths the task sees (it starts inside a copy of the template).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +149,8 @@ pub(crate) struct HostLayout {
     pub dev_nodes: Vec<PathBuf>,
     /// Existing root-only paths and whether each is a directory; empty when not root.
     pub masks: Vec<(PathBuf, bool)>,
+    /// Why some root-only paths stay readable to a task run by root, when some do.
+    pub unmasked: Option<String>,
 }
 
 impl HostLayout {
@@ -162,19 +176,120 @@ impl HostLayout {
             .filter(|p| p.exists())
             .collect();
         let mut masks = Vec::new();
+        let mut unmasked = None;
         if as_root {
             for p in ROOT_SECRETS {
                 if let Ok(meta) = std::fs::metadata(p) {
                     masks.push((PathBuf::from(p), meta.is_dir()));
                 }
             }
+            let roots: Vec<&Path> = SEARCHED_FOR_SECRETS.iter().map(Path::new).collect();
+            unmasked = add_root_only(&mut masks, &roots, SEARCH_BUDGET);
         }
         HostLayout {
             system,
             dev_nodes,
             masks,
+            unmasked,
         }
     }
+}
+
+/// Adds to `masks` (the named secrets) what [`root_only_entries`] finds under `roots`, up to
+/// [`MAX_FOUND_MASKS`] of them, looking at no more than `budget` entries; says what stays
+/// readable, if anything does.
+fn add_root_only(
+    masks: &mut Vec<(PathBuf, bool)>,
+    roots: &[&Path],
+    mut budget: usize,
+) -> Option<String> {
+    let mut found = Vec::new();
+    for root in roots {
+        root_only_entries(root, &mut budget, &mut found);
+    }
+    let found: Vec<_> = outermost(found)
+        .into_iter()
+        .filter(|(p, _)| !covered(masks, p))
+        .collect();
+    let over = found.len().saturating_sub(MAX_FOUND_MASKS);
+    masks.extend(found.into_iter().take(MAX_FOUND_MASKS));
+    *masks = outermost(std::mem::take(masks));
+    let searched = roots
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" and ");
+    if over > 0 {
+        Some(format!(
+            "{over} more files or directories under {searched} that only root may read stay \
+             readable to tasks (at most {MAX_FOUND_MASKS} are hidden): run pipelines as a \
+             dedicated user, not as root"
+        ))
+    } else if budget == 0 {
+        Some(format!(
+            "{searched} hold too many entries to search them all; files there that only root \
+             may read can stay readable to tasks: run pipelines as a dedicated user, not as root"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Adds to `found` the entries under `dir` that only their owner or group may read (a regular
+/// file others may not read, a directory others may not enter), without looking inside the
+/// directories it adds or following symlinks. Looks at no more than `budget` entries.
+///
+/// A task run by root runs as root's own uid without capabilities: it reads what root owns and
+/// nothing else. Hiding every entry others cannot read leaves it what any user can read.
+fn root_only_entries(dir: &Path, budget: &mut usize, found: &mut Vec<(PathBuf, bool)>) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if *budget == 0 {
+                return;
+            }
+            *budget -= 1;
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let others = meta.permissions().mode() & 0o007;
+            if meta.is_dir() {
+                if others & 0o001 == 0 {
+                    found.push((path, true));
+                } else {
+                    pending.push(path);
+                }
+            } else if meta.is_file() && others & 0o004 == 0 {
+                found.push((path, false));
+            }
+        }
+    }
+}
+
+/// Whether `path` is one of `masks` or lies under one of its directories.
+fn covered(masks: &[(PathBuf, bool)], path: &Path) -> bool {
+    masks
+        .iter()
+        .any(|(m, is_dir)| m == path || (*is_dir && path.starts_with(m)))
+}
+
+/// `masks` in path order without those under another masked directory: a mask inside an empty
+/// tmpfs would have nothing to cover.
+fn outermost(mut masks: Vec<(PathBuf, bool)>) -> Vec<(PathBuf, bool)> {
+    masks.sort();
+    masks.dedup_by(|a, b| a.0 == b.0);
+    let mut kept: Vec<(PathBuf, bool)> = Vec::with_capacity(masks.len());
+    for (path, is_dir) in masks {
+        if !covered(&kept, &path) {
+            kept.push((path, is_dir));
+        }
+    }
+    kept
 }
 
 /// The host paths of one task, as handed over by the executor.
@@ -402,6 +517,7 @@ pub(crate) fn mask(path: &Path, is_dir: bool) -> Vec<MountOp> {
         system: Vec::new(),
         dev_nodes: Vec::new(),
         masks: vec![(path.to_path_buf(), is_dir)],
+        unmasked: None,
     })
 }
 
@@ -698,6 +814,7 @@ mod tests {
             ],
             dev_nodes: vec!["/dev/null".into()],
             masks: vec![("/etc/shadow".into(), false)],
+            unmasked: None,
         }
     }
 
@@ -860,6 +977,104 @@ mod tests {
         }
         assert!(plan.ops.contains(&MountOp::SetReadOnly(host(&top))));
         assert!(tmpfs_at(&plan.ops, Path::new("/tmp")) < scaffold);
+    }
+
+    #[test]
+    fn the_search_finds_what_others_cannot_read_and_stops_at_closed_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let at = |p: &str| d.path().join(p);
+        let mode = |p: &str, m: u32| {
+            std::fs::set_permissions(at(p), std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        for dir in ["open", "open/enter-only", "closed", "closed/inner"] {
+            std::fs::create_dir(at(dir)).unwrap();
+        }
+        for file in [
+            "open/readable",
+            "open/private",
+            "open/group-only",
+            "open/enter-only/private",
+            "open/enter-only/readable",
+            "closed/inner/x",
+        ] {
+            std::fs::write(at(file), "x").unwrap();
+        }
+        mode("open/private", 0o600);
+        mode("open/group-only", 0o640);
+        mode("open/enter-only", 0o711);
+        mode("open/enter-only/private", 0o400);
+        mode("closed", 0o750);
+        std::os::unix::fs::symlink("/etc/shadow", at("open/link")).unwrap();
+        let mut budget = 100;
+        let mut found = Vec::new();
+        root_only_entries(d.path(), &mut budget, &mut found);
+        found.sort();
+        let expected: Vec<(PathBuf, bool)> = vec![
+            (at("closed"), true),
+            (at("open/enter-only/private"), false),
+            (at("open/group-only"), false),
+            (at("open/private"), false),
+        ];
+        assert_eq!(found, expected);
+        // Nothing inside `closed` was looked at: 4 directories' entries, less `closed/inner`.
+        assert_eq!(budget, 100 - 9);
+        let mut small = 2;
+        let mut partial = Vec::new();
+        root_only_entries(d.path(), &mut small, &mut partial);
+        assert_eq!(small, 0);
+    }
+
+    #[test]
+    fn found_masks_are_capped_and_what_stays_readable_is_said() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..MAX_FOUND_MASKS + 3 {
+            let f = d.path().join(format!("secret{i:03}"));
+            std::fs::write(&f, "x").unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let mut masks = vec![(d.path().join("secret000"), false)];
+        let said = add_root_only(&mut masks, &[d.path()], 1000).unwrap();
+        // The named one counts once; 66 found beyond it, 64 kept.
+        assert_eq!(masks.len(), MAX_FOUND_MASKS + 1);
+        assert!(said.starts_with("2 more files"), "{said}");
+        let mut few = Vec::new();
+        let said = add_root_only(&mut few, &[d.path()], 5).unwrap();
+        assert_eq!(few.len(), 5);
+        assert!(said.contains("too many entries"), "{said}");
+        let mut none = Vec::new();
+        assert_eq!(
+            add_root_only(&mut none, &[Path::new("/nonexistent")], 5),
+            None
+        );
+    }
+
+    #[test]
+    fn masks_inside_masked_directories_are_dropped() {
+        let masks = vec![
+            (PathBuf::from("/etc/ssh/ssh_host_key"), false),
+            (PathBuf::from("/etc/ssh"), true),
+            (PathBuf::from("/etc/ssh-extra"), false),
+            (PathBuf::from("/etc/shadow"), false),
+            (PathBuf::from("/etc/shadow"), false),
+        ];
+        assert_eq!(
+            outermost(masks),
+            vec![
+                (PathBuf::from("/etc/shadow"), false),
+                (PathBuf::from("/etc/ssh"), true),
+                (PathBuf::from("/etc/ssh-extra"), false),
+            ]
+        );
+        assert!(covered(
+            &[("/etc/ssh".into(), true)],
+            Path::new("/etc/ssh/a")
+        ));
+        assert!(!covered(
+            &[("/etc/shadow".into(), false)],
+            Path::new("/etc/shadow/a")
+        ));
     }
 
     #[test]

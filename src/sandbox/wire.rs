@@ -54,7 +54,8 @@ pub(crate) struct Order {
 pub(crate) enum Reply {
     /// The template is built; orders are welcome. The socket of the twin that serves
     /// `network = false` tasks travels with this reply; `twin` is its pid (a child of grit).
-    Ready { twin: i32 },
+    /// `unmasked` says which root-only files stay readable to tasks, if some do.
+    Ready { twin: i32, unmasked: Option<String> },
     /// The task's init runs as a child of grit; its pidfd travels with this reply.
     Spawned { pid: i32 },
     /// Nothing was started; the message says why and what to do.

@@ -174,7 +174,11 @@ fn serve(grit: i32) -> i32 {
         return zygote.serve(&twins);
     }
     drop(twins);
-    if wire::send(&sock, &Reply::Ready { twin: twin_pid }, &[ours.as_fd()]).is_err() {
+    let ready = Reply::Ready {
+        twin: twin_pid,
+        unmasked: zygote.unmasked_warning.take(),
+    };
+    if wire::send(&sock, &ready, &[ours.as_fd()]).is_err() {
         return 1;
     }
     drop(ours);
@@ -210,6 +214,8 @@ struct Zygote {
     /// Root-only paths (root's zygote only) that did not exist when the template was built:
     /// masked as soon as one appears (see `remask`).
     unmasked: Vec<PathBuf>,
+    /// Which root-only files the template leaves readable, if some: for grit to warn about.
+    unmasked_warning: Option<String>,
     /// H: the host's view, where task directories are copied from.
     host_mnt: OwnedFd,
     /// P: the template every task's tree is a copy of.
@@ -386,11 +392,17 @@ impl Zygote {
             }
         }
         let masks = plan::masks(&layout);
+        let unmasked_warning = layout.unmasked.clone();
         let unmasked = if uid == 0 {
             plan::ROOT_SECRETS
                 .iter()
                 .map(PathBuf::from)
-                .filter(|p| !layout.masks.iter().any(|(masked, _)| masked == p))
+                .filter(|p| {
+                    !layout
+                        .masks
+                        .iter()
+                        .any(|(masked, is_dir)| masked == p || (*is_dir && p.starts_with(masked)))
+                })
                 .collect()
         } else {
             Vec::new()
@@ -399,6 +411,7 @@ impl Zygote {
             template: Template::new(layout),
             masks,
             unmasked,
+            unmasked_warning,
             host_mnt,
             template_mnt,
             uid_map,
