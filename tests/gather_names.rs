@@ -87,3 +87,54 @@ fn an_impostor_input_takes_no_ones_place_with_fuse_capture() {
 fn an_impostor_input_takes_no_ones_place_with_dir_capture() {
     every_input_under_its_own_name("dir");
 }
+
+/// Two steps publish the same 250-byte name: the disambiguated forms (`<name>.<hash>`) would be
+/// longer than a file name may be, so they give up the name's end instead, and the gather runs
+/// on both inputs under either capture.
+fn inputs_with_the_longest_names_still_get_names_of_their_own(mode: &str) {
+    let long = "n".repeat(250);
+    let manifest = format!(
+        r#"
+[[step]]
+name = "s1"
+script = 'echo one > $OUTPUT_DIR/{long}'
+
+[[step]]
+name = "s2"
+script = 'echo two > $OUTPUT_DIR/{long}'
+
+[[step]]
+name = "g"
+inputs = ["n*"]
+gather = true
+script = 'for f in $INPUT_DIR/*; do n=$(basename $f); echo "${{#n}} $(cat $f)"; done > $OUTPUT_DIR/report'
+"#
+    );
+    let p = Project::new(&manifest);
+    let (out, _) = p.run(&["--capture", mode]);
+    assert_eq!(out.status.code(), Some(0), "[{mode}] {}", describe(&out));
+    let reports = p.contents("report");
+    assert_eq!(reports.len(), 1, "[{mode}] one report: {reports:?}");
+    let mut lines: Vec<&str> = reports[0].lines().collect();
+    lines.sort_unstable();
+    // `<242 bytes of the name>.<12-digit hash>`: 255 bytes each.
+    assert_eq!(
+        lines,
+        ["255 one", "255 two"],
+        "[{mode}] the gather's report"
+    );
+}
+
+#[test]
+fn the_longest_names_fit_in_input_dir_with_fuse_capture() {
+    if let Err(why) = fuse_usable() {
+        eprintln!("skipping --capture fuse: {why}");
+        return;
+    }
+    inputs_with_the_longest_names_still_get_names_of_their_own("fuse");
+}
+
+#[test]
+fn the_longest_names_fit_in_input_dir_with_dir_capture() {
+    inputs_with_the_longest_names_still_get_names_of_their_own("dir");
+}

@@ -39,22 +39,44 @@ pub(super) fn input_dir_names(members: &[InputRef]) -> Vec<String> {
 }
 
 /// The first of `<name>.<short hash>`, `<name>.<hash>`, `<name>.<hash>.2`, … not yet taken,
-/// which it then takes.
+/// which it then takes. A name too long for the suffix gives up its end (see [`fitted`]).
 fn distinct_form(member: &InputRef, taken: &mut HashSet<String>) -> String {
-    let short = format!("{}.{}", member.name, crate::store::short_hash(&member.hash));
-    let full = format!("{}.{}", member.name, member.hash);
+    let hash = &member.hash;
+    let short = fitted(
+        &member.name,
+        &format!(".{}", crate::store::short_hash(hash)),
+    );
+    let full = |counter: u64| match counter {
+        1 => fitted(&member.name, &format!(".{hash}")),
+        n => fitted(&member.name, &format!(".{hash}.{n}")),
+    };
     let mut form = if taken.contains(&short) {
-        full.clone()
+        full(1)
     } else {
         short
     };
     let mut n = 1u64;
     while taken.contains(&form) {
         n += 1;
-        form = format!("{full}.{n}");
+        form = full(n);
     }
     taken.insert(form.clone());
     form
+}
+
+/// Longest file name Linux filesystems take, in bytes.
+const NAME_MAX: usize = 255;
+
+/// `name` followed by `suffix`, with as much of `name`'s end (whole characters) left out as the
+/// result needs to fit in [`NAME_MAX`] bytes. A resource name may already be that long, and a
+/// longer entry could not be made in `INPUT_DIR`. The suffix carries the member's own hash, so a
+/// shortened form still shows whose content it is.
+fn fitted(name: &str, suffix: &str) -> String {
+    let mut keep = NAME_MAX.saturating_sub(suffix.len()).min(name.len());
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &name[..keep])
 }
 
 #[cfg(test)]
@@ -141,5 +163,33 @@ mod tests {
         assert_eq!(forward, backward);
         let distinct: HashSet<&String> = forward.iter().collect();
         assert_eq!(distinct.len(), forward.len());
+    }
+
+    #[test]
+    fn forms_of_a_name_as_long_as_a_file_name_may_be_still_fit_and_stay_distinct() {
+        // 254 bytes: 126 two-byte characters and two ASCII letters.
+        let long = format!("{}ab", "é".repeat(126));
+        assert_eq!(long.len(), 254);
+        let short_form = format!("{}ab", "é".repeat(126));
+        let got = names(&[
+            member(&long, ONE),
+            member(&long, TWO),
+            // Takes the first member's short form, shortened as it would be.
+            member(&fitted(&short_form, &format!(".{}", &ONE[..12])), TWO),
+        ]);
+        for name in &got {
+            assert!(name.len() <= NAME_MAX, "{} bytes: {name}", name.len());
+        }
+        assert!(got[0].ends_with(&format!(".{ONE}")), "{}", got[0]);
+        assert!(got[1].ends_with(&format!(".{}", &TWO[..12])), "{}", got[1]);
+        assert!(got[0].starts_with("éé") && got[1].starts_with("éé"));
+        let distinct: HashSet<&String> = got.iter().collect();
+        assert_eq!(distinct.len(), got.len());
+        // A character is never cut in half.
+        assert_eq!(
+            fitted("aé", &"x".repeat(253)),
+            format!("a{}", "x".repeat(253))
+        );
+        assert_eq!(fitted("ab", ".1"), "ab.1");
     }
 }
