@@ -1116,17 +1116,31 @@ struct Held {
     child: std::process::Child,
     /// The task's OUTPUT_DIR, read from its environment.
     output_dir: std::path::PathBuf,
+    /// The task's scratch directory (`TMPDIR`), likewise.
+    scratch_dir: std::path::PathBuf,
 }
 
 /// Starts `grit run --json` (as `run_as`, else as the test's user) on a step `slow` with extra
 /// `keys`, and waits until it has written `data` and `gone` into its OUTPUT_DIR.
 fn hold_a_task(run_as: Option<&str>, keys: &str, extra: &[&str], n: u32) -> Held {
+    hold_a_task_after(run_as, keys, "", extra, n)
+}
+
+/// [`hold_a_task`] whose script runs `prelude` first.
+fn hold_a_task_after(
+    run_as: Option<&str>,
+    keys: &str,
+    prelude: &str,
+    extra: &[&str],
+    n: u32,
+) -> Held {
     let m = marker(n);
     let p = Sandboxed::new(&format!(
         r#"[[step]]
 name = "slow"
 {keys}
 script = '''
+{prelude}
 echo data > "$OUTPUT_DIR/data"
 echo gone > "$OUTPUT_DIR/gone"
 sleep {m} &
@@ -1166,15 +1180,19 @@ kill $!
     );
     let pid = processes_with(&format!("sleep {m}"))[0];
     let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("task environment");
-    let output_dir = environ
-        .split(|b| *b == 0)
-        .find_map(|kv| kv.strip_prefix(b"OUTPUT_DIR="))
-        .map(|v| std::path::PathBuf::from(String::from_utf8_lossy(v).into_owned()))
-        .expect("OUTPUT_DIR in the task's environment");
+    let variable = |name: &str| {
+        let prefix = format!("{name}=");
+        environ
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+            .map(|v| std::path::PathBuf::from(String::from_utf8_lossy(v).into_owned()))
+            .unwrap_or_else(|| panic!("{name} in the task's environment"))
+    };
     Held {
         p,
         child,
-        output_dir,
+        output_dir: variable("OUTPUT_DIR"),
+        scratch_dir: variable("TMPDIR"),
     }
 }
 
@@ -1334,6 +1352,45 @@ fn a_store_made_with_group_is_readable_by_that_group_only() {
     assert_eq!(mode(&p.db().join("objects")), 0o2750);
     assert_eq!(mode(&object), 0o440);
     assert_eq!(mode(&p.db().join("grit.sqlite")), 0o640);
+}
+
+#[test]
+fn the_group_of_a_shared_store_cannot_read_a_task_scratch_directory_the_task_opened_up() {
+    // A group store lets its group read objects and the database, never a running task's
+    // scratch files: even a task that opens its scratch directory and files to everyone keeps
+    // them from the group, since the directory holding every scratch directory is the owner's.
+    if !other_user_available() {
+        return;
+    }
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "getent group {SHARE_GROUP} >/dev/null || groupadd --system {SHARE_GROUP}; \
+             gpasswd -a {OTHER_USER} {SHARE_GROUP} >/dev/null"
+        ))
+        .status();
+    if !matches!(made, Ok(s) if s.success()) {
+        eprintln!("skipped: cannot create the group {SHARE_GROUP} ({made:?})");
+        return;
+    }
+    let prelude =
+        r#"chmod 755 "$TMPDIR"; echo SCRATCH-SECRET > "$TMPDIR/notes"; chmod 644 "$TMPDIR/notes""#;
+    let held = hold_a_task_after(None, "", prelude, &["--group", SHARE_GROUP], 26);
+    let said = as_user(
+        OTHER_USER,
+        true,
+        &held.scratch_dir,
+        r#"cat "$D/notes" 2>/dev/null; ls "$D" >/dev/null 2>&1 && echo "scratch listable"; echo done"#,
+    );
+    let (p, _) = held.release();
+    assert_eq!(
+        said, "done\n",
+        "the store's group reached the task's scratch"
+    );
+    // The group still reads what the store shares with it.
+    let object = first_object(&p.db());
+    let read = format!("cat {} >/dev/null && echo readable", object.display());
+    assert_eq!(as_user(OTHER_USER, true, &p.db(), &read), "readable\n");
 }
 
 #[test]

@@ -486,7 +486,9 @@ pub async fn run(
         capture: capture.clone(),
         writer: writer.clone(),
         no_sandbox: options.no_sandbox,
-        workdirs: crate::store::staging::DirPool::new(&paths.tmp, "work"),
+        // In a directory of its own that only grit's user may enter, whatever the store's
+        // sharing: a task may open its scratch directory up, but not to the store's group.
+        workdirs: crate::store::staging::DirPool::new(&paths.scratch(), "work"),
         verified: Default::default(),
         paths: paths.clone(),
     });

@@ -119,6 +119,12 @@ impl StorePaths {
         }
     }
 
+    /// The parent of the tasks' scratch directories (`TMPDIR`): 0700 in every store, made by the
+    /// first task that needs it (see `staging::DirPool`).
+    pub fn scratch(&self) -> PathBuf {
+        self.tmp.join("scratch")
+    }
+
     /// Where `grit verify --repair` moves damaged objects.
     pub fn quarantine(&self) -> PathBuf {
         self.root.join("quarantine")
