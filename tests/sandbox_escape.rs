@@ -325,6 +325,12 @@ fn every_file_only_root_may_read_in_etc_and_opt_is_hidden_from_a_root_task() {
         obs.contains("PUBLIC-TEXT"),
         "a world-readable file was hidden: {obs}"
     );
+    // A step that names such a file in `read_only` gets it: the manifest's author asked.
+    let granted = observe(
+        &format!("cat {}", etc_file.display()),
+        &format!("read_only = [\"{}\"]", etc_file.display()),
+    );
+    assert!(granted.contains("SECRET-ONE"), "{granted}");
 }
 
 #[test]

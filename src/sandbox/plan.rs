@@ -748,9 +748,9 @@ pub(super) fn task_mounts(
         task_binds.push(p);
     }
     // The template covers the root-only files, but a bind of this task over one of their
-    // directories would show them again.
+    // directories would show them again. A path the step names itself is shown as asked.
     for (p, is_dir) in &layout.masks {
-        if task_binds.iter().any(|b| p.starts_with(b)) {
+        if task_binds.iter().any(|b| p.starts_with(b) && p != b) {
             let mount = if *is_dir {
                 Mount::MaskDir
             } else {
@@ -1102,6 +1102,21 @@ mod tests {
         // Without the bind, the template's mask is enough.
         let plain = plan_without(&layout, &task);
         assert_eq!(tmpfs_at(&plain.ops, &etc_dir.join("ssl")), usize::MAX);
+        // A step that names the masked directory itself gets it, unmasked.
+        let named = [etc_dir.join("ssl")];
+        let task = TaskPaths {
+            read_only: &named,
+            ..in_one_dir(d.path())
+        };
+        let shown = super::plan(&Template::new(layout.clone()), &task).unwrap();
+        assert_eq!(tmpfs_at(&shown.ops, &etc_dir.join("ssl")), usize::MAX);
+        assert_ne!(
+            pos(
+                &shown.ops,
+                |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == host(&etc_dir.join("ssl")))
+            ),
+            usize::MAX
+        );
     }
 
     fn plan_without(layout: &HostLayout, task: &TaskPaths<'_>) -> Plan {
