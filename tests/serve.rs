@@ -1049,6 +1049,44 @@ fn a_watched_file_replaced_by_a_rename_stays_watched() {
 }
 
 #[test]
+fn links_and_fifos_in_a_watched_directory_are_not_ingested_and_hang_nothing() {
+    // Whoever may write into a watched directory must not make the server read a file they
+    // cannot (a link to its token secret, to /etc/shadow), nor hang its worker with a FIFO.
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "SECRET\n").unwrap();
+    let (server, operator) = watching(dir.path(), "\"incoming\"");
+    std::os::unix::fs::symlink(outside.join("secret.txt"), incoming.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink(&outside, incoming.join("linked-dir")).unwrap();
+    nix::unistd::mkfifo(&incoming.join("fifo.txt"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Touched through the links, so that the change is seen at the link's path too.
+    std::fs::write(outside.join("secret.txt"), "SECRET\n").unwrap();
+    std::fs::write(incoming.join("linked-dir").join("via.txt"), "VIA\n").unwrap();
+    // A real file after them: once it is live, the others were looked at and refused.
+    std::fs::write(incoming.join("real.txt"), "real\n").unwrap();
+    poll("real.txt ingested", || {
+        (live_content(&server, &operator, "real.txt").as_deref() == Some("real\n")).then_some(())
+    });
+    for name in ["link.txt", "secret.txt", "fifo.txt", "via.txt"] {
+        assert_eq!(live_content(&server, &operator, name), None, "{name}");
+    }
+    poll("the refusals logged", || {
+        let said = server.stderr();
+        (said.contains("link.txt not ingested: a symbolic link")
+            && said.contains("fifo.txt not ingested: not a regular file"))
+        .then_some(())
+    });
+    // The worker is not stuck: a later change still gets a run.
+    std::fs::write(incoming.join("later.txt"), "later\n").unwrap();
+    poll("later.txt ingested", || {
+        (live_content(&server, &operator, "later.txt").as_deref() == Some("later\n")).then_some(())
+    });
+}
+
+#[test]
 fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_bad() {
     let (project, _gate) = gated_project();
     let good = |limit: u32| {

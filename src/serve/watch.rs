@@ -8,10 +8,16 @@
 //! were queues nothing.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::queue;
@@ -146,7 +152,10 @@ pub fn due(pipeline: &Pipeline) -> Due {
 /// Ingest the changed `files` that are regular files with usable names; true when that changed
 /// what is live (a new content, or one that replaced another).
 pub async fn ingest(pipeline: &Pipeline, files: Vec<PathBuf>) -> Result<bool, StoreError> {
-    let name = pipeline.config().name.clone();
+    let (name, watch) = {
+        let config = pipeline.config();
+        (config.name.clone(), config.watch.clone())
+    };
     let ingestion = pipeline
         .writer
         .call(|conn| Ingestion::begin(conn, false))
@@ -155,7 +164,7 @@ pub async fn ingest(pipeline: &Pipeline, files: Vec<PathBuf>) -> Result<bool, St
     let mut changed = false;
     let looked_at = files.len();
     for file in files {
-        let Some(record) = stage(&pipeline.paths.tmp, &objects, &file, &name) else {
+        let Some(record) = stage(&pipeline.paths.tmp, &objects, &watch, &file, &name) else {
             continue;
         };
         let what = format!(
@@ -186,29 +195,129 @@ pub async fn ingest(pipeline: &Pipeline, files: Vec<PathBuf>) -> Result<bool, St
 }
 
 /// Copy `file` into staging, hash it and store the object; `None` (logged) when it is gone, not
-/// a regular file, or has a name a resource cannot have.
-fn stage(tmp: &Path, objects: &Objects, file: &Path, pipeline: &str) -> Option<OutputRecord> {
-    let meta = std::fs::metadata(file).ok()?;
-    if !meta.is_file() {
+/// a regular file, reached through a symbolic link, or has a name a resource cannot have.
+fn stage(
+    tmp: &Path,
+    objects: &Objects,
+    watch: &[PathBuf],
+    file: &Path,
+    pipeline: &str,
+) -> Option<OutputRecord> {
+    let shown = || printable(&file.display().to_string()).into_owned();
+    let name = file.file_name()?.to_str()?.to_string();
+    let mut source = match open_watched(watch, file) {
+        Ok(source) => source,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            tracing::warn!(
+                pipeline,
+                "watch: {} not ingested: a symbolic link is on its way (watch the file it \
+                 points to instead)",
+                shown()
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(pipeline, "watch: {} not ingested: {e}", shown());
+            return None;
+        }
+    };
+    // Checked on the opened file, not on the path, which may have changed since.
+    if !source.metadata().is_ok_and(|m| m.is_file()) {
+        tracing::warn!(
+            pipeline,
+            "watch: {} not ingested: not a regular file",
+            shown()
+        );
         return None;
     }
-    let name = file.file_name()?.to_str()?.to_string();
     if let Some(reason) = invalid_name_reason(&name) {
-        tracing::warn!(pipeline, "watch: {} not ingested: {reason}", file.display());
+        tracing::warn!(pipeline, "watch: {} not ingested: {reason}", shown());
         return None;
     }
     let staged = tmp.join(format!("watch-{}", std::process::id()));
-    let stored = std::fs::copy(file, &staged)
-        .and_then(|_| hash_file(&staged))
+    let stored = copy_to_new(&mut source, &staged)
+        .and_then(|()| hash_file(&staged))
         .and_then(|(hash, size)| objects.adopt(&staged, &hash).map(|_| (hash, size)));
     match stored {
         Ok((hash, size)) => Some(OutputRecord { name, hash, size }),
         Err(e) => {
             let _ = std::fs::remove_file(&staged);
-            tracing::warn!(pipeline, "watch: {} not ingested: {e}", file.display());
+            tracing::warn!(pipeline, "watch: {} not ingested: {e}", shown());
             None
         }
     }
+}
+
+/// Opens a changed `file` for reading. Whoever may write into a watched directory must not make
+/// the server read what they cannot: no symbolic link is followed below the watched path the
+/// file belongs to (the watched path itself is the configuration's, and may be reached through
+/// links). The open does not block, so a FIFO put there cannot hang the pipeline's worker.
+fn open_watched(watch: &[PathBuf], file: &Path) -> io::Result<File> {
+    let Some((root, inside)) = watched_root(watch, file) else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "not under a watched path",
+        ));
+    };
+    let root = File::open(root)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH);
+    match nix::fcntl::openat2(&root, inside.as_path(), how) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(Errno::ENOSYS) => open_step_by_step(root, &inside, flags),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`open_watched`] before Linux 5.6 (no `openat2`): one component at a time, none of them a
+/// link, none of them `..`.
+fn open_step_by_step(root: File, inside: &Path, flags: OFlag) -> io::Result<File> {
+    let mut dir = root;
+    let parts: Vec<_> = inside.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let Component::Normal(part) = part else {
+            return Err(io::Error::from_raw_os_error(libc::EXDEV));
+        };
+        let flags = if i + 1 == parts.len() {
+            flags
+        } else {
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW
+        };
+        let fd = nix::fcntl::openat(&dir, *part, flags | OFlag::O_CLOEXEC, Mode::empty())?;
+        dir = File::from(fd);
+    }
+    Ok(dir)
+}
+
+/// The directory `file` is opened from and its path inside it: a watched file's parent and name,
+/// or the watched directory it lies in and the rest of its path.
+fn watched_root(watch: &[PathBuf], file: &Path) -> Option<(PathBuf, PathBuf)> {
+    if watch.iter().any(|w| w == file) {
+        let parent = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        return Some((parent, PathBuf::from(file.file_name()?)));
+    }
+    watch.iter().find_map(|w| {
+        let inside = file.strip_prefix(w).ok()?;
+        (!inside.as_os_str().is_empty()).then(|| (w.clone(), inside.to_path_buf()))
+    })
+}
+
+/// Copies what is left of `source` into a new private file at `staged`.
+fn copy_to_new(source: &mut File, staged: &Path) -> io::Result<()> {
+    let _ = std::fs::remove_file(staged);
+    let mut target = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(staged)?;
+    io::copy(source, &mut target)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -233,5 +342,47 @@ mod tests {
         assert!(watched.covers(&sub.join("new/deeper")));
         assert!(!watched.covers(&dir.path().join("wfile.tmp")));
         assert!(!watched.covers(&dir.path().join("other")));
+    }
+
+    #[test]
+    fn a_watched_file_is_opened_without_following_links_or_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let (watched, outside) = (dir.path().join("in"), dir.path().join("out"));
+        std::fs::create_dir_all(watched.join("sub")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "s").unwrap();
+        std::fs::write(watched.join("sub/ok"), "ok").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), watched.join("link")).unwrap();
+        std::os::unix::fs::symlink(&outside, watched.join("dirlink")).unwrap();
+        nix::unistd::mkfifo(&watched.join("fifo"), Mode::S_IRWXU).unwrap();
+        let watch = [watched.clone()];
+        let loops =
+            |r: io::Result<File>| r.err().and_then(|e| e.raw_os_error()) == Some(libc::ELOOP);
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        for via_steps in [false, true] {
+            let open = |path: &Path| {
+                if via_steps {
+                    let (root, inside) = watched_root(&watch, path).unwrap();
+                    open_step_by_step(File::open(root).unwrap(), &inside, flags)
+                } else {
+                    open_watched(&watch, path)
+                }
+            };
+            let mut ok = String::new();
+            io::Read::read_to_string(&mut open(&watched.join("sub/ok")).unwrap(), &mut ok).unwrap();
+            assert_eq!(ok, "ok");
+            assert!(loops(open(&watched.join("link"))), "steps: {via_steps}");
+            assert!(
+                open(&watched.join("dirlink/secret")).is_err(),
+                "steps: {via_steps}"
+            );
+            // Opened at once, and then seen not to be a regular file.
+            let fifo = open(&watched.join("fifo")).unwrap();
+            assert!(!fifo.metadata().unwrap().is_file());
+        }
+        // A watched single file is opened from its parent, and a link there is refused too.
+        let single = [watched.join("link")];
+        assert!(loops(open_watched(&single, &watched.join("link"))));
+        assert!(open_watched(&watch, &outside.join("secret")).is_err());
     }
 }
