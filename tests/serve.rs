@@ -155,6 +155,66 @@ fn a_triggered_run_equals_grit_run_and_trigger_wait_exits_like_run() {
 }
 
 #[test]
+fn a_client_that_sends_no_whole_request_is_disconnected_and_others_are_served() {
+    // Half a request head, or a kept-alive connection with no next request, must not hold a
+    // descriptor for ever: enough of them (about a thousand) left the server unable to accept.
+    use std::io::Read;
+    let (project, gate) = gated_project();
+    gate.open();
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("grit"));
+    command
+        .arg("serve")
+        .arg("-m")
+        .arg(project.manifest())
+        .arg("--db")
+        .arg(project.db())
+        .args(["--listen", "127.0.0.1:0", "--no-sandbox"])
+        .env("GRIT_TEST_HEADER_TIMEOUT_MS", "400");
+    let server = Server::spawn(command);
+    let address = server.url.trim_start_matches("http://").to_string();
+    let open = || {
+        let stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        stream
+    };
+    // Reads until the server closes; how long that took, and what came.
+    let until_closed = |mut stream: std::net::TcpStream| {
+        let started = std::time::Instant::now();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the server kept the connection: {e}"),
+            }
+        }
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&got).into_owned(),
+        )
+    };
+    let mut half = open();
+    half.write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut idle = open();
+    idle.write_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (waited, said) = until_closed(half);
+    assert!(waited < std::time::Duration::from_secs(15), "{waited:?}");
+    assert!(!said.contains("200 OK"), "{said}");
+    // Answered, then closed once no next request came.
+    let (waited, said) = until_closed(idle);
+    assert!(said.starts_with("HTTP/1.1 200 OK"), "{said}");
+    assert!(waited < std::time::Duration::from_secs(15), "{waited:?}");
+    let (status, _) = server.get("/healthz", None);
+    assert_eq!(status, 200);
+}
+
+#[test]
 fn tokens_missing_expired_forged_or_of_the_wrong_role_are_refused() {
     let (project, gate) = gated_project();
     gate.open();

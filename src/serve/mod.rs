@@ -19,6 +19,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod http;
 pub mod listen;
 pub mod metrics;
 pub mod queue;
@@ -121,9 +122,13 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
         let shutdown = wait_for_stop(config.clone(), state.clone(), stop.clone());
         let served = async {
             match bound {
-                listen::Bound::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+                listen::Bound::Tcp(l) => {
+                    let accept = || async { l.accept().await.map(|(stream, _)| stream) };
+                    http::serve(accept, app, shutdown).await
+                }
                 listen::Bound::Unix(l) => {
-                    axum::serve(l, app).with_graceful_shutdown(shutdown).await
+                    let accept = || async { l.accept().await.map(|(stream, _)| stream) };
+                    http::serve(accept, app, shutdown).await
                 }
             }
         };
