@@ -536,3 +536,107 @@ fn the_pipeline_page_shows_the_counts_of_grit_status_after_every_run() {
         assert_eq!(page.contains("class=\"n-failed\""), failed, "{page}");
     }
 }
+
+#[test]
+fn a_huge_task_log_is_served_and_shown_without_the_server_holding_it_in_memory() {
+    // A viewer asking for a big log (or its task's page) must not make the server hold the log
+    // in memory, once per request: six requests for a 400 MB log took it to 5 GB.
+    const SIZE: usize = 96 << 20;
+    let project = Project::new(&format!(
+        "[[step]]\nname = \"loud\"\nscript = 'head -c {SIZE} /dev/zero | tr \"\\\\000\" a; echo done > \"$OUTPUT_DIR/done\"'\n"
+    ));
+    let (out, _) = project.run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::describe(&out));
+    let server = Server::single(&project.manifest(), &project.db());
+    let viewer = store_token("viewer", &project.db());
+    let peak = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    let before = peak();
+    let mut log = server.raw_get("/tasks/pipeline.1/log", &viewer, &[]);
+    assert_eq!(log.status().as_u16(), 200);
+    let mut reader = log.body_mut().as_reader();
+    let (mut total, mut buffer, mut all_a) = (0usize, vec![0u8; 1 << 16], true);
+    loop {
+        let n = std::io::Read::read(&mut reader, &mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        all_a &= buffer[..n].iter().all(|&b| b == b'a');
+        total += n;
+    }
+    assert_eq!(total, SIZE, "the whole log");
+    assert!(all_a, "the log's own bytes");
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&viewer);
+    let page = browser.get("/ui/tasks/pipeline.1");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("The last 48 KiB"), "{}", page.body);
+    assert!(
+        page.body.contains(&"a".repeat(1000)),
+        "the log's tail is shown"
+    );
+    let grown = peak().saturating_sub(before);
+    assert!(
+        grown < (SIZE as u64) / 2,
+        "the server's peak memory grew by {grown} bytes for a {SIZE}-byte log"
+    );
+}
+
+#[test]
+fn responses_are_not_stored_sniffed_or_framed_and_assets_keep_their_caching() {
+    let (project, server) = demo();
+    let viewer = store_token("viewer", &project.db());
+    let api = server.raw_get("/pipelines", &viewer, &[]);
+    let header = |response: &ureq::http::Response<ureq::Body>, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(api.status().as_u16(), 200);
+    assert_eq!(header(&api, "cache-control").as_deref(), Some("no-store"));
+    assert_eq!(
+        header(&api, "x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    assert_eq!(header(&api, "x-frame-options").as_deref(), Some("DENY"));
+    let mut browser = Browser::new(&server);
+    browser.sign_in(&viewer);
+    let page = browser
+        .agent
+        .get(format!("{}/ui/runs", server.url))
+        .header("Cookie", browser.cookie_header())
+        .call()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(header(&page, "cache-control").as_deref(), Some("no-store"));
+    assert_eq!(
+        header(&page, "content-security-policy").as_deref(),
+        Some("frame-ancestors 'none'")
+    );
+    let html = page.into_body().read_to_string().unwrap();
+    let asset = html
+        .split('"')
+        .find(|s| s.starts_with("/ui/assets/"))
+        .expect("an asset in the page")
+        .to_string();
+    let asset = browser
+        .agent
+        .get(format!("{}{asset}", server.url))
+        .call()
+        .unwrap();
+    assert_eq!(asset.status().as_u16(), 200);
+    let caching = header(&asset, "cache-control").unwrap_or_default();
+    assert_ne!(caching, "no-store", "assets keep their own caching");
+    assert_eq!(
+        header(&asset, "x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+}

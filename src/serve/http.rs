@@ -7,6 +7,10 @@
 //! whole request head within [`HEADER_TIMEOUT`] of the server waiting for one (its first, or the
 //! next on a kept-alive connection), and at most half the open-files limit are open at once
 //! (more wait in the kernel's queue), so the server always has descriptors for its own work.
+//!
+//! Every response also carries the headers that keep a browser from caching what a token or a
+//! session was needed for, from guessing a download's type, and from framing a page
+//! ([`secure_headers`]).
 
 use std::future::Future;
 use std::io;
@@ -14,6 +18,8 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -106,4 +112,26 @@ where
     // Every slot back: every connection has ended.
     let _ = slots.acquire_many(capacity as u32).await;
     Ok(())
+}
+
+/// Adds to `response` what a browser needs to keep it to the one who asked: `no-store` unless
+/// the handler chose its own caching (the UI's static assets), `nosniff` (a resource's bytes
+/// are served as `application/octet-stream` and must stay that), and no framing by another site.
+pub async fn secure_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        );
+    }
+    response
 }

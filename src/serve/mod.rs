@@ -118,7 +118,9 @@ pub fn serve(config: ServerConfig) -> anyhow::Result<()> {
         // On stderr as it is, so scripts and tests can find the address (port 0 picks one).
         eprintln!("grit serve: listening on {}", bound.describe());
         // The web UI (issue 14) shares the API's state and read models.
-        let app = api::router(state.clone()).merge(ui::router(state.clone()));
+        let app = api::router(state.clone())
+            .merge(ui::router(state.clone()))
+            .layer(axum::middleware::map_response(http::secure_headers));
         let shutdown = wait_for_stop(config.clone(), state.clone(), stop.clone());
         let served = async {
             match bound {

@@ -303,7 +303,7 @@ pub async fn content(
 /// is the only way to tell a client the bytes changed since the check before the headers, and
 /// every byte it did get is then still followed by the cut. (A range costs a read of the whole
 /// object: its hash covers all of it.)
-fn stream_verified(
+pub(crate) fn stream_verified(
     mut reader: VerifiedReader,
     start: u64,
     length: u64,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use super::{ApiError, Segment, Shared, channel_body, read_store};
 use crate::serve::queue;
 use crate::serve::worker::Pipeline;
 use crate::store::queries::{self, TaskInfo};
-use crate::store::{Objects, VerifiedReader};
+use crate::store::{ObjectError, Objects, VerifiedReader};
 
 /// How often a followed log is looked at again.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -135,36 +135,83 @@ pub async fn log(
     // 404 before anything streams.
     read_store(pipeline, move |conn| queries::task(conn, number)).await?;
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if !follow {
+    let now = {
         let pipeline = pipeline.clone();
-        let bytes = tokio::task::spawn_blocking(move || log_now(&pipeline, number, 0))
+        tokio::task::spawn_blocking(move || log_now(&pipeline, number))
             .await
-            .map_err(ApiError::internal)??;
-        return Ok((text_plain, Body::from(bytes.content)).into_response());
+            .map_err(ApiError::internal)??
+    };
+    // A stored log checks out whole before the first byte goes out (as a resource's content).
+    if let LogNow::Stored(Some(stored)) = &now {
+        let stored = stored.clone();
+        tokio::task::spawn_blocking(move || stored.open().and_then(VerifiedReader::verify))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(object_error)?;
     }
     let (sender, body) = channel_body(state.stopping.clone());
     let pipeline = pipeline.clone();
     let mut stopping = state.stopping.clone();
+    // Bytes are read and sent a chunk at a time, so a log of any size costs a chunk of memory.
     tokio::spawn(async move {
         let mut offset = 0u64;
+        let mut now = Some(now);
         loop {
-            let from = offset;
-            let p = pipeline.clone();
-            let chunk = match tokio::task::spawn_blocking(move || log_now(&p, number, from)).await {
-                Ok(Ok(chunk)) => chunk,
-                Ok(Err(e)) => {
-                    let _ = sender.send(Err(std::io::Error::other(e.message))).await;
+            let current = match now.take() {
+                Some(current) => current,
+                None => {
+                    let p = pipeline.clone();
+                    match tokio::task::spawn_blocking(move || log_now(&p, number)).await {
+                        Ok(Ok(current)) => current,
+                        Ok(Err(e)) => {
+                            let _ = sender.send(Err(std::io::Error::other(e.message))).await;
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            match current {
+                LogNow::Stored(stored) => {
+                    if let Some(stored) = stored {
+                        let sender = sender.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let send = |item| sender.blocking_send(item).is_ok();
+                            match stored.open() {
+                                Ok(reader) => {
+                                    let rest = stored.size.saturating_sub(offset);
+                                    super::resources::stream_verified(reader, offset, rest, &send);
+                                }
+                                Err(e) => {
+                                    send(Err(std::io::Error::other(e)));
+                                }
+                            }
+                        })
+                        .await;
+                    }
                     return;
                 }
-                Err(_) => return,
-            };
-            offset += chunk.content.len() as u64;
-            if !chunk.content.is_empty()
-                && sender.send(Ok(Bytes::from(chunk.content))).await.is_err()
-            {
-                return;
+                LogNow::Running(path) => {
+                    let from = offset;
+                    let read = tokio::task::spawn_blocking(move || read_live(&path, from)).await;
+                    let content = read.unwrap_or_default();
+                    offset += content.len() as u64;
+                    let full = content.len() == LIVE_CHUNK;
+                    if !content.is_empty() && sender.send(Ok(Bytes::from(content))).await.is_err() {
+                        return;
+                    }
+                    if !follow && !full {
+                        return;
+                    }
+                    if full {
+                        // More is there already: no pause.
+                        continue;
+                    }
+                }
+                LogNow::Pending if !follow => return,
+                LogNow::Pending => {}
             }
-            if chunk.finished || sender.is_closed() {
+            if sender.is_closed() {
                 return;
             }
             tokio::select! {
@@ -176,66 +223,134 @@ pub async fn log(
     Ok((text_plain, body).into_response())
 }
 
-/// The part of a task's log from byte `offset` on, as it is now.
-pub(crate) struct LogChunk {
-    pub content: Vec<u8>,
-    /// The task has ended: this was the stored log and nothing more will come.
-    pub finished: bool,
+/// Most bytes of a running task's log read at once.
+const LIVE_CHUNK: usize = 256 * 1024;
+
+/// A stored log: enough to open it, verified, again.
+#[derive(Clone)]
+pub(crate) struct StoredLog {
+    objects: Objects,
+    hash: String,
+    task: i64,
+    /// Its size on disk when it was looked up; the verified read checks the hash.
+    size: u64,
 }
 
-/// While the task runs, its live log in the store's staging area; once it ended, its stored log
-/// (verified whole before any of it is returned).
-pub(crate) fn log_now(pipeline: &Pipeline, task: i64, offset: u64) -> Result<LogChunk, ApiError> {
+impl StoredLog {
+    fn open(&self) -> Result<VerifiedReader, ObjectError> {
+        let what = format!("the log of task {}", self.task);
+        VerifiedReader::open(&self.objects, &self.hash, None, &what)
+    }
+}
+
+/// Where a task's log is now.
+pub(crate) enum LogNow {
+    /// Not started: no log yet.
+    Pending,
+    /// Running: its live log in the store's staging area, growing (not stored, so not verified).
+    Running(std::path::PathBuf),
+    /// Ended: its stored log, if it has one.
+    Stored(Option<StoredLog>),
+}
+
+/// Where the log of `task` is now.
+pub(crate) fn log_now(pipeline: &Pipeline, task: i64) -> Result<LogNow, ApiError> {
     let (_, conn) = crate::store::open_read(&pipeline.paths.root)?;
     let progress = queries::task_progress(&conn, task)?;
     let Some((last_run, state)) = progress else {
         return Err(ApiError::not_found(format!("no task {task}")));
     };
-    match state.as_str() {
-        "pending" => Ok(LogChunk {
-            content: Vec::new(),
-            finished: false,
-        }),
-        "running" => {
-            let path = pipeline
+    Ok(match state.as_str() {
+        "pending" => LogNow::Pending,
+        "running" => LogNow::Running(
+            pipeline
                 .paths
                 .tmp
-                .join(format!("t{task}-r{}.log", last_run.unwrap_or(0)));
-            let mut content = Vec::new();
-            // Not there yet, or just stored away: the next look finds it or the stored log.
-            if let Ok(mut file) = std::fs::File::open(&path)
-                && file.seek(SeekFrom::Start(offset)).is_ok()
-            {
-                let _ = file.read_to_end(&mut content);
-            }
-            Ok(LogChunk {
-                content,
-                finished: false,
-            })
-        }
+                .join(format!("t{task}-r{}.log", last_run.unwrap_or(0))),
+        ),
         _ => {
             let info = queries::task(&conn, task)?;
-            let content = match &info.log_hash {
-                Some(hash) => {
-                    let objects = Objects::new(pipeline.paths.objects.clone());
-                    let what = format!("the log of task {task}");
-                    VerifiedReader::open(&objects, hash, None, &what)
-                        .and_then(VerifiedReader::read_verified)
-                        .map_err(|e| {
-                            if e.is_damage() {
-                                ApiError::damaged(e)
-                            } else {
-                                ApiError::internal(e)
-                            }
-                        })?
+            LogNow::Stored(info.log_hash.map(|hash| {
+                let objects = Objects::new(pipeline.paths.objects.clone());
+                let size = std::fs::metadata(objects.path(&hash)).map_or(0, |m| m.len());
+                StoredLog {
+                    objects,
+                    hash,
+                    task,
+                    size,
                 }
-                None => Vec::new(),
-            };
-            let start = (offset as usize).min(content.len());
-            Ok(LogChunk {
-                content: content[start..].to_vec(),
-                finished: true,
-            })
+            }))
         }
+    })
+}
+
+/// Up to [`LIVE_CHUNK`] bytes of a live log from byte `offset` on; nothing when it is not
+/// there (not yet, or just stored away: the next look finds it or the stored log).
+fn read_live(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    let mut content = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path)
+        && file.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = file.take(LIVE_CHUNK as u64).read_to_end(&mut content);
+    }
+    content
+}
+
+/// The last `keep` bytes of a task's log as it is now (a stored one read whole through its
+/// check, keeping only its end), and whether anything before them was left out.
+pub(crate) fn log_tail(
+    pipeline: &Pipeline,
+    task: i64,
+    keep: usize,
+) -> Result<(Vec<u8>, bool), ApiError> {
+    match log_now(pipeline, task)? {
+        LogNow::Pending | LogNow::Stored(None) => Ok((Vec::new(), false)),
+        LogNow::Running(path) => {
+            let Ok(mut file) = std::fs::File::open(&path) else {
+                return Ok((Vec::new(), false));
+            };
+            let length = file.metadata().map_or(0, |m| m.len());
+            let start = length.saturating_sub(keep as u64);
+            let mut content = Vec::new();
+            if file.seek(SeekFrom::Start(start)).is_ok() {
+                let _ = file.take(keep as u64).read_to_end(&mut content);
+            }
+            Ok((content, start > 0))
+        }
+        LogNow::Stored(Some(stored)) => {
+            let mut reader = stored.open().map_err(object_error)?;
+            let mut tail: std::collections::VecDeque<u8> =
+                std::collections::VecDeque::with_capacity(keep + LIVE_CHUNK);
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut total = 0u64;
+            loop {
+                match reader.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        total += n as u64;
+                        tail.extend(&buffer[..n]);
+                        let excess = tail.len().saturating_sub(keep);
+                        tail.drain(..excess);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(match e.downcast::<ObjectError>() {
+                            Ok(damage) => object_error(damage),
+                            Err(e) => ApiError::internal(e),
+                        });
+                    }
+                }
+            }
+            let cut = total > tail.len() as u64;
+            Ok((tail.into(), cut))
+        }
+    }
+}
+
+fn object_error(e: ObjectError) -> ApiError {
+    if e.is_damage() {
+        ApiError::damaged(e)
+    } else {
+        ApiError::internal(e)
     }
 }

@@ -10,7 +10,7 @@ use maud::html;
 use super::layout::{self, Nav, Scripts};
 use super::session::Session;
 use super::{PAGE_ROWS, Page, UiError};
-use crate::serve::api::{Shared, read_store, tasks::log_now};
+use crate::serve::api::{Shared, read_store, tasks::log_tail};
 use crate::serve::queue;
 use crate::store::queries;
 
@@ -39,19 +39,18 @@ pub async fn show(
     .await?;
     let log = {
         let pipeline = pipeline.clone();
-        tokio::task::spawn_blocking(move || log_now(&pipeline, number, 0))
+        tokio::task::spawn_blocking(move || log_tail(&pipeline, number, LOG_TAIL))
             .await
             .map_err(|e| UiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     };
     let (log_text, cut, log_error) = match log {
-        Ok(chunk) => {
-            let start = chunk.content.len().saturating_sub(LOG_TAIL);
-            (
-                String::from_utf8_lossy(&chunk.content[start..]).into_owned(),
-                start > 0,
-                None,
-            )
-        }
+        Ok((tail, cut)) => (String::from_utf8_lossy(&tail).into_owned(), cut, None),
+        // Not the error's own words: they name the object's path in the store.
+        Err(e) if e.code == "store_damaged" => (
+            String::new(),
+            false,
+            Some("The stored log is damaged: `grit verify` tells more.".to_string()),
+        ),
         Err(e) => (String::new(), false, Some(e.message)),
     };
     let running = task.state == "running";
