@@ -334,6 +334,57 @@ fn every_file_only_root_may_read_in_etc_and_opt_is_hidden_from_a_root_task() {
 }
 
 #[test]
+fn a_root_project_inside_a_directory_only_root_may_enter_still_runs() {
+    // /opt/<dir> 0700 is hidden from tasks, but a project (manifest and store) inside it must
+    // still run; the directory's other files stay hidden.
+    if !is_root() {
+        eprintln!("skipped: masks apply to a grit running as root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let closed = Path::new("/opt").join(format!("grit-test-closed-{}", std::process::id()));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(closed.clone());
+    let project = closed.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(closed.join("sibling-secret"), "SIBLING\n").unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        project.join("pipeline.toml"),
+        format!(
+            "[[step]]\nname = \"probe\"\nscript = '(cat {}/sibling-secret || echo hidden) > \"$OUTPUT_DIR/obs\" 2>/dev/null'\n",
+            closed.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("grit"))
+        .args(["run", "-m"])
+        .arg(project.join("pipeline.toml"))
+        .arg("--db")
+        .arg(project.join("db"))
+        .env_remove("GRIT_DB")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = std::process::Command::new(assert_cmd::cargo::cargo_bin("grit"))
+        .args(["cat", "obs", "--db"])
+        .arg(project.join("db"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&seen.stdout), "hidden\n");
+}
+
+#[test]
 fn a_root_only_file_made_during_a_run_is_masked_from_the_next_task_on() {
     // The sandbox masks the root-only paths it knows (/etc/credstore, …) where they exist when
     // its template is built; one a service creates during a run must be masked too. Root only:

@@ -64,6 +64,8 @@ pub(crate) const ROOT_SECRETS: &[&str] = &[
 pub(crate) const SEARCHED_FOR_SECRETS: &[&str] = &["/etc", "/opt"];
 /// Most entries [`SEARCHED_FOR_SECRETS`] looks at. `/etc` holds a few thousand.
 const SEARCH_BUDGET: usize = 200_000;
+/// Longest the search may take (this machine's `/etc`: about 5 ms).
+const SEARCH_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most root-only entries masked beyond [`ROOT_SECRETS`]: every mask is a mount that the zygote
 /// checks before each task, so a host with thousands of them is told to run as another user
 /// instead.
@@ -204,8 +206,10 @@ fn add_root_only(
     mut budget: usize,
 ) -> Option<String> {
     let mut found = Vec::new();
+    let deadline = std::time::Instant::now() + SEARCH_TIME;
+    let mut complete = true;
     for root in roots {
-        root_only_entries(root, &mut budget, &mut found);
+        complete &= root_only_entries(root, &mut budget, deadline, &mut found);
     }
     let found: Vec<_> = outermost(found)
         .into_iter()
@@ -225,10 +229,11 @@ fn add_root_only(
              readable to tasks (at most {MAX_FOUND_MASKS} are hidden): run pipelines as a \
              dedicated user, not as root"
         ))
-    } else if budget == 0 {
+    } else if !complete {
         Some(format!(
-            "{searched} hold too many entries to search them all; files there that only root \
-             may read can stay readable to tasks: run pipelines as a dedicated user, not as root"
+            "{searched} hold too many entries to search them all in time; files there that \
+             only root may read can stay readable to tasks: run pipelines as a dedicated user, \
+             not as root"
         ))
     } else {
         None
@@ -237,20 +242,30 @@ fn add_root_only(
 
 /// Adds to `found` the entries under `dir` that only their owner or group may read (a regular
 /// file others may not read, a directory others may not enter), without looking inside the
-/// directories it adds or following symlinks. Looks at no more than `budget` entries.
+/// directories it adds, following symlinks or leaving `dir`'s filesystem (an NFS or autofs
+/// mount there could take long to answer). Looks at no more than `budget` entries, until
+/// `deadline`; false when it stopped before looking at everything.
 ///
 /// A task run by root runs as root's own uid without capabilities: it reads what root owns and
 /// nothing else. Hiding every entry others cannot read leaves it what any user can read.
-fn root_only_entries(dir: &Path, budget: &mut usize, found: &mut Vec<(PathBuf, bool)>) {
-    use std::os::unix::fs::PermissionsExt;
+fn root_only_entries(
+    dir: &Path,
+    budget: &mut usize,
+    deadline: std::time::Instant,
+    found: &mut Vec<(PathBuf, bool)>,
+) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(device) = std::fs::metadata(dir).map(|m| m.dev()) else {
+        return true;
+    };
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries.flatten() {
-            if *budget == 0 {
-                return;
+            if *budget == 0 || std::time::Instant::now() > deadline {
+                return false;
             }
             *budget -= 1;
             let path = entry.path();
@@ -261,7 +276,7 @@ fn root_only_entries(dir: &Path, budget: &mut usize, found: &mut Vec<(PathBuf, b
             if meta.is_dir() {
                 if others & 0o001 == 0 {
                     found.push((path, true));
-                } else {
+                } else if meta.dev() == device {
                     pending.push(path);
                 }
             } else if meta.is_file() && others & 0o004 == 0 {
@@ -269,6 +284,7 @@ fn root_only_entries(dir: &Path, budget: &mut usize, found: &mut Vec<(PathBuf, b
             }
         }
     }
+    true
 }
 
 /// Whether `path` is one of `masks` or lies under one of its directories.
@@ -748,9 +764,21 @@ pub(super) fn task_mounts(
         task_binds.push(p);
     }
     // The template covers the root-only files, but a bind of this task over one of their
-    // directories would show them again. A path the step names itself is shown as asked.
+    // directories would show them again. A path the step names itself is shown as asked. A
+    // masked directory that holds one of the task's own paths (a store or a project in a 0700
+    // directory under /opt) gets an empty tmpfs the task's mountpoints can be made in, read-only
+    // at the end: as empty as the mask, apart from those paths.
+    let own_paths: Vec<&Path> = task_binds
+        .iter()
+        .copied()
+        .chain([task.output_dir, task.scratch_dir, task.store_dir])
+        .chain(task.input_dir)
+        .chain(task.input_file)
+        .collect();
     for (p, is_dir) in &layout.masks {
-        if task_binds.iter().any(|b| p.starts_with(b) && p != b) {
+        if *is_dir && beneath_any(p, &own_paths) {
+            targets.push((p.clone(), Mount::HideDir));
+        } else if task_binds.iter().any(|b| p.starts_with(b) && p != b) {
             let mount = if *is_dir {
                 Mount::MaskDir
             } else {
@@ -786,6 +814,11 @@ pub(super) fn task_mounts(
 
 /// What goes where, and the landlock grants that go with it.
 pub(super) type Targets = (Vec<(PathBuf, Mount)>, Vec<(PathBuf, Grant)>);
+
+/// Whether one of `paths` lies strictly beneath `dir`.
+fn beneath_any(dir: &Path, paths: &[&Path]) -> bool {
+    paths.iter().any(|p| *p != dir && p.starts_with(dir))
+}
 
 /// Whether `path` lies strictly beneath one of `mounts`.
 fn beneath(path: &Path, mounts: &[PathBuf]) -> bool {
@@ -1008,7 +1041,8 @@ mod tests {
         std::os::unix::fs::symlink("/etc/shadow", at("open/link")).unwrap();
         let mut budget = 100;
         let mut found = Vec::new();
-        root_only_entries(d.path(), &mut budget, &mut found);
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert!(root_only_entries(d.path(), &mut budget, later, &mut found));
         found.sort();
         let expected: Vec<(PathBuf, bool)> = vec![
             (at("closed"), true),
@@ -1021,8 +1055,31 @@ mod tests {
         assert_eq!(budget, 100 - 9);
         let mut small = 2;
         let mut partial = Vec::new();
-        root_only_entries(d.path(), &mut small, &mut partial);
+        assert!(!root_only_entries(
+            d.path(),
+            &mut small,
+            later,
+            &mut partial
+        ));
         assert_eq!(small, 0);
+        // Exactly enough budget is a complete search.
+        let mut exact = 9;
+        assert!(root_only_entries(
+            d.path(),
+            &mut exact,
+            later,
+            &mut Vec::new()
+        ));
+        assert_eq!(exact, 0);
+        // Past the deadline nothing more is looked at.
+        let mut plenty = 100;
+        let past = std::time::Instant::now() - std::time::Duration::from_secs(1);
+        assert!(!root_only_entries(
+            d.path(),
+            &mut plenty,
+            past,
+            &mut Vec::new()
+        ));
     }
 
     #[test]
@@ -1117,6 +1174,39 @@ mod tests {
             ),
             usize::MAX
         );
+    }
+
+    #[test]
+    fn a_masked_directory_holding_the_task_own_paths_lets_them_be_made() {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let closed = d.path().join("closed");
+        let project = closed.join("project");
+        std::fs::create_dir_all(&project).unwrap();
+        let layout = HostLayout {
+            masks: vec![(closed.clone(), true)],
+            ..layout()
+        };
+        let task = in_one_dir(&project);
+        let plan = plan(&Template::new(layout.clone()), &task).unwrap();
+        // A writable tmpfs over the mask, before the project's bind; no read-only mask there.
+        let scaffold = pos(&plan.ops, |o| {
+            matches!(o, MountOp::Tmpfs { dst, flags, .. }
+                if *dst == host(&closed) && flags & libc::MS_RDONLY == 0)
+        });
+        let bind = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::BindRo { dst, .. } if *dst == host(&project)),
+        );
+        assert!(scaffold < bind && bind != usize::MAX, "{:#?}", plan.ops);
+        let sealed = pos(
+            &plan.ops,
+            |o| matches!(o, MountOp::SetReadOnly(dst) if *dst == host(&closed)),
+        );
+        assert!(bind < sealed && sealed != usize::MAX, "{:#?}", plan.ops);
+        // A task whose paths are elsewhere leaves the template's mask alone.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let plain = plan_without(&layout, &in_one_dir(elsewhere.path()));
+        assert_eq!(tmpfs_at(&plain.ops, &closed), usize::MAX);
     }
 
     fn plan_without(layout: &HostLayout, task: &TaskPaths<'_>) -> Plan {
