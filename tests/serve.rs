@@ -858,6 +858,50 @@ fn a_running_task_log_is_followed_until_it_ends() {
 }
 
 #[test]
+fn a_running_task_log_without_follow_is_the_log_as_it_is_now() {
+    // A task writing faster than a client reads must not keep a plain log request open until
+    // the task ends: without `follow`, the answer is the log up to its length when asked.
+    let project = Project::new(
+        "[[step]]\nname = \"chatty\"\ntimeout = \"10s\"\n\
+         script = 'while :; do head -c 1048576 /dev/zero | tr \"\\\\000\" x; sleep 0.02; done'\n",
+    );
+    let server = Server::single(&project.manifest(), &project.db());
+    let operator = store_token("operator", &project.db());
+    let run = server.trigger("pipeline", &operator);
+    // More than the response's buffers hold (8 chunks of 256 KiB, and the socket's).
+    let task = poll("the task to have written 8 MiB", || {
+        let (_, tasks) = server.get(&format!("/runs/{run}/tasks"), Some(&operator));
+        let task = tasks["tasks"].as_array()?.first()?["task_id"]
+            .as_str()?
+            .to_string();
+        let logs = std::fs::read_dir(project.db().join("tmp")).ok()?;
+        let big = logs.flatten().any(|e| {
+            e.file_name().to_string_lossy().ends_with(".log")
+                && e.metadata().is_ok_and(|m| m.len() > 8 << 20)
+        });
+        big.then_some(task)
+    });
+    let mut log = server.raw_get(&format!("/tasks/{task}/log"), &operator, &[]);
+    // Read slowly: about 3 MB/s, less than the task writes.
+    let mut reader = log.body_mut().as_reader();
+    let (mut total, mut buffer) = (0usize, vec![0u8; 64 << 10]);
+    loop {
+        let n = std::io::Read::read(&mut reader, &mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (_, info) = server.get(&format!("/tasks/{task}"), Some(&operator));
+    assert!(total > 8 << 20, "{total} bytes");
+    assert_eq!(
+        info["state"], "running",
+        "the answer ended only with the task, after {total} bytes"
+    );
+}
+
+#[test]
 fn resource_content_is_served_verified_with_ranges_and_never_when_damaged() {
     let (project, gate) = gated_project();
     gate.open();
@@ -1122,6 +1166,8 @@ fn links_and_fifos_in_a_watched_directory_are_not_ingested_and_hang_nothing() {
     std::os::unix::fs::symlink(outside.join("secret.txt"), incoming.join("link.txt")).unwrap();
     std::os::unix::fs::symlink(&outside, incoming.join("linked-dir")).unwrap();
     nix::unistd::mkfifo(&incoming.join("fifo.txt"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // A new directory is part of the watch, not a file to warn about.
+    std::fs::create_dir(incoming.join("newdir.txt")).unwrap();
     // Touched through the links, so that the change is seen at the link's path too.
     std::fs::write(outside.join("secret.txt"), "SECRET\n").unwrap();
     std::fs::write(incoming.join("linked-dir").join("via.txt"), "VIA\n").unwrap();
@@ -1139,6 +1185,11 @@ fn links_and_fifos_in_a_watched_directory_are_not_ingested_and_hang_nothing() {
             && said.contains("fifo.txt not ingested: not a regular file"))
         .then_some(())
     });
+    assert!(
+        !server.stderr().contains("newdir.txt not ingested"),
+        "{}",
+        server.stderr()
+    );
     // The worker is not stuck: a later change still gets a run.
     std::fs::write(incoming.join("later.txt"), "later\n").unwrap();
     poll("later.txt ingested", || {

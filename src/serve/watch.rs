@@ -208,6 +208,15 @@ fn stage(
     let mut source = match open_watched(watch, file) {
         Ok(source) => source,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        // A socket cannot be opened at all.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            tracing::warn!(
+                pipeline,
+                "watch: {} not ingested: not a regular file",
+                shown()
+            );
+            return None;
+        }
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             tracing::warn!(
                 pipeline,
@@ -222,8 +231,13 @@ fn stage(
             return None;
         }
     };
-    // Checked on the opened file, not on the path, which may have changed since.
-    if !source.metadata().is_ok_and(|m| m.is_file()) {
+    // Checked on the opened file, not on the path, which may have changed since. A new
+    // directory is part of what is watched, not a file to ingest: nothing to say about it.
+    let kind = source.metadata().map(|m| m.file_type());
+    if kind.as_ref().is_ok_and(|k| k.is_dir()) {
+        return None;
+    }
+    if !kind.is_ok_and(|k| k.is_file()) {
         tracing::warn!(
             pipeline,
             "watch: {} not ingested: not a regular file",
@@ -267,7 +281,9 @@ fn open_watched(watch: &[PathBuf], file: &Path) -> io::Result<File> {
         .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH);
     match nix::fcntl::openat2(&root, inside.as_path(), how) {
         Ok(fd) => Ok(File::from(fd)),
-        Err(Errno::ENOSYS) => open_step_by_step(root, &inside, flags),
+        // No openat2 (before Linux 5.6), or a seccomp filter that refuses it (older container
+        // profiles, some `SystemCallFilter=`).
+        Err(Errno::ENOSYS | Errno::EPERM) => open_step_by_step(root, &inside, flags),
         Err(e) => Err(e.into()),
     }
 }

@@ -155,6 +155,7 @@ pub async fn log(
     // Bytes are read and sent a chunk at a time, so a log of any size costs a chunk of memory.
     tokio::spawn(async move {
         let mut offset = 0u64;
+        let mut end: Option<u64> = None;
         let mut now = Some(now);
         loop {
             let current = match now.take() {
@@ -192,15 +193,20 @@ pub async fn log(
                     return;
                 }
                 LogNow::Running(path) => {
-                    let from = offset;
-                    let read = tokio::task::spawn_blocking(move || read_live(&path, from)).await;
+                    // Without `follow`, the log as it is now: up to its length at the first look.
+                    if !follow && end.is_none() {
+                        end = Some(std::fs::metadata(&path).map_or(0, |m| m.len()));
+                    }
+                    let (from, until) = (offset, end);
+                    let read =
+                        tokio::task::spawn_blocking(move || read_live(&path, from, until)).await;
                     let content = read.unwrap_or_default();
                     offset += content.len() as u64;
                     let full = content.len() == LIVE_CHUNK;
                     if !content.is_empty() && sender.send(Ok(Bytes::from(content))).await.is_err() {
                         return;
                     }
-                    if !follow && !full {
+                    if !follow && (!full || end.is_some_and(|end| offset >= end)) {
                         return;
                     }
                     if full {
@@ -284,14 +290,18 @@ pub(crate) fn log_now(pipeline: &Pipeline, task: i64) -> Result<LogNow, ApiError
     })
 }
 
-/// Up to [`LIVE_CHUNK`] bytes of a live log from byte `offset` on; nothing when it is not
-/// there (not yet, or just stored away: the next look finds it or the stored log).
-fn read_live(path: &std::path::Path, offset: u64) -> Vec<u8> {
+/// Up to [`LIVE_CHUNK`] bytes of a live log from byte `offset` on, not past `end` when given;
+/// nothing when it is not there (not yet, or just stored away: the next look finds it or the
+/// stored log).
+fn read_live(path: &std::path::Path, offset: u64, end: Option<u64>) -> Vec<u8> {
+    let most = end.map_or(LIVE_CHUNK as u64, |end| {
+        end.saturating_sub(offset).min(LIVE_CHUNK as u64)
+    });
     let mut content = Vec::new();
     if let Ok(mut file) = std::fs::File::open(path)
         && file.seek(SeekFrom::Start(offset)).is_ok()
     {
-        let _ = file.take(LIVE_CHUNK as u64).read_to_end(&mut content);
+        let _ = file.take(most).read_to_end(&mut content);
     }
     content
 }
