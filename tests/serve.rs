@@ -215,6 +215,40 @@ fn a_client_that_sends_no_whole_request_is_disconnected_and_others_are_served() 
 }
 
 #[test]
+fn a_login_form_trickled_slower_than_request_timeout_is_answered_408() {
+    // The login form is the one request anyone may send; its body must not hold a connection
+    // for as long as the client likes.
+    use std::io::Read;
+    let (project, gate) = gated_project();
+    gate.open();
+    let config = write_config(
+        project.path(),
+        "listen = \"127.0.0.1:0\"\nrequest_timeout = \"1s\"\n[pipelines.p]\n\
+         manifest = \"pipeline.toml\"\ndb = \"db\"\nno_sandbox = true\n",
+    );
+    let server = Server::config(&config);
+    let address = server.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /ui/login HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntoken=",
+        )
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let mut answer = [0u8; 64];
+    let n = stream
+        .read(&mut answer)
+        .expect("an answer before the client gives up");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
 fn tokens_missing_expired_forged_or_of_the_wrong_role_are_refused() {
     let (project, gate) = gated_project();
     gate.open();

@@ -293,7 +293,11 @@ async fn authenticate(
 }
 
 /// Answer within `request_timeout` or give up with 408.
-async fn time_limit(State(state): State<Shared>, request: Request, next: Next) -> Response {
+pub(crate) async fn time_limit(
+    State(state): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path().to_string();
     match tokio::time::timeout(state.request_timeout, next.run(request)).await {
         Ok(response) => response,

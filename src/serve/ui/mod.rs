@@ -62,7 +62,17 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
-        .route("/ui/login", get(session::login_form).post(session::login))
+        // The one form anyone may send: its body must arrive within `request_timeout`, so a
+        // client trickling it cannot hold a connection for as long as it likes.
+        .route(
+            "/ui/login",
+            get(session::login_form)
+                .post(session::login)
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    api::time_limit,
+                )),
+        )
         .route("/ui/assets/{file}", get(assets::serve))
         .merge(signed_in)
         .with_state(state)
