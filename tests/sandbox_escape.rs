@@ -1380,12 +1380,8 @@ fn first_object(db: &Path) -> std::path::PathBuf {
     dir
 }
 
-#[test]
-fn a_store_made_with_group_is_readable_by_that_group_only() {
-    use std::os::unix::fs::MetadataExt;
-    if !other_user_available() {
-        return;
-    }
+/// Makes sure group [`SHARE_GROUP`] exists with [`OTHER_USER`] in it; false (said) if it cannot.
+fn share_group_has_other_user() -> bool {
     let made = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -1393,8 +1389,20 @@ fn a_store_made_with_group_is_readable_by_that_group_only() {
              gpasswd -a {OTHER_USER} {SHARE_GROUP} >/dev/null"
         ))
         .status();
-    if !matches!(made, Ok(s) if s.success()) {
+    let ok = matches!(made, Ok(ref s) if s.success());
+    if !ok {
         eprintln!("skipped: cannot create the group {SHARE_GROUP} ({made:?})");
+    }
+    ok
+}
+
+#[test]
+fn a_store_made_with_group_is_readable_by_that_group_only() {
+    use std::os::unix::fs::MetadataExt;
+    if !other_user_available() {
+        return;
+    }
+    if !share_group_has_other_user() {
         return;
     }
     let held = hold_a_task(None, "", &["--group", SHARE_GROUP], 24);
@@ -1419,15 +1427,7 @@ fn the_group_of_a_shared_store_cannot_read_a_task_scratch_directory_the_task_ope
     if !other_user_available() {
         return;
     }
-    let made = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "getent group {SHARE_GROUP} >/dev/null || groupadd --system {SHARE_GROUP}; \
-             gpasswd -a {OTHER_USER} {SHARE_GROUP} >/dev/null"
-        ))
-        .status();
-    if !matches!(made, Ok(s) if s.success()) {
-        eprintln!("skipped: cannot create the group {SHARE_GROUP} ({made:?})");
+    if !share_group_has_other_user() {
         return;
     }
     let prelude =

@@ -161,16 +161,11 @@ fn a_client_that_sends_no_whole_request_is_disconnected_and_others_are_served() 
     use std::io::Read;
     let (project, gate) = gated_project();
     gate.open();
-    let mut command = Command::new(assert_cmd::cargo::cargo_bin("grit"));
-    command
-        .arg("serve")
-        .arg("-m")
-        .arg(project.manifest())
-        .arg("--db")
-        .arg(project.db())
-        .args(["--listen", "127.0.0.1:0", "--no-sandbox"])
-        .env("GRIT_TEST_HEADER_TIMEOUT_MS", "400");
-    let server = Server::spawn(command);
+    let server = Server::single_with_env(
+        &project.manifest(),
+        &project.db(),
+        &[("GRIT_TEST_HEADER_TIMEOUT_MS", "400")],
+    );
     let address = server.url.trim_start_matches("http://").to_string();
     let open = || {
         let stream = std::net::TcpStream::connect(&address).unwrap();
@@ -1827,16 +1822,11 @@ fn a_cancel_that_comes_as_the_run_starts_cancels_it() {
     let (project, gate) = gated_project();
     gate.open();
     // The worker waits between claiming the run (its record says `running`) and starting it.
-    let mut command = Command::new(assert_cmd::cargo::cargo_bin("grit"));
-    command
-        .arg("serve")
-        .arg("-m")
-        .arg(project.manifest())
-        .arg("--db")
-        .arg(project.db())
-        .args(["--listen", "127.0.0.1:0", "--no-sandbox"])
-        .env("GRIT_TEST_CLAIM_DELAY_MS", "1500");
-    let server = Server::spawn(command);
+    let server = Server::single_with_env(
+        &project.manifest(),
+        &project.db(),
+        &[("GRIT_TEST_CLAIM_DELAY_MS", "1500")],
+    );
     let operator = store_token("operator", &project.db());
     let run = server.trigger("pipeline", &operator);
     server.wait_run(&run, &operator, "claimed", |r| r["status"] == "running");

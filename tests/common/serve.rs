@@ -94,15 +94,21 @@ impl Server {
 
     /// `grit serve -m MANIFEST --db DB --no-sandbox` on a random port.
     pub fn single(manifest: &Path, db: &Path) -> Server {
-        Server::start(&[
-            "-m".as_ref(),
-            manifest.as_os_str(),
-            "--db".as_ref(),
-            db.as_os_str(),
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--no-sandbox".as_ref(),
-        ])
+        Server::single_with_env(manifest, db, &[])
+    }
+
+    /// [`Server::single`] with extra environment variables (the `GRIT_TEST_*` hooks).
+    pub fn single_with_env(manifest: &Path, db: &Path, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin("grit"));
+        command
+            .arg("serve")
+            .arg("-m")
+            .arg(manifest)
+            .arg("--db")
+            .arg(db)
+            .args(["--listen", "127.0.0.1:0", "--no-sandbox"])
+            .envs(env.iter().copied());
+        Server::spawn(command)
     }
 
     /// `grit serve --config FILE`.
