@@ -210,6 +210,116 @@ fn a_client_that_sends_no_whole_request_is_disconnected_and_others_are_served() 
 }
 
 #[test]
+fn when_every_connection_slot_is_taken_the_log_says_so_and_the_slots_come_back() {
+    // With 128 descriptors the server serves 64 connections at once; the 65th waits in the
+    // kernel's queue, and the operator must be able to see why.
+    use std::os::unix::process::CommandExt;
+    let (project, gate) = gated_project();
+    gate.open();
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("grit"));
+    command
+        .arg("serve")
+        .arg("-m")
+        .arg(project.manifest())
+        .arg("--db")
+        .arg(project.db())
+        .args(["--listen", "127.0.0.1:0", "--no-sandbox"])
+        .env("GRIT_TEST_HEADER_TIMEOUT_MS", "1500");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 128, 128)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let server = Server::spawn(command);
+    let address = server.url.trim_start_matches("http://").to_string();
+    let idle: Vec<_> = (0..70)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    poll("the log to say the slots are taken", || {
+        server
+            .stderr()
+            .contains("all 64 connection slots are taken")
+            .then_some(())
+    });
+    // The idle clients are dropped after the header timeout, and the server answers again.
+    let (status, _) = server.get("/healthz", None);
+    assert_eq!(status, 200);
+    drop(idle);
+}
+
+#[test]
+fn a_client_that_stops_reading_a_download_is_disconnected_and_others_are_served() {
+    // A reader that takes nothing holds its connection slot while the response waits for the
+    // socket's buffer; enough of them are the same exhaustion as clients that send nothing.
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = Project { dir };
+    // 64 MiB: far more than loopback's socket buffers can hold on both sides.
+    project.write_manifest(
+        "[[step]]\nname = \"big\"\nonce = true\n\
+         script = 'head -c 67108864 /dev/zero > \"$OUTPUT_DIR/big\"'\n",
+    );
+    let server = Server::single_with_env(
+        &project.manifest(),
+        &project.db(),
+        &[("GRIT_TEST_SEND_TIMEOUT_MS", "400")],
+    );
+    let operator = store_token("operator", &project.db());
+    let run = server.trigger("pipeline", &operator);
+    server.wait_finished(&run, &operator);
+    let (_, list) = server.get("/resources?name=big", Some(&operator));
+    let hash = list["resources"][0]["hash"].as_str().unwrap().to_string();
+    let size: usize = 64 << 20;
+
+    let address = server.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/resources/{hash}/content HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {operator}\r\n\r\n"
+    )
+    .unwrap();
+    // The head comes once the whole object has checked out; then take nothing for well over
+    // the limit, then everything the server still sends.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200 OK"), "{head:?}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server kept the stalled connection: {e} after {got} bytes"),
+        }
+    }
+    assert!(got > 0, "the response had begun");
+    assert!(
+        got < size,
+        "the whole object came after a 3 s stall: {got} bytes"
+    );
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+
+    // A client that keeps reading gets every byte.
+    let mut whole = server.raw_get(&format!("/resources/{hash}/content"), &operator, &[]);
+    assert_eq!(whole.status().as_u16(), 200);
+    let mut body = Vec::new();
+    whole.body_mut().as_reader().read_to_end(&mut body).unwrap();
+    assert_eq!(body.len(), size);
+}
+
+#[test]
 fn a_login_form_trickled_slower_than_request_timeout_is_answered_408() {
     // The login form is the one request anyone may send; its body must not hold a connection
     // for as long as the client likes.
@@ -949,6 +1059,13 @@ fn resource_content_is_served_verified_with_ranges_and_never_when_damaged() {
 
     let mut whole = server.raw_get(&format!("/resources/{}/content", &hash[..12]), &viewer, &[]);
     assert_eq!(whole.status().as_u16(), 200);
+    // Saved under the resource's name, never shown as a page of the server's origin.
+    assert_eq!(
+        whole.headers()["content-disposition"],
+        "attachment; filename=\"total\"; filename*=UTF-8''total"
+    );
+    assert_eq!(whole.headers()["content-type"], "application/octet-stream");
+    assert_eq!(whole.headers()["x-content-type-options"], "nosniff");
     assert_eq!(whole.body_mut().read_to_string().unwrap(), expected);
     let mut part = server.raw_get(
         &format!("/resources/{hash}/content"),

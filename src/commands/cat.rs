@@ -24,7 +24,7 @@ const BUFFERED_MAX: u64 = 64 * 1024 * 1024;
 pub fn cat(db: &Path, hash: &str) -> anyhow::Result<Outcome> {
     let (paths, conn) = store::open_read(db)?;
     let full = select::one(&conn, hash)?;
-    let (what, size) = queries::object_identity(&conn, &full)?;
+    let queries::ObjectIdentity { what, size, .. } = queries::object_identity(&conn, &full)?;
     // `resource <name>`, quoted by the error should the object be damaged.
     let what = printable(&what);
     let objects = Objects::new(paths.objects);

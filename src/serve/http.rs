@@ -7,6 +7,9 @@
 //! whole request head within [`HEADER_TIMEOUT`] of the server waiting for one (its first, or the
 //! next on a kept-alive connection), and at most half the open-files limit are open at once
 //! (more wait in the kernel's queue), so the server always has descriptors for its own work.
+//! A client that stops taking a response (a download, a followed log) is dropped once it has
+//! taken nothing for [`SEND_TIMEOUT`] ([`SendDeadline`]): it would otherwise hold its slot for
+//! ever, and enough such readers are the same exhaustion by another door.
 //!
 //! Every response also carries the headers that keep a browser from caching what a token or a
 //! session was needed for, from guessing a download's type, and from framing a page
@@ -14,20 +17,23 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, watch};
 
 /// How long a client may take to send a request's head, counted from when the server waits for
 /// it (hyper's own default, which only applies with a timer).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take none of a response's bytes before its connection is closed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; each holds a descriptor.
 const MAX_CONNECTIONS: usize = 1024;
 
@@ -38,6 +44,15 @@ fn header_timeout() -> Duration {
         .and_then(|ms| ms.parse().ok())
         .map(Duration::from_millis)
         .unwrap_or(HEADER_TIMEOUT)
+}
+
+/// The send timeout, shortened by tests through `GRIT_TEST_SEND_TIMEOUT_MS`.
+fn send_timeout() -> Duration {
+    std::env::var("GRIT_TEST_SEND_TIMEOUT_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(SEND_TIMEOUT)
 }
 
 /// How many connections may be open at once: half the open-files limit (the other half is for
@@ -65,15 +80,30 @@ where
     F: Future<Output = io::Result<I>>,
 {
     let timeout = header_timeout();
+    let send_limit = send_timeout();
     let capacity = connection_slots();
     let slots = Arc::new(Semaphore::new(capacity));
     // Every connection holds a receiver; a send asks them to finish.
     let (stop, stopping) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
+    // When every slot was last found taken: said in the log at most once a minute.
+    let mut full_since: Option<std::time::Instant> = None;
     loop {
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => slot.map_err(io::Error::other)?,
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if full_since.is_none_or(|said| said.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(
+                        "all {capacity} connection slots are taken: new connections wait to be \
+                         accepted (clients that send or take nothing are dropped after 30 s)"
+                    );
+                    full_since = Some(std::time::Instant::now());
+                }
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    slot = slots.clone().acquire_owned() => slot.map_err(io::Error::other)?,
+                }
+            }
         };
         let stream = tokio::select! {
             () = &mut shutdown => break,
@@ -98,7 +128,7 @@ where
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout);
             let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(SendDeadline::new(stream, send_limit)), service)
                 .with_upgrades();
             let mut connection = pin!(connection);
             tokio::select! {
@@ -134,4 +164,144 @@ pub async fn secure_headers(mut response: Response) -> Response {
         );
     }
     response
+}
+
+/// A connection whose writes fail once the client has accepted none of them for `limit`.
+///
+/// hyper's timer covers only the wait for a request head; a response the client stops reading
+/// waits for the socket's buffer to drain, for ever. The clock starts when a write (or flush)
+/// cannot go on and stops at the next one that does, like nginx's `send_timeout`: a slow
+/// download that keeps taking bytes is served to its end.
+struct SendDeadline<I> {
+    inner: I,
+    limit: Duration,
+    /// Armed while a write waits for the client.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> SendDeadline<I> {
+    fn new(inner: I, limit: Duration) -> Self {
+        SendDeadline {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Passes on the outcome of a write (`wrote`) or a flush or shutdown: arms the clock when
+    /// the call must wait, and fails it once the clock has run out. Only bytes taken stop the
+    /// clock: a flush of a TCP stream is always ready, and hyper flushes between writes.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<T>>,
+        wrote: bool,
+    ) -> Poll<io::Result<T>> {
+        if outcome.is_ready() {
+            if wrote {
+                self.stalled = None;
+            }
+            return outcome;
+        }
+        let limit = self.limit;
+        let clock = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if clock.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took no data for {limit:?}"),
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for SendDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for SendDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let outcome = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.timed(cx, outcome, true)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let outcome = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.timed(cx, outcome, true)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let outcome = Pin::new(&mut self.inner).poll_flush(cx);
+        self.timed(cx, outcome, false)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let outcome = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.timed(cx, outcome, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const LIMIT: Duration = Duration::from_millis(150);
+
+    #[tokio::test]
+    async fn a_client_that_takes_nothing_fails_the_write_after_the_limit() {
+        let (server, _client) = tokio::io::duplex(1024);
+        let mut conn = SendDeadline::new(server, LIMIT);
+        let started = std::time::Instant::now();
+        let error = loop {
+            if let Err(e) = conn.write_all(&[0u8; 4096]).await {
+                break e;
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(started.elapsed() >= LIMIT, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_that_keeps_taking_bytes_gets_them_all() {
+        let (server, mut client) = tokio::io::duplex(1024);
+        let reader = tokio::spawn(async move {
+            let mut got = 0usize;
+            let mut buf = [0u8; 512];
+            loop {
+                // Each pause is shorter than the limit, together far longer.
+                tokio::time::sleep(LIMIT / 3).await;
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got += n,
+                }
+            }
+        });
+        let mut conn = SendDeadline::new(server, LIMIT);
+        let total = 16 * 1024;
+        conn.write_all(&vec![7u8; total]).await.unwrap();
+        conn.shutdown().await.unwrap();
+        drop(conn);
+        assert_eq!(reader.await.unwrap(), total);
+    }
 }

@@ -283,23 +283,32 @@ pub fn resolve_hash(conn: &Connection, prefix: &str) -> Result<String, StoreErro
     }
 }
 
-/// How the store knows the object `hash`: a name for messages (a resource's name, or the log of
-/// a task) and its recorded size (task logs have none).
-pub fn object_identity(conn: &Connection, hash: &str) -> Result<(String, Option<u64>), StoreError> {
+/// How the store knows an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectIdentity {
+    /// A name for messages: `resource <name>`, `the log of task <id>`, or `an object`.
+    pub what: String,
+    /// The name of the first resource with this content, if any has it.
+    pub resource: Option<String>,
+    /// The recorded size (task logs have none).
+    pub size: Option<u64>,
+}
+
+/// How the store knows the object `hash`: a resource's content, or the log of a task.
+pub fn object_identity(conn: &Connection, hash: &str) -> Result<ObjectIdentity, StoreError> {
     let resource = conn
         .query_row(
             "SELECT name, size FROM resources WHERE hash = ?1 ORDER BY id LIMIT 1",
             [hash],
-            |r| {
-                Ok((
-                    format!("resource {}", r.get::<_, String>(0)?),
-                    r.get::<_, i64>(1)?,
-                ))
-            },
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
         )
         .optional()?;
-    if let Some((what, size)) = resource {
-        return Ok((what, Some(size as u64)));
+    if let Some((name, size)) = resource {
+        return Ok(ObjectIdentity {
+            what: format!("resource {name}"),
+            resource: Some(name),
+            size: Some(size as u64),
+        });
     }
     let task: Option<i64> = conn
         .query_row(
@@ -308,11 +317,13 @@ pub fn object_identity(conn: &Connection, hash: &str) -> Result<(String, Option<
             |r| r.get(0),
         )
         .optional()?;
-    Ok((
-        task.map(|id| format!("the log of task {id}"))
+    Ok(ObjectIdentity {
+        what: task
+            .map(|id| format!("the log of task {id}"))
             .unwrap_or_else(|| "an object".into()),
-        None,
-    ))
+        resource: None,
+        size: None,
+    })
 }
 
 /// Everything stored about one task.

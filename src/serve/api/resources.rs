@@ -214,12 +214,17 @@ pub async fn content(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let pipeline = state.pipeline_or_only(query.pipeline.as_deref())?;
-    let (full, what, size) = read_store(pipeline, move |conn| {
+    let (full, identity) = read_store(pipeline, move |conn| {
         let full = queries::resolve_hash(conn, &hash)?;
-        let (what, size) = queries::object_identity(conn, &full)?;
-        Ok((full, what, size))
+        let identity = queries::object_identity(conn, &full)?;
+        Ok((full, identity))
     })
     .await?;
+    let queries::ObjectIdentity {
+        what,
+        resource,
+        size,
+    } = identity;
     let Some(size) = size else {
         return Err(ApiError::not_found(format!(
             "{full} is a task's log, not a resource: GET /api/v1/tasks/{{id}}/log serves logs"
@@ -285,6 +290,9 @@ pub async fn content(
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some(value) = resource.as_deref().and_then(attachment) {
+        h.insert(header::CONTENT_DISPOSITION, value);
+    }
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{full}\"")) {
         h.insert(header::ETAG, etag);
     }
@@ -295,6 +303,32 @@ pub async fn content(
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
     Ok(response)
+}
+
+/// `Content-Disposition: attachment` naming the file after the resource (RFC 6266): `filename`
+/// for old clients, with every byte that is not plain printable ASCII (or is a quote or a
+/// backslash) as `_`, and `filename*` with the exact name, percent-encoded UTF-8.
+fn attachment(name: &str) -> Option<HeaderValue> {
+    let plain: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect();
+    let mut exact = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        // RFC 8187's attr-char: sent as is; everything else percent-encoded.
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            exact.push(byte as char);
+        } else {
+            exact.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{plain}\"; filename*=UTF-8''{exact}"
+    ))
+    .ok()
 }
 
 /// Send bytes `start..start + length` of the object in chunks, reading it whole through
@@ -354,6 +388,23 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::RANGE, HeaderValue::from_str(value).unwrap());
         headers
+    }
+
+    #[test]
+    fn an_attachment_names_the_resource_safely() {
+        let value = |name: &str| attachment(name).unwrap().to_str().unwrap().to_string();
+        assert_eq!(
+            value("report.csv"),
+            "attachment; filename=\"report.csv\"; filename*=UTF-8''report.csv"
+        );
+        assert_eq!(
+            value("a \"b\"\\c;d"),
+            "attachment; filename=\"a _b__c;d\"; filename*=UTF-8''a%20%22b%22%5Cc%3Bd"
+        );
+        assert_eq!(
+            value("café\r\nX-Evil: 1"),
+            "attachment; filename=\"caf___X-Evil: 1\"; filename*=UTF-8''caf%C3%A9%0D%0AX-Evil%3A%201"
+        );
     }
 
     #[test]
