@@ -385,6 +385,60 @@ fn a_root_project_inside_a_directory_only_root_may_enter_still_runs() {
 }
 
 #[test]
+fn a_root_only_file_that_comes_and_goes_never_fails_a_sandbox() {
+    // Tools such as `groupadd` write `/etc/gshadow+` (root only) and rename it away a moment
+    // later. The sandbox masks every root-only file it finds; one found and then gone before
+    // its mask was made failed the whole sandbox ("cannot create mountpoint …: Read-only file
+    // system"), so every task of the run. Here a root-only file under /opt comes and goes as
+    // fast as it can while runs start their sandboxes.
+    if !is_root() {
+        eprintln!("skipped: masks apply to a grit running as root");
+        return;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = Path::new("/opt").join(format!("grit-test-flicker-{}", std::process::id()));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gshadow+");
+    let stop = AtomicBool::new(false);
+    let p =
+        Sandboxed::new("[[step]]\nname = \"source\"\nscript = 'echo ok > \"$OUTPUT_DIR/ok\"'\n");
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&file);
+                let _ = std::fs::remove_file(&file);
+            }
+        });
+        let failures: Vec<String> = (0..25)
+            .filter_map(|_| {
+                let (out, _) = p.run(&[]);
+                (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+            })
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            failures.is_empty(),
+            "{} of 25 runs failed; the first:\n{}",
+            failures.len(),
+            failures[0]
+        );
+    });
+}
+
+#[test]
 fn a_root_only_file_made_during_a_run_is_masked_from_the_next_task_on() {
     // The sandbox masks the root-only paths it knows (/etc/credstore, …) where they exist when
     // its template is built; one a service creates during a run must be masked too. Root only:

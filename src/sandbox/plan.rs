@@ -415,8 +415,8 @@ pub(super) fn depth(path: &Path) -> usize {
 }
 
 /// The static part of every task's tree, built once by the zygote at [`STAGING`] before it
-/// pivots there: read-only binds of the system directories, the device nodes, the masks of
-/// root-only files and the empty mountpoints `/tmp` and `/proc` (the zygote attaches a copy of
+/// pivots there: read-only binds of the system directories, the device nodes and the empty
+/// mountpoints `/tmp` and `/proc` (the zygote attaches a copy of
 /// the host's procfs there, without which the kernel refuses a task its fresh proc). The root
 /// stays writable in the template: each task creates the few top-level mountpoints it needs and
 /// then makes its own copy of the root read-only.
@@ -436,16 +436,10 @@ pub(crate) fn template(layout: &HostLayout) -> Vec<MountOp> {
     for (link, target) in DEV_LINKS {
         targets.push((PathBuf::from(link), Mount::Symlink(PathBuf::from(target))));
     }
-    for (p, is_dir) in &layout.masks {
-        targets.push((
-            p.clone(),
-            if *is_dir {
-                Mount::MaskDir
-            } else {
-                Mount::MaskFile
-            },
-        ));
-    }
+    // The masks over root-only files are not part of it: the zygote mounts them after the
+    // pivot ([`masks`]), one at a time, passing over a file gone meanwhile. The search found
+    // every root-only file, and some live for a moment (`/etc/gshadow+` while `groupadd`
+    // runs): made here, a mountpoint for one that vanished failed the whole template.
     targets.sort_by_key(|(p, _)| depth(p));
     let mut ops = vec![MountOp::Tmpfs {
         dst: CString::new(STAGING).unwrap_or_default(),
@@ -509,7 +503,7 @@ fn template_entries(layout: &HostLayout) -> HashSet<PathBuf> {
 }
 
 /// The template's masks over root-only files, with the paths a task sees (no staging prefix):
-/// what the zygote mounts again when the host replaced a masked file.
+/// what the zygote mounts after its pivot, and again when the host replaced a masked file.
 pub(crate) fn masks(layout: &HostLayout) -> Vec<MountOp> {
     let mut ops = Vec::new();
     let mut made = HashSet::new();
@@ -890,11 +884,21 @@ mod tests {
             &ops,
             |o| matches!(o, MountOp::BindRo { src, dst } if *src == c("/etc") && *dst == c("/proc/etc")),
         );
-        let shadow = pos(
-            &ops,
-            |o| matches!(o, MountOp::BindDev { src, dst } if *dst == c("/proc/etc/shadow") && *src == c("/dev/null")),
+        assert!(etc != usize::MAX, "{ops:#?}");
+        // The masks come after the pivot, at the paths a task sees.
+        assert!(
+            !ops.iter().any(|o| matches!(o,
+                MountOp::BindDev { dst, .. } | MountOp::Touch(dst) if *dst == c("/proc/etc/shadow"))),
+            "{ops:#?}"
         );
-        assert!(etc < shadow && shadow != usize::MAX, "{ops:#?}");
+        assert!(
+            masks(&layout()).contains(&MountOp::BindDev {
+                src: c("/dev/null"),
+                dst: c("/etc/shadow")
+            }),
+            "{:#?}",
+            masks(&layout())
+        );
         assert!(ops.contains(&MountOp::Symlink {
             target: c("usr/bin"),
             link: c("/proc/bin")

@@ -407,7 +407,7 @@ impl Zygote {
         } else {
             Vec::new()
         };
-        Ok(Zygote {
+        let mut zygote = Zygote {
             template: Template::new(layout),
             masks,
             unmasked,
@@ -420,7 +420,11 @@ impl Zygote {
             last_cap,
             pool: None,
             broken: false,
-        })
+        };
+        // The masks go on now, in the template: one over a file that is gone by now is passed
+        // over, and mounted by a later `remask` should the file come back.
+        zygote.remask()?;
+        Ok(zygote)
     }
 
     /// Starts one task; returns init's pid and pidfd and the write end of its go pipe, or why
@@ -671,10 +675,8 @@ impl Zygote {
                     Ok(()) => break,
                     Err(e) if e.errno == libc::ENOENT && attempts < 3 => attempts += 1,
                     Err(e) => {
-                        let step = format!(
-                            "cover the root-only {} again",
-                            String::from_utf8_lossy(e.path)
-                        );
+                        let step =
+                            format!("cover the root-only {}", String::from_utf8_lossy(e.path));
                         return Err(failed_with(
                             &step,
                             std::io::Error::from_raw_os_error(e.errno),
