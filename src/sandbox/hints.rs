@@ -63,7 +63,12 @@ pub fn hints(log: &str, view: &View, host_path: Option<&std::ffi::OsStr>) -> Vec
             hints.push(hint);
         }
     };
-    for line in log.lines() {
+    // grit's own lines (a sandbox that could not be set up, a refused write) name paths too,
+    // but nothing the script could reach by a manifest key.
+    let script_lines = log
+        .lines()
+        .filter(|line| !line.starts_with("grit: ") && !line.starts_with("grit sandbox: "));
+    for line in script_lines {
         if line.contains("No such file or directory") {
             for path in absolute_paths(line) {
                 if !view.shows(&path) && path.exists() {
@@ -219,6 +224,29 @@ mod tests {
             read_write: Vec::new(),
             network: false,
         }
+    }
+
+    #[test]
+    fn grits_own_lines_give_no_hint() {
+        // A sandbox that could not be set up names a host path that is read-only in it; the
+        // script never ran, and `read_write` would not help.
+        let host = tempfile::tempdir_in("/var/tmp").unwrap();
+        let file = host.path().join("gshadow+");
+        std::fs::write(&file, "x").unwrap();
+        let cwd = tempfile::tempdir_in("/var/tmp").unwrap();
+        let own = format!(
+            "grit: task failed: could not start: (build the sandbox template: cannot create \
+             mountpoint {0}: Read-only file system (os error 30))\n\
+             grit sandbox: cannot bind {0}: No such file or directory 2\n",
+            file.display()
+        );
+        assert!(hints(&own, &view(cwd.path()), None).is_empty());
+        // The same words from the script do give one.
+        let script = format!(
+            "touch: cannot touch '{}': Read-only file system\n",
+            file.display()
+        );
+        assert_eq!(hints(&script, &view(cwd.path()), None).len(), 1);
     }
 
     #[test]
