@@ -1135,6 +1135,34 @@ fn kill_9_of_grit_leaves_no_task_alive() {
 }
 
 #[test]
+fn a_task_whose_init_starts_after_grit_was_killed_never_runs_its_script() {
+    // grit writes a task's go byte as soon as it holds the task's pidfd, which can be before
+    // the task's init first runs (a loaded machine). Killed then, grit is gone before init ties
+    // itself to grit (the parent-death signal), so no signal comes, and the byte is waiting:
+    // the script ran on with no grit. The test hook holds every init for 2 s before that tie.
+    let m = marker(8);
+    let p = Sandboxed::new(&format!("[[step]]\nname = \"a\"\nscript = 'sleep {m}'\n"));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("grit"))
+        // Without the FUSE capture, whose end with grit would fail init's mounts anyway.
+        .args(["run", "-q", "--capture", "dir", "-m"])
+        .arg(p.path().join("pipeline.toml"))
+        .arg("--db")
+        .arg(p.db())
+        .env_remove("GRIT_DB")
+        .env("GRIT_TEST_INIT_START_DELAY_MS", "2000")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // By now the task's init exists and waits in the hook; grit has sent its go.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Past the hook, and time for a script to start.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(survivors(&format!("sleep {m}")), Vec::<u32>::new());
+}
+
+#[test]
 fn sigterm_and_sigint_kill_every_task_and_exit_143_130() {
     for (signal, code, n) in [(libc::SIGTERM, 143, 6), (libc::SIGINT, 130, 7)] {
         let m = marker(n);

@@ -63,6 +63,13 @@ struct CapData {
 /// Everything init needs, built by the parent before the clone.
 #[derive(Debug)]
 pub(crate) struct ChildSetup {
+    /// grit's pid, as the template's `/proc` (the host's) shows it: init's parent while grit
+    /// lives (`CLONE_PARENT`), so init can tell whether grit died before it could be tied to it.
+    /// `None` if the zygote could not read it (then init goes on unchecked).
+    pub grit: Option<libc::pid_t>,
+    /// Test hook (`GRIT_TEST_INIT_START_DELAY_MS`): how long init waits before tying itself to
+    /// grit, which lets a test kill grit in that window. Zero outside tests.
+    pub start_delay_ms: u32,
     /// `cgroup.procs` of the task's cgroup v1 pids cgroup (root only), opened for writing by
     /// grit; init joins it before anything else.
     pub cgroup_procs: Option<RawFd>,
@@ -545,6 +552,13 @@ impl ChildSetup {
                     libc::_exit(SETUP_FAILED_EXIT);
                 }
             }
+            if self.start_delay_ms > 0 {
+                let pause = libc::timespec {
+                    tv_sec: (self.start_delay_ms / 1000) as libc::time_t,
+                    tv_nsec: (self.start_delay_ms % 1000) as libc::c_long * 1_000_000,
+                };
+                libc::nanosleep(&pause, std::ptr::null_mut());
+            }
             // PDEATHSIG follows the parent thread: with CLONE_PARENT, grit's sandbox thread
             // (client.rs), which lives as long as grit.
             if libc::prctl(
@@ -557,8 +571,16 @@ impl ChildSetup {
             {
                 fail(b"set the parent-death signal", b"", errno());
             }
-            // Should grit die before the line above took effect, the go pipe (see `go`) ends
-            // without its byte and the script never runs.
+            // Should grit have died before the line above took effect, no signal will come, and
+            // its go byte may already wait in the pipe (grit writes it once it holds the pidfd,
+            // which can be before this process first runs): a script started now would outlive
+            // grit. grit is still this process's parent exactly when it has not died yet; once
+            // it has, the kernel has given this process another parent. (`getppid` cannot tell:
+            // in the task's pid namespace it is 0 either way.)
+            if self.grit.is_some() && parent_pid() != self.grit {
+                put(b"grit sandbox: grit ended before the task started; not run\n");
+                libc::_exit(SETUP_FAILED_EXIT);
+            }
             // The zygote installs no signal handler, so init runs with default dispositions: as
             // pid 1 of its namespace it ignores every signal but SIGKILL from outside, and the
             // script starts with the zygote's (empty) mask.
@@ -693,6 +715,49 @@ extern "C" fn script_main(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
+/// This process's parent, from `/proc/self/stat` (the 4th field, after the name in
+/// parentheses, which may itself hold parentheses), read without allocating.
+pub(crate) fn parent_pid() -> Option<libc::pid_t> {
+    let mut buf = [0u8; 512];
+    // SAFETY: open/read/close of a NUL-terminated path into a buffer of the given length.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/stat".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let stat = buf.get(..usize::try_from(n).ok()?)?;
+    parse_parent(stat)
+}
+
+/// The parent pid in the text of `/proc/<pid>/stat`: `pid (name) state ppid …`.
+fn parse_parent(stat: &[u8]) -> Option<libc::pid_t> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    // ") S 1234 …": skip the parenthesis, the state and the spaces around it.
+    let mut fields = stat
+        .get(close + 1..)?
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    let _state = fields.next()?;
+    let ppid = fields.next()?;
+    let mut value: libc::pid_t = 0;
+    for &digit in ppid {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value = value
+            .checked_mul(10)?
+            .checked_add(libc::pid_t::from(digit - b'0'))?;
+    }
+    Some(value)
+}
+
 /// Init's loop: reaps orphans until the script exits, and returns its exit code.
 fn reap_until_script_exits(script: libc::pid_t) -> i32 {
     loop {
@@ -705,5 +770,22 @@ fn reap_until_script_exits(script: libc::pid_t) -> i32 {
         if r < 0 && errno() != libc::EINTR {
             return SETUP_FAILED_EXIT;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_past_a_name_with_parentheses_and_spaces() {
+        assert_eq!(parse_parent(b"42 (grit) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parse_parent(b"42 (a) b (c) ) R 1234 1 1"), Some(1234));
+        assert_eq!(parse_parent(b"42 (x) S"), None);
+        assert_eq!(parse_parent(b"42 (x) S 12a 1"), None);
+        assert_eq!(parse_parent(b"no parenthesis"), None);
+        // This process's own parent, as the kernel shows it.
+        // SAFETY: getppid cannot fail.
+        assert_eq!(parent_pid(), Some(unsafe { libc::getppid() }));
     }
 }

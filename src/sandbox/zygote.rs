@@ -208,6 +208,10 @@ fn clone_parent() -> std::io::Result<i32> {
 
 /// What the zygote keeps between tasks.
 struct Zygote {
+    /// grit's pid as the template's `/proc` shows it (see `ChildSetup::grit`).
+    grit: Option<i32>,
+    /// Test hook: see `ChildSetup::start_delay_ms`.
+    init_start_delay_ms: u32,
     template: Template,
     /// The template's masks over root-only files, as the task sees them (see `remask`).
     masks: Vec<MountOp>,
@@ -407,7 +411,15 @@ impl Zygote {
         } else {
             Vec::new()
         };
+        let init_start_delay_ms = std::env::var("GRIT_TEST_INIT_START_DELAY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0);
         let mut zygote = Zygote {
+            // The zygote's parent is every init's (`CLONE_PARENT`); read through the template's
+            // `/proc`, as init will, in case that procfs numbers processes differently.
+            grit: child::parent_pid(),
+            init_start_delay_ms,
             template: Template::new(layout),
             masks,
             unmasked,
@@ -531,6 +543,8 @@ impl Zygote {
         keep_fds.extend(trees.iter().map(|t| t.as_raw_fd()));
         keep_fds.sort_unstable();
         let setup = ChildSetup {
+            grit: self.grit,
+            start_delay_ms: self.init_start_delay_ms,
             cgroup_procs: cgroup_procs.as_ref().map(|c| c.as_raw_fd()),
             uid_map: self.uid_map.clone(),
             gid_map: self.gid_map.clone(),
