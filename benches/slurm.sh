@@ -11,6 +11,8 @@
 #   N=1000 RUNS=1 benches/slurm.sh
 #   GRIT=/path/to/other/grit benches/slurm.sh   # another build (no cargo build)
 #   GRIT_BEFORE=/path/to/old/grit benches/slurm.sh   # also time that build's Slurm mode each run
+#   PLAIN=1 benches/slurm.sh      # also time Slurm mode without the sandbox (`--no-sandbox
+#                                 # --capture dir`): what the backend costs apart from the sandbox
 #
 # The floor's time ends when its last element ends (each element notes the time), not when
 # `sbatch --wait` notices: sbatch polls the controller at growing intervals, which made every
@@ -56,7 +58,8 @@ fi
 mkdir -p "$work/in"
 (cd "$work/in" && for i in $(seq 1 "$N"); do echo "$i" >"n_$i"; done)
 
-grit_times=() floor_times=() local_times=() before_times=() elements_used=()
+PLAIN=${PLAIN:-0}
+grit_times=() floor_times=() local_times=() before_times=() plain_times=() elements_used=()
 for run in $(seq 1 "$RUNS"); do
   # grit through Slurm.
   discard "$work/db" && cp -a "$work/base" "$work/db"
@@ -103,7 +106,16 @@ EOF
     before_times+=("$(elapsed "$t0" "$t1")")
     before=", before ${before_times[-1]} s"
   fi
-  echo "run $run: slurm ${grit_times[-1]} s ($elements elements), floor ${floor_times[-1]} s, local ${local_times[-1]} s$before (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  plain=""
+  if [ "$PLAIN" = 1 ]; then
+    discard "$work/db" && cp -a "$work/base" "$work/db"
+    t0=$(now)
+    "$GRIT" run -m "$work/pipeline.toml" --db "$work/db" --executor slurm --no-sandbox --capture dir >/dev/null 2>&1
+    t1=$(now)
+    plain_times+=("$(elapsed "$t0" "$t1")")
+    plain=", slurm without the sandbox ${plain_times[-1]} s"
+  fi
+  echo "run $run: slurm ${grit_times[-1]} s ($elements elements), floor ${floor_times[-1]} s, local ${local_times[-1]} s$before$plain (load $(cut -d' ' -f1 /proc/loadavg))" >&2
 done
 
 g=$(echo "${grit_times[*]}" | median)
@@ -118,5 +130,10 @@ if [ -n "${GRIT_BEFORE:-}" ]; then
   b=$(echo "${before_times[*]}" | median)
   printf '%-44s %10s\n' "before: $GRIT_BEFORE --executor slurm" "$b"
   python3 -c "print(f'before / floor = {$b / $f:.2f}x')"
+fi
+if [ "$PLAIN" = 1 ]; then
+  p=$(echo "${plain_times[*]}" | median)
+  printf '%-44s %10s\n' "grit --executor slurm --no-sandbox" "$p"
+  python3 -c "print(f'slurm without the sandbox / floor = {$p / $f:.2f}x')"
 fi
 python3 -c "print(f'slurm / floor = {$g / $f:.2f}x, slurm / local = {$g / $l:.2f}x; array elements used: ${elements_used[*]}')"
