@@ -385,6 +385,65 @@ fn a_root_project_inside_a_directory_only_root_may_enter_still_runs() {
 }
 
 #[test]
+fn a_root_only_directory_that_is_a_mount_of_its_own_is_masked() {
+    // A volume mounted on a root-only path (`/etc/ssh` or `/opt/app/keys` in a container) is a
+    // mount root in the template's recursive bind of `/etc` or `/opt` already; it must be
+    // covered like any root-only directory, not taken for a mask that is in place.
+    if !is_root() {
+        eprintln!("skipped: masks apply to a grit running as root");
+        return;
+    }
+    if std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("skipped: unshare -m is unavailable");
+        return;
+    }
+    let dir = Path::new("/opt").join(format!("grit-test-mounted-{}", std::process::id()));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    let secret = dir.join("keys/key");
+    let p = Sandboxed::new(&format!(
+        "[[step]]\nname = \"probe\"\n\
+         script = '(cat {} || echo hidden) > \"$OUTPUT_DIR/seen\" 2>/dev/null'\n",
+        secret.display()
+    ));
+    // The volume lives in a mount namespace of this run only, and goes with it.
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-ec"])
+        .arg(
+            "mount -t tmpfs -o mode=0700 grit-test-volume \"$1\"; echo TOPSECRET > \"$2\"; \
+             chmod 600 \"$2\"; shift 2; exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(dir.join("keys"))
+        .arg(&secret)
+        .arg(assert_cmd::cargo::cargo_bin("grit"))
+        .args(["run", "-m"])
+        .arg(p.path().join("pipeline.toml"))
+        .arg("--db")
+        .arg(p.db())
+        .env_remove("GRIT_DB")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(p.cat("seen").as_deref(), Some("hidden\n"));
+}
+
+#[test]
 fn a_root_only_file_that_comes_and_goes_never_fails_a_sandbox() {
     // Tools such as `groupadd` write `/etc/gshadow+` (root only) and rename it away a moment
     // later. The sandbox masks every root-only file it finds; one found and then gone before
@@ -1153,13 +1212,53 @@ fn a_task_whose_init_starts_after_grit_was_killed_never_runs_its_script() {
         .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // By now the task's init exists and waits in the hook; grit has sent its go.
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // Wait for the task's init (grit's child in a pid namespace of its own), then give grit a
+    // moment to send its go while init waits in the hook.
+    let own_pid_ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let grit = child.id();
+    let init_started = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string));
+            parent.as_deref() == Some(grit.to_string().as_str())
+                && std::fs::read_link(entry.path().join("ns/pid")).is_ok_and(|ns| ns != own_pid_ns)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !init_started() {
+        assert!(std::time::Instant::now() < deadline, "no task started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
     // Past the hook, and time for a script to start.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(survivors(&format!("sleep {m}")), Vec::<u32>::new());
+    // Init reached its check and said so in the task's log.
+    let said = walkdir(&p.db()).into_iter().any(|file| {
+        std::fs::read_to_string(file)
+            .is_ok_and(|text| text.contains("grit ended before the task started; not run"))
+    });
+    assert!(said, "the task's log does not say why it did not run");
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => pending.push(entry.path()),
+                Ok(t) if t.is_file() => files.push(entry.path()),
+                _ => {}
+            }
+        }
+    }
+    files
 }
 
 #[test]

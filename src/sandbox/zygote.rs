@@ -433,10 +433,28 @@ impl Zygote {
             pool: None,
             broken: false,
         };
-        // The masks go on now, in the template: one over a file that is gone by now is passed
-        // over, and mounted by a later `remask` should the file come back.
-        zygote.remask()?;
+        zygote.mask_all()?;
         Ok(zygote)
+    }
+
+    /// Mounts every mask in the template, whatever is at its path now (a host mount on a
+    /// root-only path, `/etc/ssh` as a container's volume, is a mount root already and must be
+    /// covered too), except over a path that is gone since the search found it: that one is
+    /// passed over, and `remask` mounts it before a later task should it come back.
+    fn mask_all(&mut self) -> Result<(), String> {
+        for op in &self.masks {
+            match child::apply(op) {
+                Ok(()) => {}
+                Err(e) if e.errno == libc::ENOENT => {}
+                Err(e) => {
+                    return Err(failed_with(
+                        &format!("cover the root-only {}", String::from_utf8_lossy(e.path)),
+                        std::io::Error::from_raw_os_error(e.errno),
+                    ));
+                }
+            }
+        }
+        self.remask()
     }
 
     /// Starts one task; returns init's pid and pidfd and the write end of its go pipe, or why
