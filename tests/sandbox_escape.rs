@@ -85,6 +85,18 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Removes what a test planted on the host (in /etc or /opt), files or directories, whatever
+/// happens to the test.
+struct RemovedOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+        }
+    }
+}
+
 // ---- Writes -----------------------------------------------------------------------------------
 
 #[test]
@@ -279,21 +291,12 @@ fn every_file_only_root_may_read_in_etc_and_opt_is_hidden_from_a_root_task() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
-    /// Removes what the test planted in /etc and /opt whatever happens to it.
-    struct Cleanup(Vec<std::path::PathBuf>);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            for p in &self.0 {
-                let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
-            }
-        }
-    }
     let tag = format!("grit-test-{}", std::process::id());
     let etc_file = Path::new("/etc").join(format!("{tag}.conf"));
     let etc_dir = Path::new("/etc").join(format!("{tag}.d"));
     std::fs::create_dir_all("/opt").unwrap();
     let opt_dir = Path::new("/opt").join(&tag);
-    let _cleanup = Cleanup(vec![etc_file.clone(), etc_dir.clone(), opt_dir.clone()]);
+    let _cleanup = RemovedOnDrop(vec![etc_file.clone(), etc_dir.clone(), opt_dir.clone()]);
     let write = |path: &Path, text: &str, mode: u32| {
         std::fs::write(path, text).unwrap();
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -343,13 +346,7 @@ fn a_root_project_inside_a_directory_only_root_may_enter_still_runs() {
     }
     use std::os::unix::fs::PermissionsExt;
     let closed = Path::new("/opt").join(format!("grit-test-closed-{}", std::process::id()));
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(closed.clone());
+    let _cleanup = RemovedOnDrop(vec![closed.clone()]);
     let project = closed.join("project");
     std::fs::create_dir_all(&project).unwrap();
     std::fs::write(closed.join("sibling-secret"), "SIBLING\n").unwrap();
@@ -402,13 +399,7 @@ fn a_root_only_directory_that_is_a_mount_of_its_own_is_masked() {
         return;
     }
     let dir = Path::new("/opt").join(format!("grit-test-mounted-{}", std::process::id()));
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = RemovedOnDrop(vec![dir.clone()]);
     std::fs::create_dir_all(dir.join("keys")).unwrap();
     let secret = dir.join("keys/key");
     let p = Sandboxed::new(&format!(
@@ -457,13 +448,7 @@ fn a_root_only_file_that_comes_and_goes_never_fails_a_sandbox() {
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = Path::new("/opt").join(format!("grit-test-flicker-{}", std::process::id()));
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
+    let _cleanup = RemovedOnDrop(vec![dir.clone()]);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("gshadow+");
     let stop = AtomicBool::new(false);
@@ -511,13 +496,6 @@ fn a_root_only_file_made_during_a_run_is_masked_from_the_next_task_on() {
         eprintln!("skipped: /etc/credstore.encrypted exists on this machine");
         return;
     }
-    /// Removes the secret whatever happens to the test.
-    struct Cleanup(&'static Path);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0);
-        }
-    }
     let p = Sandboxed::new(
         "[[step]]\nname = \"first\"\nscript = 'sleep 1.5; echo > \"$OUTPUT_DIR/first\"'\n\n\
          [[step]]\nname = \"later\"\ninputs = [\"first\"]\n\
@@ -533,7 +511,7 @@ fn a_root_only_file_made_during_a_run_is_masked_from_the_next_task_on() {
         .unwrap();
     // The first task's sandbox (and its template) exists by now; the secret comes after it.
     std::thread::sleep(std::time::Duration::from_millis(700));
-    let _cleanup = Cleanup(secret_dir);
+    let _cleanup = RemovedOnDrop(vec![secret_dir.to_path_buf()]);
     std::fs::create_dir(secret_dir).unwrap();
     std::fs::set_permissions(
         secret_dir,

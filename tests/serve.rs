@@ -216,15 +216,11 @@ fn when_every_connection_slot_is_taken_the_log_says_so_and_the_slots_come_back()
     use std::os::unix::process::CommandExt;
     let (project, gate) = gated_project();
     gate.open();
-    let mut command = Command::new(assert_cmd::cargo::cargo_bin("grit"));
-    command
-        .arg("serve")
-        .arg("-m")
-        .arg(project.manifest())
-        .arg("--db")
-        .arg(project.db())
-        .args(["--listen", "127.0.0.1:0", "--no-sandbox"])
-        .env("GRIT_TEST_HEADER_TIMEOUT_MS", "1500");
+    let mut command = Server::single_command(
+        &project.manifest(),
+        &project.db(),
+        &[("GRIT_TEST_HEADER_TIMEOUT_MS", "1500")],
+    );
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -254,24 +250,15 @@ fn a_client_that_stops_reading_a_download_is_disconnected_and_others_are_served(
     // A reader that takes nothing holds its connection slot while the response waits for the
     // socket's buffer; enough of them are the same exhaustion as clients that send nothing.
     use std::io::Read;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let project = Project { dir };
     // 64 MiB: far more than loopback's socket buffers can hold on both sides.
-    project.write_manifest(
-        "[[step]]\nname = \"big\"\nonce = true\n\
-         script = 'head -c 67108864 /dev/zero > \"$OUTPUT_DIR/big\"'\n",
-    );
+    let size: usize = 64 << 20;
+    let (project, hash, _) = big_object(size as u64);
     let server = Server::single_with_env(
         &project.manifest(),
         &project.db(),
         &[("GRIT_TEST_SEND_TIMEOUT_MS", "400")],
     );
     let operator = store_token("operator", &project.db());
-    let run = server.trigger("pipeline", &operator);
-    server.wait_finished(&run, &operator);
-    let (_, list) = server.get("/resources?name=big", Some(&operator));
-    let hash = list["resources"][0]["hash"].as_str().unwrap().to_string();
-    let size: usize = 64 << 20;
 
     let address = server.url.trim_start_matches("http://").to_string();
     let mut stream = std::net::TcpStream::connect(&address).unwrap();

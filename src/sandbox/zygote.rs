@@ -83,6 +83,14 @@ fn failed(step: &str) -> String {
     failed_with(step, std::io::Error::last_os_error())
 }
 
+/// A mask over a root-only path could not be mounted: the full message for grit.
+fn cover_failed(e: child::StepFailed<'_>) -> String {
+    failed_with(
+        &format!("cover the root-only {}", String::from_utf8_lossy(e.path)),
+        std::io::Error::from_raw_os_error(e.errno),
+    )
+}
+
 /// A step of starting a task failed for `detail`: the full message for grit.
 fn failed_with(step: &str, detail: impl std::fmt::Display) -> String {
     super::SandboxError::Failed {
@@ -415,7 +423,7 @@ impl Zygote {
             .ok()
             .and_then(|ms| ms.parse().ok())
             .unwrap_or(0);
-        let mut zygote = Zygote {
+        let zygote = Zygote {
             // The zygote's parent is every init's (`CLONE_PARENT`); read through the template's
             // `/proc`, as init will, in case that procfs numbers processes differently.
             grit: child::parent_pid(),
@@ -441,20 +449,15 @@ impl Zygote {
     /// root-only path, `/etc/ssh` as a container's volume, is a mount root already and must be
     /// covered too), except over a path that is gone since the search found it: that one is
     /// passed over, and `remask` mounts it before a later task should it come back.
-    fn mask_all(&mut self) -> Result<(), String> {
+    fn mask_all(&self) -> Result<(), String> {
         for op in &self.masks {
             match child::apply(op) {
                 Ok(()) => {}
                 Err(e) if e.errno == libc::ENOENT => {}
-                Err(e) => {
-                    return Err(failed_with(
-                        &format!("cover the root-only {}", String::from_utf8_lossy(e.path)),
-                        std::io::Error::from_raw_os_error(e.errno),
-                    ));
-                }
+                Err(e) => return Err(cover_failed(e)),
             }
         }
-        self.remask()
+        Ok(())
     }
 
     /// Starts one task; returns init's pid and pidfd and the write end of its go pipe, or why
@@ -687,12 +690,7 @@ impl Zygote {
         for (path, is_dir) in appeared {
             let ops = plan::mask(&path, is_dir);
             for op in &ops {
-                child::apply(op).map_err(|e| {
-                    failed_with(
-                        &format!("cover the root-only {}", String::from_utf8_lossy(e.path)),
-                        std::io::Error::from_raw_os_error(e.errno),
-                    )
-                })?;
+                child::apply(op).map_err(cover_failed)?;
             }
             self.masks.extend(ops);
         }
@@ -706,14 +704,7 @@ impl Zygote {
                 match child::apply(op) {
                     Ok(()) => break,
                     Err(e) if e.errno == libc::ENOENT && attempts < 3 => attempts += 1,
-                    Err(e) => {
-                        let step =
-                            format!("cover the root-only {}", String::from_utf8_lossy(e.path));
-                        return Err(failed_with(
-                            &step,
-                            std::io::Error::from_raw_os_error(e.errno),
-                        ));
-                    }
+                    Err(e) => return Err(cover_failed(e)),
                 }
             }
         }

@@ -37,22 +37,28 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; each holds a descriptor.
 const MAX_CONNECTIONS: usize = 1024;
 
-/// The header timeout, shortened by tests through `GRIT_TEST_HEADER_TIMEOUT_MS`.
-fn header_timeout() -> Duration {
-    std::env::var("GRIT_TEST_HEADER_TIMEOUT_MS")
+/// `default`, or the milliseconds in the environment variable `hook` (tests shorten the
+/// timeouts with `GRIT_TEST_HEADER_TIMEOUT_MS` and `GRIT_TEST_SEND_TIMEOUT_MS`).
+fn timeout_or_test_hook(hook: &str, default: Duration) -> Duration {
+    std::env::var(hook)
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map(Duration::from_millis)
-        .unwrap_or(HEADER_TIMEOUT)
+        .unwrap_or(default)
 }
 
-/// The send timeout, shortened by tests through `GRIT_TEST_SEND_TIMEOUT_MS`.
-fn send_timeout() -> Duration {
-    std::env::var("GRIT_TEST_SEND_TIMEOUT_MS")
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(SEND_TIMEOUT)
+/// `text` percent-encoded: ASCII letters and digits and the bytes in `keep` as they are,
+/// every other byte (of the UTF-8) as `%XX`.
+pub fn percent_encode(text: &str, keep: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// How many connections may be open at once: half the open-files limit (the other half is for
@@ -79,8 +85,8 @@ where
     A: FnMut() -> F,
     F: Future<Output = io::Result<I>>,
 {
-    let timeout = header_timeout();
-    let send_limit = send_timeout();
+    let timeout = timeout_or_test_hook("GRIT_TEST_HEADER_TIMEOUT_MS", HEADER_TIMEOUT);
+    let send_limit = timeout_or_test_hook("GRIT_TEST_SEND_TIMEOUT_MS", SEND_TIMEOUT);
     let capacity = connection_slots();
     let slots = Arc::new(Semaphore::new(capacity));
     // Every connection holds a receiver; a send asks them to finish.

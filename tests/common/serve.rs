@@ -99,6 +99,11 @@ impl Server {
 
     /// [`Server::single`] with extra environment variables (the `GRIT_TEST_*` hooks).
     pub fn single_with_env(manifest: &Path, db: &Path, env: &[(&str, &str)]) -> Server {
+        Server::spawn(Server::single_command(manifest, db, env))
+    }
+
+    /// The command [`Server::single_with_env`] starts, for a test that changes it further.
+    pub fn single_command(manifest: &Path, db: &Path, env: &[(&str, &str)]) -> Command {
         let mut command = Command::new(assert_cmd::cargo::cargo_bin("grit"));
         command
             .arg("serve")
@@ -108,7 +113,7 @@ impl Server {
             .arg(db)
             .args(["--listen", "127.0.0.1:0", "--no-sandbox"])
             .envs(env.iter().copied());
-        Server::spawn(command)
+        command
     }
 
     /// `grit serve --config FILE`.

@@ -316,15 +316,8 @@ fn attachment(name: &str) -> Option<HeaderValue> {
             _ => '_',
         })
         .collect();
-    let mut exact = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        // RFC 8187's attr-char: sent as is; everything else percent-encoded.
-        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
-            exact.push(byte as char);
-        } else {
-            exact.push_str(&format!("%{byte:02X}"));
-        }
-    }
+    // RFC 8187's attr-char: sent as is; everything else percent-encoded.
+    let exact = crate::serve::http::percent_encode(name, b"!#$&+-.^_`|~");
     HeaderValue::from_str(&format!(
         "attachment; filename=\"{plain}\"; filename*=UTF-8''{exact}"
     ))

@@ -164,15 +164,7 @@ pub async fn require_operator(request: Request, next: Next) -> Response {
 
 /// Percent-encode everything but unreserved characters and `/` (for the `next` parameter).
 fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::serve::http::percent_encode(text, b"-._~/")
 }
 
 /// Where to go after login: a path of the UI only (never another site), without control
